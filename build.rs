@@ -1,0 +1,18 @@
+//! Compiles the public API in `proto/` with protox (pure Rust, no `protoc` needed) and keeps the
+//! descriptor set for gRPC server reflection.
+
+use prost::Message;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/hkms/v1/keys.proto"];
+    for p in &protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("hkms_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .type_attribute(".hkms.v1.Key", "#[derive(serde::Serialize)]")
+        .compile_fds(fds)?;
+    Ok(())
+}

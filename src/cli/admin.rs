@@ -1,0 +1,132 @@
+//! Local admin tools that open the node's token and registry directly: the orphan check and
+//! the attribute audit. Run them on the node's host with its config.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::config::NodeConfig;
+use crate::hsm::{Hsm, attribute_audit};
+use crate::node::Node;
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Check every key object on the token against the DESIGN.md §2 attribute rules; exits 1
+    /// if any object breaks one.
+    Audit {
+        /// The node config file.
+        #[arg(long, env = "HKMS_CONFIG")]
+        config: std::path::PathBuf,
+    },
+    /// Show the token and the mechanisms hkms uses.
+    Info {
+        /// The node config file.
+        #[arg(long, env = "HKMS_CONFIG")]
+        config: std::path::PathBuf,
+    },
+}
+
+impl TokenCommand {
+    /// Runs the command.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            TokenCommand::Audit { config } => audit(&config),
+            TokenCommand::Info { config } => info(&config),
+        }
+    }
+}
+
+fn open_hsm(config: &Path) -> anyhow::Result<Hsm> {
+    let config = NodeConfig::load(config)?;
+    Ok(Hsm::open(&config.hsm)?)
+}
+
+fn audit(config: &Path) -> anyhow::Result<ExitCode> {
+    let hsm = open_hsm(config)?;
+    let objects = hsm.object_facts()?;
+    let mut violations = 0;
+    for o in &objects {
+        for v in attribute_audit::check(o) {
+            violations += 1;
+            println!("VIOLATION {v}");
+        }
+    }
+    println!(
+        "checked {} key objects on token {}: {} violations",
+        objects.len(),
+        hsm.capabilities().label,
+        violations
+    );
+    Ok(if violations == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn info(config: &Path) -> anyhow::Result<ExitCode> {
+    let hsm = open_hsm(config)?;
+    let c = hsm.capabilities();
+    println!("token:        {}", c.label);
+    println!("manufacturer: {}", c.manufacturer);
+    println!("model:        {}", c.model);
+    println!("serial:       {}", c.serial);
+    println!("mechanisms:   {}", c.mechanisms.len());
+    for m in [
+        crate::hsm::mechanisms::AES_ECB_ENCRYPT_DATA,
+        crate::hsm::mechanisms::DES3_ECB_ENCRYPT_DATA,
+        crate::hsm::mechanisms::AES_CMAC,
+        crate::hsm::mechanisms::DES3_CMAC,
+    ] {
+        let name = crate::hsm::mechanisms::mechanism_name(m);
+        println!("  {name:<28} {}", if c.has(m) { "yes" } else { "no" });
+    }
+    match c.wrap_pad {
+        Some(m) => println!(
+            "  RFC 5649 wrap: {}",
+            crate::hsm::mechanisms::mechanism_name(m)
+        ),
+        None => println!("  RFC 5649 wrap: no"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hkms keys orphans`: reports (and with `destroy`, removes) token keys without a live row,
+/// and lists rows whose key is missing. Exits 1 when anything was found and left.
+pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
+    let config = NodeConfig::load(config)?;
+    let node = Node::open(&config)?;
+    let report = node.find_orphans()?;
+    for label in &report.orphans {
+        println!("ORPHAN  {label}  (on the token, no live registry row)");
+    }
+    for r in &report.missing {
+        println!(
+            "MISSING {}  ({} {}; row says {}, key not on the token)",
+            r.id,
+            r.key_type.as_str(),
+            r.region,
+            r.state
+        );
+    }
+    if destroy && !report.orphans.is_empty() {
+        let n = node.destroy_orphans()?;
+        println!("destroyed {n} orphan objects");
+        return Ok(if report.missing.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    println!(
+        "{} orphans, {} missing",
+        report.orphans.len(),
+        report.missing.len()
+    );
+    Ok(if report.orphans.is_empty() && report.missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,194 @@
+//! `hkms keys ...`: a gRPC client of a running node.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tonic::transport::Channel;
+
+use crate::proto;
+use crate::proto::key_service_client::KeyServiceClient;
+
+use super::output::{print_key, print_keys};
+
+/// Where the node is and how to print.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The node's gRPC address.
+    #[arg(
+        long,
+        env = "HKMS_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a key of a policy key type at the node's tier and region.
+    Generate {
+        /// The key type, e.g. card-master.
+        #[arg(long = "type")]
+        key_type: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Diversify a key for a child region (national -> provincial -> municipal).
+    Derive {
+        /// The parent key's id.
+        #[arg(long)]
+        parent: String,
+        /// The child region code, e.g. 440000.
+        #[arg(long)]
+        region: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List keys, optionally filtered.
+    List {
+        /// Only this tier.
+        #[arg(long, default_value = "")]
+        tier: String,
+        /// Only this region.
+        #[arg(long, default_value = "")]
+        region: String,
+        /// Only this key type.
+        #[arg(long = "type", default_value = "")]
+        key_type: String,
+        /// Only this state.
+        #[arg(long, default_value = "")]
+        state: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one key.
+    Show {
+        /// The key id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move a key through its lifecycle (active, suspended, retired, destroyed).
+    State {
+        /// The key id.
+        id: String,
+        /// The new state.
+        state: String,
+        /// Refuse unless the key is in this state now.
+        #[arg(long)]
+        expect: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Compare token and registry (local admin: opens them directly; see docs/architecture.md).
+    Orphans {
+        /// The node config file.
+        #[arg(long, env = "HKMS_CONFIG")]
+        config: std::path::PathBuf,
+        /// Destroy the orphan keys found on the token.
+        #[arg(long)]
+        destroy: bool,
+    },
+}
+
+impl KeysCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            KeysCommand::Generate { key_type, client } => {
+                let mut c = connect(&client).await?;
+                let r = c
+                    .generate_key(proto::GenerateKeyRequest { key_type })
+                    .await
+                    .map_err(status)?;
+                show(r.into_inner().key, client.json)
+            }
+            KeysCommand::Derive {
+                parent,
+                region,
+                client,
+            } => {
+                let mut c = connect(&client).await?;
+                let r = c
+                    .derive_sub_key(proto::DeriveSubKeyRequest {
+                        parent_id: parent,
+                        region,
+                    })
+                    .await
+                    .map_err(status)?;
+                show(r.into_inner().key, client.json)
+            }
+            KeysCommand::List {
+                tier,
+                region,
+                key_type,
+                state,
+                client,
+            } => {
+                let mut c = connect(&client).await?;
+                let r = c
+                    .list_keys(proto::ListKeysRequest {
+                        tier,
+                        region,
+                        key_type,
+                        state,
+                    })
+                    .await
+                    .map_err(status)?;
+                print_keys(&r.into_inner().keys, client.json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::Show { id, client } => {
+                let mut c = connect(&client).await?;
+                let r = c
+                    .get_key(proto::GetKeyRequest { id })
+                    .await
+                    .map_err(status)?;
+                show(r.into_inner().key, client.json)
+            }
+            KeysCommand::State {
+                id,
+                state,
+                expect,
+                client,
+            } => {
+                let mut c = connect(&client).await?;
+                let r = c
+                    .change_key_state(proto::ChangeKeyStateRequest {
+                        id,
+                        state,
+                        expected_state: expect.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(status)?;
+                show(r.into_inner().key, client.json)
+            }
+            KeysCommand::Orphans { config, destroy } => super::admin::orphans(&config, destroy),
+        }
+    }
+}
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<KeyServiceClient<Channel>> {
+    KeyServiceClient::connect(args.server.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach hkms at {} (is `hkms serve` running?)",
+                args.server
+            )
+        })
+}
+
+fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+fn show(key: Option<proto::Key>, json: bool) -> anyhow::Result<ExitCode> {
+    let key = key.context("the server answered without a key")?;
+    print_key(&key, json)?;
+    Ok(ExitCode::SUCCESS)
+}

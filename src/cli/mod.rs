@@ -1,0 +1,114 @@
+//! The `hkms` command: `serve`, the key client, and local admin tools that open the node's
+//! token and registry directly (orphan check, attribute audit).
+
+mod admin;
+mod keys;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// hkms: a hierarchical key management service in front of PKCS#11 HSMs.
+#[derive(Debug, Parser)]
+#[command(name = "hkms", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node: open its token and registry and serve gRPC.
+    Serve {
+        /// The node config file.
+        #[arg(long, env = "HKMS_CONFIG")]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Keys of the hierarchy (client of a running node).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// The node's token (local admin; opens the token directly).
+    Token {
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
+}
+
+/// Runs the command line; the process exit code is the result.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hkms: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config, log_json } => serve(config, log_json).await,
+            Command::Keys { command } => command.run().await,
+            Command::Token { command } => command.run(),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hkms: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: PathBuf, log_json: bool) -> anyhow::Result<ExitCode> {
+    init_logging(log_json);
+    let config = crate::config::NodeConfig::load(&config)?;
+    crate::server::serve(config, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HKMS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests in one process) keeps the first subscriber.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

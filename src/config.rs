@@ -1,0 +1,271 @@
+//! The node configuration file (TOML): who this node is (tier, region), where it listens, which
+//! token it uses and where it keeps its data. Relative paths are taken from the file's folder.
+//! No PIN and no key value is ever in it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::hierarchy::{Region, Tier};
+use crate::hsm::{HsmConfig, PinSource, TokenLocator};
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read node config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a node config.
+    #[error("node config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The values do not fit together.
+    #[error("node config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What to fix.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    token: RawToken,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    tier: String,
+    region: String,
+    listen: String,
+    data_dir: PathBuf,
+    policy: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    module: PathBuf,
+    label: Option<String>,
+    uri: Option<String>,
+    pin_env: Option<String>,
+    pin_file: Option<PathBuf>,
+    #[serde(default = "default_sessions")]
+    sessions: usize,
+    #[serde(default = "default_session_wait_ms")]
+    session_wait_ms: u64,
+}
+
+fn default_sessions() -> usize {
+    4
+}
+
+fn default_session_wait_ms() -> u64 {
+    10_000
+}
+
+/// A loaded, checked node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// A short name for logs and records (e.g. "ministry", "guangdong").
+    pub name: String,
+    /// This node's tier; always the tier of `region`.
+    pub tier: Tier,
+    /// This node's region.
+    pub region: Region,
+    /// Where the gRPC service listens.
+    pub listen: SocketAddr,
+    /// Folder of the SQLite registry.
+    pub data_dir: PathBuf,
+    /// The policy file (key types today; rules later).
+    pub policy: PathBuf,
+    /// How to reach the token.
+    pub hsm: HsmConfig,
+}
+
+impl NodeConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        NodeConfig::parse(&text, path, base)
+    }
+
+    /// Checks a config text; `base` resolves relative paths.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<NodeConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: toml_error_message(text, &e),
+        })?;
+        let tier: Tier = raw
+            .node
+            .tier
+            .parse()
+            .map_err(|e| invalid(format!("[node] tier: {e}")))?;
+        let region =
+            Region::parse(&raw.node.region).map_err(|e| invalid(format!("[node] region: {e}")))?;
+        if region.tier() != tier {
+            return Err(invalid(format!(
+                "[node] region {region} is a {} code but tier is {tier}; make them agree",
+                region.tier()
+            )));
+        }
+        let listen: SocketAddr = raw.node.listen.parse().map_err(|_| {
+            invalid(format!(
+                "[node] listen `{}` is not an address:port such as 127.0.0.1:50051",
+                raw.node.listen
+            ))
+        })?;
+        if !listen.ip().is_loopback() {
+            return Err(invalid(format!(
+                "[node] listen {listen} is not a loopback address; this build serves plaintext \
+                 gRPC for local development only, so it listens on 127.0.0.1 or ::1"
+            )));
+        }
+        let t = raw.token;
+        let locator = match (t.label, t.uri) {
+            (Some(label), None) => TokenLocator::by_label(&label),
+            (None, Some(uri)) => {
+                TokenLocator::from_uri(&uri).map_err(|e| invalid(format!("[token] uri: {e}")))?
+            }
+            _ => {
+                return Err(invalid(
+                    "[token] needs exactly one of `label` or `uri`".into(),
+                ));
+            }
+        };
+        let pin = match (t.pin_env, t.pin_file) {
+            (Some(var), None) => PinSource::Env(var),
+            (None, Some(file)) => PinSource::File(base.join(file)),
+            _ => {
+                return Err(invalid(
+                    "[token] needs exactly one of `pin_env` or `pin_file` (the PIN itself never \
+                     goes in the config)"
+                        .into(),
+                ));
+            }
+        };
+        if t.sessions == 0 || t.sessions > 256 {
+            return Err(invalid("[token] sessions must be between 1 and 256".into()));
+        }
+        Ok(NodeConfig {
+            name: raw.node.name,
+            tier,
+            region,
+            listen,
+            data_dir: base.join(raw.node.data_dir),
+            policy: base.join(raw.node.policy),
+            hsm: HsmConfig {
+                module: t.module,
+                locator,
+                pin,
+                sessions: t.sessions,
+                session_wait: Duration::from_millis(t.session_wait_ms),
+            },
+        })
+    }
+
+    /// The registry database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("registry.sqlite")
+    }
+}
+
+/// A TOML error as "line N: message", without echoing the offending line: a misplaced secret
+/// must not reach a log through an error message.
+pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span().and_then(|span| text.get(..span.start)) {
+        Some(before) => format!("line {}: {}", before.matches('\n').count() + 1, e.message()),
+        None => e.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "ministry"
+tier = "national"
+region = "000000"
+listen = "127.0.0.1:0"
+data_dir = "data"
+policy = "policy.toml"
+
+[token]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+label = "hkms-dev"
+pin_file = "user.pin"
+"#;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(
+            text,
+            Path::new("/etc/hkms/node.toml"),
+            Path::new("/etc/hkms"),
+        )
+    }
+
+    #[test]
+    fn good_config_resolves_relative_paths() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/hkms/data"));
+        assert_eq!(c.hsm.pin, PinSource::File("/etc/hkms/user.pin".into()));
+        assert_eq!(c.hsm.sessions, 4);
+    }
+
+    #[test]
+    fn tier_must_match_region() {
+        let err = parse(&GOOD.replace("\"000000\"", "\"440000\"")).unwrap_err();
+        assert!(err.to_string().contains("make them agree"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_listener_must_be_loopback() {
+        let err = parse(&GOOD.replace("127.0.0.1:0", "0.0.0.0:50051")).unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    #[test]
+    fn pin_in_config_or_two_sources_is_refused() {
+        let err = parse(&GOOD.replace("pin_file = \"user.pin\"", "pin = \"1234\"")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(!err.to_string().contains("1234"), "{err}");
+        assert!(err.to_string().contains("line 13"), "{err}");
+        let both = GOOD.replace(
+            "pin_file = \"user.pin\"",
+            "pin_file = \"a\"\npin_env = \"B\"",
+        );
+        assert!(parse(&both).is_err());
+    }
+
+    #[test]
+    fn unknown_field_names_the_line() {
+        let err = parse(&GOOD.replace("name = \"ministry\"", "nmae = \"ministry\"")).unwrap_err();
+        assert!(err.to_string().contains("line"), "{err}");
+    }
+}

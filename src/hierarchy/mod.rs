@@ -1,0 +1,29 @@
+//! The key hierarchy of the programme, as pure values with no I/O.
+//!
+//! - [`Tier`] and [`Region`]: where a node or key sits (ministry `000000`, province `XX0000`,
+//!   city `XXYY00`; there is no county tier).
+//! - [`Factor`]: the diversification factor `D` and the block `D || ~D` (DESIGN.md §2).
+//! - [`Algorithm`], [`DiversificationFamily`], [`Kcv`]: what a key is and how it is checked.
+//! - [`KeyTypeCatalogue`]: the key types a policy declares, with their rules.
+//! - [`KeyId`]: opaque random ids and their PKCS#11 `CKA_ID`/`CKA_LABEL`.
+//! - [`KeyState`]: the SP 800-57 lifecycle.
+//!
+//! Every constructor validates, so a value of these types is always well formed.
+
+mod algorithm;
+mod error;
+mod factor;
+mod key_id;
+mod key_type;
+mod lifecycle;
+mod region;
+mod tier;
+
+pub use algorithm::{Algorithm, DiversificationFamily, Kcv, KcvMethod};
+pub use error::HierarchyError;
+pub use factor::Factor;
+pub use key_id::KeyId;
+pub use key_type::{KeyTypeCatalogue, KeyTypeName, KeyTypeSpec, Usage};
+pub use lifecycle::KeyState;
+pub use region::Region;
+pub use tier::Tier;

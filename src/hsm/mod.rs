@@ -1,0 +1,394 @@
+//! The only module that speaks PKCS#11. Callers see [`Hsm`] and plain hkms types; they never
+//! see `cryptoki`. One login, a pool of sessions, templates that follow DESIGN.md §2, and the
+//! in-HSM diversification and KCVs. All calls block: async callers use `spawn_blocking`.
+
+pub mod attribute_audit;
+pub mod capabilities;
+mod error;
+pub mod locator;
+pub mod mechanisms;
+pub mod pin;
+mod pool;
+mod raw;
+pub mod templates;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki_sys::{CK_MECHANISM_TYPE, CK_OBJECT_HANDLE};
+use secrecy::SecretString;
+
+pub use attribute_audit::{ObjectFacts, Violation};
+pub use capabilities::Capabilities;
+pub use error::{HsmError, HsmErrorKind};
+pub use locator::TokenLocator;
+pub use pin::PinSource;
+pub use templates::{Lifetime, SecretKeySpec};
+
+use crate::hierarchy::{Algorithm, Factor, Kcv, KcvMethod};
+use pool::{PooledSession, SessionPool};
+use raw::RawModule;
+
+/// How to reach the token.
+#[derive(Debug, Clone)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 module (`libsofthsm2.so`).
+    pub module: PathBuf,
+    /// Which token.
+    pub locator: TokenLocator,
+    /// Where the user PIN comes from.
+    pub pin: PinSource,
+    /// How many sessions to keep open (concurrent requests).
+    pub sessions: usize,
+    /// How long a request waits for a free session.
+    pub session_wait: Duration,
+}
+
+/// A logged-in token. Cheap to clone; all clones share the sessions.
+#[derive(Clone)]
+pub struct Hsm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    // Field order is drop order: sessions close before the library is released.
+    pool: SessionPool,
+    raw: RawModule,
+    ctx: Pkcs11,
+    slot: Slot,
+    caps: Capabilities,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm")
+            .field("token", &self.inner.caps.label)
+            .field("serial", &self.inner.caps.serial)
+            .finish()
+    }
+}
+
+impl Hsm {
+    /// Loads the module, finds the token, logs in once and opens the session pool. A wrong PIN
+    /// or a missing token is an error here, so the service refuses to start and says why.
+    pub fn open(config: &HsmConfig) -> Result<Hsm, HsmError> {
+        let pin = config.pin.read()?;
+        let module_err = |reason: String| HsmError::ModuleLoad {
+            path: config.module.clone(),
+            reason,
+        };
+        let ctx = Pkcs11::new(&config.module).map_err(|e| module_err(e.to_string()))?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(module_err(format!("C_Initialize: {e}"))),
+        }
+        let raw = RawModule::load(&config.module)?;
+        let (slot, caps) = find_token(&ctx, &raw, &config.locator)?;
+        let sessions = open_sessions(&ctx, slot, config.sessions.max(1), &pin)?;
+        Ok(Hsm {
+            inner: Arc::new(Inner {
+                pool: SessionPool::new(sessions, config.session_wait),
+                raw,
+                ctx,
+                slot,
+                caps,
+            }),
+        })
+    }
+
+    /// What the token is and offers.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    /// Generates a secret key in the token and returns its KCV. On any failure after the key
+    /// was made, the key is destroyed before the error is returned.
+    pub fn generate_key(&self, spec: &SecretKeySpec) -> Result<Kcv, HsmError> {
+        self.inner
+            .caps
+            .require_generate(spec.algorithm, spec.usage)?;
+        let s = self.inner.pool.get()?;
+        let mechanism = match spec.algorithm {
+            Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
+            Algorithm::Des2 => Mechanism::Des2KeyGen,
+        };
+        let key = s.generate_key(&mechanism, &templates::secret_key_template(spec))?;
+        self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+    }
+
+    /// Diversifies `parent` with `factor` inside the token (DESIGN.md §2: AES family
+    /// `AES-ECB_parent(D || ~D)`, 3DES family `3DES-ECB_parent(D || ~D)` into `CKK_DES2`), making
+    /// the child described by `child`, and returns the child's KCV.
+    pub fn derive_key(
+        &self,
+        parent_label: &str,
+        parent_algorithm: Algorithm,
+        factor: &Factor,
+        child: &SecretKeySpec,
+    ) -> Result<Kcv, HsmError> {
+        self.inner.caps.require_derive(parent_algorithm)?;
+        let child_algorithm = derived_algorithm(parent_algorithm);
+        if child.algorithm != child_algorithm {
+            return Err(HsmError::Unsupported {
+                what: format!(
+                    "diversification of a {} parent into a {} child (it yields {})",
+                    parent_algorithm.as_str(),
+                    child.algorithm.as_str(),
+                    child_algorithm.as_str()
+                ),
+            });
+        }
+        let s = self.inner.pool.get()?;
+        let parent = find_key(&s, parent_label)?;
+        let template = templates::secret_key_template(child);
+        let handle = self.inner.raw.derive_encrypt_data(
+            s.handle(),
+            mechanisms::derive_mechanism(parent_algorithm),
+            parent.handle(),
+            &factor.data_block(),
+            &template,
+        )?;
+        self.kcv_or_destroy(&s, handle, child.algorithm)
+    }
+
+    /// The KCV of a key already on the token.
+    pub fn kcv(&self, label: &str, algorithm: Algorithm) -> Result<Kcv, HsmError> {
+        let s = self.inner.pool.get()?;
+        let key = find_key(&s, label)?;
+        self.kcv_of(&s, key.handle(), algorithm)
+    }
+
+    /// Destroys every object with this label; returns how many there were.
+    pub fn destroy_key(&self, label: &str) -> Result<usize, HsmError> {
+        let s = self.inner.pool.get()?;
+        let found = s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
+        for object in &found {
+            s.destroy_object(*object)?;
+        }
+        Ok(found.len())
+    }
+
+    /// Labels of every secret key on the token (for the orphan check).
+    pub fn secret_key_labels(&self) -> Result<Vec<String>, HsmError> {
+        let s = self.inner.pool.get()?;
+        let mut labels = Vec::new();
+        for object in s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])? {
+            for attr in s.get_attributes(object, &[AttributeType::Label])? {
+                if let Attribute::Label(bytes) = attr {
+                    labels.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+            }
+        }
+        labels.sort();
+        Ok(labels)
+    }
+
+    /// The security attributes of every secret and private key on the token, for the
+    /// attribute audit.
+    pub fn object_facts(&self) -> Result<Vec<ObjectFacts>, HsmError> {
+        let s = self.inner.pool.get()?;
+        let mut out = Vec::new();
+        for (class, name) in [
+            (ObjectClass::SECRET_KEY, "secret-key"),
+            (ObjectClass::PRIVATE_KEY, "private-key"),
+        ] {
+            for object in s.find_objects(&[Attribute::Class(class)])? {
+                let mut facts = read_facts(&s, object, name)?;
+                facts.allowed_mechanisms = self
+                    .inner
+                    .raw
+                    .attribute_bytes(
+                        s.handle(),
+                        object.handle(),
+                        cryptoki_sys::CKA_ALLOWED_MECHANISMS,
+                    )?
+                    .map(|b| mechanisms::parse_allowed_mechanisms(&b));
+                out.push(facts);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks that the token still answers (for health reporting).
+    pub fn check_alive(&self) -> Result<(), HsmError> {
+        let info = self.inner.ctx.get_token_info(self.inner.slot)?;
+        if info.user_pin_locked() {
+            return Err(HsmError::PinLocked);
+        }
+        Ok(())
+    }
+
+    fn kcv_of(
+        &self,
+        s: &Session,
+        key: CK_OBJECT_HANDLE,
+        algorithm: Algorithm,
+    ) -> Result<Kcv, HsmError> {
+        let (mechanism, zeros, method): (CK_MECHANISM_TYPE, &[u8], KcvMethod) = match algorithm {
+            Algorithm::Aes128 | Algorithm::Aes256 => {
+                (mechanisms::AES_CMAC, &[0u8; 16], KcvMethod::AesCmac)
+            }
+            Algorithm::Des2 => (mechanisms::DES3_CMAC, &[0u8; 8], KcvMethod::Des3Cmac),
+        };
+        let mac = self.inner.raw.sign(s.handle(), mechanism, key, zeros)?;
+        let value: [u8; 3] = mac
+            .get(..3)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| HsmError::Unexpected {
+                what: format!("CMAC of {} bytes", mac.len()),
+            })?;
+        Ok(Kcv { value, method })
+    }
+
+    fn kcv_or_destroy(
+        &self,
+        s: &PooledSession<'_>,
+        key: CK_OBJECT_HANDLE,
+        algorithm: Algorithm,
+    ) -> Result<Kcv, HsmError> {
+        self.kcv_of(s, key, algorithm).inspect_err(|_| {
+            // The key is useless without its KCV; the KCV error is the one worth reporting.
+            let _ = self.inner.raw.destroy_object(s.handle(), key);
+        })
+    }
+}
+
+/// The algorithm of a diversified child: one AES block, or a double-length 3DES key.
+pub fn derived_algorithm(parent: Algorithm) -> Algorithm {
+    match parent {
+        Algorithm::Aes128 | Algorithm::Aes256 => Algorithm::Aes128,
+        Algorithm::Des2 => Algorithm::Des2,
+    }
+}
+
+fn find_token(
+    ctx: &Pkcs11,
+    raw: &RawModule,
+    locator: &TokenLocator,
+) -> Result<(Slot, Capabilities), HsmError> {
+    let mut matching = Vec::new();
+    let mut present = Vec::new();
+    for slot in ctx.get_slots_with_token()? {
+        let info = ctx.get_token_info(slot)?;
+        if !info.token_initialized() {
+            continue;
+        }
+        present.push(info.label().trim_end().to_string());
+        if locator.matches(
+            info.label(),
+            info.manufacturer_id(),
+            info.serial_number(),
+            info.model(),
+        ) {
+            matching.push((slot, info));
+        }
+    }
+    let (slot, info) = match matching.len() {
+        1 => matching.remove(0),
+        0 => {
+            return Err(HsmError::TokenNotFound {
+                wanted: locator.to_string(),
+                present: if present.is_empty() {
+                    "none".into()
+                } else {
+                    present.join(", ")
+                },
+            });
+        }
+        count => {
+            return Err(HsmError::AmbiguousToken {
+                wanted: locator.to_string(),
+                count,
+            });
+        }
+    };
+    let mechanisms = raw.mechanism_list(slot.id())?;
+    let caps = Capabilities {
+        label: info.label().trim_end().to_string(),
+        manufacturer: info.manufacturer_id().trim_end().to_string(),
+        model: info.model().trim_end().to_string(),
+        serial: info.serial_number().trim_end().to_string(),
+        wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
+        mechanisms,
+    };
+    Ok((slot, caps))
+}
+
+fn open_sessions(
+    ctx: &Pkcs11,
+    slot: Slot,
+    count: usize,
+    pin: &SecretString,
+) -> Result<Vec<Session>, HsmError> {
+    let first = ctx.open_rw_session(slot)?;
+    match first.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut sessions = vec![first];
+    for _ in 1..count {
+        sessions.push(ctx.open_rw_session(slot)?);
+    }
+    Ok(sessions)
+}
+
+fn find_key(s: &Session, label: &str) -> Result<ObjectHandle, HsmError> {
+    let found = s.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ])?;
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(HsmError::KeyNotFound {
+            label: label.into(),
+        }),
+        many => Err(HsmError::DuplicateLabel {
+            label: label.into(),
+            count: many.len(),
+        }),
+    }
+}
+
+fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFacts, HsmError> {
+    let wanted = [
+        AttributeType::Label,
+        AttributeType::Token,
+        AttributeType::Sensitive,
+        AttributeType::Extractable,
+        AttributeType::WrapWithTrusted,
+        AttributeType::Trusted,
+        AttributeType::Derive,
+        AttributeType::Encrypt,
+        AttributeType::Decrypt,
+        AttributeType::Sign,
+        AttributeType::Wrap,
+    ];
+    let mut facts = ObjectFacts {
+        class: class.to_string(),
+        ..ObjectFacts::default()
+    };
+    for attr in s.get_attributes(object, &wanted)? {
+        match attr {
+            Attribute::Label(b) => facts.label = String::from_utf8_lossy(&b).into_owned(),
+            Attribute::Token(v) => facts.token = Some(v),
+            Attribute::Sensitive(v) => facts.sensitive = Some(v),
+            Attribute::Extractable(v) => facts.extractable = Some(v),
+            Attribute::WrapWithTrusted(v) => facts.wrap_with_trusted = Some(v),
+            Attribute::Trusted(v) => facts.trusted = Some(v),
+            Attribute::Derive(v) => facts.derive = Some(v),
+            Attribute::Encrypt(v) => facts.encrypt = Some(v),
+            Attribute::Decrypt(v) => facts.decrypt = Some(v),
+            Attribute::Sign(v) => facts.sign = Some(v),
+            Attribute::Wrap(v) => facts.wrap = Some(v),
+            _ => {}
+        }
+    }
+    Ok(facts)
+}

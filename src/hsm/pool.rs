@@ -1,0 +1,84 @@
+//! A fixed pool of read-write sessions on one logged-in token. A PKCS#11 session must not be
+//! used by two threads at once, so each request checks one out and gives it back on drop.
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cryptoki::session::Session;
+
+use super::HsmError;
+
+pub(crate) struct SessionPool {
+    idle: Mutex<Vec<Session>>,
+    freed: Condvar,
+    size: usize,
+    wait: Duration,
+}
+
+/// A session checked out of the pool; it goes back when dropped.
+pub(crate) struct PooledSession<'a> {
+    pool: &'a SessionPool,
+    session: Option<Session>,
+}
+
+impl SessionPool {
+    pub(crate) fn new(sessions: Vec<Session>, wait: Duration) -> SessionPool {
+        SessionPool {
+            size: sessions.len(),
+            idle: Mutex::new(sessions),
+            freed: Condvar::new(),
+            wait,
+        }
+    }
+
+    /// Waits up to the pool's timeout for a free session.
+    pub(crate) fn get(&self) -> Result<PooledSession<'_>, HsmError> {
+        let start = Instant::now();
+        let mut idle = self.idle.lock().map_err(|_| poisoned())?;
+        loop {
+            if let Some(session) = idle.pop() {
+                return Ok(PooledSession {
+                    pool: self,
+                    session: Some(session),
+                });
+            }
+            let left = self.wait.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(HsmError::PoolTimeout {
+                    size: self.size,
+                    waited_ms: start.elapsed().as_millis(),
+                });
+            }
+            idle = self
+                .freed
+                .wait_timeout(idle, left)
+                .map_err(|_| poisoned())?
+                .0;
+        }
+    }
+}
+
+fn poisoned() -> HsmError {
+    HsmError::Unexpected {
+        what: "state of the session pool (a thread panicked while holding it)".into(),
+    }
+}
+
+impl std::ops::Deref for PooledSession<'_> {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        // The option is only emptied in drop.
+        self.session
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("session taken before drop"))
+    }
+}
+
+impl Drop for PooledSession<'_> {
+    fn drop(&mut self) {
+        if let (Some(session), Ok(mut idle)) = (self.session.take(), self.pool.idle.lock()) {
+            idle.push(session);
+            self.pool.freed.notify_one();
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The PKCS#11 calls `cryptoki` 0.12 cannot express: `C_DeriveKey` with
+//! `CKM_AES_ECB_ENCRYPT_DATA`/`CKM_DES3_ECB_ENCRYPT_DATA`, and the raw mechanism list (cryptoki
+//! drops the numbers it has no name for). The module is loaded a second time through
+//! `cryptoki-sys`; the dynamic loader hands back the same library, so session and object
+//! handles from `cryptoki` are valid here.
+
+use std::path::Path;
+
+use cryptoki::object::Attribute;
+use cryptoki_sys::{
+    CK_ATTRIBUTE, CK_FUNCTION_LIST, CK_KEY_DERIVATION_STRING_DATA, CK_MECHANISM, CK_MECHANISM_TYPE,
+    CK_OBJECT_HANDLE, CK_SESSION_HANDLE, CK_SLOT_ID, CK_ULONG, CKR_OK,
+};
+
+use super::HsmError;
+
+pub(crate) struct RawModule {
+    // Keeps the library mapped for as long as `list` is used.
+    _lib: cryptoki_sys::Pkcs11,
+    list: *const CK_FUNCTION_LIST,
+}
+
+// SAFETY: the function list is a static table owned by the loaded library, which `_lib` keeps
+// mapped; it is only read. The library was initialised by `cryptoki` with CKF_OS_LOCKING_OK, so
+// its functions may be called from any thread (each session is used by one thread at a time).
+unsafe impl Send for RawModule {}
+// SAFETY: as above; shared references only read the table.
+unsafe impl Sync for RawModule {}
+
+impl RawModule {
+    pub(crate) fn load(path: &Path) -> Result<RawModule, HsmError> {
+        let load_err = |reason: String| HsmError::ModuleLoad {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // SAFETY: loading a PKCS#11 module runs its initialisers; the same module was already
+        // loaded and initialised by `cryptoki`, so this only takes another reference to it.
+        let lib =
+            unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(|e| load_err(e.to_string()))?;
+        let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
+        // SAFETY: C_GetFunctionList writes one pointer to the out-parameter.
+        let rv = unsafe { lib.C_GetFunctionList(&mut list) };
+        if rv != CKR_OK || list.is_null() {
+            return Err(load_err(format!("C_GetFunctionList returned {rv:#x}")));
+        }
+        Ok(RawModule { _lib: lib, list })
+    }
+
+    fn functions(&self) -> &CK_FUNCTION_LIST {
+        // SAFETY: `list` is non-null (checked in `load`) and lives as long as `_lib`.
+        unsafe { &*self.list }
+    }
+
+    /// Mechanism numbers the slot offers, unfiltered.
+    pub(crate) fn mechanism_list(
+        &self,
+        slot: CK_SLOT_ID,
+    ) -> Result<Vec<CK_MECHANISM_TYPE>, HsmError> {
+        let f = self
+            .functions()
+            .C_GetMechanismList
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_GetMechanismList".into(),
+            })?;
+        let mut count: CK_ULONG = 0;
+        // SAFETY: a null list pointer asks for the count only.
+        let rv = unsafe { f(slot, std::ptr::null_mut(), &mut count) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_GetMechanismList", rv));
+        }
+        let mut list: Vec<CK_MECHANISM_TYPE> = vec![0; count as usize];
+        // SAFETY: `list` has room for `count` entries, as the token asked.
+        let rv = unsafe { f(slot, list.as_mut_ptr(), &mut count) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_GetMechanismList", rv));
+        }
+        list.truncate(count as usize);
+        Ok(list)
+    }
+
+    /// `C_SignInit` + `C_Sign` with a mechanism that takes no parameter (CMAC for KCVs;
+    /// `cryptoki` has no name for `CKM_DES3_CMAC`).
+    pub(crate) fn sign(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let f = self.functions();
+        let (Some(init), Some(sign)) = (f.C_SignInit, f.C_Sign) else {
+            return Err(HsmError::Unsupported {
+                what: "C_Sign".into(),
+            });
+        };
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        // SAFETY: the mechanism has no parameter and outlives the call.
+        let rv = unsafe { init(session, &mut mech, key) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_SignInit", rv));
+        }
+        let mut input = data.to_vec();
+        let mut out = vec![0u8; 64];
+        let mut len = out.len() as CK_ULONG;
+        // SAFETY: `input` and `out` outlive the call; `len` says how much room `out` has. A MAC
+        // of 64 bytes or less fits, so the one-call form ends the operation.
+        let rv = unsafe {
+            sign(
+                session,
+                input.as_mut_ptr(),
+                input.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_Sign", rv));
+        }
+        out.truncate(len as usize);
+        Ok(out)
+    }
+
+    /// One attribute's raw value (`None` when the object does not have it). `cryptoki` cannot
+    /// read `CKA_ALLOWED_MECHANISMS` holding mechanisms it has no name for.
+    pub(crate) fn attribute_bytes(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        attribute: cryptoki_sys::CK_ATTRIBUTE_TYPE,
+    ) -> Result<Option<Vec<u8>>, HsmError> {
+        let f = self
+            .functions()
+            .C_GetAttributeValue
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_GetAttributeValue".into(),
+            })?;
+        let mut query = CK_ATTRIBUTE {
+            type_: attribute,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        // SAFETY: a null value pointer asks for the length only.
+        let rv = unsafe { f(session, object, &mut query, 1) };
+        if rv == cryptoki_sys::CKR_ATTRIBUTE_TYPE_INVALID
+            || query.ulValueLen == cryptoki_sys::CK_UNAVAILABLE_INFORMATION
+        {
+            return Ok(None);
+        }
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_GetAttributeValue", rv));
+        }
+        let mut value = vec![0u8; query.ulValueLen as usize];
+        query.pValue = value.as_mut_ptr().cast();
+        // SAFETY: `value` has the room the token asked for and outlives the call.
+        let rv = unsafe { f(session, object, &mut query, 1) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_GetAttributeValue", rv));
+        }
+        value.truncate(query.ulValueLen as usize);
+        Ok(Some(value))
+    }
+
+    /// `C_DestroyObject`.
+    pub(crate) fn destroy_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+    ) -> Result<(), HsmError> {
+        let f = self
+            .functions()
+            .C_DestroyObject
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_DestroyObject".into(),
+            })?;
+        // SAFETY: plain handles, no pointers.
+        let rv = unsafe { f(session, object) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_DestroyObject", rv));
+        }
+        Ok(())
+    }
+
+    /// `C_DeriveKey` with a `*_ECB_ENCRYPT_DATA` mechanism over `data`.
+    pub(crate) fn derive_encrypt_data(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        base: CK_OBJECT_HANDLE,
+        data: &[u8],
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE, HsmError> {
+        let f = self
+            .functions()
+            .C_DeriveKey
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_DeriveKey".into(),
+            })?;
+        // The token only reads the data; the copy keeps the FFI call free of casts away from const.
+        let mut data = zeroize::Zeroizing::new(data.to_vec());
+        let mut params = CK_KEY_DERIVATION_STRING_DATA {
+            pData: data.as_mut_ptr(),
+            ulLen: data.len() as CK_ULONG,
+        };
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: (&mut params as *mut CK_KEY_DERIVATION_STRING_DATA).cast(),
+            ulParameterLen: std::mem::size_of::<CK_KEY_DERIVATION_STRING_DATA>() as CK_ULONG,
+        };
+        let mut attrs: Vec<CK_ATTRIBUTE> = template.iter().map(CK_ATTRIBUTE::from).collect();
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: every pointer passed (mechanism, its parameter, the data, the template whose
+        // values borrow from `template`) outlives the call; `handle` receives one value.
+        let rv = unsafe {
+            f(
+                session,
+                &mut mech,
+                base,
+                attrs.as_mut_ptr(),
+                attrs.len() as CK_ULONG,
+                &mut handle,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_DeriveKey", rv));
+        }
+        Ok(handle)
+    }
+}

@@ -1,0 +1,140 @@
+//! Key templates, written once and checked against DESIGN.md §2 "Key attributes":
+//! every secret key is sensitive; a derive parent has no encrypt/decrypt; a key that may be
+//! exported is extractable only together with `CKA_WRAP_WITH_TRUSTED`; every other key is
+//! not extractable. `CKA_ALLOWED_MECHANISMS` narrows each key to its usage plus its own KCV.
+
+use cryptoki::object::{Attribute, KeyType, ObjectClass};
+
+use super::mechanisms::{allowed_mechanisms, allowed_mechanisms_attribute};
+use crate::hierarchy::{Algorithm, Usage};
+
+/// Whether a key lives on the token or only as long as the session that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// A held key (`CKA_TOKEN=true`).
+    Token,
+    /// A transient key, destroyed right after use (card keys).
+    Session,
+}
+
+/// What hkms asks the token to create. The template is derived from it; callers never build
+/// attribute lists themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKeySpec {
+    /// Algorithm and length.
+    pub algorithm: Algorithm,
+    /// The one usage of the key.
+    pub usage: Usage,
+    /// May be wrapped for transport (only by a trusted transport key).
+    pub exportable: bool,
+    /// `CKA_LABEL`, unique on the token.
+    pub label: String,
+    /// `CKA_ID`.
+    pub id: Vec<u8>,
+    /// Token or session object.
+    pub lifetime: Lifetime,
+}
+
+/// The attribute list for `C_GenerateKey` or `C_DeriveKey` of a secret key.
+pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
+    let derive = spec.usage == Usage::Derive;
+    let encrypt = spec.usage == Usage::Encrypt;
+    let mut attrs = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type(spec.algorithm)),
+        Attribute::Token(spec.lifetime == Lifetime::Token),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(spec.exportable),
+        Attribute::WrapWithTrusted(true),
+        Attribute::Derive(derive),
+        Attribute::Encrypt(encrypt),
+        Attribute::Decrypt(encrypt),
+        // Every key signs, restricted by CKA_ALLOWED_MECHANISMS to CMAC: that is its KCV.
+        Attribute::Sign(true),
+        Attribute::Verify(spec.usage == Usage::Mac),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        // A key that never leaves can never have its usage widened afterwards either.
+        Attribute::Modifiable(spec.exportable),
+        Attribute::Label(spec.label.as_bytes().to_vec()),
+        Attribute::Id(spec.id.clone()),
+        allowed_mechanisms_attribute(&allowed_mechanisms(spec.algorithm, spec.usage)),
+    ];
+    if let Some(len) = value_len(spec.algorithm) {
+        attrs.push(Attribute::ValueLen(len.into()));
+    }
+    attrs
+}
+
+fn key_type(algorithm: Algorithm) -> KeyType {
+    match algorithm {
+        Algorithm::Aes128 | Algorithm::Aes256 => KeyType::AES,
+        Algorithm::Des2 => KeyType::DES2,
+    }
+}
+
+/// `CKA_VALUE_LEN` where the key type has a variable length (AES); DES2 has a fixed one and
+/// SoftHSM2 refuses the attribute for it.
+fn value_len(algorithm: Algorithm) -> Option<u64> {
+    match algorithm {
+        Algorithm::Aes128 | Algorithm::Aes256 => Some(algorithm.key_len() as u64),
+        Algorithm::Des2 => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(usage: Usage, exportable: bool) -> SecretKeySpec {
+        SecretKeySpec {
+            algorithm: Algorithm::Aes128,
+            usage,
+            exportable,
+            label: "hkms/test".into(),
+            id: vec![1, 2],
+            lifetime: Lifetime::Token,
+        }
+    }
+
+    fn has(attrs: &[Attribute], want: &Attribute) -> bool {
+        attrs.iter().any(|a| a == want)
+    }
+
+    #[test]
+    fn every_key_is_sensitive() {
+        for usage in [Usage::Derive, Usage::Encrypt, Usage::Mac] {
+            for exportable in [false, true] {
+                let t = secret_key_template(&spec(usage, exportable));
+                assert!(has(&t, &Attribute::Sensitive(true)));
+            }
+        }
+    }
+
+    #[test]
+    fn derive_parent_cannot_encrypt_or_decrypt() {
+        let t = secret_key_template(&spec(Usage::Derive, false));
+        assert!(has(&t, &Attribute::Derive(true)));
+        assert!(has(&t, &Attribute::Encrypt(false)));
+        assert!(has(&t, &Attribute::Decrypt(false)));
+    }
+
+    #[test]
+    fn exportable_key_is_extractable_only_with_wrap_with_trusted() {
+        let t = secret_key_template(&spec(Usage::Derive, true));
+        assert!(has(&t, &Attribute::Extractable(true)));
+        assert!(has(&t, &Attribute::WrapWithTrusted(true)));
+        let t = secret_key_template(&spec(Usage::Derive, false));
+        assert!(has(&t, &Attribute::Extractable(false)));
+    }
+
+    #[test]
+    fn des2_has_no_value_len() {
+        let mut s = spec(Usage::Derive, false);
+        s.algorithm = Algorithm::Des2;
+        let t = secret_key_template(&s);
+        assert!(!t.iter().any(|a| matches!(a, Attribute::ValueLen(_))));
+        assert!(has(&t, &Attribute::KeyType(KeyType::DES2)));
+    }
+}

@@ -1,0 +1,24 @@
+//! hkms: a hierarchical key management service in front of PKCS#11 HSMs, for a national smart
+//! card programme. The HSM does the cryptography and holds every key; hkms keeps the key
+//! hierarchy (national → provincial → municipal), decides who may ask for what, and records it.
+//! See DESIGN.md (docs/architecture.md) for the layout: each module below is one layer.
+
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod hierarchy;
+pub mod hsm;
+pub mod node;
+pub mod server;
+pub mod store;
+
+/// The public gRPC API, generated from `proto/hkms/v1/`.
+#[allow(missing_docs)]
+pub mod proto {
+    tonic::include_proto!("hkms.v1");
+
+    /// Encoded descriptors of the API, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hkms_descriptor.bin"));
+}

@@ -1,0 +1,82 @@
+//! Errors of the node's use cases, classified so the gRPC layer can pick a status code.
+
+use crate::hierarchy::HierarchyError;
+use crate::hsm::{HsmError, HsmErrorKind};
+use crate::store::StoreError;
+
+/// Why a key operation did not happen. Messages never contain key material or PINs.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The request is malformed (bad region code, unknown key type, bad id...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The key asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is well-formed but the system is not in a state that allows it.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The HSM refused or failed.
+    #[error("HSM: {0}")]
+    Hsm(#[from] HsmError),
+    /// The registry refused or failed.
+    #[error("registry: {0}")]
+    Store(#[from] StoreError),
+    /// A fault that is not the caller's.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How a [`NodeError`] should be reported to a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The caller's input is wrong.
+    InvalidArgument,
+    /// Not there.
+    NotFound,
+    /// Already there.
+    AlreadyExists,
+    /// Not allowed in the current state.
+    FailedPrecondition,
+    /// Try again later.
+    Unavailable,
+    /// The service's fault.
+    Internal,
+}
+
+impl NodeError {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            NodeError::InvalidArgument(_) => ErrorClass::InvalidArgument,
+            NodeError::NotFound(_) => ErrorClass::NotFound,
+            NodeError::AlreadyExists(_) => ErrorClass::AlreadyExists,
+            NodeError::FailedPrecondition(_) => ErrorClass::FailedPrecondition,
+            NodeError::Hsm(e) => match e.kind() {
+                HsmErrorKind::Unavailable => ErrorClass::Unavailable,
+                HsmErrorKind::FailedPrecondition => ErrorClass::FailedPrecondition,
+                HsmErrorKind::NotFound | HsmErrorKind::Configuration | HsmErrorKind::Internal => {
+                    ErrorClass::Internal
+                }
+            },
+            NodeError::Store(e) => match e {
+                StoreError::AlreadyExists { .. } => ErrorClass::AlreadyExists,
+                StoreError::NotFound { .. } => ErrorClass::NotFound,
+                StoreError::Conflict { .. } | StoreError::Transition(_) => {
+                    ErrorClass::FailedPrecondition
+                }
+                _ => ErrorClass::Internal,
+            },
+            NodeError::Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+impl From<HierarchyError> for NodeError {
+    fn from(e: HierarchyError) -> Self {
+        NodeError::InvalidArgument(e.to_string())
+    }
+}

@@ -1,0 +1,53 @@
+//! The reconciliation of token and registry: keys on the token that no live row explains
+//! (left by a crash between the HSM step and the registry write), and live rows whose key is
+//! gone from the token.
+
+use std::collections::BTreeSet;
+
+use crate::store::{KeyFilter, KeyRecord};
+
+use super::{Node, NodeError};
+
+/// Every `hkms/` label is ours; other objects on the token are not hkms's business.
+const LABEL_PREFIX: &str = "hkms/";
+
+/// What the reconciliation found.
+#[derive(Debug, Clone, Default)]
+pub struct OrphanReport {
+    /// Labels of hkms keys on the token with no row, or whose row says destroyed.
+    pub orphans: Vec<String>,
+    /// Rows that are not destroyed but whose key is missing from the token.
+    pub missing: Vec<KeyRecord>,
+}
+
+impl Node {
+    /// Compares the token with the registry. Run it while no key is being created, or expect
+    /// the key in flight to show up as an orphan.
+    pub fn find_orphans(&self) -> Result<OrphanReport, NodeError> {
+        let on_token: BTreeSet<String> = self
+            .hsm
+            .secret_key_labels()?
+            .into_iter()
+            .filter(|l| l.starts_with(LABEL_PREFIX))
+            .collect();
+        let live: BTreeSet<String> = self.store.labels()?.into_iter().collect();
+        let orphans = on_token.difference(&live).cloned().collect();
+        let missing = self
+            .store
+            .list_keys(&KeyFilter::default())?
+            .into_iter()
+            .filter(|r| live.contains(&r.ck_label) && !on_token.contains(&r.ck_label))
+            .collect();
+        Ok(OrphanReport { orphans, missing })
+    }
+
+    /// Destroys the orphans of a fresh report; returns how many objects went.
+    pub fn destroy_orphans(&self) -> Result<usize, NodeError> {
+        let report = self.find_orphans()?;
+        let mut destroyed = 0;
+        for label in &report.orphans {
+            destroyed += self.hsm.destroy_key(label)?;
+        }
+        Ok(destroyed)
+    }
+}

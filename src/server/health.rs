@@ -1,0 +1,50 @@
+//! gRPC health that reports the token and the registry, not just the process: `token` and
+//! `store` are their own service names, and the overall status ("") and `hkms.v1.KeyService`
+//! are SERVING only while both answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::node::Node;
+
+/// Health service name of the token check.
+pub const TOKEN: &str = "token";
+/// Health service name of the registry check.
+pub const STORE: &str = "store";
+/// Health service name of the key service.
+pub const KEY_SERVICE: &str = "hkms.v1.KeyService";
+
+/// Checks once and publishes the result.
+pub async fn check_once(node: &Arc<Node>, reporter: &HealthReporter) {
+    let n = Arc::clone(node);
+    let (token, store) = match tokio::task::spawn_blocking(move || n.health()).await {
+        Ok((t, s)) => (t.is_ok(), s.is_ok()),
+        Err(_) => (false, false),
+    };
+    let status = |ok: bool| {
+        if ok {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    };
+    reporter.set_service_status(TOKEN, status(token)).await;
+    reporter.set_service_status(STORE, status(store)).await;
+    reporter
+        .set_service_status(KEY_SERVICE, status(token && store))
+        .await;
+    reporter
+        .set_service_status("", status(token && store))
+        .await;
+}
+
+/// Re-checks every `period` until the task is dropped.
+pub async fn watch(node: Arc<Node>, reporter: HealthReporter, period: Duration) {
+    loop {
+        check_once(&node, &reporter).await;
+        tokio::time::sleep(period).await;
+    }
+}

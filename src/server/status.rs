@@ -1,0 +1,39 @@
+//! Maps node errors to gRPC status codes. The message is the error's own text, which says what
+//! to do and never carries a secret.
+
+use tonic::{Code, Status};
+
+use crate::node::{ErrorClass, NodeError};
+
+/// The gRPC status for a node error.
+pub fn to_status(e: &NodeError) -> Status {
+    let code = match e.class() {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::NotFound => Code::NotFound,
+        ErrorClass::AlreadyExists => Code::AlreadyExists,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::Unavailable => Code::Unavailable,
+        ErrorClass::Internal => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_map_to_their_codes() {
+        let s = to_status(&NodeError::InvalidArgument("bad region".into()));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "bad region");
+        assert_eq!(
+            to_status(&NodeError::NotFound("x".into())).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            to_status(&NodeError::FailedPrecondition("x".into())).code(),
+            Code::FailedPrecondition
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Errors of the key registry. Each message says what happened and what to do.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::hierarchy::{HierarchyError, KeyId, KeyState, Region};
+
+/// Everything that can go wrong reading or writing the key registry.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The folder for the database file could not be created.
+    #[error(
+        "cannot create the data folder {path}: {source}; create it by hand or give hkms write access to its parent"
+    )]
+    CreateFolder {
+        /// The folder hkms tried to create.
+        path: PathBuf,
+        /// Why the system refused.
+        source: std::io::Error,
+    },
+
+    /// The database file could not be opened or configured.
+    #[error(
+        "cannot open the key registry at {path}: {source}; check that the data folder is writable by hkms \
+         and that no other process holds the database"
+    )]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+
+    /// SQLite refused write-ahead logging, which hkms needs for crash safety.
+    #[error(
+        "the key registry at {path} cannot use write-ahead logging (journal mode is \"{mode}\"); \
+         put the data folder on a local file system that supports WAL"
+    )]
+    WalUnavailable {
+        /// The database file.
+        path: PathBuf,
+        /// The journal mode SQLite reported instead.
+        mode: String,
+    },
+
+    /// A schema migration failed; the database stays at the previous version.
+    #[error(
+        "applying schema migration {version} failed: {source}; the database was left at version {}; \
+         restore it from a backup or report this as a bug", version.saturating_sub(1)
+    )]
+    Migration {
+        /// The schema version the migration would have produced.
+        version: i64,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+
+    /// The database was written by a newer hkms.
+    #[error(
+        "database schema version {found} is newer than this hkms (knows {known}); upgrade hkms"
+    )]
+    SchemaTooNew {
+        /// The `user_version` found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+
+    /// The database carries a schema version hkms never writes.
+    #[error(
+        "database schema version {found} was not written by hkms; check that the data folder points at an hkms database"
+    )]
+    SchemaUnknown {
+        /// The `user_version` found in the file.
+        found: i64,
+    },
+
+    /// Any other SQLite failure.
+    #[error(
+        "{context}: {source}; if the database is locked, another process may hold it; check the data folder"
+    )]
+    Sqlite {
+        /// What hkms was doing.
+        context: &'static str,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+
+    /// A derived key for this parent and region already exists and is not destroyed.
+    #[error(
+        "a derived key for region {region} under parent {parent} already exists; use it, \
+         or retire and destroy it before deriving again"
+    )]
+    AlreadyExists {
+        /// The parent key.
+        parent: KeyId,
+        /// The region of the existing child.
+        region: Region,
+    },
+
+    /// The id or the PKCS#11 label of a new record is already registered.
+    #[error(
+        "a key with id {id} or label \"{label}\" is already registered; create the key with a fresh id"
+    )]
+    Duplicate {
+        /// The id of the new record.
+        id: KeyId,
+        /// Its PKCS#11 label.
+        label: String,
+    },
+
+    /// The parent named by a new record is not in the registry.
+    #[error(
+        "key {id} names parent {parent}, which is not in the registry; register the parent first"
+    )]
+    ParentNotFound {
+        /// The id of the new record.
+        id: KeyId,
+        /// The missing parent.
+        parent: KeyId,
+    },
+
+    /// A record handed to the store breaks a registry rule.
+    #[error("key record {id} is not valid: {what}; fix the caller")]
+    InvalidRecord {
+        /// The id of the record.
+        id: KeyId,
+        /// Which rule it breaks.
+        what: String,
+    },
+
+    /// The key is not in the registry.
+    #[error("key {id} is not in the registry; check the id (list keys to see which exist)")]
+    NotFound {
+        /// The id that was asked for.
+        id: KeyId,
+    },
+
+    /// The key cannot be deleted because other keys name it as their parent.
+    #[error("key {id} still has sub-keys in the registry; delete or keep the children first")]
+    HasChildren {
+        /// The key that was to be deleted.
+        id: KeyId,
+    },
+
+    /// Compare-and-set failed: someone else changed the key's state first.
+    #[error(
+        "key {id} is {actual}, not {expected} as the request assumed; another request changed it first; \
+         read the key again and retry"
+    )]
+    Conflict {
+        /// The key.
+        id: KeyId,
+        /// The state the caller expected.
+        expected: KeyState,
+        /// The state found.
+        actual: KeyState,
+    },
+
+    /// A row in the database does not hold what hkms wrote.
+    #[error(
+        "registry row for key {id} is corrupt: {what}; restore the database from a backup or repair the row by hand \
+         (hkms will not guess)"
+    )]
+    Corrupt {
+        /// The row's id as stored (may itself be malformed).
+        id: String,
+        /// What is wrong with it.
+        what: String,
+    },
+
+    /// A thread panicked while holding the database lock.
+    #[error("the key registry lock was poisoned by a thread that crashed; restart hkms")]
+    Poisoned,
+
+    /// The requested state change is not allowed by SP 800-57.
+    #[error(transparent)]
+    Transition(#[from] HierarchyError),
+}
+
+impl StoreError {
+    /// Wraps a SQLite error with what hkms was doing.
+    pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Sqlite { context, source }
+    }
+}

@@ -1,0 +1,136 @@
+//! Ordered schema migrations, tracked with `PRAGMA user_version`.
+//!
+//! Migration `i` (0-based) brings the schema to version `i + 1`. Each runs in its own
+//! transaction together with the version bump, so a crash leaves the previous version.
+//! Never edit a migration that has shipped; append a new one.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// The migrations, oldest first.
+const MIGRATIONS: &[&str] = &[
+    // 1: the key registry.
+    "CREATE TABLE keys (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        key_type    TEXT    NOT NULL,
+        algorithm   TEXT    NOT NULL CHECK (algorithm IN ('aes128', 'aes256', 'des2')),
+        tier        TEXT    NOT NULL CHECK (tier IN ('national', 'provincial', 'municipal')),
+        region      TEXT    NOT NULL CHECK (length(region) = 6),
+        parent_id   TEXT    NULL REFERENCES keys (id),
+        factor      TEXT    NULL CHECK (factor IS NULL OR length(factor) = 16),
+        kcv         TEXT    NOT NULL CHECK (length(kcv) = 6),
+        kcv_method  TEXT    NOT NULL CHECK (kcv_method IN ('aes-cmac', 'des3-cmac', 'des3-ecb')),
+        version     INTEGER NOT NULL CHECK (version >= 1),
+        state       TEXT    NOT NULL
+                    CHECK (state IN ('pre-active', 'active', 'suspended', 'retired', 'destroyed')),
+        ck_label    TEXT    NOT NULL UNIQUE,
+        created_at  TEXT    NOT NULL,
+        updated_at  TEXT    NOT NULL,
+        CHECK ((parent_id IS NULL) = (factor IS NULL))
+    ) STRICT;
+    CREATE UNIQUE INDEX keys_one_live_child ON keys (parent_id, region)
+        WHERE parent_id IS NOT NULL AND state <> 'destroyed';
+    CREATE INDEX keys_by_type_region ON keys (key_type, region);
+    CREATE INDEX keys_by_parent ON keys (parent_id);",
+];
+
+/// The schema version this build writes (the number of migrations; never near `i64::MAX`).
+pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to the latest version, or refuses a database from a newer hkms.
+pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
+    check_version(user_version(conn)?)?;
+    for (version, sql) in (1_i64..).zip(MIGRATIONS) {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Migration { version, source })?;
+        // Re-read under the write lock: another process may have migrated meanwhile.
+        let current = check_version(user_version(&tx)?)?;
+        if current >= version {
+            continue;
+        }
+        tx.execute_batch(sql)
+            .and_then(|()| tx.pragma_update(None, "user_version", version))
+            .and_then(|()| tx.commit())
+            .map_err(|source| StoreError::Migration { version, source })?;
+    }
+    Ok(())
+}
+
+fn user_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(StoreError::sqlite("reading the schema version"))
+}
+
+/// Accepts a version this build can handle.
+fn check_version(found: i64) -> Result<i64, StoreError> {
+    if found < 0 {
+        return Err(StoreError::SchemaUnknown { found });
+    }
+    if found > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            known: LATEST,
+        });
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_reaches_latest_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), LATEST);
+    }
+
+    #[test]
+    fn applying_twice_is_harmless() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        apply(&mut conn).unwrap();
+        apply(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), LATEST);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let err = apply(&mut conn).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "database schema version 99 is newer than this hkms (knows {}); upgrade hkms",
+                LATEST
+            )
+        );
+    }
+
+    #[test]
+    fn negative_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", -1).unwrap();
+        assert!(matches!(
+            apply(&mut conn),
+            Err(StoreError::SchemaUnknown { found: -1 })
+        ));
+    }
+
+    #[test]
+    fn failed_migration_leaves_previous_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // A table in the way makes migration 1 fail.
+        conn.execute_batch("CREATE TABLE keys (x INTEGER);")
+            .unwrap();
+        let err = apply(&mut conn).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Migration { version: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(user_version(&conn).unwrap(), 0);
+    }
+}

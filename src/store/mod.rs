@@ -1,0 +1,211 @@
+//! The key registry: metadata about every key this node knows, in SQLite.
+//!
+//! The store keeps key **metadata only** — never key bytes (DESIGN.md §5, §6). The file lives in
+//! the node's data folder and is opened in WAL mode with `synchronous=FULL`, so a committed
+//! record survives a crash. One connection behind a mutex serves the whole process; SQLite's
+//! busy timeout (5 s) covers other processes.
+
+mod error;
+mod keys;
+mod migrations;
+mod record;
+#[cfg(test)]
+mod test_support;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::Connection;
+
+pub use error::StoreError;
+pub use record::{KeyFilter, KeyRecord};
+
+/// How long a statement waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The registry database. `Send + Sync`: share it between tasks behind an `Arc`.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the registry at `path`, creating its folder if needed, and brings
+    /// the schema up to date. Refuses a database written by a newer hkms.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
+                path: folder.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Store::setup(conn, path.to_path_buf(), true)
+    }
+
+    /// A private in-memory registry, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Store::setup(conn, path, false)
+    }
+
+    fn setup(mut conn: Connection, path: PathBuf, wal: bool) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        if wal {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+                .map_err(open_err)?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::WalUnavailable { path, mode });
+            }
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        migrations::apply(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// Checks that the database answers (`SELECT 1`), for health probes.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.lock()?
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(StoreError::sqlite("pinging the key registry"))
+    }
+
+    /// The file this store was opened from (`:memory:` for in-memory stores).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, or `Poisoned` if a thread panicked while holding it.
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The current time as RFC 3339 UTC to the second (`2025-01-31T08:00:00Z`), as stored in rows.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Store>();
+    }
+
+    #[test]
+    fn ping_answers() {
+        Store::open_in_memory().unwrap().ping().unwrap();
+    }
+
+    #[test]
+    fn open_creates_folder_and_uses_wal_full_and_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/registry.db");
+        let store = Store::open(&path).unwrap();
+        assert!(path.exists());
+        assert_eq!(store.path(), path);
+        let conn = store.lock().unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
+    }
+
+    #[test]
+    fn reopen_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let root = root_record("card-master");
+        {
+            let store = Store::open(&path).unwrap();
+            store.insert_key(&root).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.get_key(&root.id).unwrap(), Some(root));
+    }
+
+    #[test]
+    fn schema_too_new_is_refused_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::SchemaTooNew { found: 7, known: 1 }
+        ));
+        assert!(err.to_string().contains("upgrade hkms"), "{err}");
+    }
+
+    #[test]
+    fn open_fails_clearly_when_folder_cannot_be_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Store::open(&file.join("registry.db")).unwrap_err();
+        assert!(matches!(err, StoreError::CreateFolder { .. }), "{err}");
+    }
+
+    #[test]
+    fn poisoned_lock_is_an_error_not_a_panic() {
+        let store = std::sync::Arc::new(Store::open_in_memory().unwrap());
+        let clone = store.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = clone.conn.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(matches!(store.ping(), Err(StoreError::Poisoned)));
+    }
+
+    #[test]
+    fn now_is_rfc3339_utc_seconds() {
+        let now = now_rfc3339();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z'));
+        assert!(humantime::parse_rfc3339(&now).is_ok());
+    }
+}
