@@ -175,9 +175,9 @@ impl KeysCommand {
 async fn connect(args: &ClientArgs) -> anyhow::Result<KeyServiceClient<Channel>> {
     KeyServiceClient::connect(args.server.clone())
         .await
-        .with_context(|| {
-            format!(
-                "cannot reach hkms at {} (is `hkms serve` running?)",
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach hkms at {}: {e} (is `hkms serve` running?)",
                 args.server
             )
         })

@@ -64,7 +64,9 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hkms: {e:#}");
+            // Our errors embed their causes in their own message; printing the chain would
+            // repeat them.
+            eprintln!("hkms: {e}");
             ExitCode::FAILURE
         }
     }

@@ -21,10 +21,10 @@ pub enum NodeError {
     FailedPrecondition(String),
     /// The HSM refused or failed.
     #[error("HSM: {0}")]
-    Hsm(#[from] HsmError),
+    Hsm(HsmError),
     /// The registry refused or failed.
     #[error("registry: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A fault that is not the caller's.
     #[error("internal error: {0}")]
     Internal(String),
@@ -72,6 +72,20 @@ impl NodeError {
             },
             NodeError::Internal(_) => ErrorClass::Internal,
         }
+    }
+}
+
+// Plain `From` impls rather than `#[from]`: the message already embeds the inner error, and a
+// `source` too would print it twice in an error chain.
+impl From<HsmError> for NodeError {
+    fn from(e: HsmError) -> Self {
+        NodeError::Hsm(e)
+    }
+}
+
+impl From<StoreError> for NodeError {
+    fn from(e: StoreError) -> Self {
+        NodeError::Store(e)
     }
 }
 

@@ -25,6 +25,10 @@ impl Node {
                 tiers(&spec.generate_at)
             )));
         }
+        let _one_at_a_time = self
+            .generate_lock
+            .lock()
+            .map_err(|_| NodeError::Internal("key generation lock poisoned".into()))?;
         let id = KeyId::new_random();
         let version = self.store.next_version(&spec.name, &self.region)?;
         let kcv = self.hsm.generate_key(&SecretKeySpec {

@@ -24,6 +24,8 @@ pub struct Node {
     hsm: Hsm,
     store: Store,
     catalogue: KeyTypeCatalogue,
+    /// Serialises generation so that two keys of one type never get the same version number.
+    generate_lock: std::sync::Mutex<()>,
 }
 
 impl Node {
@@ -40,6 +42,7 @@ impl Node {
             hsm,
             store,
             catalogue,
+            generate_lock: std::sync::Mutex::new(()),
         })
     }
 

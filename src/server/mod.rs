@@ -21,7 +21,7 @@ use crate::proto;
 pub enum ServeError {
     /// The node could not be opened (policy, registry, token, PIN).
     #[error("cannot start node: {0}")]
-    Node(#[from] NodeError),
+    Node(NodeError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source} (is another hkms running there?)")]
     Bind {
@@ -32,13 +32,19 @@ pub enum ServeError {
     },
     /// The gRPC transport failed.
     #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    Transport(tonic::transport::Error),
     /// Reflection could not be built from the compiled descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
     /// Start-up was interrupted.
     #[error("start-up task failed: {0}")]
     Startup(String),
+}
+
+impl From<NodeError> for ServeError {
+    fn from(e: NodeError) -> Self {
+        ServeError::Node(e)
+    }
 }
 
 /// Opens the node and serves until `shutdown` completes. Prints `hkms: listening on ADDR` on
@@ -100,5 +106,5 @@ pub async fn serve(
         .await;
     watcher.abort();
     tracing::info!("server stopped");
-    Ok(result?)
+    result.map_err(ServeError::Transport)
 }

@@ -1,0 +1,417 @@
+//! End-to-end: a real node on 127.0.0.1 with a real SoftHSM2 token, used through the public
+//! gRPC API and the CLI.
+
+mod support;
+
+use hkms::proto::{self, key_service_client::KeyServiceClient};
+use support::{TestNode, stdout};
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn generate(c: &mut KeyServiceClient<Channel>, key_type: &str) -> proto::Key {
+    c.generate_key(proto::GenerateKeyRequest {
+        key_type: key_type.into(),
+    })
+    .await
+    .expect("generate")
+    .into_inner()
+    .key
+    .expect("key")
+}
+
+async fn derive(
+    c: &mut KeyServiceClient<Channel>,
+    parent: &str,
+    region: &str,
+) -> Result<proto::Key, tonic::Status> {
+    c.derive_sub_key(proto::DeriveSubKeyRequest {
+        parent_id: parent.into(),
+        region: region.into(),
+    })
+    .await
+    .map(|r| r.into_inner().key.expect("key"))
+}
+
+async fn list(c: &mut KeyServiceClient<Channel>, r: proto::ListKeysRequest) -> Vec<proto::Key> {
+    c.list_keys(r).await.expect("list").into_inner().keys
+}
+
+fn all() -> proto::ListKeysRequest {
+    proto::ListKeysRequest::default()
+}
+
+fn is_kcv(s: &str) -> bool {
+    s.len() == 6 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[tokio::test]
+async fn ministry_generates_and_derives_down_to_the_city() {
+    let node = TestNode::start("national", "000000");
+    let mut c = node.client().await;
+
+    let root = generate(&mut c, "card-master").await;
+    assert_eq!(root.tier, "national");
+    assert_eq!(root.region, "000000");
+    assert_eq!(root.parent_id, "");
+    assert_eq!(root.state, "active");
+    assert_eq!(root.kcv_method, "aes-cmac");
+    assert!(is_kcv(&root.kcv), "{}", root.kcv);
+
+    let gd = derive(&mut c, &root.id, "440000")
+        .await
+        .expect("derive 440000");
+    assert_eq!(gd.tier, "provincial");
+    assert_eq!(gd.parent_id, root.id);
+    assert_eq!(gd.factor, "0000000000440000");
+    assert_eq!(gd.version, root.version);
+    assert!(is_kcv(&gd.kcv));
+
+    let gz = derive(&mut c, &gd.id, "440100")
+        .await
+        .expect("derive 440100");
+    assert_eq!(gz.tier, "municipal");
+    assert_eq!(gz.region, "440100");
+    assert_eq!(gz.parent_id, gd.id);
+    assert_eq!(gz.factor, "0000000000440100");
+    assert_ne!(gz.kcv, gd.kcv);
+
+    assert_eq!(list(&mut c, all()).await.len(), 3);
+    let municipal = list(
+        &mut c,
+        proto::ListKeysRequest {
+            tier: "municipal".into(),
+            ..all()
+        },
+    )
+    .await;
+    assert_eq!(
+        municipal.iter().map(|k| &k.id).collect::<Vec<_>>(),
+        [&gz.id]
+    );
+    let gd_only = list(
+        &mut c,
+        proto::ListKeysRequest {
+            region: "440000".into(),
+            key_type: "card-master".into(),
+            state: "active".into(),
+            ..all()
+        },
+    )
+    .await;
+    assert_eq!(gd_only.len(), 1);
+    assert_eq!(gd_only[0].id, gd.id);
+    let none = list(
+        &mut c,
+        proto::ListKeysRequest {
+            key_type: "pin-unblock".into(),
+            ..all()
+        },
+    )
+    .await;
+    assert!(none.is_empty());
+
+    let got = c
+        .get_key(proto::GetKeyRequest { id: gz.id.clone() })
+        .await
+        .expect("get")
+        .into_inner()
+        .key
+        .expect("key");
+    assert_eq!(got, gz);
+}
+
+#[tokio::test]
+async fn legacy_3des_family_is_diversified_into_des2() {
+    let node = TestNode::start("national", "000000");
+    let mut c = node.client().await;
+    let root = generate(&mut c, "legacy-card-master").await;
+    assert_eq!(root.algorithm, "des2");
+    assert_eq!(root.kcv_method, "des3-cmac");
+    let child = derive(&mut c, &root.id, "440000").await.expect("derive");
+    assert_eq!(child.algorithm, "des2");
+    assert!(is_kcv(&child.kcv));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_status_and_changes_nothing() {
+    let node = TestNode::start("national", "000000");
+    let mut c = node.client().await;
+    let root = generate(&mut c, "card-master").await;
+    let gd = derive(&mut c, &root.id, "440000").await.expect("derive");
+    let before = list(&mut c, all()).await;
+
+    let cases: Vec<(&str, String, &str, Code, &str)> = vec![
+        (
+            "unknown province",
+            root.id.clone(),
+            "990000",
+            Code::InvalidArgument,
+            "province",
+        ),
+        (
+            "not six digits",
+            root.id.clone(),
+            "44",
+            Code::InvalidArgument,
+            "6 digits",
+        ),
+        (
+            "county code",
+            gd.id.clone(),
+            "440106",
+            Code::InvalidArgument,
+            "county",
+        ),
+        (
+            "city of another province",
+            gd.id.clone(),
+            "450100",
+            Code::InvalidArgument,
+            "450000",
+        ),
+        (
+            "city from the national key",
+            root.id.clone(),
+            "440100",
+            Code::InvalidArgument,
+            "440000",
+        ),
+        (
+            "unknown parent",
+            "k-00000000000000000000000000000000".into(),
+            "440000",
+            Code::NotFound,
+            "no key",
+        ),
+        (
+            "malformed id",
+            "not-an-id".into(),
+            "440000",
+            Code::InvalidArgument,
+            "id",
+        ),
+        (
+            "derived twice",
+            root.id.clone(),
+            "440000",
+            Code::AlreadyExists,
+            &gd.id,
+        ),
+    ];
+    for (what, parent, region, code, needle) in cases {
+        let err = derive(&mut c, &parent, region).await.expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {}", err.message());
+        assert!(err.message().contains(needle), "{what}: {}", err.message());
+    }
+
+    let err = c
+        .generate_key(proto::GenerateKeyRequest {
+            key_type: "no-such-type".into(),
+        })
+        .await
+        .expect_err("unknown key type");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("card-master"), "{}", err.message());
+
+    let err = c
+        .generate_key(proto::GenerateKeyRequest {
+            key_type: "local-special".into(),
+        })
+        .await
+        .expect_err("local key at the ministry");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+
+    let err = c
+        .list_keys(proto::ListKeysRequest {
+            state: "sleeping".into(),
+            ..all()
+        })
+        .await
+        .expect_err("bad filter");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // Deriving from a retired key is refused.
+    c.change_key_state(proto::ChangeKeyStateRequest {
+        id: gd.id.clone(),
+        state: "retired".into(),
+        expected_state: String::new(),
+    })
+    .await
+    .expect("retire");
+    let err = derive(&mut c, &gd.id, "440100")
+        .await
+        .expect_err("retired parent");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("retired"), "{}", err.message());
+
+    let after = list(&mut c, all()).await;
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "no key was added by a refused request"
+    );
+
+    // Token and registry still agree: nothing half-made is left behind.
+    let out = node.cli(&["keys", "orphans"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("0 orphans, 0 missing"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
+    let node = TestNode::start("national", "000000");
+    let mut c = node.client().await;
+    let k = generate(&mut c, "pin-unblock").await;
+    let state = |to: &'static str, expect: &'static str| {
+        let mut c = c.clone();
+        let id = k.id.clone();
+        async move {
+            c.change_key_state(proto::ChangeKeyStateRequest {
+                id,
+                state: to.into(),
+                expected_state: expect.into(),
+            })
+            .await
+            .map(|r| r.into_inner().key.expect("key"))
+        }
+    };
+    assert_eq!(
+        state("suspended", "").await.expect("suspend").state,
+        "suspended"
+    );
+    let err = state("retired", "active")
+        .await
+        .expect_err("stale expectation");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        state("active", "suspended").await.expect("resume").state,
+        "active"
+    );
+    let err = state("destroyed", "")
+        .await
+        .expect_err("active cannot be destroyed");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(state("retired", "").await.expect("retire").state, "retired");
+    let err = state("active", "")
+        .await
+        .expect_err("no way back from retired");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        state("destroyed", "").await.expect("destroy").state,
+        "destroyed"
+    );
+
+    // The record stays, the HSM key is gone, and the registry agrees with the token.
+    let kept = list(&mut c, all()).await;
+    assert_eq!(kept.len(), 1);
+    let audit = node.cli(&["token", "audit"]);
+    assert!(
+        stdout(&audit).contains("checked 0 key objects"),
+        "{}",
+        stdout(&audit)
+    );
+    let out = node.cli(&["keys", "orphans"]);
+    assert!(
+        stdout(&out).contains("0 orphans, 0 missing"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn provincial_node_generates_only_what_its_tier_may() {
+    let node = TestNode::start("provincial", "440000");
+    let mut c = node.client().await;
+    let err = c
+        .generate_key(proto::GenerateKeyRequest {
+            key_type: "card-master".into(),
+        })
+        .await
+        .expect_err("national key at a province");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("national"), "{}", err.message());
+    let local = generate(&mut c, "local-special").await;
+    assert_eq!(local.tier, "provincial");
+    assert_eq!(local.region, "440000");
+    let err = derive(&mut c, &local.id, "440100")
+        .await
+        .expect_err("local keys stay local");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn cli_prints_tables_and_json() {
+    let node = TestNode::start("national", "000000");
+    let out = node.cli(&["keys", "generate", "--type", "card-master", "--json"]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let root: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = root["id"].as_str().expect("id").to_string();
+
+    let out = node.cli(&["keys", "derive", "--parent", &id, "--region", "440000"]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(stdout(&out).contains("440000"));
+    assert!(stdout(&out).contains("aes-cmac"));
+
+    let out = node.cli(&["keys", "list"]);
+    assert!(out.status.success());
+    let table = stdout(&out);
+    assert!(table.contains("KCV") && table.contains(&id), "{table}");
+
+    let out = node.cli(&["keys", "list", "--tier", "provincial", "--json"]);
+    let keys: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(1));
+    assert_eq!(keys[0]["parent_id"], id.as_str());
+
+    let out = node.cli(&["keys", "show", "k-00000000000000000000000000000000"]);
+    assert!(!out.status.success());
+    assert!(
+        support::stderr(&out).contains("NotFound"),
+        "{}",
+        support::stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn health_reports_token_and_store_and_reflection_lists_the_api() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let node = TestNode::start("national", "000000");
+    let mut health = HealthClient::new(node.channel().await);
+    for service in ["", "token", "store", "hkms.v1.KeyService"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(r.status(), ServingStatus::Serving, "{service}");
+    }
+
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(node.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = stream.next().await.expect("one answer").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.iter().any(|n| n == "hkms.v1.KeyService"), "{names:?}");
+}

@@ -1,0 +1,258 @@
+//! Known-answer test of diversification through the public API: with known parent keys planted
+//! in a test token, the KCVs of the sub-keys that the server derives equal those computed
+//! independently in software (RustCrypto) from DESIGN.md §2, and the vectors in
+//! tests/vectors/diversification.json. Also checks that no derived key byte reaches the
+//! registry or the log.
+//!
+//! This binary holds a single test: it points SoftHSM2 at its own token through the process
+//! environment before loading the module.
+
+mod support;
+
+use aes::Aes128;
+use cipher::{Array, BlockCipherEncrypt, KeyInit};
+use cmac::{Cmac, Mac};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::object::Attribute;
+use cryptoki::session::UserType;
+use des::TdesEde2;
+use hkms::hierarchy::{
+    Algorithm, Kcv, KcvMethod, KeyId, KeyState, KeyTypeName, Region, Tier, Usage,
+};
+use hkms::hsm::{Lifetime, SecretKeySpec};
+use hkms::proto;
+use hkms::store::{KeyRecord, Store, now_rfc3339};
+use secrecy::SecretString;
+use support::{TestNode, USER_PIN, make_token, node_config};
+
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s).expect("hex")
+}
+
+/// The factor data block D || ~D for a region code, computed here without hkms.
+fn data_block(region: &str) -> [u8; 16] {
+    let digits: Vec<u8> = region.bytes().map(|b| b - b'0').collect();
+    let mut d = [0u8; 8];
+    for i in 0..3 {
+        d[5 + i] = (digits[2 * i] << 4) | digits[2 * i + 1];
+    }
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&d);
+    for i in 0..8 {
+        out[8 + i] = !d[i];
+    }
+    out
+}
+
+fn aes_child(parent: &[u8], region: &str) -> Vec<u8> {
+    let cipher = Aes128::new_from_slice(parent).expect("aes key");
+    let mut block = Array::from(data_block(region));
+    cipher.encrypt_block(&mut block);
+    block.to_vec()
+}
+
+fn aes_kcv(key: &[u8]) -> String {
+    let mut mac = <Cmac<Aes128> as KeyInit>::new_from_slice(key).expect("cmac key");
+    mac.update(&[0u8; 16]);
+    hex::encode_upper(&mac.finalize().into_bytes()[..3])
+}
+
+fn des_child(parent: &[u8], region: &str) -> Vec<u8> {
+    let cipher = TdesEde2::new_from_slice(parent).expect("3des key");
+    let data = data_block(region);
+    let mut out = Vec::new();
+    for half in data.chunks(8) {
+        let mut block = Array::try_from(half).expect("8 bytes");
+        cipher.encrypt_block(&mut block);
+        out.extend_from_slice(&block);
+    }
+    out
+}
+
+fn des_kcv(key: &[u8]) -> String {
+    let mut mac = <Cmac<TdesEde2> as KeyInit>::new_from_slice(key).expect("cmac key");
+    mac.update(&[0u8; 8]);
+    hex::encode_upper(&mac.finalize().into_bytes()[..3])
+}
+
+/// Creates a known key on the token with hkms's own template (so it follows DESIGN.md §2) and
+/// registers it, as a key carried over from an older system would be.
+fn plant(
+    pkcs11: &Pkcs11,
+    store: &Store,
+    key_type: &str,
+    algorithm: Algorithm,
+    value: &[u8],
+    kcv: Kcv,
+) -> KeyId {
+    let slot = pkcs11
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|s| {
+            pkcs11
+                .get_token_info(*s)
+                .map(|i| i.label().trim_end() == "hkms-test")
+                .unwrap_or(false)
+        })
+        .expect("test token");
+    let session = pkcs11.open_rw_session(slot).expect("session");
+    let _ = session.login(UserType::User, Some(&SecretString::from(USER_PIN)));
+    let id = KeyId::new_random();
+    let mut template = hkms::hsm::templates::secret_key_template(&SecretKeySpec {
+        algorithm,
+        usage: Usage::Derive,
+        exportable: false,
+        label: id.ck_label(),
+        id: id.ck_id(),
+        lifetime: Lifetime::Token,
+    });
+    template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
+    template.push(Attribute::Value(value.to_vec()));
+    session.create_object(&template).expect("create known key");
+    let now = now_rfc3339();
+    store
+        .insert_key(&KeyRecord {
+            ck_label: id.ck_label(),
+            id: id.clone(),
+            key_type: KeyTypeName::parse(key_type).expect("type"),
+            algorithm,
+            tier: Tier::National,
+            region: Region::NATIONAL,
+            parent_id: None,
+            factor: None,
+            kcv,
+            version: 1,
+            state: KeyState::Active,
+            created_at: now.clone(),
+            updated_at: now,
+        })
+        .expect("register known key");
+    id
+}
+
+async fn derive(node: &TestNode, parent: &str, region: &str) -> proto::Key {
+    node.client()
+        .await
+        .derive_sub_key(proto::DeriveSubKeyRequest {
+            parent_id: parent.into(),
+            region: region.into(),
+        })
+        .await
+        .expect("derive")
+        .into_inner()
+        .key
+        .expect("key")
+}
+
+#[tokio::test]
+async fn derived_kcvs_equal_the_software_computation() {
+    let vectors: serde_json::Value =
+        serde_json::from_str(include_str!("vectors/diversification.json")).expect("vectors");
+    let root = unhex(vectors["root"]["key"].as_str().expect("root"));
+    let des_root = unhex("0123456789ABCDEFFEDCBA9876543210");
+
+    // The software side agrees with the published vectors before it judges the HSM.
+    assert_eq!(aes_kcv(&root), vectors["root"]["kcv_cmac"]);
+    let gd = aes_child(&root, "440000");
+    let gz = aes_child(&gd, "440100");
+    assert_eq!(hex::encode_upper(&gd), vectors["chain"][0]["child"]);
+    assert_eq!(hex::encode_upper(&gz), vectors["chain"][1]["child"]);
+    assert_eq!(
+        hex::encode_upper(data_block("440100")),
+        vectors["chain"][1]["data"]
+    );
+    let des_gd = des_child(&des_root, "440000");
+    let des_gz = des_child(&des_gd, "440100");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        node_config("ministry", "national", "000000", &token),
+    )
+    .expect("config");
+    // SAFETY: the only test in this binary; no other thread reads the environment yet.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &token.conf) };
+    let (aes_id, des_id) = {
+        let pkcs11 = Pkcs11::new(&token.module).expect("module");
+        pkcs11
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .expect("init");
+        let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+        let aes_kcv_bytes: [u8; 3] = unhex(&aes_kcv(&root)).try_into().expect("3");
+        let des_kcv_bytes: [u8; 3] = unhex(&des_kcv(&des_root)).try_into().expect("3");
+        let a = plant(
+            &pkcs11,
+            &store,
+            "card-master",
+            Algorithm::Aes128,
+            &root,
+            Kcv {
+                value: aes_kcv_bytes,
+                method: KcvMethod::AesCmac,
+            },
+        );
+        let d = plant(
+            &pkcs11,
+            &store,
+            "legacy-card-master",
+            Algorithm::Des2,
+            &des_root,
+            Kcv {
+                value: des_kcv_bytes,
+                method: KcvMethod::Des3Cmac,
+            },
+        );
+        (a, d)
+    };
+
+    let mut node = TestNode::start_in(dir, token, config);
+    let p = derive(&node, aes_id.as_str(), "440000").await;
+    let m = derive(&node, &p.id, "440100").await;
+    assert_eq!(p.kcv, aes_kcv(&gd));
+    assert_eq!(m.kcv, aes_kcv(&gz));
+    assert_eq!(p.kcv, vectors["chain"][0]["kcv_cmac"]);
+    assert_eq!(m.kcv, vectors["chain"][1]["kcv_cmac"]);
+
+    let dp = derive(&node, des_id.as_str(), "440000").await;
+    let dm = derive(&node, &dp.id, "440100").await;
+    assert_eq!(
+        (dp.kcv.as_str(), dp.kcv_method.as_str()),
+        (des_kcv(&des_gd).as_str(), "des3-cmac")
+    );
+    assert_eq!(dm.kcv, des_kcv(&des_gz));
+
+    // The planted keys and every derived key follow the attribute rules.
+    let audit = node.cli(&["token", "audit"]);
+    assert!(audit.status.success(), "{}", support::stdout(&audit));
+    assert!(
+        support::stdout(&audit).contains("checked 6 key objects"),
+        "{}",
+        support::stdout(&audit)
+    );
+
+    // No key byte, raw or in hex, is in the registry files or the log.
+    node.stop();
+    let mut haystacks = vec![node.log().into_bytes()];
+    for name in ["registry.sqlite", "registry.sqlite-wal"] {
+        if let Ok(bytes) = std::fs::read(node.dir.path().join("data").join(name)) {
+            haystacks.push(bytes);
+        }
+    }
+    for secret in [&root, &gd, &gz, &des_root, &des_gd, &des_gz] {
+        for needle in [
+            secret.clone(),
+            hex::encode(secret).into_bytes(),
+            hex::encode_upper(secret).into_bytes(),
+        ] {
+            for hay in &haystacks {
+                assert!(
+                    !hay.windows(needle.len()).any(|w| w == needle.as_slice()),
+                    "a key value leaked into the registry or log"
+                );
+            }
+        }
+    }
+}

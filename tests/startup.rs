@@ -1,0 +1,114 @@
+//! The server refuses to start on a bad configuration and says why, without leaking secrets.
+
+mod support;
+
+use support::{Token, make_token, node_config, stderr, try_spawn_server};
+
+fn refuse(edit: impl FnOnce(&Token, String) -> String) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let config = dir.path().join("node.toml");
+    let text = edit(
+        &token,
+        node_config("ministry", "national", "000000", &token),
+    );
+    std::fs::write(&config, text).expect("write config");
+    match try_spawn_server(&token, &config, dir.path()) {
+        Ok(_) => panic!("the server started on a bad configuration"),
+        Err(out) => {
+            assert!(!out.status.success());
+            stderr(&out)
+        }
+    }
+}
+
+#[test]
+fn wrong_pin_is_refused_at_start_up_without_echoing_it() {
+    let err = refuse(|token, text| {
+        let wrong = token.pin_file.with_file_name("wrong.pin");
+        std::fs::write(&wrong, "not-the-pin-31337\n").expect("write pin");
+        text.replace(
+            &token.pin_file.display().to_string(),
+            &wrong.display().to_string(),
+        )
+    });
+    assert!(err.contains("refused the user PIN"), "{err}");
+    assert!(!err.contains("not-the-pin-31337"), "{err}");
+    assert!(!err.contains(support::USER_PIN), "{err}");
+}
+
+#[test]
+fn missing_pin_file_is_named() {
+    let err = refuse(|token, text| {
+        text.replace(
+            &token.pin_file.display().to_string(),
+            "/nonexistent/user.pin",
+        )
+    });
+    assert!(err.contains("/nonexistent/user.pin"), "{err}");
+}
+
+#[test]
+fn unknown_token_lists_the_tokens_present() {
+    let err = refuse(|_, text| text.replace("label = \"hkms-test\"", "label = \"no-such-token\""));
+    assert!(
+        err.contains("no token matches pkcs11:token=no-such-token"),
+        "{err}"
+    );
+    assert!(err.contains("hkms-test"), "{err}");
+}
+
+#[test]
+fn token_can_be_named_by_pkcs11_uri() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let config = dir.path().join("node.toml");
+    let text = node_config("ministry", "national", "000000", &token).replace(
+        "label = \"hkms-test\"",
+        "uri = \"pkcs11:token=hkms-test;manufacturer=SoftHSM%20project\"",
+    );
+    std::fs::write(&config, text).expect("write config");
+    let (mut child, _) = try_spawn_server(&token, &config, dir.path())
+        .unwrap_or_else(|out| panic!("did not start: {}", stderr(&out)));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn wrong_module_path_says_what_to_do() {
+    let err = refuse(|token, text| {
+        text.replace(
+            &token.module.display().to_string(),
+            "/nonexistent/libpkcs11.so",
+        )
+    });
+    assert!(err.contains("cannot load the PKCS#11 module"), "{err}");
+}
+
+#[test]
+fn non_loopback_listener_is_refused() {
+    let err = refuse(|_, text| text.replace("127.0.0.1:0", "0.0.0.0:0"));
+    assert!(err.contains("loopback"), "{err}");
+}
+
+#[test]
+fn tier_and_region_must_agree() {
+    let err = refuse(|_, text| text.replace("region = \"000000\"", "region = \"440100\""));
+    assert!(err.contains("make them agree"), "{err}");
+}
+
+#[test]
+fn broken_policy_file_names_file_and_line() {
+    let err = refuse(|token, text| {
+        let policy = token.pin_file.with_file_name("policy.toml");
+        std::fs::write(
+            &policy,
+            "[key_types.card-master]\nalgorithm = \"aes128\"\nusage = \"derive\"\nfamily = \"des3-ecb\"\nexportable = true\ngenerate_at = [\"national\"]\ndescription = \"x\"\n",
+        )
+        .expect("write policy");
+        let default = support::default_policy().display().to_string();
+        text.replace(&default, &policy.display().to_string())
+    });
+    assert!(err.contains("policy.toml"), "{err}");
+    assert!(err.contains("line"), "{err}");
+}

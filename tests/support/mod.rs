@@ -1,0 +1,270 @@
+//! Test harness: real SoftHSM2 tokens in temporary folders (made by softhsm-setup/), real
+//! `hkms serve` processes on 127.0.0.1, and clients that use the public gRPC API or the CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hkms::proto::key_service_client::KeyServiceClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+/// The user PIN every test token gets.
+pub const USER_PIN: &str = "user-pin-4711";
+/// The SO PIN every test token gets.
+pub const SO_PIN: &str = "so-pin-0815";
+
+/// The `hkms` binary under test.
+pub fn hkms_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hkms")
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The default policy of the repository.
+pub fn default_policy() -> PathBuf {
+    repo().join("policies/default.toml")
+}
+
+/// A SoftHSM2 token folder made by softhsm-setup/make-token.sh.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// SOFTHSM2_CONF for processes that use it.
+    pub conf: PathBuf,
+    /// The PKCS#11 module.
+    pub module: PathBuf,
+    /// Token label.
+    pub label: String,
+    /// File holding the user PIN.
+    pub pin_file: PathBuf,
+}
+
+/// Makes a token in `dir` through the project's own setup script.
+pub fn make_token(dir: &Path, label: &str) -> Token {
+    let out = Command::new(repo().join("softhsm-setup/make-token.sh"))
+        .arg(dir)
+        .arg(label)
+        .env("HKMS_USER_PIN", USER_PIN)
+        .env("HKMS_SO_PIN", SO_PIN)
+        .output()
+        .expect("run softhsm-setup/make-token.sh");
+    assert!(
+        out.status.success(),
+        "make-token.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let var = |name: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("make-token.sh printed no {name}: {text}"))
+            .to_string()
+    };
+    Token {
+        conf: var("SOFTHSM2_CONF").into(),
+        module: var("HKMS_PKCS11_MODULE").into(),
+        label: var("HKMS_TOKEN_LABEL"),
+        pin_file: var("HKMS_PIN_FILE").into(),
+    }
+}
+
+/// A node config text for a token.
+pub fn node_config(name: &str, tier: &str, region: &str, token: &Token) -> String {
+    format!(
+        r#"[node]
+name = "{name}"
+tier = "{tier}"
+region = "{region}"
+listen = "127.0.0.1:0"
+data_dir = "data"
+policy = "{policy}"
+
+[token]
+module = "{module}"
+label = "{label}"
+pin_file = "{pin}"
+sessions = 4
+"#,
+        policy = default_policy().display(),
+        module = token.module.display(),
+        label = token.label,
+        pin = token.pin_file.display(),
+    )
+}
+
+/// A running `hkms serve` with its own token, registry and folder.
+pub struct TestNode {
+    pub dir: TempDir,
+    pub token: Token,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    /// Starts a node of this tier and region with a fresh token.
+    pub fn start(tier: &str, region: &str) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, node_config(region, tier, region, &token)).expect("write config");
+        TestNode::start_in(dir, token, config)
+    }
+
+    /// Starts a node on a prepared folder, token and config.
+    pub fn start_in(dir: TempDir, token: Token, config: PathBuf) -> TestNode {
+        let (child, addr) = spawn_server(&token, &config, dir.path());
+        TestNode {
+            dir,
+            token,
+            config,
+            addr,
+            child: Some(child),
+        }
+    }
+
+    /// The registry file.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("data/registry.sqlite")
+    }
+
+    /// `http://addr` for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A gRPC client of the key service.
+    pub async fn client(&self) -> KeyServiceClient<Channel> {
+        KeyServiceClient::connect(self.url())
+            .await
+            .expect("connect")
+    }
+
+    /// A gRPC channel (for health and reflection clients).
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// Runs the `hkms` CLI against this node (server address and token environment set).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(hkms_bin())
+            .args(args)
+            .env("HKMS_SERVER", self.url())
+            .env("SOFTHSM2_CONF", &self.token.conf)
+            .env("HKMS_CONFIG", &self.config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hkms")
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same folder, token and config.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, addr) = spawn_server(&self.token, &self.config, self.dir.path());
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `hkms serve` to completion or until it reports its address; returns the process, or its
+/// output when it exits first.
+pub fn try_spawn_server(
+    token: &Token,
+    config: &Path,
+    dir: &Path,
+) -> Result<(Child, SocketAddr), Output> {
+    let log = std::fs::File::create(dir.join("serve.log")).expect("log file");
+    let mut child = Command::new(hkms_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("SOFTHSM2_CONF", &token.conf)
+        .env("HKMS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn hkms serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("hkms: listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => Ok((child, addr.parse().expect("address"))),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().expect("wait");
+            let stderr = std::fs::read(dir.join("serve.log")).unwrap_or_default();
+            Err(Output {
+                status,
+                stdout: Vec::new(),
+                stderr,
+            })
+        }
+    }
+}
+
+fn spawn_server(token: &Token, config: &Path, dir: &Path) -> (Child, SocketAddr) {
+    try_spawn_server(token, config, dir).unwrap_or_else(|out| {
+        panic!(
+            "hkms serve did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Text of a process's stdout.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Text of a process's stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
