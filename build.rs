@@ -4,7 +4,7 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/hkms/v1/keys.proto"];
+    let protos = ["proto/hkms/v1/keys.proto", "proto/hkms/v1/policy.proto"];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::hierarchy::{Region, Tier};
+use crate::hierarchy::{Region, Tier, line_of};
 use crate::hsm::{HsmConfig, PinSource, TokenLocator};
 
 /// A configuration that cannot be used, with what to fix.
@@ -45,6 +45,26 @@ pub enum ConfigError {
 struct RawConfig {
     node: RawNode,
     token: RawToken,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+}
+
+/// The node's TLS files (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// The programme CA that issues callers' certificates.
+    pub client_ca: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +117,8 @@ pub struct NodeConfig {
     pub policy: PathBuf,
     /// How to reach the token.
     pub hsm: HsmConfig,
+    /// The server's certificate and the CA of its callers.
+    pub tls: TlsFiles,
 }
 
 impl NodeConfig {
@@ -139,12 +161,13 @@ impl NodeConfig {
                 raw.node.listen
             ))
         })?;
-        if !listen.ip().is_loopback() {
-            return Err(invalid(format!(
-                "[node] listen {listen} is not a loopback address; this build serves plaintext \
-                 gRPC for local development only, so it listens on 127.0.0.1 or ::1"
-            )));
-        }
+        let tls = raw.tls.ok_or_else(|| {
+            invalid(
+                "no [tls] section: hkms serves only over mutual TLS; give cert, key and \
+                 client_ca (for a dev PKI: `hkms pki init --dir DIR`)"
+                    .into(),
+            )
+        })?;
         let t = raw.token;
         let locator = match (t.label, t.uri) {
             (Some(label), None) => TokenLocator::by_label(&label),
@@ -185,6 +208,11 @@ impl NodeConfig {
                 sessions: t.sessions,
                 session_wait: Duration::from_millis(t.session_wait_ms),
             },
+            tls: TlsFiles {
+                cert: base.join(tls.cert),
+                key: base.join(tls.key),
+                client_ca: base.join(tls.client_ca),
+            },
         })
     }
 
@@ -197,8 +225,8 @@ impl NodeConfig {
 /// A TOML error as "line N: message", without echoing the offending line: a misplaced secret
 /// must not reach a log through an error message.
 pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
-    match e.span().and_then(|span| text.get(..span.start)) {
-        Some(before) => format!("line {}: {}", before.matches('\n').count() + 1, e.message()),
+    match e.span() {
+        Some(span) => format!("line {}: {}", line_of(text, span.start), e.message()),
         None => e.message().to_string(),
     }
 }
@@ -220,6 +248,11 @@ policy = "policy.toml"
 module = "/usr/lib/softhsm/libsofthsm2.so"
 label = "hkms-dev"
 pin_file = "user.pin"
+
+[tls]
+cert = "pki/server.pem"
+key = "pki/server.key"
+client_ca = "pki/ca.pem"
 "#;
 
     fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
@@ -245,9 +278,12 @@ pin_file = "user.pin"
     }
 
     #[test]
-    fn plaintext_listener_must_be_loopback() {
-        let err = parse(&GOOD.replace("127.0.0.1:0", "0.0.0.0:50051")).unwrap_err();
-        assert!(err.to_string().contains("loopback"), "{err}");
+    fn there_is_no_plaintext_listener() {
+        let text = GOOD.split("[tls]").next().unwrap();
+        let err = parse(text).unwrap_err();
+        assert!(err.to_string().contains("only over mutual TLS"), "{err}");
+        let c = parse(&GOOD.replace("127.0.0.1:0", "0.0.0.0:50051")).unwrap();
+        assert_eq!(c.tls.client_ca, Path::new("/etc/hkms/pki/ca.pem"));
     }
 
     #[test]

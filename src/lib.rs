@@ -10,6 +10,8 @@ pub mod config;
 pub mod hierarchy;
 pub mod hsm;
 pub mod node;
+pub mod pki;
+pub mod policy;
 pub mod server;
 pub mod store;
 

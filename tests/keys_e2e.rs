@@ -219,7 +219,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
         })
         .await
         .expect_err("local key at the ministry");
-    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
 
     let err = c
         .list_keys(proto::ListKeysRequest {
@@ -332,8 +332,13 @@ async fn provincial_node_generates_only_what_its_tier_may() {
         })
         .await
         .expect_err("national key at a province");
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("national"), "{}", err.message());
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message()
+            .contains("denied: role officer at 440000 may not generate card-master"),
+        "{}",
+        err.message()
+    );
     let local = generate(&mut c, "local-special").await;
     assert_eq!(local.tier, "provincial");
     assert_eq!(local.region, "440000");

@@ -2,11 +2,12 @@
 
 mod support;
 
-use support::{Token, make_token, node_config, stderr, try_spawn_server};
+use support::{Token, make_pki, make_token, node_config, stderr, try_spawn_server};
 
 fn refuse(edit: impl FnOnce(&Token, String) -> String) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    make_pki(dir.path());
     let config = dir.path().join("node.toml");
     let text = edit(
         &token,
@@ -62,6 +63,7 @@ fn unknown_token_lists_the_tokens_present() {
 fn token_can_be_named_by_pkcs11_uri() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    make_pki(dir.path());
     let config = dir.path().join("node.toml");
     let text = node_config("ministry", "national", "000000", &token).replace(
         "label = \"hkms-test\"",
@@ -86,9 +88,14 @@ fn wrong_module_path_says_what_to_do() {
 }
 
 #[test]
-fn non_loopback_listener_is_refused() {
-    let err = refuse(|_, text| text.replace("127.0.0.1:0", "0.0.0.0:0"));
-    assert!(err.contains("loopback"), "{err}");
+fn no_plaintext_listener_without_certificate_and_ca() {
+    let err = refuse(|_, text| text.split("[tls]").next().unwrap_or_default().to_string());
+    assert!(err.contains("only over mutual TLS"), "{err}");
+    let err = refuse(|_, text| text.replace("pki/ca.pem", "pki/no-such-ca.pem"));
+    assert!(err.contains("no-such-ca.pem"), "{err}");
+    assert!(err.contains("client CA"), "{err}");
+    let err = refuse(|_, text| text.replace("pki/server.key", "pki/ca.key"));
+    assert!(err.contains("do not fit"), "{err}");
 }
 
 #[test]

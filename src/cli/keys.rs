@@ -3,29 +3,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use tonic::transport::Channel;
 
 use crate::proto;
 use crate::proto::key_service_client::KeyServiceClient;
 
+use super::client::{ClientArgs, status};
 use super::output::{print_key, print_keys};
-
-/// Where the node is and how to print.
-#[derive(Debug, Args)]
-pub struct ClientArgs {
-    /// The node's gRPC address.
-    #[arg(
-        long,
-        env = "HKMS_SERVER",
-        default_value = "http://127.0.0.1:50051",
-        global = true
-    )]
-    server: String,
-    /// Print JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
-}
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -173,18 +158,7 @@ impl KeysCommand {
 }
 
 async fn connect(args: &ClientArgs) -> anyhow::Result<KeyServiceClient<Channel>> {
-    KeyServiceClient::connect(args.server.clone())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach hkms at {}: {e} (is `hkms serve` running?)",
-                args.server
-            )
-        })
-}
-
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    Ok(KeyServiceClient::new(args.channel().await?))
 }
 
 fn show(key: Option<proto::Key>, json: bool) -> anyhow::Result<ExitCode> {

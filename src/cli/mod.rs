@@ -2,8 +2,11 @@
 //! token and registry directly (orphan check, attribute audit).
 
 mod admin;
+mod client;
 mod keys;
 mod output;
+mod pki;
+mod policy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +37,16 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// The policy: check a file, explain a decision, show or reload a node's.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
+    },
+    /// A dev and test PKI: CA, server and caller certificates.
+    Pki {
+        #[command(subcommand)]
+        command: pki::PkiCommand,
+    },
     /// The node's token (local admin; opens the token directly).
     Token {
         #[command(subcommand)]
@@ -58,6 +71,8 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config, log_json } => serve(config, log_json).await,
             Command::Keys { command } => command.run().await,
+            Command::Policy { command } => command.run().await,
+            Command::Pki { command } => command.run(),
             Command::Token { command } => command.run(),
         }
     });

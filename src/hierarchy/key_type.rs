@@ -288,7 +288,7 @@ fn first_duplicate(tiers: &[Tier]) -> Option<Tier> {
 }
 
 /// 1-based line number of byte offset `at` in `text`.
-fn line_of(text: &str, at: usize) -> usize {
+pub(crate) fn line_of(text: &str, at: usize) -> usize {
     text.bytes().take(at).filter(|b| *b == b'\n').count() + 1
 }
 

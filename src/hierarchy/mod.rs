@@ -23,6 +23,7 @@ pub use algorithm::{Algorithm, DiversificationFamily, Kcv, KcvMethod};
 pub use error::HierarchyError;
 pub use factor::Factor;
 pub use key_id::KeyId;
+pub(crate) use key_type::line_of;
 pub use key_type::{KeyTypeCatalogue, KeyTypeName, KeyTypeSpec, Usage};
 pub use lifecycle::KeyState;
 pub use region::Region;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::HierarchyError;
 
 /// Where a node or a key sits in the hierarchy (DESIGN.md §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// The ministry (region `000000`).

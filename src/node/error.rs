@@ -16,6 +16,9 @@ pub enum NodeError {
     /// The thing to create exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The policy denies the request; the message is the decision's reason.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request is well-formed but the system is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -41,6 +44,8 @@ pub enum ErrorClass {
     AlreadyExists,
     /// Not allowed in the current state.
     FailedPrecondition,
+    /// The policy says no.
+    PermissionDenied,
     /// Try again later.
     Unavailable,
     /// The service's fault.
@@ -55,6 +60,7 @@ impl NodeError {
             NodeError::NotFound(_) => ErrorClass::NotFound,
             NodeError::AlreadyExists(_) => ErrorClass::AlreadyExists,
             NodeError::FailedPrecondition(_) => ErrorClass::FailedPrecondition,
+            NodeError::PermissionDenied(_) => ErrorClass::PermissionDenied,
             NodeError::Hsm(e) => match e.kind() {
                 HsmErrorKind::Unavailable => ErrorClass::Unavailable,
                 HsmErrorKind::FailedPrecondition => ErrorClass::FailedPrecondition,

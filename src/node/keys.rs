@@ -9,14 +9,16 @@
 
 use crate::hierarchy::{Factor, KeyId, KeyState, KeyTypeName, Region, Tier, Usage};
 use crate::hsm::{Lifetime, SecretKeySpec, derived_algorithm};
+use crate::policy::{Identity, Operation};
 use crate::store::{KeyFilter, KeyRecord, now_rfc3339};
 
 use super::{Node, NodeError};
 
 impl Node {
     /// Generates a key of `key_type` at this node's tier and region.
-    pub fn generate_key(&self, key_type: &str) -> Result<KeyRecord, NodeError> {
-        let spec = self.key_type(key_type)?;
+    pub fn generate_key(&self, caller: &Identity, key_type: &str) -> Result<KeyRecord, NodeError> {
+        let spec = Self::key_type(&self.policy(), key_type)?;
+        self.authorize(caller, Operation::Generate, Some(key_type), &self.region)?;
         if !spec.may_generate_at(self.tier) {
             return Err(NodeError::FailedPrecondition(format!(
                 "key type `{key_type}` is not generated at the {} tier (the policy allows: {}); \
@@ -59,10 +61,21 @@ impl Node {
     }
 
     /// Diversifies `parent_id` for `region`, a direct child of the parent's region.
-    pub fn derive_sub_key(&self, parent_id: &str, region: &str) -> Result<KeyRecord, NodeError> {
+    pub fn derive_sub_key(
+        &self,
+        caller: &Identity,
+        parent_id: &str,
+        region: &str,
+    ) -> Result<KeyRecord, NodeError> {
         let parent_id = KeyId::parse(parent_id)?;
         let region = Region::parse(region)?;
         let parent = self.get_key_record(&parent_id)?;
+        self.authorize(
+            caller,
+            Operation::Derive,
+            Some(parent.key_type.as_str()),
+            &region,
+        )?;
         if !parent.state.may_derive() {
             return Err(NodeError::FailedPrecondition(format!(
                 "key {parent_id} is {}; only an active key can be diversified",
@@ -80,7 +93,7 @@ impl Node {
                 parent.region
             )));
         }
-        let spec = self.key_type(parent.key_type.as_str()).map_err(|_| {
+        let spec = Self::key_type(&self.policy(), parent.key_type.as_str()).map_err(|_| {
             NodeError::FailedPrecondition(format!(
                 "key {parent_id} has type `{}`, which the policy no longer declares",
                 parent.key_type.as_str()
@@ -135,13 +148,21 @@ impl Node {
     }
 
     /// One key's record.
-    pub fn get_key(&self, id: &str) -> Result<KeyRecord, NodeError> {
-        self.get_key_record(&KeyId::parse(id)?)
+    pub fn get_key(&self, caller: &Identity, id: &str) -> Result<KeyRecord, NodeError> {
+        let record = self.get_key_record(&KeyId::parse(id)?)?;
+        self.authorize(
+            caller,
+            Operation::Read,
+            Some(record.key_type.as_str()),
+            &record.region,
+        )?;
+        Ok(record)
     }
 
-    /// Keys matching every non-empty filter.
+    /// Keys matching every non-empty filter that the caller may read (others are left out).
     pub fn list_keys(
         &self,
+        caller: &Identity,
         tier: &str,
         region: &str,
         key_type: &str,
@@ -159,12 +180,25 @@ impl Node {
                 .transpose()
                 .map_err(|e| NodeError::InvalidArgument(format!("state filter: {e}")))?,
         };
-        Ok(self.store.list_keys(&filter)?)
+        let policy = self.policy();
+        let mut keys = self.store.list_keys(&filter)?;
+        keys.retain(|k| {
+            policy
+                .decide(
+                    caller,
+                    Operation::Read,
+                    Some(k.key_type.as_str()),
+                    &k.region,
+                )
+                .allowed
+        });
+        Ok(keys)
     }
 
     /// Moves a key to `state`. With `expected`, refuses unless the key is in that state now.
     pub fn change_key_state(
         &self,
+        caller: &Identity,
         id: &str,
         state: &str,
         expected: Option<&str>,
@@ -174,6 +208,12 @@ impl Node {
             .parse()
             .map_err(|e| NodeError::InvalidArgument(format!("state: {e}")))?;
         let record = self.get_key_record(&id)?;
+        self.authorize(
+            caller,
+            Operation::Manage,
+            Some(record.key_type.as_str()),
+            &record.region,
+        )?;
         let expected: KeyState = match expected {
             Some(s) => s
                 .parse()

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::node::{Node, NodeError};
+use crate::policy::Identity;
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
 use crate::store::KeyRecord;
 
+use super::identity::caller;
 use super::status::to_status;
 
 /// The key service over one node.
@@ -21,27 +23,39 @@ impl KeyApi {
     pub fn new(node: Arc<Node>) -> KeyApi {
         KeyApi { node }
     }
+}
 
-    /// Runs a (blocking) use case on a blocking thread and logs its outcome.
-    async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, Status>
-    where
-        F: FnOnce(&Node) -> Result<T, NodeError> + Send + 'static,
-        T: Send + 'static,
-    {
-        let node = Arc::clone(&self.node);
-        let outcome = tokio::task::spawn_blocking(move || f(&node))
-            .await
-            .map_err(|e| Status::internal(format!("{op} did not finish: {e}")))?;
-        match outcome {
-            Ok(v) => {
-                tracing::info!(op, "ok");
-                Ok(v)
-            }
-            Err(e) => {
-                let status = to_status(&e);
-                tracing::warn!(op, code = ?status.code(), error = %e, "refused");
-                Err(status)
-            }
+/// Runs a (blocking) use case on a blocking thread for an authenticated caller and logs its
+/// outcome.
+pub(crate) async fn run<R, T, F>(
+    node: &Arc<Node>,
+    op: &'static str,
+    request: Request<R>,
+    f: F,
+) -> Result<T, Status>
+where
+    F: FnOnce(&Node, &Identity, R) -> Result<T, NodeError> + Send + 'static,
+    R: Send + 'static,
+    T: Send + 'static,
+{
+    let who = caller(&request).inspect_err(|s| {
+        tracing::warn!(op, error = %s.message(), "unauthenticated");
+    })?;
+    let body = request.into_inner();
+    let node = Arc::clone(node);
+    let name = who.to_string();
+    let outcome = tokio::task::spawn_blocking(move || f(&node, &who, body))
+        .await
+        .map_err(|e| Status::internal(format!("{op} did not finish: {e}")))?;
+    match outcome {
+        Ok(v) => {
+            tracing::info!(op, caller = %name, "ok");
+            Ok(v)
+        }
+        Err(e) => {
+            let status = to_status(&e);
+            tracing::warn!(op, caller = %name, code = ?status.code(), error = %e, "refused");
+            Err(status)
         }
     }
 }
@@ -75,10 +89,10 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::GenerateKeyRequest>,
     ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
-        let r = request.into_inner();
-        let key = self
-            .run("GenerateKey", move |n| n.generate_key(&r.key_type))
-            .await?;
+        let key = run(&self.node, "GenerateKey", request, |n, who, r| {
+            n.generate_key(who, &r.key_type)
+        })
+        .await?;
         Ok(Response::new(proto::GenerateKeyResponse {
             key: Some(key_to_proto(&key)),
         }))
@@ -88,12 +102,10 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::DeriveSubKeyRequest>,
     ) -> Result<Response<proto::DeriveSubKeyResponse>, Status> {
-        let r = request.into_inner();
-        let key = self
-            .run("DeriveSubKey", move |n| {
-                n.derive_sub_key(&r.parent_id, &r.region)
-            })
-            .await?;
+        let key = run(&self.node, "DeriveSubKey", request, |n, who, r| {
+            n.derive_sub_key(who, &r.parent_id, &r.region)
+        })
+        .await?;
         Ok(Response::new(proto::DeriveSubKeyResponse {
             key: Some(key_to_proto(&key)),
         }))
@@ -103,8 +115,10 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::GetKeyRequest>,
     ) -> Result<Response<proto::GetKeyResponse>, Status> {
-        let r = request.into_inner();
-        let key = self.run("GetKey", move |n| n.get_key(&r.id)).await?;
+        let key = run(&self.node, "GetKey", request, |n, who, r| {
+            n.get_key(who, &r.id)
+        })
+        .await?;
         Ok(Response::new(proto::GetKeyResponse {
             key: Some(key_to_proto(&key)),
         }))
@@ -114,12 +128,10 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::ListKeysRequest>,
     ) -> Result<Response<proto::ListKeysResponse>, Status> {
-        let r = request.into_inner();
-        let keys = self
-            .run("ListKeys", move |n| {
-                n.list_keys(&r.tier, &r.region, &r.key_type, &r.state)
-            })
-            .await?;
+        let keys = run(&self.node, "ListKeys", request, |n, who, r| {
+            n.list_keys(who, &r.tier, &r.region, &r.key_type, &r.state)
+        })
+        .await?;
         Ok(Response::new(proto::ListKeysResponse {
             keys: keys.iter().map(key_to_proto).collect(),
         }))
@@ -129,13 +141,11 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
-        let r = request.into_inner();
-        let key = self
-            .run("ChangeKeyState", move |n| {
-                let expected = (!r.expected_state.is_empty()).then_some(r.expected_state.as_str());
-                n.change_key_state(&r.id, &r.state, expected)
-            })
-            .await?;
+        let key = run(&self.node, "ChangeKeyState", request, |n, who, r| {
+            let expected = (!r.expected_state.is_empty()).then_some(r.expected_state.as_str());
+            n.change_key_state(who, &r.id, &r.state, expected)
+        })
+        .await?;
         Ok(Response::new(proto::ChangeKeyStateResponse {
             key: Some(key_to_proto(&key)),
         }))

@@ -2,15 +2,16 @@
 //! (so `grpcurl` works without the .proto files).
 
 pub mod health;
+pub mod identity;
 pub mod keys;
+pub mod policy;
 pub mod status;
+pub mod tls;
 
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::NodeConfig;
 use crate::node::{Node, NodeError};
@@ -33,6 +34,9 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC server failed: {0}")]
     Transport(tonic::transport::Error),
+    /// The TLS files could not be used.
+    #[error("cannot start node: {0}")]
+    Tls(#[from] tls::TlsError),
     /// Reflection could not be built from the compiled descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
@@ -53,6 +57,8 @@ pub async fn serve(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    // TLS first: a node without its certificate and CA must not even open the token.
+    let tls_config = tls::server_config(&config.tls)?;
     let cfg = config.clone();
     let node = tokio::task::spawn_blocking(move || Node::open(&cfg))
         .await
@@ -90,21 +96,50 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
-    tracing::info!(%addr, "listening (plaintext gRPC, loopback only)");
+    tracing::info!(%addr, "listening (gRPC over TLS 1.3, client certificates required)");
     let mut out = std::io::stdout().lock();
     // The line is how scripts and tests learn the port; failing to print it is not fatal.
     let _ = writeln!(out, "hkms: listening on {addr}").and_then(|_| out.flush());
     drop(out);
 
+    let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&node)));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(proto::key_service_server::KeyServiceServer::new(
             keys::KeyApi::new(Arc::clone(&node)),
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(proto::policy_service_server::PolicyServiceServer::new(
+            policy::PolicyApi::new(Arc::clone(&node)),
+        ))
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
         .await;
     watcher.abort();
+    reloader.abort();
     tracing::info!("server stopped");
     result.map_err(ServeError::Transport)
+}
+
+/// SIGHUP reloads the policy; a file that does not load leaves the old policy in force.
+async fn reload_on_sighup(node: Arc<Node>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; use the ReloadPolicy RPC");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let n = Arc::clone(&node);
+            match tokio::task::spawn_blocking(move || n.reload_policy()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "SIGHUP: policy reload refused; the old policy stays in force")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: policy reload did not finish"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await;
 }

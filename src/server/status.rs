@@ -12,6 +12,7 @@ pub fn to_status(e: &NodeError) -> Status {
         ErrorClass::NotFound => Code::NotFound,
         ErrorClass::AlreadyExists => Code::AlreadyExists,
         ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::PermissionDenied => Code::PermissionDenied,
         ErrorClass::Unavailable => Code::Unavailable,
         ErrorClass::Internal => Code::Internal,
     };

@@ -9,9 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use hkms::pki::{DevCa, Validity, write_dev_pki, write_issued};
+use hkms::policy::Identity;
 use hkms::proto::key_service_client::KeyServiceClient;
 use tempfile::TempDir;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 /// The user PIN every test token gets.
 pub const USER_PIN: &str = "user-pin-4711";
@@ -74,7 +76,7 @@ pub fn make_token(dir: &Path, label: &str) -> Token {
     }
 }
 
-/// A node config text for a token.
+/// A node config text for a token, with its TLS files in `pki/` beside it.
 pub fn node_config(name: &str, tier: &str, region: &str, token: &Token) -> String {
     format!(
         r#"[node]
@@ -90,6 +92,11 @@ module = "{module}"
 label = "{label}"
 pin_file = "{pin}"
 sessions = 4
+
+[tls]
+cert = "pki/server.pem"
+key = "pki/server.key"
+client_ca = "pki/ca.pem"
 "#,
         policy = default_policy().display(),
         module = token.module.display(),
@@ -98,12 +105,36 @@ sessions = 4
     )
 }
 
-/// A running `hkms serve` with its own token, registry and folder.
+/// Makes the dev PKI of a node folder (`DIR/pki`) and returns its CA.
+pub fn make_pki(dir: &Path) -> DevCa {
+    let pki = dir.join("pki");
+    write_dev_pki(&pki, "test").expect("dev pki");
+    let read = |n: &str| std::fs::read_to_string(pki.join(n)).expect("pki file");
+    DevCa::from_pem(&read("ca.pem"), &read("ca.key")).expect("load CA")
+}
+
+/// TLS settings of a client with a fresh certificate for `identity` from `ca` (None: a
+/// certificate without any hkms identity).
+pub fn client_tls(ca: &DevCa, identity: Option<&str>, validity: Validity) -> ClientTlsConfig {
+    let id = identity.map(|u| Identity::from_uri(u).expect("identity"));
+    let cert = ca.issue_client(id.as_ref(), validity).expect("issue");
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.cert_pem()))
+        .identity(tonic::transport::Identity::from_pem(
+            cert.cert_pem.as_bytes(),
+            cert.key_pem.as_bytes(),
+        ))
+}
+
+/// A running `hkms serve` with its own token, registry, PKI and folder.
 pub struct TestNode {
     pub dir: TempDir,
     pub token: Token,
     pub config: PathBuf,
     pub addr: SocketAddr,
+    pub ca: DevCa,
+    /// The node's own officer, used by `client()` and `cli()`.
+    pub officer: String,
     child: Option<Child>,
 }
 
@@ -117,14 +148,36 @@ impl TestNode {
         TestNode::start_in(dir, token, config)
     }
 
-    /// Starts a node on a prepared folder, token and config.
+    /// Starts a node on a prepared folder, token and config (the config's tier and region
+    /// name the node's officer).
     pub fn start_in(dir: TempDir, token: Token, config: PathBuf) -> TestNode {
+        let ca = make_pki(dir.path());
+        let text = std::fs::read_to_string(&config).expect("config");
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} = \"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .expect("field")
+                .to_string()
+        };
+        let officer = format!(
+            "hkms://officer/{}/{}/test-officer",
+            field("tier"),
+            field("region")
+        );
+        let id = Identity::from_uri(&officer).expect("identity");
+        let cert = ca
+            .issue_client(Some(&id), Validity::days(1))
+            .expect("issue");
+        write_issued(&dir.path().join("pki"), "officer", &cert).expect("write officer");
         let (child, addr) = spawn_server(&token, &config, dir.path());
         TestNode {
             dir,
             token,
             config,
             addr,
+            ca,
+            officer,
             child: Some(child),
         }
     }
@@ -134,32 +187,56 @@ impl TestNode {
         self.dir.path().join("data/registry.sqlite")
     }
 
-    /// `http://addr` for clients.
+    /// `https://addr` for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
-    /// A gRPC client of the key service.
-    pub async fn client(&self) -> KeyServiceClient<Channel> {
-        KeyServiceClient::connect(self.url())
-            .await
-            .expect("connect")
-    }
-
-    /// A gRPC channel (for health and reflection clients).
-    pub async fn channel(&self) -> Channel {
+    /// A channel with these TLS settings; the error when the connection is refused.
+    pub async fn try_channel(
+        &self,
+        tls: ClientTlsConfig,
+    ) -> Result<Channel, tonic::transport::Error> {
         Channel::from_shared(self.url())
             .expect("url")
+            .tls_config(tls)
+            .expect("tls")
             .connect()
+            .await
+    }
+
+    /// A channel as `identity`, with a fresh certificate from the node's CA.
+    pub async fn channel_as(&self, identity: &str) -> Channel {
+        self.try_channel(client_tls(&self.ca, Some(identity), Validity::days(1)))
             .await
             .expect("connect")
     }
 
-    /// Runs the `hkms` CLI against this node (server address and token environment set).
+    /// A channel as the node's officer.
+    pub async fn channel(&self) -> Channel {
+        self.channel_as(&self.officer).await
+    }
+
+    /// A key service client as the node's officer.
+    pub async fn client(&self) -> KeyServiceClient<Channel> {
+        KeyServiceClient::new(self.channel().await)
+    }
+
+    /// A key service client as `identity`.
+    pub async fn client_as(&self, identity: &str) -> KeyServiceClient<Channel> {
+        KeyServiceClient::new(self.channel_as(identity).await)
+    }
+
+    /// Runs the `hkms` CLI against this node as its officer (server, certificate and token
+    /// environment set).
     pub fn cli(&self, args: &[&str]) -> Output {
+        let pki = self.dir.path().join("pki");
         Command::new(hkms_bin())
             .args(args)
             .env("HKMS_SERVER", self.url())
+            .env("HKMS_CERT", pki.join("officer.pem"))
+            .env("HKMS_KEY", pki.join("officer.key"))
+            .env("HKMS_CA", pki.join("ca.pem"))
             .env("SOFTHSM2_CONF", &self.token.conf)
             .env("HKMS_CONFIG", &self.config)
             .stdin(Stdio::null())
@@ -191,6 +268,11 @@ impl TestNode {
         let (child, addr) = spawn_server(&self.token, &self.config, self.dir.path());
         self.child = Some(child);
         self.addr = addr;
+    }
+
+    /// The server's process id (for signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The server's log so far.

@@ -1,0 +1,91 @@
+//! How the CLI reaches a node: gRPC over mutual TLS with the caller's certificate. In a dev
+//! checkout (`scripts/dev-up`), the dev officer's certificate under `.hkms/pki/` is the default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use zeroize::Zeroizing;
+
+/// Where the dev PKI of `scripts/dev-up` lives, relative to the working directory.
+pub const DEV_PKI: &str = ".hkms/pki";
+
+/// Where the node is, who the caller is, and how to print.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The node's address (https://HOST:PORT or HOST:PORT).
+    #[arg(long, env = "HKMS_SERVER", default_value = "https://127.0.0.1:50051")]
+    server: String,
+    /// The caller's certificate (PEM, with its hkms:// identity). Default: the dev officer's.
+    #[arg(long, env = "HKMS_CERT")]
+    cert: Option<PathBuf>,
+    /// The caller's private key (PEM).
+    #[arg(long, env = "HKMS_KEY")]
+    key: Option<PathBuf>,
+    /// The CA that issued the node's certificate (PEM).
+    #[arg(long, env = "HKMS_CA")]
+    ca: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ClientArgs {
+    fn credentials(&self) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+        let dev = Path::new(DEV_PKI);
+        let pick =
+            |given: &Option<PathBuf>, dev_file: &str, flag: &str| -> anyhow::Result<PathBuf> {
+                match given {
+                    Some(p) => Ok(p.clone()),
+                    None if dev.join(dev_file).exists() => Ok(dev.join(dev_file)),
+                    None => anyhow::bail!(
+                        "no {flag} given and no dev PKI in {DEV_PKI}/: pass --cert, --key and --ca \
+                     (or HKMS_CERT, HKMS_KEY, HKMS_CA)"
+                    ),
+                }
+            };
+        Ok((
+            pick(&self.cert, "dev-officer.pem", "--cert")?,
+            pick(&self.key, "dev-officer.key", "--key")?,
+            pick(&self.ca, "ca.pem", "--ca")?,
+        ))
+    }
+
+    fn url(&self) -> anyhow::Result<String> {
+        if self.server.starts_with("http://") {
+            anyhow::bail!("hkms serves only over TLS: use https:// in --server");
+        }
+        Ok(if self.server.starts_with("https://") {
+            self.server.clone()
+        } else {
+            format!("https://{}", self.server)
+        })
+    }
+
+    /// A connected channel.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        let (cert, key, ca) = self.credentials()?;
+        let read =
+            |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        let cert_pem = read(&cert)?;
+        let key_pem = Zeroizing::new(read(&key)?);
+        let ca_pem = read(&ca)?;
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .identity(Identity::from_pem(cert_pem, key_pem.as_slice()));
+        let url = self.url()?;
+        let endpoint = Endpoint::from_shared(url.clone())
+            .with_context(|| format!("`{url}` is not a valid address"))?
+            .tls_config(tls)
+            .map_err(|e| anyhow::anyhow!("TLS settings refused: {e}"))?;
+        endpoint.connect().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach hkms at {url}: {e} (is `hkms serve` running?)")
+        })
+    }
+}
+
+/// A gRPC status as a CLI error.
+pub fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+}

@@ -1,0 +1,96 @@
+//! `hkms pki ...`: a dev and test PKI (a throw-away CA on disk). Production nodes use the
+//! programme's real CA; see README "Identity".
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::pki::{DevCa, Validity, write_dev_pki, write_issued};
+use crate::policy::Identity;
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Make (once) a dev CA, a server certificate for localhost, and a dev officer and admin
+    /// certificate for a node of this region, in DIR.
+    Init {
+        /// The folder of the dev PKI.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's region; the dev officer and admin belong to it.
+        #[arg(long, default_value = "000000")]
+        region: String,
+    },
+    /// Issue a client certificate for an identity with the dev CA in DIR.
+    Issue {
+        /// The folder of the dev PKI (with ca.pem and ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// hkms://ROLE/TIER/REGION/NAME
+        #[arg(long)]
+        identity: String,
+        /// File stem: writes STEM.pem and STEM.key in DIR.
+        #[arg(long)]
+        out: String,
+        /// Days of validity.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+impl PkiCommand {
+    /// Runs the command.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            PkiCommand::Init { dir, region } => {
+                let paths = write_dev_pki(&dir, &region)?;
+                let region = crate::hierarchy::Region::parse(&region)?;
+                for (role, stem) in [("officer", "dev-officer"), ("admin", "dev-admin")] {
+                    if dir.join(format!("{stem}.pem")).exists() {
+                        continue;
+                    }
+                    let id = Identity::from_uri(&format!(
+                        "hkms://{role}/{}/{region}/{stem}",
+                        region.tier()
+                    ))
+                    .map_err(anyhow::Error::msg)?;
+                    issue(&dir, &id, stem, 365)?;
+                }
+                println!(
+                    "dev PKI in {}: CA {}",
+                    dir.display(),
+                    paths.ca_cert.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            PkiCommand::Issue {
+                dir,
+                identity,
+                out,
+                days,
+            } => {
+                let id = Identity::from_uri(&identity).map_err(anyhow::Error::msg)?;
+                issue(&dir, &id, &out, days)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+fn issue(dir: &std::path::Path, id: &Identity, stem: &str, days: u32) -> anyhow::Result<()> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read {}: {e} (run `hkms pki init` first)",
+                    dir.join(name).display()
+                )
+            })
+    };
+    let ca = DevCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
+    let cert = ca.issue_client(Some(id), Validity::days(days))?;
+    let (pem, key) = write_issued(dir, stem, &cert)?;
+    println!("{id}: {} {}", pem.display(), key.display());
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! `hkms policy ...`: check a policy file, explain a decision (both offline, for officers), and
+//! show or reload the policy of a running node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::hierarchy::Region;
+use crate::policy::{Identity, Operation, Policy};
+use crate::proto;
+use crate::proto::policy_service_client::PolicyServiceClient;
+
+use super::client::{ClientArgs, status};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file; errors name the file, the line and what to fix.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Explain what the policy decides for one request (exit 0 allowed, 1 denied).
+    Explain {
+        /// The caller, as in its certificate: hkms://ROLE/TIER/REGION/NAME.
+        #[arg(long = "as")]
+        identity: String,
+        /// The operation: generate, derive, export, import, use, read, read-audit, approve, manage.
+        #[arg(long)]
+        op: String,
+        /// The key type concerned, if any.
+        #[arg(long)]
+        key_type: Option<String>,
+        /// The target region.
+        #[arg(long)]
+        region: String,
+        /// The policy file.
+        #[arg(long, default_value = "policies/default.toml")]
+        policy: PathBuf,
+    },
+    /// Show the policy in force on a node (its SHA-256, key types, rules).
+    Show {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Make a node re-read its policy file (admins); a bad file keeps the old policy.
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+impl PolicyCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            PolicyCommand::Check { file } => match Policy::load(&file) {
+                Ok(p) => {
+                    println!(
+                        "policy OK: {} key types, {} rules, {} ceremonies, sha256 {}",
+                        p.catalogue.names().count(),
+                        p.rules.len(),
+                        p.quorums.len(),
+                        p.sha256
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("policy refused: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            },
+            PolicyCommand::Explain {
+                identity,
+                op,
+                key_type,
+                region,
+                policy,
+            } => {
+                let who = Identity::from_uri(&identity).map_err(anyhow::Error::msg)?;
+                let op: Operation = op.parse().map_err(anyhow::Error::msg)?;
+                let region = Region::parse(&region)?;
+                let policy = Policy::load(&policy)?;
+                let d = policy.decide(&who, op, key_type.as_deref(), &region);
+                println!("{}", d.reason);
+                println!("policy sha256 {}", policy.sha256);
+                Ok(if d.allowed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            PolicyCommand::Show { client } => {
+                let mut c = PolicyServiceClient::new(client.channel().await?);
+                let p = c
+                    .get_policy(proto::GetPolicyRequest {})
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                print_info(&p, client.json)
+            }
+            PolicyCommand::Reload { client } => {
+                let mut c = PolicyServiceClient::new(client.channel().await?);
+                let p = c
+                    .reload_policy(proto::ReloadPolicyRequest {})
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                print_info(&p, client.json)
+            }
+        }
+    }
+}
+
+fn print_info(p: &proto::PolicyInfo, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "sha256": p.sha256, "origin": p.origin, "key_types": p.key_types, "rules": p.rules,
+            })
+        );
+    } else {
+        println!("policy  {}", p.origin);
+        println!("sha256  {}", p.sha256);
+        println!("types   {}", p.key_types.join(", "));
+        println!("rules   {}", p.rules.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}

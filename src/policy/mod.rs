@@ -1,0 +1,126 @@
+//! The policy: the programme's key types and who may do what, loaded from a TOML file
+//! (`policies/default.toml`) and decided by a pure function ([`engine::decide`]). No I/O here
+//! but loading the file.
+
+pub mod engine;
+mod identity;
+mod operation;
+mod rules;
+mod scope;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+pub use engine::Decision;
+pub use identity::{IDENTITY_SCHEME, Identity, Role};
+pub use operation::Operation;
+pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, Quorum, Rule};
+pub use scope::RegionScope;
+
+use crate::hierarchy::{HierarchyError, KeyTypeCatalogue, Region};
+
+/// A policy that cannot be loaded: where, and what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+pub struct PolicyError {
+    /// The file.
+    pub origin: String,
+    /// The 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl From<HierarchyError> for PolicyError {
+    fn from(e: HierarchyError) -> Self {
+        match e {
+            HierarchyError::PolicySyntax {
+                origin,
+                line,
+                message,
+            } => PolicyError {
+                origin,
+                line,
+                message,
+            },
+            HierarchyError::PolicyRule {
+                origin,
+                line,
+                key_type,
+                reason,
+            } => PolicyError {
+                origin,
+                line,
+                message: format!("key type `{key_type}`: {reason}"),
+            },
+            other => PolicyError {
+                origin: String::new(),
+                line: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A loaded, checked policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The key types.
+    pub catalogue: KeyTypeCatalogue,
+    /// The allow rules.
+    pub rules: Vec<Rule>,
+    /// Dual-control requirements.
+    pub quorums: Vec<Quorum>,
+    /// SHA-256 of the file's bytes, hex: tells auditors which policy decided.
+    pub sha256: String,
+    /// Where it was loaded from.
+    pub origin: String,
+    /// The file's text (policies are not secret).
+    pub text: String,
+}
+
+impl Policy {
+    /// Parses and checks a policy text.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let catalogue = KeyTypeCatalogue::from_toml_str(text, origin)?;
+        let (rules, quorums) = rules::parse(text, origin, &catalogue)?;
+        Ok(Policy {
+            catalogue,
+            rules,
+            quorums,
+            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            origin: origin.to_string(),
+            text: text.to_string(),
+        })
+    }
+
+    /// Reads and checks a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            origin: origin.clone(),
+            line: None,
+            message: format!("cannot read the policy file: {e}"),
+        })?;
+        Policy::parse(&text, &origin)
+    }
+
+    /// Decides one request (see [`engine::decide`]).
+    pub fn decide(
+        &self,
+        who: &Identity,
+        op: Operation,
+        key_type: Option<&str>,
+        target: &Region,
+    ) -> Decision {
+        engine::decide(self, who, op, key_type, target)
+    }
+
+    /// The quorum an operation on a key type needs, if it is a ceremony.
+    pub fn quorum(&self, op: Operation, key_type: Option<&str>) -> Option<&Quorum> {
+        self.quorums
+            .iter()
+            .find(|q| q.operation == op && q.key_types.covers(key_type))
+    }
+}

@@ -1,0 +1,61 @@
+//! `hkms.v1.PolicyService`: which policy is deciding (its SHA-256), and reloading it.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::policy::{Operation, Policy};
+use crate::proto;
+use crate::proto::policy_service_server::PolicyService;
+
+use super::keys::run;
+
+/// The policy service over one node.
+pub struct PolicyApi {
+    node: Arc<Node>,
+}
+
+impl PolicyApi {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> PolicyApi {
+        PolicyApi { node }
+    }
+}
+
+fn info(p: &Policy) -> proto::PolicyInfo {
+    proto::PolicyInfo {
+        sha256: p.sha256.clone(),
+        origin: p.origin.clone(),
+        key_types: p.catalogue.names().map(str::to_string).collect(),
+        rules: p.rules.iter().map(|r| r.id.clone()).collect(),
+        text: p.text.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl PolicyService for PolicyApi {
+    async fn get_policy(
+        &self,
+        request: Request<proto::GetPolicyRequest>,
+    ) -> Result<Response<proto::PolicyInfo>, Status> {
+        let p = run(&self.node, "GetPolicy", request, |n, who, _| {
+            n.authorize(who, Operation::Read, None, &n.region())?;
+            Ok(n.policy())
+        })
+        .await?;
+        Ok(Response::new(info(&p)))
+    }
+
+    async fn reload_policy(
+        &self,
+        request: Request<proto::ReloadPolicyRequest>,
+    ) -> Result<Response<proto::PolicyInfo>, Status> {
+        let p = run(&self.node, "ReloadPolicy", request, |n, who, _| {
+            n.authorize(who, Operation::Manage, None, &n.region())?;
+            n.reload_policy()
+        })
+        .await?;
+        Ok(Response::new(info(&p)))
+    }
+}

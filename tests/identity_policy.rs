@@ -1,0 +1,357 @@
+//! Identity from mTLS certificates and the policy engine, end to end: real certificates, a real
+//! server and token.
+
+mod support;
+
+use hkms::pki::{DevCa, Validity};
+use hkms::proto::{
+    self, key_service_client::KeyServiceClient, policy_service_client::PolicyServiceClient,
+};
+use sha2::{Digest, Sha256};
+use support::{TestNode, client_tls, make_token, node_config};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const GD_SYSTEM: &str = "hkms://system/provincial/440000/gd-kms";
+const GZ_WINDOW: &str = "hkms://window/municipal/440100/counter-1";
+const AUDITOR: &str = "hkms://auditor/national/000000/auditor-1";
+const ADMIN: &str = "hkms://admin/national/000000/admin-1";
+
+async fn generate(
+    c: &mut KeyServiceClient<Channel>,
+    key_type: &str,
+) -> Result<proto::Key, tonic::Status> {
+    c.generate_key(proto::GenerateKeyRequest {
+        key_type: key_type.into(),
+    })
+    .await
+    .map(|r| r.into_inner().key.expect("key"))
+}
+
+async fn derive(
+    c: &mut KeyServiceClient<Channel>,
+    parent: &str,
+    region: &str,
+) -> Result<proto::Key, tonic::Status> {
+    c.derive_sub_key(proto::DeriveSubKeyRequest {
+        parent_id: parent.into(),
+        region: region.into(),
+    })
+    .await
+    .map(|r| r.into_inner().key.expect("key"))
+}
+
+async fn list(c: &mut KeyServiceClient<Channel>) -> Vec<proto::Key> {
+    c.list_keys(proto::ListKeysRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .keys
+}
+
+fn denied(r: Result<proto::Key, tonic::Status>, what: &str) -> String {
+    let e = r.expect_err(what);
+    assert_eq!(e.code(), Code::PermissionDenied, "{what}: {}", e.message());
+    assert!(
+        e.message().starts_with("denied: "),
+        "{what}: {}",
+        e.message()
+    );
+    e.message().to_string()
+}
+
+/// A ministry node with a card master key diversified for Guangdong and Guangxi.
+async fn ministry() -> (TestNode, proto::Key, proto::Key, proto::Key) {
+    let node = TestNode::start("national", "000000");
+    let mut officer = node.client().await;
+    let root = generate(&mut officer, "card-master")
+        .await
+        .expect("ministry officer generates");
+    let gd = derive(&mut officer, &root.id, "440000")
+        .await
+        .expect("derive 440000");
+    let gx = derive(&mut officer, &root.id, "450000")
+        .await
+        .expect("derive 450000");
+    (node, root, gd, gx)
+}
+
+#[tokio::test]
+async fn provincial_system_derives_only_its_own_cities_and_sees_only_its_keys() {
+    let (node, root, gd, gx) = ministry().await;
+    let mut gd_system = node.client_as(GD_SYSTEM).await;
+    let gz = derive(&mut gd_system, &gd.id, "440100")
+        .await
+        .expect("Guangzhou");
+    assert_eq!(gz.region, "440100");
+    let why = denied(
+        derive(&mut gd_system, &gx.id, "450100").await,
+        "Nanning is not Guangdong's",
+    );
+    assert!(
+        why.contains("role system at 440000 may not derive card-master for 450100"),
+        "{why}"
+    );
+    denied(
+        derive(&mut gd_system, &root.id, "450000").await,
+        "province cannot derive provinces",
+    );
+    denied(
+        generate(&mut gd_system, "card-master").await,
+        "province cannot generate national keys",
+    );
+
+    let mut seen: Vec<String> = list(&mut gd_system)
+        .await
+        .into_iter()
+        .map(|k| k.region)
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["440000", "440100"],
+        "a province sees its own keys and its cities' only"
+    );
+    let err = gd_system
+        .get_key(proto::GetKeyRequest { id: gx.id.clone() })
+        .await
+        .expect_err("Guangxi's key");
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn municipal_window_cannot_generate_or_derive_national_keys() {
+    let (node, root, gd, _) = ministry().await;
+    let mut window = node.client_as(GZ_WINDOW).await;
+    denied(
+        generate(&mut window, "card-master").await,
+        "window generates",
+    );
+    let why = denied(
+        derive(&mut window, &root.id, "440000").await,
+        "window derives",
+    );
+    assert!(
+        why.contains("role window at 440100 may not derive card-master for 440000"),
+        "{why}"
+    );
+    denied(
+        derive(&mut window, &gd.id, "440100").await,
+        "window derives its own city",
+    );
+    assert_eq!(
+        list(&mut node.client().await).await.len(),
+        3,
+        "nothing was made"
+    );
+}
+
+#[tokio::test]
+async fn auditor_lists_everything_and_changes_nothing() {
+    let (node, root, gd, _) = ministry().await;
+    let mut auditor = node.client_as(AUDITOR).await;
+    assert_eq!(list(&mut auditor).await.len(), 3);
+    denied(
+        generate(&mut auditor, "card-master").await,
+        "auditor generates",
+    );
+    denied(
+        derive(&mut auditor, &gd.id, "440100").await,
+        "auditor derives",
+    );
+    let err = auditor
+        .change_key_state(proto::ChangeKeyStateRequest {
+            id: root.id.clone(),
+            state: "retired".into(),
+            expected_state: String::new(),
+        })
+        .await
+        .expect_err("auditor retires");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let after = list(&mut node.client().await).await;
+    assert_eq!(after.len(), 3);
+    assert!(after.iter().all(|k| k.state == "active"));
+}
+
+#[tokio::test]
+async fn foreign_expired_and_identityless_certificates_are_refused() {
+    let (node, ..) = ministry().await;
+
+    // A certificate from another CA: the TLS handshake is refused.
+    let other = DevCa::create("someone else's CA").expect("ca");
+    let mut tls = client_tls(
+        &other,
+        Some("hkms://officer/national/000000/mallory"),
+        Validity::days(1),
+    );
+    tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(node.ca.cert_pem()));
+    let refused = match node.try_channel(tls).await {
+        Err(_) => true,
+        Ok(ch) => KeyServiceClient::new(ch)
+            .list_keys(proto::ListKeysRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a foreign certificate was accepted");
+
+    // An expired certificate from the right CA: refused too.
+    let tls = client_tls(
+        &node.ca,
+        Some("hkms://officer/national/000000/late"),
+        Validity::expired(),
+    );
+    let refused = match node.try_channel(tls).await {
+        Err(_) => true,
+        Ok(ch) => KeyServiceClient::new(ch)
+            .list_keys(proto::ListKeysRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "an expired certificate was accepted");
+
+    // A valid certificate with no hkms identity: UNAUTHENTICATED, with what is missing.
+    let tls = client_tls(&node.ca, None, Validity::days(1));
+    let ch = node
+        .try_channel(tls)
+        .await
+        .expect("the TLS layer accepts it");
+    let err = KeyServiceClient::new(ch)
+        .list_keys(proto::ListKeysRequest::default())
+        .await
+        .expect_err("no identity");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.message().contains("carries no hkms identity"),
+        "{}",
+        err.message()
+    );
+
+    let log = node.log();
+    assert!(log.contains("TLS handshake refused"), "{log}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let policy_path = dir.path().join("policy.toml");
+    let original = std::fs::read_to_string(support::default_policy()).expect("default policy");
+    std::fs::write(&policy_path, &original).expect("copy policy");
+    let config = dir.path().join("node.toml");
+    let text = node_config("ministry", "national", "000000", &token).replace(
+        &support::default_policy().display().to_string(),
+        &policy_path.display().to_string(),
+    );
+    std::fs::write(&config, text).expect("config");
+    let node = TestNode::start_in(dir, token, config);
+
+    let mut admin = PolicyServiceClient::new(node.channel_as(ADMIN).await);
+    let info = admin
+        .get_policy(proto::GetPolicyRequest {})
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(info.sha256, sha256_hex(original.as_bytes()));
+    assert!(
+        info.rules
+            .iter()
+            .any(|r| r == "ministry-generates-national-keys")
+    );
+
+    // Officers cannot reload; admins can. A good change decides at once, without a restart.
+    let mut officer_policy = PolicyServiceClient::new(node.channel().await);
+    let err = officer_policy
+        .reload_policy(proto::ReloadPolicyRequest {})
+        .await
+        .expect_err("officer reloads");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut officer = node.client().await;
+    generate(&mut officer, "legacy-card-master")
+        .await
+        .expect("allowed before the change");
+    let changed = original.replacen(
+        ", \"legacy-card-master\"]\nregions = [\"self\"]",
+        "]\nregions = [\"self\"]",
+        1,
+    );
+    assert_ne!(changed, original);
+    std::fs::write(&policy_path, &changed).expect("write");
+    let info = admin
+        .reload_policy(proto::ReloadPolicyRequest {})
+        .await
+        .expect("reload")
+        .into_inner();
+    assert_eq!(info.sha256, sha256_hex(changed.as_bytes()));
+    denied(
+        generate(&mut officer, "legacy-card-master").await,
+        "removed by the new policy",
+    );
+    generate(&mut officer, "card-master")
+        .await
+        .expect("still allowed");
+
+    // A broken file is refused with where and why; the last good policy keeps deciding.
+    std::fs::write(
+        &policy_path,
+        changed.replacen("roles = [\"window\"]", "roles = [\"windw\"]", 1),
+    )
+    .expect("write");
+    let err = admin
+        .reload_policy(proto::ReloadPolicyRequest {})
+        .await
+        .expect_err("broken policy");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("policy.toml line"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("unknown role `windw`"),
+        "{}",
+        err.message()
+    );
+    let info = admin
+        .get_policy(proto::GetPolicyRequest {})
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(info.sha256, sha256_hex(changed.as_bytes()));
+    denied(
+        generate(&mut officer, "legacy-card-master").await,
+        "old policy still decides",
+    );
+
+    // SIGHUP reloads too.
+    std::fs::write(&policy_path, &original).expect("write");
+    let pid = node.pid().expect("pid").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let want = sha256_hex(original.as_bytes());
+    let mut reloaded = false;
+    for _ in 0..100 {
+        let info = admin
+            .get_policy(proto::GetPolicyRequest {})
+            .await
+            .expect("get")
+            .into_inner();
+        if info.sha256 == want {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "SIGHUP did not reload the policy");
+    generate(&mut officer, "legacy-card-master")
+        .await
+        .expect("allowed again");
+}
