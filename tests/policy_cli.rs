@@ -1,0 +1,70 @@
+//! `hkms policy check` and `hkms policy explain`, as an officer uses them.
+
+mod support;
+
+use std::process::Command;
+
+use support::{default_policy, hkms_bin, stdout};
+
+fn hkms(args: &[&str]) -> std::process::Output {
+    Command::new(hkms_bin())
+        .args(args)
+        .output()
+        .expect("run hkms")
+}
+
+#[test]
+fn check_accepts_the_default_policy_and_names_the_line_of_a_mistake() {
+    let policy = default_policy().display().to_string();
+    let out = hkms(&["policy", "check", &policy]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("policy OK"), "{}", stdout(&out));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(default_policy()).expect("read");
+    std::fs::write(
+        &bad,
+        text.replacen("regions = [\"any\"]", "regions = [\"anywhere\"]", 1),
+    )
+    .expect("write");
+    let out = hkms(&["policy", "check", &bad.display().to_string()]);
+    assert!(!out.status.success());
+    let msg = stdout(&out);
+    assert!(msg.contains("bad.toml line"), "{msg}");
+    assert!(msg.contains("unknown region scope `anywhere`"), "{msg}");
+}
+
+#[test]
+fn explain_allows_a_province_its_cities_and_denies_another_province() {
+    let policy = default_policy().display().to_string();
+    let ask = |region: &str| {
+        hkms(&[
+            "policy",
+            "explain",
+            "--as",
+            "hkms://system/provincial/440000/gd-kms",
+            "--op",
+            "derive",
+            "--key-type",
+            "card-master",
+            "--region",
+            region,
+            "--policy",
+            &policy,
+        ])
+    };
+    let out = ask("440100");
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains(
+        "allowed: role system at 440000 may derive card-master for 440100 (rule province-diversifies-for-its-cities"
+    ), "{}", stdout(&out));
+    let out = ask("450100");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out)
+            .contains("denied: role system at 440000 may not derive card-master for 450100"),
+        "{}",
+        stdout(&out)
+    );
+}
