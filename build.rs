@@ -4,7 +4,12 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/hkms/v1/keys.proto", "proto/hkms/v1/policy.proto"];
+    let protos = [
+        "proto/hkms/v1/keys.proto",
+        "proto/hkms/v1/policy.proto",
+        "proto/hkms/v1/ceremony.proto",
+        "proto/hkms/v1/audit.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

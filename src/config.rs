@@ -46,6 +46,38 @@ struct RawConfig {
     node: RawNode,
     token: RawToken,
     tls: Option<RawTls>,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    ceremonies: RawCeremonies,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    checkpoint_every: u64,
+    checkpoint_interval_secs: u64,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCeremonies {
+    ttl_secs: u64,
+}
+
+impl Default for RawCeremonies {
+    fn default() -> Self {
+        RawCeremonies { ttl_secs: 86_400 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +151,12 @@ pub struct NodeConfig {
     pub hsm: HsmConfig,
     /// The server's certificate and the CA of its callers.
     pub tls: TlsFiles,
+    /// A checkpoint is signed after this many records...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last one, whichever comes first (and at shutdown).
+    pub checkpoint_interval: Duration,
+    /// How long a ceremony stays open for approvals.
+    pub ceremony_ttl: Duration,
 }
 
 impl NodeConfig {
@@ -191,6 +229,14 @@ impl NodeConfig {
                 ));
             }
         };
+        if raw.audit.checkpoint_every == 0 || raw.audit.checkpoint_interval_secs == 0 {
+            return Err(invalid(
+                "[audit] checkpoint_every and checkpoint_interval_secs must be at least 1".into(),
+            ));
+        }
+        if raw.ceremonies.ttl_secs == 0 {
+            return Err(invalid("[ceremonies] ttl_secs must be at least 1".into()));
+        }
         if t.sessions == 0 || t.sessions > 256 {
             return Err(invalid("[token] sessions must be between 1 and 256".into()));
         }
@@ -213,6 +259,9 @@ impl NodeConfig {
                 key: base.join(tls.key),
                 client_ca: base.join(tls.client_ca),
             },
+            checkpoint_every: raw.audit.checkpoint_every,
+            checkpoint_interval: Duration::from_secs(raw.audit.checkpoint_interval_secs),
+            ceremony_ttl: Duration::from_secs(raw.ceremonies.ttl_secs),
         })
     }
 

@@ -5,6 +5,7 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod hierarchy;

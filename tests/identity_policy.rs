@@ -5,7 +5,8 @@ mod support;
 
 use hkms::pki::{DevCa, Validity};
 use hkms::proto::{
-    self, key_service_client::KeyServiceClient, policy_service_client::PolicyServiceClient,
+    self, ceremony_service_client::CeremonyServiceClient, key_service_client::KeyServiceClient,
+    policy_service_client::PolicyServiceClient,
 };
 use sha2::{Digest, Sha256};
 use support::{TestNode, client_tls, make_token, node_config};
@@ -64,9 +65,7 @@ fn denied(r: Result<proto::Key, tonic::Status>, what: &str) -> String {
 async fn ministry() -> (TestNode, proto::Key, proto::Key, proto::Key) {
     let node = TestNode::start("national", "000000");
     let mut officer = node.client().await;
-    let root = generate(&mut officer, "card-master")
-        .await
-        .expect("ministry officer generates");
+    let root = node.generate("card-master").await;
     let gd = derive(&mut officer, &root.id, "440000")
         .await
         .expect("derive 440000");
@@ -262,17 +261,24 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
             .any(|r| r == "ministry-generates-national-keys")
     );
 
-    // Officers cannot reload; admins can. A good change decides at once, without a restart.
+    // Officers cannot reload; admins may, under dual control: a ceremony approved by two
+    // officers. A good change decides at once, without a restart.
     let mut officer_policy = PolicyServiceClient::new(node.channel().await);
     let err = officer_policy
         .reload_policy(proto::ReloadPolicyRequest {})
         .await
         .expect_err("officer reloads");
     assert_eq!(err.code(), Code::PermissionDenied);
-    let mut officer = node.client().await;
-    generate(&mut officer, "legacy-card-master")
+    let err = admin
+        .reload_policy(proto::ReloadPolicyRequest {})
         .await
-        .expect("allowed before the change");
+        .expect_err("admin reloads alone");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("dual control"), "{}", err.message());
+
+    let mut officer = node.client().await;
+    // Allowed by the policy (so only dual control stops a direct request) ...
+    allowed_but_guarded(generate(&mut officer, "legacy-card-master").await);
     let changed = original.replacen(
         ", \"legacy-card-master\"]\nregions = [\"self\"]",
         "]\nregions = [\"self\"]",
@@ -280,19 +286,19 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
     );
     assert_ne!(changed, original);
     std::fs::write(&policy_path, &changed).expect("write");
-    let info = admin
-        .reload_policy(proto::ReloadPolicyRequest {})
-        .await
-        .expect("reload")
-        .into_inner();
-    assert_eq!(info.sha256, sha256_hex(changed.as_bytes()));
+    let done = reload_by_ceremony(&node).await;
+    assert_eq!(done.state, "done", "{}", done.result);
+    assert!(
+        done.result.contains(&sha256_hex(changed.as_bytes())),
+        "{}",
+        done.result
+    );
+    // ... and denied once the new policy is in force.
     denied(
         generate(&mut officer, "legacy-card-master").await,
         "removed by the new policy",
     );
-    generate(&mut officer, "card-master")
-        .await
-        .expect("still allowed");
+    allowed_but_guarded(generate(&mut officer, "card-master").await);
 
     // A broken file is refused with where and why; the last good policy keeps deciding.
     std::fs::write(
@@ -300,20 +306,17 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
         changed.replacen("roles = [\"window\"]", "roles = [\"windw\"]", 1),
     )
     .expect("write");
-    let err = admin
-        .reload_policy(proto::ReloadPolicyRequest {})
-        .await
-        .expect_err("broken policy");
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    let failed = reload_by_ceremony(&node).await;
+    assert_eq!(failed.state, "failed");
     assert!(
-        err.message().contains("policy.toml line"),
+        failed.result.contains("policy.toml line"),
         "{}",
-        err.message()
+        failed.result
     );
     assert!(
-        err.message().contains("unknown role `windw`"),
+        failed.result.contains("unknown role `windw`"),
         "{}",
-        err.message()
+        failed.result
     );
     let info = admin
         .get_policy(proto::GetPolicyRequest {})
@@ -326,7 +329,7 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
         "old policy still decides",
     );
 
-    // SIGHUP reloads too.
+    // SIGHUP (the host administrator's path) reloads too.
     std::fs::write(&policy_path, &original).expect("write");
     let pid = node.pid().expect("pid").to_string();
     assert!(
@@ -351,7 +354,41 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(reloaded, "SIGHUP did not reload the policy");
-    generate(&mut officer, "legacy-card-master")
+    allowed_but_guarded(generate(&mut officer, "legacy-card-master").await);
+}
+
+/// A direct request the policy allows but dual control stops.
+fn allowed_but_guarded(r: Result<proto::Key, tonic::Status>) {
+    let e = r.expect_err("national keys are generated by ceremony");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("dual control"), "{}", e.message());
+}
+
+/// An admin opens a policy reload ceremony; two officers approve it.
+async fn reload_by_ceremony(node: &TestNode) -> proto::CeremonyInfo {
+    let mut admin = CeremonyServiceClient::new(node.channel_as(ADMIN).await);
+    let opened = admin
+        .open_ceremony(proto::OpenCeremonyRequest {
+            operation: "manage".into(),
+            params: [("action".to_string(), "reload-policy".to_string())]
+                .into_iter()
+                .collect(),
+        })
         .await
-        .expect("allowed again");
+        .expect("admin opens")
+        .into_inner();
+    assert!(opened.approvals.is_empty(), "an admin does not approve");
+    for officer in [node.officer.clone(), node.second_officer()] {
+        CeremonyServiceClient::new(node.channel_as(&officer).await)
+            .approve_ceremony(proto::CeremonyId {
+                id: opened.id.clone(),
+            })
+            .await
+            .expect("approve");
+    }
+    admin
+        .get_ceremony(proto::CeremonyId { id: opened.id })
+        .await
+        .expect("status")
+        .into_inner()
 }

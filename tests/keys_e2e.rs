@@ -8,17 +8,6 @@ use support::{TestNode, stdout};
 use tonic::Code;
 use tonic::transport::Channel;
 
-async fn generate(c: &mut KeyServiceClient<Channel>, key_type: &str) -> proto::Key {
-    c.generate_key(proto::GenerateKeyRequest {
-        key_type: key_type.into(),
-    })
-    .await
-    .expect("generate")
-    .into_inner()
-    .key
-    .expect("key")
-}
-
 async fn derive(
     c: &mut KeyServiceClient<Channel>,
     parent: &str,
@@ -49,7 +38,7 @@ async fn ministry_generates_and_derives_down_to_the_city() {
     let node = TestNode::start("national", "000000");
     let mut c = node.client().await;
 
-    let root = generate(&mut c, "card-master").await;
+    let root = node.generate("card-master").await;
     assert_eq!(root.tier, "national");
     assert_eq!(root.region, "000000");
     assert_eq!(root.parent_id, "");
@@ -124,7 +113,7 @@ async fn ministry_generates_and_derives_down_to_the_city() {
 async fn legacy_3des_family_is_diversified_into_des2() {
     let node = TestNode::start("national", "000000");
     let mut c = node.client().await;
-    let root = generate(&mut c, "legacy-card-master").await;
+    let root = node.generate("legacy-card-master").await;
     assert_eq!(root.algorithm, "des2");
     assert_eq!(root.kcv_method, "des3-cmac");
     let child = derive(&mut c, &root.id, "440000").await.expect("derive");
@@ -136,7 +125,7 @@ async fn legacy_3des_family_is_diversified_into_des2() {
 async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let node = TestNode::start("national", "000000");
     let mut c = node.client().await;
-    let root = generate(&mut c, "card-master").await;
+    let root = node.generate("card-master").await;
     let gd = derive(&mut c, &root.id, "440000").await.expect("derive");
     let before = list(&mut c, all()).await;
 
@@ -231,13 +220,10 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert_eq!(err.code(), Code::InvalidArgument);
 
     // Deriving from a retired key is refused.
-    c.change_key_state(proto::ChangeKeyStateRequest {
-        id: gd.id.clone(),
-        state: "retired".into(),
-        expected_state: String::new(),
-    })
-    .await
-    .expect("retire");
+    let retired = node
+        .ceremony("manage", &[("key_id", &gd.id), ("state", "retired")])
+        .await;
+    assert_eq!(retired.state, "done", "{}", retired.result);
     let err = derive(&mut c, &gd.id, "440100")
         .await
         .expect_err("retired parent");
@@ -265,7 +251,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
 async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
     let node = TestNode::start("national", "000000");
     let mut c = node.client().await;
-    let k = generate(&mut c, "pin-unblock").await;
+    let k = node.generate("pin-unblock").await;
     let state = |to: &'static str, expect: &'static str| {
         let mut c = c.clone();
         let id = k.id.clone();
@@ -283,7 +269,7 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
         state("suspended", "").await.expect("suspend").state,
         "suspended"
     );
-    let err = state("retired", "active")
+    let err = state("active", "active")
         .await
         .expect_err("stale expectation");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -291,26 +277,49 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
         state("active", "suspended").await.expect("resume").state,
         "active"
     );
-    let err = state("destroyed", "")
+    // Retiring and destroying are under dual control: refused directly, done by ceremony.
+    let err = state("retired", "")
+        .await
+        .expect_err("retire without a ceremony");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("dual control"), "{}", err.message());
+    // An active key cannot be destroyed: such a ceremony is refused when it is opened.
+    let mut ceremonies =
+        hkms::proto::ceremony_service_client::CeremonyServiceClient::new(node.channel().await);
+    let err = ceremonies
+        .open_ceremony(proto::OpenCeremonyRequest {
+            operation: "manage".into(),
+            params: [("key_id", k.id.as_str()), ("state", "destroyed")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        })
         .await
         .expect_err("active cannot be destroyed");
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(state("retired", "").await.expect("retire").state, "retired");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let retired = node
+        .ceremony("manage", &[("key_id", &k.id), ("state", "retired")])
+        .await;
+    assert_eq!(retired.state, "done", "{}", retired.result);
     let err = state("active", "")
         .await
         .expect_err("no way back from retired");
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(
-        state("destroyed", "").await.expect("destroy").state,
-        "destroyed"
+    let destroyed = node
+        .ceremony("manage", &[("key_id", &k.id), ("state", "destroyed")])
+        .await;
+    assert_eq!(destroyed.state, "done", "{}", destroyed.result);
+    assert!(
+        destroyed.result.contains("state destroyed"),
+        "{}",
+        destroyed.result
     );
-
     // The record stays, the HSM key is gone, and the registry agrees with the token.
     let kept = list(&mut c, all()).await;
     assert_eq!(kept.len(), 1);
     let audit = node.cli(&["token", "audit"]);
     assert!(
-        stdout(&audit).contains("checked 0 key objects"),
+        stdout(&audit).contains("checked 1 key objects"),
         "{}",
         stdout(&audit)
     );
@@ -339,7 +348,15 @@ async fn provincial_node_generates_only_what_its_tier_may() {
         "{}",
         err.message()
     );
-    let local = generate(&mut c, "local-special").await;
+    let local = c
+        .generate_key(proto::GenerateKeyRequest {
+            key_type: "local-special".into(),
+        })
+        .await
+        .expect("local key")
+        .into_inner()
+        .key
+        .expect("key");
     assert_eq!(local.tier, "provincial");
     assert_eq!(local.region, "440000");
     let err = derive(&mut c, &local.id, "440100")
@@ -351,10 +368,40 @@ async fn provincial_node_generates_only_what_its_tier_may() {
 #[tokio::test]
 async fn cli_prints_tables_and_json() {
     let node = TestNode::start("national", "000000");
-    let out = node.cli(&["keys", "generate", "--type", "card-master", "--json"]);
+    // A national key is generated by ceremony: opened by one officer, approved by another.
+    let out = node.cli(&["keys", "generate", "--type", "card-master"]);
+    assert!(!out.status.success());
+    assert!(
+        support::stderr(&out).contains("dual control"),
+        "{}",
+        support::stderr(&out)
+    );
+    let out = node.cli(&[
+        "ceremony",
+        "open",
+        "--op",
+        "generate",
+        "--key-type",
+        "card-master",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", support::stderr(&out));
-    let root: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let id = root["id"].as_str().expect("id").to_string();
+    let opened: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(opened["state"], "open");
+    assert_eq!(opened["approvals"].as_array().map(Vec::len), Some(1));
+    let cid = opened["id"].as_str().expect("id").to_string();
+    let out = node.cli(&["ceremony", "approve", &cid]);
+    assert!(
+        support::stderr(&out).contains("already approved"),
+        "{}",
+        support::stderr(&out)
+    );
+    let out = node.cli_as(&node.second_officer(), &["ceremony", "approve", &cid]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(stdout(&out).contains("state     done"), "{}", stdout(&out));
+    let id = support::key_id_in(&stdout(&out)).expect("key id in the result");
+    let out = node.cli(&["ceremony", "list", "--state", "done"]);
+    assert!(stdout(&out).contains(&cid), "{}", stdout(&out));
 
     let out = node.cli(&["keys", "derive", "--parent", &id, "--region", "440000"]);
     assert!(out.status.success(), "{}", support::stderr(&out));

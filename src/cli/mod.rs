@@ -2,6 +2,8 @@
 //! token and registry directly (orphan check, attribute audit).
 
 mod admin;
+mod audit;
+mod ceremony;
 mod client;
 mod keys;
 mod output;
@@ -36,6 +38,16 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Ceremonies under dual control: open, approve, enter components, cancel, list.
+    Ceremony {
+        #[command(subcommand)]
+        command: ceremony::CeremonyCommand,
+    },
+    /// The ceremony log: export a bundle, verify it offline, report on it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
     },
     /// The policy: check a file, explain a decision, show or reload a node's.
     Policy {
@@ -72,6 +84,8 @@ pub fn main() -> ExitCode {
             Command::Serve { config, log_json } => serve(config, log_json).await,
             Command::Keys { command } => command.run().await,
             Command::Policy { command } => command.run().await,
+            Command::Ceremony { command } => command.run().await,
+            Command::Audit { command } => command.run().await,
             Command::Pki { command } => command.run(),
             Command::Token { command } => command.run(),
         }

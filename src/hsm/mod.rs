@@ -10,6 +10,7 @@ pub mod mechanisms;
 pub mod pin;
 mod pool;
 mod raw;
+mod signing;
 pub mod templates;
 
 use std::path::PathBuf;
@@ -158,6 +159,49 @@ impl Hsm {
         self.kcv_or_destroy(&s, handle, child.algorithm)
     }
 
+    /// Creates a key from a clear value (key entry by components, after they were combined),
+    /// with the same template as a generated key; returns its KCV. The value is only read.
+    pub fn import_clear_key(&self, spec: &SecretKeySpec, value: &[u8]) -> Result<Kcv, HsmError> {
+        if value.len() != spec.algorithm.key_len() {
+            return Err(HsmError::Unexpected {
+                what: format!(
+                    "key value of {} bytes for {}",
+                    value.len(),
+                    spec.algorithm.as_str()
+                ),
+            });
+        }
+        let s = self.inner.pool.get()?;
+        let mut template = templates::secret_key_template(spec);
+        template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
+        template.push(Attribute::Value(value.to_vec()));
+        let created = s.create_object(&template);
+        // The template's copy of the value is wiped before anything else happens.
+        for a in template.iter_mut() {
+            if let Attribute::Value(v) = a {
+                zeroize::Zeroize::zeroize(v);
+            }
+        }
+        let key = created?;
+        self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+    }
+
+    /// The KCV of a clear key component, computed in the token through a session object that
+    /// is destroyed right after.
+    pub fn component_kcv(&self, algorithm: Algorithm, value: &[u8]) -> Result<Kcv, HsmError> {
+        let spec = SecretKeySpec {
+            algorithm,
+            usage: crate::hierarchy::Usage::Mac,
+            exportable: false,
+            label: format!("hkms/component-check/{}", uuid::Uuid::new_v4().simple()),
+            id: Vec::new(),
+            lifetime: Lifetime::Session,
+        };
+        let kcv = self.import_clear_key(&spec, value)?;
+        self.destroy_key(&spec.label)?;
+        Ok(kcv)
+    }
+
     /// The KCV of a key already on the token.
     pub fn kcv(&self, label: &str, algorithm: Algorithm) -> Result<Kcv, HsmError> {
         let s = self.inner.pool.get()?;
@@ -223,6 +267,11 @@ impl Hsm {
             return Err(HsmError::PinLocked);
         }
         Ok(())
+    }
+
+    /// A session from the pool.
+    pub(crate) fn session(&self) -> Result<PooledSession<'_>, HsmError> {
+        self.inner.pool.get()
     }
 
     fn kcv_of(

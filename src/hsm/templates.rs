@@ -67,6 +67,37 @@ pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
     attrs
 }
 
+/// DER of the named curve P-256 (secp256r1, OID 1.2.840.10045.3.1.7) for `CKA_EC_PARAMS`.
+pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+
+/// Templates of the ECDSA P-256 key pair that signs the ceremony log's checkpoints: the private
+/// half signs only, never leaves the token, and cannot be changed; the public half is exported
+/// so that auditors can verify without any secret.
+pub fn audit_signing_templates(label: &str, id: &[u8]) -> (Vec<Attribute>, Vec<Attribute>) {
+    let public = vec![
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::EcParams(P256_PARAMS.to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    let private = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Derive(false),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Modifiable(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    (public, private)
+}
+
 fn key_type(algorithm: Algorithm) -> KeyType {
     match algorithm {
         Algorithm::Aes128 | Algorithm::Aes256 => KeyType::AES,

@@ -1,28 +1,41 @@
 //! Key use cases: generate, derive, read, list, change state.
 //!
-//! Creation order (DESIGN.md §6, docs/architecture.md): a fresh key id is made; the key is
-//! created in the HSM under label `hkms/<id>`; the registry row is written in one SQLite
-//! transaction; if that write fails, the HSM key is destroyed before the error is returned.
-//! A crash between the HSM step and the row leaves a token key with no row: the orphan check
-//! (`hkms keys orphans`) reports it and can destroy it. Destruction runs the other way round
-//! (row marked destroyed, then the HSM object), so a crash there leaves the same kind of orphan.
+//! Creation order (DESIGN.md §6, docs/adr/0001-key-creation-order.md): a fresh key id is made;
+//! the key is created in the HSM under label `hkms/<id>`; the registry row and the request's
+//! audit record are written in one SQLite transaction; if that write fails, the HSM key is
+//! destroyed before the error is returned. A crash between the HSM step and the row leaves a
+//! token key with no row: the orphan check (`hkms keys orphans`) reports it and can destroy it.
+//! Destruction runs the other way round (row marked destroyed, then the HSM object), so a crash
+//! there leaves the same kind of orphan.
 
-use crate::hierarchy::{Factor, KeyId, KeyState, KeyTypeName, Region, Tier, Usage};
+use crate::hierarchy::{Factor, KeyId, KeyState, KeyTypeName, KeyTypeSpec, Region, Tier, Usage};
 use crate::hsm::{Lifetime, SecretKeySpec, derived_algorithm};
-use crate::policy::{Identity, Operation};
+use crate::policy::Operation;
 use crate::store::{KeyFilter, KeyRecord, now_rfc3339};
 
-use super::{Node, NodeError};
+use super::{Node, NodeError, Request};
 
 impl Node {
     /// Generates a key of `key_type` at this node's tier and region.
-    pub fn generate_key(&self, caller: &Identity, key_type: &str) -> Result<KeyRecord, NodeError> {
+    pub fn generate_key(&self, req: &mut Request, key_type: &str) -> Result<KeyRecord, NodeError> {
+        req.param("key_type", key_type);
         let spec = Self::key_type(&self.policy(), key_type)?;
-        self.authorize(caller, Operation::Generate, Some(key_type), &self.region)?;
+        self.authorize(req, Operation::Generate, Some(key_type), &self.region)?;
+        self.require_no_ceremony(Operation::Generate, Some(key_type))?;
+        self.generate_key_now(req, &spec)
+    }
+
+    /// Generates once the policy (and any ceremony) allowed it.
+    pub(crate) fn generate_key_now(
+        &self,
+        req: &mut Request,
+        spec: &KeyTypeSpec,
+    ) -> Result<KeyRecord, NodeError> {
         if !spec.may_generate_at(self.tier) {
             return Err(NodeError::FailedPrecondition(format!(
-                "key type `{key_type}` is not generated at the {} tier (the policy allows: {}); \
+                "key type `{}` is not generated at the {} tier (the policy allows: {}); \
                  it is derived from its parent instead",
+                spec.name.as_str(),
                 self.tier,
                 tiers(&spec.generate_at)
             )));
@@ -43,35 +56,41 @@ impl Node {
             lifetime: Lifetime::Token,
         })?;
         let now = now_rfc3339();
-        self.register(KeyRecord {
-            ck_label: id.ck_label(),
-            id,
-            key_type: spec.name.clone(),
-            algorithm: spec.algorithm,
-            tier: self.tier,
-            region: self.region,
-            parent_id: None,
-            factor: None,
-            kcv,
-            version,
-            state: KeyState::Active,
-            created_at: now.clone(),
-            updated_at: now,
-        })
+        self.register(
+            req,
+            KeyRecord {
+                ck_label: id.ck_label(),
+                id,
+                key_type: spec.name.clone(),
+                algorithm: spec.algorithm,
+                tier: self.tier,
+                region: self.region,
+                parent_id: None,
+                factor: None,
+                kcv,
+                version,
+                state: KeyState::Active,
+                created_at: now.clone(),
+                updated_at: now,
+            },
+        )
     }
 
     /// Diversifies `parent_id` for `region`, a direct child of the parent's region.
     pub fn derive_sub_key(
         &self,
-        caller: &Identity,
+        req: &mut Request,
         parent_id: &str,
         region: &str,
     ) -> Result<KeyRecord, NodeError> {
+        req.param("parent_id", parent_id);
+        req.param("region", region);
         let parent_id = KeyId::parse(parent_id)?;
         let region = Region::parse(region)?;
         let parent = self.get_key_record(&parent_id)?;
+        req.key(&parent);
         self.authorize(
-            caller,
+            req,
             Operation::Derive,
             Some(parent.key_type.as_str()),
             &region,
@@ -130,44 +149,59 @@ impl Node {
             },
         )?;
         let now = now_rfc3339();
-        self.register(KeyRecord {
-            ck_label: id.ck_label(),
-            id,
-            key_type: parent.key_type.clone(),
-            algorithm,
-            tier: region.tier(),
-            region,
-            parent_id: Some(parent_id),
-            factor: Some(factor),
-            kcv,
-            version: parent.version,
-            state: KeyState::Active,
-            created_at: now.clone(),
-            updated_at: now,
-        })
+        self.register(
+            req,
+            KeyRecord {
+                ck_label: id.ck_label(),
+                id,
+                key_type: parent.key_type.clone(),
+                algorithm,
+                tier: region.tier(),
+                region,
+                parent_id: Some(parent_id),
+                factor: Some(factor),
+                kcv,
+                version: parent.version,
+                state: KeyState::Active,
+                created_at: now.clone(),
+                updated_at: now,
+            },
+        )
     }
 
     /// One key's record.
-    pub fn get_key(&self, caller: &Identity, id: &str) -> Result<KeyRecord, NodeError> {
+    pub fn get_key(&self, req: &mut Request, id: &str) -> Result<KeyRecord, NodeError> {
+        req.param("id", id);
         let record = self.get_key_record(&KeyId::parse(id)?)?;
         self.authorize(
-            caller,
+            req,
             Operation::Read,
             Some(record.key_type.as_str()),
             &record.region,
         )?;
+        req.key(&record);
         Ok(record)
     }
 
     /// Keys matching every non-empty filter that the caller may read (others are left out).
     pub fn list_keys(
         &self,
-        caller: &Identity,
+        req: &mut Request,
         tier: &str,
         region: &str,
         key_type: &str,
         state: &str,
     ) -> Result<Vec<KeyRecord>, NodeError> {
+        for (name, value) in [
+            ("tier", tier),
+            ("region", region),
+            ("key_type", key_type),
+            ("state", state),
+        ] {
+            if !value.is_empty() {
+                req.param(name, value);
+            }
+        }
         let filter = KeyFilter {
             tier: non_empty(tier)
                 .map(|t| t.parse::<Tier>())
@@ -181,67 +215,106 @@ impl Node {
                 .map_err(|e| NodeError::InvalidArgument(format!("state filter: {e}")))?,
         };
         let policy = self.policy();
+        req.audit.operation = Operation::Read.as_str().to_string();
+        req.audit.policy_sha256 = policy.sha256.clone();
         let mut keys = self.store.list_keys(&filter)?;
         keys.retain(|k| {
             policy
                 .decide(
-                    caller,
+                    &req.caller,
                     Operation::Read,
                     Some(k.key_type.as_str()),
                     &k.region,
                 )
                 .allowed
         });
+        req.param("returned", keys.len().to_string());
         Ok(keys)
     }
 
     /// Moves a key to `state`. With `expected`, refuses unless the key is in that state now.
+    /// Retiring and destroying need a ceremony where the policy asks for one.
     pub fn change_key_state(
         &self,
-        caller: &Identity,
+        req: &mut Request,
         id: &str,
         state: &str,
         expected: Option<&str>,
     ) -> Result<KeyRecord, NodeError> {
-        let id = KeyId::parse(id)?;
-        let next: KeyState = state
-            .parse()
-            .map_err(|e| NodeError::InvalidArgument(format!("state: {e}")))?;
-        let record = self.get_key_record(&id)?;
+        req.param("id", id);
+        req.param("state", state);
+        if let Some(e) = expected {
+            req.param("expected_state", e);
+        }
+        let record = self.get_key_record(&KeyId::parse(id)?)?;
+        req.key(&record);
+        let next = parse_state(state)?;
         self.authorize(
-            caller,
+            req,
             Operation::Manage,
             Some(record.key_type.as_str()),
             &record.region,
         )?;
-        let expected: KeyState = match expected {
+        if needs_quorum_state(next) {
+            self.require_no_ceremony(Operation::Manage, Some(record.key_type.as_str()))?;
+        }
+        self.change_key_state_now(req, &record, next, expected)
+    }
+
+    /// Changes the state once the policy (and any ceremony) allowed it.
+    pub(crate) fn change_key_state_now(
+        &self,
+        req: &mut Request,
+        record: &KeyRecord,
+        next: KeyState,
+        expected: Option<&str>,
+    ) -> Result<KeyRecord, NodeError> {
+        let expected = match expected {
             Some(s) => s
                 .parse()
                 .map_err(|e| NodeError::InvalidArgument(format!("expected state: {e}")))?,
             None => record.state,
         };
-        let updated = self.store.set_state(&id, expected, next)?;
+        let (updated, logged) =
+            self.store
+                .set_state_audited(&record.id, expected, next, &req.success_record())?;
+        req.mark_logged();
+        self.after_append(logged.seq);
         if next == KeyState::Destroyed {
             self.hsm.destroy_key(&record.ck_label).map_err(|e| {
                 NodeError::Internal(format!(
-                    "key {id} is recorded as destroyed but the HSM could not remove it ({e}); \
-                     `hkms keys orphans --destroy` will remove it"
+                    "key {} is recorded as destroyed but the HSM could not remove it ({e}); \
+                     `hkms keys orphans --destroy` will remove it",
+                    record.id
                 ))
             })?;
         }
         Ok(updated)
     }
 
-    fn get_key_record(&self, id: &KeyId) -> Result<KeyRecord, NodeError> {
+    pub(crate) fn get_key_record(&self, id: &KeyId) -> Result<KeyRecord, NodeError> {
         self.store
             .get_key(id)?
             .ok_or_else(|| NodeError::NotFound(format!("no key {id} in this node's registry")))
     }
 
-    /// Writes the row of a key just made in the HSM; if that fails, the key is destroyed.
-    fn register(&self, record: KeyRecord) -> Result<KeyRecord, NodeError> {
-        match self.store.insert_key(&record) {
-            Ok(()) => Ok(record),
+    /// Writes the row of a key just made in the HSM together with the request's audit record;
+    /// if that fails, the key is destroyed.
+    pub(crate) fn register(
+        &self,
+        req: &mut Request,
+        record: KeyRecord,
+    ) -> Result<KeyRecord, NodeError> {
+        req.key(&record);
+        match self
+            .store
+            .insert_key_audited(&record, &req.success_record())
+        {
+            Ok(logged) => {
+                req.mark_logged();
+                self.after_append(logged.seq);
+                Ok(record)
+            }
             Err(e) => {
                 if let Err(destroy) = self.hsm.destroy_key(&record.ck_label) {
                     tracing::error!(
@@ -255,6 +328,16 @@ impl Node {
             }
         }
     }
+}
+
+/// Retiring and destroying are the state changes a `manage` ceremony guards.
+pub(crate) fn needs_quorum_state(next: KeyState) -> bool {
+    matches!(next, KeyState::Retired | KeyState::Destroyed)
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<KeyState, NodeError> {
+    s.parse()
+        .map_err(|e| NodeError::InvalidArgument(format!("state: {e}")))
 }
 
 fn non_empty(s: &str) -> Option<&str> {

@@ -1,21 +1,28 @@
-//! One hkms node: its identity (tier, region), its token, its registry and its key types, and
-//! the use cases that tie them together. Everything here is synchronous; the gRPC layer runs it
+//! One hkms node: its identity (tier, region), its token, its registry and its policy, and the
+//! use cases that tie them together. Everything here is synchronous; the gRPC layer runs it
 //! on blocking threads.
 
+mod audit;
+mod ceremony;
 mod error;
 mod keys;
 mod orphans;
+mod request;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
+pub use audit::{SIGNING_LABEL, Signing};
+pub use ceremony::{Ceremony, CeremonyState};
 pub use error::{ErrorClass, NodeError};
 pub use orphans::OrphanReport;
+pub use request::Request;
 
 use crate::config::NodeConfig;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
 use crate::hsm::Hsm;
-use crate::policy::{Decision, Identity, Operation, Policy};
+use crate::policy::{Decision, Operation, Policy};
 use crate::store::Store;
 
 /// A running node's state.
@@ -29,16 +36,27 @@ pub struct Node {
     /// The policy in force; a reload swaps the whole `Arc` at once.
     policy: RwLock<Arc<Policy>>,
     /// Serialises generation so that two keys of one type never get the same version number.
-    generate_lock: std::sync::Mutex<()>,
+    generate_lock: Mutex<()>,
+    signing: Signing,
+    /// The last sequence number sealed by a checkpoint; also serialises checkpointing.
+    sealed: Mutex<u64>,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+    ceremony_ttl: Duration,
+    /// Key components entered so far, per ceremony: only in memory, zeroized on drop.
+    components: ceremony::PendingComponents,
 }
 
 impl Node {
-    /// Loads the key types, opens the registry and logs in to the token. Any failure here means
-    /// the node must not serve; the error says what to fix.
+    /// Loads the policy, opens the registry, logs in to the token and makes sure the log's
+    /// signing key exists. Any failure here means the node must not serve; the error says what
+    /// to fix.
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
         let policy = load_policy(&config.policy)?;
         let store = Store::open(&config.database_path())?;
         let hsm = Hsm::open(&config.hsm)?;
+        let signing = Signing::load(&hsm)?;
+        let sealed = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
         Ok(Node {
             name: config.name.clone(),
             tier: config.tier,
@@ -47,7 +65,13 @@ impl Node {
             store,
             policy_path: config.policy.clone(),
             policy: RwLock::new(Arc::new(policy)),
-            generate_lock: std::sync::Mutex::new(()),
+            generate_lock: Mutex::new(()),
+            signing,
+            sealed: Mutex::new(sealed),
+            checkpoint_every: config.checkpoint_every,
+            checkpoint_interval: config.checkpoint_interval,
+            ceremony_ttl: config.ceremony_ttl,
+            components: ceremony::PendingComponents::default(),
         })
     }
 
@@ -74,6 +98,11 @@ impl Node {
     /// The node's registry.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// How often checkpoints are signed when records are few.
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.checkpoint_interval
     }
 
     /// Whether the token and the registry answer, for health reporting.
@@ -105,21 +134,50 @@ impl Node {
         Ok(new)
     }
 
-    /// Asks the policy; a denial becomes [`NodeError::PermissionDenied`] with its reason.
+    /// `ReloadPolicy` by a caller: allowed by the policy, and not under dual control (then it
+    /// is a `manage` ceremony with action `reload-policy`).
+    pub fn reload_policy_by(&self, req: &mut Request) -> Result<Arc<Policy>, NodeError> {
+        self.authorize(req, Operation::Manage, None, &self.region)?;
+        self.require_no_ceremony(Operation::Manage, None)?;
+        let p = self.reload_policy()?;
+        req.param("policy_sha256", p.sha256.clone());
+        Ok(p)
+    }
+
+    /// Asks the policy and records the decision in the request's audit record; a denial
+    /// becomes [`NodeError::PermissionDenied`] with its reason.
     pub fn authorize(
         &self,
-        caller: &Identity,
+        req: &mut Request,
         op: Operation,
         key_type: Option<&str>,
         target: &Region,
     ) -> Result<Decision, NodeError> {
-        let decision = self.policy().decide(caller, op, key_type, target);
+        let policy = self.policy();
+        let decision = policy.decide(&req.caller, op, key_type, target);
+        req.decided(op, &decision, &policy.sha256);
         if decision.allowed {
-            tracing::debug!(caller = %caller, reason = %decision.reason, "policy");
+            tracing::debug!(caller = %req.caller, reason = %decision.reason, "policy");
             Ok(decision)
         } else {
-            tracing::warn!(caller = %caller, reason = %decision.reason, "policy");
+            tracing::warn!(caller = %req.caller, reason = %decision.reason, "policy");
             Err(NodeError::PermissionDenied(decision.reason))
+        }
+    }
+
+    /// Refuses a direct request for an operation the policy puts under dual control.
+    fn require_no_ceremony(&self, op: Operation, key_type: Option<&str>) -> Result<(), NodeError> {
+        match self.policy().quorum(op, key_type) {
+            None => Ok(()),
+            Some(q) => Err(NodeError::FailedPrecondition(format!(
+                "{op} {} is under dual control: it needs a ceremony with {} approvals \
+                 (`hkms ceremony open --op {op}{}`)",
+                key_type.unwrap_or("(node)"),
+                q.approvals,
+                key_type
+                    .map(|k| format!(" --key-type {k}"))
+                    .unwrap_or_default()
+            ))),
         }
     }
 

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::node::{Node, NodeError};
-use crate::policy::Identity;
+use crate::audit::{AuditDraft, Outcome};
+use crate::node::{self, Node, NodeError};
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
 use crate::store::KeyRecord;
@@ -25,38 +25,111 @@ impl KeyApi {
     }
 }
 
-/// Runs a (blocking) use case on a blocking thread for an authenticated caller and logs its
-/// outcome.
+/// Runs a (blocking) use case on a blocking thread for an authenticated caller and makes sure
+/// the request leaves exactly one audit record, allowed or denied, before it is answered. A
+/// request whose record cannot be written fails.
 pub(crate) async fn run<R, T, F>(
     node: &Arc<Node>,
-    op: &'static str,
+    rpc: &'static str,
     request: Request<R>,
     f: F,
 ) -> Result<T, Status>
 where
-    F: FnOnce(&Node, &Identity, R) -> Result<T, NodeError> + Send + 'static,
+    F: FnOnce(&Node, &mut node::Request, R) -> Result<T, NodeError> + Send + 'static,
     R: Send + 'static,
     T: Send + 'static,
 {
-    let who = caller(&request).inspect_err(|s| {
-        tracing::warn!(op, error = %s.message(), "unauthenticated");
-    })?;
+    let request_id = format!("r-{}", uuid::Uuid::new_v4().simple());
+    let who = match caller(&request) {
+        Ok(who) => who,
+        Err(status) => {
+            tracing::warn!(%request_id, rpc, error = %status.message(), "unauthenticated");
+            let draft = AuditDraft {
+                request_id,
+                node: node.name().to_string(),
+                rpc: rpc.to_string(),
+                outcome: Some(Outcome {
+                    ok: false,
+                    code: code_name(status.code()).into(),
+                    message: status.message().to_string(),
+                }),
+                ..AuditDraft::default()
+            };
+            let n = Arc::clone(node);
+            return match tokio::task::spawn_blocking(move || n.record(&draft)).await {
+                Ok(Ok(_)) => Err(status),
+                _ => Err(Status::internal(
+                    "the ceremony log cannot be written; request refused",
+                )),
+            };
+        }
+    };
     let body = request.into_inner();
     let node = Arc::clone(node);
     let name = who.to_string();
-    let outcome = tokio::task::spawn_blocking(move || f(&node, &who, body))
-        .await
-        .map_err(|e| Status::internal(format!("{op} did not finish: {e}")))?;
+    let rid = request_id.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut req = node::Request::new(who, node.name(), rpc, &rid);
+        let result = f(&node, &mut req, body);
+        if req.is_logged() {
+            return result;
+        }
+        let mut draft = req.audit;
+        draft.outcome = Some(match &result {
+            Ok(_) => Outcome {
+                ok: true,
+                code: "OK".into(),
+                message: String::new(),
+            },
+            Err(e) => Outcome {
+                ok: false,
+                code: code_name(to_status(e).code()).into(),
+                message: e.to_string(),
+            },
+        });
+        match node.record(&draft) {
+            Ok(_) => result,
+            Err(e) => Err(NodeError::Internal(format!(
+                "the request could not be written to the ceremony log ({e}); it is refused"
+            ))),
+        }
+    })
+    .await
+    .map_err(|e| Status::internal(format!("{rpc} did not finish: {e}")))?;
     match outcome {
         Ok(v) => {
-            tracing::info!(op, caller = %name, "ok");
+            tracing::info!(%request_id, rpc, caller = %name, "ok");
             Ok(v)
         }
         Err(e) => {
             let status = to_status(&e);
-            tracing::warn!(op, caller = %name, code = ?status.code(), error = %e, "refused");
+            tracing::warn!(%request_id, rpc, caller = %name, code = ?status.code(), error = %e, "refused");
             Err(status)
         }
+    }
+}
+
+/// The canonical gRPC name of a status code, as recorded in the log.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -89,8 +162,8 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::GenerateKeyRequest>,
     ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
-        let key = run(&self.node, "GenerateKey", request, |n, who, r| {
-            n.generate_key(who, &r.key_type)
+        let key = run(&self.node, "GenerateKey", request, |n, req, r| {
+            n.generate_key(req, &r.key_type)
         })
         .await?;
         Ok(Response::new(proto::GenerateKeyResponse {
@@ -102,8 +175,8 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::DeriveSubKeyRequest>,
     ) -> Result<Response<proto::DeriveSubKeyResponse>, Status> {
-        let key = run(&self.node, "DeriveSubKey", request, |n, who, r| {
-            n.derive_sub_key(who, &r.parent_id, &r.region)
+        let key = run(&self.node, "DeriveSubKey", request, |n, req, r| {
+            n.derive_sub_key(req, &r.parent_id, &r.region)
         })
         .await?;
         Ok(Response::new(proto::DeriveSubKeyResponse {
@@ -115,8 +188,8 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::GetKeyRequest>,
     ) -> Result<Response<proto::GetKeyResponse>, Status> {
-        let key = run(&self.node, "GetKey", request, |n, who, r| {
-            n.get_key(who, &r.id)
+        let key = run(&self.node, "GetKey", request, |n, req, r| {
+            n.get_key(req, &r.id)
         })
         .await?;
         Ok(Response::new(proto::GetKeyResponse {
@@ -128,8 +201,8 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::ListKeysRequest>,
     ) -> Result<Response<proto::ListKeysResponse>, Status> {
-        let keys = run(&self.node, "ListKeys", request, |n, who, r| {
-            n.list_keys(who, &r.tier, &r.region, &r.key_type, &r.state)
+        let keys = run(&self.node, "ListKeys", request, |n, req, r| {
+            n.list_keys(req, &r.tier, &r.region, &r.key_type, &r.state)
         })
         .await?;
         Ok(Response::new(proto::ListKeysResponse {
@@ -141,9 +214,9 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
-        let key = run(&self.node, "ChangeKeyState", request, |n, who, r| {
+        let key = run(&self.node, "ChangeKeyState", request, |n, req, r| {
             let expected = (!r.expected_state.is_empty()).then_some(r.expected_state.as_str());
-            n.change_key_state(who, &r.id, &r.state, expected)
+            n.change_key_state(req, &r.id, &r.state, expected)
         })
         .await?;
         Ok(Response::new(proto::ChangeKeyStateResponse {

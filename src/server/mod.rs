@@ -1,6 +1,8 @@
 //! The gRPC server: the key service, gRPC health (token and registry) and server reflection
 //! (so `grpcurl` works without the .proto files).
 
+pub mod audit;
+pub mod ceremony;
 pub mod health;
 pub mod identity;
 pub mod keys;
@@ -103,6 +105,7 @@ pub async fn serve(
     drop(out);
 
     let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&node)));
+    let sealer = tokio::spawn(seal_periodically(Arc::clone(&node)));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -112,10 +115,24 @@ pub async fn serve(
         .add_service(proto::policy_service_server::PolicyServiceServer::new(
             policy::PolicyApi::new(Arc::clone(&node)),
         ))
+        .add_service(proto::ceremony_service_server::CeremonyServiceServer::new(
+            ceremony::CeremonyApi::new(Arc::clone(&node)),
+        ))
+        .add_service(proto::audit_service_server::AuditServiceServer::new(
+            audit::AuditApi::new(Arc::clone(&node)),
+        ))
         .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
         .await;
     watcher.abort();
     reloader.abort();
+    sealer.abort();
+    // The last checkpoint seals everything the node acknowledged.
+    let n = Arc::clone(&node);
+    match tokio::task::spawn_blocking(move || n.checkpoint()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot sign the shutdown checkpoint"),
+        Err(e) => tracing::error!(error = %e, "shutdown checkpoint did not finish"),
+    }
     tracing::info!("server stopped");
     result.map_err(ServeError::Transport)
 }
@@ -142,4 +159,17 @@ async fn reload_on_sighup(node: Arc<Node>) {
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await;
+}
+
+/// Signs a checkpoint every `checkpoint_interval` when records came in meanwhile.
+async fn seal_periodically(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(node.checkpoint_interval());
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let n = Arc::clone(&node);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || n.checkpoint()).await {
+            tracing::error!(error = %e, "cannot sign a periodic checkpoint");
+        }
+    }
 }

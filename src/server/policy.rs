@@ -39,8 +39,8 @@ impl PolicyService for PolicyApi {
         &self,
         request: Request<proto::GetPolicyRequest>,
     ) -> Result<Response<proto::PolicyInfo>, Status> {
-        let p = run(&self.node, "GetPolicy", request, |n, who, _| {
-            n.authorize(who, Operation::Read, None, &n.region())?;
+        let p = run(&self.node, "GetPolicy", request, |n, req, _| {
+            n.authorize(req, Operation::Read, None, &n.region())?;
             Ok(n.policy())
         })
         .await?;
@@ -51,9 +51,8 @@ impl PolicyService for PolicyApi {
         &self,
         request: Request<proto::ReloadPolicyRequest>,
     ) -> Result<Response<proto::PolicyInfo>, Status> {
-        let p = run(&self.node, "ReloadPolicy", request, |n, who, _| {
-            n.authorize(who, Operation::Manage, None, &n.region())?;
-            n.reload_policy()
+        let p = run(&self.node, "ReloadPolicy", request, |n, req, _| {
+            n.reload_policy_by(req)
         })
         .await?;
         Ok(Response::new(info(&p)))

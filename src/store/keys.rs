@@ -1,6 +1,6 @@
 //! Reading and writing rows of the `keys` table.
 
-use rusqlite::{ErrorCode, OptionalExtension, TransactionBehavior, ffi, params, params_from_iter};
+use rusqlite::{ErrorCode, OptionalExtension, Transaction, ffi, params, params_from_iter};
 
 use super::record::{COLUMNS, from_row};
 use super::{KeyFilter, KeyRecord, Store, StoreError, now_rfc3339};
@@ -10,35 +10,7 @@ impl Store {
     /// Registers a new key. A second live child of the same parent for the same region is
     /// refused with [`StoreError::AlreadyExists`].
     pub fn insert_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        record.check().map_err(|what| StoreError::InvalidRecord {
-            id: record.id.clone(),
-            what,
-        })?;
-        let conn = self.lock()?;
-        conn.execute(
-            &format!(
-                "INSERT INTO keys ({COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-            ),
-            params![
-                record.id.as_str(),
-                record.key_type.as_str(),
-                record.algorithm.as_str(),
-                record.tier.as_str(),
-                record.region.as_str(),
-                record.parent_id.as_ref().map(KeyId::as_str),
-                record.factor.map(|f| f.to_hex()),
-                record.kcv.to_hex(),
-                record.kcv.method.as_str(),
-                i64::from(record.version),
-                record.state.as_str(),
-                record.ck_label,
-                record.created_at,
-                record.updated_at,
-            ],
-        )
-        .map_err(|e| insert_error(e, record))?;
-        Ok(())
+        self.write("registering a key", |tx| insert_in(tx, record))
     }
 
     /// The key with this id, if registered.
@@ -119,57 +91,9 @@ impl Store {
         expected: KeyState,
         next: KeyState,
     ) -> Result<KeyRecord, StoreError> {
-        expected.transition(next)?;
-        let mut conn = self.lock()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::sqlite("starting a state change"))?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT state FROM keys WHERE id = ?1",
-                [id.as_str()],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(StoreError::sqlite("reading a key's state"))?;
-        let current = current.ok_or_else(|| StoreError::NotFound { id: id.clone() })?;
-        let actual = current
-            .parse::<KeyState>()
-            .map_err(|e| StoreError::Corrupt {
-                id: id.to_string(),
-                what: e.to_string(),
-            })?;
-        if actual != expected {
-            return Err(StoreError::Conflict {
-                id: id.clone(),
-                expected,
-                actual,
-            });
-        }
-        tx.execute(
-            "UPDATE keys SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
-            params![next.as_str(), now_rfc3339(), id.as_str(), expected.as_str()],
-        )
-        .map_err(|e| match constraint(&e) {
-            Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => StoreError::Corrupt {
-                id: id.to_string(),
-                what: "another live key has the same parent and region".to_owned(),
-            },
-            _ => StoreError::Sqlite {
-                context: "changing a key's state",
-                source: e,
-            },
-        })?;
-        let record = tx
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"),
-                [id.as_str()],
-                |row| Ok(from_row(row)),
-            )
-            .map_err(StoreError::sqlite("reading a key after its state change"))??;
-        tx.commit()
-            .map_err(StoreError::sqlite("committing a state change"))?;
-        Ok(record)
+        self.write("changing a key's state", |tx| {
+            set_state_in(tx, id, expected, next)
+        })
     }
 
     /// Removes a key's row. Only for rolling back a creation whose HSM step failed; a key
@@ -228,6 +152,90 @@ impl Store {
 }
 
 /// The extended constraint code of a constraint violation, if `e` is one.
+/// Inserts a key row inside a transaction.
+pub(super) fn insert_in(tx: &Transaction<'_>, record: &KeyRecord) -> Result<(), StoreError> {
+    record.check().map_err(|what| StoreError::InvalidRecord {
+        id: record.id.clone(),
+        what,
+    })?;
+    tx.execute(
+        &format!(
+            "INSERT INTO keys ({COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
+        params![
+            record.id.as_str(),
+            record.key_type.as_str(),
+            record.algorithm.as_str(),
+            record.tier.as_str(),
+            record.region.as_str(),
+            record.parent_id.as_ref().map(KeyId::as_str),
+            record.factor.map(|f| f.to_hex()),
+            record.kcv.to_hex(),
+            record.kcv.method.as_str(),
+            i64::from(record.version),
+            record.state.as_str(),
+            record.ck_label,
+            record.created_at,
+            record.updated_at,
+        ],
+    )
+    .map_err(|e| insert_error(e, record))?;
+    Ok(())
+}
+
+/// Compare-and-set of a key's state inside a transaction; returns the updated record.
+pub(super) fn set_state_in(
+    tx: &Transaction<'_>,
+    id: &KeyId,
+    expected: KeyState,
+    next: KeyState,
+) -> Result<KeyRecord, StoreError> {
+    expected.transition(next)?;
+    let current: Option<String> = tx
+        .query_row(
+            "SELECT state FROM keys WHERE id = ?1",
+            [id.as_str()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading a key's state"))?;
+    let current = current.ok_or_else(|| StoreError::NotFound { id: id.clone() })?;
+    let actual = current
+        .parse::<KeyState>()
+        .map_err(|e| StoreError::Corrupt {
+            id: id.to_string(),
+            what: e.to_string(),
+        })?;
+    if actual != expected {
+        return Err(StoreError::Conflict {
+            id: id.clone(),
+            expected,
+            actual,
+        });
+    }
+    tx.execute(
+        "UPDATE keys SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
+        params![next.as_str(), now_rfc3339(), id.as_str(), expected.as_str()],
+    )
+    .map_err(|e| match constraint(&e) {
+        Some(ffi::SQLITE_CONSTRAINT_UNIQUE) => StoreError::Corrupt {
+            id: id.to_string(),
+            what: "another live key has the same parent and region".to_owned(),
+        },
+        _ => StoreError::Sqlite {
+            context: "changing a key's state",
+            source: e,
+        },
+    })?;
+    tx.query_row(
+        &format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"),
+        [id.as_str()],
+        |row| Ok(from_row(row)),
+    )
+    .map_err(StoreError::sqlite("reading a key after its state change"))?
+}
+
 fn constraint(e: &rusqlite::Error) -> Option<i32> {
     match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {

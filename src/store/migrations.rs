@@ -33,6 +33,34 @@ const MIGRATIONS: &[&str] = &[
         WHERE parent_id IS NOT NULL AND state <> 'destroyed';
     CREATE INDEX keys_by_type_region ON keys (key_type, region);
     CREATE INDEX keys_by_parent ON keys (parent_id);",
+    // 2: the ceremony log, its checkpoints, and ceremonies with their approvals.
+    "CREATE TABLE audit_log (
+        seq   INTEGER NOT NULL PRIMARY KEY CHECK (seq >= 1),
+        line  TEXT    NOT NULL,
+        hash  TEXT    NOT NULL CHECK (length(hash) = 64)
+    ) STRICT;
+    CREATE TABLE audit_checkpoints (
+        seq   INTEGER NOT NULL PRIMARY KEY REFERENCES audit_log (seq),
+        line  TEXT    NOT NULL
+    ) STRICT;
+    CREATE TABLE ceremonies (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        operation   TEXT    NOT NULL,
+        params      TEXT    NOT NULL,
+        opener      TEXT    NOT NULL,
+        quorum      INTEGER NOT NULL CHECK (quorum >= 1),
+        created_at  TEXT    NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        state       TEXT    NOT NULL
+                    CHECK (state IN ('open', 'running', 'done', 'failed', 'cancelled', 'expired')),
+        result      TEXT    NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE TABLE ceremony_approvals (
+        ceremony_id TEXT NOT NULL REFERENCES ceremonies (id),
+        approver    TEXT NOT NULL,
+        approved_at TEXT NOT NULL,
+        PRIMARY KEY (ceremony_id, approver)
+    ) STRICT;",
 ];
 
 /// The schema version this build writes (the number of migrations; never near `i64::MAX`).

@@ -5,6 +5,8 @@
 //! record survives a crash. One connection behind a mutex serves the whole process; SQLite's
 //! busy timeout (5 s) covers other processes.
 
+mod audit;
+mod ceremony;
 mod error;
 mod keys;
 mod migrations;
@@ -19,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
 
+pub use ceremony::CeremonyRow;
 pub use error::StoreError;
 pub use record::{KeyFilter, KeyRecord};
 
@@ -99,6 +102,22 @@ impl Store {
     fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
+
+    /// Runs `f` in one immediate (write-locked) transaction and commits it; any error rolls
+    /// everything back, so a change and its audit record land together or not at all.
+    pub(crate) fn write<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::sqlite(context))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(StoreError::sqlite(context))?;
+        Ok(out)
+    }
 }
 
 impl fmt::Debug for Store {
@@ -170,12 +189,12 @@ mod tests {
         drop(Store::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
-            .pragma_update(None, "user_version", 7)
+            .pragma_update(None, "user_version", 70)
             .unwrap();
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(
             err,
-            StoreError::SchemaTooNew { found: 7, known: 1 }
+            StoreError::SchemaTooNew { found: 70, known } if known == migrations::LATEST
         ));
         assert!(err.to_string().contains("upgrade hkms"), "{err}");
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hkms::pki::{DevCa, Validity, write_dev_pki, write_issued};
 use hkms::policy::Identity;
+use hkms::proto::ceremony_service_client::CeremonyServiceClient;
 use hkms::proto::key_service_client::KeyServiceClient;
 use tempfile::TempDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -227,6 +228,53 @@ impl TestNode {
         KeyServiceClient::new(self.channel_as(identity).await)
     }
 
+    /// A second officer of the node's region, for dual control.
+    pub fn second_officer(&self) -> String {
+        self.officer.replace("/test-officer", "/second-officer")
+    }
+
+    /// Runs a ceremony opened by the node's officer and approved by a second officer; returns
+    /// the finished ceremony.
+    pub async fn ceremony(
+        &self,
+        operation: &str,
+        params: &[(&str, &str)],
+    ) -> hkms::proto::CeremonyInfo {
+        let mut opener = CeremonyServiceClient::new(self.channel().await);
+        let opened = opener
+            .open_ceremony(hkms::proto::OpenCeremonyRequest {
+                operation: operation.into(),
+                params: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await
+            .expect("open ceremony")
+            .into_inner();
+        let mut second = CeremonyServiceClient::new(self.channel_as(&self.second_officer()).await);
+        second
+            .approve_ceremony(hkms::proto::CeremonyId { id: opened.id })
+            .await
+            .expect("approve ceremony")
+            .into_inner()
+    }
+
+    /// Generates a key under dual control (as the default policy asks for national keys).
+    pub async fn generate(&self, key_type: &str) -> hkms::proto::Key {
+        let done = self.ceremony("generate", &[("key_type", key_type)]).await;
+        assert_eq!(done.state, "done", "{}", done.result);
+        let id = key_id_in(&done.result).expect("key id in the ceremony result");
+        self.client()
+            .await
+            .get_key(hkms::proto::GetKeyRequest { id })
+            .await
+            .expect("get generated key")
+            .into_inner()
+            .key
+            .expect("key")
+    }
+
     /// Runs the `hkms` CLI against this node as its officer (server, certificate and token
     /// environment set).
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -239,6 +287,35 @@ impl TestNode {
             .env("HKMS_CA", pki.join("ca.pem"))
             .env("SOFTHSM2_CONF", &self.token.conf)
             .env("HKMS_CONFIG", &self.config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hkms")
+    }
+
+    /// Runs the `hkms` CLI as `identity` (a certificate is issued for it on first use).
+    pub fn cli_as(&self, identity: &str, args: &[&str]) -> Output {
+        let pki = self.dir.path().join("pki");
+        let stem = format!("as-{:x}", {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            identity.hash(&mut h);
+            h.finish()
+        });
+        if !pki.join(format!("{stem}.pem")).exists() {
+            let id = Identity::from_uri(identity).expect("identity");
+            let cert = self
+                .ca
+                .issue_client(Some(&id), Validity::days(1))
+                .expect("issue");
+            write_issued(&pki, &stem, &cert).expect("write cert");
+        }
+        Command::new(hkms_bin())
+            .args(args)
+            .env("HKMS_SERVER", self.url())
+            .env("HKMS_CERT", pki.join(format!("{stem}.pem")))
+            .env("HKMS_KEY", pki.join(format!("{stem}.key")))
+            .env("HKMS_CA", pki.join("ca.pem"))
+            .env("SOFTHSM2_CONF", &self.token.conf)
             .stdin(Stdio::null())
             .output()
             .expect("run hkms")
@@ -349,4 +426,15 @@ pub fn stdout(o: &Output) -> String {
 /// Text of a process's stderr.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The first key id ("k-" + 32 hex) in a text.
+pub fn key_id_in(text: &str) -> Option<String> {
+    text.match_indices("k-").find_map(|(i, _)| {
+        let id = text.get(i..i + 34)?;
+        id[2..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit())
+            .then(|| id.to_string())
+    })
 }

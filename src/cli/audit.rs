@@ -1,0 +1,146 @@
+//! `hkms audit ...`: export the ceremony log as a self-contained bundle (auditors), verify a
+//! bundle offline with no HSM and no server, and turn a bundle into a ceremony report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use tokio_stream::StreamExt;
+
+use crate::audit::bundle::{BUNDLE_FORMAT, Bundle, Manifest, read_bundle, write_bundle};
+use crate::audit::report::{ceremony_report, parse_records};
+use crate::audit::verify::verify_bundle;
+use crate::proto;
+use crate::proto::audit_service_client::AuditServiceClient;
+
+use super::client::{ClientArgs, status};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Export the whole log, sealed by a fresh checkpoint, into a new folder.
+    Export {
+        /// The bundle folder to create.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Verify a bundle offline; names the first broken place (exit 1).
+    Verify {
+        /// The bundle folder.
+        bundle: PathBuf,
+        /// The node's key fingerprint, as you got it from the node's officers.
+        #[arg(long)]
+        expect_fingerprint: Option<String>,
+    },
+    /// A readable ceremony report (Markdown) from a bundle; verify the bundle first.
+    Report {
+        /// The bundle folder.
+        bundle: PathBuf,
+    },
+}
+
+impl AuditCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            AuditCommand::Export { out, client } => export(out, client).await,
+            AuditCommand::Verify {
+                bundle,
+                expect_fingerprint,
+            } => {
+                let b = read_bundle(&bundle)?;
+                match verify_bundle(&b, expect_fingerprint.as_deref()) {
+                    Ok(r) => {
+                        println!(
+                            "OK: records {}..{} ({}), {} checkpoints, sealed up to {}, key {}",
+                            r.first_seq,
+                            r.last_seq,
+                            r.records,
+                            r.checkpoints,
+                            r.sealed_up_to,
+                            r.key_fingerprint
+                        );
+                        for n in &r.notes {
+                            println!("note: {n}");
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        println!("BROKEN at {e}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
+            AuditCommand::Report { bundle } => {
+                let b = read_bundle(&bundle)?;
+                let records = parse_records(&b.record_lines)?;
+                print!("{}", ceremony_report(&records));
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {
+    let mut c = AuditServiceClient::new(client.channel().await?);
+    let key = c
+        .get_public_key(proto::GetPublicKeyRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let lines = c
+        .get_checkpoints(proto::GetCheckpointsRequest { seal: true })
+        .await
+        .map_err(status)?
+        .into_inner()
+        .checkpoints;
+    let checkpoints = lines
+        .iter()
+        .map(|l| serde_json::from_str(l))
+        .collect::<Result<Vec<crate::audit::Checkpoint>, _>>()
+        .context("the node sent a malformed checkpoint")?;
+    let Some(sealed) = checkpoints.last().map(|c| c.seq) else {
+        anyhow::bail!("the node's log is empty: nothing to export");
+    };
+    let mut stream = c
+        .stream_records(proto::StreamRecordsRequest {
+            to_seq: sealed,
+            ..Default::default()
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut record_lines = Vec::new();
+    let mut first = None;
+    while let Some(item) = stream.next().await {
+        let r = item.map_err(status)?;
+        first.get_or_insert(r.seq);
+        record_lines.push(r.line);
+    }
+    let bundle = Bundle {
+        manifest: Manifest {
+            format: BUNDLE_FORMAT.to_string(),
+            node: key.node.clone(),
+            exported_at: crate::audit::record::now_millis(),
+            first_seq: first.unwrap_or(1),
+            last_seq: sealed,
+            record_count: record_lines.len() as u64,
+            key_fingerprint: key.fingerprint.clone(),
+        },
+        record_lines,
+        checkpoints,
+        public_key_pem: key.spki_pem,
+    };
+    write_bundle(&out, &bundle)?;
+    println!(
+        "exported records {}..{} of node {} to {} (key {})",
+        bundle.manifest.first_seq,
+        sealed,
+        key.node,
+        out.display(),
+        key.fingerprint
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,225 @@
+//! `hkms ceremony ...`: open, approve, enter components, cancel, follow ceremonies.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use zeroize::Zeroizing;
+
+use crate::proto;
+use crate::proto::ceremony_service_client::CeremonyServiceClient;
+
+use super::client::{ClientArgs, status};
+
+#[derive(Debug, Subcommand)]
+pub enum CeremonyCommand {
+    /// Open a ceremony: `--op generate --key-type T [--components 2|3]`, or `--op manage
+    /// --key-id ID --state retired|destroyed`, or `--op manage --action reload-policy`.
+    Open {
+        /// generate or manage.
+        #[arg(long)]
+        op: String,
+        /// The key type to generate.
+        #[arg(long)]
+        key_type: Option<String>,
+        /// Key entry by this many clear components (2 or 3), one per custodian.
+        #[arg(long)]
+        components: Option<u8>,
+        /// The key to retire or destroy.
+        #[arg(long)]
+        key_id: Option<String>,
+        /// retired or destroyed.
+        #[arg(long)]
+        state: Option<String>,
+        /// reload-policy.
+        #[arg(long)]
+        action: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a ceremony (it runs when the quorum is met).
+    Approve {
+        /// The ceremony id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Enter your key component (prompted without echo, or one hex line on standard input).
+    EnterComponent {
+        /// The ceremony id.
+        id: String,
+        /// The component's KCV from your sheet (6 hex digits).
+        #[arg(long)]
+        kcv: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show one ceremony.
+    Status {
+        /// The ceremony id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel an open ceremony.
+    Cancel {
+        /// The ceremony id.
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List ceremonies, newest first.
+    List {
+        /// Only this state (open, running, done, failed, cancelled, expired).
+        #[arg(long, default_value = "")]
+        state: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+impl CeremonyCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            CeremonyCommand::Open {
+                op,
+                key_type,
+                components,
+                key_id,
+                state,
+                action,
+                client,
+            } => {
+                let mut params = HashMap::new();
+                for (k, v) in [
+                    ("key_type", key_type),
+                    ("components", components.map(|c| c.to_string())),
+                    ("key_id", key_id),
+                    ("state", state),
+                    ("action", action),
+                ] {
+                    if let Some(v) = v {
+                        params.insert(k.to_string(), v);
+                    }
+                }
+                let mut c = CeremonyServiceClient::new(client.channel().await?);
+                let info = c
+                    .open_ceremony(proto::OpenCeremonyRequest {
+                        operation: op,
+                        params,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                show(&info, client.json)
+            }
+            CeremonyCommand::Approve { id, client } => {
+                let mut c = CeremonyServiceClient::new(client.channel().await?);
+                let info = c
+                    .approve_ceremony(proto::CeremonyId { id })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                show(&info, client.json)
+            }
+            CeremonyCommand::EnterComponent { id, kcv, client } => {
+                let component = read_component()?;
+                let mut c = CeremonyServiceClient::new(client.channel().await?);
+                let info = c
+                    .enter_component(proto::EnterComponentRequest {
+                        id,
+                        component: component.to_vec(),
+                        kcv,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                show(&info, client.json)
+            }
+            CeremonyCommand::Status { id, client } => {
+                let mut c = CeremonyServiceClient::new(client.channel().await?);
+                let info = c
+                    .get_ceremony(proto::CeremonyId { id })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                show(&info, client.json)
+            }
+            CeremonyCommand::Cancel { id, client } => {
+                let mut c = CeremonyServiceClient::new(client.channel().await?);
+                let info = c
+                    .cancel_ceremony(proto::CeremonyId { id })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                show(&info, client.json)
+            }
+            CeremonyCommand::List { state, client } => {
+                let mut c = CeremonyServiceClient::new(client.channel().await?);
+                let list = c
+                    .list_ceremonies(proto::ListCeremoniesRequest { state })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                for info in &list.ceremonies {
+                    show(info, client.json)?;
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+/// The component as hex, without echo on a terminal; decoded into zeroized memory.
+fn read_component() -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let text = Zeroizing::new(if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("key component (hex, not shown): ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line
+    });
+    let hex_text = text.trim();
+    let mut out = Zeroizing::new(vec![0u8; hex_text.len() / 2]);
+    hex::decode_to_slice(hex_text, &mut out)
+        .map_err(|_| anyhow::anyhow!("the component must be an even number of hex digits"))?;
+    Ok(out)
+}
+
+fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let approvals: Vec<_> = c
+            .approvals
+            .iter()
+            .map(|a| serde_json::json!({"approver": a.approver, "approved_at": a.approved_at}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "id": c.id, "operation": c.operation, "params": c.params, "opener": c.opener,
+                "quorum": c.quorum, "approvals": approvals, "created_at": c.created_at,
+                "expires_at": c.expires_at, "state": c.state, "result": c.result,
+                "components_entered": c.components_entered,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut params: Vec<_> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    params.sort();
+    println!("ceremony {}  {} {}", c.id, c.operation, params.join(" "));
+    println!("  state     {}", c.state);
+    println!("  opened by {} at {}", c.opener, c.created_at);
+    println!("  approvals {} of {}", c.approvals.len(), c.quorum);
+    for a in &c.approvals {
+        println!("    {} at {}", a.approver, a.approved_at);
+    }
+    if c.params.contains_key("components") {
+        println!("  components entered {}", c.components_entered);
+    }
+    if !c.result.is_empty() {
+        println!("  result    {}", c.result);
+    }
+    Ok(ExitCode::SUCCESS)
+}

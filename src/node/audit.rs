@@ -1,0 +1,124 @@
+//! The node's side of the ceremony log: appending records, signing checkpoints with the HSM's
+//! `audit-signing` key, and reading the log for auditors.
+
+use sha2::{Digest, Sha256};
+
+use crate::audit::bundle::{der_from_raw_signature, spki_fingerprint, spki_pem_from_point};
+use crate::audit::record::{FORMAT_VERSION, now_millis};
+use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
+use crate::hsm::Hsm;
+use crate::policy::Operation;
+
+use super::{Node, NodeError, Request};
+
+/// Label of the ECDSA P-256 pair that signs checkpoints.
+pub const SIGNING_LABEL: &str = "hkms/audit-signing";
+
+/// The published half of the signing key.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// SPKI PEM, for auditors and `openssl`.
+    pub spki_pem: String,
+    /// First 3 bytes of SHA-256 of the SPKI DER, hex: a KCV-like fingerprint to compare.
+    pub fingerprint: String,
+}
+
+impl Signing {
+    /// Makes the pair in the token on first use and reads its public half.
+    pub fn load(hsm: &Hsm) -> Result<Signing, NodeError> {
+        let point = hsm.ensure_signing_key(SIGNING_LABEL)?;
+        let spki_pem = spki_pem_from_point(&point)
+            .map_err(|e| NodeError::Internal(format!("audit signing key: {e}")))?;
+        let (der, _) = crate::audit::bundle::public_key_point(&spki_pem)
+            .map_err(|e| NodeError::Internal(format!("audit signing key: {e}")))?;
+        Ok(Signing {
+            fingerprint: spki_fingerprint(&der),
+            spki_pem,
+        })
+    }
+}
+
+impl Node {
+    /// The published signing key.
+    pub fn signing(&self) -> &Signing {
+        &self.signing
+    }
+
+    /// Appends a record on its own (reads, refusals); a checkpoint follows when due.
+    pub fn record(&self, draft: &AuditDraft) -> Result<AuditRecord, NodeError> {
+        let r = self.store.append_audit(draft)?;
+        self.after_append(r.seq);
+        Ok(r)
+    }
+
+    /// Signs a checkpoint when `checkpoint_every` records have passed since the last one. A
+    /// failure is logged, not returned: the record itself is already durable.
+    pub(crate) fn after_append(&self, seq: u64) {
+        let due = match self.sealed.lock() {
+            Ok(sealed) => seq.saturating_sub(*sealed) >= self.checkpoint_every,
+            Err(_) => false,
+        };
+        if due && let Err(e) = self.checkpoint() {
+            tracing::error!(error = %e, "cannot sign a checkpoint of the ceremony log");
+        }
+    }
+
+    /// Signs (seq, head, time) of the log's last record, unless it is sealed already.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, NodeError> {
+        let mut sealed = self
+            .sealed
+            .lock()
+            .map_err(|_| NodeError::Internal("checkpoint lock poisoned".into()))?;
+        let Some((seq, head)) = self.store.audit_head()? else {
+            return Ok(None);
+        };
+        if seq <= *sealed {
+            return Ok(None);
+        }
+        let time = now_millis();
+        let message = Checkpoint::message(&self.name, seq, &head, &time);
+        let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
+        let raw = self.hsm.sign_digest(SIGNING_LABEL, &digest)?;
+        let der = der_from_raw_signature(&raw)
+            .map_err(|e| NodeError::Internal(format!("checkpoint signature: {e}")))?;
+        let checkpoint = Checkpoint {
+            v: FORMAT_VERSION,
+            seq,
+            head,
+            time,
+            node: self.name.clone(),
+            key_fingerprint: self.signing.fingerprint.clone(),
+            signature: hex::encode(der),
+        };
+        self.store.insert_checkpoint(&checkpoint)?;
+        *sealed = seq;
+        tracing::info!(seq, "ceremony log checkpoint signed");
+        Ok(Some(checkpoint))
+    }
+
+    /// Record lines for an auditor, `from..=to`, at most `limit`.
+    pub fn audit_lines(
+        &self,
+        req: &mut Request,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, NodeError> {
+        self.authorize(req, Operation::ReadAudit, None, &self.region)?;
+        Ok(self.store.audit_lines(from, to, limit)?)
+    }
+
+    /// Every checkpoint, for an auditor. With `seal`, the current head is sealed first, so
+    /// that an export ends on a checkpoint.
+    pub fn audit_checkpoints(
+        &self,
+        req: &mut Request,
+        seal: bool,
+    ) -> Result<Vec<Checkpoint>, NodeError> {
+        self.authorize(req, Operation::ReadAudit, None, &self.region)?;
+        if seal {
+            self.checkpoint()?;
+        }
+        Ok(self.store.checkpoints()?)
+    }
+}

@@ -1,0 +1,641 @@
+//! Ceremonies: operations the policy puts under dual control run only when enough distinct
+//! officers approve them (M of N), before the ceremony expires. State lives in the registry, so
+//! a restart keeps the approvals. Key entry by components is a generate ceremony whose
+//! custodians each enter one clear component (checked by its own KCV); the components live only
+//! in memory, zeroized, until the key is made.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+use crate::audit::{KcvEntry, Outcome};
+use crate::hierarchy::{KeyId, KeyState, KeyTypeSpec};
+use crate::hsm::{Lifetime, SecretKeySpec};
+use crate::policy::Operation;
+use crate::store::{CeremonyRow, KeyRecord, now_rfc3339};
+
+use super::keys::{needs_quorum_state, parse_state};
+use super::{Node, NodeError, Request};
+
+/// Where a ceremony stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyState {
+    /// Waiting for approvals.
+    Open,
+    /// Its operation is running (a crash here leaves it so, and it is never re-run).
+    Running,
+    /// Its operation succeeded.
+    Done,
+    /// Its operation failed.
+    Failed,
+    /// Cancelled by an officer.
+    Cancelled,
+    /// Not approved in time.
+    Expired,
+}
+
+impl CeremonyState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyState::Open => "open",
+            CeremonyState::Running => "running",
+            CeremonyState::Done => "done",
+            CeremonyState::Failed => "failed",
+            CeremonyState::Cancelled => "cancelled",
+            CeremonyState::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> Result<CeremonyState, NodeError> {
+        [
+            CeremonyState::Open,
+            CeremonyState::Running,
+            CeremonyState::Done,
+            CeremonyState::Failed,
+            CeremonyState::Cancelled,
+            CeremonyState::Expired,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| NodeError::Internal(format!("ceremony state `{s}` in the registry")))
+    }
+}
+
+/// A ceremony as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ceremony {
+    /// "c-" + 32 hex digits.
+    pub id: String,
+    /// The guarded operation.
+    pub operation: Operation,
+    /// Its parameters (key_type; key_id and state; action; components).
+    pub params: BTreeMap<String, String>,
+    /// Who opened it.
+    pub opener: String,
+    /// Approvals needed.
+    pub quorum: u32,
+    /// Distinct approvers so far, with times.
+    pub approvals: Vec<(String, String)>,
+    /// When it was opened.
+    pub created_at: String,
+    /// Unix seconds after which it cannot run.
+    pub expires_at: u64,
+    /// Where it stands.
+    pub state: CeremonyState,
+    /// What came of it (key id and KCV, or the error).
+    pub result: String,
+    /// Components entered so far (component ceremonies; in memory only).
+    pub components_entered: usize,
+}
+
+/// One custodian's clear component, wiped on drop.
+type Component = (String, Zeroizing<Vec<u8>>);
+
+/// Clear components per ceremony, only in memory.
+#[derive(Default)]
+pub(crate) struct PendingComponents(Mutex<HashMap<String, Vec<Component>>>);
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Node {
+    /// Opens a ceremony for `operation` with `params`. The opener must be allowed the operation
+    /// itself; the opener's approval counts once when the policy lets them approve.
+    pub fn open_ceremony(
+        &self,
+        req: &mut Request,
+        operation: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<Ceremony, NodeError> {
+        req.param("operation", operation);
+        for (k, v) in &params {
+            req.param(k, v.clone());
+        }
+        let op: Operation = operation.parse().map_err(NodeError::InvalidArgument)?;
+        let key_type = self.check_ceremony_request(req, op, &params)?;
+        let policy = self.policy();
+        let quorum = policy.quorum(op, key_type.as_deref()).ok_or_else(|| {
+            NodeError::FailedPrecondition(format!(
+                "{op} {} needs no ceremony under the current policy; call it directly",
+                key_type.as_deref().unwrap_or("(node)")
+            ))
+        })?;
+        let id = format!("c-{}", uuid::Uuid::new_v4().simple());
+        req.audit.ceremony = Some(id.clone());
+        let now = now_rfc3339();
+        let opener = req.caller.to_uri();
+        let components = params.contains_key("components");
+        let mut approvals = Vec::new();
+        // The opener counts once if they may approve; custodians count by entering components.
+        if !components
+            && policy
+                .decide(&req.caller, Operation::Approve, None, &self.region)
+                .allowed
+        {
+            approvals.push((opener.clone(), now.clone()));
+        }
+        let row = CeremonyRow {
+            id: id.clone(),
+            operation: op.as_str().to_string(),
+            params: serde_json::to_string(&params)
+                .map_err(|e| NodeError::Internal(format!("ceremony parameters: {e}")))?,
+            opener,
+            quorum: quorum.approvals,
+            created_at: now,
+            expires_at: now_secs().saturating_add(self.ceremony_ttl.as_secs()),
+            state: CeremonyState::Open.as_str().into(),
+            result: String::new(),
+            approvals,
+        };
+        let logged = self
+            .store
+            .insert_ceremony_audited(&row, &req.success_record())?;
+        req.mark_logged();
+        self.after_append(logged.seq);
+        self.run_if_ready(req, &id)
+    }
+
+    /// Checks the parameters of a ceremony request and that the caller may do the operation;
+    /// returns the key type concerned.
+    fn check_ceremony_request(
+        &self,
+        req: &mut Request,
+        op: Operation,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, NodeError> {
+        let get = |k: &str| params.get(k).map(String::as_str);
+        let allowed: &[&str] = match op {
+            Operation::Generate => &["key_type", "components"],
+            Operation::Manage => &["key_id", "state", "action"],
+            other => {
+                return Err(NodeError::InvalidArgument(format!(
+                    "`{other}` is not run by ceremony; ceremonies run generate and manage"
+                )));
+            }
+        };
+        if let Some(k) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(NodeError::InvalidArgument(format!(
+                "unknown ceremony parameter `{k}` for {op} (known: {})",
+                allowed.join(", ")
+            )));
+        }
+        match op {
+            Operation::Generate => {
+                let kt = get("key_type").ok_or_else(|| {
+                    NodeError::InvalidArgument("a generate ceremony needs key_type".into())
+                })?;
+                Self::key_type(&self.policy(), kt)?;
+                if let Some(n) = get("components")
+                    && !matches!(n, "2" | "3")
+                {
+                    return Err(NodeError::InvalidArgument(format!(
+                        "components must be 2 or 3, not `{n}`"
+                    )));
+                }
+                self.authorize(req, Operation::Generate, Some(kt), &self.region)?;
+                Ok(Some(kt.to_string()))
+            }
+            _ => match (get("action"), get("key_id")) {
+                (Some("reload-policy"), None) => {
+                    self.authorize(req, Operation::Manage, None, &self.region)?;
+                    Ok(None)
+                }
+                (None, Some(key_id)) => {
+                    let record = self.get_key_record(&KeyId::parse(key_id)?)?;
+                    let state = parse_state(get("state").unwrap_or_default())?;
+                    if !needs_quorum_state(state) {
+                        return Err(NodeError::InvalidArgument(format!(
+                            "a manage ceremony retires or destroys a key; `{state}` is done directly"
+                        )));
+                    }
+                    record.state.transition(state)?;
+                    req.key(&record);
+                    self.authorize(
+                        req,
+                        Operation::Manage,
+                        Some(record.key_type.as_str()),
+                        &record.region,
+                    )?;
+                    Ok(Some(record.key_type.as_str().to_string()))
+                }
+                _ => Err(NodeError::InvalidArgument(
+                    "a manage ceremony needs key_id and state, or action = reload-policy".into(),
+                )),
+            },
+        }
+    }
+
+    /// Approves a ceremony; when the quorum is met it runs at once.
+    pub fn approve_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        let c = self.ceremony_for_action(req, id)?;
+        let me = req.caller.to_uri();
+        if c.params.contains_key("components") {
+            return Err(NodeError::FailedPrecondition(
+                "custodians approve a component ceremony by entering their component".into(),
+            ));
+        }
+        if c.approvals.iter().any(|(who, _)| *who == me) {
+            return Err(NodeError::AlreadyExists(format!(
+                "{me} has already approved ceremony {id}; it still needs {} more approval(s) from \
+                 other officers",
+                c.quorum.saturating_sub(c.approvals.len() as u32)
+            )));
+        }
+        let (_, logged) =
+            self.store
+                .approve_ceremony_audited(id, &me, &now_rfc3339(), &req.success_record())?;
+        req.mark_logged();
+        self.after_append(logged.seq);
+        self.run_if_ready(req, id)
+    }
+
+    /// Enters one clear key component of a component ceremony; it counts as the custodian's
+    /// approval. The component's KCV must match the one on the custodian's sheet.
+    pub fn enter_component(
+        &self,
+        req: &mut Request,
+        id: &str,
+        component: Zeroizing<Vec<u8>>,
+        kcv: &str,
+    ) -> Result<Ceremony, NodeError> {
+        let c = self.ceremony_for_action(req, id)?;
+        let parts: usize = c
+            .params
+            .get("components")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition(format!("ceremony {id} takes no components"))
+            })?;
+        let spec = self.ceremony_key_type(&c)?;
+        if component.len() != spec.algorithm.key_len() {
+            return Err(NodeError::InvalidArgument(format!(
+                "a component of a {} key is {} bytes, not {}",
+                spec.algorithm.as_str(),
+                spec.algorithm.key_len(),
+                component.len()
+            )));
+        }
+        let me = req.caller.to_uri();
+        let entered = self.components_entered(id);
+        if entered.contains(&me) {
+            return Err(NodeError::AlreadyExists(format!(
+                "{me} has already entered a component of ceremony {id}; another custodian enters the next"
+            )));
+        }
+        if entered.len() >= parts {
+            return Err(NodeError::FailedPrecondition(format!(
+                "ceremony {id} has all {parts} components"
+            )));
+        }
+        let got = self.hsm.component_kcv(spec.algorithm, &component)?;
+        req.audit.kcvs.push(KcvEntry {
+            key_id: format!("component-{}", entered.len() + 1),
+            kcv: got.to_hex(),
+            method: got.method.as_str().to_string(),
+        });
+        if !got.to_hex().eq_ignore_ascii_case(kcv.trim()) {
+            return Err(NodeError::InvalidArgument(format!(
+                "the component's KCV is {}, not {}: re-check the component with its custodian",
+                got.to_hex(),
+                kcv.trim()
+            )));
+        }
+        {
+            let mut all = self
+                .components
+                .0
+                .lock()
+                .map_err(|_| NodeError::Internal("component store poisoned".into()))?;
+            all.entry(id.to_string())
+                .or_default()
+                .push((me.clone(), component));
+        }
+        let (_, logged) =
+            self.store
+                .approve_ceremony_audited(id, &me, &now_rfc3339(), &req.success_record())?;
+        req.mark_logged();
+        self.after_append(logged.seq);
+        self.run_if_ready(req, id)
+    }
+
+    /// Cancels an open ceremony (its opener or an officer who may approve).
+    pub fn cancel_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        let c = self.ceremony_for_action(req, id)?;
+        let (moved, logged) = self.store.set_ceremony_state_audited(
+            id,
+            CeremonyState::Open.as_str(),
+            CeremonyState::Cancelled.as_str(),
+            &format!("cancelled by {}", req.caller),
+            &req.success_record(),
+        )?;
+        req.mark_logged();
+        self.after_append(logged.seq);
+        self.forget_components(id);
+        if !moved {
+            return Err(NodeError::FailedPrecondition(format!(
+                "ceremony {id} is no longer open"
+            )));
+        }
+        let _ = c;
+        self.ceremony(id)
+    }
+
+    /// One ceremony (officers and auditors).
+    pub fn get_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        req.param("ceremony", id);
+        self.authorize_ceremony_read(req)?;
+        self.ceremony(id)
+    }
+
+    /// Ceremonies, newest first, optionally in one state.
+    pub fn list_ceremonies(
+        &self,
+        req: &mut Request,
+        state: &str,
+    ) -> Result<Vec<Ceremony>, NodeError> {
+        if !state.is_empty() {
+            req.param("state", state);
+            CeremonyState::parse(state).map_err(|_| {
+                NodeError::InvalidArgument(format!(
+                    "unknown ceremony state `{state}` (open, running, done, failed, cancelled, expired)"
+                ))
+            })?;
+        }
+        self.authorize_ceremony_read(req)?;
+        self.store
+            .list_ceremonies((!state.is_empty()).then_some(state))?
+            .into_iter()
+            .map(|r| self.to_ceremony(r))
+            .collect()
+    }
+
+    fn authorize_ceremony_read(&self, req: &mut Request) -> Result<(), NodeError> {
+        // Officers see ceremonies as approvers, auditors as readers of the log, others (an
+        // admin following a policy reload) as readers of the node's own state.
+        let policy = self.policy();
+        let op = [Operation::Approve, Operation::ReadAudit]
+            .into_iter()
+            .find(|op| policy.decide(&req.caller, *op, None, &self.region).allowed)
+            .unwrap_or(Operation::Read);
+        self.authorize(req, op, None, &self.region).map(|_| ())
+    }
+
+    /// Loads an open, unexpired ceremony for approving, entering or cancelling.
+    fn ceremony_for_action(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        req.param("ceremony", id);
+        req.audit.ceremony = Some(id.to_string());
+        self.authorize(req, Operation::Approve, None, &self.region)?;
+        let c = self.ceremony(id)?;
+        if c.state != CeremonyState::Open {
+            return Err(NodeError::FailedPrecondition(format!(
+                "ceremony {id} is {}; only an open ceremony can be approved or cancelled",
+                c.state.as_str()
+            )));
+        }
+        if now_secs() >= c.expires_at {
+            self.store.set_ceremony_state(
+                id,
+                CeremonyState::Open.as_str(),
+                CeremonyState::Expired.as_str(),
+                "not approved in time",
+            )?;
+            self.forget_components(id);
+            return Err(NodeError::FailedPrecondition(format!(
+                "ceremony {id} expired before it had its approvals; open a new one"
+            )));
+        }
+        Ok(c)
+    }
+
+    fn ceremony(&self, id: &str) -> Result<Ceremony, NodeError> {
+        let row = self
+            .store
+            .get_ceremony(id)?
+            .ok_or_else(|| NodeError::NotFound(format!("no ceremony {id} on this node")))?;
+        self.to_ceremony(row)
+    }
+
+    fn to_ceremony(&self, r: CeremonyRow) -> Result<Ceremony, NodeError> {
+        let params: BTreeMap<String, String> = serde_json::from_str(&r.params)
+            .map_err(|e| NodeError::Internal(format!("ceremony {} parameters: {e}", r.id)))?;
+        Ok(Ceremony {
+            components_entered: self.components_entered(&r.id).len(),
+            operation: r.operation.parse().map_err(NodeError::Internal)?,
+            state: CeremonyState::parse(&r.state)?,
+            id: r.id,
+            params,
+            opener: r.opener,
+            quorum: r.quorum,
+            approvals: r.approvals,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            result: r.result,
+        })
+    }
+
+    fn components_entered(&self, id: &str) -> Vec<String> {
+        self.components
+            .0
+            .lock()
+            .map(|all| {
+                all.get(id)
+                    .map(|v| v.iter().map(|(who, _)| who.clone()).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
+    }
+
+    fn forget_components(&self, id: &str) {
+        if let Ok(mut all) = self.components.0.lock() {
+            all.remove(id);
+        }
+    }
+
+    fn ceremony_key_type(&self, c: &Ceremony) -> Result<KeyTypeSpec, NodeError> {
+        let kt = c
+            .params
+            .get("key_type")
+            .map(String::as_str)
+            .unwrap_or_default();
+        Self::key_type(&self.policy(), kt)
+    }
+
+    /// Runs the ceremony's operation once it has its approvals (and components).
+    fn run_if_ready(&self, req: &Request, id: &str) -> Result<Ceremony, NodeError> {
+        let c = self.ceremony(id)?;
+        let parts: Option<usize> = c.params.get("components").and_then(|n| n.parse().ok());
+        let ready = (c.approvals.len() as u32) >= c.quorum
+            && parts.is_none_or(|n| c.components_entered >= n);
+        if c.state != CeremonyState::Open || !ready {
+            return Ok(c);
+        }
+        // Claim it first: a crash from here on leaves it `running`, never run twice.
+        if !self.store.set_ceremony_state(
+            id,
+            CeremonyState::Open.as_str(),
+            CeremonyState::Running.as_str(),
+            "",
+        )? {
+            return self.ceremony(id);
+        }
+        let mut exec = Request::new(
+            req.caller.clone(),
+            &self.name,
+            "ExecuteCeremony",
+            &req.audit.request_id,
+        );
+        exec.audit.ceremony = Some(id.to_string());
+        for (k, v) in &c.params {
+            exec.param(k, v.clone());
+        }
+        exec.param("opener", c.opener.clone());
+        exec.param(
+            "approvers",
+            c.approvals
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        let outcome = self.execute(&mut exec, &c);
+        let (state, result) = match &outcome {
+            Ok(text) => (CeremonyState::Done, text.clone()),
+            Err(e) => (CeremonyState::Failed, e.to_string()),
+        };
+        if !exec.is_logged() {
+            let mut d = exec.audit.clone();
+            d.outcome = Some(Outcome {
+                ok: outcome.is_ok(),
+                code: if outcome.is_ok() {
+                    "OK".into()
+                } else {
+                    "FAILED_PRECONDITION".into()
+                },
+                message: result.clone(),
+            });
+            self.record(&d)?;
+        }
+        self.store.set_ceremony_state(
+            id,
+            CeremonyState::Running.as_str(),
+            state.as_str(),
+            &result,
+        )?;
+        self.forget_components(id);
+        self.ceremony(id)
+    }
+
+    fn execute(&self, exec: &mut Request, c: &Ceremony) -> Result<String, NodeError> {
+        let get = |k: &str| c.params.get(k).map(String::as_str);
+        match c.operation {
+            Operation::Generate => {
+                let spec = self.ceremony_key_type(c)?;
+                let key = match get("components") {
+                    None => self.generate_key_now(exec, &spec)?,
+                    Some(_) => self.combine_components(exec, &c.id, &spec)?,
+                };
+                Ok(describe(&key))
+            }
+            Operation::Manage => match get("action") {
+                Some("reload-policy") => {
+                    let p = self.reload_policy()?;
+                    exec.param("policy_sha256", p.sha256.clone());
+                    Ok(format!("policy reloaded, sha256 {}", p.sha256))
+                }
+                _ => {
+                    let record =
+                        self.get_key_record(&KeyId::parse(get("key_id").unwrap_or_default())?)?;
+                    let state = parse_state(get("state").unwrap_or_default())?;
+                    let key = self.change_key_state_now(exec, &record, state, None)?;
+                    Ok(describe(&key))
+                }
+            },
+            other => Err(NodeError::Internal(format!("no ceremony runs {other}"))),
+        }
+    }
+
+    /// XORs the components in zeroized host memory (SoftHSM2 and most tokens offer no XOR
+    /// derive) and creates the key in the token, recording that the combination was on the host.
+    fn combine_components(
+        &self,
+        exec: &mut Request,
+        id: &str,
+        spec: &KeyTypeSpec,
+    ) -> Result<KeyRecord, NodeError> {
+        let parts = {
+            let mut all = self
+                .components
+                .0
+                .lock()
+                .map_err(|_| NodeError::Internal("component store poisoned".into()))?;
+            all.remove(id).unwrap_or_default()
+        };
+        let mut value = Zeroizing::new(vec![0u8; spec.algorithm.key_len()]);
+        for (_, part) in &parts {
+            for (v, p) in value.iter_mut().zip(part.iter()) {
+                *v ^= *p;
+            }
+        }
+        drop(parts);
+        exec.param(
+            "combined_in",
+            "host memory, zeroized (the token has no XOR derive)",
+        );
+        let _one_at_a_time = self
+            .generate_lock
+            .lock()
+            .map_err(|_| NodeError::Internal("key generation lock poisoned".into()))?;
+        let key_id = KeyId::new_random();
+        let version = self.store.next_version(&spec.name, &self.region)?;
+        let kcv = self.hsm.import_clear_key(
+            &SecretKeySpec {
+                algorithm: spec.algorithm,
+                usage: spec.usage,
+                exportable: false,
+                label: key_id.ck_label(),
+                id: key_id.ck_id(),
+                lifetime: Lifetime::Token,
+            },
+            &value,
+        )?;
+        drop(value);
+        let now = now_rfc3339();
+        self.register(
+            exec,
+            KeyRecord {
+                ck_label: key_id.ck_label(),
+                id: key_id,
+                key_type: spec.name.clone(),
+                algorithm: spec.algorithm,
+                tier: self.tier,
+                region: self.region,
+                parent_id: None,
+                factor: None,
+                kcv,
+                version,
+                state: KeyState::Active,
+                created_at: now.clone(),
+                updated_at: now,
+            },
+        )
+    }
+}
+
+fn describe(key: &KeyRecord) -> String {
+    format!(
+        "key {} ({} {}) KCV {} ({}), state {}",
+        key.id,
+        key.key_type.as_str(),
+        key.region,
+        key.kcv.to_hex(),
+        key.kcv.method.as_str(),
+        key.state
+    )
+}

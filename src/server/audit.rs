@@ -1,0 +1,152 @@
+//! `hkms.v1.AuditService`: the ceremony log for auditors, records exactly as written.
+
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::audit::AuditRecord;
+use crate::node::Node;
+use crate::proto;
+use crate::proto::audit_service_server::AuditService;
+
+use super::keys::run;
+
+/// Records read from the registry per page while streaming.
+const PAGE: usize = 512;
+
+/// The audit service over one node.
+pub struct AuditApi {
+    node: Arc<Node>,
+}
+
+impl AuditApi {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> AuditApi {
+        AuditApi { node }
+    }
+}
+
+/// Whether a record passes the request's filters.
+fn matches(f: &proto::StreamRecordsRequest, line: &str) -> bool {
+    let plain = f.since.is_empty()
+        && f.until.is_empty()
+        && f.key_id.is_empty()
+        && f.actor.is_empty()
+        && f.operation.is_empty();
+    if plain {
+        return true;
+    }
+    let Ok(r) = serde_json::from_str::<AuditRecord>(line) else {
+        return false;
+    };
+    // RFC 3339 UTC strings of one format compare in time order.
+    (f.since.is_empty() || r.time.as_str() >= f.since.as_str())
+        && (f.until.is_empty() || r.time.as_str() < f.until.as_str())
+        && (f.key_id.is_empty() || r.key_ids.contains(&f.key_id))
+        && (f.actor.is_empty() || r.actor == f.actor)
+        && (f.operation.is_empty() || r.operation == f.operation || r.rpc == f.operation)
+}
+
+#[tonic::async_trait]
+impl AuditService for AuditApi {
+    type StreamRecordsStream = ReceiverStream<Result<proto::AuditRecordLine, Status>>;
+
+    async fn stream_records(
+        &self,
+        request: Request<proto::StreamRecordsRequest>,
+    ) -> Result<Response<Self::StreamRecordsStream>, Status> {
+        // The first page is read inside the audited, authorised request; later pages follow.
+        let (filter, first) = run(&self.node, "StreamRecords", request, |n, req, f| {
+            for (k, v) in [
+                ("since", &f.since),
+                ("until", &f.until),
+                ("key_id", &f.key_id),
+                ("actor", &f.actor),
+                ("operation", &f.operation),
+            ] {
+                if !v.is_empty() {
+                    req.param(k, v.clone());
+                }
+            }
+            let to = if f.to_seq == 0 { u64::MAX } else { f.to_seq };
+            let page = n.audit_lines(req, f.from_seq.max(1), to, PAGE)?;
+            Ok((f, page))
+        })
+        .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let node = Arc::clone(&self.node);
+        tokio::spawn(async move {
+            let to = if filter.to_seq == 0 {
+                u64::MAX
+            } else {
+                filter.to_seq
+            };
+            let mut page = first;
+            while let Some(last) = page.last().map(|(s, _)| *s) {
+                let full = page.len() == PAGE;
+                for (seq, line) in page {
+                    if matches(&filter, &line)
+                        && tx
+                            .send(Ok(proto::AuditRecordLine { seq, line }))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                if !full || last >= to {
+                    break;
+                }
+                let n = Arc::clone(&node);
+                page = match tokio::task::spawn_blocking(move || {
+                    n.store().audit_lines(last.saturating_add(1), to, PAGE)
+                })
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        let _ = tx
+                            .send(Err(Status::internal("reading the ceremony log failed")))
+                            .await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_checkpoints(
+        &self,
+        request: Request<proto::GetCheckpointsRequest>,
+    ) -> Result<Response<proto::GetCheckpointsResponse>, Status> {
+        let list = run(&self.node, "GetCheckpoints", request, |n, req, r| {
+            req.param("seal", r.seal.to_string());
+            n.audit_checkpoints(req, r.seal)
+        })
+        .await?;
+        let checkpoints = list
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(format!("checkpoint encoding: {e}")))?;
+        Ok(Response::new(proto::GetCheckpointsResponse { checkpoints }))
+    }
+
+    async fn get_public_key(
+        &self,
+        request: Request<proto::GetPublicKeyRequest>,
+    ) -> Result<Response<proto::PublicKeyInfo>, Status> {
+        let info = run(&self.node, "GetPublicKey", request, |n, req, _| {
+            n.authorize(req, crate::policy::Operation::ReadAudit, None, &n.region())?;
+            Ok(proto::PublicKeyInfo {
+                spki_pem: n.signing().spki_pem.clone(),
+                fingerprint: n.signing().fingerprint.clone(),
+                node: n.name().to_string(),
+            })
+        })
+        .await?;
+        Ok(Response::new(info))
+    }
+}

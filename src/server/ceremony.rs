@@ -1,0 +1,120 @@
+//! `hkms.v1.CeremonyService`: dual control over the gRPC API.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use crate::node::{Ceremony, Node};
+use crate::proto;
+use crate::proto::ceremony_service_server::CeremonyService;
+
+use super::keys::run;
+
+/// The ceremony service over one node.
+pub struct CeremonyApi {
+    node: Arc<Node>,
+}
+
+impl CeremonyApi {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> CeremonyApi {
+        CeremonyApi { node }
+    }
+}
+
+/// The wire form of a ceremony.
+pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
+    proto::CeremonyInfo {
+        id: c.id.clone(),
+        operation: c.operation.as_str().to_string(),
+        params: c.params.clone().into_iter().collect(),
+        opener: c.opener.clone(),
+        quorum: c.quorum,
+        approvals: c
+            .approvals
+            .iter()
+            .map(|(a, t)| proto::Approval {
+                approver: a.clone(),
+                approved_at: t.clone(),
+            })
+            .collect(),
+        created_at: c.created_at.clone(),
+        expires_at: c.expires_at,
+        state: c.state.as_str().to_string(),
+        result: c.result.clone(),
+        components_entered: u32::try_from(c.components_entered).unwrap_or(u32::MAX),
+    }
+}
+
+#[tonic::async_trait]
+impl CeremonyService for CeremonyApi {
+    async fn open_ceremony(
+        &self,
+        request: Request<proto::OpenCeremonyRequest>,
+    ) -> Result<Response<proto::CeremonyInfo>, Status> {
+        let c = run(&self.node, "OpenCeremony", request, |n, req, r| {
+            n.open_ceremony(req, &r.operation, r.params.into_iter().collect())
+        })
+        .await?;
+        Ok(Response::new(ceremony_to_proto(&c)))
+    }
+
+    async fn approve_ceremony(
+        &self,
+        request: Request<proto::CeremonyId>,
+    ) -> Result<Response<proto::CeremonyInfo>, Status> {
+        let c = run(&self.node, "ApproveCeremony", request, |n, req, r| {
+            n.approve_ceremony(req, &r.id)
+        })
+        .await?;
+        Ok(Response::new(ceremony_to_proto(&c)))
+    }
+
+    async fn enter_component(
+        &self,
+        request: Request<proto::EnterComponentRequest>,
+    ) -> Result<Response<proto::CeremonyInfo>, Status> {
+        let c = run(&self.node, "EnterComponent", request, |n, req, mut r| {
+            let component = Zeroizing::new(std::mem::take(&mut r.component));
+            n.enter_component(req, &r.id, component, &r.kcv)
+        })
+        .await?;
+        Ok(Response::new(ceremony_to_proto(&c)))
+    }
+
+    async fn cancel_ceremony(
+        &self,
+        request: Request<proto::CeremonyId>,
+    ) -> Result<Response<proto::CeremonyInfo>, Status> {
+        let c = run(&self.node, "CancelCeremony", request, |n, req, r| {
+            n.cancel_ceremony(req, &r.id)
+        })
+        .await?;
+        Ok(Response::new(ceremony_to_proto(&c)))
+    }
+
+    async fn get_ceremony(
+        &self,
+        request: Request<proto::CeremonyId>,
+    ) -> Result<Response<proto::CeremonyInfo>, Status> {
+        let c = run(&self.node, "GetCeremony", request, |n, req, r| {
+            n.get_ceremony(req, &r.id)
+        })
+        .await?;
+        Ok(Response::new(ceremony_to_proto(&c)))
+    }
+
+    async fn list_ceremonies(
+        &self,
+        request: Request<proto::ListCeremoniesRequest>,
+    ) -> Result<Response<proto::ListCeremoniesResponse>, Status> {
+        let list = run(&self.node, "ListCeremonies", request, |n, req, r| {
+            n.list_ceremonies(req, &r.state)
+        })
+        .await?;
+        Ok(Response::new(proto::ListCeremoniesResponse {
+            ceremonies: list.iter().map(ceremony_to_proto).collect(),
+        }))
+    }
+}

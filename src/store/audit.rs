@@ -1,0 +1,206 @@
+//! The ceremony log in the database: records appended inside the same transaction as the
+//! change they describe, and the signed checkpoints.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::keys::{insert_in, set_state_in};
+use super::{KeyRecord, Store, StoreError};
+use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
+use crate::hierarchy::{KeyId, KeyState};
+
+/// Appends the record of `draft` inside `tx`, chained to the last one.
+pub(super) fn append_in(
+    tx: &Transaction<'_>,
+    draft: &AuditDraft,
+) -> Result<AuditRecord, StoreError> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading the head of the ceremony log"))?;
+    let (seq, prev) = match last {
+        Some((seq, hash)) => (seq.saturating_add(1), hash),
+        None => (1, GENESIS.to_string()),
+    };
+    let seq = u64::try_from(seq).map_err(|_| StoreError::Corrupt {
+        id: "audit_log".into(),
+        what: format!("sequence number {seq} is negative"),
+    })?;
+    let record = AuditRecord::from_draft(draft, seq, now_millis(), prev);
+    let line = record.to_line().map_err(|e| StoreError::Corrupt {
+        id: format!("audit record {seq}"),
+        what: format!("cannot be serialised: {e}"),
+    })?;
+    tx.execute(
+        "INSERT INTO audit_log (seq, line, hash) VALUES (?1, ?2, ?3)",
+        params![seq as i64, line, line_hash(&line)],
+    )
+    .map_err(StoreError::sqlite("appending to the ceremony log"))?;
+    Ok(record)
+}
+
+impl Store {
+    /// Appends one record in its own durable transaction.
+    pub fn append_audit(&self, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
+        self.write("appending to the ceremony log", |tx| append_in(tx, draft))
+    }
+
+    /// Registers a key and its audit record together.
+    pub fn insert_key_audited(
+        &self,
+        record: &KeyRecord,
+        draft: &AuditDraft,
+    ) -> Result<AuditRecord, StoreError> {
+        self.write("registering a key", |tx| {
+            insert_in(tx, record)?;
+            append_in(tx, draft)
+        })
+    }
+
+    /// Changes a key's state (compare-and-set) and records it together.
+    pub fn set_state_audited(
+        &self,
+        id: &KeyId,
+        expected: KeyState,
+        next: KeyState,
+        draft: &AuditDraft,
+    ) -> Result<(KeyRecord, AuditRecord), StoreError> {
+        self.write("changing a key's state", |tx| {
+            let key = set_state_in(tx, id, expected, next)?;
+            Ok((key, append_in(tx, draft)?))
+        })
+    }
+
+    /// The last record's sequence number and hash, if any.
+    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let conn = self.lock()?;
+        let head: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("reading the head of the ceremony log"))?;
+        Ok(head.map(|(s, h)| (s.max(0) as u64, h)))
+    }
+
+    /// Record lines with `from <= seq <= to`, in order, at most `limit`.
+    pub fn audit_lines(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT seq, line FROM audit_log WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
+            .map_err(StoreError::sqlite("reading the ceremony log"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    i64::try_from(from).unwrap_or(i64::MAX),
+                    i64::try_from(to).unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            )
+            .map_err(StoreError::sqlite("reading the ceremony log"))?;
+        rows.map(|r| {
+            r.map(|(s, l)| (s.max(0) as u64, l))
+                .map_err(StoreError::sqlite("reading the ceremony log"))
+        })
+        .collect()
+    }
+
+    /// Stores a signed checkpoint.
+    pub fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let line = serde_json::to_string(checkpoint).map_err(|e| StoreError::Corrupt {
+            id: format!("checkpoint {}", checkpoint.seq),
+            what: format!("cannot be serialised: {e}"),
+        })?;
+        self.write("storing a checkpoint", |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO audit_checkpoints (seq, line) VALUES (?1, ?2)",
+                params![checkpoint.seq as i64, line],
+            )
+            .map_err(StoreError::sqlite("storing a checkpoint"))?;
+            Ok(())
+        })
+    }
+
+    /// Every checkpoint, in order.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare("SELECT seq, line FROM audit_checkpoints ORDER BY seq")
+            .map_err(StoreError::sqlite("reading checkpoints"))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(StoreError::sqlite("reading checkpoints"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, line) = row.map_err(StoreError::sqlite("reading checkpoints"))?;
+            out.push(
+                serde_json::from_str(&line).map_err(|e| StoreError::Corrupt {
+                    id: format!("checkpoint {seq}"),
+                    what: e.to_string(),
+                })?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::root_record;
+
+    fn draft(rpc: &str) -> AuditDraft {
+        AuditDraft {
+            rpc: rpc.into(),
+            ..AuditDraft::default()
+        }
+    }
+
+    #[test]
+    fn records_chain_from_genesis() {
+        let store = Store::open_in_memory().unwrap();
+        let a = store.append_audit(&draft("A")).unwrap();
+        let b = store.append_audit(&draft("B")).unwrap();
+        assert_eq!((a.seq, a.prev.as_str()), (1, GENESIS));
+        let lines = store.audit_lines(1, u64::MAX, 10).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(b.prev, line_hash(&lines[0].1));
+        assert_eq!(
+            store.audit_head().unwrap().unwrap(),
+            (2, line_hash(&lines[1].1))
+        );
+    }
+
+    #[test]
+    fn a_refused_change_leaves_no_record() {
+        let store = Store::open_in_memory().unwrap();
+        let key = root_record("card-master");
+        store
+            .insert_key_audited(&key, &draft("GenerateKey"))
+            .unwrap();
+        // The same key again violates the primary key: neither row nor record is written.
+        assert!(
+            store
+                .insert_key_audited(&key, &draft("GenerateKey"))
+                .is_err()
+        );
+        assert_eq!(store.audit_lines(1, u64::MAX, 10).unwrap().len(), 1);
+        let err =
+            store.set_state_audited(&key.id, KeyState::Active, KeyState::Destroyed, &draft("X"));
+        assert!(err.is_err());
+        assert_eq!(store.audit_head().unwrap().unwrap().0, 1);
+    }
+}

@@ -1,0 +1,271 @@
+//! Ceremonies and their approvals in the database. Every change is written together with the
+//! audit record of the request that made it.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::audit::append_in;
+use super::{Store, StoreError};
+use crate::audit::{AuditDraft, AuditRecord};
+
+/// A ceremony row with its approvals, as stored (the node gives it meaning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CeremonyRow {
+    /// "c-" + 32 hex digits.
+    pub id: String,
+    /// The policy operation.
+    pub operation: String,
+    /// Parameters as JSON (an object of strings).
+    pub params: String,
+    /// The opener's identity URI.
+    pub opener: String,
+    /// Approvals needed.
+    pub quorum: u32,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Unix seconds after which it cannot run.
+    pub expires_at: u64,
+    /// open, running, done, failed, cancelled, expired.
+    pub state: String,
+    /// What came of it.
+    pub result: String,
+    /// (approver URI, time), in order.
+    pub approvals: Vec<(String, String)>,
+}
+
+fn approvals_in(tx: &rusqlite::Connection, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    let mut stmt = tx
+        .prepare("SELECT approver, approved_at FROM ceremony_approvals WHERE ceremony_id = ?1 ORDER BY approved_at, approver")
+        .map_err(StoreError::sqlite("reading approvals"))?;
+    let rows = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(StoreError::sqlite("reading approvals"))?;
+    rows.map(|r| r.map_err(StoreError::sqlite("reading approvals")))
+        .collect()
+}
+
+fn get_in(conn: &rusqlite::Connection, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT id, operation, params, opener, quorum, created_at, expires_at, state, result \
+             FROM ceremonies WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(CeremonyRow {
+                    id: r.get(0)?,
+                    operation: r.get(1)?,
+                    params: r.get(2)?,
+                    opener: r.get(3)?,
+                    quorum: r.get::<_, i64>(4)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    created_at: r.get(5)?,
+                    expires_at: r.get::<_, i64>(6)?.max(0) as u64,
+                    state: r.get(7)?,
+                    result: r.get(8)?,
+                    approvals: Vec::new(),
+                })
+            },
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading a ceremony"))?;
+    match row {
+        Some(mut c) => {
+            c.approvals = approvals_in(conn, &c.id)?;
+            Ok(Some(c))
+        }
+        None => Ok(None),
+    }
+}
+
+fn approve_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    approver: &str,
+    at: &str,
+) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "INSERT OR IGNORE INTO ceremony_approvals (ceremony_id, approver, approved_at) VALUES (?1, ?2, ?3)",
+            params![id, approver, at],
+        )
+        .map_err(StoreError::sqlite("recording an approval"))?;
+    Ok(n == 1)
+}
+
+fn set_state_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    from: &str,
+    to: &str,
+    result: &str,
+) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
+            "UPDATE ceremonies SET state = ?1, result = ?2 WHERE id = ?3 AND state = ?4",
+            params![to, result, id, from],
+        )
+        .map_err(StoreError::sqlite("changing a ceremony's state"))?;
+    Ok(n == 1)
+}
+
+impl Store {
+    /// Records a new ceremony, with the opener's approval when it counts, and its audit record.
+    pub fn insert_ceremony_audited(
+        &self,
+        c: &CeremonyRow,
+        draft: &AuditDraft,
+    ) -> Result<AuditRecord, StoreError> {
+        self.write("opening a ceremony", |tx| {
+            tx.execute(
+                "INSERT INTO ceremonies (id, operation, params, opener, quorum, created_at, expires_at, state, result) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.id,
+                    c.operation,
+                    c.params,
+                    c.opener,
+                    i64::from(c.quorum),
+                    c.created_at,
+                    i64::try_from(c.expires_at).unwrap_or(i64::MAX),
+                    c.state,
+                    c.result
+                ],
+            )
+            .map_err(StoreError::sqlite("opening a ceremony"))?;
+            for (approver, at) in &c.approvals {
+                approve_in(tx, &c.id, approver, at)?;
+            }
+            append_in(tx, draft)
+        })
+    }
+
+    /// A ceremony and its approvals.
+    pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
+        let conn = self.lock()?;
+        get_in(&conn, id)
+    }
+
+    /// Every ceremony, newest first, optionally in one state.
+    pub fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError> {
+        let ids: Vec<String> = {
+            let conn = self.lock()?;
+            let mut stmt = conn
+                .prepare("SELECT id FROM ceremonies WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id")
+                .map_err(StoreError::sqlite("listing ceremonies"))?;
+            let rows = stmt
+                .query_map([state], |r| r.get(0))
+                .map_err(StoreError::sqlite("listing ceremonies"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(StoreError::sqlite("listing ceremonies"))?
+        };
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(c) = self.get_ceremony(&id)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds an approval (false when this approver had approved already) with its record.
+    pub fn approve_ceremony_audited(
+        &self,
+        id: &str,
+        approver: &str,
+        at: &str,
+        draft: &AuditDraft,
+    ) -> Result<(bool, AuditRecord), StoreError> {
+        self.write("recording an approval", |tx| {
+            let added = approve_in(tx, id, approver, at)?;
+            Ok((added, append_in(tx, draft)?))
+        })
+    }
+
+    /// Moves a ceremony from `from` to `to` (compare-and-set); false when it was not in `from`.
+    pub fn set_ceremony_state(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        result: &str,
+    ) -> Result<bool, StoreError> {
+        self.write("changing a ceremony's state", |tx| {
+            set_state_in(tx, id, from, to, result)
+        })
+    }
+
+    /// Moves a ceremony's state together with an audit record.
+    pub fn set_ceremony_state_audited(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        result: &str,
+        draft: &AuditDraft,
+    ) -> Result<(bool, AuditRecord), StoreError> {
+        self.write("changing a ceremony's state", |tx| {
+            let moved = set_state_in(tx, id, from, to, result)?;
+            Ok((moved, append_in(tx, draft)?))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str) -> CeremonyRow {
+        CeremonyRow {
+            id: id.into(),
+            operation: "generate".into(),
+            params: "{}".into(),
+            opener: "hkms://officer/national/000000/a".into(),
+            quorum: 2,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            expires_at: 10,
+            state: "open".into(),
+            result: String::new(),
+            approvals: vec![("hkms://officer/national/000000/a".into(), "t1".into())],
+        }
+    }
+
+    #[test]
+    fn approvals_count_each_approver_once_and_states_move_by_compare_and_set() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .insert_ceremony_audited(&row("c-1"), &AuditDraft::default())
+            .unwrap();
+        let (added, _) = store
+            .approve_ceremony_audited(
+                "c-1",
+                "hkms://officer/national/000000/a",
+                "t2",
+                &AuditDraft::default(),
+            )
+            .unwrap();
+        assert!(!added);
+        let (added, _) = store
+            .approve_ceremony_audited(
+                "c-1",
+                "hkms://officer/national/000000/b",
+                "t3",
+                &AuditDraft::default(),
+            )
+            .unwrap();
+        assert!(added);
+        assert_eq!(
+            store.get_ceremony("c-1").unwrap().unwrap().approvals.len(),
+            2
+        );
+        assert!(
+            store
+                .set_ceremony_state("c-1", "open", "running", "")
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_ceremony_state("c-1", "open", "running", "")
+                .unwrap()
+        );
+        assert_eq!(store.list_ceremonies(Some("running")).unwrap().len(), 1);
+        assert_eq!(store.audit_head().unwrap().unwrap().0, 3);
+    }
+}
