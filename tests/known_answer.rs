@@ -23,7 +23,7 @@ use hkms::hsm::{Lifetime, SecretKeySpec};
 use hkms::proto;
 use hkms::store::{KeyRecord, Store, now_rfc3339};
 use secrecy::SecretString;
-use support::{TestNode, USER_PIN, make_token, node_config};
+use support::{TestNode, USER_PIN, aes_kcv, make_token, node_config};
 
 fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")
@@ -49,12 +49,6 @@ fn aes_child(parent: &[u8], region: &str) -> Vec<u8> {
     let mut block = Array::from(data_block(region));
     cipher.encrypt_block(&mut block);
     block.to_vec()
-}
-
-fn aes_kcv(key: &[u8]) -> String {
-    let mut mac = <Cmac<Aes128> as KeyInit>::new_from_slice(key).expect("cmac key");
-    mac.update(&[0u8; 16]);
-    hex::encode_upper(&mac.finalize().into_bytes()[..3])
 }
 
 fn des_child(parent: &[u8], region: &str) -> Vec<u8> {

@@ -53,6 +53,9 @@ impl From<NodeError> for ServeError {
     }
 }
 
+/// How long a graceful shutdown waits for clients to close their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Opens the node and serves until `shutdown` completes. Prints `hkms: listening on ADDR` on
 /// standard output once the port is bound (port 0 picks a free one; tests read this line).
 pub async fn serve(
@@ -106,7 +109,21 @@ pub async fn serve(
 
     let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&node)));
     let sealer = tokio::spawn(seal_periodically(Arc::clone(&node)));
-    let result = tonic::transport::Server::builder()
+    // Graceful shutdown waits for open connections; a client that never lets go gets
+    // SHUTDOWN_GRACE, then the node stops anyway (its requests end in an error, none half-done).
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let grace = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(proto::key_service_server::KeyServiceServer::new(
@@ -121,8 +138,14 @@ pub async fn serve(
         .add_service(proto::audit_service_server::AuditServiceServer::new(
             audit::AuditApi::new(Arc::clone(&node)),
         ))
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), signal);
+    let result = tokio::select! {
+        r = server => r,
+        () = grace => {
+            tracing::warn!("connections still open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    };
     watcher.abort();
     reloader.abort();
     sealer.abort();

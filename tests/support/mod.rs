@@ -339,9 +339,22 @@ impl TestNode {
         }
     }
 
+    /// Kills the server with SIGKILL (a crash) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts the server again on the same folder, token and config.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Starts the server after a `stop` or `kill`.
+    pub fn start_again(&mut self) {
         let (child, addr) = spawn_server(&self.token, &self.config, self.dir.path());
         self.child = Some(child);
         self.addr = addr;
@@ -437,4 +450,23 @@ pub fn key_id_in(text: &str) -> Option<String> {
             .all(|c| c.is_ascii_hexdigit())
             .then(|| id.to_string())
     })
+}
+
+/// The KCV of an AES key computed in software (RustCrypto), independently of hkms: the first
+/// 3 bytes of AES-CMAC over 16 zero bytes, uppercase hex.
+pub fn aes_kcv(key: &[u8]) -> String {
+    use cmac::{Cmac, Mac};
+    let mut mac = <Cmac<aes::Aes128> as cipher::KeyInit>::new_from_slice(key).expect("cmac key");
+    mac.update(&[0u8; 16]);
+    hex::encode_upper(&mac.finalize().into_bytes()[..3])
+}
+
+/// Starts a national node whose config gets `extra` appended (e.g. a `[ceremonies]` section).
+pub fn start_with_extra_config(extra: &str) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let config = dir.path().join("node.toml");
+    let text = node_config("ministry", "national", "000000", &token) + extra;
+    std::fs::write(&config, text).expect("write config");
+    TestNode::start_in(dir, token, config)
 }

@@ -1,0 +1,435 @@
+//! The ceremony log end to end: an auditor exports a bundle through the API and verifies it
+//! offline; every kind of tampering is found and named; no secret is in the log; and a SIGKILL
+//! while requests are being logged loses no acknowledged request.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use hkms::proto::{self, key_service_client::KeyServiceClient};
+use support::{SO_PIN, TestNode, USER_PIN, stderr, stdout};
+use tonic::transport::Channel;
+
+const AUDITOR: &str = "hkms://auditor/national/000000/auditor-1";
+const WINDOW: &str = "hkms://window/municipal/440100/w1";
+
+fn export(node: &TestNode, out: &Path) {
+    let o = node.cli_as(
+        AUDITOR,
+        &["audit", "export", "--out", &out.display().to_string()],
+    );
+    assert!(o.status.success(), "export: {}", stderr(&o));
+}
+
+fn verify(bundle: &Path) -> (bool, String) {
+    let o = std::process::Command::new(support::hkms_bin())
+        .args(["audit", "verify", &bundle.display().to_string()])
+        .output()
+        .expect("run verify");
+    (o.status.success(), stdout(&o))
+}
+
+fn copy_bundle(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for f in [
+        "records.jsonl",
+        "checkpoints.jsonl",
+        "public-key.pem",
+        "manifest.json",
+    ] {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy");
+    }
+}
+
+fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .expect("read")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_lines(p: &Path, l: &[String]) {
+    std::fs::write(p, l.iter().map(|x| format!("{x}\n")).collect::<String>()).expect("write");
+}
+
+/// A node with some history: a ceremony, derivations, a denial.
+async fn busy_node() -> (TestNode, proto::Key) {
+    let node = TestNode::start("national", "000000");
+    let root = node.generate("card-master").await;
+    let mut c = node.client().await;
+    for region in ["440000", "450000", "110000"] {
+        c.derive_sub_key(proto::DeriveSubKeyRequest {
+            parent_id: root.id.clone(),
+            region: region.into(),
+        })
+        .await
+        .expect("derive");
+    }
+    let mut window = node.client_as(WINDOW).await;
+    let _ = window
+        .generate_key(proto::GenerateKeyRequest {
+            key_type: "card-master".into(),
+        })
+        .await;
+    (node, root)
+}
+
+#[tokio::test]
+async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_ceremony() {
+    let (node, root) = busy_node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // Only auditors read the log.
+    let o = node.cli(&[
+        "audit",
+        "export",
+        "--out",
+        &dir.path().join("x").display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("PermissionDenied"), "{}", stderr(&o));
+
+    let bundle = dir.path().join("bundle");
+    export(&node, &bundle);
+    let (ok, out) = verify(&bundle);
+    assert!(ok, "{out}");
+    assert!(out.starts_with("OK: records 1.."), "{out}");
+
+    // Pinning the node's published fingerprint.
+    let key = node.cli_as(
+        AUDITOR,
+        &[
+            "audit",
+            "export",
+            "--out",
+            &dir.path().join("b2").display().to_string(),
+        ],
+    );
+    assert!(key.status.success());
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(bundle.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let fp = manifest["key_fingerprint"].as_str().expect("fingerprint");
+    let o = std::process::Command::new(support::hkms_bin())
+        .args([
+            "audit",
+            "verify",
+            &bundle.display().to_string(),
+            "--expect-fingerprint",
+            fp,
+        ])
+        .output()
+        .expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+
+    // Every request is there, allowed or denied, with its decision and the policy's hash.
+    let records: Vec<serde_json::Value> = lines(&bundle.join("records.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    let denied = records
+        .iter()
+        .find(|r| r["actor"] == WINDOW && r["rpc"] == "GenerateKey")
+        .expect("the window's denied request is recorded");
+    assert_eq!(denied["result"]["code"], "PERMISSION_DENIED");
+    assert_eq!(denied["decision"]["allowed"], false);
+    assert_eq!(denied["policy_sha256"].as_str().map(str::len), Some(64));
+    let made = records
+        .iter()
+        .find(|r| r["rpc"] == "ExecuteCeremony")
+        .expect("the ceremony's execution is recorded");
+    assert_eq!(made["key_ids"][0], root.id.as_str());
+    assert_eq!(made["kcvs"][0]["kcv"], root.kcv.as_str());
+
+    // The report names the ceremony's officers and the key's KCV.
+    let o = std::process::Command::new(support::hkms_bin())
+        .args(["audit", "report", &bundle.display().to_string()])
+        .output()
+        .expect("report");
+    let report = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        report.contains(&node.officer) && report.contains(&node.second_officer()),
+        "{report}"
+    );
+    assert!(report.contains(&root.kcv), "{report}");
+
+    // No PIN and no key value anywhere in the bundle, the registry or the log lines.
+    let mut hay = Vec::new();
+    for f in ["records.jsonl", "checkpoints.jsonl", "manifest.json"] {
+        hay.push(std::fs::read(bundle.join(f)).expect("read"));
+    }
+    hay.push(node.log().into_bytes());
+    for f in ["registry.sqlite", "registry.sqlite-wal"] {
+        if let Ok(b) = std::fs::read(node.dir.path().join("data").join(f)) {
+            hay.push(b);
+        }
+    }
+    for secret in [USER_PIN, SO_PIN] {
+        for h in &hay {
+            assert!(
+                !h.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "a PIN leaked"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_found_and_named() {
+    let (node, _) = busy_node().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clean = dir.path().join("clean");
+    export(&node, &clean);
+    assert!(verify(&clean).0);
+    let records = lines(&clean.join("records.jsonl"));
+    let n = records.len();
+    assert!(n >= 8, "{n} records");
+
+    let case = |name: &str, edit: &dyn Fn(&Path)| -> String {
+        let b: PathBuf = dir.path().join(name);
+        copy_bundle(&clean, &b);
+        edit(&b);
+        let (ok, out) = verify(&b);
+        assert!(!ok, "{name}: tampering not found: {out}");
+        out
+    };
+    let recs = |b: &Path| b.join("records.jsonl");
+
+    let out = case("changed", &|b| {
+        let mut l = lines(&recs(b));
+        l[2] = l[2].replacen("\"rpc\":\"", "\"rpc\":\"X", 1);
+        write_lines(&recs(b), &l);
+    });
+    assert!(
+        out.contains("record 4 (records.jsonl line 4)") && out.contains("record 3"),
+        "{out}"
+    );
+
+    let out = case("deleted", &|b| {
+        let mut l = lines(&recs(b));
+        l.remove(2);
+        write_lines(&recs(b), &l);
+    });
+    assert!(out.contains("record 3 is missing"), "{out}");
+
+    let out = case("inserted", &|b| {
+        let mut l = lines(&recs(b));
+        let copy = l[2].clone();
+        l.insert(3, copy);
+        write_lines(&recs(b), &l);
+    });
+    assert!(out.contains("records.jsonl line 4"), "{out}");
+
+    let out = case("swapped", &|b| {
+        let mut l = lines(&recs(b));
+        l.swap(3, 4);
+        write_lines(&recs(b), &l);
+    });
+    assert!(
+        out.contains("records.jsonl line 4") && out.contains("record 5"),
+        "{out}"
+    );
+
+    let out = case("truncated", &|b| {
+        let mut l = lines(&recs(b));
+        l.truncate(n - 2);
+        write_lines(&recs(b), &l);
+    });
+    assert!(out.contains("truncated tail"), "{out}");
+
+    let out = case("forged-signature", &|b| {
+        let p = b.join("checkpoints.jsonl");
+        let mut l = lines(&p);
+        let last = l.len() - 1;
+        let mut cp: serde_json::Value = serde_json::from_str(&l[last]).expect("checkpoint");
+        let sig = cp["signature"].as_str().expect("sig").to_string();
+        let flipped = if sig.ends_with('0') { "1" } else { "0" };
+        cp["signature"] = serde_json::Value::String(format!("{}{flipped}", &sig[..sig.len() - 1]));
+        l[last] = cp.to_string();
+        write_lines(&p, &l);
+    });
+    assert!(
+        out.contains("checkpoint") && out.contains("does not verify"),
+        "{out}"
+    );
+
+    let out = case("other-key", &|b| {
+        use ring::rand::SystemRandom;
+        use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+        let rng = SystemRandom::new();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("key");
+        let other = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("key");
+        let p = b.join("checkpoints.jsonl");
+        let mut l = lines(&p);
+        let last = l.len() - 1;
+        let cp: hkms::audit::Checkpoint = serde_json::from_str(&l[last]).expect("checkpoint");
+        let sig = other
+            .sign(&rng, cp.signed_message().as_bytes())
+            .expect("sign");
+        let forged = hkms::audit::Checkpoint {
+            signature: hex::encode(sig.as_ref()),
+            ..cp
+        };
+        l[last] = serde_json::to_string(&forged).expect("json");
+        write_lines(&p, &l);
+    });
+    assert!(out.contains("does not verify"), "{out}");
+}
+
+async fn derive_until_killed(
+    channel: Channel,
+    parent: String,
+    regions: Vec<&'static str>,
+) -> Vec<String> {
+    let mut c = KeyServiceClient::new(channel);
+    let mut acknowledged = Vec::new();
+    for region in regions {
+        match c
+            .derive_sub_key(proto::DeriveSubKeyRequest {
+                parent_id: parent.clone(),
+                region: region.into(),
+            })
+            .await
+        {
+            Ok(r) => acknowledged.push(r.into_inner().key.expect("key").id),
+            Err(_) => break,
+        }
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_while_logging_loses_no_acknowledged_request() {
+    let mut node = TestNode::start("national", "000000");
+    let root = node.generate("card-master").await;
+    let provinces = [
+        "110000", "120000", "130000", "140000", "150000", "210000", "220000", "230000", "310000",
+        "320000", "330000", "340000", "350000", "360000", "370000", "410000", "420000", "430000",
+        "440000", "450000", "460000", "500000", "510000", "520000", "530000", "540000", "610000",
+        "620000", "630000", "640000", "650000", "710000", "810000", "820000",
+    ];
+    // Two clients derive concurrently; the server is killed while they run.
+    let a = tokio::spawn(derive_until_killed(
+        node.channel().await,
+        root.id.clone(),
+        provinces[..17].to_vec(),
+    ));
+    let b = tokio::spawn(derive_until_killed(
+        node.channel().await,
+        root.id.clone(),
+        provinces[17..].to_vec(),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    node.kill();
+    let mut acknowledged = a.await.expect("client a");
+    acknowledged.extend(b.await.expect("client b"));
+    eprintln!(
+        "{} of {} derivations were acknowledged before the kill",
+        acknowledged.len(),
+        provinces.len()
+    );
+
+    node.start_again();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = dir.path().join("after-crash");
+    export(&node, &bundle);
+    let (ok, out) = verify(&bundle);
+    assert!(ok, "the chain does not verify after a crash: {out}");
+    let logged: Vec<serde_json::Value> = lines(&bundle.join("records.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect();
+    for id in &acknowledged {
+        assert!(
+            logged.iter().any(|r| r["result"]["ok"] == true
+                && r["key_ids"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|x| x == id.as_str()))),
+            "acknowledged key {id} is missing from the log"
+        );
+    }
+    // Every acknowledged key is registered; token and registry agree (or the orphan check
+    // reports the key a crash cut between the HSM and the registry).
+    let mut c = node.client().await;
+    for id in &acknowledged {
+        c.get_key(proto::GetKeyRequest { id: id.clone() })
+            .await
+            .expect("acknowledged key is registered");
+    }
+    let o = node.cli(&["keys", "orphans"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains(" 0 missing") || text.contains("0 orphans, 0 missing"),
+        "{text}"
+    );
+}
+
+async fn checkpoints(node: &TestNode) -> Vec<hkms::audit::Checkpoint> {
+    hkms::proto::audit_service_client::AuditServiceClient::new(node.channel_as(AUDITOR).await)
+        .get_checkpoints(proto::GetCheckpointsRequest { seal: false })
+        .await
+        .expect("checkpoints")
+        .into_inner()
+        .checkpoints
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("checkpoint"))
+        .collect()
+}
+
+#[tokio::test]
+async fn checkpoints_come_every_n_records_and_at_shutdown_and_records_filter() {
+    let mut node = support::start_with_extra_config(
+        "\n[audit]\ncheckpoint_every = 5\ncheckpoint_interval_secs = 3600\n",
+    );
+    let mut c = node.client().await;
+    for _ in 0..12 {
+        c.list_keys(proto::ListKeysRequest::default())
+            .await
+            .expect("list");
+    }
+    let seqs: Vec<u64> = checkpoints(&node).await.iter().map(|c| c.seq).collect();
+    assert_eq!(&seqs[..2], &[5, 10], "{seqs:?}");
+
+    // A graceful stop seals everything acknowledged.
+    node.stop();
+    let store = hkms::store::Store::open(&node.database()).expect("store");
+    let (last, _) = store.audit_head().expect("head").expect("records");
+    assert_eq!(
+        store
+            .checkpoints()
+            .expect("checkpoints")
+            .last()
+            .map(|c| c.seq),
+        Some(last)
+    );
+    drop(store);
+
+    // Records can be filtered by actor and operation.
+    node.start_again();
+    let _ = node
+        .client_as(WINDOW)
+        .await
+        .list_keys(proto::ListKeysRequest::default())
+        .await;
+    let mut a =
+        hkms::proto::audit_service_client::AuditServiceClient::new(node.channel_as(AUDITOR).await);
+    let mut stream = a
+        .stream_records(proto::StreamRecordsRequest {
+            actor: WINDOW.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(r) = tokio_stream::StreamExt::next(&mut stream).await {
+        got.push(r.expect("record").line);
+    }
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("\"rpc\":\"ListKeys\""), "{}", got[0]);
+}

@@ -1,0 +1,256 @@
+//! Ceremonies under dual control, end to end: 2-of-3 national key generation, approvals that
+//! survive a restart, expiry, and key entry by components.
+
+mod support;
+
+use hkms::proto::{self, ceremony_service_client::CeremonyServiceClient};
+use support::{TestNode, aes_kcv, key_id_in, start_with_extra_config};
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn ceremonies(node: &TestNode, who: &str) -> CeremonyServiceClient<Channel> {
+    CeremonyServiceClient::new(node.channel_as(who).await)
+}
+
+async fn open(node: &TestNode, params: &[(&str, &str)]) -> proto::CeremonyInfo {
+    ceremonies(node, &node.officer.clone())
+        .await
+        .open_ceremony(proto::OpenCeremonyRequest {
+            operation: "generate".into(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .await
+        .expect("open")
+        .into_inner()
+}
+
+async fn approve(
+    node: &TestNode,
+    who: &str,
+    id: &str,
+) -> Result<proto::CeremonyInfo, tonic::Status> {
+    ceremonies(node, who)
+        .await
+        .approve_ceremony(proto::CeremonyId { id: id.into() })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn key_count(node: &TestNode) -> usize {
+    node.client()
+        .await
+        .list_keys(proto::ListKeysRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .keys
+        .len()
+}
+
+fn third_officer(node: &TestNode) -> String {
+    node.officer.replace("/test-officer", "/third-officer")
+}
+
+#[tokio::test]
+async fn a_national_key_needs_two_distinct_officers_of_three() {
+    let node = TestNode::start("national", "000000");
+    let opened = open(&node, &[("key_type", "card-master")]).await;
+    assert_eq!(
+        (opened.state.as_str(), opened.quorum, opened.approvals.len()),
+        ("open", 2, 1)
+    );
+
+    // One approval is not enough: nothing is generated.
+    assert_eq!(key_count(&node).await, 0);
+    // The same officer approving again does not count.
+    let err = approve(&node, &node.officer, &opened.id)
+        .await
+        .expect_err("twice");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(
+        err.message().contains("still needs 1 more"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(key_count(&node).await, 0);
+    // Someone who may not approve does not count either.
+    let err = approve(&node, "hkms://window/municipal/440100/w1", &opened.id)
+        .await
+        .expect_err("window");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // The second officer completes the quorum: the key is made at once.
+    let done = approve(&node, &node.second_officer(), &opened.id)
+        .await
+        .expect("second officer");
+    assert_eq!(done.state, "done", "{}", done.result);
+    assert_eq!(done.approvals.len(), 2);
+    let id = key_id_in(&done.result).expect("key id");
+    let key = node
+        .client()
+        .await
+        .get_key(proto::GetKeyRequest { id })
+        .await
+        .expect("get")
+        .into_inner()
+        .key
+        .expect("key");
+    assert!(done.result.contains(&key.kcv), "{}", done.result);
+    assert_eq!(key_count(&node).await, 1);
+
+    // A third approval after it ran changes nothing.
+    let err = approve(&node, &third_officer(&node), &opened.id)
+        .await
+        .expect_err("after done");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(key_count(&node).await, 1);
+}
+
+#[tokio::test]
+async fn approvals_survive_a_restart() {
+    let mut node = TestNode::start("national", "000000");
+    let opened = open(&node, &[("key_type", "pin-unblock")]).await;
+    node.restart();
+    let status = ceremonies(&node, &node.officer.clone())
+        .await
+        .get_ceremony(proto::CeremonyId {
+            id: opened.id.clone(),
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!((status.state.as_str(), status.approvals.len()), ("open", 1));
+    let done = approve(&node, &node.second_officer(), &opened.id)
+        .await
+        .expect("approve after restart");
+    assert_eq!(done.state, "done", "{}", done.result);
+    assert_eq!(key_count(&node).await, 1);
+}
+
+#[tokio::test]
+async fn an_expired_ceremony_cannot_run_and_a_cancelled_one_neither() {
+    let node = start_with_extra_config("\n[ceremonies]\nttl_secs = 1\n");
+    let opened = open(&node, &[("key_type", "card-master")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let err = approve(&node, &node.second_officer(), &opened.id)
+        .await
+        .expect_err("expired");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("expired"), "{}", err.message());
+    let status = ceremonies(&node, &node.officer.clone())
+        .await
+        .get_ceremony(proto::CeremonyId { id: opened.id })
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.state, "expired");
+    assert_eq!(key_count(&node).await, 0);
+
+    let node = TestNode::start("national", "000000");
+    let opened = open(&node, &[("key_type", "card-master")]).await;
+    let cancelled = ceremonies(&node, &node.second_officer())
+        .await
+        .cancel_ceremony(proto::CeremonyId {
+            id: opened.id.clone(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner();
+    assert_eq!(cancelled.state, "cancelled");
+    let err = approve(&node, &third_officer(&node), &opened.id)
+        .await
+        .expect_err("cancelled");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(key_count(&node).await, 0);
+}
+
+#[tokio::test]
+async fn a_key_entered_by_two_custodians_has_the_kcv_of_their_combined_components() {
+    let node = TestNode::start("national", "000000");
+    let c1 = hex::decode("0F1E2D3C4B5A69788796A5B4C3D2E1F0").expect("hex");
+    let c2 = hex::decode("00112233445566778899AABBCCDDEEFF").expect("hex");
+    let combined: Vec<u8> = c1.iter().zip(&c2).map(|(a, b)| a ^ b).collect();
+    let opened = open(&node, &[("key_type", "card-master"), ("components", "2")]).await;
+    assert!(
+        opened.approvals.is_empty(),
+        "custodians count by entering components"
+    );
+
+    let enter = |who: String, part: Vec<u8>, kcv: String| {
+        let node = &node;
+        let id = opened.id.clone();
+        async move {
+            ceremonies(node, &who)
+                .await
+                .enter_component(proto::EnterComponentRequest {
+                    id,
+                    component: part,
+                    kcv,
+                })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    // A component whose KCV does not match the custodian's sheet is refused.
+    let err = enter(node.officer.clone(), c1.clone(), "000000".into())
+        .await
+        .expect_err("bad kcv");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("re-check the component"),
+        "{}",
+        err.message()
+    );
+    // A component of the wrong length too.
+    let err = enter(node.officer.clone(), c1[..8].to_vec(), aes_kcv(&c1))
+        .await
+        .expect_err("short");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let first = enter(node.officer.clone(), c1.clone(), aes_kcv(&c1))
+        .await
+        .expect("first component");
+    assert_eq!(
+        (first.state.as_str(), first.components_entered),
+        ("open", 1)
+    );
+    let err = enter(node.officer.clone(), c2.clone(), aes_kcv(&c2))
+        .await
+        .expect_err("same custodian");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let done = enter(node.second_officer(), c2.clone(), aes_kcv(&c2))
+        .await
+        .expect("second component");
+    assert_eq!(done.state, "done", "{}", done.result);
+    assert!(
+        done.result.contains(&aes_kcv(&combined)),
+        "{} vs {}",
+        done.result,
+        aes_kcv(&combined)
+    );
+
+    // No component reaches the registry, the log or the server's log lines.
+    let mut haystacks = vec![node.log().into_bytes()];
+    for name in ["registry.sqlite", "registry.sqlite-wal"] {
+        if let Ok(b) = std::fs::read(node.dir.path().join("data").join(name)) {
+            haystacks.push(b);
+        }
+    }
+    for secret in [&c1, &c2, &combined] {
+        for needle in [
+            secret.to_vec(),
+            hex::encode(secret).into_bytes(),
+            hex::encode_upper(secret).into_bytes(),
+        ] {
+            for hay in &haystacks {
+                assert!(
+                    !hay.windows(needle.len()).any(|w| w == needle.as_slice()),
+                    "a component leaked"
+                );
+            }
+        }
+    }
+}
