@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hkms/v1/policy.proto",
         "proto/hkms/v1/ceremony.proto",
         "proto/hkms/v1/audit.proto",
+        "proto/hkms/v1/card.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

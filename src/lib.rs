@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod card;
 pub mod cli;
 pub mod config;
 pub mod hierarchy;

@@ -9,46 +9,16 @@
 
 mod support;
 
-use aes::Aes128;
 use cipher::{Array, BlockCipherEncrypt, KeyInit};
 use cmac::{Cmac, Mac};
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::object::Attribute;
-use cryptoki::session::UserType;
 use des::TdesEde2;
-use hkms::hierarchy::{
-    Algorithm, Kcv, KcvMethod, KeyId, KeyState, KeyTypeName, Region, Tier, Usage,
-};
-use hkms::hsm::{Lifetime, SecretKeySpec};
+use hkms::hierarchy::{Algorithm, Kcv, KcvMethod};
 use hkms::proto;
-use hkms::store::{KeyRecord, Store, now_rfc3339};
-use secrecy::SecretString;
-use support::{TestNode, USER_PIN, aes_kcv, make_token, node_config};
+use hkms::store::Store;
+use support::{TestNode, aes_child, aes_kcv, data_block, make_token, node_config};
 
 fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")
-}
-
-/// The factor data block D || ~D for a region code, computed here without hkms.
-fn data_block(region: &str) -> [u8; 16] {
-    let digits: Vec<u8> = region.bytes().map(|b| b - b'0').collect();
-    let mut d = [0u8; 8];
-    for i in 0..3 {
-        d[5 + i] = (digits[2 * i] << 4) | digits[2 * i + 1];
-    }
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&d);
-    for i in 0..8 {
-        out[8 + i] = !d[i];
-    }
-    out
-}
-
-fn aes_child(parent: &[u8], region: &str) -> Vec<u8> {
-    let cipher = Aes128::new_from_slice(parent).expect("aes key");
-    let mut block = Array::from(data_block(region));
-    cipher.encrypt_block(&mut block);
-    block.to_vec()
 }
 
 fn des_child(parent: &[u8], region: &str) -> Vec<u8> {
@@ -67,62 +37,6 @@ fn des_kcv(key: &[u8]) -> String {
     let mut mac = <Cmac<TdesEde2> as KeyInit>::new_from_slice(key).expect("cmac key");
     mac.update(&[0u8; 8]);
     hex::encode_upper(&mac.finalize().into_bytes()[..3])
-}
-
-/// Creates a known key on the token with hkms's own template (so it follows DESIGN.md §2) and
-/// registers it, as a key carried over from an older system would be.
-fn plant(
-    pkcs11: &Pkcs11,
-    store: &Store,
-    key_type: &str,
-    algorithm: Algorithm,
-    value: &[u8],
-    kcv: Kcv,
-) -> KeyId {
-    let slot = pkcs11
-        .get_slots_with_token()
-        .expect("slots")
-        .into_iter()
-        .find(|s| {
-            pkcs11
-                .get_token_info(*s)
-                .map(|i| i.label().trim_end() == "hkms-test")
-                .unwrap_or(false)
-        })
-        .expect("test token");
-    let session = pkcs11.open_rw_session(slot).expect("session");
-    let _ = session.login(UserType::User, Some(&SecretString::from(USER_PIN)));
-    let id = KeyId::new_random();
-    let mut template = hkms::hsm::templates::secret_key_template(&SecretKeySpec {
-        algorithm,
-        usage: Usage::Derive,
-        exportable: false,
-        label: id.ck_label(),
-        id: id.ck_id(),
-        lifetime: Lifetime::Token,
-    });
-    template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
-    template.push(Attribute::Value(value.to_vec()));
-    session.create_object(&template).expect("create known key");
-    let now = now_rfc3339();
-    store
-        .insert_key(&KeyRecord {
-            ck_label: id.ck_label(),
-            id: id.clone(),
-            key_type: KeyTypeName::parse(key_type).expect("type"),
-            algorithm,
-            tier: Tier::National,
-            region: Region::NATIONAL,
-            parent_id: None,
-            factor: None,
-            kcv,
-            version: 1,
-            state: KeyState::Active,
-            created_at: now.clone(),
-            updated_at: now,
-        })
-        .expect("register known key");
-    id
 }
 
 async fn derive(node: &TestNode, parent: &str, region: &str) -> proto::Key {
@@ -167,19 +81,19 @@ async fn derived_kcvs_equal_the_software_computation() {
         node_config("ministry", "national", "000000", &token),
     )
     .expect("config");
-    // SAFETY: the only test in this binary; no other thread reads the environment yet.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", &token.conf) };
     let (aes_id, des_id) = {
-        let pkcs11 = Pkcs11::new(&token.module).expect("module");
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .expect("init");
+        let pkcs11 = support::init_pkcs11(&token);
         let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+        let at = support::PlantSpot {
+            pkcs11: &pkcs11,
+            token: "hkms-test",
+            store: &store,
+            region: "000000",
+        };
         let aes_kcv_bytes: [u8; 3] = unhex(&aes_kcv(&root)).try_into().expect("3");
         let des_kcv_bytes: [u8; 3] = unhex(&des_kcv(&des_root)).try_into().expect("3");
-        let a = plant(
-            &pkcs11,
-            &store,
+        let a = support::plant(
+            &at,
             "card-master",
             Algorithm::Aes128,
             &root,
@@ -188,9 +102,8 @@ async fn derived_kcvs_equal_the_software_computation() {
                 method: KcvMethod::AesCmac,
             },
         );
-        let d = plant(
-            &pkcs11,
-            &store,
+        let d = support::plant(
+            &at,
             "legacy-card-master",
             Algorithm::Des2,
             &des_root,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod card;
 mod ceremony;
 mod client;
 mod keys;
@@ -38,6 +39,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Card services at a service window: unblock or reset a card's PIN.
+    Card {
+        #[command(subcommand)]
+        command: card::CardCommand,
     },
     /// Ceremonies under dual control: open, approve, enter components, cancel, list.
     Ceremony {
@@ -85,6 +91,7 @@ pub fn main() -> ExitCode {
             Command::Keys { command } => command.run().await,
             Command::Policy { command } => command.run().await,
             Command::Ceremony { command } => command.run().await,
+            Command::Card { command } => command.run().await,
             Command::Audit { command } => command.run().await,
             Command::Pki { command } => command.run(),
             Command::Token { command } => command.run(),

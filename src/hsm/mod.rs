@@ -4,6 +4,7 @@
 
 pub mod attribute_audit;
 pub mod capabilities;
+mod card;
 mod error;
 pub mod locator;
 pub mod mechanisms;

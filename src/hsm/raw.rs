@@ -164,6 +164,61 @@ impl RawModule {
         Ok(Some(value))
     }
 
+    /// `C_EncryptInit` + `C_Encrypt` with AES-ECB (no IV) or AES-CBC (with `iv`), no padding:
+    /// the caller pads. Used with transient card keys only.
+    pub(crate) fn encrypt(
+        &self,
+        session: CK_SESSION_HANDLE,
+        key: CK_OBJECT_HANDLE,
+        iv: Option<&[u8; 16]>,
+        data: &[u8],
+    ) -> Result<Vec<u8>, HsmError> {
+        let f = self.functions();
+        let (Some(init), Some(encrypt)) = (f.C_EncryptInit, f.C_Encrypt) else {
+            return Err(HsmError::Unsupported {
+                what: "C_Encrypt".into(),
+            });
+        };
+        let mut iv_copy = iv.copied();
+        let mut mech = match iv_copy.as_mut() {
+            Some(iv) => CK_MECHANISM {
+                mechanism: cryptoki_sys::CKM_AES_CBC,
+                pParameter: iv.as_mut_ptr().cast(),
+                ulParameterLen: 16,
+            },
+            None => CK_MECHANISM {
+                mechanism: cryptoki_sys::CKM_AES_ECB,
+                pParameter: std::ptr::null_mut(),
+                ulParameterLen: 0,
+            },
+        };
+        // SAFETY: the mechanism and its IV outlive the call.
+        let rv = unsafe { init(session, &mut mech, key) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_EncryptInit", rv));
+        }
+        let mut input = data.to_vec();
+        let mut out = vec![0u8; data.len() + 16];
+        let mut len = out.len() as CK_ULONG;
+        // SAFETY: `input` and `out` outlive the call; `len` is `out`'s room, enough for an
+        // unpadded block cipher output.
+        let rv = unsafe {
+            encrypt(
+                session,
+                input.as_mut_ptr(),
+                input.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        zeroize::Zeroize::zeroize(&mut input);
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_Encrypt", rv));
+        }
+        out.truncate(len as usize);
+        Ok(out)
+    }
+
     /// `C_DestroyObject`.
     pub(crate) fn destroy_object(
         &self,

@@ -67,6 +67,31 @@ pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
     attrs
 }
 
+/// The template of a transient card key: derived from a city's `pin-unblock` or `pin-reload`
+/// key with the card's serial, a session object that can only encrypt (AES-ECB for the PIN
+/// block, AES-CBC for the command MAC), never be read, and is destroyed right after use.
+pub fn card_key_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(16.into()),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::WrapWithTrusted(true),
+        Attribute::Derive(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        allowed_mechanisms_attribute(&[cryptoki_sys::CKM_AES_ECB, cryptoki_sys::CKM_AES_CBC]),
+    ]
+}
+
 /// DER of the named curve P-256 (secp256r1, OID 1.2.840.10045.3.1.7) for `CKA_EC_PARAMS`.
 pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 

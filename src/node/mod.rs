@@ -3,6 +3,7 @@
 //! on blocking threads.
 
 mod audit;
+mod card;
 mod ceremony;
 mod error;
 mod keys;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use audit::{SIGNING_LABEL, Signing};
+pub use card::{CardAnswer, CardRequest};
 pub use ceremony::{Ceremony, CeremonyState};
 pub use error::{ErrorClass, NodeError};
 pub use orphans::OrphanReport;
@@ -43,6 +45,8 @@ pub struct Node {
     checkpoint_every: u64,
     checkpoint_interval: Duration,
     ceremony_ttl: Duration,
+    /// Salt of the ID-number hashes in card service records.
+    id_salt: [u8; 32],
     /// Key components entered so far, per ceremony: only in memory, zeroized on drop.
     components: ceremony::PendingComponents,
 }
@@ -57,6 +61,7 @@ impl Node {
         let hsm = Hsm::open(&config.hsm)?;
         let signing = Signing::load(&hsm)?;
         let sealed = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
+        let id_salt = card::load_salt(&config.data_dir)?;
         Ok(Node {
             name: config.name.clone(),
             tier: config.tier,
@@ -72,6 +77,7 @@ impl Node {
             checkpoint_interval: config.checkpoint_interval,
             ceremony_ttl: config.ceremony_ttl,
             components: ceremony::PendingComponents::default(),
+            id_salt,
         })
     }
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 pub use engine::Decision;
 pub use identity::{IDENTITY_SCHEME, Identity, Role};
 pub use operation::Operation;
-pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, Quorum, Rule};
+pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, PinRules, Quorum, Rule};
 pub use scope::RegionScope;
 
 use crate::hierarchy::{HierarchyError, KeyTypeCatalogue, Region};
@@ -72,6 +72,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Dual-control requirements.
     pub quorums: Vec<Quorum>,
+    /// Card PIN rules.
+    pub pins: PinRules,
     /// SHA-256 of the file's bytes, hex: tells auditors which policy decided.
     pub sha256: String,
     /// Where it was loaded from.
@@ -85,10 +87,12 @@ impl Policy {
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         let catalogue = KeyTypeCatalogue::from_toml_str(text, origin)?;
         let (rules, quorums) = rules::parse(text, origin, &catalogue)?;
+        let pins = rules::parse_pins(text, origin)?;
         Ok(Policy {
             catalogue,
             rules,
             quorums,
+            pins,
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
             origin: origin.to_string(),
             text: text.to_string(),

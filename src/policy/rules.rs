@@ -93,6 +93,58 @@ struct RawPolicy {
     rules: Vec<Spanned<RawRule>>,
     #[serde(default)]
     ceremonies: BTreeMap<Spanned<String>, RawCeremony>,
+    /// Read by [`parse_pins`].
+    #[allow(dead_code)]
+    card_pins: Option<toml::Value>,
+}
+
+/// Card PIN rules of the policy (`[card_pins]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinRules {
+    /// Fewest digits.
+    pub min_length: usize,
+    /// Most digits (at most 12: the PIN block's room).
+    pub max_length: usize,
+}
+
+impl Default for PinRules {
+    fn default() -> Self {
+        PinRules {
+            min_length: 6,
+            max_length: 12,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PinsOnly {
+    card_pins: Option<Spanned<PinRules>>,
+}
+
+/// The `[card_pins]` section (defaults 6 to 12 digits).
+pub fn parse_pins(text: &str, origin: &str) -> Result<PinRules, PolicyError> {
+    let raw: PinsOnly = toml::from_str(text).map_err(|e| PolicyError {
+        origin: origin.into(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        message: e.message().trim_end().to_string(),
+    })?;
+    let Some(p) = raw.card_pins else {
+        return Ok(PinRules::default());
+    };
+    let line = line_of(text, p.span().start);
+    let p = p.into_inner();
+    if p.min_length < 4 || p.min_length > p.max_length || p.max_length > 12 {
+        return Err(PolicyError {
+            origin: origin.into(),
+            line: Some(line),
+            message: format!(
+                "[card_pins] {}..{} digits is not usable: need 4 <= min_length <= max_length <= 12",
+                p.min_length, p.max_length
+            ),
+        });
+    }
+    Ok(p)
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! (so `grpcurl` works without the .proto files).
 
 pub mod audit;
+pub mod card;
 pub mod ceremony;
 pub mod health;
 pub mod identity;
@@ -137,6 +138,9 @@ pub async fn serve(
         ))
         .add_service(proto::audit_service_server::AuditServiceServer::new(
             audit::AuditApi::new(Arc::clone(&node)),
+        ))
+        .add_service(proto::card_service_server::CardServiceServer::new(
+            card::CardApi::new(Arc::clone(&node)),
         ))
         .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), signal);
     let result = tokio::select! {

@@ -470,3 +470,127 @@ pub fn start_with_extra_config(extra: &str) -> TestNode {
     std::fs::write(&config, text).expect("write config");
     TestNode::start_in(dir, token, config)
 }
+
+/// Where a planted key goes.
+pub struct PlantSpot<'a> {
+    /// The initialised PKCS#11 module of this test process.
+    pub pkcs11: &'a cryptoki::context::Pkcs11,
+    /// The token's label.
+    pub token: &'a str,
+    /// The node's registry.
+    pub store: &'a hkms::store::Store,
+    /// The key's region (its tier follows).
+    pub region: &'a str,
+}
+
+/// Creates a known key on a token with hkms's own template (so it follows DESIGN.md §2) and
+/// registers it, as a key carried over from an older system would be. The test process must
+/// point SOFTHSM2_CONF at the token first.
+pub fn plant(
+    at: &PlantSpot<'_>,
+    key_type: &str,
+    algorithm: hkms::hierarchy::Algorithm,
+    value: &[u8],
+    kcv: hkms::hierarchy::Kcv,
+) -> hkms::hierarchy::KeyId {
+    use cryptoki::object::Attribute;
+    use hkms::hierarchy::{KeyId, KeyState, KeyTypeName, Region, Usage};
+    use hkms::hsm::{Lifetime, SecretKeySpec};
+    let slot = at
+        .pkcs11
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|s| {
+            at.pkcs11
+                .get_token_info(*s)
+                .map(|i| i.label().trim_end() == at.token)
+                .unwrap_or(false)
+        })
+        .expect("test token");
+    let session = at.pkcs11.open_rw_session(slot).expect("session");
+    let _ = session.login(
+        cryptoki::session::UserType::User,
+        Some(&secrecy::SecretString::from(USER_PIN)),
+    );
+    let id = KeyId::new_random();
+    let mut template = hkms::hsm::templates::secret_key_template(&SecretKeySpec {
+        algorithm,
+        usage: Usage::Derive,
+        exportable: false,
+        label: id.ck_label(),
+        id: id.ck_id(),
+        lifetime: Lifetime::Token,
+    });
+    template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
+    template.push(Attribute::Value(value.to_vec()));
+    session.create_object(&template).expect("create known key");
+    let region = Region::parse(at.region).expect("region");
+    let now = hkms::store::now_rfc3339();
+    at.store
+        .insert_key(&hkms::store::KeyRecord {
+            ck_label: id.ck_label(),
+            id: id.clone(),
+            key_type: KeyTypeName::parse(key_type).expect("type"),
+            algorithm,
+            tier: region.tier(),
+            region,
+            parent_id: None,
+            factor: None,
+            kcv,
+            version: 1,
+            state: KeyState::Active,
+            created_at: now.clone(),
+            updated_at: now,
+        })
+        .expect("register known key");
+    id
+}
+
+/// Loads and initialises the PKCS#11 module in this test process for the token folder of
+/// `token`. Only for test binaries that hold a single test (SOFTHSM2_CONF is process-wide).
+pub fn init_pkcs11(token: &Token) -> cryptoki::context::Pkcs11 {
+    // SAFETY: called by the only test of its binary, before any other thread reads the env.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", &token.conf) };
+    let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
+    pkcs11
+        .initialize(cryptoki::context::CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ))
+        .expect("init");
+    pkcs11
+}
+
+/// The factor data block D || ~D of a region code, computed here without hkms (DESIGN.md §2).
+pub fn data_block(region: &str) -> [u8; 16] {
+    let digits: Vec<u8> = region.bytes().map(|b| b - b'0').collect();
+    let mut d = [0u8; 8];
+    for i in 0..3 {
+        d[5 + i] = (digits[2 * i] << 4) | digits[2 * i + 1];
+    }
+    factor_block(d)
+}
+
+/// D || ~D for an 8-byte factor.
+pub fn factor_block(d: [u8; 8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&d);
+    for i in 0..8 {
+        out[8 + i] = !d[i];
+    }
+    out
+}
+
+/// AES-ECB of one block in software.
+pub fn aes_ecb(key: &[u8], block: [u8; 16]) -> [u8; 16] {
+    use cipher::{BlockCipherEncrypt, KeyInit};
+    let cipher = aes::Aes128::new_from_slice(key).expect("aes key");
+    let mut b = cipher::Array::from(block);
+    cipher.encrypt_block(&mut b);
+    b.into()
+}
+
+/// The AES-family child of `parent` for a region, in software.
+pub fn aes_child(parent: &[u8], region: &str) -> Vec<u8> {
+    aes_ecb(parent, data_block(region)).to_vec()
+}

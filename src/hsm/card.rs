@@ -1,0 +1,62 @@
+//! Card commands in the HSM: derive the card's key from the city's master key and the card's
+//! serial (a session object), encrypt the PIN block, compute the command MAC, destroy the card
+//! key. The PIN block only passes through as the data of one `C_Encrypt`.
+
+use crate::card::{self, BLOCK, CardCommand, MAC_LEN};
+use crate::hierarchy::Factor;
+
+use super::{Hsm, HsmError, find_key, mechanisms, templates};
+
+impl Hsm {
+    /// Builds the complete command APDU for one card.
+    pub fn card_command(
+        &self,
+        command: CardCommand,
+        master_label: &str,
+        serial: &Factor,
+        challenge: &[u8; card::CHALLENGE_LEN],
+        pin_block: &[u8; BLOCK],
+    ) -> Result<Vec<u8>, HsmError> {
+        let s = self.session()?;
+        let master = find_key(&s, master_label)?;
+        let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
+        let raw = &self.inner.raw;
+        let card_key = raw.derive_encrypt_data(
+            s.handle(),
+            mechanisms::AES_ECB_ENCRYPT_DATA,
+            master.handle(),
+            &serial.data_block(),
+            &templates::card_key_template(&label),
+        )?;
+        let built = (|| -> Result<Vec<u8>, HsmError> {
+            let encrypted: [u8; BLOCK] = raw
+                .encrypt(s.handle(), card_key, None, pin_block)?
+                .try_into()
+                .map_err(|_| HsmError::Unexpected {
+                    what: "length of the encrypted PIN block".into(),
+                })?;
+            let cbc = raw.encrypt(
+                s.handle(),
+                card_key,
+                Some(&card::mac_iv(challenge)),
+                &card::mac_input(command, &encrypted),
+            )?;
+            let last = cbc
+                .len()
+                .checked_sub(BLOCK)
+                .and_then(|at| cbc.get(at..at + MAC_LEN))
+                .ok_or_else(|| HsmError::Unexpected {
+                    what: "length of the CBC-MAC".into(),
+                })?;
+            let mac: [u8; MAC_LEN] = last.try_into().map_err(|_| HsmError::Unexpected {
+                what: "length of the MAC".into(),
+            })?;
+            Ok(card::apdu(command, &encrypted, &mac))
+        })();
+        // The card key lives only for this command, whatever happened.
+        let destroyed = raw.destroy_object(s.handle(), card_key);
+        let apdu = built?;
+        destroyed?;
+        Ok(apdu)
+    }
+}

@@ -1,0 +1,162 @@
+//! Card services at a city's service window: the PIN UNBLOCK / PIN RELOAD command for one card,
+//! made in the HSM from the city's own master key and the card's serial. The PIN is held in
+//! zeroized memory and never recorded; the cardholder's and agent's ID numbers are recorded
+//! only as salted hashes.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::card::{self, CardCommand};
+use crate::hierarchy::{Factor, KeyState, KeyTypeName};
+use crate::policy::Operation;
+use crate::store::{KeyFilter, KeyRecord};
+
+use super::{Node, NodeError, Request};
+
+/// What the window asks for.
+pub struct CardRequest {
+    /// Unblock or reload.
+    pub command: CardCommand,
+    /// The card's 16-hex-digit application serial number.
+    pub serial: String,
+    /// The card's GET CHALLENGE answer, 16 hex digits.
+    pub challenge: String,
+    /// Unblock: the current PIN; reload: the new PIN.
+    pub pin: Zeroizing<String>,
+    /// The window operator who served the cardholder.
+    pub served_by: String,
+    /// The cardholder's ID number (recorded as a salted hash).
+    pub cardholder_id: Zeroizing<String>,
+    /// The agent's ID number when an agent acts for the cardholder (salted hash).
+    pub agent_id: Option<Zeroizing<String>>,
+}
+
+/// The command for the card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardAnswer {
+    /// The complete command APDU.
+    pub apdu: Vec<u8>,
+    /// The master key it was made with.
+    pub master_key_id: String,
+    /// That key's version.
+    pub master_version: u32,
+}
+
+/// The node's salt for ID numbers: 32 random bytes made once in the data folder.
+pub(crate) fn load_salt(data_dir: &Path) -> Result<[u8; 32], NodeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("id-salt");
+    let err = |e: std::io::Error| {
+        NodeError::FailedPrecondition(format!("cannot use the ID salt {}: {e}", path.display()))
+    };
+    if let Ok(bytes) = std::fs::read(&path) {
+        return bytes.as_slice().try_into().map_err(|_| {
+            NodeError::FailedPrecondition(format!(
+                "the ID salt {} is not 32 bytes; restore it from backup (hashes depend on it)",
+                path.display()
+            ))
+        });
+    }
+    let mut salt = [0u8; 32];
+    getrandom(&mut salt).map_err(err)?;
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(&salt)
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    Ok(salt)
+}
+
+fn getrandom(buf: &mut [u8]) -> Result<(), std::io::Error> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+}
+
+fn valid_id_number(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+impl Node {
+    fn id_hash(&self, id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.id_salt);
+        h.update(id.as_bytes());
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// Builds the PIN UNBLOCK or PIN RELOAD command for one card of this city.
+    pub fn card_command(&self, req: &mut Request, c: CardRequest) -> Result<CardAnswer, NodeError> {
+        req.param("command", c.command.as_str());
+        req.param("card_serial", c.serial.clone());
+        req.param("served_by", c.served_by.clone());
+        req.param("agent", c.agent_id.is_some().to_string());
+        let serial = Factor::from_card_serial(&c.serial)
+            .map_err(|_| NodeError::InvalidArgument(card::CardError::Serial.to_string()))?;
+        let challenge = card::parse_challenge(&c.challenge)
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let served_by = c.served_by.trim();
+        if served_by.is_empty() || served_by.len() > 64 || served_by.chars().any(char::is_control) {
+            return Err(NodeError::InvalidArgument(
+                "served_by must name the window operator (1-64 printable characters)".into(),
+            ));
+        }
+        if !valid_id_number(&c.cardholder_id) {
+            return Err(NodeError::InvalidArgument(
+                "the cardholder's ID number must be 1-32 letters or digits".into(),
+            ));
+        }
+        req.param("cardholder_id_hash", self.id_hash(&c.cardholder_id));
+        if let Some(agent) = &c.agent_id {
+            if !valid_id_number(agent) {
+                return Err(NodeError::InvalidArgument(
+                    "the agent's ID number must be 1-32 letters or digits".into(),
+                ));
+            }
+            req.param("agent_id_hash", self.id_hash(agent));
+        }
+        let key_type = c.command.key_type();
+        self.authorize(req, Operation::Use, Some(key_type), &self.region)?;
+        let pins = self.policy().pins;
+        card::check_pin(&c.pin, pins.min_length, pins.max_length)
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let master = self.card_master(key_type)?;
+        req.key(&master);
+        let block = card::pin_block(&c.pin);
+        let apdu =
+            self.hsm
+                .card_command(c.command, &master.ck_label, &serial, &challenge, &block)?;
+        Ok(CardAnswer {
+            apdu,
+            master_key_id: master.id.to_string(),
+            master_version: master.version,
+        })
+    }
+
+    /// The city's active master key of this type, newest version first.
+    fn card_master(&self, key_type: &str) -> Result<KeyRecord, NodeError> {
+        let filter = KeyFilter {
+            key_type: Some(KeyTypeName::parse(key_type)?),
+            region: Some(self.region),
+            state: Some(KeyState::Active),
+            ..KeyFilter::default()
+        };
+        self.store
+            .list_keys(&filter)?
+            .into_iter()
+            .max_by_key(|k| k.version)
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition(format!(
+                    "this node holds no active `{key_type}` key for {}; import or generate one first",
+                    self.region
+                ))
+            })
+    }
+}
