@@ -34,7 +34,7 @@ impl CardApi {
             let pin = Zeroizing::new(std::mem::take(&mut r.pin));
             let cardholder_id = Zeroizing::new(std::mem::take(&mut r.cardholder_id));
             let agent = Zeroizing::new(std::mem::take(&mut r.agent_id));
-            let agent_id = (!agent.is_empty()).then(|| agent);
+            let agent_id = (!agent.is_empty()).then_some(agent);
             n.card_command(
                 req,
                 CardRequest {
