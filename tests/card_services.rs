@@ -126,7 +126,7 @@ fn aes_decrypt(key: &[u8], block: [u8; 16]) -> [u8; 16] {
 fn card_mac(key: &[u8], challenge: &[u8; 8], body: &[u8]) -> Vec<u8> {
     let mut data = body.to_vec();
     data.push(0x80);
-    while data.len() % 16 != 0 {
+    while !data.len().is_multiple_of(16) {
         data.push(0);
     }
     let mut chain = [0u8; 16];

@@ -280,14 +280,24 @@ impl Node {
                 .set_state_audited(&record.id, expected, next, &req.success_record())?;
         req.mark_logged();
         self.after_append(logged.seq);
-        if next == KeyState::Destroyed {
-            self.hsm.destroy_key(&record.ck_label).map_err(|e| {
-                NodeError::Internal(format!(
-                    "key {} is recorded as destroyed but the HSM could not remove it ({e}); \
-                     `hkms keys orphans --destroy` will remove it",
-                    record.id
-                ))
-            })?;
+        if next == KeyState::Destroyed
+            && let Err(e) = self.hsm.destroy_key(&record.ck_label)
+        {
+            let message = format!(
+                "key {} is recorded as destroyed but the HSM could not remove it ({e}); \
+                 `hkms keys orphans --destroy` will remove it",
+                record.id
+            );
+            // The state change is recorded; so is the HSM's failure to follow it.
+            let mut d = req.audit.clone();
+            d.rpc = "DestroyKeyObject".into();
+            d.outcome = Some(crate::audit::Outcome {
+                ok: false,
+                code: "INTERNAL".into(),
+                message: message.clone(),
+            });
+            self.record(&d)?;
+            return Err(NodeError::Internal(message));
         }
         Ok(updated)
     }

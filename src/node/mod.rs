@@ -140,6 +140,37 @@ impl Node {
         Ok(new)
     }
 
+    /// A reload asked for by SIGHUP (the host administrator), recorded in the log like any
+    /// request, with the host as its actor.
+    pub fn reload_policy_on_signal(&self) -> Result<Arc<Policy>, NodeError> {
+        let result = self.reload_policy();
+        let mut draft = crate::audit::AuditDraft {
+            request_id: format!("r-{}", uuid::Uuid::new_v4().simple()),
+            node: self.name.clone(),
+            actor: "host:SIGHUP".into(),
+            rpc: "ReloadPolicy".into(),
+            operation: Operation::Manage.as_str().into(),
+            ..Default::default()
+        };
+        draft.outcome = Some(match &result {
+            Ok(p) => {
+                draft.policy_sha256 = p.sha256.clone();
+                crate::audit::Outcome {
+                    ok: true,
+                    code: "OK".into(),
+                    message: String::new(),
+                }
+            }
+            Err(e) => crate::audit::Outcome {
+                ok: false,
+                code: "FAILED_PRECONDITION".into(),
+                message: e.to_string(),
+            },
+        });
+        self.record(&draft)?;
+        result
+    }
+
     /// `ReloadPolicy` by a caller: allowed by the policy, and not under dual control (then it
     /// is a `manage` ceremony with action `reload-policy`).
     pub fn reload_policy_by(&self, req: &mut Request) -> Result<Arc<Policy>, NodeError> {

@@ -75,6 +75,7 @@ pub async fn serve(
         tier = %node.tier(),
         region = %node.region(),
         token = %node.hsm().capabilities().label,
+        audit_key = %node.signing().fingerprint,
         "node opened"
     );
 
@@ -175,7 +176,7 @@ async fn reload_on_sighup(node: Arc<Node>) {
         };
         while hup.recv().await.is_some() {
             let n = Arc::clone(&node);
-            match tokio::task::spawn_blocking(move || n.reload_policy()).await {
+            match tokio::task::spawn_blocking(move || n.reload_policy_on_signal()).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "SIGHUP: policy reload refused; the old policy stays in force")
