@@ -62,9 +62,16 @@ pub fn allowed_mechanisms(algorithm: Algorithm, usage: Usage) -> Vec<CK_MECHANIS
 /// The mechanisms a derive parent may carry in `CKA_ALLOWED_MECHANISMS` without breaking the
 /// "no child in clear" rule; the attribute audit checks parents against it.
 pub fn safe_for_derive_parent(mechanism: CK_MECHANISM_TYPE) -> bool {
+    // Key wrap is listed for transport keys, which derive their package MAC key: wrapping
+    // outputs only wrapped keys, and such keys have no CKA_ENCRYPT to misuse it for data.
     matches!(
         mechanism,
-        AES_ECB_ENCRYPT_DATA | DES3_ECB_ENCRYPT_DATA | AES_CMAC | DES3_CMAC
+        AES_ECB_ENCRYPT_DATA
+            | DES3_ECB_ENCRYPT_DATA
+            | AES_CMAC
+            | DES3_CMAC
+            | AES_KEY_WRAP_PAD
+            | AES_KEY_WRAP_KWP
     )
 }
 

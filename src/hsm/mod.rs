@@ -13,6 +13,7 @@ mod pool;
 mod raw;
 mod signing;
 pub mod templates;
+pub mod transport;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ struct Inner {
     ctx: Pkcs11,
     slot: Slot,
     caps: Capabilities,
+    /// Kept to log the user back in after security-officer work.
+    pin: SecretString,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -101,6 +104,7 @@ impl Hsm {
                 ctx,
                 slot,
                 caps,
+                pin,
             }),
         })
     }

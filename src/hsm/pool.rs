@@ -64,6 +64,64 @@ fn poisoned() -> HsmError {
     }
 }
 
+/// Every session of the pool, held so that no request runs meanwhile (security-officer work
+/// changes the login state of the whole application). They go back on drop.
+pub(crate) struct AllSessions<'a> {
+    pool: &'a SessionPool,
+    sessions: Vec<Session>,
+}
+
+impl SessionPool {
+    /// Waits until every session is free and takes them all.
+    pub(crate) fn take_all(&self) -> Result<AllSessions<'_>, HsmError> {
+        let start = Instant::now();
+        let mut taken = Vec::with_capacity(self.size);
+        while taken.len() < self.size {
+            let mut idle = self.idle.lock().map_err(|_| poisoned())?;
+            taken.append(&mut idle);
+            if taken.len() < self.size {
+                let left = self.wait.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    // Give back what we hold before failing.
+                    idle.append(&mut taken);
+                    self.freed.notify_all();
+                    return Err(HsmError::PoolTimeout {
+                        size: self.size,
+                        waited_ms: start.elapsed().as_millis(),
+                    });
+                }
+                drop(
+                    self.freed
+                        .wait_timeout(idle, left)
+                        .map_err(|_| poisoned())?,
+                );
+            }
+        }
+        Ok(AllSessions {
+            pool: self,
+            sessions: taken,
+        })
+    }
+}
+
+impl AllSessions<'_> {
+    /// One of the held sessions.
+    pub(crate) fn first(&self) -> Result<&Session, HsmError> {
+        self.sessions.first().ok_or_else(|| HsmError::Unexpected {
+            what: "an empty session pool".into(),
+        })
+    }
+}
+
+impl Drop for AllSessions<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            idle.append(&mut self.sessions);
+            self.pool.freed.notify_all();
+        }
+    }
+}
+
 impl std::ops::Deref for PooledSession<'_> {
     type Target = Session;
     fn deref(&self) -> &Session {

@@ -219,6 +219,102 @@ impl RawModule {
         Ok(out)
     }
 
+    /// `C_WrapKey` with a parameterless mechanism (RFC 5649 key wrap, whichever number the
+    /// token uses).
+    pub(crate) fn wrap_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<Vec<u8>, HsmError> {
+        let f = self
+            .functions()
+            .C_WrapKey
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_WrapKey".into(),
+            })?;
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut len: CK_ULONG = 0;
+        // SAFETY: a null output asks for the length only.
+        let rv = unsafe {
+            f(
+                session,
+                &mut mech,
+                wrapping,
+                key,
+                std::ptr::null_mut(),
+                &mut len,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_WrapKey", rv));
+        }
+        let mut out = vec![0u8; len as usize];
+        // SAFETY: `out` has the room the token asked for.
+        let rv = unsafe {
+            f(
+                session,
+                &mut mech,
+                wrapping,
+                key,
+                out.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_WrapKey", rv));
+        }
+        out.truncate(len as usize);
+        Ok(out)
+    }
+
+    /// `C_UnwrapKey` with a parameterless mechanism into a key made from `template`.
+    pub(crate) fn unwrap_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &[Attribute],
+    ) -> Result<CK_OBJECT_HANDLE, HsmError> {
+        let f = self
+            .functions()
+            .C_UnwrapKey
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_UnwrapKey".into(),
+            })?;
+        let mut mech = CK_MECHANISM {
+            mechanism,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut input = wrapped.to_vec();
+        let mut attrs: Vec<CK_ATTRIBUTE> = template.iter().map(CK_ATTRIBUTE::from).collect();
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: the mechanism, the wrapped bytes and the template outlive the call.
+        let rv = unsafe {
+            f(
+                session,
+                &mut mech,
+                unwrapping,
+                input.as_mut_ptr(),
+                input.len() as CK_ULONG,
+                attrs.as_mut_ptr(),
+                attrs.len() as CK_ULONG,
+                &mut handle,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_UnwrapKey", rv));
+        }
+        Ok(handle)
+    }
+
     /// `C_DestroyObject`.
     pub(crate) fn destroy_object(
         &self,

@@ -1,0 +1,450 @@
+//! Transport keys and key packages in the HSM (DESIGN.md §2 "Wrapping", "Token facts").
+//!
+//! Issuing a card: the card token makes an RSA-2048 pair; the security officer imports the
+//! card's public key as trusted, generates the AES-256 transport key (a trusted public object,
+//! `CKA_WRAP_WITH_TRUSTED`, extractable only for this step) and wraps it to the card with
+//! RSA-OAEP (SHA-1: what SoftHSM2 offers); the card unwraps it; the officer drops
+//! `CKA_EXTRACTABLE`. Loading a card at the recipient runs the other way: the recipient's HSM
+//! makes an RSA pair, the card wraps its transport key to it, the HSM unwraps it. The key is
+//! never in clear on the host. Packages wrap sub-keys with RFC 5649 under the transport key and
+//! are MACed with a key derived from it for that purpose only.
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::MechanismType;
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use secrecy::SecretString;
+
+use super::mechanisms::{self, allowed_mechanisms_attribute};
+use super::{Hsm, HsmError, TokenLocator, find_key};
+use crate::hierarchy::{Algorithm, Kcv, KcvMethod};
+
+/// The fixed data from which the package MAC key is derived from a transport key.
+const MAC_KEY_DATA: &[u8; 16] = b"hkms-pkg-mac-v1.";
+
+/// A transport key card: a PKCS#11 token reached with its own PIN (a smart card in production,
+/// a SoftHSM2 token in tests).
+pub struct CardToken {
+    session: Session,
+    label: String,
+    _ctx: Pkcs11,
+}
+
+impl CardToken {
+    /// Opens the card and logs in with its PIN.
+    pub fn open(
+        module: &std::path::Path,
+        locator: &TokenLocator,
+        pin: &SecretString,
+    ) -> Result<CardToken, HsmError> {
+        let ctx = Pkcs11::new(module).map_err(|e| HsmError::ModuleLoad {
+            path: module.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut found = Vec::new();
+        for slot in ctx.get_slots_with_token()? {
+            let i = ctx.get_token_info(slot)?;
+            if locator.matches(i.label(), i.manufacturer_id(), i.serial_number(), i.model()) {
+                found.push((slot, i.label().trim_end().to_string()));
+            }
+        }
+        let (slot, label) = match found.len() {
+            1 => found.remove(0),
+            0 => {
+                return Err(HsmError::TokenNotFound {
+                    wanted: locator.to_string(),
+                    present: "(insert the card)".into(),
+                });
+            }
+            count => {
+                return Err(HsmError::AmbiguousToken {
+                    wanted: locator.to_string(),
+                    count,
+                });
+            }
+        };
+        let session = ctx.open_rw_session(slot)?;
+        match session.login(UserType::User, Some(pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(CardToken {
+            session,
+            label,
+            _ctx: ctx,
+        })
+    }
+
+    /// The card token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+}
+
+fn oaep() -> Mechanism<'static> {
+    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(
+        MechanismType::SHA1,
+        PkcsMgfType::MGF1_SHA1,
+        PkcsOaepSource::empty(),
+    ))
+}
+
+fn rsa_pair(s: &Session, label: &str) -> Result<(ObjectHandle, ObjectHandle), HsmError> {
+    let public = [
+        Attribute::Token(false),
+        Attribute::Encrypt(false),
+        Attribute::Verify(false),
+        Attribute::Wrap(true),
+        Attribute::ModulusBits(2048.into()),
+        Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let private = [
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Unwrap(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    Ok(s.generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)?)
+}
+
+/// Modulus and public exponent of an RSA public key.
+fn rsa_public(s: &Session, key: ObjectHandle) -> Result<(Vec<u8>, Vec<u8>), HsmError> {
+    let mut modulus = None;
+    let mut exponent = None;
+    for a in s.get_attributes(
+        key,
+        &[AttributeType::Modulus, AttributeType::PublicExponent],
+    )? {
+        match a {
+            Attribute::Modulus(m) => modulus = Some(m),
+            Attribute::PublicExponent(e) => exponent = Some(e),
+            _ => {}
+        }
+    }
+    match (modulus, exponent) {
+        (Some(m), Some(e)) => Ok((m, e)),
+        _ => Err(HsmError::Unexpected {
+            what: "RSA public key without modulus or exponent".into(),
+        }),
+    }
+}
+
+fn import_rsa_public(
+    s: &Session,
+    (modulus, exponent): &(Vec<u8>, Vec<u8>),
+    trusted: bool,
+) -> Result<ObjectHandle, HsmError> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(KeyType::RSA),
+        Attribute::Token(false),
+        Attribute::Private(false),
+        Attribute::Wrap(true),
+        Attribute::Encrypt(false),
+        Attribute::Verify(false),
+        Attribute::Modulus(modulus.clone()),
+        Attribute::PublicExponent(exponent.clone()),
+    ];
+    if trusted {
+        t.push(Attribute::Trusted(true));
+    }
+    Ok(s.create_object(&t)?)
+}
+
+fn card_kcv(s: &Session, key: ObjectHandle) -> Result<Kcv, HsmError> {
+    let mac = s.sign(&Mechanism::AesCMac, key, &[0u8; 16])?;
+    let value: [u8; 3] = mac
+        .get(..3)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| HsmError::Unexpected {
+            what: "CMAC length".into(),
+        })?;
+    Ok(Kcv {
+        value,
+        method: KcvMethod::AesCmac,
+    })
+}
+
+fn find_on(s: &Session, label: &str) -> Result<ObjectHandle, HsmError> {
+    find_key(s, label)
+}
+
+/// The label of a transport key on the node's token and on its card.
+pub fn transport_label(card_id: &str) -> String {
+    format!("hkms/transport/{card_id}")
+}
+
+impl Hsm {
+    fn wrap_pad(&self) -> Result<cryptoki_sys::CK_MECHANISM_TYPE, HsmError> {
+        self.inner
+            .caps
+            .wrap_pad
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "RFC 5649 key wrap (CKM_AES_KEY_WRAP_PAD / CKM_AES_KEY_WRAP_KWP)".into(),
+            })
+    }
+
+    /// Runs `f` in a security-officer session. Every pooled session is held meanwhile (the
+    /// login state is the whole application's), and the user is logged back in afterwards.
+    pub fn with_security_officer<T>(
+        &self,
+        so_pin: &SecretString,
+        f: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let all = self.inner.pool.take_all()?;
+        let s = all.first()?;
+        match s.logout() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let result = match s.login(UserType::So, Some(so_pin)) {
+            Ok(()) => {
+                let r = f(s);
+                let _ = s.logout();
+                r
+            }
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(HsmError::Pkcs11 {
+                function: "C_Login(SO)".into(),
+                rv: "PinIncorrect".into(),
+                advice: "the security officer PIN was refused; check the SO PIN source",
+                kind: super::HsmErrorKind::FailedPrecondition,
+            }),
+            Err(e) => Err(e.into()),
+        };
+        s.login(UserType::User, Some(&self.inner.pin))?;
+        result
+    }
+
+    /// Issues a transport key for `card_id` onto `card`; returns its KCV on this token and on
+    /// the card (they must agree).
+    pub fn issue_transport_key(
+        &self,
+        so_pin: &SecretString,
+        card: &CardToken,
+        card_id: &str,
+    ) -> Result<(Kcv, Kcv), HsmError> {
+        let wrap_pad = self.wrap_pad()?;
+        let label = transport_label(card_id);
+        let (card_pub, card_priv) = rsa_pair(&card.session, &format!("hkms/card-rsa/{card_id}"))?;
+        let card_public = rsa_public(&card.session, card_pub)?;
+        let wrapped = self.with_security_officer(so_pin, |so| {
+            let trusted = import_rsa_public(so, &card_public, true)?;
+            let key = so.generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(false),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(true),
+                    Attribute::WrapWithTrusted(true),
+                    Attribute::Trusted(true),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                    Attribute::Derive(true),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Sign(true),
+                    Attribute::Verify(false),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Id(card_id.as_bytes().to_vec()),
+                    allowed_mechanisms_attribute(&[
+                        wrap_pad,
+                        mechanisms::AES_ECB_ENCRYPT_DATA,
+                        mechanisms::AES_CMAC,
+                    ]),
+                ],
+            )?;
+            let wrapped = so.wrap_key(&oaep(), trusted, key);
+            // Whatever happened, the key stays only here and can never be extracted again.
+            let locked = so.update_attributes(key, &[Attribute::Extractable(false)]);
+            let _ = so.destroy_object(trusted);
+            let wrapped = match (wrapped, locked) {
+                (Ok(w), Ok(())) => w,
+                (w, l) => {
+                    let _ = so.destroy_object(key);
+                    w?;
+                    l?;
+                    return Err(HsmError::Unexpected {
+                        what: "wrap result".into(),
+                    });
+                }
+            };
+            Ok(wrapped)
+        })?;
+        let on_card = card.session.unwrap_key(
+            &oaep(),
+            card_priv,
+            &wrapped,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                // The card hands its key on to the recipient's HSM, wrapped.
+                Attribute::Extractable(true),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Sign(true),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(card_id.as_bytes().to_vec()),
+            ],
+        )?;
+        let _ = card.session.destroy_object(card_pub);
+        let _ = card.session.destroy_object(card_priv);
+        let mine = self.kcv(&label, Algorithm::Aes256)?;
+        let theirs = card_kcv(&card.session, on_card)?;
+        if mine != theirs {
+            let _ = card.session.destroy_object(on_card);
+            let _ = self.destroy_key(&label);
+            return Err(HsmError::Unexpected {
+                what: "transport key KCV on the card that differs from the HSM's".into(),
+            });
+        }
+        Ok((mine, theirs))
+    }
+
+    /// Loads the transport key of `card_id` from `card` into this token (unwrap and derive only);
+    /// returns its KCV here and on the card.
+    pub fn load_transport_key(
+        &self,
+        card: &CardToken,
+        card_id: &str,
+    ) -> Result<(Kcv, Kcv), HsmError> {
+        let wrap_pad = self.wrap_pad()?;
+        let label = transport_label(card_id);
+        let on_card = find_on(&card.session, &label)?;
+        let theirs = card_kcv(&card.session, on_card)?;
+        let s = self.session()?;
+        let (pub_key, priv_key) = rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?;
+        let result = (|| -> Result<Kcv, HsmError> {
+            let public = rsa_public(&s, pub_key)?;
+            let card_wrapping = import_rsa_public(&card.session, &public, false)?;
+            let wrapped = card.session.wrap_key(&oaep(), card_wrapping, on_card);
+            let _ = card.session.destroy_object(card_wrapping);
+            let wrapped = wrapped?;
+            let key = s.unwrap_key(
+                &oaep(),
+                priv_key,
+                &wrapped,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::WrapWithTrusted(true),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(true),
+                    Attribute::Derive(true),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Sign(true),
+                    Attribute::Verify(false),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Id(card_id.as_bytes().to_vec()),
+                    allowed_mechanisms_attribute(&[
+                        wrap_pad,
+                        mechanisms::AES_ECB_ENCRYPT_DATA,
+                        mechanisms::AES_CMAC,
+                    ]),
+                ],
+            )?;
+            self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
+        })();
+        let _ = s.destroy_object(pub_key);
+        let _ = s.destroy_object(priv_key);
+        let mine = result?;
+        if mine != theirs {
+            let _ = self.destroy_key(&label);
+            return Err(HsmError::Unexpected {
+                what: "transport key KCV in the HSM that differs from the card's".into(),
+            });
+        }
+        Ok((mine, theirs))
+    }
+
+    /// Wraps the key `key_label` under the transport key of `card_id` (RFC 5649).
+    pub fn wrap_for_transport(&self, card_id: &str, key_label: &str) -> Result<Vec<u8>, HsmError> {
+        let mech = self.wrap_pad()?;
+        let s = self.session()?;
+        let transport = find_on(&s, &transport_label(card_id))?;
+        let key = find_on(&s, key_label)?;
+        self.inner
+            .raw
+            .wrap_key(s.handle(), mech, transport.handle(), key.handle())
+    }
+
+    /// The package MAC (AES-CMAC, 16 bytes) of `data` with the key derived from the transport
+    /// key of `card_id` for that purpose only.
+    pub fn package_mac(&self, card_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
+        let s = self.session()?;
+        let transport = find_on(&s, &transport_label(card_id))?;
+        let label = format!("hkms/package-mac/{}", uuid::Uuid::new_v4().simple());
+        let mac_key = self.inner.raw.derive_encrypt_data(
+            s.handle(),
+            mechanisms::AES_ECB_ENCRYPT_DATA,
+            transport.handle(),
+            MAC_KEY_DATA,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(16.into()),
+                Attribute::Token(false),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                Attribute::Encrypt(false),
+                Attribute::Derive(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+                allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
+            ],
+        )?;
+        let mac = self
+            .inner
+            .raw
+            .sign(s.handle(), mechanisms::AES_CMAC, mac_key, data);
+        let _ = self.inner.raw.destroy_object(s.handle(), mac_key);
+        mac
+    }
+
+    /// Unwraps a package's key under the transport key of `card_id` into a token key made from
+    /// `spec`'s template; returns its KCV. On any failure nothing is left on the token.
+    pub fn unwrap_from_transport(
+        &self,
+        card_id: &str,
+        wrapped: &[u8],
+        spec: &super::SecretKeySpec,
+    ) -> Result<Kcv, HsmError> {
+        let mech = self.wrap_pad()?;
+        let s = self.session()?;
+        let transport = find_on(&s, &transport_label(card_id))?;
+        let mut template = super::templates::secret_key_template(spec);
+        // SoftHSM2 refuses CKA_MODIFIABLE (read-only) and CKA_VALUE_LEN in an unwrap template.
+        template.retain(|a| !matches!(a, Attribute::ValueLen(_) | Attribute::Modifiable(_)));
+        let key =
+            self.inner
+                .raw
+                .unwrap_key(s.handle(), mech, transport.handle(), wrapped, &template)?;
+        self.kcv_or_destroy(&s, key, spec.algorithm)
+    }
+}
