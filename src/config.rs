@@ -50,6 +50,24 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     ceremonies: RawCeremonies,
+    #[serde(default)]
+    transport: RawTransport,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTransport {
+    card_module: Option<PathBuf>,
+    package_ttl_days: u64,
+}
+
+impl Default for RawTransport {
+    fn default() -> Self {
+        RawTransport {
+            card_module: None,
+            package_ttl_days: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +136,8 @@ struct RawToken {
     uri: Option<String>,
     pin_env: Option<String>,
     pin_file: Option<PathBuf>,
+    so_pin_env: Option<String>,
+    so_pin_file: Option<PathBuf>,
     #[serde(default = "default_sessions")]
     sessions: usize,
     #[serde(default = "default_session_wait_ms")]
@@ -157,6 +177,12 @@ pub struct NodeConfig {
     pub checkpoint_interval: Duration,
     /// How long a ceremony stays open for approvals.
     pub ceremony_ttl: Duration,
+    /// Where the security officer PIN comes from (nodes that issue transport key cards).
+    pub so_pin: Option<PinSource>,
+    /// The PKCS#11 module of the transport key cards (default: the token's module).
+    pub card_module: PathBuf,
+    /// How long a key package can be imported after it was made.
+    pub package_ttl: Duration,
 }
 
 impl NodeConfig {
@@ -237,6 +263,26 @@ impl NodeConfig {
         if raw.ceremonies.ttl_secs == 0 {
             return Err(invalid("[ceremonies] ttl_secs must be at least 1".into()));
         }
+        let so_pin = match (t.so_pin_env, t.so_pin_file) {
+            (None, None) => None,
+            (Some(var), None) => Some(PinSource::Env(var)),
+            (None, Some(file)) => Some(PinSource::File(base.join(file))),
+            _ => {
+                return Err(invalid(
+                    "[token] takes at most one of `so_pin_env` or `so_pin_file`".into(),
+                ));
+            }
+        };
+        let card_module = raw
+            .transport
+            .card_module
+            .clone()
+            .unwrap_or_else(|| t.module.clone());
+        if raw.transport.package_ttl_days == 0 {
+            return Err(invalid(
+                "[transport] package_ttl_days must be at least 1".into(),
+            ));
+        }
         if t.sessions == 0 || t.sessions > 256 {
             return Err(invalid("[token] sessions must be between 1 and 256".into()));
         }
@@ -262,6 +308,9 @@ impl NodeConfig {
             checkpoint_every: raw.audit.checkpoint_every,
             checkpoint_interval: Duration::from_secs(raw.audit.checkpoint_interval_secs),
             ceremony_ttl: Duration::from_secs(raw.ceremonies.ttl_secs),
+            so_pin,
+            card_module,
+            package_ttl: Duration::from_secs(raw.transport.package_ttl_days.saturating_mul(86_400)),
         })
     }
 

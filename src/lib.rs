@@ -16,6 +16,7 @@ pub mod pki;
 pub mod policy;
 pub mod server;
 pub mod store;
+pub mod transport;
 
 /// The public gRPC API, generated from `proto/hkms/v1/`.
 #[allow(missing_docs)]

@@ -58,7 +58,7 @@ pub enum CardError {
     #[error("the card challenge must be 16 hex digits (the 8 bytes GET CHALLENGE returned)")]
     Challenge,
     /// The PIN is not made of digits of an allowed length.
-    #[error("the PIN must be {min} to {max} digits")]
+    #[error("the PIN must be {} digits", if min == max { format!("exactly {min}") } else { format!("{min} to {max}") })]
     Pin {
         /// Shortest allowed.
         min: usize,

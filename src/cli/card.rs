@@ -1,16 +1,15 @@
 //! `hkms card unblock|reset`: a service window asks for the command that unblocks a locked PIN
 //! or resets a forgotten one. The PIN is prompted without echo (or read from standard input).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use zeroize::Zeroizing;
 
 use crate::proto;
 use crate::proto::card_service_client::CardServiceClient;
 
 use super::client::{ClientArgs, status};
+use super::secret::read_secret;
 
 /// The card and the people at the window.
 #[derive(Debug, Args)]
@@ -49,7 +48,7 @@ impl CardCommand {
             CardCommand::Unblock(a) => (true, a),
             CardCommand::Reset(a) => (false, a),
         };
-        let pin = read_pin(if unblock {
+        let pin = read_secret(if unblock {
             "cardholder's PIN"
         } else {
             "new PIN"
@@ -84,15 +83,4 @@ impl CardCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
-}
-
-fn read_pin(what: &str) -> anyhow::Result<Zeroizing<String>> {
-    let text = Zeroizing::new(if std::io::stdin().is_terminal() {
-        rpassword::prompt_password(format!("{what} (not shown): "))?
-    } else {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        line
-    });
-    Ok(Zeroizing::new(text.trim().to_string()))
 }

@@ -1,7 +1,6 @@
 //! `hkms ceremony ...`: open, approve, enter components, cancel, follow ceremonies.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -11,6 +10,7 @@ use crate::proto;
 use crate::proto::ceremony_service_client::CeremonyServiceClient;
 
 use super::client::{ClientArgs, status};
+use super::secret::read_secret;
 
 #[derive(Debug, Subcommand)]
 pub enum CeremonyCommand {
@@ -174,14 +174,8 @@ impl CeremonyCommand {
 
 /// The component as hex, without echo on a terminal; decoded into zeroized memory.
 fn read_component() -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let text = Zeroizing::new(if std::io::stdin().is_terminal() {
-        rpassword::prompt_password("key component (hex, not shown): ")?
-    } else {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        line
-    });
-    let hex_text = text.trim();
+    let text = read_secret("key component (hex)")?;
+    let hex_text = text.as_str();
     let mut out = Zeroizing::new(vec![0u8; hex_text.len() / 2]);
     hex::decode_to_slice(hex_text, &mut out)
         .map_err(|_| anyhow::anyhow!("the component must be an even number of hex digits"))?;

@@ -10,6 +10,8 @@ mod keys;
 mod output;
 mod pki;
 mod policy;
+mod secret;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,16 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Transport key cards: issue (ministry, province), load (recipient), list.
+    Transport {
+        #[command(subcommand)]
+        command: transport::TransportCommand,
+    },
+    /// Key packages: export a sub-key for its region, import, inspect.
+    Package {
+        #[command(subcommand)]
+        command: transport::PackageCommand,
+    },
     /// A dev and test PKI: CA, server and caller certificates.
     Pki {
         #[command(subcommand)]
@@ -94,6 +106,8 @@ pub fn main() -> ExitCode {
             Command::Card { command } => command.run().await,
             Command::Audit { command } => command.run().await,
             Command::Pki { command } => command.run(),
+            Command::Transport { command } => command.run().await,
+            Command::Package { command } => command.run().await,
             Command::Token { command } => command.run(),
         }
     });

@@ -173,7 +173,7 @@ impl Node {
         let get = |k: &str| params.get(k).map(String::as_str);
         let allowed: &[&str] = match op {
             Operation::Generate => &["key_type", "components"],
-            Operation::Manage => &["key_id", "state", "action"],
+            Operation::Manage => &["key_id", "state", "action", "region"],
             other => {
                 return Err(NodeError::InvalidArgument(format!(
                     "`{other}` is not run by ceremony; ceremonies run generate and manage"
@@ -207,6 +207,11 @@ impl Node {
                     self.authorize(req, Operation::Manage, None, &self.region)?;
                     Ok(None)
                 }
+                (Some("issue-card"), None) => {
+                    let region = crate::hierarchy::Region::parse(get("region").unwrap_or_default())?;
+                    self.authorize(req, Operation::Export, Some(super::transport::TRANSPORT), &region)?;
+                    Ok(None)
+                }
                 (None, Some(key_id)) => {
                     let record = self.get_key_record(&KeyId::parse(key_id)?)?;
                     let state = parse_state(get("state").unwrap_or_default())?;
@@ -226,7 +231,9 @@ impl Node {
                     Ok(Some(record.key_type.as_str().to_string()))
                 }
                 _ => Err(NodeError::InvalidArgument(
-                    "a manage ceremony needs key_id and state, or action = reload-policy".into(),
+                    "a manage ceremony needs key_id and state, action = reload-policy, or action = \
+                     issue-card with region"
+                        .into(),
                 )),
             },
         }
@@ -414,7 +421,7 @@ impl Node {
         Ok(c)
     }
 
-    fn ceremony(&self, id: &str) -> Result<Ceremony, NodeError> {
+    pub(crate) fn ceremony(&self, id: &str) -> Result<Ceremony, NodeError> {
         let row = self
             .store
             .get_ceremony(id)?
@@ -549,6 +556,12 @@ impl Node {
                     exec.param("policy_sha256", p.sha256.clone());
                     Ok(format!("policy reloaded, sha256 {}", p.sha256))
                 }
+                Some("issue-card") => Ok(format!(
+                    "approved: issue one transport key card for {} with \
+                     `hkms transport issue-card --ceremony {}`",
+                    get("region").unwrap_or_default(),
+                    c.id
+                )),
                 _ => {
                     let record =
                         self.get_key_record(&KeyId::parse(get("key_id").unwrap_or_default())?)?;

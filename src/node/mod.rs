@@ -9,6 +9,7 @@ mod error;
 mod keys;
 mod orphans;
 mod request;
+mod transport;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,6 +48,12 @@ pub struct Node {
     ceremony_ttl: Duration,
     /// Salt of the ID-number hashes in card service records.
     id_salt: [u8; 32],
+    /// The security officer PIN source (nodes that issue transport key cards).
+    so_pin: Option<crate::hsm::PinSource>,
+    /// The PKCS#11 module of transport key cards.
+    card_module: PathBuf,
+    /// How long a key package can be imported.
+    package_ttl: Duration,
     /// Key components entered so far, per ceremony: only in memory, zeroized on drop.
     components: ceremony::PendingComponents,
 }
@@ -78,6 +85,9 @@ impl Node {
             ceremony_ttl: config.ceremony_ttl,
             components: ceremony::PendingComponents::default(),
             id_salt,
+            so_pin: config.so_pin.clone(),
+            card_module: config.card_module.clone(),
+            package_ttl: config.package_ttl,
         })
     }
 

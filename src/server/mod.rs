@@ -10,6 +10,7 @@ pub mod keys;
 pub mod policy;
 pub mod status;
 pub mod tls;
+pub mod transport;
 
 use std::future::Future;
 use std::io::Write;
@@ -143,6 +144,11 @@ pub async fn serve(
         .add_service(proto::card_service_server::CardServiceServer::new(
             card::CardApi::new(Arc::clone(&node)),
         ))
+        .add_service(
+            proto::transport_service_server::TransportServiceServer::new(
+                transport::TransportApi::new(Arc::clone(&node)),
+            ),
+        )
         .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), signal);
     let result = tokio::select! {
         r = server => r,

@@ -61,6 +61,23 @@ const MIGRATIONS: &[&str] = &[
         approved_at TEXT NOT NULL,
         PRIMARY KEY (ceremony_id, approver)
     ) STRICT;",
+    // 3: transport key cards, and where imported keys came from.
+    "CREATE TABLE transport_keys (
+        card_id     TEXT NOT NULL PRIMARY KEY,
+        region      TEXT NOT NULL CHECK (length(region) = 6),
+        role        TEXT NOT NULL CHECK (role IN ('issued', 'loaded')),
+        kcv         TEXT NOT NULL CHECK (length(kcv) = 6),
+        ceremony_id TEXT NULL UNIQUE,
+        created_at  TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE key_origins (
+        key_id        TEXT NOT NULL PRIMARY KEY REFERENCES keys (id),
+        origin_node   TEXT NOT NULL,
+        origin_key_id TEXT NOT NULL,
+        package_id    TEXT NOT NULL UNIQUE,
+        parent_kcv    TEXT NOT NULL,
+        card_id       TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes (the number of migrations; never near `i64::MAX`).

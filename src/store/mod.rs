@@ -13,6 +13,7 @@ mod migrations;
 mod record;
 #[cfg(test)]
 mod test_support;
+mod transport;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use rusqlite::Connection;
 pub use ceremony::CeremonyRow;
 pub use error::StoreError;
 pub use record::{KeyFilter, KeyRecord};
+pub use transport::{KeyOrigin, TransportKeyRow};
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,0 +1,206 @@
+//! `hkms transport ...` (transport key cards) and `hkms package ...` (key packages).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::proto;
+use crate::proto::transport_service_client::TransportServiceClient;
+use crate::transport::Package;
+
+use super::client::{ClientArgs, status};
+use super::output::print_key;
+use super::secret::read_secret;
+
+#[derive(Debug, Subcommand)]
+pub enum TransportCommand {
+    /// Issue a transport key for a region onto a card (asks for the card's PIN).
+    IssueCard {
+        /// The recipient region.
+        #[arg(long)]
+        region: String,
+        /// The card token's label.
+        #[arg(long)]
+        card: String,
+        /// The done `manage` ceremony (action issue-card) that approved it.
+        #[arg(long)]
+        ceremony: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Load a card's transport key into this node (asks for the card's PIN).
+    LoadCard {
+        /// The card token's label.
+        #[arg(long)]
+        card: String,
+        /// The card id printed when it was issued.
+        #[arg(long)]
+        card_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Transport keys this node issued or loaded.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackageCommand {
+    /// Wrap a sub-key for its region into a package file.
+    Export {
+        /// The key to export.
+        #[arg(long)]
+        key: String,
+        /// The recipient region (the key's own region).
+        #[arg(long)]
+        region: String,
+        /// The issued card to wrap for (default: the newest for the region).
+        #[arg(long)]
+        card_id: Option<String>,
+        /// The package file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Import a package file into this node.
+    Import {
+        /// The package file.
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a package's header (offline; nothing secret is shown or needed).
+    Inspect {
+        /// The package file.
+        file: PathBuf,
+    },
+}
+
+fn show(t: &proto::TransportKeyInfo, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"card_id": t.card_id, "region": t.region, "role": t.role,
+                "kcv": t.kcv, "ceremony_id": t.ceremony_id, "created_at": t.created_at})
+        );
+    } else {
+        println!(
+            "{}  {}  {}  KCV {}  {}",
+            t.card_id, t.region, t.role, t.kcv, t.created_at
+        );
+    }
+}
+
+impl TransportCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            TransportCommand::IssueCard {
+                region,
+                card,
+                ceremony,
+                client,
+            } => {
+                let pin = read_secret("card PIN")?;
+                let mut c = TransportServiceClient::new(client.channel().await?);
+                let t = c
+                    .issue_card(proto::IssueCardRequest {
+                        region,
+                        card_label: card,
+                        card_pin: pin.to_string(),
+                        ceremony_id: ceremony.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                show(&t, client.json);
+            }
+            TransportCommand::LoadCard {
+                card,
+                card_id,
+                client,
+            } => {
+                let pin = read_secret("card PIN")?;
+                let mut c = TransportServiceClient::new(client.channel().await?);
+                let t = c
+                    .load_card(proto::LoadCardRequest {
+                        card_label: card,
+                        card_pin: pin.to_string(),
+                        card_id,
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                show(&t, client.json);
+            }
+            TransportCommand::List { client } => {
+                let mut c = TransportServiceClient::new(client.channel().await?);
+                let list = c
+                    .list_transport_keys(proto::ListTransportKeysRequest {})
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                for t in &list.transport_keys {
+                    show(t, client.json);
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl PackageCommand {
+    /// Runs the command.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            PackageCommand::Export {
+                key,
+                region,
+                card_id,
+                out,
+                client,
+            } => {
+                let mut c = TransportServiceClient::new(client.channel().await?);
+                let p = c
+                    .export_key(proto::ExportKeyRequest {
+                        key_id: key,
+                        recipient_region: region,
+                        card_id: card_id.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .package;
+                std::fs::write(&out, &p)?;
+                println!("wrote {} ({} bytes)", out.display(), p.len());
+            }
+            PackageCommand::Import { file, client } => {
+                let bytes = std::fs::read(&file)?;
+                let mut c = TransportServiceClient::new(client.channel().await?);
+                let key = c
+                    .import_key(proto::ImportKeyRequest { package: bytes })
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .key
+                    .ok_or_else(|| anyhow::anyhow!("the server answered without a key"))?;
+                print_key(&key, client.json)?;
+            }
+            PackageCommand::Inspect { file } => {
+                let bytes = std::fs::read(&file)?;
+                let p = Package::decode(&bytes)?;
+                println!("{}", serde_json::to_string_pretty(&p.header)?);
+                println!(
+                    "wrapped key: {} bytes (RFC 5649); MAC: {}",
+                    p.wrapped.len(),
+                    hex::encode_upper(p.mac)
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

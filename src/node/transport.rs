@@ -1,0 +1,422 @@
+//! Moving sub-keys between nodes: issuing and loading transport key cards, exporting a sub-key
+//! as a key package for its region, importing a package (DESIGN.md §2 "Wrapping").
+
+use std::time::SystemTime;
+
+use secrecy::SecretString;
+
+use crate::hierarchy::{Algorithm, KeyId, KeyState, KeyTypeName, Region};
+use crate::hsm::transport::CardToken;
+use crate::hsm::{Lifetime, SecretKeySpec, TokenLocator};
+use crate::policy::Operation;
+use crate::store::{KeyFilter, KeyOrigin, KeyRecord, TransportKeyRow, now_rfc3339};
+use crate::transport::{Package, PackageHeader};
+
+use super::{CeremonyState, Node, NodeError, Request};
+
+/// The key type name the policy uses for transport keys (rules with `"*"` cover it).
+pub const TRANSPORT: &str = "transport";
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Constant-time equality of two MACs.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Node {
+    fn open_card(&self, label: &str, pin: &SecretString) -> Result<CardToken, NodeError> {
+        Ok(CardToken::open(
+            &self.card_module,
+            &TokenLocator::by_label(label),
+            pin,
+        )?)
+    }
+
+    /// Issues a transport key for `region` onto the card `card_label`. Under dual control the
+    /// caller names the done `manage` ceremony (action issue-card) that approved it.
+    pub fn issue_card(
+        &self,
+        req: &mut Request,
+        region: &str,
+        card_label: &str,
+        card_pin: &SecretString,
+        ceremony_id: Option<&str>,
+    ) -> Result<TransportKeyRow, NodeError> {
+        req.param("region", region);
+        req.param("card", card_label);
+        let region = Region::parse(region)?;
+        self.authorize(req, Operation::Export, Some(TRANSPORT), &region)?;
+        if self.policy().quorum(Operation::Manage, None).is_some() {
+            let id = ceremony_id.ok_or_else(|| {
+                NodeError::FailedPrecondition(
+                    "issuing a transport key card is under dual control: open `hkms ceremony open \
+                     --op manage --action issue-card --region R`, have it approved, then issue \
+                     with --ceremony ID"
+                        .into(),
+                )
+            })?;
+            req.param("ceremony", id);
+            req.audit.ceremony = Some(id.to_string());
+            let c = self.ceremony(id)?;
+            let approved = c.state == CeremonyState::Done
+                && c.params.get("action").map(String::as_str) == Some("issue-card")
+                && c.params.get("region").map(String::as_str) == Some(region.as_str());
+            if self
+                .store
+                .transport_keys()?
+                .iter()
+                .any(|t| t.ceremony_id.as_deref() == Some(id))
+            {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "ceremony {id} was used for a card already; one ceremony approves one card"
+                )));
+            }
+            if !approved {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "ceremony {id} did not approve issuing a card for {region} (it is {}, {:?})",
+                    c.state.as_str(),
+                    c.params
+                )));
+            }
+        }
+        let so_pin = self
+            .so_pin
+            .as_ref()
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition(
+                    "this node has no security officer PIN source ([token] so_pin_file or \
+                     so_pin_env); only the security officer can mark a transport key trusted"
+                        .into(),
+                )
+            })?
+            .read()?;
+        let card = self.open_card(card_label, card_pin)?;
+        let card_id = format!(
+            "card-{region}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let (kcv, _) = self.hsm.issue_transport_key(&so_pin, &card, &card_id)?;
+        self.record_transport(req, card_id, region, "issued", kcv.to_hex(), ceremony_id)
+    }
+
+    /// Loads the transport key of `card_id` from the card into this node's token.
+    pub fn load_card(
+        &self,
+        req: &mut Request,
+        card_label: &str,
+        card_pin: &SecretString,
+        card_id: &str,
+    ) -> Result<TransportKeyRow, NodeError> {
+        req.param("card", card_label);
+        req.param("card_id", card_id);
+        self.authorize(req, Operation::Import, Some(TRANSPORT), &self.region)?;
+        let for_region = card_id
+            .strip_prefix("card-")
+            .and_then(|r| r.get(..6))
+            .and_then(|r| Region::parse(r).ok())
+            .ok_or_else(|| NodeError::InvalidArgument(format!("`{card_id}` is not a card id")))?;
+        if for_region != self.region {
+            return Err(NodeError::FailedPrecondition(format!(
+                "card {card_id} was issued for {for_region}, not for this node's {}",
+                self.region
+            )));
+        }
+        let card = self.open_card(card_label, card_pin)?;
+        let (kcv, _) = self.hsm.load_transport_key(&card, card_id)?;
+        self.record_transport(
+            req,
+            card_id.to_string(),
+            self.region,
+            "loaded",
+            kcv.to_hex(),
+            None,
+        )
+    }
+
+    fn record_transport(
+        &self,
+        req: &mut Request,
+        card_id: String,
+        region: Region,
+        role: &str,
+        kcv: String,
+        ceremony_id: Option<&str>,
+    ) -> Result<TransportKeyRow, NodeError> {
+        req.audit.key_ids.push(card_id.clone());
+        req.audit.kcvs.push(crate::audit::KcvEntry {
+            key_id: card_id.clone(),
+            kcv: kcv.clone(),
+            method: "aes-cmac".into(),
+        });
+        let row = TransportKeyRow {
+            card_id,
+            region: region.to_string(),
+            role: role.into(),
+            kcv,
+            ceremony_id: ceremony_id.map(str::to_string),
+            created_at: now_rfc3339(),
+        };
+        let logged = self
+            .store
+            .insert_transport_key_audited(&row, &req.success_record())?;
+        req.mark_logged();
+        self.after_append(logged.seq);
+        Ok(row)
+    }
+
+    /// Transport keys this node issued or loaded.
+    pub fn list_transport_keys(
+        &self,
+        req: &mut Request,
+    ) -> Result<Vec<TransportKeyRow>, NodeError> {
+        self.authorize(req, Operation::Read, None, &self.region)?;
+        Ok(self.store.transport_keys()?)
+    }
+
+    /// Wraps `key_id` (a sub-key made for `recipient`) as a key package for that region, under
+    /// the transport key of `card_id` or of the newest card issued for the region.
+    pub fn export_key(
+        &self,
+        req: &mut Request,
+        key_id: &str,
+        recipient: &str,
+        card_id: Option<&str>,
+    ) -> Result<Vec<u8>, NodeError> {
+        req.param("key_id", key_id);
+        req.param("recipient_region", recipient);
+        let key = self.get_key_record(&KeyId::parse(key_id)?)?;
+        req.key(&key);
+        let recipient = Region::parse(recipient)?;
+        self.authorize(
+            req,
+            Operation::Export,
+            Some(key.key_type.as_str()),
+            &recipient,
+        )?;
+        if key.region != recipient {
+            return Err(NodeError::InvalidArgument(format!(
+                "key {} was made for {}; a package for {recipient} cannot carry it",
+                key.id, key.region
+            )));
+        }
+        if key.state != KeyState::Active {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {} is {}; only an active key is exported",
+                key.id, key.state
+            )));
+        }
+        let spec = Self::key_type(&self.policy(), key.key_type.as_str())?;
+        if !spec.exportable {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key type `{}` is not exportable",
+                spec.name.as_str()
+            )));
+        }
+        let card = self
+            .store
+            .transport_keys()?
+            .into_iter()
+            .find(|t| {
+                t.role == "issued"
+                    && t.region == recipient.as_str()
+                    && card_id.is_none_or(|c| c == t.card_id)
+            })
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition(format!(
+                    "no transport key card {}was issued here for {recipient}; issue one first \
+                     (`hkms transport issue-card`)",
+                    card_id.map(|c| format!("{c} ")).unwrap_or_default()
+                ))
+            })?;
+        let parent_kcv = match &key.parent_id {
+            Some(p) => self.get_key_record(p)?.kcv.to_hex(),
+            None => String::new(),
+        };
+        let now = SystemTime::now();
+        let header = PackageHeader {
+            package_id: format!("p-{}", uuid::Uuid::new_v4().simple()),
+            key_type: key.key_type.as_str().into(),
+            algorithm: key.algorithm.as_str().into(),
+            usage: spec.usage.as_str().into(),
+            kcv: key.kcv.to_hex(),
+            kcv_method: key.kcv.method.as_str().into(),
+            parent_kcv,
+            issuer_node: self.name.clone(),
+            issuer_region: self.region.to_string(),
+            source_key_id: key.id.to_string(),
+            recipient_region: recipient.to_string(),
+            card_id: card.card_id.clone(),
+            version: key.version,
+            created_at: rfc3339(now),
+            not_after: rfc3339(now + self.package_ttl),
+        };
+        req.param("package_id", header.package_id.clone());
+        req.param("card_id", card.card_id.clone());
+        let header_bytes =
+            Package::header_bytes(&header).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let wrapped = self.hsm.wrap_for_transport(&card.card_id, &key.ck_label)?;
+        let signed = Package::signed_bytes(&header_bytes, &wrapped)
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        let mac: [u8; crate::transport::package::MAC_LEN] = self
+            .hsm
+            .package_mac(&card.card_id, &signed)?
+            .try_into()
+            .map_err(|_| NodeError::Internal("package MAC length".into()))?;
+        Package {
+            header,
+            header_bytes,
+            wrapped,
+            mac,
+        }
+        .encode()
+        .map_err(|e| NodeError::Internal(e.to_string()))
+    }
+
+    /// Checks and imports a key package made for this node.
+    pub fn import_key(&self, req: &mut Request, bytes: &[u8]) -> Result<KeyRecord, NodeError> {
+        let pkg = Package::decode(bytes).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let h = &pkg.header;
+        req.param("package_id", h.package_id.clone());
+        req.param("issuer_node", h.issuer_node.clone());
+        req.param("card_id", h.card_id.clone());
+        req.param("key_type", h.key_type.clone());
+        if h.recipient_region != self.region.as_str() {
+            return Err(NodeError::InvalidArgument(format!(
+                "the package is for region {}, and this node is {}",
+                h.recipient_region, self.region
+            )));
+        }
+        self.authorize(req, Operation::Import, Some(&h.key_type), &self.region)?;
+        let card = self
+            .store
+            .transport_key(&h.card_id)?
+            .filter(|t| t.role == "loaded")
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition(format!(
+                    "no transport key of card {} is loaded here: the package was wrapped for \
+                     another card, or load the card first",
+                    h.card_id
+                ))
+            })?;
+        let signed = Package::signed_bytes(&pkg.header_bytes, &pkg.wrapped)
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let mac = self.hsm.package_mac(&card.card_id, &signed)?;
+        if !same(&mac, &pkg.mac) {
+            return Err(NodeError::InvalidArgument(
+                "the package's MAC does not verify: its header, key or MAC was changed, or it was \
+                 made for another card; nothing was imported"
+                    .into(),
+            ));
+        }
+        let not_after = humantime::parse_rfc3339(&h.not_after).map_err(|_| {
+            NodeError::InvalidArgument("the package's not_after is malformed".into())
+        })?;
+        if SystemTime::now() > not_after {
+            return Err(NodeError::FailedPrecondition(format!(
+                "the package expired at {}; ask the issuer for a new one",
+                h.not_after
+            )));
+        }
+        let spec = Self::key_type(&self.policy(), &h.key_type)?;
+        let algorithm: Algorithm = h.algorithm.parse().map_err(|_| {
+            NodeError::InvalidArgument(format!("unknown algorithm `{}`", h.algorithm))
+        })?;
+        if algorithm != crate::hsm::derived_algorithm(spec.algorithm) && algorithm != spec.algorithm
+        {
+            return Err(NodeError::InvalidArgument(format!(
+                "the package says {} but key type `{}` is {}",
+                h.algorithm,
+                h.key_type,
+                spec.algorithm.as_str()
+            )));
+        }
+        if self.store.package_imported(&h.package_id)? {
+            return Err(NodeError::AlreadyExists(format!(
+                "package {} was imported already",
+                h.package_id
+            )));
+        }
+        let newest = self
+            .store
+            .list_keys(&KeyFilter {
+                key_type: Some(KeyTypeName::parse(&h.key_type)?),
+                region: Some(self.region),
+                ..KeyFilter::default()
+            })?
+            .into_iter()
+            .filter(|k| k.state != KeyState::Destroyed)
+            .map(|k| k.version)
+            .max();
+        if let Some(v) = newest
+            && v >= h.version
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "a `{}` key of version {v} is registered here; a package of version {} cannot \
+                 replace it (replay of an older package)",
+                h.key_type, h.version
+            )));
+        }
+        let id = KeyId::new_random();
+        let kcv = self.hsm.unwrap_from_transport(
+            &card.card_id,
+            &pkg.wrapped,
+            &SecretKeySpec {
+                algorithm,
+                usage: spec.usage,
+                exportable: false,
+                label: id.ck_label(),
+                id: id.ck_id(),
+                lifetime: Lifetime::Token,
+            },
+        )?;
+        if !kcv.to_hex().eq_ignore_ascii_case(&h.kcv) {
+            let _ = self.hsm.destroy_key(&id.ck_label());
+            return Err(NodeError::InvalidArgument(format!(
+                "the unwrapped key's KCV {} is not the package's {}; nothing was imported",
+                kcv.to_hex(),
+                h.kcv
+            )));
+        }
+        let now = now_rfc3339();
+        let record = KeyRecord {
+            ck_label: id.ck_label(),
+            id,
+            key_type: KeyTypeName::parse(&h.key_type)?,
+            algorithm,
+            tier: self.tier,
+            region: self.region,
+            parent_id: None,
+            factor: None,
+            kcv,
+            version: h.version,
+            state: KeyState::Active,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        req.key(&record);
+        let origin = KeyOrigin {
+            origin_node: h.issuer_node.clone(),
+            origin_key_id: h.source_key_id.clone(),
+            package_id: h.package_id.clone(),
+            parent_kcv: h.parent_kcv.clone(),
+            card_id: card.card_id.clone(),
+        };
+        match self
+            .store
+            .insert_imported_key_audited(&record, &origin, &req.success_record())
+        {
+            Ok(logged) => {
+                req.mark_logged();
+                self.after_append(logged.seq);
+                Ok(record)
+            }
+            Err(e) => {
+                let _ = self.hsm.destroy_key(&record.ck_label);
+                Err(e.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `hkms.v1.TransportService`: transport key cards and key packages.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::proto;
+use crate::proto::transport_service_server::TransportService;
+use crate::store::TransportKeyRow;
+
+use super::keys::{key_to_proto, run};
+
+/// The transport service over one node.
+pub struct TransportApi {
+    node: Arc<Node>,
+}
+
+impl TransportApi {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> TransportApi {
+        TransportApi { node }
+    }
+}
+
+fn info(t: &TransportKeyRow) -> proto::TransportKeyInfo {
+    proto::TransportKeyInfo {
+        card_id: t.card_id.clone(),
+        region: t.region.clone(),
+        role: t.role.clone(),
+        kcv: t.kcv.clone(),
+        ceremony_id: t.ceremony_id.clone().unwrap_or_default(),
+        created_at: t.created_at.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl TransportService for TransportApi {
+    async fn issue_card(
+        &self,
+        request: Request<proto::IssueCardRequest>,
+    ) -> Result<Response<proto::TransportKeyInfo>, Status> {
+        let row = run(&self.node, "IssueCard", request, |n, req, mut r| {
+            let pin = SecretString::from(std::mem::take(&mut r.card_pin));
+            let ceremony = (!r.ceremony_id.is_empty()).then_some(r.ceremony_id.as_str());
+            n.issue_card(req, &r.region, &r.card_label, &pin, ceremony)
+        })
+        .await?;
+        Ok(Response::new(info(&row)))
+    }
+
+    async fn load_card(
+        &self,
+        request: Request<proto::LoadCardRequest>,
+    ) -> Result<Response<proto::TransportKeyInfo>, Status> {
+        let row = run(&self.node, "LoadCard", request, |n, req, mut r| {
+            let pin = SecretString::from(std::mem::take(&mut r.card_pin));
+            n.load_card(req, &r.card_label, &pin, &r.card_id)
+        })
+        .await?;
+        Ok(Response::new(info(&row)))
+    }
+
+    async fn list_transport_keys(
+        &self,
+        request: Request<proto::ListTransportKeysRequest>,
+    ) -> Result<Response<proto::ListTransportKeysResponse>, Status> {
+        let rows = run(&self.node, "ListTransportKeys", request, |n, req, _| {
+            n.list_transport_keys(req)
+        })
+        .await?;
+        Ok(Response::new(proto::ListTransportKeysResponse {
+            transport_keys: rows.iter().map(info).collect(),
+        }))
+    }
+
+    async fn export_key(
+        &self,
+        request: Request<proto::ExportKeyRequest>,
+    ) -> Result<Response<proto::ExportKeyResponse>, Status> {
+        let package = run(&self.node, "ExportKey", request, |n, req, r| {
+            let card = (!r.card_id.is_empty()).then_some(r.card_id.as_str());
+            n.export_key(req, &r.key_id, &r.recipient_region, card)
+        })
+        .await?;
+        Ok(Response::new(proto::ExportKeyResponse { package }))
+    }
+
+    async fn import_key(
+        &self,
+        request: Request<proto::ImportKeyRequest>,
+    ) -> Result<Response<proto::ImportKeyResponse>, Status> {
+        let key = run(&self.node, "ImportKey", request, |n, req, r| {
+            n.import_key(req, &r.package)
+        })
+        .await?;
+        Ok(Response::new(proto::ImportKeyResponse {
+            key: Some(key_to_proto(&key)),
+        }))
+    }
+}

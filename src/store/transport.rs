@@ -1,0 +1,148 @@
+//! Transport key cards and the origin of imported keys, written with their audit records.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::audit::append_in;
+use super::keys::insert_in;
+use super::{KeyRecord, Store, StoreError};
+use crate::audit::{AuditDraft, AuditRecord};
+
+/// A transport key this node issued onto a card (ministry, province) or loaded from one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportKeyRow {
+    /// The card's id, also in the key's label `hkms/transport/<card_id>`.
+    pub card_id: String,
+    /// The recipient region of the card.
+    pub region: String,
+    /// "issued" or "loaded".
+    pub role: String,
+    /// KCV of the transport key.
+    pub kcv: String,
+    /// The ceremony that approved issuing it.
+    pub ceremony_id: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// Where an imported key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOrigin {
+    /// The issuing node.
+    pub origin_node: String,
+    /// The key's id there.
+    pub origin_key_id: String,
+    /// The package it came in (unique: a package is imported once).
+    pub package_id: String,
+    /// Its parent's KCV at the issuer.
+    pub parent_kcv: String,
+    /// The card whose transport key wrapped it.
+    pub card_id: String,
+}
+
+impl Store {
+    /// Records a transport key with its audit record.
+    pub fn insert_transport_key_audited(
+        &self,
+        row: &TransportKeyRow,
+        draft: &AuditDraft,
+    ) -> Result<AuditRecord, StoreError> {
+        self.write("recording a transport key", |tx| {
+            tx.execute(
+                "INSERT INTO transport_keys (card_id, region, role, kcv, ceremony_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    row.card_id,
+                    row.region,
+                    row.role,
+                    row.kcv,
+                    row.ceremony_id,
+                    row.created_at
+                ],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Corrupt {
+                    id: row.card_id.clone(),
+                    what: "this card id or ceremony is already recorded".into(),
+                },
+                _ => StoreError::Sqlite {
+                    context: "recording a transport key",
+                    source: e,
+                },
+            })?;
+            append_in(tx, draft)
+        })
+    }
+
+    /// Every transport key, newest first.
+    pub fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT card_id, region, role, kcv, ceremony_id, created_at FROM transport_keys \
+                 ORDER BY rowid DESC",
+            )
+            .map_err(StoreError::sqlite("listing transport keys"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(TransportKeyRow {
+                    card_id: r.get(0)?,
+                    region: r.get(1)?,
+                    role: r.get(2)?,
+                    kcv: r.get(3)?,
+                    ceremony_id: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            })
+            .map_err(StoreError::sqlite("listing transport keys"))?;
+        rows.map(|r| r.map_err(StoreError::sqlite("listing transport keys")))
+            .collect()
+    }
+
+    /// One transport key.
+    pub fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError> {
+        Ok(self
+            .transport_keys()?
+            .into_iter()
+            .find(|t| t.card_id == card_id))
+    }
+
+    /// Whether a package was imported already.
+    pub fn package_imported(&self, package_id: &str) -> Result<bool, StoreError> {
+        let conn = self.lock()?;
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT key_id FROM key_origins WHERE package_id = ?1",
+                [package_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("reading key origins"))?;
+        Ok(found.is_some())
+    }
+
+    /// Registers an imported key, its origin and its audit record together.
+    pub fn insert_imported_key_audited(
+        &self,
+        record: &KeyRecord,
+        origin: &KeyOrigin,
+        draft: &AuditDraft,
+    ) -> Result<AuditRecord, StoreError> {
+        self.write("registering an imported key", |tx| {
+            insert_in(tx, record)?;
+            tx.execute(
+                "INSERT INTO key_origins (key_id, origin_node, origin_key_id, package_id, parent_kcv, card_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    record.id.as_str(),
+                    origin.origin_node,
+                    origin.origin_key_id,
+                    origin.package_id,
+                    origin.parent_kcv,
+                    origin.card_id
+                ],
+            )
+            .map_err(StoreError::sqlite("recording a key's origin"))?;
+            append_in(tx, draft)
+        })
+    }
+}

@@ -1,0 +1,347 @@
+//! Issue 4 end to end: three nodes on 127.0.0.1 — the ministry, Guangdong 440000, Guangzhou
+//! 440100 — each with its own token, registry and PKI, and card tokens. The ministry issues a
+//! card for Guangdong, exports Guangdong's sub-key; Guangdong imports it, derives Guangzhou's,
+//! issues Guangzhou's card and exports; Guangzhou imports. The city's key KCV equals the software
+//! computation from the known national test key. Then the tamper matrix.
+//!
+//! A single test: it plants the known national key through the process environment.
+
+mod support;
+
+use hkms::hierarchy::{Algorithm, Kcv, KcvMethod};
+use hkms::proto::{
+    self, key_service_client::KeyServiceClient, transport_service_client::TransportServiceClient,
+};
+use hkms::store::Store;
+use support::{PlantSpot, TestNode, USER_PIN, aes_child, aes_kcv, make_token, node_config, stdout};
+use tonic::Code;
+
+const GD_SYSTEM: &str = "hkms://system/provincial/440000/gd-kms";
+const GZ_SYSTEM: &str = "hkms://system/municipal/440100/gz-kms";
+
+fn with_so_pin(text: String, token: &support::Token) -> String {
+    let so = token.pin_file.with_file_name("so.pin");
+    text.replace(
+        &format!("pin_file = \"{}\"", token.pin_file.display()),
+        &format!(
+            "pin_file = \"{}\"\nso_pin_file = \"{}\"",
+            token.pin_file.display(),
+            so.display()
+        ),
+    )
+}
+
+/// Opens an issue-card ceremony for `region` and has two officers of the node approve it.
+async fn approve_card(node: &TestNode, region: &str) -> String {
+    let done = node
+        .ceremony("manage", &[("action", "issue-card"), ("region", region)])
+        .await;
+    assert_eq!(done.state, "done", "{}", done.result);
+    done.id
+}
+
+async fn issue(node: &TestNode, region: &str, card: &str) -> proto::TransportKeyInfo {
+    let ceremony = approve_card(node, region).await;
+    TransportServiceClient::new(node.channel().await)
+        .issue_card(proto::IssueCardRequest {
+            region: region.into(),
+            card_label: card.into(),
+            card_pin: USER_PIN.into(),
+            ceremony_id: ceremony,
+        })
+        .await
+        .expect("issue card")
+        .into_inner()
+}
+
+async fn load(node: &TestNode, who: &str, card: &str, card_id: &str) -> proto::TransportKeyInfo {
+    TransportServiceClient::new(node.channel_as(who).await)
+        .load_card(proto::LoadCardRequest {
+            card_label: card.into(),
+            card_pin: USER_PIN.into(),
+            card_id: card_id.into(),
+        })
+        .await
+        .expect("load card")
+        .into_inner()
+}
+
+async fn export_for(node: &TestNode, key_id: &str, region: &str, card: &str) -> Vec<u8> {
+    TransportServiceClient::new(node.channel().await)
+        .export_key(proto::ExportKeyRequest {
+            key_id: key_id.into(),
+            recipient_region: region.into(),
+            card_id: card.into(),
+        })
+        .await
+        .expect("export")
+        .into_inner()
+        .package
+}
+
+async fn export(node: &TestNode, key_id: &str, region: &str) -> Vec<u8> {
+    export_for(node, key_id, region, "").await
+}
+
+async fn import(node: &TestNode, who: &str, package: Vec<u8>) -> Result<proto::Key, tonic::Status> {
+    TransportServiceClient::new(node.channel_as(who).await)
+        .import_key(proto::ImportKeyRequest { package })
+        .await
+        .map(|r| r.into_inner().key.expect("key"))
+}
+
+async fn derive(node: &TestNode, who: &str, parent: &str, region: &str) -> proto::Key {
+    KeyServiceClient::new(node.channel_as(who).await)
+        .derive_sub_key(proto::DeriveSubKeyRequest {
+            parent_id: parent.into(),
+            region: region.into(),
+        })
+        .await
+        .expect("derive")
+        .into_inner()
+        .key
+        .expect("key")
+}
+
+async fn key_count(node: &TestNode) -> usize {
+    node.client()
+        .await
+        .list_keys(proto::ListKeysRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .keys
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused() {
+    let root = hex::decode("00112233445566778899AABBCCDDEEFF").expect("hex");
+    let gd_value = aes_child(&root, "440000");
+    let gz_value = aes_child(&gd_value, "440100");
+
+    let tokens = tempfile::tempdir().expect("tempdir");
+    let softhsm = tokens.path().join("softhsm");
+    let t_ministry = make_token(&softhsm, "ministry");
+    let t_gd = make_token(&softhsm, "guangdong");
+    let t_gz = make_token(&softhsm, "guangzhou");
+    for card in ["card-gd", "card-gz", "card-gz-2"] {
+        make_token(&softhsm, card);
+    }
+    let pkcs11 = support::init_pkcs11(&t_ministry);
+
+    let start = |token: &support::Token, tier: &str, region: &str, so: bool, plant: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut root_id = None;
+        if plant {
+            let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+            let at = PlantSpot {
+                pkcs11: &pkcs11,
+                token: &token.label,
+                store: &store,
+                region,
+            };
+            let kcv: [u8; 3] = hex::decode(aes_kcv(&root))
+                .expect("hex")
+                .try_into()
+                .expect("3");
+            root_id = Some(support::plant(
+                &at,
+                "card-master",
+                Algorithm::Aes128,
+                &root,
+                Kcv {
+                    value: kcv,
+                    method: KcvMethod::AesCmac,
+                },
+            ));
+        }
+        let mut text = node_config(region, tier, region, token);
+        if so {
+            text = with_so_pin(text, token);
+        }
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, text).expect("config");
+        (TestNode::start_in(dir, token.clone(), config), root_id)
+    };
+    let (ministry, root_id) = start(&t_ministry, "national", "000000", true, true);
+    let (guangdong, _) = start(&t_gd, "provincial", "440000", true, false);
+    let (guangzhou, _) = start(&t_gz, "municipal", "440100", false, false);
+    let root_id = root_id.expect("planted root").to_string();
+
+    // Ministry: Guangdong's card, Guangdong's sub-key, its package.
+    let gd_card = issue(&ministry, "440000", "card-gd").await;
+    assert_eq!(
+        (gd_card.region.as_str(), gd_card.role.as_str()),
+        ("440000", "issued")
+    );
+    let gd_key = derive(&ministry, &ministry.officer, &root_id, "440000").await;
+    assert_eq!(gd_key.kcv, aes_kcv(&gd_value));
+    let gd_package = export(&ministry, &gd_key.id, "440000").await;
+
+    // Guangdong: load the card (same KCV as issued), import, derive Guangzhou's key.
+    let loaded = load(&guangdong, GD_SYSTEM, "card-gd", &gd_card.card_id).await;
+    assert_eq!(
+        loaded.kcv, gd_card.kcv,
+        "the officers compare the card's KCV"
+    );
+    let gd_imported = import(&guangdong, GD_SYSTEM, gd_package.clone())
+        .await
+        .expect("Guangdong imports");
+    assert_eq!(
+        (gd_imported.kcv.as_str(), gd_imported.tier.as_str()),
+        (gd_key.kcv.as_str(), "provincial")
+    );
+    let gz_key = derive(&guangdong, GD_SYSTEM, &gd_imported.id, "440100").await;
+    let gz_card = issue(&guangdong, "440100", "card-gz").await;
+    let gz_package = export(&guangdong, &gz_key.id, "440100").await;
+
+    // Guangzhou: load its card; tampered packages are refused first, then the good one lands.
+    load(&guangzhou, GZ_SYSTEM, "card-gz", &gz_card.card_id).await;
+    let before = key_count(&guangzhou).await;
+    let refused = |what: &'static str, bytes: Vec<u8>, code: Code, needle: &'static str| {
+        let node = &guangzhou;
+        async move {
+            let err = import(node, GZ_SYSTEM, bytes).await.expect_err(what);
+            assert_eq!(err.code(), code, "{what}: {}", err.message());
+            assert!(err.message().contains(needle), "{what}: {}", err.message());
+        }
+    };
+    let p = hkms::transport::Package::decode(&gz_package).expect("decode");
+    let header_at = 10;
+    let id_at = header_at
+        + p.header_bytes
+            .windows(2)
+            .position(|w| w == b"p-")
+            .expect("package id")
+        + 5;
+    let mut header_flip = gz_package.clone();
+    header_flip[id_at] = if header_flip[id_at] == b'a' {
+        b'b'
+    } else {
+        b'a'
+    };
+    refused(
+        "header bit",
+        header_flip,
+        Code::InvalidArgument,
+        "MAC does not verify",
+    )
+    .await;
+    let wrapped_at = 12 + p.header_bytes.len();
+    let mut payload_flip = gz_package.clone();
+    payload_flip[wrapped_at + 3] ^= 0x01;
+    refused(
+        "payload bit",
+        payload_flip,
+        Code::InvalidArgument,
+        "MAC does not verify",
+    )
+    .await;
+    let mut mac_flip = gz_package.clone();
+    let last = mac_flip.len() - 1;
+    mac_flip[last] ^= 0x80;
+    refused(
+        "MAC bit",
+        mac_flip,
+        Code::InvalidArgument,
+        "MAC does not verify",
+    )
+    .await;
+    refused(
+        "another region's package",
+        gd_package.clone(),
+        Code::InvalidArgument,
+        "for region 440000",
+    )
+    .await;
+    refused(
+        "truncated",
+        gz_package[..gz_package.len() - 7].to_vec(),
+        Code::InvalidArgument,
+        "truncated",
+    )
+    .await;
+    // Wrapped under another card: Guangdong issues a second card for the city, not loaded there.
+    let second = issue(&guangdong, "440100", "card-gz-2").await;
+    let other_card_package = export_for(&guangdong, &gz_key.id, "440100", &second.card_id).await;
+    refused(
+        "another card",
+        other_card_package,
+        Code::FailedPrecondition,
+        "is loaded here",
+    )
+    .await;
+    assert_eq!(key_count(&guangzhou).await, before, "nothing was imported");
+
+    let gz_imported = import(&guangzhou, GZ_SYSTEM, gz_package.clone())
+        .await
+        .expect("Guangzhou imports");
+    assert_eq!(
+        gz_imported.kcv,
+        aes_kcv(&gz_value),
+        "the city's key is the software computation"
+    );
+    assert_eq!(
+        gz_imported.kcv, "687840",
+        "tests/vectors/diversification.json"
+    );
+    assert_eq!(gz_imported.region, "440100");
+
+    // Replays: the same package again, and a fresh package of the same (not newer) version.
+    refused(
+        "same package twice",
+        gz_package,
+        Code::AlreadyExists,
+        "imported already",
+    )
+    .await;
+    let again = export_for(&guangdong, &gz_key.id, "440100", &gz_card.card_id).await;
+    refused(
+        "a fresh package of a version not newer",
+        again,
+        Code::FailedPrecondition,
+        "replay",
+    )
+    .await;
+    assert_eq!(key_count(&guangzhou).await, before + 1);
+
+    // The CLI lists the city's card.
+    let out = guangzhou.cli_as(GZ_SYSTEM, &["transport", "list"]);
+    assert!(stdout(&out).contains(&gz_card.card_id), "{}", stdout(&out));
+
+    // Offline inspection shows the header and nothing secret.
+    let file = tokens.path().join("gz.pkg");
+    std::fs::write(&file, export(&guangdong, &gz_key.id, "440100").await).expect("write");
+    let o = std::process::Command::new(support::hkms_bin())
+        .args(["package", "inspect", &file.display().to_string()])
+        .output()
+        .expect("inspect");
+    let text = stdout(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("\"recipient_region\": \"440100\"") && text.contains(&gz_key.kcv),
+        "{text}"
+    );
+
+    // Every key on every node's token follows the attribute rules; no registry holds key bytes.
+    for node in [&ministry, &guangdong, &guangzhou] {
+        let out = node.cli(&["token", "audit"]);
+        assert!(out.status.success(), "{}", stdout(&out));
+        for f in ["registry.sqlite", "registry.sqlite-wal"] {
+            let bytes = std::fs::read(node.dir.path().join("data").join(f)).unwrap_or_default();
+            for secret in [&root, &gd_value, &gz_value] {
+                for needle in [
+                    secret.to_vec(),
+                    hex::encode(secret).into_bytes(),
+                    hex::encode_upper(secret).into_bytes(),
+                ] {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                        "key bytes in a registry"
+                    );
+                }
+            }
+        }
+    }
+}
