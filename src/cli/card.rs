@@ -39,6 +39,113 @@ pub enum CardCommand {
     Unblock(CardArgs),
     /// PIN RELOAD for a forgotten PIN (asks for the new PIN).
     Reset(CardArgs),
+    /// Batch personalisation: each card's keys as packages for the bureau. Resumable: cards
+    /// whose packages are already in OUT are skipped, never made twice.
+    Personalise {
+        /// A file of card serials, one per line.
+        #[arg(long)]
+        serials: std::path::PathBuf,
+        /// The bureau's transport key card id.
+        #[arg(long)]
+        bureau_card: String,
+        /// The folder for the packages (SERIAL.KEY_TYPE.pkg).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// The key types a personalised card gets, in the order the node answers.
+const CARD_KEY_TYPES: [&str; 2] = ["pin-unblock", "pin-reload"];
+
+fn package_path(out: &std::path::Path, serial: &str, key_type: &str) -> std::path::PathBuf {
+    out.join(format!("{serial}.{key_type}.pkg"))
+}
+
+/// Writes a file whole or not at all (temporary file, sync, rename).
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("pkg.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+async fn personalise(
+    serials: std::path::PathBuf,
+    bureau_card: String,
+    out: std::path::PathBuf,
+    quiet: bool,
+    client: ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    use tokio_stream::StreamExt;
+    std::fs::create_dir_all(&out)?;
+    let text = std::fs::read_to_string(&serials)?;
+    let mut all: Vec<String> = Vec::new();
+    for s in text.lines().map(str::trim).filter(|s| !s.is_empty()) {
+        let s = s.to_ascii_uppercase();
+        if !all.contains(&s) {
+            all.push(s);
+        }
+    }
+    let todo: Vec<String> = all
+        .iter()
+        .filter(|s| {
+            !CARD_KEY_TYPES
+                .iter()
+                .all(|k| package_path(&out, s, k).exists())
+        })
+        .cloned()
+        .collect();
+    let skipped = all.len() - todo.len();
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(todo.len() as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} cards {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut c = CardServiceClient::new(client.channel().await?);
+    let requests = tokio_stream::iter(todo.clone().into_iter().map(move |card_serial| {
+        proto::PersonaliseRequest {
+            bureau_card_id: bureau_card.clone(),
+            card_serial,
+        }
+    }));
+    let mut answers = c
+        .personalise_cards(requests)
+        .await
+        .map_err(status)?
+        .into_inner();
+    let (mut done, mut failed) = (0usize, 0usize);
+    while let Some(answer) = answers.next().await {
+        let a = answer.map_err(status)?;
+        if a.error.is_empty() {
+            for p in &a.packages {
+                write_atomically(&package_path(&out, &a.card_serial, &p.key_type), &p.package)?;
+            }
+            done += 1;
+        } else {
+            failed += 1;
+            bar.suspend(|| eprintln!("{}: {}", a.card_serial, a.error));
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("personalised {done} cards, skipped {skipped} already done, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 impl CardCommand {
@@ -47,6 +154,13 @@ impl CardCommand {
         let (unblock, a) = match self {
             CardCommand::Unblock(a) => (true, a),
             CardCommand::Reset(a) => (false, a),
+            CardCommand::Personalise {
+                serials,
+                bureau_card,
+                out,
+                quiet,
+                client,
+            } => return personalise(serials, bureau_card, out, quiet, client).await,
         };
         let pin = read_secret(if unblock {
             "cardholder's PIN"

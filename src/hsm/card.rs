@@ -6,6 +6,7 @@ use crate::card::{self, BLOCK, CardCommand, MAC_LEN};
 use crate::hierarchy::Factor;
 
 use super::{Hsm, HsmError, find_key, mechanisms, templates};
+use crate::hierarchy::{Algorithm, Kcv};
 
 impl Hsm {
     /// Builds the complete command APDU for one card.
@@ -58,5 +59,39 @@ impl Hsm {
         let apdu = built?;
         destroyed?;
         Ok(apdu)
+    }
+}
+
+impl Hsm {
+    /// Derives a card's key from `master_label` for personalisation and wraps it under the
+    /// bureau's trusted transport key (`card_id`); returns the wrapped key and its KCV. The card
+    /// key is a session object, destroyed before returning.
+    pub fn export_card_key(
+        &self,
+        master_label: &str,
+        serial: &Factor,
+        card_id: &str,
+    ) -> Result<(Vec<u8>, Kcv), HsmError> {
+        let wrap = self.wrap_pad()?;
+        let s = self.session()?;
+        let master = find_key(&s, master_label)?;
+        let transport = find_key(&s, &super::transport::transport_label(card_id))?;
+        let label = format!("hkms/card-export/{}", uuid::Uuid::new_v4().simple());
+        let raw = &self.inner.raw;
+        let key = raw.derive_encrypt_data(
+            s.handle(),
+            mechanisms::AES_ECB_ENCRYPT_DATA,
+            master.handle(),
+            &serial.data_block(),
+            &templates::card_export_template(&label),
+        )?;
+        let out = self.kcv_of(&s, key, Algorithm::Aes128).and_then(|kcv| {
+            let wrapped = raw.wrap_key(s.handle(), wrap, transport.handle(), key)?;
+            Ok((wrapped, kcv))
+        });
+        let destroyed = raw.destroy_object(s.handle(), key);
+        let out = out?;
+        destroyed?;
+        Ok(out)
     }
 }

@@ -92,6 +92,30 @@ pub fn card_key_template(label: &str) -> Vec<Attribute> {
     ]
 }
 
+/// The template of a card key derived for personalisation: a session object that may leave the
+/// token only wrapped by a trusted transport key (the bureau's), and signs only its own KCV.
+pub fn card_export_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(16.into()),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(true),
+        Attribute::WrapWithTrusted(true),
+        Attribute::Derive(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(true),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        allowed_mechanisms_attribute(&[super::mechanisms::AES_CMAC]),
+    ]
+}
+
 /// DER of the named curve P-256 (secp256r1, OID 1.2.840.10045.3.1.7) for `CKA_EC_PARAMS`.
 pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 

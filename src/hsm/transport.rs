@@ -187,7 +187,7 @@ pub fn transport_label(card_id: &str) -> String {
 }
 
 impl Hsm {
-    fn wrap_pad(&self) -> Result<cryptoki_sys::CK_MECHANISM_TYPE, HsmError> {
+    pub(crate) fn wrap_pad(&self) -> Result<cryptoki_sys::CK_MECHANISM_TYPE, HsmError> {
         self.inner
             .caps
             .wrap_pad

@@ -160,3 +160,71 @@ impl Node {
             })
     }
 }
+
+/// One card's key packages for the personalisation bureau: (key type, package bytes).
+pub type CardPackages = Vec<(String, Vec<u8>)>;
+
+impl Node {
+    /// Personalises one card: its pin-unblock and pin-reload keys, derived from the city's
+    /// masters with the card's serial, each wrapped under the bureau's transport key
+    /// (`bureau_card_id`, a card this node issued for its own region) as a key package.
+    pub fn personalise_card(
+        &self,
+        req: &mut Request,
+        bureau_card_id: &str,
+        serial: &str,
+    ) -> Result<CardPackages, NodeError> {
+        req.param("card_serial", serial);
+        req.param("bureau_card_id", bureau_card_id);
+        let factor = Factor::from_card_serial(serial)
+            .map_err(|_| NodeError::InvalidArgument(card::CardError::Serial.to_string()))?;
+        let serial = serial.to_ascii_uppercase();
+        let bureau = self
+            .store
+            .transport_key(bureau_card_id)?
+            .filter(|t| t.role == "issued" && t.region == self.region.as_str())
+            .ok_or_else(|| {
+                NodeError::FailedPrecondition(format!(
+                    "no bureau card {bureau_card_id} was issued by this node for {}",
+                    self.region
+                ))
+            })?;
+        let mut out = Vec::new();
+        for command in [CardCommand::Unblock, CardCommand::Reload] {
+            let key_type = command.key_type();
+            // Card keys leave the HSM (wrapped for the bureau): an export, not a window's use.
+            self.authorize(req, Operation::Export, Some(key_type), &self.region)?;
+            let master = self.card_master(key_type)?;
+            let (wrapped, kcv) =
+                self.hsm
+                    .export_card_key(&master.ck_label, &factor, &bureau.card_id)?;
+            req.audit.kcvs.push(crate::audit::KcvEntry {
+                key_id: format!("card:{serial}:{key_type}"),
+                kcv: kcv.to_hex(),
+                method: kcv.method.as_str().into(),
+            });
+            let now = std::time::SystemTime::now();
+            let header = crate::transport::PackageHeader {
+                package_id: format!("p-{}", uuid::Uuid::new_v4().simple()),
+                key_type: key_type.into(),
+                algorithm: "aes128".into(),
+                usage: "card".into(),
+                kcv: kcv.to_hex(),
+                kcv_method: kcv.method.as_str().into(),
+                parent_kcv: master.kcv.to_hex(),
+                issuer_node: self.name.clone(),
+                issuer_region: self.region.to_string(),
+                source_key_id: master.id.to_string(),
+                recipient_region: self.region.to_string(),
+                card_id: bureau.card_id.clone(),
+                version: master.version,
+                created_at: humantime::format_rfc3339_seconds(now).to_string(),
+                not_after: humantime::format_rfc3339_seconds(now + self.package_ttl).to_string(),
+                card_serial: serial.clone(),
+            };
+            let package = self.seal_package(header, wrapped)?;
+            out.push((key_type.to_string(), package));
+        }
+        Ok(out)
+    }
+}

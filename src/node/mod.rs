@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use audit::{SIGNING_LABEL, Signing};
-pub use card::{CardAnswer, CardRequest};
+pub use card::{CardAnswer, CardPackages, CardRequest};
 pub use ceremony::{Ceremony, CeremonyState};
 pub use error::{ErrorClass, NodeError};
 pub use orphans::OrphanReport;

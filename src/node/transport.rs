@@ -202,6 +202,13 @@ impl Node {
                 key.id, key.region
             )));
         }
+        if !key.region.is_descendant_of(&self.region) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "key {} is this node's own ({}); a node exports only sub-keys it made for the \
+                 regions below it",
+                key.id, key.region
+            )));
+        }
         if key.state != KeyState::Active {
             return Err(NodeError::FailedPrecondition(format!(
                 "key {} is {}; only an active key is exported",
@@ -252,17 +259,28 @@ impl Node {
             version: key.version,
             created_at: rfc3339(now),
             not_after: rfc3339(now + self.package_ttl),
+            card_serial: String::new(),
         };
         req.param("package_id", header.package_id.clone());
         req.param("card_id", card.card_id.clone());
+        let wrapped = self.hsm.wrap_for_transport(&card.card_id, &key.ck_label)?;
+        self.seal_package(header, wrapped)
+    }
+
+    /// Encodes a package and MACs it in the HSM with the key derived from its card's
+    /// transport key.
+    pub(crate) fn seal_package(
+        &self,
+        header: PackageHeader,
+        wrapped: Vec<u8>,
+    ) -> Result<Vec<u8>, NodeError> {
         let header_bytes =
             Package::header_bytes(&header).map_err(|e| NodeError::Internal(e.to_string()))?;
-        let wrapped = self.hsm.wrap_for_transport(&card.card_id, &key.ck_label)?;
         let signed = Package::signed_bytes(&header_bytes, &wrapped)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         let mac: [u8; crate::transport::package::MAC_LEN] = self
             .hsm
-            .package_mac(&card.card_id, &signed)?
+            .package_mac(&header.card_id, &signed)?
             .try_into()
             .map_err(|_| NodeError::Internal("package MAC length".into()))?;
         Package {

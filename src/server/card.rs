@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
@@ -10,7 +12,8 @@ use crate::node::{CardRequest, Node};
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
-use super::keys::run;
+use super::identity::caller;
+use super::keys::{execute, refuse_unauthenticated, run};
 
 /// The card service over one node.
 pub struct CardApi {
@@ -59,6 +62,72 @@ impl CardApi {
 
 #[tonic::async_trait]
 impl CardService for CardApi {
+    type PersonaliseCardsStream = ReceiverStream<Result<proto::PersonaliseResponse, Status>>;
+
+    async fn personalise_cards(
+        &self,
+        request: Request<Streaming<proto::PersonaliseRequest>>,
+    ) -> Result<Response<Self::PersonaliseCardsStream>, Status> {
+        let who = match caller(&request) {
+            Ok(who) => who,
+            Err(status) => {
+                let rid = format!("r-{}", uuid::Uuid::new_v4().simple());
+                return Err(
+                    refuse_unauthenticated(&self.node, "PersonaliseCards", &rid, status).await,
+                );
+            }
+        };
+        let mut incoming = request.into_inner();
+        // A small buffer: the client's pace bounds the server's memory.
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        let node = Arc::clone(&self.node);
+        tokio::spawn(async move {
+            let batch = format!("r-{}", uuid::Uuid::new_v4().simple());
+            while let Some(item) = incoming.next().await {
+                let msg = match item {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let (n, who) = (Arc::clone(&node), who.clone());
+                let rid = batch.clone();
+                let serial = msg.card_serial.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    execute(&n, who, "PersonaliseCards", &rid, |n, req| {
+                        n.personalise_card(req, &msg.bureau_card_id, &msg.card_serial)
+                    })
+                })
+                .await;
+                let answer = match done {
+                    Ok(Ok(packages)) => proto::PersonaliseResponse {
+                        card_serial: serial,
+                        packages: packages
+                            .into_iter()
+                            .map(|(key_type, package)| proto::CardPackage { key_type, package })
+                            .collect(),
+                        error: String::new(),
+                    },
+                    Ok(Err(e)) => proto::PersonaliseResponse {
+                        card_serial: serial,
+                        packages: Vec::new(),
+                        error: e.to_string(),
+                    },
+                    Err(e) => proto::PersonaliseResponse {
+                        card_serial: serial,
+                        packages: Vec::new(),
+                        error: format!("did not finish: {e}"),
+                    },
+                };
+                if tx.send(Ok(answer)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn unblock_pin(
         &self,
         request: Request<proto::CardCommandRequest>,

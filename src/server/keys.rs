@@ -6,6 +6,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditDraft, Outcome};
 use crate::node::{self, Node, NodeError};
+use crate::policy::Identity;
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
 use crate::store::KeyRecord;
@@ -42,57 +43,14 @@ where
     let request_id = format!("r-{}", uuid::Uuid::new_v4().simple());
     let who = match caller(&request) {
         Ok(who) => who,
-        Err(status) => {
-            tracing::warn!(%request_id, rpc, error = %status.message(), "unauthenticated");
-            let draft = AuditDraft {
-                request_id,
-                node: node.name().to_string(),
-                rpc: rpc.to_string(),
-                outcome: Some(Outcome {
-                    ok: false,
-                    code: code_name(status.code()).into(),
-                    message: status.message().to_string(),
-                }),
-                ..AuditDraft::default()
-            };
-            let n = Arc::clone(node);
-            return match tokio::task::spawn_blocking(move || n.record(&draft)).await {
-                Ok(Ok(_)) => Err(status),
-                _ => Err(Status::internal(
-                    "the ceremony log cannot be written; request refused",
-                )),
-            };
-        }
+        Err(status) => return Err(refuse_unauthenticated(node, rpc, &request_id, status).await),
     };
     let body = request.into_inner();
     let node = Arc::clone(node);
     let name = who.to_string();
     let rid = request_id.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let mut req = node::Request::new(who, node.name(), rpc, &rid);
-        let result = f(&node, &mut req, body);
-        if req.is_logged() {
-            return result;
-        }
-        let mut draft = req.audit;
-        draft.outcome = Some(match &result {
-            Ok(_) => Outcome {
-                ok: true,
-                code: "OK".into(),
-                message: String::new(),
-            },
-            Err(e) => Outcome {
-                ok: false,
-                code: code_name(to_status(e).code()).into(),
-                message: e.to_string(),
-            },
-        });
-        match node.record(&draft) {
-            Ok(_) => result,
-            Err(e) => Err(NodeError::Internal(format!(
-                "the request could not be written to the ceremony log ({e}); it is refused"
-            ))),
-        }
+        execute(&node, who, rpc, &rid, |n, req| f(n, req, body))
     })
     .await
     .map_err(|e| Status::internal(format!("{rpc} did not finish: {e}")))?;
@@ -106,6 +64,69 @@ where
             tracing::warn!(%request_id, rpc, caller = %name, code = ?status.code(), error = %e, "refused");
             Err(status)
         }
+    }
+}
+
+/// Records a request that carried no usable identity, and returns the status to answer with
+/// (INTERNAL when even the record cannot be written).
+pub(crate) async fn refuse_unauthenticated(
+    node: &Arc<Node>,
+    rpc: &'static str,
+    request_id: &str,
+    status: Status,
+) -> Status {
+    tracing::warn!(%request_id, rpc, error = %status.message(), "unauthenticated");
+    let draft = AuditDraft {
+        request_id: request_id.to_string(),
+        node: node.name().to_string(),
+        rpc: rpc.to_string(),
+        outcome: Some(Outcome {
+            ok: false,
+            code: code_name(status.code()).into(),
+            message: status.message().to_string(),
+        }),
+        ..AuditDraft::default()
+    };
+    let n = Arc::clone(node);
+    match tokio::task::spawn_blocking(move || n.record(&draft)).await {
+        Ok(Ok(_)) => status,
+        _ => Status::internal("the ceremony log cannot be written; request refused"),
+    }
+}
+
+/// Runs one use case for `who` and makes sure it leaves exactly one audit record (the use case
+/// may have written it with its change); a record that cannot be written fails the request.
+/// Blocking: call it on a blocking thread.
+pub(crate) fn execute<T>(
+    node: &Node,
+    who: Identity,
+    rpc: &'static str,
+    request_id: &str,
+    f: impl FnOnce(&Node, &mut node::Request) -> Result<T, NodeError>,
+) -> Result<T, NodeError> {
+    let mut req = node::Request::new(who, node.name(), rpc, request_id);
+    let result = f(node, &mut req);
+    if req.is_logged() {
+        return result;
+    }
+    let mut draft = req.audit;
+    draft.outcome = Some(match &result {
+        Ok(_) => Outcome {
+            ok: true,
+            code: "OK".into(),
+            message: String::new(),
+        },
+        Err(e) => Outcome {
+            ok: false,
+            code: code_name(to_status(e).code()).into(),
+            message: e.to_string(),
+        },
+    });
+    match node.record(&draft) {
+        Ok(_) => result,
+        Err(e) => Err(NodeError::Internal(format!(
+            "the request could not be written to the ceremony log ({e}); it is refused"
+        ))),
     }
 }
 

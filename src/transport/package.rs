@@ -59,6 +59,9 @@ pub struct PackageHeader {
     pub created_at: String,
     /// After this, it cannot be imported (RFC 3339 UTC).
     pub not_after: String,
+    /// For a card key made for personalisation: the card's serial number.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub card_serial: String,
 }
 
 /// A package, decoded but not yet authenticated.
@@ -213,6 +216,7 @@ mod tests {
             version: 1,
             created_at: "2026-11-25T00:00:00Z".into(),
             not_after: "2026-12-25T00:00:00Z".into(),
+            card_serial: String::new(),
         }
     }
 

@@ -1,0 +1,228 @@
+//! Batch personalisation end to end: a city node issues the bureau's transport key card, then
+//! `hkms card personalise` streams card serials and writes each card's key packages; an
+//! interrupted run resumes without making any card twice. The bureau's side (a token that loads
+//! the bureau card) authenticates and unwraps the packages, and the card keys' KCVs equal the
+//! software computation.
+//!
+//! A single test: it plants known masters through the process environment.
+
+mod support;
+
+use std::time::Duration;
+
+use hkms::hierarchy::{Algorithm, Kcv, KcvMethod, Usage};
+use hkms::hsm::transport::CardToken;
+use hkms::hsm::{Hsm, HsmConfig, Lifetime, PinSource, SecretKeySpec, TokenLocator};
+use hkms::proto;
+use hkms::store::Store;
+use hkms::transport::Package;
+use support::{
+    PlantSpot, TestNode, USER_PIN, aes_child, aes_ecb, aes_kcv, factor_block, make_token,
+    node_config, stdout,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplicates() {
+    let unblock_root = hex::decode("00112233445566778899AABBCCDDEEFF").expect("hex");
+    let reload_root = hex::decode("FFEEDDCCBBAA99887766554433221100").expect("hex");
+    let masters = [
+        (
+            "pin-unblock",
+            aes_child(&aes_child(&unblock_root, "440000"), "440100"),
+        ),
+        (
+            "pin-reload",
+            aes_child(&aes_child(&reload_root, "440000"), "440100"),
+        ),
+    ];
+
+    let tokens = tempfile::tempdir().expect("tempdir");
+    let softhsm = tokens.path().join("softhsm");
+    let t_city = make_token(&softhsm, "guangzhou");
+    make_token(&softhsm, "bureau-card");
+    make_token(&softhsm, "bureau-hsm");
+    let pkcs11 = support::init_pkcs11(&t_city);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+        let at = PlantSpot {
+            pkcs11: &pkcs11,
+            token: "guangzhou",
+            store: &store,
+            region: "440100",
+        };
+        for (key_type, value) in &masters {
+            let kcv: [u8; 3] = hex::decode(aes_kcv(value))
+                .expect("hex")
+                .try_into()
+                .expect("3");
+            support::plant(
+                &at,
+                key_type,
+                Algorithm::Aes128,
+                value,
+                Kcv {
+                    value: kcv,
+                    method: KcvMethod::AesCmac,
+                },
+            );
+        }
+    }
+    let so = t_city.pin_file.with_file_name("so.pin");
+    let text = node_config("guangzhou", "municipal", "440100", &t_city).replace(
+        &format!("pin_file = \"{}\"", t_city.pin_file.display()),
+        &format!(
+            "pin_file = \"{}\"\nso_pin_file = \"{}\"",
+            t_city.pin_file.display(),
+            so.display()
+        ),
+    );
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, text).expect("config");
+    let city = TestNode::start_in(dir, t_city.clone(), config);
+
+    // The city's officers approve and issue the bureau's card.
+    let approved = city
+        .ceremony("manage", &[("action", "issue-card"), ("region", "440100")])
+        .await;
+    assert_eq!(approved.state, "done", "{}", approved.result);
+    let card = proto::transport_service_client::TransportServiceClient::new(city.channel().await)
+        .issue_card(proto::IssueCardRequest {
+            region: "440100".into(),
+            card_label: "bureau-card".into(),
+            card_pin: USER_PIN.into(),
+            ceremony_id: approved.id,
+        })
+        .await
+        .expect("bureau card")
+        .into_inner();
+
+    // Thirty cards; the first run stops after twelve (an interrupted run).
+    let serials: Vec<String> = (0..30u64)
+        .map(|i| format!("{:016X}", 0x1234_5678_0000_0000 + i * 7919))
+        .collect();
+    let out = tokens.path().join("packages");
+    let run = |n: usize| {
+        let file = tokens.path().join(format!("serials-{n}.txt"));
+        std::fs::write(&file, serials[..n].join("\n")).expect("serials");
+        city.cli_as(
+            "hkms://system/municipal/440100/card-issuance",
+            &[
+                "card",
+                "personalise",
+                "--serials",
+                &file.display().to_string(),
+                "--bureau-card",
+                &card.card_id,
+                "--out",
+                &out.display().to_string(),
+                "--quiet",
+            ],
+        )
+    };
+    let first = run(12);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout(&first).contains("personalised 12 cards, skipped 0"),
+        "{}",
+        stdout(&first)
+    );
+    let second = run(30);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(
+        stdout(&second).contains("personalised 18 cards, skipped 12"),
+        "{}",
+        stdout(&second)
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).expect("out").count(),
+        60,
+        "two packages per card, no more"
+    );
+
+    // Windows may not personalise.
+    let window = city.cli_as(
+        "hkms://window/municipal/440100/counter-1",
+        &[
+            "card",
+            "personalise",
+            "--serials",
+            &tokens.path().join("serials-12.txt").display().to_string(),
+            "--bureau-card",
+            &card.card_id,
+            "--out",
+            &tokens.path().join("w").display().to_string(),
+            "--quiet",
+        ],
+    );
+    assert!(!window.status.success());
+    let err = String::from_utf8_lossy(&window.stderr);
+    assert!(
+        err.contains("denied: role window at 440100 may not export pin-unblock"),
+        "{err}"
+    );
+
+    // The bureau loads its card into its own token, authenticates and unwraps every package.
+    let bureau = Hsm::open(&HsmConfig {
+        module: t_city.module.clone(),
+        locator: TokenLocator::by_label("bureau-hsm"),
+        pin: PinSource::File(t_city.pin_file.clone()),
+        sessions: 2,
+        session_wait: Duration::from_secs(5),
+    })
+    .expect("bureau token");
+    let bureau_card = CardToken::open(
+        &t_city.module,
+        &TokenLocator::by_label("bureau-card"),
+        &secrecy::SecretString::from(USER_PIN),
+    )
+    .expect("card");
+    let (kcv, _) = bureau
+        .load_transport_key(&bureau_card, &card.card_id)
+        .expect("load");
+    assert_eq!(kcv.to_hex(), card.kcv);
+    for (i, serial) in serials.iter().enumerate().step_by(7) {
+        for (key_type, master) in &masters {
+            let bytes =
+                std::fs::read(out.join(format!("{serial}.{key_type}.pkg"))).expect("package");
+            let p = Package::decode(&bytes).expect("decode");
+            assert_eq!(
+                (p.header.card_serial.as_str(), p.header.key_type.as_str()),
+                (serial.as_str(), *key_type)
+            );
+            let signed = Package::signed_bytes(&p.header_bytes, &p.wrapped).expect("signed");
+            assert_eq!(
+                bureau.package_mac(&card.card_id, &signed).expect("mac"),
+                p.mac.to_vec()
+            );
+            let d: [u8; 8] = hex::decode(serial).expect("hex").try_into().expect("8");
+            let card_key = aes_ecb(master, factor_block(d));
+            assert_eq!(p.header.kcv, aes_kcv(&card_key));
+            let label = format!("hkms/bureau/{i}/{key_type}");
+            let unwrapped = bureau
+                .unwrap_from_transport(
+                    &card.card_id,
+                    &p.wrapped,
+                    &SecretKeySpec {
+                        algorithm: Algorithm::Aes128,
+                        usage: Usage::Encrypt,
+                        exportable: false,
+                        label,
+                        id: vec![1],
+                        lifetime: Lifetime::Session,
+                    },
+                )
+                .expect("unwrap");
+            assert_eq!(unwrapped.to_hex(), aes_kcv(&card_key));
+        }
+    }
+}
