@@ -8,12 +8,9 @@
 
 mod support;
 
-use hkms::hierarchy::{Algorithm, Kcv, KcvMethod};
 use hkms::proto::{self, card_service_client::CardServiceClient};
 use hkms::store::Store;
-use support::{
-    PlantSpot, TestNode, aes_child, aes_ecb, aes_kcv, factor_block, make_token, node_config,
-};
+use support::{PlantSpot, TestNode, aes_child, aes_ecb, factor_block, make_token, node_config};
 use tonic::Code;
 
 /// What the card says to a command.
@@ -201,20 +198,7 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
             region,
         };
         for (key_type, value) in ["pin-unblock", "pin-reload"].into_iter().zip(masters) {
-            let kcv: [u8; 3] = hex::decode(aes_kcv(value))
-                .expect("hex")
-                .try_into()
-                .expect("3");
-            support::plant(
-                &at,
-                key_type,
-                Algorithm::Aes128,
-                value,
-                Kcv {
-                    value: kcv,
-                    method: KcvMethod::AesCmac,
-                },
-            );
+            support::plant_aes(&at, key_type, value);
         }
         drop(store);
         let config = dir.path().join("node.toml");

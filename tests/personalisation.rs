@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use hkms::hierarchy::{Algorithm, Kcv, KcvMethod, Usage};
+use hkms::hierarchy::{Algorithm, Usage};
 use hkms::hsm::transport::CardToken;
 use hkms::hsm::{Hsm, HsmConfig, Lifetime, PinSource, SecretKeySpec, TokenLocator};
 use hkms::proto;
@@ -53,20 +53,7 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
             region: "440100",
         };
         for (key_type, value) in &masters {
-            let kcv: [u8; 3] = hex::decode(aes_kcv(value))
-                .expect("hex")
-                .try_into()
-                .expect("3");
-            support::plant(
-                &at,
-                key_type,
-                Algorithm::Aes128,
-                value,
-                Kcv {
-                    value: kcv,
-                    method: KcvMethod::AesCmac,
-                },
-            );
+            support::plant_aes(&at, key_type, value);
         }
     }
     let so = t_city.pin_file.with_file_name("so.pin");

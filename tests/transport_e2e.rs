@@ -8,7 +8,6 @@
 
 mod support;
 
-use hkms::hierarchy::{Algorithm, Kcv, KcvMethod};
 use hkms::proto::{
     self, key_service_client::KeyServiceClient, transport_service_client::TransportServiceClient,
 };
@@ -141,20 +140,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
                 store: &store,
                 region,
             };
-            let kcv: [u8; 3] = hex::decode(aes_kcv(&root))
-                .expect("hex")
-                .try_into()
-                .expect("3");
-            root_id = Some(support::plant(
-                &at,
-                "card-master",
-                Algorithm::Aes128,
-                &root,
-                Kcv {
-                    value: kcv,
-                    method: KcvMethod::AesCmac,
-                },
-            ));
+            root_id = Some(support::plant_aes(&at, "card-master", &root));
         }
         let mut text = node_config(region, tier, region, token);
         if so {

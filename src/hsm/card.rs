@@ -27,7 +27,7 @@ impl Hsm {
             mechanisms::AES_ECB_ENCRYPT_DATA,
             master.handle(),
             &serial.data_block(),
-            &templates::card_key_template(&label),
+            &templates::card_key_template(&label, false),
         )?;
         let built = (|| -> Result<Vec<u8>, HsmError> {
             let encrypted: [u8; BLOCK] = raw
@@ -83,7 +83,7 @@ impl Hsm {
             mechanisms::AES_ECB_ENCRYPT_DATA,
             master.handle(),
             &serial.data_block(),
-            &templates::card_export_template(&label),
+            &templates::card_key_template(&label, true),
         )?;
         let out = self.kcv_of(&s, key, Algorithm::Aes128).and_then(|kcv| {
             let wrapped = raw.wrap_key(s.handle(), wrap, transport.handle(), key)?;

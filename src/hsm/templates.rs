@@ -67,10 +67,17 @@ pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
     attrs
 }
 
-/// The template of a transient card key: derived from a city's `pin-unblock` or `pin-reload`
-/// key with the card's serial, a session object that can only encrypt (AES-ECB for the PIN
-/// block, AES-CBC for the command MAC), never be read, and is destroyed right after use.
-pub fn card_key_template(label: &str) -> Vec<Attribute> {
+/// The template of a card's key, derived from a city's `pin-unblock` or `pin-reload` key with
+/// the card's serial: always a session object, destroyed right after use. For a window's
+/// command it can only encrypt (AES-ECB for the PIN block, AES-CBC for the MAC) and never
+/// leave; for personalisation it may leave only wrapped by a trusted transport key (the
+/// bureau's) and signs only its own KCV.
+pub fn card_key_template(label: &str, for_export: bool) -> Vec<Attribute> {
+    let allowed: &[cryptoki_sys::CK_MECHANISM_TYPE] = if for_export {
+        &[super::mechanisms::AES_CMAC]
+    } else {
+        &[cryptoki_sys::CKM_AES_ECB, cryptoki_sys::CKM_AES_CBC]
+    };
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -78,41 +85,17 @@ pub fn card_key_template(label: &str) -> Vec<Attribute> {
         Attribute::Token(false),
         Attribute::Private(true),
         Attribute::Sensitive(true),
-        Attribute::Extractable(false),
+        Attribute::Extractable(for_export),
         Attribute::WrapWithTrusted(true),
         Attribute::Derive(false),
-        Attribute::Encrypt(true),
+        Attribute::Encrypt(!for_export),
         Attribute::Decrypt(false),
-        Attribute::Sign(false),
+        Attribute::Sign(for_export),
         Attribute::Verify(false),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
         Attribute::Label(label.as_bytes().to_vec()),
-        allowed_mechanisms_attribute(&[cryptoki_sys::CKM_AES_ECB, cryptoki_sys::CKM_AES_CBC]),
-    ]
-}
-
-/// The template of a card key derived for personalisation: a session object that may leave the
-/// token only wrapped by a trusted transport key (the bureau's), and signs only its own KCV.
-pub fn card_export_template(label: &str) -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(16.into()),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(true),
-        Attribute::WrapWithTrusted(true),
-        Attribute::Derive(false),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(true),
-        Attribute::Verify(false),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Label(label.as_bytes().to_vec()),
-        allowed_mechanisms_attribute(&[super::mechanisms::AES_CMAC]),
+        allowed_mechanisms_attribute(allowed),
     ]
 }
 

@@ -181,6 +181,57 @@ fn find_on(s: &Session, label: &str) -> Result<ObjectHandle, HsmError> {
     find_key(s, label)
 }
 
+/// Which end of a card a transport key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransportRole {
+    /// The issuing node's copy: made by the security officer, trusted (it alone may wrap keys
+    /// that carry CKA_WRAP_WITH_TRUSTED), a public object, extractable only until it is on the
+    /// card.
+    Issuer,
+    /// The recipient's copy: unwraps packages and derives their MAC key, never wraps or leaves.
+    Recipient,
+}
+
+/// The template of an AES-256 transport key on a node's token. Both ends can derive the
+/// package MAC key and compute the KCV; `CKA_ALLOWED_MECHANISMS` keeps them to that and to
+/// RFC 5649.
+fn transport_key_template(
+    label: &str,
+    card_id: &str,
+    wrap_pad: cryptoki_sys::CK_MECHANISM_TYPE,
+    role: TransportRole,
+) -> Vec<Attribute> {
+    let issuer = role == TransportRole::Issuer;
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(true),
+        Attribute::Private(!issuer),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(issuer),
+        Attribute::WrapWithTrusted(true),
+        Attribute::Wrap(issuer),
+        Attribute::Unwrap(true),
+        Attribute::Derive(true),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(true),
+        Attribute::Verify(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(card_id.as_bytes().to_vec()),
+        allowed_mechanisms_attribute(&[
+            wrap_pad,
+            mechanisms::AES_ECB_ENCRYPT_DATA,
+            mechanisms::AES_CMAC,
+        ]),
+    ];
+    if issuer {
+        t.push(Attribute::Trusted(true));
+        t.push(Attribute::ValueLen(32.into()));
+    }
+    t
+}
+
 /// The label of a transport key on the node's token and on its card.
 pub fn transport_label(card_id: &str) -> String {
     format!("hkms/transport/{card_id}")
@@ -243,31 +294,7 @@ impl Hsm {
             let trusted = import_rsa_public(so, &card_public, true)?;
             let key = so.generate_key(
                 &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(false),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(true),
-                    Attribute::WrapWithTrusted(true),
-                    Attribute::Trusted(true),
-                    Attribute::Wrap(true),
-                    Attribute::Unwrap(true),
-                    Attribute::Derive(true),
-                    Attribute::Encrypt(false),
-                    Attribute::Decrypt(false),
-                    Attribute::Sign(true),
-                    Attribute::Verify(false),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Id(card_id.as_bytes().to_vec()),
-                    allowed_mechanisms_attribute(&[
-                        wrap_pad,
-                        mechanisms::AES_ECB_ENCRYPT_DATA,
-                        mechanisms::AES_CMAC,
-                    ]),
-                ],
+                &transport_key_template(&label, card_id, wrap_pad, TransportRole::Issuer),
             )?;
             let wrapped = so.wrap_key(&oaep(), trusted, key);
             // Whatever happened, the key stays only here and can never be extracted again.
@@ -344,29 +371,7 @@ impl Hsm {
                 &oaep(),
                 priv_key,
                 &wrapped,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::WrapWithTrusted(true),
-                    Attribute::Wrap(false),
-                    Attribute::Unwrap(true),
-                    Attribute::Derive(true),
-                    Attribute::Encrypt(false),
-                    Attribute::Decrypt(false),
-                    Attribute::Sign(true),
-                    Attribute::Verify(false),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Id(card_id.as_bytes().to_vec()),
-                    allowed_mechanisms_attribute(&[
-                        wrap_pad,
-                        mechanisms::AES_ECB_ENCRYPT_DATA,
-                        mechanisms::AES_CMAC,
-                    ]),
-                ],
+                &transport_key_template(&label, card_id, wrap_pad, TransportRole::Recipient),
             )?;
             self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
         })();

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use zeroize::Zeroizing;
 
 use crate::audit::{KcvEntry, Outcome};
-use crate::hierarchy::{KeyId, KeyState, KeyTypeSpec};
+use crate::hierarchy::{KeyId, KeyTypeSpec};
 use crate::hsm::{Lifetime, SecretKeySpec};
 use crate::policy::Operation;
 use crate::store::{CeremonyRow, KeyRecord, now_rfc3339};
@@ -619,25 +619,8 @@ impl Node {
             &value,
         )?;
         drop(value);
-        let now = now_rfc3339();
-        self.register(
-            exec,
-            KeyRecord {
-                ck_label: key_id.ck_label(),
-                id: key_id,
-                key_type: spec.name.clone(),
-                algorithm: spec.algorithm,
-                tier: self.tier,
-                region: self.region,
-                parent_id: None,
-                factor: None,
-                kcv,
-                version,
-                state: KeyState::Active,
-                created_at: now.clone(),
-                updated_at: now,
-            },
-        )
+        let record = self.own_key_record(key_id, spec.name.clone(), spec.algorithm, kcv, version);
+        self.register(exec, record)
     }
 }
 

@@ -55,25 +55,36 @@ impl Node {
             id: id.ck_id(),
             lifetime: Lifetime::Token,
         })?;
+        let record = self.own_key_record(id, spec.name.clone(), spec.algorithm, kcv, version);
+        self.register(req, record)
+    }
+
+    /// The record of a key this node holds at its own tier and region with no local parent
+    /// (generated, entered by components, or imported), active from now.
+    pub(crate) fn own_key_record(
+        &self,
+        id: KeyId,
+        key_type: KeyTypeName,
+        algorithm: crate::hierarchy::Algorithm,
+        kcv: crate::hierarchy::Kcv,
+        version: u32,
+    ) -> KeyRecord {
         let now = now_rfc3339();
-        self.register(
-            req,
-            KeyRecord {
-                ck_label: id.ck_label(),
-                id,
-                key_type: spec.name.clone(),
-                algorithm: spec.algorithm,
-                tier: self.tier,
-                region: self.region,
-                parent_id: None,
-                factor: None,
-                kcv,
-                version,
-                state: KeyState::Active,
-                created_at: now.clone(),
-                updated_at: now,
-            },
-        )
+        KeyRecord {
+            ck_label: id.ck_label(),
+            id,
+            key_type,
+            algorithm,
+            tier: self.tier,
+            region: self.region,
+            parent_id: None,
+            factor: None,
+            kcv,
+            version,
+            state: KeyState::Active,
+            created_at: now.clone(),
+            updated_at: now,
+        }
     }
 
     /// Diversifies `parent_id` for `region`, a direct child of the parent's region.

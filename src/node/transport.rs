@@ -398,22 +398,13 @@ impl Node {
                 h.kcv
             )));
         }
-        let now = now_rfc3339();
-        let record = KeyRecord {
-            ck_label: id.ck_label(),
+        let record = self.own_key_record(
             id,
-            key_type: KeyTypeName::parse(&h.key_type)?,
+            KeyTypeName::parse(&h.key_type)?,
             algorithm,
-            tier: self.tier,
-            region: self.region,
-            parent_id: None,
-            factor: None,
             kcv,
-            version: h.version,
-            state: KeyState::Active,
-            created_at: now.clone(),
-            updated_at: now,
-        };
+            h.version,
+        );
         req.key(&record);
         let origin = KeyOrigin {
             origin_node: h.issuer_node.clone(),

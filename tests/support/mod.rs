@@ -594,3 +594,10 @@ pub fn aes_ecb(key: &[u8], block: [u8; 16]) -> [u8; 16] {
 pub fn aes_child(parent: &[u8], region: &str) -> Vec<u8> {
     aes_ecb(parent, data_block(region)).to_vec()
 }
+
+/// Plants a known AES-128 key, its KCV computed in software.
+pub fn plant_aes(at: &PlantSpot<'_>, key_type: &str, value: &[u8]) -> hkms::hierarchy::KeyId {
+    let kcv = hkms::hierarchy::Kcv::from_hex(&aes_kcv(value), hkms::hierarchy::KcvMethod::AesCmac)
+        .expect("kcv");
+    plant(at, key_type, hkms::hierarchy::Algorithm::Aes128, value, kcv)
+}
