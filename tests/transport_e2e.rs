@@ -292,6 +292,27 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     .await;
     assert_eq!(key_count(&guangzhou).await, before + 1);
 
+    // The orphan check knows transport keys; the CLI opens an issue-card ceremony too.
+    for node in [&ministry, &guangdong, &guangzhou] {
+        let out = node.cli(&["keys", "orphans"]);
+        assert!(stdout(&out).contains("0 orphans"), "{}", stdout(&out));
+    }
+    let out = guangdong.cli(&[
+        "ceremony",
+        "open",
+        "--op",
+        "manage",
+        "--action",
+        "issue-card",
+        "--region",
+        "440300",
+    ]);
+    assert!(
+        stdout(&out).contains("region=440300"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The CLI lists the city's card.
     let out = guangzhou.cli_as(GZ_SYSTEM, &["transport", "list"]);
     assert!(stdout(&out).contains(&gz_card.card_id), "{}", stdout(&out));

@@ -14,8 +14,9 @@ use super::secret::read_secret;
 
 #[derive(Debug, Subcommand)]
 pub enum CeremonyCommand {
-    /// Open a ceremony: `--op generate --key-type T [--components 2|3]`, or `--op manage
-    /// --key-id ID --state retired|destroyed`, or `--op manage --action reload-policy`.
+    /// Open a ceremony: `--op generate --key-type T [--components 2|3]`, `--op manage --key-id
+    /// ID --state retired|destroyed`, `--op manage --action reload-policy`, or `--op manage
+    /// --action issue-card --region R`.
     Open {
         /// generate or manage.
         #[arg(long)]
@@ -32,9 +33,12 @@ pub enum CeremonyCommand {
         /// retired or destroyed.
         #[arg(long)]
         state: Option<String>,
-        /// reload-policy.
+        /// reload-policy, or issue-card (with --region).
         #[arg(long)]
         action: Option<String>,
+        /// The recipient region of an issue-card ceremony.
+        #[arg(long)]
+        region: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -90,6 +94,7 @@ impl CeremonyCommand {
                 key_id,
                 state,
                 action,
+                region,
                 client,
             } => {
                 let mut params = HashMap::new();
@@ -99,6 +104,7 @@ impl CeremonyCommand {
                     ("key_id", key_id),
                     ("state", state),
                     ("action", action),
+                    ("region", region),
                 ] {
                     if let Some(v) = v {
                         params.insert(k.to_string(), v);

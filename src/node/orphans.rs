@@ -30,7 +30,14 @@ impl Node {
             .into_iter()
             .filter(|l| l.starts_with(LABEL_PREFIX))
             .collect();
-        let live: BTreeSet<String> = self.store.labels()?.into_iter().collect();
+        let mut live: BTreeSet<String> = self.store.labels()?.into_iter().collect();
+        // Transport keys are registered in their own table.
+        live.extend(
+            self.store
+                .transport_keys()?
+                .iter()
+                .map(|t| crate::hsm::transport::transport_label(&t.card_id)),
+        );
         let orphans = on_token.difference(&live).cloned().collect();
         let missing = self
             .store
