@@ -14,6 +14,8 @@ pub struct ObjectFacts {
     pub class: String,
     /// `CKA_TOKEN`.
     pub token: Option<bool>,
+    /// `CKA_PRIVATE` (a public object is usable without logging in).
+    pub private: Option<bool>,
     /// `CKA_SENSITIVE`.
     pub sensitive: Option<bool>,
     /// `CKA_EXTRACTABLE`.
@@ -32,6 +34,8 @@ pub struct ObjectFacts {
     pub sign: Option<bool>,
     /// `CKA_WRAP`.
     pub wrap: Option<bool>,
+    /// `CKA_UNWRAP`.
+    pub unwrap: Option<bool>,
     /// `CKA_ALLOWED_MECHANISMS`, when the object has it.
     pub allowed_mechanisms: Option<Vec<CK_MECHANISM_TYPE>>,
 }
@@ -62,6 +66,8 @@ pub const RULE_DERIVE_SIGN_LIMITED: &str =
     "a derive parent that can sign is limited by CKA_ALLOWED_MECHANISMS to derive and CMAC";
 /// Rule: an extractable key needs `CKA_WRAP_WITH_TRUSTED`.
 pub const RULE_EXTRACTABLE_TRUSTED_ONLY: &str = "an extractable key has CKA_WRAP_WITH_TRUSTED=true";
+/// Rule: a public secret key (usable without login) can do nothing but wrap.
+pub const RULE_PUBLIC_ONLY_WRAPS: &str = "a public secret key (CKA_PRIVATE=false) has no CKA_DERIVE, CKA_SIGN, CKA_UNWRAP, CKA_ENCRYPT or CKA_DECRYPT";
 /// Rule: only trusted transport keys wrap.
 pub const RULE_WRAP_ONLY_TRUSTED: &str = "only a CKA_TRUSTED transport key has CKA_WRAP=true";
 
@@ -112,6 +118,23 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
             }
         }
     }
+    if o.class == "secret-key" && o.private == Some(false) {
+        let uses = [
+            ("CKA_DERIVE", o.derive),
+            ("CKA_SIGN", o.sign),
+            ("CKA_UNWRAP", o.unwrap),
+            ("CKA_ENCRYPT", o.encrypt),
+            ("CKA_DECRYPT", o.decrypt),
+        ];
+        let found: Vec<&str> = uses
+            .iter()
+            .filter(|(_, v)| yes(*v))
+            .map(|(n, _)| *n)
+            .collect();
+        if !found.is_empty() {
+            fail(RULE_PUBLIC_ONLY_WRAPS, found.join(", "));
+        }
+    }
     if yes(o.wrap) && !yes(o.trusted) {
         fail(
             RULE_WRAP_ONLY_TRUSTED,
@@ -140,6 +163,8 @@ mod tests {
             decrypt: Some(false),
             sign: Some(true),
             wrap: Some(false),
+            unwrap: Some(false),
+            private: Some(true),
             allowed_mechanisms: Some(vec![AES_ECB_ENCRYPT_DATA, AES_CMAC]),
         }
     }
@@ -203,6 +228,24 @@ mod tests {
             ..good_parent()
         };
         assert_eq!(rules(&o), vec![RULE_DERIVE_SIGN_LIMITED]);
+    }
+
+    #[test]
+    fn a_public_key_that_can_derive_or_unwrap_is_flagged() {
+        let o = ObjectFacts {
+            private: Some(false),
+            ..good_parent()
+        };
+        assert_eq!(rules(&o), vec![RULE_PUBLIC_ONLY_WRAPS]);
+        let wrap_only = ObjectFacts {
+            private: Some(false),
+            derive: Some(false),
+            sign: Some(false),
+            wrap: Some(true),
+            trusted: Some(true),
+            ..good_parent()
+        };
+        assert!(check(&wrap_only).is_empty());
     }
 
     #[test]

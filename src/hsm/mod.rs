@@ -69,6 +69,10 @@ struct Inner {
     caps: Capabilities,
     /// Kept to log the user back in after security-officer work.
     pin: SecretString,
+    /// Serialises the creation of token objects: SoftHSM2 2.6.1 fails concurrent creations
+    /// now and then (CKR_GENERAL_ERROR; softhsm/SoftHSMv2#573). Session objects (card keys)
+    /// are not held up.
+    token_writes: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -105,6 +109,7 @@ impl Hsm {
                 slot,
                 caps,
                 pin,
+                token_writes: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -121,11 +126,12 @@ impl Hsm {
             .caps
             .require_generate(spec.algorithm, spec.usage)?;
         let s = self.inner.pool.get()?;
+        let _one_writer = self.token_write()?;
         let mechanism = match spec.algorithm {
             Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
             Algorithm::Des2 => Mechanism::Des2KeyGen,
         };
-        let key = s.generate_key(&mechanism, &templates::secret_key_template(spec))?;
+        let key = s.generate_key(&mechanism, &templates::generate_template(spec))?;
         self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
     }
 
@@ -154,6 +160,9 @@ impl Hsm {
         let s = self.inner.pool.get()?;
         let parent = find_key(&s, parent_label)?;
         let template = templates::secret_key_template(child);
+        let _one_writer = (child.lifetime == Lifetime::Token)
+            .then(|| self.token_write())
+            .transpose()?;
         let handle = self.inner.raw.derive_encrypt_data(
             s.handle(),
             mechanisms::derive_mechanism(parent_algorithm),
@@ -177,7 +186,10 @@ impl Hsm {
             });
         }
         let s = self.inner.pool.get()?;
-        let mut template = templates::secret_key_template(spec);
+        let _one_writer = (spec.lifetime == Lifetime::Token)
+            .then(|| self.token_write())
+            .transpose()?;
+        let mut template = templates::generate_template(spec);
         template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
         template.push(Attribute::Value(value.to_vec()));
         let created = s.create_object(&template);
@@ -277,6 +289,16 @@ impl Hsm {
     /// A session from the pool.
     pub(crate) fn session(&self) -> Result<PooledSession<'_>, HsmError> {
         self.inner.pool.get()
+    }
+
+    /// Held while a token object is created (see `Inner::token_writes`).
+    pub(crate) fn token_write(&self) -> Result<std::sync::MutexGuard<'_, ()>, HsmError> {
+        self.inner
+            .token_writes
+            .lock()
+            .map_err(|_| HsmError::Unexpected {
+                what: "state of the token write lock (a thread panicked while holding it)".into(),
+            })
     }
 
     fn kcv_of(
@@ -414,6 +436,7 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
     let wanted = [
         AttributeType::Label,
         AttributeType::Token,
+        AttributeType::Private,
         AttributeType::Sensitive,
         AttributeType::Extractable,
         AttributeType::WrapWithTrusted,
@@ -423,6 +446,7 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
         AttributeType::Decrypt,
         AttributeType::Sign,
         AttributeType::Wrap,
+        AttributeType::Unwrap,
     ];
     let mut facts = ObjectFacts {
         class: class.to_string(),
@@ -432,6 +456,8 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
         match attr {
             Attribute::Label(b) => facts.label = String::from_utf8_lossy(&b).into_owned(),
             Attribute::Token(v) => facts.token = Some(v),
+            Attribute::Private(v) => facts.private = Some(v),
+            Attribute::Unwrap(v) => facts.unwrap = Some(v),
             Attribute::Sensitive(v) => facts.sensitive = Some(v),
             Attribute::Extractable(v) => facts.extractable = Some(v),
             Attribute::WrapWithTrusted(v) => facts.wrap_with_trusted = Some(v),

@@ -35,7 +35,9 @@ pub struct SecretKeySpec {
     pub lifetime: Lifetime,
 }
 
-/// The attribute list for `C_GenerateKey` or `C_DeriveKey` of a secret key.
+/// The attribute list for `C_GenerateKey` or `C_DeriveKey` of a secret key. `CKA_MODIFIABLE`
+/// is not in it: SoftHSM2 refuses it in derive and unwrap templates; generation adds it
+/// ([`generate_template`]).
 pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
     let derive = spec.usage == Usage::Derive;
     let encrypt = spec.usage == Usage::Encrypt;
@@ -55,8 +57,6 @@ pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
         Attribute::Verify(spec.usage == Usage::Mac),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
-        // A key that never leaves can never have its usage widened afterwards either.
-        Attribute::Modifiable(spec.exportable),
         Attribute::Label(spec.label.as_bytes().to_vec()),
         Attribute::Id(spec.id.clone()),
         allowed_mechanisms_attribute(&allowed_mechanisms(spec.algorithm, spec.usage)),
@@ -128,6 +128,14 @@ pub fn audit_signing_templates(label: &str, id: &[u8]) -> (Vec<Attribute>, Vec<A
         Attribute::Id(id.to_vec()),
     ];
     (public, private)
+}
+
+/// The template of a generated key: as [`secret_key_template`], and never modifiable, so no
+/// session can widen its usage afterwards.
+pub fn generate_template(spec: &SecretKeySpec) -> Vec<Attribute> {
+    let mut t = secret_key_template(spec);
+    t.push(Attribute::Modifiable(false));
+    t
 }
 
 fn key_type(algorithm: Algorithm) -> KeyType {

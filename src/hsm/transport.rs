@@ -211,7 +211,9 @@ fn transport_key_template(
         Attribute::Extractable(issuer),
         Attribute::WrapWithTrusted(true),
         Attribute::Wrap(issuer),
-        Attribute::Unwrap(true),
+        Attribute::Unwrap(!issuer),
+        // Derive (the package MAC key) and sign (the KCV) are needed once at issuance; the
+        // issuer's public copy loses both right after (see `issue_transport_key`).
         Attribute::Derive(true),
         Attribute::Encrypt(false),
         Attribute::Decrypt(false),
@@ -230,6 +232,11 @@ fn transport_key_template(
         t.push(Attribute::ValueLen(32.into()));
     }
     t
+}
+
+/// The label of the package MAC key derived from a card's transport key.
+pub fn package_mac_label(card_id: &str) -> String {
+    format!("hkms/package-mac/{card_id}")
 }
 
 /// The label of a transport key on the node's token and on its card.
@@ -323,7 +330,8 @@ impl Hsm {
                 Attribute::Token(true),
                 Attribute::Private(true),
                 Attribute::Sensitive(true),
-                // The card hands its key on to the recipient's HSM, wrapped.
+                // The card hands its key on to the recipient's HSM, wrapped, once: loading
+                // destroys the card's copy.
                 Attribute::Extractable(true),
                 Attribute::Wrap(false),
                 Attribute::Unwrap(false),
@@ -333,19 +341,70 @@ impl Hsm {
                 Attribute::Label(label.as_bytes().to_vec()),
                 Attribute::Id(card_id.as_bytes().to_vec()),
             ],
-        )?;
+        );
         let _ = card.session.destroy_object(card_pub);
         let _ = card.session.destroy_object(card_priv);
-        let mine = self.kcv(&label, Algorithm::Aes256)?;
-        let theirs = card_kcv(&card.session, on_card)?;
-        if mine != theirs {
+        let on_card = on_card.inspect_err(|_| {
+            let _ = self.destroy_key(&label);
+        })?;
+        let finished = (|| -> Result<(Kcv, Kcv), HsmError> {
+            let mine = self.kcv(&label, Algorithm::Aes256)?;
+            let theirs = card_kcv(&card.session, on_card)?;
+            if mine != theirs {
+                return Err(HsmError::Unexpected {
+                    what: "transport key KCV on the card that differs from the HSM's".into(),
+                });
+            }
+            self.make_package_mac_key(card_id)?;
+            // The issuer's copy is a public object (only the SO can make it trusted): from now
+            // on it can only wrap.
+            let s = self.session()?;
+            let key = find_on(&s, &label)?;
+            s.update_attributes(key, &[Attribute::Derive(false), Attribute::Sign(false)])?;
+            Ok((mine, theirs))
+        })();
+        if finished.is_err() {
             let _ = card.session.destroy_object(on_card);
             let _ = self.destroy_key(&label);
-            return Err(HsmError::Unexpected {
-                what: "transport key KCV on the card that differs from the HSM's".into(),
-            });
+            let _ = self.destroy_key(&package_mac_label(card_id));
         }
-        Ok((mine, theirs))
+        finished
+    }
+
+    /// Derives the package MAC key of `card_id` from its transport key into a private token
+    /// key that can only compute CMACs.
+    fn make_package_mac_key(&self, card_id: &str) -> Result<(), HsmError> {
+        let s = self.session()?;
+        let _one_writer = self.token_write()?;
+        let transport = find_on(&s, &transport_label(card_id))?;
+        let label = package_mac_label(card_id);
+        self.inner.raw.derive_encrypt_data(
+            s.handle(),
+            mechanisms::AES_ECB_ENCRYPT_DATA,
+            transport.handle(),
+            MAC_KEY_DATA,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(16.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::WrapWithTrusted(true),
+                Attribute::Sign(true),
+                Attribute::Verify(false),
+                Attribute::Encrypt(false),
+                Attribute::Decrypt(false),
+                Attribute::Derive(false),
+                Attribute::Wrap(false),
+                Attribute::Unwrap(false),
+                Attribute::Label(label.as_bytes().to_vec()),
+                Attribute::Id(card_id.as_bytes().to_vec()),
+                allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
+            ],
+        )?;
+        Ok(())
     }
 
     /// Loads the transport key of `card_id` from `card` into this token (unwrap and derive only);
@@ -359,31 +418,39 @@ impl Hsm {
         let label = transport_label(card_id);
         let on_card = find_on(&card.session, &label)?;
         let theirs = card_kcv(&card.session, on_card)?;
-        let s = self.session()?;
-        let (pub_key, priv_key) = rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?;
-        let result = (|| -> Result<Kcv, HsmError> {
-            let public = rsa_public(&s, pub_key)?;
-            let card_wrapping = import_rsa_public(&card.session, &public, false)?;
-            let wrapped = card.session.wrap_key(&oaep(), card_wrapping, on_card);
-            let _ = card.session.destroy_object(card_wrapping);
-            let wrapped = wrapped?;
-            let key = s.unwrap_key(
-                &oaep(),
-                priv_key,
-                &wrapped,
-                &transport_key_template(&label, card_id, wrap_pad, TransportRole::Recipient),
-            )?;
-            self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
-        })();
-        let _ = s.destroy_object(pub_key);
-        let _ = s.destroy_object(priv_key);
-        let mine = result?;
+        let mine = {
+            let s = self.session()?;
+            let (pub_key, priv_key) = rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?;
+            let result = (|| -> Result<Kcv, HsmError> {
+                let public = rsa_public(&s, pub_key)?;
+                let card_wrapping = import_rsa_public(&card.session, &public, false)?;
+                let wrapped = card.session.wrap_key(&oaep(), card_wrapping, on_card);
+                let _ = card.session.destroy_object(card_wrapping);
+                let wrapped = wrapped?;
+                let _one_writer = self.token_write()?;
+                let key = s.unwrap_key(
+                    &oaep(),
+                    priv_key,
+                    &wrapped,
+                    &transport_key_template(&label, card_id, wrap_pad, TransportRole::Recipient),
+                )?;
+                self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
+            })();
+            let _ = s.destroy_object(pub_key);
+            let _ = s.destroy_object(priv_key);
+            result?
+        };
         if mine != theirs {
             let _ = self.destroy_key(&label);
             return Err(HsmError::Unexpected {
                 what: "transport key KCV in the HSM that differs from the card's".into(),
             });
         }
+        self.make_package_mac_key(card_id).inspect_err(|_| {
+            let _ = self.destroy_key(&label);
+        })?;
+        // The card's copy was extractable only to travel here; it is spent now.
+        let _ = card.session.destroy_object(on_card);
         Ok((mine, theirs))
     }
 
@@ -402,34 +469,10 @@ impl Hsm {
     /// key of `card_id` for that purpose only.
     pub fn package_mac(&self, card_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
         let s = self.session()?;
-        let transport = find_on(&s, &transport_label(card_id))?;
-        let label = format!("hkms/package-mac/{}", uuid::Uuid::new_v4().simple());
-        let mac_key = self.inner.raw.derive_encrypt_data(
-            s.handle(),
-            mechanisms::AES_ECB_ENCRYPT_DATA,
-            transport.handle(),
-            MAC_KEY_DATA,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(16.into()),
-                Attribute::Token(false),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Sign(true),
-                Attribute::Encrypt(false),
-                Attribute::Derive(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-                allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
-            ],
-        )?;
-        let mac = self
-            .inner
+        let mac_key = find_on(&s, &package_mac_label(card_id))?;
+        self.inner
             .raw
-            .sign(s.handle(), mechanisms::AES_CMAC, mac_key, data);
-        let _ = self.inner.raw.destroy_object(s.handle(), mac_key);
-        mac
+            .sign(s.handle(), mechanisms::AES_CMAC, mac_key.handle(), data)
     }
 
     /// Unwraps a package's key under the transport key of `card_id` into a token key made from
@@ -442,10 +485,11 @@ impl Hsm {
     ) -> Result<Kcv, HsmError> {
         let mech = self.wrap_pad()?;
         let s = self.session()?;
+        let _one_writer = self.token_write()?;
         let transport = find_on(&s, &transport_label(card_id))?;
         let mut template = super::templates::secret_key_template(spec);
-        // SoftHSM2 refuses CKA_MODIFIABLE (read-only) and CKA_VALUE_LEN in an unwrap template.
-        template.retain(|a| !matches!(a, Attribute::ValueLen(_) | Attribute::Modifiable(_)));
+        // SoftHSM2 refuses CKA_VALUE_LEN in an unwrap template.
+        template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
         let key =
             self.inner
                 .raw

@@ -140,8 +140,15 @@ impl Node {
         })
     }
 
-    /// The city's active master key of this type, newest version first.
+    /// The city's active master key of this type, newest version first. Card services run
+    /// only on a city's node: elsewhere a card factor could coincide with a region factor.
     fn card_master(&self, key_type: &str) -> Result<KeyRecord, NodeError> {
+        if self.tier != crate::hierarchy::Tier::Municipal {
+            return Err(NodeError::FailedPrecondition(format!(
+                "card services run on a city's node; this node is {} {}",
+                self.tier, self.region
+            )));
+        }
         let filter = KeyFilter {
             key_type: Some(KeyTypeName::parse(key_type)?),
             region: Some(self.region),

@@ -32,12 +32,10 @@ impl Node {
             .collect();
         let mut live: BTreeSet<String> = self.store.labels()?.into_iter().collect();
         // Transport keys are registered in their own table.
-        live.extend(
-            self.store
-                .transport_keys()?
-                .iter()
-                .map(|t| crate::hsm::transport::transport_label(&t.card_id)),
-        );
+        for t in self.store.transport_keys()? {
+            live.insert(crate::hsm::transport::transport_label(&t.card_id));
+            live.insert(crate::hsm::transport::package_mac_label(&t.card_id));
+        }
         let orphans = on_token.difference(&live).cloned().collect();
         let missing = self
             .store

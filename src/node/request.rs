@@ -6,6 +6,9 @@ use crate::audit::{AuditDraft, DecisionEntry, KcvEntry, Outcome};
 use crate::policy::{Decision, Identity, Operation};
 use crate::store::KeyRecord;
 
+/// Longest parameter value kept in a record.
+pub const MAX_PARAM: usize = 128;
+
 /// The request context threaded through the node's use cases.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -32,9 +35,16 @@ impl Request {
         }
     }
 
-    /// Adds a request parameter to the record (never a secret).
+    /// Adds a request parameter to the record (never a secret). Values are cut to
+    /// [`MAX_PARAM`] characters: the log records requests, it does not store what callers send.
     pub fn param(&mut self, name: &str, value: impl Into<String>) {
-        self.audit.params.insert(name.to_string(), value.into());
+        let mut value: String = value.into();
+        if value.chars().count() > MAX_PARAM {
+            value = value.chars().take(MAX_PARAM).collect::<String>() + "…(cut)";
+        }
+        self.audit
+            .params
+            .insert(name.chars().take(64).collect(), value);
     }
 
     /// Records the policy decision.

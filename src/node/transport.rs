@@ -14,8 +14,8 @@ use crate::transport::{Package, PackageHeader};
 
 use super::{CeremonyState, Node, NodeError, Request};
 
-/// The key type name the policy uses for transport keys (rules with `"*"` cover it).
-pub const TRANSPORT: &str = "transport";
+/// The key type name the policy uses for transport keys.
+pub const TRANSPORT: &str = crate::policy::TRANSPORT_KEY_TYPE;
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()

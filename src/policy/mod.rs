@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 pub use engine::Decision;
 pub use identity::{IDENTITY_SCHEME, Identity, Role};
 pub use operation::Operation;
-pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, PinRules, Quorum, Rule};
+pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, PinRules, Quorum, Rule, TRANSPORT_KEY_TYPE};
 pub use scope::RegionScope;
 
 use crate::hierarchy::{HierarchyError, KeyTypeCatalogue, Region};

@@ -14,6 +14,9 @@ use crate::hierarchy::{KeyTypeCatalogue, Tier, Usage, line_of};
 pub const ANY_KEY_TYPE: &str = "*";
 /// The `key_types` entry for requests that concern no key type (the policy, the log).
 pub const NO_KEY_TYPE: &str = "none";
+/// The `key_types` entry for transport keys (issuing and loading transport key cards). `"*"`
+/// does not cover it: a rule names it.
+pub const TRANSPORT_KEY_TYPE: &str = "transport";
 
 /// Which key types a rule covers: named ones, every one (`"*"`), and/or requests about no key
 /// type at all (`"none"`: reading or reloading the policy, the ceremony log).
@@ -23,6 +26,8 @@ pub struct KeyTypes {
     pub any: bool,
     /// `"none"` was listed.
     pub none: bool,
+    /// `"transport"` was listed.
+    pub transport: bool,
     /// Named key types.
     pub named: BTreeSet<String>,
 }
@@ -31,6 +36,7 @@ impl KeyTypes {
     /// Whether a request about `key_type` (or about no key type) is covered.
     pub fn covers(&self, key_type: Option<&str>) -> bool {
         match key_type {
+            Some(TRANSPORT_KEY_TYPE) => self.transport,
             Some(k) => self.any || self.named.contains(k),
             None => self.none,
         }
@@ -43,6 +49,9 @@ impl KeyTypes {
             parts.push(ANY_KEY_TYPE);
         }
         parts.extend(self.named.iter().map(String::as_str));
+        if self.transport {
+            parts.push(TRANSPORT_KEY_TYPE);
+        }
         if self.none {
             parts.push(NO_KEY_TYPE);
         }
@@ -181,12 +190,14 @@ pub fn parse(
         line: e.span().map(|s| line_of(text, s.start)),
         message: e.message().trim_end().to_string(),
     })?;
-    if catalogue.get(NO_KEY_TYPE).is_some() {
-        return Err(PolicyError {
-            origin: origin.into(),
-            line: None,
-            message: format!("the key type name `{NO_KEY_TYPE}` is reserved for rules; rename it"),
-        });
+    for reserved in [NO_KEY_TYPE, TRANSPORT_KEY_TYPE] {
+        if catalogue.get(reserved).is_some() {
+            return Err(PolicyError {
+                origin: origin.into(),
+                line: None,
+                message: format!("the key type name `{reserved}` is reserved for rules; rename it"),
+            });
+        }
     }
     let mut rules: Vec<Rule> = Vec::new();
     for spanned in raw.rules {
@@ -263,12 +274,13 @@ fn key_types(list: &[String], catalogue: &KeyTypeCatalogue) -> Result<KeyTypes, 
         match k.as_str() {
             ANY_KEY_TYPE => out.any = true,
             NO_KEY_TYPE => out.none = true,
+            TRANSPORT_KEY_TYPE => out.transport = true,
             _ if catalogue.get(k).is_some() => {
                 out.named.insert(k.clone());
             }
             _ => {
                 return Err(format!(
-                    "unknown key type `{k}` (declared: {}; or \"*\", \"none\")",
+                    "unknown key type `{k}` (declared: {}; or \"*\", \"none\", \"transport\")",
                     catalogue.names().collect::<Vec<_>>().join(", ")
                 ));
             }
@@ -325,9 +337,11 @@ fn check_rule(r: RawRule, line: usize, catalogue: &KeyTypeCatalogue) -> Result<R
                 "a node generates keys for its own region only; use regions = [\"self\"]".into(),
             ));
         }
-        if key_types.any || key_types.none {
+        if key_types.any || key_types.none || key_types.transport {
             return Err(ctx(
-                "a generate rule must name its key types, not \"*\" or \"none\"".into(),
+                "a generate rule must name its key types, not \"*\", \"none\" or \"transport\" \
+                 (transport keys are issued onto cards)"
+                    .into(),
             ));
         }
         for k in &key_types.named {
