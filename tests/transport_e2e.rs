@@ -292,6 +292,38 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     .await;
     assert_eq!(key_count(&guangzhou).await, before + 1);
 
+    // An issue-card approval is spent by its card: it cannot issue a second one.
+    let used = approve_card(&ministry, "440000").await;
+    let first = TransportServiceClient::new(ministry.channel().await)
+        .issue_card(proto::IssueCardRequest {
+            region: "440000".into(),
+            card_label: "card-gd".into(),
+            card_pin: USER_PIN.into(),
+            ceremony_id: used.clone(),
+        })
+        .await;
+    assert!(first.is_ok(), "{first:?}");
+    let again = TransportServiceClient::new(ministry.channel().await)
+        .issue_card(proto::IssueCardRequest {
+            region: "440000".into(),
+            card_label: "card-gd".into(),
+            card_pin: USER_PIN.into(),
+            ceremony_id: used,
+        })
+        .await
+        .expect_err("the same ceremony twice");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    // Loading the same card twice is refused before the HSM is touched.
+    let twice = TransportServiceClient::new(guangzhou.channel_as(GZ_SYSTEM).await)
+        .load_card(proto::LoadCardRequest {
+            card_label: "card-gz".into(),
+            card_pin: USER_PIN.into(),
+            card_id: gz_card.card_id.clone(),
+        })
+        .await
+        .expect_err("loaded twice");
+    assert_eq!(twice.code(), Code::AlreadyExists);
+
     // The orphan check knows transport keys; the CLI opens an issue-card ceremony too.
     for node in [&ministry, &guangdong, &guangzhou] {
         let out = node.cli(&["keys", "orphans"]);

@@ -34,6 +34,8 @@ pub enum CeremonyState {
     Cancelled,
     /// Not approved in time.
     Expired,
+    /// Done, and its approval spent (an issue-card ceremony approves one card).
+    Used,
 }
 
 impl CeremonyState {
@@ -46,6 +48,7 @@ impl CeremonyState {
             CeremonyState::Failed => "failed",
             CeremonyState::Cancelled => "cancelled",
             CeremonyState::Expired => "expired",
+            CeremonyState::Used => "used",
         }
     }
 
@@ -57,6 +60,7 @@ impl CeremonyState {
             CeremonyState::Failed,
             CeremonyState::Cancelled,
             CeremonyState::Expired,
+            CeremonyState::Used,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
@@ -315,14 +319,19 @@ impl Node {
             )));
         }
         {
+            // Checked again under the lock: two entries racing for one place cannot both land.
             let mut all = self
                 .components
                 .0
                 .lock()
                 .map_err(|_| NodeError::Internal("component store poisoned".into()))?;
-            all.entry(id.to_string())
-                .or_default()
-                .push((me.clone(), component));
+            let held = all.entry(id.to_string()).or_default();
+            if held.iter().any(|(who, _)| *who == me) || held.len() >= parts {
+                return Err(NodeError::AlreadyExists(format!(
+                    "ceremony {id} already has this custodian's component, or all {parts}"
+                )));
+            }
+            held.push((me.clone(), component));
         }
         let (_, logged) =
             self.store
@@ -334,23 +343,20 @@ impl Node {
 
     /// Cancels an open ceremony (its opener or an officer who may approve).
     pub fn cancel_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
-        let c = self.ceremony_for_action(req, id)?;
-        let (moved, logged) = self.store.set_ceremony_state_audited(
+        self.ceremony_for_action(req, id)?;
+        // The request's record (written when it ends) says whether the change was made.
+        let moved = self.store.set_ceremony_state(
             id,
             CeremonyState::Open.as_str(),
             CeremonyState::Cancelled.as_str(),
             &format!("cancelled by {}", req.caller),
-            &req.success_record(),
         )?;
-        req.mark_logged();
-        self.after_append(logged.seq);
-        self.forget_components(id);
         if !moved {
             return Err(NodeError::FailedPrecondition(format!(
                 "ceremony {id} is no longer open"
             )));
         }
-        let _ = c;
+        self.forget_components(id);
         self.ceremony(id)
     }
 
@@ -371,7 +377,7 @@ impl Node {
             req.param("state", state);
             CeremonyState::parse(state).map_err(|_| {
                 NodeError::InvalidArgument(format!(
-                    "unknown ceremony state `{state}` (open, running, done, failed, cancelled, expired)"
+                    "unknown ceremony state `{state}` (open, running, done, failed, cancelled, expired, used)"
                 ))
             })?;
         }
@@ -407,13 +413,14 @@ impl Node {
             )));
         }
         if now_secs() >= c.expires_at {
-            self.store.set_ceremony_state(
+            if self.store.set_ceremony_state(
                 id,
                 CeremonyState::Open.as_str(),
                 CeremonyState::Expired.as_str(),
                 "not approved in time",
-            )?;
-            self.forget_components(id);
+            )? {
+                self.forget_components(id);
+            }
             return Err(NodeError::FailedPrecondition(format!(
                 "ceremony {id} expired before it had its approvals; open a new one"
             )));
@@ -590,6 +597,23 @@ impl Node {
                 .map_err(|_| NodeError::Internal("component store poisoned".into()))?;
             all.remove(id).unwrap_or_default()
         };
+        let wanted: usize = self
+            .ceremony(id)?
+            .params
+            .get("components")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let mut custodians: Vec<&str> = parts.iter().map(|(who, _)| who.as_str()).collect();
+        custodians.sort_unstable();
+        custodians.dedup();
+        if wanted < 2 || parts.len() != wanted || custodians.len() != wanted {
+            return Err(NodeError::FailedPrecondition(format!(
+                "ceremony {id} holds {} components from {} custodians, not {wanted}; open a new \
+                 ceremony and enter them again",
+                parts.len(),
+                custodians.len()
+            )));
+        }
         let mut value = Zeroizing::new(vec![0u8; spec.algorithm.key_len()]);
         for (_, part) in &parts {
             for (v, p) in value.iter_mut().zip(part.iter()) {
@@ -597,6 +621,11 @@ impl Node {
             }
         }
         drop(parts);
+        if value.iter().all(|b| *b == 0) {
+            return Err(NodeError::InvalidArgument(
+                "the components cancel out (their XOR is all zeros); enter new components".into(),
+            ));
+        }
         exec.param(
             "combined_in",
             "host memory, zeroized (the token has no XOR derive)",

@@ -64,21 +64,23 @@ impl Node {
             let approved = c.state == CeremonyState::Done
                 && c.params.get("action").map(String::as_str) == Some("issue-card")
                 && c.params.get("region").map(String::as_str) == Some(region.as_str());
-            if self
-                .store
-                .transport_keys()?
-                .iter()
-                .any(|t| t.ceremony_id.as_deref() == Some(id))
-            {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "ceremony {id} was used for a card already; one ceremony approves one card"
-                )));
-            }
             if !approved {
                 return Err(NodeError::FailedPrecondition(format!(
-                    "ceremony {id} did not approve issuing a card for {region} (it is {}, {:?})",
+                    "ceremony {id} did not approve issuing a card for {region} (it is {}, {:?}); \
+                     one ceremony approves one card",
                     c.state.as_str(),
                     c.params
+                )));
+            }
+            // Spend the approval before any HSM work: two requests cannot both use it.
+            if !self.store.set_ceremony_state(
+                id,
+                CeremonyState::Done.as_str(),
+                CeremonyState::Used.as_str(),
+                &format!("{}; card issued by {}", c.result, req.caller),
+            )? {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "ceremony {id} was used for a card already; one ceremony approves one card"
                 )));
             }
         }
@@ -124,6 +126,11 @@ impl Node {
                 self.region
             )));
         }
+        if self.store.transport_key(card_id)?.is_some() {
+            return Err(NodeError::AlreadyExists(format!(
+                "the transport key of card {card_id} is registered here already"
+            )));
+        }
         let card = self.open_card(card_label, card_pin)?;
         let (kcv, _) = self.hsm.load_transport_key(&card, card_id)?;
         self.record_transport(
@@ -161,7 +168,16 @@ impl Node {
         };
         let logged = self
             .store
-            .insert_transport_key_audited(&row, &req.success_record())?;
+            .insert_transport_key_audited(&row, &req.success_record())
+            .inspect_err(|_| {
+                // Not registered, so not kept: no transport key without its row.
+                let _ = self
+                    .hsm
+                    .destroy_key(&crate::hsm::transport::transport_label(&row.card_id));
+                let _ = self
+                    .hsm
+                    .destroy_key(&crate::hsm::transport::package_mac_label(&row.card_id));
+            })?;
         req.mark_logged();
         self.after_append(logged.seq);
         Ok(row)

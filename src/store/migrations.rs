@@ -52,7 +52,7 @@ const MIGRATIONS: &[&str] = &[
         created_at  TEXT    NOT NULL,
         expires_at  INTEGER NOT NULL,
         state       TEXT    NOT NULL
-                    CHECK (state IN ('open', 'running', 'done', 'failed', 'cancelled', 'expired')),
+                    CHECK (state IN ('open', 'running', 'done', 'failed', 'cancelled', 'expired', 'used')),
         result      TEXT    NOT NULL DEFAULT ''
     ) STRICT;
     CREATE TABLE ceremony_approvals (
