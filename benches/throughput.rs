@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hkms::card::CardCommand;
-use hkms::hierarchy::{Algorithm, Factor, Kcv, KcvMethod, KeyId, Usage};
+use hkms::hierarchy::{Algorithm, Factor, Kcv, KeyId, Usage};
 use hkms::hsm::{Hsm, HsmConfig, Lifetime, PinSource, SecretKeySpec, TokenLocator};
 use hkms::proto::{
     self, card_service_client::CardServiceClient, key_service_client::KeyServiceClient,
@@ -423,11 +423,7 @@ fn plant_known(
     key_type: &str,
     value: &[u8],
 ) -> KeyId {
-    let kcv: [u8; 3] = hex::decode(aes_kcv(value))
-        .expect("hex")
-        .try_into()
-        .expect("3 bytes");
-    support::plant(
+    support::plant_aes(
         &PlantSpot {
             pkcs11,
             token: &token.label,
@@ -435,12 +431,7 @@ fn plant_known(
             region,
         },
         key_type,
-        Algorithm::Aes128,
         value,
-        Kcv {
-            value: kcv,
-            method: KcvMethod::AesCmac,
-        },
     )
 }
 
@@ -448,17 +439,158 @@ fn plant_known(
 fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
-    std::fs::write(
-        dir.path().join("node.toml"),
-        node_config(region, tier, region, token),
-    )
-    .expect("config");
+    // Every bench node may issue cards (the city issues its bureau's).
+    let so = token.pin_file.with_file_name("so.pin");
+    let text = node_config(region, tier, region, token).replace(
+        &format!("pin_file = \"{}\"", token.pin_file.display()),
+        &format!(
+            "pin_file = \"{}\"\nso_pin_file = \"{}\"",
+            token.pin_file.display(),
+            so.display()
+        ),
+    );
+    std::fs::write(dir.path().join("node.toml"), text).expect("config");
     (dir, store)
 }
 
 fn start_node(dir: tempfile::TempDir, token: &Token) -> TestNode {
     let config = dir.path().join("node.toml");
     TestNode::start_in(dir, token.clone(), config)
+}
+
+/// PersonaliseCards: cards per second through the stream (one stream per client) against the
+/// same PKCS#11 calls in process (per card and key type: C_DeriveKey of an exportable session
+/// key, C_Sign CMAC for its KCV, C_WrapKey under the bureau's transport key, C_DestroyObject,
+/// and C_Sign CMAC for the package MAC).
+#[allow(clippy::too_many_arguments)]
+fn personalise_section(
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    city: &TestNode,
+    hsm: &Hsm,
+    raw_unblock: &str,
+    raw_token: &Token,
+    bureau_card: &Token,
+    raw_bureau_card: &Token,
+) {
+    use hkms::hsm::transport::CardToken;
+    let pin = secrecy::SecretString::from(support::USER_PIN);
+    // The city's officers approve and issue the bureau's card.
+    let bureau_id = rt.block_on(async {
+        let done = city
+            .ceremony("manage", &[("action", "issue-card"), ("region", "440100")])
+            .await;
+        proto::transport_service_client::TransportServiceClient::new(city.channel().await)
+            .issue_card(proto::IssueCardRequest {
+                region: "440100".into(),
+                card_label: bureau_card.label.clone(),
+                card_pin: support::USER_PIN.into(),
+                ceremony_id: done.id,
+            })
+            .await
+            .expect("bureau card")
+            .into_inner()
+            .card_id
+    });
+    // The baseline token issues its own bureau card (its SO PIN is the test one).
+    let raw_card = CardToken::open(
+        &raw_token.module,
+        &TokenLocator::by_label(&raw_bureau_card.label),
+        &pin,
+    )
+    .expect("baseline bureau card");
+    let raw_card_id = "card-440100-benchbaseline";
+    hsm.issue_transport_key(
+        &secrecy::SecretString::from(support::SO_PIN),
+        &raw_card,
+        raw_card_id,
+    )
+    .expect("baseline transport key");
+    let baseline_card = |i: usize| -> Outcome {
+        let serial =
+            Factor::from_card_serial(&format!("{:016X}", 0x5555_0000_0000_0000u64 + i as u64))
+                .map_err(|e| e.to_string())?;
+        for _ in 0..2 {
+            let (wrapped, _) = hsm
+                .export_card_key(raw_unblock, &serial, raw_card_id)
+                .map_err(|e| e.to_string())?;
+            hsm.package_mac(raw_card_id, &wrapped)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    let per_level = (settings.unblock_ops / 2).max(16);
+    let mut rows = Vec::new();
+    let mut next = 0usize;
+    for &c in &LEVELS {
+        // Service: c streams, each sending its share of serials.
+        let start = Instant::now();
+        let counts = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for k in 0..c {
+                let channel = city
+                    .channel_as("hkms://system/municipal/440100/card-issuance")
+                    .await;
+                let bureau = bureau_id.clone();
+                let base = next + k * per_level / c;
+                let share = per_level / c;
+                tasks.push(tokio::spawn(async move {
+                    use tokio_stream::StreamExt;
+                    let mut client = CardServiceClient::new(channel);
+                    let serials = (0..share).map(move |j| proto::PersonaliseRequest {
+                        bureau_card_id: bureau.clone(),
+                        card_serial: format!(
+                            "{:016X}",
+                            0x7777_0000_0000_0000u64 + (base + j) as u64
+                        ),
+                    });
+                    let mut answers = client
+                        .personalise_cards(tokio_stream::iter(serials))
+                        .await
+                        .expect("stream")
+                        .into_inner();
+                    let (mut ok, mut err) = (0usize, 0usize);
+                    while let Some(a) = answers.next().await {
+                        match a {
+                            Ok(a) if a.error.is_empty() && a.packages.len() == 2 => ok += 1,
+                            _ => err += 1,
+                        }
+                    }
+                    (ok, err)
+                }));
+            }
+            let mut total = (0, 0);
+            for t in tasks {
+                let (ok, err) = t.await.expect("stream task");
+                total = (total.0 + ok, total.1 + err);
+            }
+            total
+        });
+        next += per_level;
+        let service = Run::from(
+            start.elapsed(),
+            (0..counts.0)
+                .map(|_| (start.elapsed() / counts.0.max(1) as u32, Ok(())))
+                .chain((0..counts.1).map(|_| (Duration::ZERO, Err("card failed".to_string()))))
+                .collect(),
+        );
+        let baseline = drive_threads(c, next * 10, per_level, settings.cap, &baseline_card);
+        rows.push(Row {
+            label: c.to_string(),
+            service,
+            baseline,
+        });
+    }
+    print_table(
+        "PersonaliseCards (cards/s; two key packages per card)",
+        "gRPC/mTLS stream to `hkms serve` (municipal 440100), one stream per client: policy and one audit record (fsync) per card",
+        "in-process HSM: per card 2x (Hsm::export_card_key + Hsm::package_mac)",
+        &rows,
+        &[
+            "service latencies are stream averages (cards are pipelined), not per-card times"
+                .to_string(),
+        ],
+    );
 }
 
 /// Card serial and challenge of operation `i` (all distinct).
@@ -576,6 +708,8 @@ fn main() {
     let city_token = make_token(&softhsm, "bench-city");
     let nation_token = make_token(&softhsm, "bench-nation");
     let raw_token = make_token(&softhsm, "bench-raw");
+    let bureau_card = make_token(&softhsm, "bench-bureau-card");
+    let raw_bureau_card = make_token(&softhsm, "bench-raw-bureau-card");
     let pkcs11 = support::init_pkcs11(&city_token);
     println!(
         "disk: 4 KiB write + fdatasync in the token/registry folder, median {:.2} ms",
@@ -889,6 +1023,16 @@ fn main() {
         "\nthe ministry's token now holds up to {} derived token keys (one per derivation, \
          fewer if some failed); the baseline token holds 2",
         provinces.len() + next_item
+    );
+    personalise_section(
+        &rt,
+        &settings,
+        &city,
+        &hsm,
+        &raw_unblock,
+        &raw_token,
+        &bureau_card,
+        &raw_bureau_card,
     );
     println!("load average at the end: {}", load_average());
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
