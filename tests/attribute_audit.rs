@@ -4,7 +4,7 @@
 mod support;
 
 use hkms::proto;
-use support::{TestNode, stdout};
+use support::{TestNode, derive, stdout};
 
 async fn generate(node: &TestNode, key_type: &str) -> proto::Key {
     node.client()
@@ -14,20 +14,6 @@ async fn generate(node: &TestNode, key_type: &str) -> proto::Key {
         })
         .await
         .unwrap_or_else(|e| panic!("generate {key_type}: {e}"))
-        .into_inner()
-        .key
-        .expect("key")
-}
-
-async fn derive(node: &TestNode, parent: &str, region: &str) -> proto::Key {
-    node.client()
-        .await
-        .derive_sub_key(proto::DeriveSubKeyRequest {
-            parent_id: parent.into(),
-            region: region.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("derive {region}: {e}"))
         .into_inner()
         .key
         .expect("key")

@@ -4,7 +4,7 @@
 mod support;
 
 use hkms::proto::{self, ceremony_service_client::CeremonyServiceClient};
-use support::{TestNode, aes_kcv, key_id_in, start_with_extra_config};
+use support::{TestNode, aes_kcv, key_count, key_id_in, start_with_extra_config};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -37,17 +37,6 @@ async fn approve(
         .approve_ceremony(proto::CeremonyId { id: id.into() })
         .await
         .map(|r| r.into_inner())
-}
-
-async fn key_count(node: &TestNode) -> usize {
-    node.client()
-        .await
-        .list_keys(proto::ListKeysRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .keys
-        .len()
 }
 
 fn third_officer(node: &TestNode) -> String {

@@ -9,7 +9,7 @@ use hkms::proto::{
     policy_service_client::PolicyServiceClient,
 };
 use sha2::{Digest, Sha256};
-use support::{TestNode, client_tls, make_token, node_config};
+use support::{TestNode, client_tls, make_token, node_config, try_derive as derive};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -24,19 +24,6 @@ async fn generate(
 ) -> Result<proto::Key, tonic::Status> {
     c.generate_key(proto::GenerateKeyRequest {
         key_type: key_type.into(),
-    })
-    .await
-    .map(|r| r.into_inner().key.expect("key"))
-}
-
-async fn derive(
-    c: &mut KeyServiceClient<Channel>,
-    parent: &str,
-    region: &str,
-) -> Result<proto::Key, tonic::Status> {
-    c.derive_sub_key(proto::DeriveSubKeyRequest {
-        parent_id: parent.into(),
-        region: region.into(),
     })
     .await
     .map(|r| r.into_inner().key.expect("key"))

@@ -4,22 +4,9 @@
 mod support;
 
 use hkms::proto::{self, key_service_client::KeyServiceClient};
-use support::{TestNode, stdout};
+use support::{TestNode, stdout, try_derive as derive};
 use tonic::Code;
 use tonic::transport::Channel;
-
-async fn derive(
-    c: &mut KeyServiceClient<Channel>,
-    parent: &str,
-    region: &str,
-) -> Result<proto::Key, tonic::Status> {
-    c.derive_sub_key(proto::DeriveSubKeyRequest {
-        parent_id: parent.into(),
-        region: region.into(),
-    })
-    .await
-    .map(|r| r.into_inner().key.expect("key"))
-}
 
 async fn list(c: &mut KeyServiceClient<Channel>, r: proto::ListKeysRequest) -> Vec<proto::Key> {
     c.list_keys(r).await.expect("list").into_inner().keys

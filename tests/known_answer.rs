@@ -13,9 +13,8 @@ use cipher::{Array, BlockCipherEncrypt, KeyInit};
 use cmac::{Cmac, Mac};
 use des::TdesEde2;
 use hkms::hierarchy::{Algorithm, Kcv, KcvMethod};
-use hkms::proto;
 use hkms::store::Store;
-use support::{TestNode, aes_child, aes_kcv, data_block, make_token, node_config};
+use support::{TestNode, aes_child, aes_kcv, data_block, derive, make_token, node_config};
 
 fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")
@@ -37,20 +36,6 @@ fn des_kcv(key: &[u8]) -> String {
     let mut mac = <Cmac<TdesEde2> as KeyInit>::new_from_slice(key).expect("cmac key");
     mac.update(&[0u8; 8]);
     hex::encode_upper(&mac.finalize().into_bytes()[..3])
-}
-
-async fn derive(node: &TestNode, parent: &str, region: &str) -> proto::Key {
-    node.client()
-        .await
-        .derive_sub_key(proto::DeriveSubKeyRequest {
-            parent_id: parent.into(),
-            region: region.into(),
-        })
-        .await
-        .expect("derive")
-        .into_inner()
-        .key
-        .expect("key")
 }
 
 #[tokio::test]

@@ -8,11 +8,12 @@
 
 mod support;
 
-use hkms::proto::{
-    self, key_service_client::KeyServiceClient, transport_service_client::TransportServiceClient,
-};
+use hkms::proto::{self, transport_service_client::TransportServiceClient};
 use hkms::store::Store;
-use support::{PlantSpot, TestNode, USER_PIN, aes_child, aes_kcv, make_token, node_config, stdout};
+use support::{
+    PlantSpot, TestNode, USER_PIN, aes_child, aes_kcv, derive_as, key_count, make_token,
+    node_config, stdout,
+};
 use tonic::Code;
 
 const GD_SYSTEM: &str = "hkms://system/provincial/440000/gd-kms";
@@ -89,30 +90,6 @@ async fn import(node: &TestNode, who: &str, package: Vec<u8>) -> Result<proto::K
         .map(|r| r.into_inner().key.expect("key"))
 }
 
-async fn derive(node: &TestNode, who: &str, parent: &str, region: &str) -> proto::Key {
-    KeyServiceClient::new(node.channel_as(who).await)
-        .derive_sub_key(proto::DeriveSubKeyRequest {
-            parent_id: parent.into(),
-            region: region.into(),
-        })
-        .await
-        .expect("derive")
-        .into_inner()
-        .key
-        .expect("key")
-}
-
-async fn key_count(node: &TestNode) -> usize {
-    node.client()
-        .await
-        .list_keys(proto::ListKeysRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .keys
-        .len()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused() {
     let root = hex::decode("00112233445566778899AABBCCDDEEFF").expect("hex");
@@ -161,7 +138,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
         (gd_card.region.as_str(), gd_card.role.as_str()),
         ("440000", "issued")
     );
-    let gd_key = derive(&ministry, &ministry.officer, &root_id, "440000").await;
+    let gd_key = derive_as(&ministry, &ministry.officer, &root_id, "440000").await;
     assert_eq!(gd_key.kcv, aes_kcv(&gd_value));
     let gd_package = export(&ministry, &gd_key.id, "440000").await;
 
@@ -178,7 +155,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
         (gd_imported.kcv.as_str(), gd_imported.tier.as_str()),
         (gd_key.kcv.as_str(), "provincial")
     );
-    let gz_key = derive(&guangdong, GD_SYSTEM, &gd_imported.id, "440100").await;
+    let gz_key = derive_as(&guangdong, GD_SYSTEM, &gd_imported.id, "440100").await;
     let gz_card = issue(&guangdong, "440100", "card-gz").await;
     let gz_package = export(&guangdong, &gz_key.id, "440100").await;
 

@@ -601,3 +601,41 @@ pub fn plant_aes(at: &PlantSpot<'_>, key_type: &str, value: &[u8]) -> hkms::hier
         .expect("kcv");
     plant(at, key_type, hkms::hierarchy::Algorithm::Aes128, value, kcv)
 }
+
+/// DeriveSubKey through a client.
+pub async fn try_derive(
+    c: &mut KeyServiceClient<Channel>,
+    parent: &str,
+    region: &str,
+) -> Result<hkms::proto::Key, tonic::Status> {
+    c.derive_sub_key(hkms::proto::DeriveSubKeyRequest {
+        parent_id: parent.into(),
+        region: region.into(),
+    })
+    .await
+    .map(|r| r.into_inner().key.expect("key"))
+}
+
+/// DeriveSubKey as `who`, which must succeed.
+pub async fn derive_as(node: &TestNode, who: &str, parent: &str, region: &str) -> hkms::proto::Key {
+    try_derive(&mut node.client_as(who).await, parent, region)
+        .await
+        .unwrap_or_else(|e| panic!("derive {region}: {e}"))
+}
+
+/// DeriveSubKey as the node's officer, which must succeed.
+pub async fn derive(node: &TestNode, parent: &str, region: &str) -> hkms::proto::Key {
+    derive_as(node, &node.officer.clone(), parent, region).await
+}
+
+/// How many keys the node's officer sees.
+pub async fn key_count(node: &TestNode) -> usize {
+    node.client()
+        .await
+        .list_keys(hkms::proto::ListKeysRequest::default())
+        .await
+        .expect("list")
+        .into_inner()
+        .keys
+        .len()
+}
