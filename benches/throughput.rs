@@ -871,7 +871,7 @@ fn main() {
         items.len()
     );
     println!(
-        "setup: 3 tokens, 2 nodes, {} province keys, {} distinct city derivations available ({:.1} s)",
+        "setup: 5 tokens (2 of them cards), 2 nodes, {} province keys, {} distinct city derivations available ({:.1} s)",
         provinces.len(),
         items.len(),
         started.elapsed().as_secs_f64()
