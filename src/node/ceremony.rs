@@ -226,12 +226,7 @@ impl Node {
                     }
                     record.state.transition(state)?;
                     req.key(&record);
-                    self.authorize(
-                        req,
-                        Operation::Manage,
-                        Some(record.key_type.as_str()),
-                        &record.region,
-                    )?;
+                    self.authorize_key(req, Operation::Manage, &record)?;
                     Ok(Some(record.key_type.as_str().to_string()))
                 }
                 _ => Err(NodeError::InvalidArgument(
@@ -259,12 +254,7 @@ impl Node {
                 c.quorum.saturating_sub(c.approvals.len() as u32)
             )));
         }
-        let (_, logged) =
-            self.store
-                .approve_ceremony_audited(id, &me, &now_rfc3339(), &req.success_record())?;
-        req.mark_logged();
-        self.after_append(logged.seq);
-        self.run_if_ready(req, id)
+        self.record_approval(req, id, &me)
     }
 
     /// Enters one clear key component of a component ceremony; it counts as the custodian's
@@ -333,9 +323,20 @@ impl Node {
             }
             held.push((me.clone(), component));
         }
+        self.record_approval(req, id, &me)
+    }
+
+    /// Records `me`'s approval with the request's record, then runs the ceremony if that
+    /// completed it.
+    fn record_approval(
+        &self,
+        req: &mut Request,
+        id: &str,
+        me: &str,
+    ) -> Result<Ceremony, NodeError> {
         let (_, logged) =
             self.store
-                .approve_ceremony_audited(id, &me, &now_rfc3339(), &req.success_record())?;
+                .approve_ceremony_audited(id, me, &now_rfc3339(), &req.success_record())?;
         req.mark_logged();
         self.after_append(logged.seq);
         self.run_if_ready(req, id)

@@ -184,12 +184,7 @@ impl Node {
     pub fn get_key(&self, req: &mut Request, id: &str) -> Result<KeyRecord, NodeError> {
         req.param("id", id);
         let record = self.get_key_record(&KeyId::parse(id)?)?;
-        self.authorize(
-            req,
-            Operation::Read,
-            Some(record.key_type.as_str()),
-            &record.region,
-        )?;
+        self.authorize_key(req, Operation::Read, &record)?;
         req.key(&record);
         Ok(record)
     }
@@ -260,12 +255,7 @@ impl Node {
         let record = self.get_key_record(&KeyId::parse(id)?)?;
         req.key(&record);
         let next = parse_state(state)?;
-        self.authorize(
-            req,
-            Operation::Manage,
-            Some(record.key_type.as_str()),
-            &record.region,
-        )?;
+        self.authorize_key(req, Operation::Manage, &record)?;
         if needs_quorum_state(next) {
             self.require_no_ceremony(Operation::Manage, Some(record.key_type.as_str()))?;
         }

@@ -212,6 +212,16 @@ impl Node {
         }
     }
 
+    /// [`Node::authorize`] for an operation on a registered key: its type, its region.
+    pub fn authorize_key(
+        &self,
+        req: &mut Request,
+        op: Operation,
+        key: &crate::store::KeyRecord,
+    ) -> Result<Decision, NodeError> {
+        self.authorize(req, op, Some(key.key_type.as_str()), &key.region)
+    }
+
     /// Refuses a direct request for an operation the policy puts under dual control.
     fn require_no_ceremony(&self, op: Operation, key_type: Option<&str>) -> Result<(), NodeError> {
         match self.policy().quorum(op, key_type) {
