@@ -147,6 +147,12 @@ impl HsmError {
         }
     }
 
+    /// A `CKR_GENERAL_ERROR`: SoftHSM2 returns it now and then for a valid request under
+    /// concurrent load; a careful retry may succeed.
+    pub fn is_token_hiccup(&self) -> bool {
+        matches!(self, HsmError::Pkcs11 { rv, .. } if rv == "GeneralError")
+    }
+
     /// Maps a raw `CK_RV` from a call made through [`crate::hsm`]'s raw path.
     pub(crate) fn from_rv(function: &str, rv: cryptoki_sys::CK_RV) -> HsmError {
         match cryptoki::error::Rv::from(rv) {
@@ -250,6 +256,18 @@ mod tests {
         assert_eq!(e.kind(), HsmErrorKind::Unavailable);
         assert!(e.to_string().contains("retry"));
         assert!(e.to_string().contains("C_DeriveKey"));
+    }
+
+    #[test]
+    fn only_a_general_error_is_a_hiccup_worth_a_retry() {
+        assert!(
+            HsmError::from_rv("C_DeriveKey", cryptoki_sys::CKR_GENERAL_ERROR).is_token_hiccup()
+        );
+        assert!(
+            !HsmError::from_rv("C_DeriveKey", cryptoki_sys::CKR_TEMPLATE_INCONSISTENT)
+                .is_token_hiccup()
+        );
+        assert!(!HsmError::PinIncorrect.is_token_hiccup());
     }
 
     #[test]

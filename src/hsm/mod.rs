@@ -163,14 +163,38 @@ impl Hsm {
         let _one_writer = (child.lifetime == Lifetime::Token)
             .then(|| self.token_write())
             .transpose()?;
-        let handle = self.inner.raw.derive_encrypt_data(
-            s.handle(),
-            mechanisms::derive_mechanism(parent_algorithm),
-            parent.handle(),
-            &factor.data_block(),
-            &template,
-        )?;
-        self.kcv_or_destroy(&s, handle, child.algorithm)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let derived = self
+                .inner
+                .raw
+                .derive_encrypt_data(
+                    s.handle(),
+                    mechanisms::derive_mechanism(parent_algorithm),
+                    parent.handle(),
+                    &factor.data_block(),
+                    &template,
+                )
+                .and_then(|handle| self.kcv_or_destroy(&s, handle, child.algorithm));
+            match derived {
+                // SoftHSM2 2.6.1 now and then fails a token-object derivation under concurrent
+                // load with CKR_GENERAL_ERROR (softhsm/SoftHSMv2#573). Nothing half-made may
+                // stay behind a retry: whatever carries the child's label goes first.
+                Err(e) if e.is_token_hiccup() && attempt < 3 => {
+                    tracing::warn!(attempt, error = %e, "derivation failed in the token; retrying");
+                    if let Ok(found) =
+                        s.find_objects(&[Attribute::Label(child.label.as_bytes().to_vec())])
+                    {
+                        for o in found {
+                            let _ = s.destroy_object(o);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5 * attempt));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Creates a key from a clear value (key entry by components, after they were combined),

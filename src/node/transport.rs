@@ -72,6 +72,15 @@ impl Node {
                     c.params
                 )));
             }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(u64::MAX);
+            if now >= c.expires_at {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "the approval of ceremony {id} has expired; open a new issue-card ceremony"
+                )));
+            }
             // Spend the approval before any HSM work: two requests cannot both use it.
             if !self.store.set_ceremony_state(
                 id,

@@ -83,6 +83,7 @@ impl CardService for CardApi {
         let node = Arc::clone(&self.node);
         tokio::spawn(async move {
             let batch = format!("r-{}", uuid::Uuid::new_v4().simple());
+            let (mut cards, mut failed) = (0u64, 0u64);
             while let Some(item) = incoming.next().await {
                 let msg = match item {
                     Ok(m) => m,
@@ -100,6 +101,10 @@ impl CardService for CardApi {
                     })
                 })
                 .await;
+                cards += 1;
+                if !matches!(done, Ok(Ok(_))) {
+                    failed += 1;
+                }
                 let answer = match done {
                     Ok(Ok(packages)) => proto::PersonaliseResponse {
                         card_serial: serial,
@@ -121,9 +126,20 @@ impl CardService for CardApi {
                     },
                 };
                 if tx.send(Ok(answer)).await.is_err() {
-                    return;
+                    break;
                 }
             }
+            // The stream itself is a request too: one record of the batch, even when it
+            // carried no card at all.
+            let n = Arc::clone(&node);
+            let _ = tokio::task::spawn_blocking(move || {
+                execute(&n, who, "PersonaliseCards", &batch, |_, req| {
+                    req.param("batch_cards", cards.to_string());
+                    req.param("batch_failed", failed.to_string());
+                    Ok(())
+                })
+            })
+            .await;
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
