@@ -23,10 +23,10 @@ proptest! {
 
     #[test]
     fn digit_region_codes_keep_their_hierarchy(code in "[0-9]{6}") {
-        if let Ok(r) = Region::parse(&code) {
-            if let Some(p) = r.parent() {
-                prop_assert!(r.is_child_of(&p));
-            }
+        if let Ok(r) = Region::parse(&code)
+            && let Some(p) = r.parent()
+        {
+            prop_assert!(r.is_child_of(&p));
         }
     }
 
@@ -59,10 +59,10 @@ proptest! {
         let mut bytes = DEFAULT_POLICY.as_bytes().to_vec();
         let i = at % bytes.len();
         bytes[i] = byte;
-        if let Ok(text) = String::from_utf8(bytes) {
-            if let Err(e) = Policy::parse(&text, "p.toml") {
-                prop_assert!(e.to_string().starts_with("p.toml"), "{}", e);
-            }
+        if let Ok(text) = String::from_utf8(bytes)
+            && let Err(e) = Policy::parse(&text, "p.toml")
+        {
+            prop_assert!(e.to_string().starts_with("p.toml"), "{}", e);
         }
     }
 
