@@ -89,15 +89,7 @@ impl Hsm {
     /// or a missing token is an error here, so the service refuses to start and says why.
     pub fn open(config: &HsmConfig) -> Result<Hsm, HsmError> {
         let pin = config.pin.read()?;
-        let module_err = |reason: String| HsmError::ModuleLoad {
-            path: config.module.clone(),
-            reason,
-        };
-        let ctx = Pkcs11::new(&config.module).map_err(|e| module_err(e.to_string()))?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(module_err(format!("C_Initialize: {e}"))),
-        }
+        let ctx = load_module(&config.module)?;
         let raw = RawModule::load(&config.module)?;
         let (slot, caps) = find_token(&ctx, &raw, &config.locator)?;
         let sessions = open_sessions(&ctx, slot, config.sessions.max(1), &pin)?;
@@ -373,6 +365,38 @@ fn find_token(
     raw: &RawModule,
     locator: &TokenLocator,
 ) -> Result<(Slot, Capabilities), HsmError> {
+    let (slot, info) = find_slot(ctx, locator)?;
+    let mechanisms = raw.mechanism_list(slot.id())?;
+    let caps = Capabilities {
+        label: info.label().trim_end().to_string(),
+        manufacturer: info.manufacturer_id().trim_end().to_string(),
+        model: info.model().trim_end().to_string(),
+        serial: info.serial_number().trim_end().to_string(),
+        wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
+        mechanisms,
+    };
+    Ok((slot, caps))
+}
+
+/// Loads and initialises a PKCS#11 module (a module another part of the process initialised
+/// already is fine: the loader hands back the same library).
+pub(crate) fn load_module(path: &std::path::Path) -> Result<Pkcs11, HsmError> {
+    let module_err = |reason: String| HsmError::ModuleLoad {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let ctx = Pkcs11::new(path).map_err(|e| module_err(e.to_string()))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
+        Err(e) => Err(module_err(format!("C_Initialize: {e}"))),
+    }
+}
+
+/// The one initialised token the locator names; errors list the tokens present.
+pub(crate) fn find_slot(
+    ctx: &Pkcs11,
+    locator: &TokenLocator,
+) -> Result<(Slot, cryptoki::slot::TokenInfo), HsmError> {
     let mut matching = Vec::new();
     let mut present = Vec::new();
     for slot in ctx.get_slots_with_token()? {
@@ -390,35 +414,29 @@ fn find_token(
             matching.push((slot, info));
         }
     }
-    let (slot, info) = match matching.len() {
-        1 => matching.remove(0),
-        0 => {
-            return Err(HsmError::TokenNotFound {
-                wanted: locator.to_string(),
-                present: if present.is_empty() {
-                    "none".into()
-                } else {
-                    present.join(", ")
-                },
-            });
-        }
-        count => {
-            return Err(HsmError::AmbiguousToken {
-                wanted: locator.to_string(),
-                count,
-            });
-        }
-    };
-    let mechanisms = raw.mechanism_list(slot.id())?;
-    let caps = Capabilities {
-        label: info.label().trim_end().to_string(),
-        manufacturer: info.manufacturer_id().trim_end().to_string(),
-        model: info.model().trim_end().to_string(),
-        serial: info.serial_number().trim_end().to_string(),
-        wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
-        mechanisms,
-    };
-    Ok((slot, caps))
+    match matching.len() {
+        1 => Ok(matching.remove(0)),
+        0 => Err(HsmError::TokenNotFound {
+            wanted: locator.to_string(),
+            present: if present.is_empty() {
+                "none".into()
+            } else {
+                present.join(", ")
+            },
+        }),
+        count => Err(HsmError::AmbiguousToken {
+            wanted: locator.to_string(),
+            count,
+        }),
+    }
+}
+
+/// Logs the user in on `session` (already logged in through another session is fine).
+pub(crate) fn login_user(session: &Session, pin: &SecretString) -> Result<(), HsmError> {
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn open_sessions(
@@ -428,10 +446,7 @@ fn open_sessions(
     pin: &SecretString,
 ) -> Result<Vec<Session>, HsmError> {
     let first = ctx.open_rw_session(slot)?;
-    match first.login(UserType::User, Some(pin)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    login_user(&first, pin)?;
     let mut sessions = vec![first];
     for _ in 1..count {
         sessions.push(ctx.open_rw_session(slot)?);

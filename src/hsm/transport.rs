@@ -9,7 +9,7 @@
 //! never in clear on the host. Packages wrap sub-keys with RFC 5649 under the transport key and
 //! are MACed with a key derived from it for that purpose only.
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::MechanismType;
@@ -19,7 +19,7 @@ use cryptoki::session::{Session, UserType};
 use secrecy::SecretString;
 
 use super::mechanisms::{self, allowed_mechanisms_attribute};
-use super::{Hsm, HsmError, TokenLocator, find_key};
+use super::{Hsm, HsmError, TokenLocator, find_key, find_slot, load_module, login_user};
 use crate::hierarchy::{Algorithm, Kcv, KcvMethod};
 
 /// The fixed data from which the package MAC key is derived from a transport key.
@@ -29,7 +29,6 @@ const MAC_KEY_DATA: &[u8; 16] = b"hkms-pkg-mac-v1.";
 /// a SoftHSM2 token in tests).
 pub struct CardToken {
     session: Session,
-    label: String,
     _ctx: Pkcs11,
 }
 
@@ -40,51 +39,11 @@ impl CardToken {
         locator: &TokenLocator,
         pin: &SecretString,
     ) -> Result<CardToken, HsmError> {
-        let ctx = Pkcs11::new(module).map_err(|e| HsmError::ModuleLoad {
-            path: module.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let mut found = Vec::new();
-        for slot in ctx.get_slots_with_token()? {
-            let i = ctx.get_token_info(slot)?;
-            if locator.matches(i.label(), i.manufacturer_id(), i.serial_number(), i.model()) {
-                found.push((slot, i.label().trim_end().to_string()));
-            }
-        }
-        let (slot, label) = match found.len() {
-            1 => found.remove(0),
-            0 => {
-                return Err(HsmError::TokenNotFound {
-                    wanted: locator.to_string(),
-                    present: "(insert the card)".into(),
-                });
-            }
-            count => {
-                return Err(HsmError::AmbiguousToken {
-                    wanted: locator.to_string(),
-                    count,
-                });
-            }
-        };
+        let ctx = load_module(module)?;
+        let (slot, _) = find_slot(&ctx, locator)?;
         let session = ctx.open_rw_session(slot)?;
-        match session.login(UserType::User, Some(pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(CardToken {
-            session,
-            label,
-            _ctx: ctx,
-        })
-    }
-
-    /// The card token's label.
-    pub fn label(&self) -> &str {
-        &self.label
+        login_user(&session, pin)?;
+        Ok(CardToken { session, _ctx: ctx })
     }
 }
 
@@ -281,7 +240,7 @@ impl Hsm {
             }),
             Err(e) => Err(e.into()),
         };
-        s.login(UserType::User, Some(&self.inner.pin))?;
+        login_user(s, &self.inner.pin)?;
         result
     }
 

@@ -191,21 +191,6 @@ impl Store {
             set_state_in(tx, id, from, to, result)
         })
     }
-
-    /// Moves a ceremony's state together with an audit record.
-    pub fn set_ceremony_state_audited(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        result: &str,
-        draft: &AuditDraft,
-    ) -> Result<(bool, AuditRecord), StoreError> {
-        self.write("changing a ceremony's state", |tx| {
-            let moved = set_state_in(tx, id, from, to, result)?;
-            Ok((moved, append_in(tx, draft)?))
-        })
-    }
 }
 
 #[cfg(test)]
