@@ -52,6 +52,23 @@ struct RawConfig {
     ceremonies: RawCeremonies,
     #[serde(default)]
     transport: RawTransport,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    json: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +200,10 @@ pub struct NodeConfig {
     pub card_module: PathBuf,
     /// How long a key package can be imported after it was made.
     pub package_ttl: Duration,
+    /// Where Prometheus scrapes plain-HTTP `/metrics` (loopback only), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log JSON lines (for a log shipper) instead of text.
+    pub log_json: bool,
 }
 
 impl NodeConfig {
@@ -283,6 +304,29 @@ impl NodeConfig {
                 "[transport] package_ttl_days must be at least 1".into(),
             ));
         }
+        let metrics_listen = match &raw.metrics.listen {
+            None => None,
+            Some(text) => {
+                let addr: SocketAddr = text.parse().map_err(|_| {
+                    invalid(format!(
+                        "[metrics] listen `{text}` is not an address:port such as 127.0.0.1:9464"
+                    ))
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(format!(
+                        "[metrics] listen `{text}` is not a loopback address: metrics are plain \
+                         HTTP without authentication, so hkms serves them on 127.0.0.1 or ::1 \
+                         only; put a scraper or proxy on this host"
+                    )));
+                }
+                if addr == listen && addr.port() != 0 {
+                    return Err(invalid(
+                        "[metrics] listen must differ from [node] listen".into(),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         if t.sessions == 0 || t.sessions > 256 {
             return Err(invalid("[token] sessions must be between 1 and 256".into()));
         }
@@ -311,6 +355,8 @@ impl NodeConfig {
             so_pin,
             card_module,
             package_ttl: Duration::from_secs(raw.transport.package_ttl_days.saturating_mul(86_400)),
+            metrics_listen,
+            log_json: raw.log.json,
         })
     }
 
@@ -401,5 +447,18 @@ client_ca = "pki/ca.pem"
     fn unknown_field_names_the_line() {
         let err = parse(&GOOD.replace("name = \"ministry\"", "nmae = \"ministry\"")).unwrap_err();
         assert!(err.to_string().contains("line"), "{err}");
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_loopback_only() {
+        assert_eq!(parse(GOOD).unwrap().metrics_listen, None);
+        let on = parse(&format!("{GOOD}\n[metrics]\nlisten = \"127.0.0.1:9464\"\n")).unwrap();
+        assert_eq!(on.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let v6 = parse(&format!("{GOOD}\n[metrics]\nlisten = \"[::1]:9464\"\n")).unwrap();
+        assert!(v6.metrics_listen.is_some());
+        for bad in ["0.0.0.0:9464", "10.1.2.3:9464", "localhost:9464"] {
+            let err = parse(&format!("{GOOD}\n[metrics]\nlisten = \"{bad}\"\n")).unwrap_err();
+            assert!(err.to_string().contains("[metrics]"), "{bad}: {err}");
+        }
     }
 }

@@ -33,7 +33,7 @@ enum Command {
         /// The node config file.
         #[arg(long, env = "HKMS_CONFIG")]
         config: PathBuf,
-        /// Log as JSON lines instead of text.
+        /// Log as JSON lines instead of text (also `[log] json = true` in the config).
         #[arg(long)]
         log_json: bool,
     },
@@ -123,8 +123,8 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(config: PathBuf, log_json: bool) -> anyhow::Result<ExitCode> {
-    init_logging(log_json);
     let config = crate::config::NodeConfig::load(&config)?;
+    init_logging(log_json || config.log_json);
     crate::server::serve(config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -302,6 +302,11 @@ impl Hsm {
         Ok(())
     }
 
+    /// (sessions in use, pool size): how busy the token is, for metrics.
+    pub fn session_use(&self) -> (usize, usize) {
+        self.inner.pool.use_counts()
+    }
+
     /// A session from the pool.
     pub(crate) fn session(&self) -> Result<PooledSession<'_>, HsmError> {
         self.inner.pool.get()

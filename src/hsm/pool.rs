@@ -140,3 +140,11 @@ impl Drop for PooledSession<'_> {
         }
     }
 }
+
+impl SessionPool {
+    /// (sessions checked out, pool size), for metrics.
+    pub(crate) fn use_counts(&self) -> (usize, usize) {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        (self.size.saturating_sub(idle), self.size)
+    }
+}

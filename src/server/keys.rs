@@ -1,6 +1,7 @@
 //! `hkms.v1.KeyService`: the gRPC face of the node's key use cases.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
@@ -12,6 +13,7 @@ use crate::proto::key_service_server::KeyService;
 use crate::store::KeyRecord;
 
 use super::identity::caller;
+use super::metrics;
 use super::status::to_status;
 
 /// The key service over one node.
@@ -76,6 +78,7 @@ pub(crate) async fn refuse_unauthenticated(
     status: Status,
 ) -> Status {
     tracing::warn!(%request_id, rpc, error = %status.message(), "unauthenticated");
+    let start = Instant::now();
     let draft = AuditDraft {
         request_id: request_id.to_string(),
         node: node.name().to_string(),
@@ -88,10 +91,12 @@ pub(crate) async fn refuse_unauthenticated(
         ..AuditDraft::default()
     };
     let n = Arc::clone(node);
-    match tokio::task::spawn_blocking(move || n.record(&draft)).await {
+    let answer = match tokio::task::spawn_blocking(move || n.record(&draft)).await {
         Ok(Ok(_)) => status,
         _ => Status::internal("the ceremony log cannot be written; request refused"),
-    }
+    };
+    metrics::request(rpc, code_name(answer.code()), start.elapsed());
+    answer
 }
 
 /// Runs one use case for `who` and makes sure it leaves exactly one audit record (the use case
@@ -104,11 +109,28 @@ pub(crate) fn execute<T>(
     request_id: &str,
     f: impl FnOnce(&Node, &mut node::Request) -> Result<T, NodeError>,
 ) -> Result<T, NodeError> {
+    let start = Instant::now();
     let mut req = node::Request::new(who, node.name(), rpc, request_id);
     let result = f(node, &mut req);
-    if req.is_logged() {
-        return result;
-    }
+    let result = if req.is_logged() {
+        result
+    } else {
+        record_outcome(node, req, result)
+    };
+    let code = match &result {
+        Ok(_) => "OK",
+        Err(e) => code_name(to_status(e).code()),
+    };
+    metrics::request(rpc, code, start.elapsed());
+    result
+}
+
+/// Writes the audit record of a request whose use case did not write it with its change.
+fn record_outcome<T>(
+    node: &Node,
+    req: node::Request,
+    result: Result<T, NodeError>,
+) -> Result<T, NodeError> {
     let mut draft = req.audit;
     draft.outcome = Some(match &result {
         Ok(_) => Outcome {

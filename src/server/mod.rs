@@ -7,6 +7,7 @@ pub mod ceremony;
 pub mod health;
 pub mod identity;
 pub mod keys;
+pub(crate) mod metrics;
 pub mod policy;
 pub mod status;
 pub mod tls;
@@ -44,6 +45,9 @@ pub enum ServeError {
     /// Reflection could not be built from the compiled descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
+    /// The metrics endpoint could not be set up.
+    #[error("cannot serve metrics: {0}")]
+    Metrics(String),
     /// Start-up was interrupted.
     #[error("start-up task failed: {0}")]
     Startup(String),
@@ -105,6 +109,25 @@ pub async fn serve(
         source,
     })?;
     tracing::info!(%addr, "listening (gRPC over TLS 1.3, client certificates required)");
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let handle = metrics::install()?;
+            let listener = metrics::bind(at).await?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr: at, source })?;
+            tracing::info!(%addr, "metrics on http://{addr}/metrics (loopback only)");
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "hkms: metrics on {addr}").and_then(|_| out.flush());
+            drop(out);
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                handle,
+                Arc::clone(&node),
+            )))
+        }
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     // The line is how scripts and tests learn the port; failing to print it is not fatal.
     let _ = writeln!(out, "hkms: listening on {addr}").and_then(|_| out.flush());
@@ -160,6 +183,9 @@ pub async fn serve(
     watcher.abort();
     reloader.abort();
     sealer.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     // The last checkpoint seals everything the node acknowledged.
     let n = Arc::clone(&node);
     match tokio::task::spawn_blocking(move || n.checkpoint()).await {

@@ -1,7 +1,7 @@
 //! The ceremony log in the database: records appended inside the same transaction as the
 //! change they describe, and the signed checkpoints.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::keys::{insert_in, set_state_in};
 use super::{KeyRecord, Store, StoreError};
@@ -9,10 +9,7 @@ use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_ha
 use crate::hierarchy::{KeyId, KeyState};
 
 /// Appends the record of `draft` inside `tx`, chained to the last one.
-pub(super) fn append_in(
-    tx: &Transaction<'_>,
-    draft: &AuditDraft,
-) -> Result<AuditRecord, StoreError> {
+pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
     let last: Option<(i64, String)> = tx
         .query_row(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",

@@ -1,7 +1,7 @@
 //! Ceremonies and their approvals in the database. Every change is written together with the
 //! audit record of the request that made it.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::append_in;
 use super::{Store, StoreError};
@@ -75,12 +75,7 @@ fn get_in(conn: &rusqlite::Connection, id: &str) -> Result<Option<CeremonyRow>, 
     }
 }
 
-fn approve_in(
-    tx: &Transaction<'_>,
-    id: &str,
-    approver: &str,
-    at: &str,
-) -> Result<bool, StoreError> {
+fn approve_in(tx: &Connection, id: &str, approver: &str, at: &str) -> Result<bool, StoreError> {
     let n = tx
         .execute(
             "INSERT OR IGNORE INTO ceremony_approvals (ceremony_id, approver, approved_at) VALUES (?1, ?2, ?3)",
@@ -91,7 +86,7 @@ fn approve_in(
 }
 
 fn set_state_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &str,
     from: &str,
     to: &str,

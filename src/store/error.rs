@@ -170,6 +170,25 @@ pub enum StoreError {
         what: String,
     },
 
+    /// The commit that carried this write failed, so the write did not happen.
+    #[error(
+        "{context}: the registry commit failed ({reason}); nothing was changed; check the data \
+         folder's disk space and permissions, then retry"
+    )]
+    CommitFailed {
+        /// What was being written.
+        context: &'static str,
+        /// SQLite's error for the commit.
+        reason: String,
+    },
+
+    /// A write crashed inside hkms; its batch was rolled back.
+    #[error("{context}: hkms failed inside the write and undid it; report this as a bug")]
+    WritePanicked {
+        /// What was being written.
+        context: &'static str,
+    },
+
     /// A thread panicked while holding the database lock.
     #[error("the key registry lock was poisoned by a thread that crashed; restart hkms")]
     Poisoned,

@@ -1,6 +1,6 @@
 //! Reading and writing rows of the `keys` table.
 
-use rusqlite::{ErrorCode, OptionalExtension, Transaction, ffi, params, params_from_iter};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, ffi, params, params_from_iter};
 
 use super::record::{COLUMNS, from_row};
 use super::{KeyFilter, KeyRecord, Store, StoreError, now_rfc3339};
@@ -99,18 +99,18 @@ impl Store {
     /// Removes a key's row. Only for rolling back a creation whose HSM step failed; a key
     /// that existed is destroyed through [`Store::set_state`] and its row kept.
     pub fn delete_key(&self, id: &KeyId) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        let deleted = conn
-            .execute("DELETE FROM keys WHERE id = ?1", [id.as_str()])
-            .map_err(|e| match constraint(&e) {
-                Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
-                    StoreError::HasChildren { id: id.clone() }
-                }
-                _ => StoreError::Sqlite {
-                    context: "deleting a key",
-                    source: e,
-                },
-            })?;
+        let deleted = self.write("deleting a key", |conn| {
+            conn.execute("DELETE FROM keys WHERE id = ?1", [id.as_str()])
+                .map_err(|e| match constraint(&e) {
+                    Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
+                        StoreError::HasChildren { id: id.clone() }
+                    }
+                    _ => StoreError::Sqlite {
+                        context: "deleting a key",
+                        source: e,
+                    },
+                })
+        })?;
         if deleted == 0 {
             return Err(StoreError::NotFound { id: id.clone() });
         }
@@ -153,7 +153,7 @@ impl Store {
 
 /// The extended constraint code of a constraint violation, if `e` is one.
 /// Inserts a key row inside a transaction.
-pub(super) fn insert_in(tx: &Transaction<'_>, record: &KeyRecord) -> Result<(), StoreError> {
+pub(super) fn insert_in(tx: &Connection, record: &KeyRecord) -> Result<(), StoreError> {
     record.check().map_err(|what| StoreError::InvalidRecord {
         id: record.id.clone(),
         what,
@@ -186,7 +186,7 @@ pub(super) fn insert_in(tx: &Transaction<'_>, record: &KeyRecord) -> Result<(), 
 
 /// Compare-and-set of a key's state inside a transaction; returns the updated record.
 pub(super) fn set_state_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &KeyId,
     expected: KeyState,
     next: KeyState,

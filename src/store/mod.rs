@@ -2,12 +2,13 @@
 //!
 //! The store keeps key **metadata only** — never key bytes (DESIGN.md §5, §6). The file lives in
 //! the node's data folder and is opened in WAL mode with `synchronous=FULL`, so a committed
-//! record survives a crash. One connection behind a mutex serves the whole process; SQLite's
-//! busy timeout (5 s) covers other processes.
+//! record survives a crash. One connection writes, with group commit (`group_commit.rs`); a
+//! second one reads what is committed. SQLite's busy timeout (5 s) covers other processes.
 
 mod audit;
 mod ceremony;
 mod error;
+mod group_commit;
 mod keys;
 mod migrations;
 mod record;
@@ -16,6 +17,7 @@ mod test_support;
 mod transport;
 
 use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -24,6 +26,8 @@ use rusqlite::Connection;
 
 pub use ceremony::CeremonyRow;
 pub use error::StoreError;
+pub use group_commit::CommitStats;
+use group_commit::GroupCommit;
 pub use record::{KeyFilter, KeyRecord};
 pub use transport::{KeyOrigin, TransportKeyRow};
 
@@ -32,7 +36,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The registry database. `Send + Sync`: share it between tasks behind an `Arc`.
 pub struct Store {
-    conn: Mutex<Connection>,
+    writer: GroupCommit,
+    /// Reads only committed data, beside the writer; `None` for in-memory stores, which
+    /// read through the writer's connection.
+    reader: Option<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -50,7 +57,18 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        Store::setup(conn, path.to_path_buf(), true)
+        let mut store = Store::setup(conn, path.to_path_buf(), true)?;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let reader = Connection::open(path).map_err(open_err)?;
+        configure(&reader, path)?;
+        reader
+            .pragma_update(None, "query_only", "ON")
+            .map_err(open_err)?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     /// A private in-memory registry, for tests.
@@ -77,13 +95,11 @@ impl Store {
                 return Err(StoreError::WalUnavailable { path, mode });
             }
         }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
+        configure(&conn, &path)?;
         migrations::apply(&mut conn)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            writer: GroupCommit::new(conn),
+            reader: None,
             path,
         })
     }
@@ -100,25 +116,60 @@ impl Store {
         &self.path
     }
 
-    /// The connection, or `Poisoned` if a thread panicked while holding it.
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    /// A connection for reading committed data, or `Poisoned` if a thread panicked while
+    /// holding it.
+    fn lock(&self) -> Result<ReadConnection<'_>, StoreError> {
+        match &self.reader {
+            Some(reader) => reader
+                .lock()
+                .map(ReadConnection::Reader)
+                .map_err(|_| StoreError::Poisoned),
+            None => self.writer.lock().map(ReadConnection::Writer),
+        }
     }
 
-    /// Runs `f` in one immediate (write-locked) transaction and commits it; any error rolls
-    /// everything back, so a change and its audit record land together or not at all.
+    /// Runs `f` atomically and returns once it is durable: a change and its audit record
+    /// land together or not at all. Concurrent writes share one commit (group commit).
     pub(crate) fn write<T>(
         &self,
         context: &'static str,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(StoreError::sqlite(context))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(StoreError::sqlite(context))?;
-        Ok(out)
+        self.writer.write(context, f)
+    }
+
+    /// Commit counters, for metrics.
+    pub fn commit_stats(&self) -> &CommitStats {
+        self.writer.stats()
+    }
+}
+
+/// Per-connection settings: busy timeout, durable commits, foreign keys.
+fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)
+}
+
+/// A locked connection for reads: the reader, or the writer's own for in-memory stores.
+enum ReadConnection<'a> {
+    Reader(MutexGuard<'a, Connection>),
+    Writer(MutexGuard<'a, group_commit::State>),
+}
+
+impl Deref for ReadConnection<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            ReadConnection::Reader(conn) => conn,
+            ReadConnection::Writer(state) => &state.conn,
+        }
     }
 }
 
@@ -215,7 +266,7 @@ mod tests {
         let store = std::sync::Arc::new(Store::open_in_memory().unwrap());
         let clone = store.clone();
         let _ = std::thread::spawn(move || {
-            let _guard = clone.conn.lock().unwrap();
+            let _guard = clone.writer.lock().unwrap();
             panic!("poison the lock");
         })
         .join();

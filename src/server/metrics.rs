@@ -1,0 +1,130 @@
+//! Prometheus metrics, on their own plain-HTTP port that only loopback may use: requests by
+//! RPC and status, their latency, HSM call latency by call and mechanism, session pool use,
+//! the audit queue and policy denials. Names and labels are in `docs/operations.md`.
+//!
+//! The rest of the code records through the `metrics` facade; without a recorder installed
+//! (tests, CLI) those calls cost next to nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::ServeError;
+use crate::node::Node;
+
+/// Latency buckets in seconds: 100 µs to 10 s.
+const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// Installs the process-wide recorder; its handle renders the text format.
+pub(crate) fn install() -> Result<PrometheusHandle, ServeError> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .map_err(|e| ServeError::Metrics(e.to_string()))?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| ServeError::Metrics("a metrics recorder is already installed".into()))?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "hkms_requests_total",
+        "Requests answered, by RPC and gRPC status code"
+    );
+    describe_histogram!(
+        "hkms_request_duration_seconds",
+        Unit::Seconds,
+        "Time from a request's arrival to its durable audit record, by RPC"
+    );
+    describe_counter!(
+        "hkms_policy_denials_total",
+        "Requests the policy refused, by RPC"
+    );
+    describe_histogram!(
+        "hkms_hsm_call_duration_seconds",
+        Unit::Seconds,
+        "PKCS#11 call latency, by call and mechanism"
+    );
+    describe_gauge!("hkms_hsm_sessions", "HSM sessions of the pool, by state");
+    describe_gauge!(
+        "hkms_audit_queue_depth",
+        "Writes (each with its audit record) waiting for their durable commit"
+    );
+    describe_counter!(
+        "hkms_audit_commits_total",
+        "Durable registry commits (group commits)"
+    );
+    describe_counter!("hkms_audit_writes_total", "Writes carried by those commits");
+}
+
+/// Counts one answered request; called where its audit record is written.
+pub(crate) fn request(rpc: &'static str, code: &'static str, elapsed: Duration) {
+    metrics::counter!("hkms_requests_total", "rpc" => rpc, "code" => code).increment(1);
+    metrics::histogram!("hkms_request_duration_seconds", "rpc" => rpc).record(elapsed);
+    if code == "PERMISSION_DENIED" {
+        metrics::counter!("hkms_policy_denials_total", "rpc" => rpc).increment(1);
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until the process ends.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    node: Arc<Node>,
+) {
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP);
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (handle, node) = (handle.clone(), Arc::clone(&node));
+            async move {
+                refresh_gauges(&node);
+                handle.render()
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
+}
+
+/// Reads the gauges that are states rather than events.
+fn refresh_gauges(node: &Node) {
+    let (busy, size) = node.hsm().session_use();
+    metrics::gauge!("hkms_hsm_sessions", "state" => "busy").set(busy as f64);
+    metrics::gauge!("hkms_hsm_sessions", "state" => "idle").set(size.saturating_sub(busy) as f64);
+    let stats = node.store().commit_stats();
+    metrics::gauge!("hkms_audit_queue_depth").set(stats.pending() as f64);
+    metrics::counter!("hkms_audit_commits_total").absolute(stats.commits());
+    metrics::counter!("hkms_audit_writes_total").absolute(stats.writes());
+}
+
+/// Binds the metrics port, refusing anything but loopback (the config checks it too).
+pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::Metrics(format!(
+            "{addr} is not a loopback address; metrics are served on loopback only"
+        )));
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
