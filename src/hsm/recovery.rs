@@ -182,7 +182,10 @@ impl Hsm {
             }
             Err(e) => {
                 attempts.stopped = matches!(e, HsmError::PinIncorrect | HsmError::PinLocked);
-                attempts.last_failure = e.to_string();
+                attempts.last_failure = match &e {
+                    HsmError::Reconnecting { detail } => detail.clone(),
+                    other => other.to_string(),
+                };
                 attempts.next_try = Instant::now() + attempts.backoff;
                 if attempts.stopped {
                     tracing::error!(
@@ -264,6 +267,10 @@ fn reinitialise(ctx: &Pkcs11) -> Result<(), HsmError> {
     }
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        // SoftHSM2 fails here (CKR_GENERAL_ERROR) while its token folder is missing.
+        Err(CkError::Pkcs11(rv, _)) => Err(HsmError::Reconnecting {
+            detail: format!("initialising the PKCS#11 module again returned {rv:?}"),
+        }),
         Err(e) => Err(e.into()),
     }
 }

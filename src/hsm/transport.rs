@@ -335,37 +335,39 @@ impl Hsm {
     /// Derives the package MAC key of `card_id` from its transport key into a private token
     /// key that can only compute CMACs.
     fn make_package_mac_key(&self, card_id: &str) -> Result<(), HsmError> {
-        let s = self.session()?;
-        let _one_writer = self.token_write()?;
-        let transport = find_on(&s, &transport_label(card_id))?;
-        let label = package_mac_label(card_id);
-        self.inner.raw.derive_encrypt_data(
-            s.handle(),
-            mechanisms::AES_ECB_ENCRYPT_DATA,
-            transport.handle(),
-            MAC_KEY_DATA,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(16.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::WrapWithTrusted(true),
-                Attribute::Sign(true),
-                Attribute::Verify(false),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Derive(false),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Id(card_id.as_bytes().to_vec()),
-                allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
-            ],
-        )?;
-        Ok(())
+        self.guarded(|| {
+            let s = self.session()?;
+            let _one_writer = self.token_write()?;
+            let transport = find_on(&s, &transport_label(card_id))?;
+            let label = package_mac_label(card_id);
+            self.inner.raw.derive_encrypt_data(
+                s.handle(),
+                mechanisms::AES_ECB_ENCRYPT_DATA,
+                transport.handle(),
+                MAC_KEY_DATA,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(16.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::WrapWithTrusted(true),
+                    Attribute::Sign(true),
+                    Attribute::Verify(false),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Derive(false),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Id(card_id.as_bytes().to_vec()),
+                    allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Loads the transport key of `card_id` from `card` into this token (unwrap and derive only);
