@@ -137,7 +137,8 @@ impl Hsm {
                         token = %self.inner.caps.label,
                         generation,
                         error = %e,
-                        "the token stopped answering the health check; sessions will be rebuilt"
+                        "HSM sessions lost: the token stopped answering the health check; \
+                         requests fail with UNAVAILABLE until they are rebuilt"
                     );
                 }
                 Err(e)
