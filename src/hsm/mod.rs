@@ -142,7 +142,17 @@ impl Hsm {
         factor: &Factor,
         child: &SecretKeySpec,
     ) -> Result<Kcv, HsmError> {
-        self.guarded(|| {
+        self.guarded(|| self.derive_key_now(parent_label, parent_algorithm, factor, child))
+    }
+
+    /// The derivation itself, with its retry; `derive_key` runs it guarded.
+    fn derive_key_now(
+        &self,
+        parent_label: &str,
+        parent_algorithm: Algorithm,
+        factor: &Factor,
+        child: &SecretKeySpec,
+    ) -> Result<Kcv, HsmError> {
         self.inner.caps.require_derive(parent_algorithm)?;
         let child_algorithm = derived_algorithm(parent_algorithm);
         if child.algorithm != child_algorithm {
@@ -193,7 +203,6 @@ impl Hsm {
                 other => return other,
             }
         }
-        })
     }
 
     /// Creates a key from a clear value (key entry by components, after they were combined),
