@@ -150,6 +150,19 @@ async fn metrics_count_requests_denials_latency_sessions_and_the_audit_queue() {
         "{body}"
     );
 
+    // The HSM calls a key generation makes are timed by call and mechanism.
+    node.generate("card-master").await;
+    let (_, body) = get(addr, "/metrics");
+    assert!(
+        sample(
+            &body,
+            "hkms_hsm_call_duration_seconds_count",
+            &[("call", "C_GenerateKey")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{body}"
+    );
+
     let (status, _) = get(addr, "/nothing-here");
     assert!(status.contains("404"), "{status}");
     assert!(!node.log().contains("panicked"));

@@ -18,47 +18,49 @@ impl Hsm {
         challenge: &[u8; card::CHALLENGE_LEN],
         pin_block: &[u8; BLOCK],
     ) -> Result<Vec<u8>, HsmError> {
-        let s = self.session()?;
-        let master = find_key(&s, master_label)?;
-        let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
-        let raw = &self.inner.raw;
-        let card_key = raw.derive_encrypt_data(
-            s.handle(),
-            mechanisms::AES_ECB_ENCRYPT_DATA,
-            master.handle(),
-            &serial.data_block(),
-            &templates::card_key_template(&label, false),
-        )?;
-        let built = (|| -> Result<Vec<u8>, HsmError> {
-            let encrypted: [u8; BLOCK] = raw
-                .encrypt(s.handle(), card_key, None, pin_block)?
-                .try_into()
-                .map_err(|_| HsmError::Unexpected {
-                    what: "length of the encrypted PIN block".into(),
-                })?;
-            let cbc = raw.encrypt(
+        self.guarded(|| {
+            let s = self.session()?;
+            let master = find_key(&s, master_label)?;
+            let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
+            let raw = &self.inner.raw;
+            let card_key = raw.derive_encrypt_data(
                 s.handle(),
-                card_key,
-                Some(&card::mac_iv(challenge)),
-                &card::mac_input(command, &encrypted),
+                mechanisms::AES_ECB_ENCRYPT_DATA,
+                master.handle(),
+                &serial.data_block(),
+                &templates::card_key_template(&label, false),
             )?;
-            let last = cbc
-                .len()
-                .checked_sub(BLOCK)
-                .and_then(|at| cbc.get(at..at + MAC_LEN))
-                .ok_or_else(|| HsmError::Unexpected {
-                    what: "length of the CBC-MAC".into(),
+            let built = (|| -> Result<Vec<u8>, HsmError> {
+                let encrypted: [u8; BLOCK] = raw
+                    .encrypt(s.handle(), card_key, None, pin_block)?
+                    .try_into()
+                    .map_err(|_| HsmError::Unexpected {
+                        what: "length of the encrypted PIN block".into(),
+                    })?;
+                let cbc = raw.encrypt(
+                    s.handle(),
+                    card_key,
+                    Some(&card::mac_iv(challenge)),
+                    &card::mac_input(command, &encrypted),
+                )?;
+                let last = cbc
+                    .len()
+                    .checked_sub(BLOCK)
+                    .and_then(|at| cbc.get(at..at + MAC_LEN))
+                    .ok_or_else(|| HsmError::Unexpected {
+                        what: "length of the CBC-MAC".into(),
+                    })?;
+                let mac: [u8; MAC_LEN] = last.try_into().map_err(|_| HsmError::Unexpected {
+                    what: "length of the MAC".into(),
                 })?;
-            let mac: [u8; MAC_LEN] = last.try_into().map_err(|_| HsmError::Unexpected {
-                what: "length of the MAC".into(),
-            })?;
-            Ok(card::apdu(command, &encrypted, &mac))
-        })();
-        // The card key lives only for this command, whatever happened.
-        let destroyed = raw.destroy_object(s.handle(), card_key);
-        let apdu = built?;
-        destroyed?;
-        Ok(apdu)
+                Ok(card::apdu(command, &encrypted, &mac))
+            })();
+            // The card key lives only for this command, whatever happened.
+            let destroyed = raw.destroy_object(s.handle(), card_key);
+            let apdu = built?;
+            destroyed?;
+            Ok(apdu)
+        })
     }
 }
 
@@ -72,26 +74,28 @@ impl Hsm {
         serial: &Factor,
         card_id: &str,
     ) -> Result<(Vec<u8>, Kcv), HsmError> {
-        let wrap = self.wrap_pad()?;
-        let s = self.session()?;
-        let master = find_key(&s, master_label)?;
-        let transport = find_key(&s, &super::transport::transport_label(card_id))?;
-        let label = format!("hkms/card-export/{}", uuid::Uuid::new_v4().simple());
-        let raw = &self.inner.raw;
-        let key = raw.derive_encrypt_data(
-            s.handle(),
-            mechanisms::AES_ECB_ENCRYPT_DATA,
-            master.handle(),
-            &serial.data_block(),
-            &templates::card_key_template(&label, true),
-        )?;
-        let out = self.kcv_of(&s, key, Algorithm::Aes128).and_then(|kcv| {
-            let wrapped = raw.wrap_key(s.handle(), wrap, transport.handle(), key)?;
-            Ok((wrapped, kcv))
-        });
-        let destroyed = raw.destroy_object(s.handle(), key);
-        let out = out?;
-        destroyed?;
-        Ok(out)
+        self.guarded(|| {
+            let wrap = self.wrap_pad()?;
+            let s = self.session()?;
+            let master = find_key(&s, master_label)?;
+            let transport = find_key(&s, &super::transport::transport_label(card_id))?;
+            let label = format!("hkms/card-export/{}", uuid::Uuid::new_v4().simple());
+            let raw = &self.inner.raw;
+            let key = raw.derive_encrypt_data(
+                s.handle(),
+                mechanisms::AES_ECB_ENCRYPT_DATA,
+                master.handle(),
+                &serial.data_block(),
+                &templates::card_key_template(&label, true),
+            )?;
+            let out = self.kcv_of(&s, key, Algorithm::Aes128).and_then(|kcv| {
+                let wrapped = raw.wrap_key(s.handle(), wrap, transport.handle(), key)?;
+                Ok((wrapped, kcv))
+            });
+            let destroyed = raw.destroy_object(s.handle(), key);
+            let out = out?;
+            destroyed?;
+            Ok(out)
+        })
     }
 }

@@ -108,6 +108,27 @@ pub enum HsmError {
         /// How long the request waited.
         waited_ms: u128,
     },
+    /// A call found the token gone or its sessions dead (`CKR_SESSION_HANDLE_INVALID`,
+    /// `CKR_DEVICE_REMOVED`, a finalized library, ...). The pool is rebuilt behind it.
+    #[error(
+        "the HSM connection was lost ({function} returned {rv}); hkms is re-establishing it, \
+         retry the request shortly"
+    )]
+    SessionLost {
+        /// The PKCS#11 function.
+        function: String,
+        /// The `CKR_*` name.
+        rv: String,
+    },
+    /// The sessions were lost and are not rebuilt yet.
+    #[error(
+        "the HSM connection was lost and is being re-established ({detail}); retry the request \
+         shortly, and if this lasts check that the token is present and its module works"
+    )]
+    Reconnecting {
+        /// Where the rebuild stands (never a PIN).
+        detail: String,
+    },
     /// The token answered with an unexpected value.
     #[error("the token returned an unexpected {what}; the token or its module may be faulty")]
     Unexpected {
@@ -142,7 +163,9 @@ impl HsmError {
             HsmError::Unsupported { .. } => HsmErrorKind::FailedPrecondition,
             HsmError::KeyNotFound { .. } => HsmErrorKind::NotFound,
             HsmError::DuplicateLabel { .. } | HsmError::Unexpected { .. } => HsmErrorKind::Internal,
-            HsmError::PoolTimeout { .. } => HsmErrorKind::Unavailable,
+            HsmError::PoolTimeout { .. }
+            | HsmError::SessionLost { .. }
+            | HsmError::Reconnecting { .. } => HsmErrorKind::Unavailable,
             HsmError::Pkcs11 { kind, .. } => *kind,
         }
     }
@@ -151,6 +174,25 @@ impl HsmError {
     /// concurrent load; a careful retry may succeed.
     pub fn is_token_hiccup(&self) -> bool {
         matches!(self, HsmError::Pkcs11 { rv, .. } if rv == "GeneralError")
+    }
+
+    /// The token or its sessions are gone: the pool must be rebuilt.
+    pub fn is_session_lost(&self) -> bool {
+        matches!(self, HsmError::SessionLost { .. })
+    }
+
+    /// An error a vanished token also gives (SoftHSM2 answers `CKR_GENERAL_ERROR`, finds no
+    /// objects, or calls a handle invalid when its token folder disappears): worth asking the
+    /// token whether it is still there before blaming the request.
+    pub fn may_mean_token_gone(&self) -> bool {
+        match self {
+            HsmError::KeyNotFound { .. } => true,
+            HsmError::Pkcs11 { rv, .. } => matches!(
+                rv.as_str(),
+                "GeneralError" | "FunctionFailed" | "ObjectHandleInvalid" | "KeyHandleInvalid"
+            ),
+            _ => false,
+        }
     }
 
     /// Maps a raw `CK_RV` from a call made through [`crate::hsm`]'s raw path.
@@ -184,14 +226,12 @@ fn from_rv_error(function: &str, rv: RvError) -> HsmError {
     let (advice, kind) = match rv {
         RvError::PinIncorrect => return HsmError::PinIncorrect,
         RvError::PinLocked => return HsmError::PinLocked,
-        RvError::DeviceRemoved | RvError::TokenNotPresent | RvError::DeviceError => (
-            "the token is not reachable; check that it is present and its module works, then retry",
-            Unavailable,
-        ),
-        RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::UserNotLoggedIn => (
-            "the HSM session was lost; hkms rebuilds sessions, retry the request",
-            Unavailable,
-        ),
+        rv if loses_session(rv) => {
+            return HsmError::SessionLost {
+                function: function.to_string(),
+                rv: format!("{rv:?}"),
+            };
+        }
         RvError::DeviceMemory | RvError::HostMemory => (
             "the token or host is out of memory; free objects or memory and retry",
             Unavailable,
@@ -224,10 +264,6 @@ fn from_rv_error(function: &str, rv: RvError) -> HsmError {
             "the token is write-protected; hkms needs a writable token",
             FailedPrecondition,
         ),
-        RvError::CryptokiNotInitialized => (
-            "the PKCS#11 library was finalized; restart the service",
-            Unavailable,
-        ),
         _ => ("unexpected token error; see the token's logs", Internal),
     };
     HsmError::Pkcs11 {
@@ -236,6 +272,23 @@ fn from_rv_error(function: &str, rv: RvError) -> HsmError {
         advice,
         kind,
     }
+}
+
+/// Return values after which the sessions (or the whole library) are gone and must be
+/// rebuilt: the token was removed or reset, the sessions or the login were dropped, or the
+/// library was finalized under us.
+fn loses_session(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::UserNotLoggedIn
+            | RvError::DeviceRemoved
+            | RvError::DeviceError
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::CryptokiNotInitialized
+    )
 }
 
 #[cfg(test)]
@@ -256,6 +309,76 @@ mod tests {
         assert_eq!(e.kind(), HsmErrorKind::Unavailable);
         assert!(e.to_string().contains("retry"));
         assert!(e.to_string().contains("C_DeriveKey"));
+        assert!(e.to_string().contains("re-establishing"));
+    }
+
+    #[test]
+    fn dead_sessions_removed_tokens_and_a_finalized_library_are_session_loss() {
+        for rv in [
+            cryptoki_sys::CKR_SESSION_HANDLE_INVALID,
+            cryptoki_sys::CKR_SESSION_CLOSED,
+            cryptoki_sys::CKR_USER_NOT_LOGGED_IN,
+            cryptoki_sys::CKR_DEVICE_REMOVED,
+            cryptoki_sys::CKR_DEVICE_ERROR,
+            cryptoki_sys::CKR_TOKEN_NOT_PRESENT,
+            cryptoki_sys::CKR_TOKEN_NOT_RECOGNIZED,
+            cryptoki_sys::CKR_CRYPTOKI_NOT_INITIALIZED,
+        ] {
+            let e = HsmError::from_rv("C_Sign", rv);
+            assert!(e.is_session_lost(), "{rv:#x}: {e}");
+            assert_eq!(e.kind(), HsmErrorKind::Unavailable, "{rv:#x}");
+            assert!(!e.may_mean_token_gone(), "{rv:#x}");
+        }
+    }
+
+    #[test]
+    fn request_errors_are_not_session_loss() {
+        for rv in [
+            cryptoki_sys::CKR_TEMPLATE_INCONSISTENT,
+            cryptoki_sys::CKR_MECHANISM_INVALID,
+            cryptoki_sys::CKR_KEY_FUNCTION_NOT_PERMITTED,
+            cryptoki_sys::CKR_DEVICE_MEMORY,
+            cryptoki_sys::CKR_PIN_INCORRECT,
+        ] {
+            let e = HsmError::from_rv("C_DeriveKey", rv);
+            assert!(!e.is_session_lost(), "{rv:#x}: {e}");
+            assert!(!e.may_mean_token_gone(), "{rv:#x}");
+        }
+        assert!(
+            !HsmError::PoolTimeout {
+                size: 4,
+                waited_ms: 1
+            }
+            .is_session_lost()
+        );
+    }
+
+    #[test]
+    fn errors_a_vanished_softhsm2_token_gives_ask_for_a_check() {
+        assert!(
+            HsmError::from_rv("C_GenerateKey", cryptoki_sys::CKR_GENERAL_ERROR)
+                .may_mean_token_gone()
+        );
+        assert!(
+            HsmError::from_rv("C_SignInit", cryptoki_sys::CKR_OBJECT_HANDLE_INVALID)
+                .may_mean_token_gone()
+        );
+        assert!(
+            HsmError::KeyNotFound {
+                label: "hkms/k-1".into()
+            }
+            .may_mean_token_gone()
+        );
+    }
+
+    #[test]
+    fn reconnecting_is_unavailable_and_says_retry() {
+        let e = HsmError::Reconnecting {
+            detail: "the token is still absent".into(),
+        };
+        assert_eq!(e.kind(), HsmErrorKind::Unavailable);
+        assert!(e.to_string().contains("being re-established"));
+        assert!(e.to_string().contains("retry"));
     }
 
     #[test]

@@ -95,6 +95,29 @@ pub fn parse_allowed_mechanisms(bytes: &[u8]) -> Vec<CK_MECHANISM_TYPE> {
         .collect()
 }
 
+/// A fixed name for a mechanism as a metrics label; mechanisms hkms does not use are `other`,
+/// so that the label set stays small.
+pub fn metric_label(mechanism: CK_MECHANISM_TYPE) -> &'static str {
+    match mechanism {
+        AES_ECB_ENCRYPT_DATA => "CKM_AES_ECB_ENCRYPT_DATA",
+        DES3_ECB_ENCRYPT_DATA => "CKM_DES3_ECB_ENCRYPT_DATA",
+        AES_CMAC => "CKM_AES_CMAC",
+        AES_CMAC_GENERAL => "CKM_AES_CMAC_GENERAL",
+        DES3_CMAC => "CKM_DES3_CMAC",
+        AES_KEY_GEN => "CKM_AES_KEY_GEN",
+        DES2_KEY_GEN => "CKM_DES2_KEY_GEN",
+        AES_KEY_WRAP_PAD => "CKM_AES_KEY_WRAP_PAD",
+        AES_KEY_WRAP_KWP => "CKM_AES_KEY_WRAP_KWP",
+        cryptoki_sys::CKM_AES_ECB => "CKM_AES_ECB",
+        cryptoki_sys::CKM_AES_CBC => "CKM_AES_CBC",
+        cryptoki_sys::CKM_ECDSA => "CKM_ECDSA",
+        cryptoki_sys::CKM_EC_KEY_PAIR_GEN => "CKM_EC_KEY_PAIR_GEN",
+        cryptoki_sys::CKM_RSA_PKCS_KEY_PAIR_GEN => "CKM_RSA_PKCS_KEY_PAIR_GEN",
+        cryptoki_sys::CKM_RSA_PKCS_OAEP => "CKM_RSA_PKCS_OAEP",
+        _ => "other",
+    }
+}
+
 /// A readable name for a mechanism number, for messages and reports.
 pub fn mechanism_name(mechanism: CK_MECHANISM_TYPE) -> String {
     let known = [

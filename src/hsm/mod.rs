@@ -11,8 +11,10 @@ pub mod mechanisms;
 pub mod pin;
 mod pool;
 mod raw;
+mod recovery;
 mod signing;
 pub mod templates;
+mod timing;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -36,8 +38,9 @@ pub use pin::PinSource;
 pub use templates::{Lifetime, SecretKeySpec};
 
 use crate::hierarchy::{Algorithm, Factor, Kcv, KcvMethod};
-use pool::{PooledSession, SessionPool};
+use pool::{AllSessions, PooledSession, SessionPool};
 use raw::RawModule;
+use recovery::Recovery;
 
 /// How to reach the token.
 #[derive(Debug, Clone)]
@@ -65,9 +68,10 @@ struct Inner {
     pool: SessionPool,
     raw: RawModule,
     ctx: Pkcs11,
-    slot: Slot,
+    /// Where the token is, and how to find it again after it was lost.
+    recovery: Recovery,
     caps: Capabilities,
-    /// Kept to log the user back in after security-officer work.
+    /// Kept to log the user back in after security-officer work and after a lost session.
     pin: SecretString,
     /// Serialises the creation of token objects: SoftHSM2 2.6.1 fails concurrent creations
     /// now and then (CKR_GENERAL_ERROR; softhsm/SoftHSMv2#573). Session objects (card keys)
@@ -98,7 +102,7 @@ impl Hsm {
                 pool: SessionPool::new(sessions, config.session_wait),
                 raw,
                 ctx,
-                slot,
+                recovery: Recovery::new(config.locator.clone(), caps.serial.clone(), slot),
                 caps,
                 pin,
                 token_writes: std::sync::Mutex::new(()),
@@ -114,23 +118,40 @@ impl Hsm {
     /// Generates a secret key in the token and returns its KCV. On any failure after the key
     /// was made, the key is destroyed before the error is returned.
     pub fn generate_key(&self, spec: &SecretKeySpec) -> Result<Kcv, HsmError> {
-        self.inner
-            .caps
-            .require_generate(spec.algorithm, spec.usage)?;
-        let s = self.inner.pool.get()?;
-        let _one_writer = self.token_write()?;
-        let mechanism = match spec.algorithm {
-            Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
-            Algorithm::Des2 => Mechanism::Des2KeyGen,
-        };
-        let key = s.generate_key(&mechanism, &templates::generate_template(spec))?;
-        self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+        self.guarded(|| {
+            self.inner
+                .caps
+                .require_generate(spec.algorithm, spec.usage)?;
+            let s = self.session()?;
+            let _one_writer = self.token_write()?;
+            let mechanism = match spec.algorithm {
+                Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
+                Algorithm::Des2 => Mechanism::Des2KeyGen,
+            };
+            let key = {
+                let _timer =
+                    timing::CallTimer::with("C_GenerateKey", mechanism.mechanism_type().into());
+                s.generate_key(&mechanism, &templates::generate_template(spec))?
+            };
+            self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+        })
     }
 
     /// Diversifies `parent` with `factor` inside the token (DESIGN.md §2: AES family
     /// `AES-ECB_parent(D || ~D)`, 3DES family `3DES-ECB_parent(D || ~D)` into `CKK_DES2`), making
     /// the child described by `child`, and returns the child's KCV.
     pub fn derive_key(
+        &self,
+        parent_label: &str,
+        parent_algorithm: Algorithm,
+        factor: &Factor,
+        child: &SecretKeySpec,
+    ) -> Result<Kcv, HsmError> {
+        self.guarded(|| self.derive_key_now(parent_label, parent_algorithm, factor, child))
+    }
+
+    /// The derivation itself, with its retry; `derive_key` runs it guarded.
+    fn derive_key_now(
         &self,
         parent_label: &str,
         parent_algorithm: Algorithm,
@@ -149,7 +170,7 @@ impl Hsm {
                 ),
             });
         }
-        let s = self.inner.pool.get()?;
+        let s = self.session()?;
         let parent = find_key(&s, parent_label)?;
         let template = templates::secret_key_template(child);
         let _one_writer = (child.lifetime == Lifetime::Token)
@@ -192,31 +213,33 @@ impl Hsm {
     /// Creates a key from a clear value (key entry by components, after they were combined),
     /// with the same template as a generated key; returns its KCV. The value is only read.
     pub fn import_clear_key(&self, spec: &SecretKeySpec, value: &[u8]) -> Result<Kcv, HsmError> {
-        if value.len() != spec.algorithm.key_len() {
-            return Err(HsmError::Unexpected {
-                what: format!(
-                    "key value of {} bytes for {}",
-                    value.len(),
-                    spec.algorithm.as_str()
-                ),
-            });
-        }
-        let s = self.inner.pool.get()?;
-        let _one_writer = (spec.lifetime == Lifetime::Token)
-            .then(|| self.token_write())
-            .transpose()?;
-        let mut template = templates::generate_template(spec);
-        template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
-        template.push(Attribute::Value(value.to_vec()));
-        let created = s.create_object(&template);
-        // The template's copy of the value is wiped before anything else happens.
-        for a in template.iter_mut() {
-            if let Attribute::Value(v) = a {
-                zeroize::Zeroize::zeroize(v);
+        self.guarded(|| {
+            if value.len() != spec.algorithm.key_len() {
+                return Err(HsmError::Unexpected {
+                    what: format!(
+                        "key value of {} bytes for {}",
+                        value.len(),
+                        spec.algorithm.as_str()
+                    ),
+                });
             }
-        }
-        let key = created?;
-        self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+            let s = self.session()?;
+            let _one_writer = (spec.lifetime == Lifetime::Token)
+                .then(|| self.token_write())
+                .transpose()?;
+            let mut template = templates::generate_template(spec);
+            template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
+            template.push(Attribute::Value(value.to_vec()));
+            let created = s.create_object(&template);
+            // The template's copy of the value is wiped before anything else happens.
+            for a in template.iter_mut() {
+                if let Attribute::Value(v) = a {
+                    zeroize::Zeroize::zeroize(v);
+                }
+            }
+            let key = created?;
+            self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+        })
     }
 
     /// The KCV of a clear key component, computed in the token through a session object that
@@ -237,69 +260,74 @@ impl Hsm {
 
     /// The KCV of a key already on the token.
     pub fn kcv(&self, label: &str, algorithm: Algorithm) -> Result<Kcv, HsmError> {
-        let s = self.inner.pool.get()?;
-        let key = find_key(&s, label)?;
-        self.kcv_of(&s, key.handle(), algorithm)
+        self.guarded(|| {
+            let s = self.session()?;
+            let key = find_key(&s, label)?;
+            self.kcv_of(&s, key.handle(), algorithm)
+        })
     }
 
     /// Destroys every object with this label; returns how many there were.
     pub fn destroy_key(&self, label: &str) -> Result<usize, HsmError> {
-        let s = self.inner.pool.get()?;
-        let found = s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
-        for object in &found {
-            s.destroy_object(*object)?;
-        }
-        Ok(found.len())
+        self.guarded(|| {
+            let s = self.session()?;
+            let found = s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
+            for object in &found {
+                s.destroy_object(*object)?;
+            }
+            Ok(found.len())
+        })
     }
 
     /// Labels of every secret key on the token (for the orphan check).
     pub fn secret_key_labels(&self) -> Result<Vec<String>, HsmError> {
-        let s = self.inner.pool.get()?;
-        let mut labels = Vec::new();
-        for object in s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])? {
-            for attr in s.get_attributes(object, &[AttributeType::Label])? {
-                if let Attribute::Label(bytes) = attr {
-                    labels.push(String::from_utf8_lossy(&bytes).into_owned());
+        self.guarded(|| {
+            let s = self.session()?;
+            let mut labels = Vec::new();
+            for object in s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])? {
+                for attr in s.get_attributes(object, &[AttributeType::Label])? {
+                    if let Attribute::Label(bytes) = attr {
+                        labels.push(String::from_utf8_lossy(&bytes).into_owned());
+                    }
                 }
             }
-        }
-        labels.sort();
-        Ok(labels)
+            labels.sort();
+            Ok(labels)
+        })
     }
 
     /// The security attributes of every secret and private key on the token, for the
     /// attribute audit.
     pub fn object_facts(&self) -> Result<Vec<ObjectFacts>, HsmError> {
-        let s = self.inner.pool.get()?;
-        let mut out = Vec::new();
-        for (class, name) in [
-            (ObjectClass::SECRET_KEY, "secret-key"),
-            (ObjectClass::PRIVATE_KEY, "private-key"),
-        ] {
-            for object in s.find_objects(&[Attribute::Class(class)])? {
-                let mut facts = read_facts(&s, object, name)?;
-                facts.allowed_mechanisms = self
-                    .inner
-                    .raw
-                    .attribute_bytes(
-                        s.handle(),
-                        object.handle(),
-                        cryptoki_sys::CKA_ALLOWED_MECHANISMS,
-                    )?
-                    .map(|b| mechanisms::parse_allowed_mechanisms(&b));
-                out.push(facts);
+        self.guarded(|| {
+            let s = self.session()?;
+            let mut out = Vec::new();
+            for (class, name) in [
+                (ObjectClass::SECRET_KEY, "secret-key"),
+                (ObjectClass::PRIVATE_KEY, "private-key"),
+            ] {
+                for object in s.find_objects(&[Attribute::Class(class)])? {
+                    let mut facts = read_facts(&s, object, name)?;
+                    facts.allowed_mechanisms = self
+                        .inner
+                        .raw
+                        .attribute_bytes(
+                            s.handle(),
+                            object.handle(),
+                            cryptoki_sys::CKA_ALLOWED_MECHANISMS,
+                        )?
+                        .map(|b| mechanisms::parse_allowed_mechanisms(&b));
+                    out.push(facts);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
-    /// Checks that the token still answers (for health reporting).
+    /// Checks that the token still answers and the PIN is not locked (for health reporting).
+    /// While the sessions are lost it tries to rebuild them, and fails until that worked.
     pub fn check_alive(&self) -> Result<(), HsmError> {
-        let info = self.inner.ctx.get_token_info(self.inner.slot)?;
-        if info.user_pin_locked() {
-            return Err(HsmError::PinLocked);
-        }
-        Ok(())
+        self.check_token()
     }
 
     /// (sessions in use, pool size): how busy the token is, for metrics.
@@ -307,9 +335,26 @@ impl Hsm {
         self.inner.pool.use_counts()
     }
 
-    /// A session from the pool.
+    /// A session from the pool; if the pool was lost, rebuilds it first (`recovery.rs`).
     pub(crate) fn session(&self) -> Result<PooledSession<'_>, HsmError> {
-        self.inner.pool.get()
+        match self.inner.pool.get() {
+            Err(HsmError::Reconnecting { .. }) => {
+                self.recover()?;
+                self.inner.pool.get()
+            }
+            other => other,
+        }
+    }
+
+    /// Every session of the pool (security-officer work); rebuilds a lost pool first.
+    pub(crate) fn all_sessions(&self) -> Result<AllSessions<'_>, HsmError> {
+        match self.inner.pool.take_all() {
+            Err(HsmError::Reconnecting { .. }) => {
+                self.recover()?;
+                self.inner.pool.take_all()
+            }
+            other => other,
+        }
     }
 
     /// Held while a token object is created (see `Inner::token_writes`).
@@ -460,6 +505,7 @@ fn open_sessions(
 }
 
 fn find_key(s: &Session, label: &str) -> Result<ObjectHandle, HsmError> {
+    let _timer = timing::CallTimer::start("C_FindObjects", "none");
     let found = s.find_objects(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Label(label.as_bytes().to_vec()),

@@ -1,7 +1,11 @@
 //! A fixed pool of read-write sessions on one logged-in token. A PKCS#11 session must not be
 //! used by two threads at once, so each request checks one out and gives it back on drop.
+//!
+//! The pool has a generation: when its sessions are lost (see `recovery.rs`) it is marked
+//! broken, hands nothing out, and closes every session that comes back; a refill starts the
+//! next generation. So a session of a dead generation is never reused.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cryptoki::session::Session;
@@ -9,37 +13,80 @@ use cryptoki::session::Session;
 use super::HsmError;
 
 pub(crate) struct SessionPool {
-    idle: Mutex<Vec<Session>>,
+    state: Mutex<State>,
     freed: Condvar,
     size: usize,
     wait: Duration,
+}
+
+struct State {
+    idle: Vec<Session>,
+    /// Bumped by every refill; a session remembers the generation it was handed out in.
+    generation: u64,
+    /// The sessions are lost; nothing is handed out until the next refill.
+    broken: bool,
+    /// Sessions checked out (of any generation). A refill waits until it is zero, so no
+    /// session of an old generation is alive when the module is initialised again.
+    lent: usize,
 }
 
 /// A session checked out of the pool; it goes back when dropped.
 pub(crate) struct PooledSession<'a> {
     pool: &'a SessionPool,
     session: Option<Session>,
+    generation: u64,
 }
 
 impl SessionPool {
     pub(crate) fn new(sessions: Vec<Session>, wait: Duration) -> SessionPool {
         SessionPool {
             size: sessions.len(),
-            idle: Mutex::new(sessions),
+            state: Mutex::new(State {
+                idle: sessions,
+                generation: 0,
+                broken: false,
+                lent: 0,
+            }),
             freed: Condvar::new(),
             wait,
         }
     }
 
-    /// Waits up to the pool's timeout for a free session.
+    fn lock(&self) -> Result<MutexGuard<'_, State>, HsmError> {
+        self.state.lock().map_err(|_| poisoned())
+    }
+
+    /// The current generation (see the module doc).
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().map(|s| s.generation).unwrap_or(u64::MAX)
+    }
+
+    /// Whether the sessions are lost and not rebuilt yet.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.lock().map(|s| s.broken).unwrap_or(true)
+    }
+
+    /// How many sessions the pool holds when whole.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Waits up to the pool's timeout for a free session; fails at once while broken.
     pub(crate) fn get(&self) -> Result<PooledSession<'_>, HsmError> {
         let start = Instant::now();
-        let mut idle = self.idle.lock().map_err(|_| poisoned())?;
+        let mut state = self.lock()?;
         loop {
-            if let Some(session) = idle.pop() {
+            if state.broken {
+                return Err(HsmError::Reconnecting {
+                    detail: "the session pool is being rebuilt".into(),
+                });
+            }
+            if let Some(session) = state.idle.pop() {
+                state.lent += 1;
                 return Ok(PooledSession {
                     pool: self,
                     session: Some(session),
+                    generation: state.generation,
                 });
             }
             let left = self.wait.saturating_sub(start.elapsed());
@@ -49,11 +96,74 @@ impl SessionPool {
                     waited_ms: start.elapsed().as_millis(),
                 });
             }
-            idle = self
+            state = self
                 .freed
-                .wait_timeout(idle, left)
+                .wait_timeout(state, left)
                 .map_err(|_| poisoned())?
                 .0;
+        }
+    }
+
+    /// Marks generation `seen` broken and closes its idle sessions. Returns true only for the
+    /// first caller, so one loss is handled (and logged) once however many requests saw it.
+    pub(crate) fn mark_broken(&self, seen: u64) -> bool {
+        let Ok(mut state) = self.lock() else {
+            return false;
+        };
+        if state.broken || state.generation != seen {
+            return false;
+        }
+        state.broken = true;
+        state.idle.clear();
+        // Waiters for a free session wake up and fail instead of waiting for nothing.
+        self.freed.notify_all();
+        true
+    }
+
+    /// Waits up to the pool's timeout until every lent session has come back (and, being of
+    /// a broken generation, was closed).
+    pub(crate) fn wait_until_returned(&self) -> Result<(), HsmError> {
+        let start = Instant::now();
+        let mut state = self.lock()?;
+        while state.lent > 0 {
+            let left = self.wait.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(HsmError::Reconnecting {
+                    detail: format!(
+                        "{} requests still hold sessions of the lost one",
+                        state.lent
+                    ),
+                });
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .map_err(|_| poisoned())?
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Puts fresh sessions in and starts a new generation; returns it.
+    pub(crate) fn refill(&self, sessions: Vec<Session>) -> Result<u64, HsmError> {
+        let mut state = self.lock()?;
+        state.idle = sessions;
+        state.generation += 1;
+        state.broken = false;
+        self.freed.notify_all();
+        Ok(state.generation)
+    }
+
+    /// Takes a session back: kept if its generation is current and whole, closed otherwise.
+    fn give_back(&self, session: Session, generation: u64) {
+        if let Ok(mut state) = self.state.lock() {
+            if !state.broken && state.generation == generation {
+                state.idle.push(session);
+            } else {
+                drop(session);
+            }
+            state.lent = state.lent.saturating_sub(1);
+            self.freed.notify_all();
         }
     }
 }
@@ -69,38 +179,52 @@ fn poisoned() -> HsmError {
 pub(crate) struct AllSessions<'a> {
     pool: &'a SessionPool,
     sessions: Vec<Session>,
+    generation: u64,
 }
 
 impl SessionPool {
-    /// Waits until every session is free and takes them all.
+    /// Waits until every session is free and takes them all (as they come free, so a stream
+    /// of short requests cannot starve it); fails at once while broken.
     pub(crate) fn take_all(&self) -> Result<AllSessions<'_>, HsmError> {
         let start = Instant::now();
+        let mut state = self.lock()?;
         let mut taken = Vec::with_capacity(self.size);
-        while taken.len() < self.size {
-            let mut idle = self.idle.lock().map_err(|_| poisoned())?;
-            taken.append(&mut idle);
-            if taken.len() < self.size {
-                let left = self.wait.saturating_sub(start.elapsed());
-                if left.is_zero() {
-                    // Give back what we hold before failing.
-                    idle.append(&mut taken);
-                    self.freed.notify_all();
-                    return Err(HsmError::PoolTimeout {
-                        size: self.size,
-                        waited_ms: start.elapsed().as_millis(),
-                    });
-                }
-                drop(
-                    self.freed
-                        .wait_timeout(idle, left)
-                        .map_err(|_| poisoned())?,
-                );
+        loop {
+            if state.broken {
+                // What we hold is of the lost generation: close it.
+                state.lent = state.lent.saturating_sub(taken.len());
+                taken.clear();
+                self.freed.notify_all();
+                return Err(HsmError::Reconnecting {
+                    detail: "the session pool is being rebuilt".into(),
+                });
             }
+            state.lent += state.idle.len();
+            taken.append(&mut state.idle);
+            if taken.len() >= self.size {
+                return Ok(AllSessions {
+                    pool: self,
+                    sessions: taken,
+                    generation: state.generation,
+                });
+            }
+            let left = self.wait.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                // Give back what we hold before failing.
+                state.lent = state.lent.saturating_sub(taken.len());
+                state.idle.append(&mut taken);
+                self.freed.notify_all();
+                return Err(HsmError::PoolTimeout {
+                    size: self.size,
+                    waited_ms: start.elapsed().as_millis(),
+                });
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .map_err(|_| poisoned())?
+                .0;
         }
-        Ok(AllSessions {
-            pool: self,
-            sessions: taken,
-        })
     }
 }
 
@@ -115,9 +239,8 @@ impl AllSessions<'_> {
 
 impl Drop for AllSessions<'_> {
     fn drop(&mut self) {
-        if let Ok(mut idle) = self.pool.idle.lock() {
-            idle.append(&mut self.sessions);
-            self.pool.freed.notify_all();
+        for session in self.sessions.drain(..) {
+            self.pool.give_back(session, self.generation);
         }
     }
 }
@@ -134,9 +257,8 @@ impl std::ops::Deref for PooledSession<'_> {
 
 impl Drop for PooledSession<'_> {
     fn drop(&mut self) {
-        if let (Some(session), Ok(mut idle)) = (self.session.take(), self.pool.idle.lock()) {
-            idle.push(session);
-            self.pool.freed.notify_one();
+        if let Some(session) = self.session.take() {
+            self.pool.give_back(session, self.generation);
         }
     }
 }
@@ -144,7 +266,7 @@ impl Drop for PooledSession<'_> {
 impl SessionPool {
     /// (sessions checked out, pool size), for metrics.
     pub(crate) fn use_counts(&self) -> (usize, usize) {
-        let idle = self.idle.lock().map_or(0, |idle| idle.len());
-        (self.size.saturating_sub(idle), self.size)
+        let lent = self.lock().map_or(0, |state| state.lent);
+        (lent, self.size)
     }
 }

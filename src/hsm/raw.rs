@@ -13,6 +13,7 @@ use cryptoki_sys::{
 };
 
 use super::HsmError;
+use super::timing::CallTimer;
 
 pub(crate) struct RawModule {
     // Keeps the library mapped for as long as `list` is used.
@@ -87,6 +88,7 @@ impl RawModule {
         key: CK_OBJECT_HANDLE,
         data: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
+        let _timer = CallTimer::with("C_Sign", mechanism);
         let f = self.functions();
         let (Some(init), Some(sign)) = (f.C_SignInit, f.C_Sign) else {
             return Err(HsmError::Unsupported {
@@ -173,6 +175,14 @@ impl RawModule {
         iv: Option<&[u8; 16]>,
         data: &[u8],
     ) -> Result<Vec<u8>, HsmError> {
+        let _timer = CallTimer::start(
+            "C_Encrypt",
+            if iv.is_some() {
+                "CKM_AES_CBC"
+            } else {
+                "CKM_AES_ECB"
+            },
+        );
         let f = self.functions();
         let (Some(init), Some(encrypt)) = (f.C_EncryptInit, f.C_Encrypt) else {
             return Err(HsmError::Unsupported {
@@ -228,6 +238,7 @@ impl RawModule {
         wrapping: CK_OBJECT_HANDLE,
         key: CK_OBJECT_HANDLE,
     ) -> Result<Vec<u8>, HsmError> {
+        let _timer = CallTimer::with("C_WrapKey", mechanism);
         let f = self
             .functions()
             .C_WrapKey
@@ -282,6 +293,7 @@ impl RawModule {
         wrapped: &[u8],
         template: &[Attribute],
     ) -> Result<CK_OBJECT_HANDLE, HsmError> {
+        let _timer = CallTimer::with("C_UnwrapKey", mechanism);
         let f = self
             .functions()
             .C_UnwrapKey
@@ -321,6 +333,7 @@ impl RawModule {
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
     ) -> Result<(), HsmError> {
+        let _timer = CallTimer::start("C_DestroyObject", "none");
         let f = self
             .functions()
             .C_DestroyObject
@@ -344,6 +357,7 @@ impl RawModule {
         data: &[u8],
         template: &[Attribute],
     ) -> Result<CK_OBJECT_HANDLE, HsmError> {
+        let _timer = CallTimer::with("C_DeriveKey", mechanism);
         let f = self
             .functions()
             .C_DeriveKey

@@ -11,41 +11,48 @@ impl Hsm {
     /// Makes the signing pair under `label` unless it exists; returns the public point
     /// (uncompressed, 65 bytes: 0x04 || X || Y).
     pub fn ensure_signing_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
-        let s = self.session()?;
-        let public = match find(&s, ObjectClass::PUBLIC_KEY, label)? {
-            Some(h) if find(&s, ObjectClass::PRIVATE_KEY, label)?.is_some() => h,
-            Some(_) => {
-                return Err(HsmError::Unexpected {
-                    what: format!("public key {label} without its private key"),
-                });
-            }
-            None => {
-                let (pub_t, priv_t) = templates::audit_signing_templates(label, label.as_bytes());
-                s.generate_key_pair(&Mechanism::EccKeyPairGen, &pub_t, &priv_t)?
-                    .0
-            }
-        };
-        let point = s
-            .get_attributes(public, &[AttributeType::EcPoint])?
-            .into_iter()
-            .find_map(|a| match a {
-                Attribute::EcPoint(p) => Some(p),
-                _ => None,
-            })
-            .ok_or_else(|| HsmError::Unexpected {
-                what: "EC public key without CKA_EC_POINT".into(),
-            })?;
-        unwrap_point(&point)
+        self.guarded(|| {
+            let s = self.session()?;
+            let public = match find(&s, ObjectClass::PUBLIC_KEY, label)? {
+                Some(h) if find(&s, ObjectClass::PRIVATE_KEY, label)?.is_some() => h,
+                Some(_) => {
+                    return Err(HsmError::Unexpected {
+                        what: format!("public key {label} without its private key"),
+                    });
+                }
+                None => {
+                    let (pub_t, priv_t) =
+                        templates::audit_signing_templates(label, label.as_bytes());
+                    s.generate_key_pair(&Mechanism::EccKeyPairGen, &pub_t, &priv_t)?
+                        .0
+                }
+            };
+            let point = s
+                .get_attributes(public, &[AttributeType::EcPoint])?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::EcPoint(p) => Some(p),
+                    _ => None,
+                })
+                .ok_or_else(|| HsmError::Unexpected {
+                    what: "EC public key without CKA_EC_POINT".into(),
+                })?;
+            unwrap_point(&point)
+        })
     }
 
     /// Signs a SHA-256 digest with the signing key; returns r || s (64 bytes).
     pub fn sign_digest(&self, label: &str, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
-        let s = self.session()?;
-        let key =
-            find(&s, ObjectClass::PRIVATE_KEY, label)?.ok_or_else(|| HsmError::KeyNotFound {
-                label: label.to_string(),
+        self.guarded(|| {
+            let s = self.session()?;
+            let key = find(&s, ObjectClass::PRIVATE_KEY, label)?.ok_or_else(|| {
+                HsmError::KeyNotFound {
+                    label: label.to_string(),
+                }
             })?;
-        Ok(s.sign(&Mechanism::Ecdsa, key, digest)?)
+            let _timer = super::timing::CallTimer::with("C_Sign", cryptoki_sys::CKM_ECDSA);
+            Ok(s.sign(&Mechanism::Ecdsa, key, digest)?)
+        })
     }
 }
 

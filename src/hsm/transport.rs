@@ -220,28 +220,30 @@ impl Hsm {
         so_pin: &SecretString,
         f: impl FnOnce(&Session) -> Result<T, HsmError>,
     ) -> Result<T, HsmError> {
-        let all = self.inner.pool.take_all()?;
-        let s = all.first()?;
-        match s.logout() {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let result = match s.login(UserType::So, Some(so_pin)) {
-            Ok(()) => {
-                let r = f(s);
-                let _ = s.logout();
-                r
+        self.guarded(|| {
+            let all = self.all_sessions()?;
+            let s = all.first()?;
+            match s.logout() {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(HsmError::Pkcs11 {
-                function: "C_Login(SO)".into(),
-                rv: "PinIncorrect".into(),
-                advice: "the security officer PIN was refused; check the SO PIN source",
-                kind: super::HsmErrorKind::FailedPrecondition,
-            }),
-            Err(e) => Err(e.into()),
-        };
-        login_user(s, &self.inner.pin)?;
-        result
+            let result = match s.login(UserType::So, Some(so_pin)) {
+                Ok(()) => {
+                    let r = f(s);
+                    let _ = s.logout();
+                    r
+                }
+                Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(HsmError::Pkcs11 {
+                    function: "C_Login(SO)".into(),
+                    rv: "PinIncorrect".into(),
+                    advice: "the security officer PIN was refused; check the SO PIN source",
+                    kind: super::HsmErrorKind::FailedPrecondition,
+                }),
+                Err(e) => Err(e.into()),
+            };
+            login_user(s, &self.inner.pin)?;
+            result
+        })
     }
 
     /// Issues a transport key for `card_id` onto `card`; returns its KCV on this token and on
@@ -333,37 +335,39 @@ impl Hsm {
     /// Derives the package MAC key of `card_id` from its transport key into a private token
     /// key that can only compute CMACs.
     fn make_package_mac_key(&self, card_id: &str) -> Result<(), HsmError> {
-        let s = self.session()?;
-        let _one_writer = self.token_write()?;
-        let transport = find_on(&s, &transport_label(card_id))?;
-        let label = package_mac_label(card_id);
-        self.inner.raw.derive_encrypt_data(
-            s.handle(),
-            mechanisms::AES_ECB_ENCRYPT_DATA,
-            transport.handle(),
-            MAC_KEY_DATA,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(16.into()),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::WrapWithTrusted(true),
-                Attribute::Sign(true),
-                Attribute::Verify(false),
-                Attribute::Encrypt(false),
-                Attribute::Decrypt(false),
-                Attribute::Derive(false),
-                Attribute::Wrap(false),
-                Attribute::Unwrap(false),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Id(card_id.as_bytes().to_vec()),
-                allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
-            ],
-        )?;
-        Ok(())
+        self.guarded(|| {
+            let s = self.session()?;
+            let _one_writer = self.token_write()?;
+            let transport = find_on(&s, &transport_label(card_id))?;
+            let label = package_mac_label(card_id);
+            self.inner.raw.derive_encrypt_data(
+                s.handle(),
+                mechanisms::AES_ECB_ENCRYPT_DATA,
+                transport.handle(),
+                MAC_KEY_DATA,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(16.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::WrapWithTrusted(true),
+                    Attribute::Sign(true),
+                    Attribute::Verify(false),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                    Attribute::Derive(false),
+                    Attribute::Wrap(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Id(card_id.as_bytes().to_vec()),
+                    allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Loads the transport key of `card_id` from `card` into this token (unwrap and derive only);
@@ -415,23 +419,27 @@ impl Hsm {
 
     /// Wraps the key `key_label` under the transport key of `card_id` (RFC 5649).
     pub fn wrap_for_transport(&self, card_id: &str, key_label: &str) -> Result<Vec<u8>, HsmError> {
-        let mech = self.wrap_pad()?;
-        let s = self.session()?;
-        let transport = find_on(&s, &transport_label(card_id))?;
-        let key = find_on(&s, key_label)?;
-        self.inner
-            .raw
-            .wrap_key(s.handle(), mech, transport.handle(), key.handle())
+        self.guarded(|| {
+            let mech = self.wrap_pad()?;
+            let s = self.session()?;
+            let transport = find_on(&s, &transport_label(card_id))?;
+            let key = find_on(&s, key_label)?;
+            self.inner
+                .raw
+                .wrap_key(s.handle(), mech, transport.handle(), key.handle())
+        })
     }
 
     /// The package MAC (AES-CMAC, 16 bytes) of `data` with the key derived from the transport
     /// key of `card_id` for that purpose only.
     pub fn package_mac(&self, card_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
-        let s = self.session()?;
-        let mac_key = find_on(&s, &package_mac_label(card_id))?;
-        self.inner
-            .raw
-            .sign(s.handle(), mechanisms::AES_CMAC, mac_key.handle(), data)
+        self.guarded(|| {
+            let s = self.session()?;
+            let mac_key = find_on(&s, &package_mac_label(card_id))?;
+            self.inner
+                .raw
+                .sign(s.handle(), mechanisms::AES_CMAC, mac_key.handle(), data)
+        })
     }
 
     /// Unwraps a package's key under the transport key of `card_id` into a token key made from
@@ -442,17 +450,22 @@ impl Hsm {
         wrapped: &[u8],
         spec: &super::SecretKeySpec,
     ) -> Result<Kcv, HsmError> {
-        let mech = self.wrap_pad()?;
-        let s = self.session()?;
-        let _one_writer = self.token_write()?;
-        let transport = find_on(&s, &transport_label(card_id))?;
-        let mut template = super::templates::secret_key_template(spec);
-        // SoftHSM2 refuses CKA_VALUE_LEN in an unwrap template.
-        template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
-        let key =
-            self.inner
-                .raw
-                .unwrap_key(s.handle(), mech, transport.handle(), wrapped, &template)?;
-        self.kcv_or_destroy(&s, key, spec.algorithm)
+        self.guarded(|| {
+            let mech = self.wrap_pad()?;
+            let s = self.session()?;
+            let _one_writer = self.token_write()?;
+            let transport = find_on(&s, &transport_label(card_id))?;
+            let mut template = super::templates::secret_key_template(spec);
+            // SoftHSM2 refuses CKA_VALUE_LEN in an unwrap template.
+            template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
+            let key = self.inner.raw.unwrap_key(
+                s.handle(),
+                mech,
+                transport.handle(),
+                wrapped,
+                &template,
+            )?;
+            self.kcv_or_destroy(&s, key, spec.algorithm)
+        })
     }
 }

@@ -365,6 +365,13 @@ impl TestNode {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Whether the server process is still running (it has not exited or crashed).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
