@@ -5,7 +5,7 @@
 use crate::card::{self, BLOCK, CardCommand, MAC_LEN};
 use crate::hierarchy::Factor;
 
-use super::{Hsm, HsmError, find_key, mechanisms, templates};
+use super::{Hsm, HsmError, mechanisms, templates};
 use crate::hierarchy::{Algorithm, Kcv};
 
 impl Hsm {
@@ -20,7 +20,7 @@ impl Hsm {
     ) -> Result<Vec<u8>, HsmError> {
         self.guarded(|| {
             let s = self.session()?;
-            let master = find_key(&s, master_label)?;
+            let master = self.key_handle(&s, master_label)?;
             let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
             let raw = &self.inner.raw;
             let card_key = raw.derive_encrypt_data(
@@ -77,8 +77,8 @@ impl Hsm {
         self.guarded(|| {
             let wrap = self.wrap_pad()?;
             let s = self.session()?;
-            let master = find_key(&s, master_label)?;
-            let transport = find_key(&s, &super::transport::transport_label(card_id))?;
+            let master = self.key_handle(&s, master_label)?;
+            let transport = self.key_handle(&s, &super::transport::transport_label(card_id))?;
             let label = format!("hkms/card-export/{}", uuid::Uuid::new_v4().simple());
             let raw = &self.inner.raw;
             let key = raw.derive_encrypt_data(

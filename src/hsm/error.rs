@@ -195,6 +195,12 @@ impl HsmError {
         }
     }
 
+    /// Whether a call refused an object handle (a remembered one may be stale).
+    pub(crate) fn is_invalid_handle(&self) -> bool {
+        matches!(self, HsmError::Pkcs11 { rv, .. }
+            if rv == "ObjectHandleInvalid" || rv == "KeyHandleInvalid")
+    }
+
     /// Maps a raw `CK_RV` from a call made through [`crate::hsm`]'s raw path.
     pub(crate) fn from_rv(function: &str, rv: cryptoki_sys::CK_RV) -> HsmError {
         match cryptoki::error::Rv::from(rv) {

@@ -6,6 +6,7 @@ pub mod attribute_audit;
 pub mod capabilities;
 mod card;
 mod error;
+mod handles;
 pub mod locator;
 pub mod mechanisms;
 pub mod pin;
@@ -77,6 +78,8 @@ struct Inner {
     /// now and then (CKR_GENERAL_ERROR; softhsm/SoftHSMv2#573). Session objects (card keys)
     /// are not held up.
     token_writes: std::sync::Mutex<()>,
+    /// Handles of keys found by label (`handles.rs`).
+    handles: handles::HandleCache,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -106,6 +109,7 @@ impl Hsm {
                 caps,
                 pin,
                 token_writes: std::sync::Mutex::new(()),
+                handles: handles::HandleCache::default(),
             }),
         })
     }
@@ -171,7 +175,7 @@ impl Hsm {
             });
         }
         let s = self.session()?;
-        let parent = find_key(&s, parent_label)?;
+        let parent = self.key_handle(&s, parent_label)?;
         let template = templates::secret_key_template(child);
         let _one_writer = (child.lifetime == Lifetime::Token)
             .then(|| self.token_write())
@@ -262,7 +266,7 @@ impl Hsm {
     pub fn kcv(&self, label: &str, algorithm: Algorithm) -> Result<Kcv, HsmError> {
         self.guarded(|| {
             let s = self.session()?;
-            let key = find_key(&s, label)?;
+            let key = self.key_handle(&s, label)?;
             self.kcv_of(&s, key.handle(), algorithm)
         })
     }
@@ -271,6 +275,7 @@ impl Hsm {
     pub fn destroy_key(&self, label: &str) -> Result<usize, HsmError> {
         self.guarded(|| {
             let s = self.session()?;
+            self.inner.handles.forget(label);
             let found = s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
             for object in &found {
                 s.destroy_object(*object)?;
@@ -328,6 +333,22 @@ impl Hsm {
     /// While the sessions are lost it tries to rebuild them, and fails until that worked.
     pub fn check_alive(&self) -> Result<(), HsmError> {
         self.check_token()
+    }
+
+    /// The handle of the secret key `label`: remembered from an earlier request of this pool
+    /// generation, or searched on the token.
+    pub(crate) fn key_handle(
+        &self,
+        s: &PooledSession<'_>,
+        label: &str,
+    ) -> Result<ObjectHandle, HsmError> {
+        let generation = s.generation();
+        if let Some(handle) = self.inner.handles.get(generation, label) {
+            return Ok(handle);
+        }
+        let handle = find_key(s, label)?;
+        self.inner.handles.put(generation, label, handle);
+        Ok(handle)
     }
 
     /// (sessions in use, pool size): how busy the token is, for metrics.

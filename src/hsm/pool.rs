@@ -263,6 +263,13 @@ impl Drop for PooledSession<'_> {
     }
 }
 
+impl PooledSession<'_> {
+    /// The pool generation this session belongs to.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
 impl SessionPool {
     /// (sessions checked out, pool size), for metrics.
     pub(crate) fn use_counts(&self) -> (usize, usize) {

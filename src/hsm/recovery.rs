@@ -85,6 +85,10 @@ impl Hsm {
     }
 
     fn after_failure(&self, generation: u64, e: HsmError) -> HsmError {
+        if e.is_invalid_handle() {
+            // A remembered handle may be the stale one: search again next time.
+            self.inner.handles.clear();
+        }
         let e = if e.is_session_lost() {
             e
         } else if e.may_mean_token_gone() {

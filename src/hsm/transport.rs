@@ -241,6 +241,9 @@ impl Hsm {
                 }),
                 Err(e) => Err(e.into()),
             };
+            // A logout ends every private object's handle (SoftHSM2 hands out new ones after
+            // the login); no request runs meanwhile, as all sessions are held.
+            self.inner.handles.clear();
             login_user(s, &self.inner.pin)?;
             result
         })
@@ -422,8 +425,8 @@ impl Hsm {
         self.guarded(|| {
             let mech = self.wrap_pad()?;
             let s = self.session()?;
-            let transport = find_on(&s, &transport_label(card_id))?;
-            let key = find_on(&s, key_label)?;
+            let transport = self.key_handle(&s, &transport_label(card_id))?;
+            let key = self.key_handle(&s, key_label)?;
             self.inner
                 .raw
                 .wrap_key(s.handle(), mech, transport.handle(), key.handle())
@@ -435,7 +438,7 @@ impl Hsm {
     pub fn package_mac(&self, card_id: &str, data: &[u8]) -> Result<Vec<u8>, HsmError> {
         self.guarded(|| {
             let s = self.session()?;
-            let mac_key = find_on(&s, &package_mac_label(card_id))?;
+            let mac_key = self.key_handle(&s, &package_mac_label(card_id))?;
             self.inner
                 .raw
                 .sign(s.handle(), mechanisms::AES_CMAC, mac_key.handle(), data)
@@ -454,7 +457,7 @@ impl Hsm {
             let mech = self.wrap_pad()?;
             let s = self.session()?;
             let _one_writer = self.token_write()?;
-            let transport = find_on(&s, &transport_label(card_id))?;
+            let transport = self.key_handle(&s, &transport_label(card_id))?;
             let mut template = super::templates::secret_key_template(spec);
             // SoftHSM2 refuses CKA_VALUE_LEN in an unwrap template.
             template.retain(|a| !matches!(a, Attribute::ValueLen(_)));

@@ -85,6 +85,11 @@ pub fn incoming(
             if tx.is_closed() {
                 break;
             }
+            // gRPC answers often leave in two writes (headers, then a body over h2's copy
+            // threshold); with Nagle the second waits for the client's delayed ACK (~40 ms).
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
