@@ -978,6 +978,63 @@ fn object_count(pkcs11: &Pkcs11, token: &Token) -> usize {
     s.find_objects(&[]).map(|v| v.len()).unwrap_or(0)
 }
 
+/// What is on a node's token beside what its registry explains: labels of hkms secret keys
+/// (`hkms/...`) with no key row (what `hkms keys orphans` would report), labels that more than
+/// one secret key carries, and how many secret keys carry any other label (or none).
+fn token_strays(
+    pkcs11: &Pkcs11,
+    token: &Token,
+    registry: &std::path::Path,
+) -> (Vec<String>, Vec<String>, usize) {
+    let store = Store::open(registry).expect("the node's registry");
+    let mut live: std::collections::BTreeSet<String> =
+        store.labels().expect("labels").into_iter().collect();
+    for t in store.transport_keys().expect("transport keys") {
+        live.insert(hkms::hsm::transport::transport_label(&t.card_id));
+        live.insert(hkms::hsm::transport::package_mac_label(&t.card_id));
+    }
+    let s = pkcs11
+        .open_ro_session(slot_of(pkcs11, &token.label))
+        .expect("session");
+    let _ = s.login(
+        UserType::User,
+        Some(&secrecy::SecretString::from(support::USER_PIN)),
+    );
+    let mut labels: std::collections::BTreeMap<String, usize> = Default::default();
+    for key in s
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .unwrap_or_default()
+    {
+        let label = s
+            .get_attributes(key, &[cryptoki::object::AttributeType::Label])
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Label(l) => Some(String::from_utf8_lossy(&l).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        *labels.entry(label).or_default() += 1;
+    }
+    let hkms = |l: &String| l.starts_with("hkms/") && l != "hkms/audit-signing";
+    let unregistered = labels
+        .keys()
+        .filter(|l| hkms(l) && !live.contains(*l))
+        .cloned()
+        .collect();
+    let duplicated = labels
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(l, n)| format!("{l} x{n}"))
+        .collect();
+    let other = labels
+        .iter()
+        .filter(|(l, _)| !hkms(l))
+        .map(|(_, n)| n)
+        .sum();
+    (unregistered, duplicated, other)
+}
+
 /// An in-process `Hsm` on a raw token for setup only (signing pair, transport keys): the same
 /// objects the node makes on its token. Dropped before the raw sessions log in.
 fn setup_hsm(token: &Token) -> Hsm {
@@ -1736,6 +1793,8 @@ fn main() {
         object_count(&pkcs11, &nation_token),
         object_count(&pkcs11, &raw_nation),
     );
+    let (unregistered, duplicated, other) =
+        token_strays(&pkcs11, &nation_token, &nation.database());
     bests.extend(print_table(
         "DeriveSubKey",
         "gRPC/mTLS to `hkms serve` (national 000000), a city key from a province key: registry reads, policy, derive + KCV, registry row + audit record in one fsync'd transaction",
@@ -1745,6 +1804,11 @@ fn main() {
             format!(
                 "objects on the ministry's token / on its raw twin: {} / {} before the sweep, {} / {} after (derived keys stay on both)",
                 before.0, before.1, after.0, after.1
+            ),
+            format!(
+                "secret keys on the ministry's token: hkms labels without a registry row {:?}, \
+                 labels on more than one key {:?}, keys with another label or none: {}",
+                unregistered, duplicated, other
             ),
             format!(
                 "derivations retried after CKR_GENERAL_ERROR (warm-up included): node {}, raw {}",
@@ -1812,19 +1876,26 @@ fn main() {
     ));
 
     println!();
+    println!("== summary per operation (target: service >= 80% of raw at the best concurrency) ==");
     println!(
-        "== summary: best svc/raw ratio per operation (target: >= 80% at the best concurrency) =="
+        "  {:<17} {:>13} {:>12} {:>12} {:>10}",
+        "operation", "best line", "peak svc/s", "peak raw/s", "peak/peak"
     );
     for b in &bests {
         println!(
-            "  {:<17} {:>6.1}% at {:>2} clients; peak service {:.0} op/s, peak raw {:.0} op/s",
+            "  {:<17} {:>6.1}% at {:>2} {:>12.0} {:>12.0} {:>9.1}%",
             b.operation.split(' ').next().unwrap_or(b.operation),
             b.ratio * 100.0,
             b.clients,
             b.peak_service,
-            b.peak_raw
+            b.peak_raw,
+            b.peak_service / b.peak_raw * 100.0
         );
     }
+    println!(
+        "  (best line: the highest svc/raw of one line, at that many clients; peak/peak: the \
+         service's best line against the raw loop's best line, whatever their concurrency)"
+    );
     println!("load average at the end: {}", load_average());
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     drop(city_sessions);
