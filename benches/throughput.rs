@@ -1319,6 +1319,23 @@ fn memory_run(n: usize) {
         ok as f64 / elapsed.as_secs_f64()
     );
     println!("server VmRSS: start {start_rss} KiB, peak {peak} KiB, end {end_rss} KiB");
+    let size = |path: std::path::PathBuf| -> u64 {
+        std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    println!(
+        "on disk: the node's data folder (registry, WAL) {:.1} MiB, serve.log {:.1} MiB",
+        size(city.dir.path().join("data")) as f64 / 1048576.0,
+        std::fs::metadata(city.dir.path().join("serve.log")).map_or(0, |m| m.len()) as f64
+            / 1048576.0
+    );
     println!("load average at the end: {}", load_average());
     drop(city);
     drop(pkcs11);
