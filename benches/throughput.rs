@@ -1670,7 +1670,11 @@ fn main() {
         "gRPC/mTLS to `hkms serve` (municipal 440100), clients hkms://window/...: policy, card_command, audit record (fsync) before the reply",
         UNBLOCK_CALLS,
         &rows,
-        &[],
+        &[format!(
+            "objects on the city's token / on its raw twin: {} / {}",
+            object_count(&pkcs11, &city_token),
+            object_count(&pkcs11, &raw_city)
+        )],
     ));
 
     // ExportKey: Guangdong's two province keys in turn, for Guangdong, under its card.
