@@ -69,8 +69,9 @@ const RAW_BUREAU_CARD: &str = "card-440100-rawbaseline";
 const RAW_GD_CARD: &str = "card-440000-rawbaseline";
 
 /// The PKCS#11 calls of one request, node and raw alike (read from `src/hsm/card.rs`,
-/// `src/hsm/mod.rs` and `src/hsm/transport.rs`). "find X" is C_FindObjectsInit + C_FindObjects
-/// + C_FindObjectsFinal with CKA_CLASS = CKO_SECRET_KEY and CKA_LABEL = X.
+/// `src/hsm/mod.rs` and `src/hsm/transport.rs`). "find X" is C_FindObjectsInit,
+/// C_FindObjects and C_FindObjectsFinal with CKA_CLASS = CKO_SECRET_KEY and CKA_LABEL = X, made
+/// only the first time X is used: node and raw loop both keep the handle (`src/hsm/handles.rs`).
 const UNBLOCK_CALLS: &[&str] = &[
     "find the city's pin-unblock master (hkms/<id>)",
     "C_DeriveKey CKM_AES_ECB_ENCRYPT_DATA (serial D||~D) -> session card key, encrypt-only",
@@ -763,10 +764,28 @@ mod raw {
 struct Raw {
     fns: raw::Fns,
     wrap: cryptoki_sys::CK_MECHANISM_TYPE,
+    /// Handles found by label, kept as the node keeps them (`src/hsm/handles.rs`): each key
+    /// is searched once per process. Labels are unique across the two raw tokens.
+    handles: std::sync::Mutex<std::collections::HashMap<String, ObjectHandle>>,
 }
 
 /// Derivations the raw loop retried after CKR_GENERAL_ERROR (the node retries the same way).
 static RAW_RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+impl Raw {
+    /// The handle of the secret key `label`: searched on first use, then remembered.
+    fn find(&self, s: &Session, label: &str) -> Result<ObjectHandle, String> {
+        if let Some(h) = self.handles.lock().expect("handles").get(label) {
+            return Ok(*h);
+        }
+        let h = find(s, label)?;
+        self.handles
+            .lock()
+            .expect("handles")
+            .insert(label.to_string(), h);
+        Ok(h)
+    }
+}
 
 /// The one secret key with this label (CKA_CLASS + CKA_LABEL, as the node's `find_key`).
 fn find(s: &Session, label: &str) -> Result<ObjectHandle, String> {
@@ -789,7 +808,7 @@ impl Raw {
         let serial = Factor::from_card_serial(&serial).map_err(|e| e.to_string())?;
         let challenge = hkms::card::parse_challenge(&challenge).map_err(|e| e.to_string())?;
         let block = hkms::card::pin_block(PIN);
-        let master = find(s, master)?;
+        let master = self.find(s, master)?;
         let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
         let key = self
             .fns
@@ -828,7 +847,7 @@ impl Raw {
     fn derive(&self, s: &Session, parent: &str, region: &str) -> Result<(String, [u8; 3]), String> {
         let region = hkms::hierarchy::Region::parse(region).map_err(|e| e.to_string())?;
         let block = Factor::from_region(&region).data_block();
-        let parent = find(s, parent)?;
+        let parent = self.find(s, parent)?;
         let id = KeyId::new_random();
         let label = id.ck_label();
         let template = hkms::hsm::templates::secret_key_template(&SecretKeySpec {
@@ -873,8 +892,8 @@ impl Raw {
     /// ExportKey: wraps `key` under the transport key of `card` and MACs header + wrapped key
     /// with the card's package MAC key; returns the wrapped key.
     fn export(&self, s: &Session, card: &str, key: &str, header: &[u8]) -> Result<Vec<u8>, String> {
-        let transport = find(s, &hkms::hsm::transport::transport_label(card))?;
-        let key = find(s, key)?;
+        let transport = self.find(s, &hkms::hsm::transport::transport_label(card))?;
+        let key = self.find(s, key)?;
         let wrapped = self
             .fns
             .wrap(s, self.wrap, transport, key.handle())
@@ -891,7 +910,7 @@ impl Raw {
         wrapped: &[u8],
     ) -> Result<Vec<u8>, String> {
         let signed = Package::signed_bytes(header, wrapped).map_err(|e| e.to_string())?;
-        let mac_key = find(s, &hkms::hsm::transport::package_mac_label(card))?;
+        let mac_key = self.find(s, &hkms::hsm::transport::package_mac_label(card))?;
         self.fns
             .sign(s, cryptoki_sys::CKM_AES_CMAC, mac_key.handle(), &signed)
             .map_err(|e| e.to_string())
@@ -910,8 +929,8 @@ impl Raw {
         let factor = Factor::from_card_serial(serial).map_err(|e| e.to_string())?;
         let mut kcvs = Vec::new();
         for (master, header) in masters.iter().zip(headers) {
-            let master = find(s, master)?;
-            let transport = find(s, &hkms::hsm::transport::transport_label(card))?;
+            let master = self.find(s, master)?;
+            let transport = self.find(s, &hkms::hsm::transport::transport_label(card))?;
             let label = format!("hkms/card-export/{}", uuid::Uuid::new_v4().simple());
             let key = self
                 .fns
@@ -1481,6 +1500,7 @@ fn main() {
     let raw = Raw {
         fns: raw::Fns::load(&raw_city.module),
         wrap,
+        handles: Default::default(),
     };
     let max_clients = *LEVELS.iter().max().expect("levels");
     let mut city_sessions = raw_sessions(&pkcs11, &raw_city, max_clients);
