@@ -1697,6 +1697,47 @@ fn main() {
         )],
     ));
 
+    // The transport floor: the gRPC health check over the same kind of mTLS connection, with
+    // no identity, policy, HSM or audit behind it. No request can be served faster than this on
+    // this machine; it shows how much of the gap to raw is the gRPC/TLS round trip itself.
+    println!("\n== gRPC/mTLS floor (grpc.health.v1.Health/Check on the city node) ==");
+    println!("  clients |  ops/s   p50 ms   p99 ms | UnblockPin svc as share of the floor");
+    for (row, &c) in rows.iter().zip(LEVELS.iter()) {
+        let clients = rt.block_on(async {
+            let mut clients = Vec::new();
+            for _ in 0..c {
+                clients.push(tonic_health::pb::health_client::HealthClient::new(
+                    city.channel_as(WINDOW).await,
+                ));
+            }
+            clients
+        });
+        let op = |mut client: tonic_health::pb::health_client::HealthClient<Channel>, _: usize| async move {
+            let outcome = client
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .map(|_| ())
+                .map_err(|s| format!("{:?}", s.code()));
+            (client, outcome)
+        };
+        let count = settings.unblock_ops;
+        let _ = rt.block_on(drive_service(
+            clients.clone(),
+            0,
+            c * settings.warm_per_client,
+            settings.cap,
+            op,
+        ));
+        let (run, _) = rt.block_on(drive_service(clients, 0, count, settings.cap, op));
+        println!(
+            "  {c:>7} | {:>6.0} {:>8.2} {:>8.2} | {:.1}%",
+            run.ops_per_s(),
+            run.percentile_ms(0.5),
+            run.percentile_ms(0.99),
+            100.0 * row.service.ops_per_s() / run.ops_per_s()
+        );
+    }
+
     // ExportKey: Guangdong's two province keys in turn, for Guangdong, under its card.
     let mut rows = Vec::new();
     let (mut next, mut next_raw) = (0, 0);
