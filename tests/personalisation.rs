@@ -136,6 +136,33 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
         "two packages per card, no more"
     );
 
+    // Cards are worked on ahead of the answers, yet the answers keep the requests' order.
+    let more: Vec<String> = (0..16u64)
+        .map(|i| format!("{:016X}", 0x2234_5678_0000_0000 + i * 104_729))
+        .collect();
+    let requests: Vec<proto::PersonaliseRequest> = more
+        .iter()
+        .map(|serial| proto::PersonaliseRequest {
+            bureau_card_id: card.card_id.clone(),
+            card_serial: serial.clone(),
+        })
+        .collect();
+    let mut answers = proto::card_service_client::CardServiceClient::new(
+        city.channel_as("hkms://system/municipal/440100/card-issuance")
+            .await,
+    )
+    .personalise_cards(tokio_stream::iter(requests))
+    .await
+    .expect("stream")
+    .into_inner();
+    let mut order = Vec::new();
+    while let Some(answer) = answers.message().await.expect("answer") {
+        assert!(answer.error.is_empty(), "{}", answer.error);
+        assert_eq!(answer.packages.len(), 2);
+        order.push(answer.card_serial);
+    }
+    assert_eq!(order, more, "answers in request order, one per card");
+
     // Windows may not personalise.
     let window = city.cli_as(
         "hkms://window/municipal/440100/counter-1",
