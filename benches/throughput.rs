@@ -1116,8 +1116,65 @@ fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, Stor
             so.display()
         ),
     );
+    // Metrics on: the bench reads from them where the server's time goes.
+    let text = text + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     std::fs::write(dir.path().join("node.toml"), text).expect("config");
     (dir, store)
+}
+
+/// The node's metrics text (`/metrics` on the loopback port it logged at start).
+fn scrape(node: &TestNode) -> String {
+    use std::io::{Read, Write};
+    let log = node.log();
+    let Some(addr) = log
+        .find("metrics on http://")
+        .map(|i| &log[i + "metrics on http://".len()..])
+        .and_then(|rest| rest.split('/').next())
+    else {
+        return String::new();
+    };
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// The sum of every sample named `name` whose labels contain `with`.
+fn metric_sum(text: &str, name: &str, with: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+            (n == name && labels.contains(with)).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Where the server's time went between two scrapes, for requests of `rpc`: its time per
+/// request from the use case's start to the durable audit record, the PKCS#11 share of it,
+/// and the group-commit batch size.
+fn server_time(before: &str, after: &str, rpc: &str) -> String {
+    let d = |name: &str, with: &str| metric_sum(after, name, with) - metric_sum(before, name, with);
+    let with = format!("rpc=\"{rpc}\"");
+    let count = d("hkms_request_duration_seconds_count", &with);
+    if count < 1.0 {
+        return "server time: no metrics".into();
+    }
+    let total = d("hkms_request_duration_seconds_sum", &with) / count * 1e3;
+    let hsm = d("hkms_hsm_call_duration_seconds_sum", "") / count * 1e3;
+    let batch = d("hkms_audit_writes_total", "") / d("hkms_audit_commits_total", "").max(1.0);
+    format!(
+        "server time per {rpc} (node metrics, whole sweep): {total:.2} ms from use case to durable record, \
+         of which PKCS#11 calls {hsm:.2} ms; {batch:.1} writes per group commit; the rest of the \
+         client's latency is gRPC/TLS, queueing and the client itself"
+    )
 }
 
 fn start_node(dir: tempfile::TempDir, token: &Token) -> TestNode {
@@ -1654,6 +1711,7 @@ fn main() {
     let mut bests = Vec::new();
 
     // UnblockPin.
+    let scraped = scrape(&city);
     let mut rows = Vec::new();
     let (mut next, mut next_raw) = (1, 1_000_000);
     for &c in &LEVELS {
@@ -1690,11 +1748,14 @@ fn main() {
         "gRPC/mTLS to `hkms serve` (municipal 440100), clients hkms://window/...: policy, card_command, audit record (fsync) before the reply",
         UNBLOCK_CALLS,
         &rows,
-        &[format!(
-            "objects on the city's token / on its raw twin: {} / {}",
-            object_count(&pkcs11, &city_token),
-            object_count(&pkcs11, &raw_city)
-        )],
+        &[
+            format!(
+                "objects on the city's token / on its raw twin: {} / {}",
+                object_count(&pkcs11, &city_token),
+                object_count(&pkcs11, &raw_city)
+            ),
+            server_time(&scraped, &scrape(&city), "UnblockPin"),
+        ],
     ));
 
     // The transport floor: the gRPC health check over the same kind of mTLS connection, with
@@ -1739,6 +1800,7 @@ fn main() {
     }
 
     // ExportKey: Guangdong's two province keys in turn, for Guangdong, under its card.
+    let scraped = scrape(&nation);
     let mut rows = Vec::new();
     let (mut next, mut next_raw) = (0, 0);
     for &c in &LEVELS {
@@ -1791,14 +1853,18 @@ fn main() {
         "gRPC/mTLS to `hkms serve` (national 000000), the ministry's officer: registry reads, policy, wrap + package MAC, audit record (fsync) before the reply",
         EXPORT_CALLS,
         &rows,
-        &[format!(
-            "objects on the ministry's token / on its raw twin: {} / {}",
-            object_count(&pkcs11, &nation_token),
-            object_count(&pkcs11, &raw_nation)
-        )],
+        &[
+            format!(
+                "objects on the ministry's token / on its raw twin: {} / {}",
+                object_count(&pkcs11, &nation_token),
+                object_count(&pkcs11, &raw_nation)
+            ),
+            server_time(&scraped, &scrape(&nation), "ExportKey"),
+        ],
     ));
 
     // DeriveSubKey: distinct (province key, city) pairs, cities of all provinces interleaved;
+    let scraped = scrape(&nation);
     // the raw loop makes the same pairs from its own province keys, in the same order.
     let interleave = |provinces: &[(String, String)]| -> Arc<Vec<(String, String)>> {
         Arc::new(
@@ -1892,6 +1958,7 @@ fn main() {
                  labels on more than one key {:?}, keys with another label or none: {}",
                 unregistered, duplicated, other
             ),
+            server_time(&scraped, &scrape(&nation), "DeriveSubKey"),
             format!(
                 "derivations retried after CKR_GENERAL_ERROR (warm-up included): node {}, raw {}",
                 nation.log().matches("derivation failed in the token; retrying").count(),
@@ -1901,6 +1968,7 @@ fn main() {
     ));
 
     // PersonaliseCards: cards/s through c streams at once against c threads.
+    let scraped = scrape(&city);
     let mut rows = Vec::new();
     let (mut next, mut next_raw) = (0, 1usize << 40);
     let card_op = |s: &Session, i: usize| {
@@ -1954,6 +2022,7 @@ fn main() {
         &rows,
         &[
             "service latencies are the stream's wall time per card (cards are pipelined), not per-card times; a share that does not split evenly over the streams sends fewer cards".to_string(),
+            server_time(&scraped, &scrape(&city), "PersonaliseCards"),
         ],
     ));
 
