@@ -252,6 +252,20 @@ impl Hsm {
         Ok(found.len())
     }
 
+    /// Destroys every secret key with an empty label (hkms labels all it makes; these are what
+    /// a crash during object creation leaves); returns how many went.
+    pub fn destroy_unlabelled_secret_keys(&self) -> Result<usize, HsmError> {
+        let s = self.inner.pool.get()?;
+        let found = s.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(Vec::new()),
+        ])?;
+        for object in &found {
+            s.destroy_object(*object)?;
+        }
+        Ok(found.len())
+    }
+
     /// Labels of every secret key on the token (for the orphan check).
     pub fn secret_key_labels(&self) -> Result<Vec<String>, HsmError> {
         let s = self.inner.pool.get()?;
