@@ -123,8 +123,31 @@ impl Hsm {
             Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
             Algorithm::Des2 => Mechanism::Des2KeyGen,
         };
-        let key = s.generate_key(&mechanism, &templates::generate_template(spec))?;
-        self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+        let template = templates::generate_template(spec);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let made = s
+                .generate_key(&mechanism, &template)
+                .map_err(HsmError::from)
+                .and_then(|key| self.kcv_or_destroy(&s, key.handle(), spec.algorithm));
+            match made {
+                // The same SoftHSM2 hiccup as in `derive_key` (softhsm/SoftHSMv2#573): retried
+                // the same way, after removing whatever carries the new key's label.
+                Err(e) if e.is_token_hiccup() && attempt < 3 => {
+                    tracing::warn!(attempt, error = %e, "key generation failed in the token; retrying");
+                    if let Ok(found) =
+                        s.find_objects(&[Attribute::Label(spec.label.as_bytes().to_vec())])
+                    {
+                        for o in found {
+                            let _ = s.destroy_object(o);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5 * attempt));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Diversifies `parent` with `factor` inside the token (DESIGN.md §2: AES family
