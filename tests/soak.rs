@@ -506,9 +506,16 @@ async fn a_bounded_soak_of_every_role_ends_with_registry_log_and_token_in_agreem
                     .expect("client"),
             );
         }
+        let on_token = token_secret_labels(&pkcs11, &node.token.label);
+        let twice: Vec<&String> = on_token
+            .windows(2)
+            .filter(|w| w[0] == w[1] && !w[0].is_empty())
+            .map(|w| &w[0])
+            .collect();
         assert!(
             t.unexpected.is_empty(),
-            "{name}: requests that ended otherwise than expected: {:#?}\nthe node's warnings: {}",
+            "{name}: requests that ended otherwise than expected: {:#?}\n\
+             labels on the token twice: {twice:?}\nthe node's warnings: {}",
             t.unexpected,
             node.log()
                 .lines()
