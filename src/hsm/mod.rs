@@ -92,7 +92,16 @@ impl Hsm {
         let ctx = load_module(&config.module)?;
         let raw = RawModule::load(&config.module)?;
         let (slot, caps) = find_token(&ctx, &raw, &config.locator)?;
-        let sessions = open_sessions(&ctx, slot, config.sessions.max(1), &pin)?;
+        let limit = caps.session_limit(config.sessions);
+        if limit < config.sessions {
+            tracing::info!(
+                configured = config.sessions,
+                used = limit,
+                token = %caps.manufacturer,
+                "this token is used through one session at a time (see Capabilities::session_limit)"
+            );
+        }
+        let sessions = open_sessions(&ctx, slot, limit, &pin)?;
         Ok(Hsm {
             inner: Arc::new(Inner {
                 pool: SessionPool::new(sessions, config.session_wait),
