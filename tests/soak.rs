@@ -557,9 +557,9 @@ async fn a_bounded_soak_of_every_role_ends_with_registry_log_and_token_in_agreem
             "{name}: only the expected denials failed"
         );
 
-        // Registry rows and the token's labelled secret keys are the same set. SoftHSM2 under
-        // concurrent load now and then fails a key creation with CKR_GENERAL_ERROR and keeps
-        // an empty, unlabelled object (hkms retries the request): the orphan check must report
+        // Registry rows and the token's labelled secret keys are the same set. A key creation
+        // the token fails can leave an empty, unlabelled object (SoftHSM2 did, under concurrent
+        // calls, before hkms used it through one session): the orphan check must report
         // exactly those, and its cleanup must leave token and registry equal.
         let registered: Vec<String> = registered_labels(node, FINAL_AUDITOR)
             .await
