@@ -99,7 +99,13 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
     let node = Node::open(&config)?;
     let report = node.find_orphans()?;
     for label in &report.orphans {
-        println!("ORPHAN  {label}  (on the token, no live registry row)");
+        if label.is_empty() {
+            println!(
+                "ORPHAN  (no label)  (an empty secret key object: a crash cut its creation short)"
+            );
+        } else {
+            println!("ORPHAN  {label}  (on the token, no live registry row)");
+        }
     }
     for r in &report.missing {
         println!(

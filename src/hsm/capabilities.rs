@@ -59,6 +59,19 @@ impl Capabilities {
         Ok(())
     }
 
+    /// How many sessions the node may use at once, given the `sessions` it was configured
+    /// with. SoftHSM2 (2.6.1) fails concurrent calls on one token now and then even with
+    /// token-object creation serialised (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT,
+    /// CKR_KEY_FUNCTION_NOT_PERMITTED on keys that allow the function, and an empty object
+    /// left behind; softhsm/SoftHSMv2#573): every call goes through one session there.
+    pub fn session_limit(&self, configured: usize) -> usize {
+        if self.manufacturer.starts_with("SoftHSM") {
+            1
+        } else {
+            configured.max(1)
+        }
+    }
+
     /// Checks that keys of this algorithm can be diversified here.
     pub fn require_derive(&self, algorithm: Algorithm) -> Result<(), HsmError> {
         self.require(mechanisms::derive_mechanism(algorithm))
@@ -87,6 +100,15 @@ mod tests {
             Some(mechanisms::AES_KEY_WRAP_KWP)
         );
         assert_eq!(caps(vec![]).wrap_pad, None);
+    }
+
+    #[test]
+    fn softhsm2_is_used_through_one_session_and_other_tokens_as_configured() {
+        let mut c = caps(vec![]);
+        assert_eq!(c.session_limit(4), 4);
+        assert_eq!(c.session_limit(0), 1);
+        c.manufacturer = "SoftHSM project".into();
+        assert_eq!(c.session_limit(4), 1);
     }
 
     #[test]

@@ -99,7 +99,16 @@ impl Hsm {
         let ctx = load_module(&config.module)?;
         let raw = RawModule::load(&config.module)?;
         let (slot, caps) = find_token(&ctx, &raw, &config.locator)?;
-        let sessions = open_sessions(&ctx, slot, config.sessions.max(1), &pin)?;
+        let limit = caps.session_limit(config.sessions);
+        if limit < config.sessions {
+            tracing::info!(
+                configured = config.sessions,
+                used = limit,
+                token = %caps.manufacturer,
+                "this token is used through one session at a time (see Capabilities::session_limit)"
+            );
+        }
+        let sessions = open_sessions(&ctx, slot, limit, &pin)?;
         Ok(Hsm {
             inner: Arc::new(Inner {
                 pool: SessionPool::new(sessions, config.session_wait),
@@ -132,12 +141,34 @@ impl Hsm {
                 Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
                 Algorithm::Des2 => Mechanism::Des2KeyGen,
             };
-            let key = {
-                let _timer =
-                    timing::CallTimer::with("C_GenerateKey", mechanism.mechanism_type().into());
-                s.generate_key(&mechanism, &templates::generate_template(spec))?
-            };
-            self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+            let template = templates::generate_template(spec);
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let made = {
+                    let _timer =
+                        timing::CallTimer::with("C_GenerateKey", mechanism.mechanism_type().into());
+                    s.generate_key(&mechanism, &template)
+                }
+                .map_err(HsmError::from)
+                .and_then(|key| self.kcv_or_destroy(&s, key.handle(), spec.algorithm));
+                match made {
+                    // The same SoftHSM2 hiccup as in `derive_key` (softhsm/SoftHSMv2#573): retried
+                    // the same way, after removing whatever carries the new key's label.
+                    Err(e) if e.is_token_hiccup() && attempt < 3 => {
+                        tracing::warn!(attempt, error = %e, "key generation failed in the token; retrying");
+                        if let Ok(found) =
+                            s.find_objects(&[Attribute::Label(spec.label.as_bytes().to_vec())])
+                        {
+                            for o in found {
+                                let _ = s.destroy_object(o);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(5 * attempt));
+                    }
+                    other => return other,
+                }
+            }
         })
     }
 
@@ -277,6 +308,22 @@ impl Hsm {
             let s = self.session()?;
             self.inner.handles.forget(label);
             let found = s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?;
+            for object in &found {
+                s.destroy_object(*object)?;
+            }
+            Ok(found.len())
+        })
+    }
+
+    /// Destroys every secret key with an empty label (hkms labels all it makes; these are what
+    /// a crash during object creation leaves); returns how many went.
+    pub fn destroy_unlabelled_secret_keys(&self) -> Result<usize, HsmError> {
+        self.guarded(|| {
+            let s = self.session()?;
+            let found = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(Vec::new()),
+            ])?;
             for object in &found {
                 s.destroy_object(*object)?;
             }

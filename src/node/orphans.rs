@@ -1,6 +1,8 @@
 //! The reconciliation of token and registry: keys on the token that no live row explains
 //! (left by a crash between the HSM step and the registry write), and live rows whose key is
-//! gone from the token.
+//! gone from the token. A secret key with no label is an orphan too: hkms labels every object
+//! it makes, and SoftHSM2 leaves an empty, unlabelled object when the process dies while the
+//! token is creating one (its file is written before the template is applied).
 
 use std::collections::BTreeSet;
 
@@ -14,7 +16,8 @@ const LABEL_PREFIX: &str = "hkms/";
 /// What the reconciliation found.
 #[derive(Debug, Clone, Default)]
 pub struct OrphanReport {
-    /// Labels of hkms keys on the token with no row, or whose row says destroyed.
+    /// Labels of hkms keys on the token with no row, or whose row says destroyed; an empty
+    /// label for each unlabelled secret key.
     pub orphans: Vec<String>,
     /// Rows that are not destroyed but whose key is missing from the token.
     pub missing: Vec<KeyRecord>,
@@ -24,9 +27,9 @@ impl Node {
     /// Compares the token with the registry. Run it while no key is being created, or expect
     /// the key in flight to show up as an orphan.
     pub fn find_orphans(&self) -> Result<OrphanReport, NodeError> {
-        let on_token: BTreeSet<String> = self
-            .hsm
-            .secret_key_labels()?
+        let labels = self.hsm.secret_key_labels()?;
+        let unlabelled = labels.iter().filter(|l| l.is_empty()).count();
+        let on_token: BTreeSet<String> = labels
             .into_iter()
             .filter(|l| l.starts_with(LABEL_PREFIX))
             .collect();
@@ -36,7 +39,8 @@ impl Node {
             live.insert(crate::hsm::transport::transport_label(&t.card_id));
             live.insert(crate::hsm::transport::package_mac_label(&t.card_id));
         }
-        let orphans = on_token.difference(&live).cloned().collect();
+        let mut orphans: Vec<String> = on_token.difference(&live).cloned().collect();
+        orphans.extend(std::iter::repeat_n(String::new(), unlabelled));
         let missing = self
             .store
             .list_keys(&KeyFilter::default())?
@@ -51,7 +55,12 @@ impl Node {
         let report = self.find_orphans()?;
         let mut destroyed = 0;
         for label in &report.orphans {
-            destroyed += self.hsm.destroy_key(label)?;
+            if !label.is_empty() {
+                destroyed += self.hsm.destroy_key(label)?;
+            }
+        }
+        if report.orphans.iter().any(String::is_empty) {
+            destroyed += self.hsm.destroy_unlabelled_secret_keys()?;
         }
         Ok(destroyed)
     }

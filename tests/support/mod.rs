@@ -646,3 +646,172 @@ pub async fn key_count(node: &TestNode) -> usize {
         .keys
         .len()
 }
+
+/// A node config text with the token's SO PIN file added (nodes that issue transport cards).
+pub fn with_so_pin(text: String, token: &Token) -> String {
+    let so = token.pin_file.with_file_name("so.pin");
+    text.replace(
+        &format!("pin_file = \"{}\"", token.pin_file.display()),
+        &format!(
+            "pin_file = \"{}\"\nso_pin_file = \"{}\"",
+            token.pin_file.display(),
+            so.display()
+        ),
+    )
+}
+
+/// Exports the node's log as `auditor` into `out` with the CLI, requires `hkms audit verify`
+/// to pass on it, and returns its records.
+pub fn verified_records(node: &TestNode, auditor: &str, out: &Path) -> Vec<serde_json::Value> {
+    let o = node.cli_as(
+        auditor,
+        &["audit", "export", "--out", &out.display().to_string()],
+    );
+    assert!(o.status.success(), "audit export: {}", stderr(&o));
+    let v = Command::new(hkms_bin())
+        .args(["audit", "verify", &out.display().to_string()])
+        .output()
+        .expect("run hkms audit verify");
+    assert!(
+        v.status.success(),
+        "the ceremony log does not verify: {}{}",
+        stdout(&v),
+        stderr(&v)
+    );
+    std::fs::read_to_string(out.join("records.jsonl"))
+        .expect("records.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("record"))
+        .collect()
+}
+
+/// Labels of the secret keys on a token, sorted, one per object (an empty one for an object
+/// without a label), seen through this process's PKCS#11 module (logged in as the user, so
+/// private objects count too).
+pub fn token_secret_labels(pkcs11: &cryptoki::context::Pkcs11, label: &str) -> Vec<String> {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let slot = pkcs11
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|s| {
+            pkcs11
+                .get_token_info(*s)
+                .map(|i| i.label().trim_end() == label)
+                .unwrap_or(false)
+        })
+        .expect("token");
+    let session = pkcs11.open_ro_session(slot).expect("session");
+    let _ = session.login(
+        cryptoki::session::UserType::User,
+        Some(&secrecy::SecretString::from(USER_PIN)),
+    );
+    let mut labels = Vec::new();
+    for o in session
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .expect("find")
+    {
+        for a in session
+            .get_attributes(o, &[AttributeType::Label])
+            .expect("label")
+        {
+            if let Attribute::Label(b) = a {
+                labels.push(String::from_utf8_lossy(&b).into_owned());
+            }
+        }
+    }
+    let _ = session.logout();
+    labels.sort();
+    labels
+}
+
+/// The token labels the node's registry accounts for, read through the API as `reader` (who
+/// must read every key): live key rows, plus each transport card's key and package MAC key.
+pub async fn registered_labels(
+    node: &TestNode,
+    reader: &str,
+) -> std::collections::BTreeSet<String> {
+    let channel = node.channel_as(reader).await;
+    let keys = KeyServiceClient::new(channel.clone())
+        .list_keys(hkms::proto::ListKeysRequest::default())
+        .await
+        .expect("list keys")
+        .into_inner()
+        .keys;
+    let cards = hkms::proto::transport_service_client::TransportServiceClient::new(channel)
+        .list_transport_keys(hkms::proto::ListTransportKeysRequest {})
+        .await
+        .expect("list transport keys")
+        .into_inner()
+        .transport_keys;
+    keys.iter()
+        .filter(|k| k.state != "destroyed")
+        .map(|k| format!("hkms/{}", k.id))
+        .chain(cards.iter().flat_map(|c| {
+            [
+                hkms::hsm::transport::transport_label(&c.card_id),
+                hkms::hsm::transport::package_mac_label(&c.card_id),
+            ]
+        }))
+        .collect()
+}
+
+/// `hkms keys orphans` on the node: the labels it reports as orphans, sorted (an empty one for
+/// each object without a label), how many rows it reports missing, and its output.
+pub fn orphan_report(node: &TestNode) -> (Vec<String>, usize, String) {
+    let o = node.cli(&["keys", "orphans"]);
+    let text = stdout(&o);
+    let mut orphans: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ORPHAN  "))
+        .map(|l| {
+            if l.starts_with("(no label)") {
+                String::new()
+            } else {
+                l.split_whitespace().next().unwrap_or_default().to_string()
+            }
+        })
+        .collect();
+    orphans.sort();
+    let missing = text.lines().filter(|l| l.starts_with("MISSING ")).count();
+    (orphans, missing, text + &stderr(&o))
+}
+
+/// A tiny seeded xorshift64* generator for random but reproducible test schedules.
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Seeded from `env` when it holds a number, otherwise from the clock; the seed is printed
+    /// so that a failing run can be repeated.
+    pub fn from_env(env: &str) -> XorShift {
+        let seed = std::env::var(env)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("random schedule: {env}={seed}");
+        XorShift(seed.max(1))
+    }
+
+    /// Seeded with `seed` (for one client of a seeded schedule).
+    pub fn seeded(seed: u64) -> XorShift {
+        XorShift(seed.max(1))
+    }
+
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
