@@ -7,6 +7,10 @@ use super::HsmError;
 use super::mechanisms::{self, mechanism_name};
 use crate::hierarchy::{Algorithm, Usage};
 
+/// Destroyed session objects between two initialisations of a SoftHSM2 module: at most about
+/// 25 MB of its leak (see [`Capabilities::session_object_budget`]).
+const DEFAULT_SESSION_OBJECT_BUDGET: u64 = 100_000;
+
 /// The token's identity and the mechanisms hkms cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
@@ -70,6 +74,16 @@ impl Capabilities {
         } else {
             configured.max(1)
         }
+    }
+
+    /// After how many destroyed session objects (card keys) the module should be initialised
+    /// again. SoftHSM2 2.6.1 keeps every destroyed session object in memory until
+    /// `C_Finalize` (its `SessionObjectStore::deleteObject` never frees it; fixed upstream
+    /// later), about 250 bytes each: a million cards would otherwise cost the node 0.5 GB.
+    pub fn session_object_budget(&self) -> Option<u64> {
+        self.manufacturer
+            .starts_with("SoftHSM")
+            .then_some(DEFAULT_SESSION_OBJECT_BUDGET)
     }
 
     /// Checks that keys of this algorithm can be diversified here.

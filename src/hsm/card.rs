@@ -18,7 +18,7 @@ impl Hsm {
         challenge: &[u8; card::CHALLENGE_LEN],
         pin_block: &[u8; BLOCK],
     ) -> Result<Vec<u8>, HsmError> {
-        self.guarded(|| {
+        let out = self.guarded(|| {
             let s = self.session()?;
             let master = self.key_handle(&s, master_label)?;
             let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
@@ -60,7 +60,9 @@ impl Hsm {
             let apdu = built?;
             destroyed?;
             Ok(apdu)
-        })
+        });
+        self.session_object_destroyed();
+        out
     }
 }
 
@@ -74,7 +76,7 @@ impl Hsm {
         serial: &Factor,
         card_id: &str,
     ) -> Result<(Vec<u8>, Kcv), HsmError> {
-        self.guarded(|| {
+        let out = self.guarded(|| {
             let wrap = self.wrap_pad()?;
             let s = self.session()?;
             let master = self.key_handle(&s, master_label)?;
@@ -96,6 +98,9 @@ impl Hsm {
             let out = out?;
             destroyed?;
             Ok(out)
-        })
+        });
+        // The session is back in the pool: the module may be initialised again now.
+        self.session_object_destroyed();
+        out
     }
 }

@@ -80,6 +80,11 @@ struct Inner {
     token_writes: std::sync::Mutex<()>,
     /// Handles of keys found by label (`handles.rs`).
     handles: handles::HandleCache,
+    /// Session objects destroyed since the module was last initialised, and after how many it
+    /// is initialised again (0: never); see `recovery.rs`, `Hsm::recycle`.
+    session_objects: std::sync::atomic::AtomicU64,
+    session_object_budget: std::sync::atomic::AtomicU64,
+    recycling: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -109,6 +114,7 @@ impl Hsm {
             );
         }
         let sessions = open_sessions(&ctx, slot, limit, &pin)?;
+        let budget = caps.session_object_budget().unwrap_or(0);
         Ok(Hsm {
             inner: Arc::new(Inner {
                 pool: SessionPool::new(sessions, config.session_wait),
@@ -119,6 +125,9 @@ impl Hsm {
                 pin,
                 token_writes: std::sync::Mutex::new(()),
                 handles: handles::HandleCache::default(),
+                session_objects: std::sync::atomic::AtomicU64::new(0),
+                session_object_budget: std::sync::atomic::AtomicU64::new(budget),
+                recycling: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

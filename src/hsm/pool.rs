@@ -229,6 +229,35 @@ impl SessionPool {
 }
 
 impl AllSessions<'_> {
+    /// Closes every held session, then puts the sessions `reopen` makes (after initialising
+    /// the module again) in their place as a new generation, which it returns. If `reopen`
+    /// fails, the pool is left broken for the recovery to rebuild.
+    pub(crate) fn replace(
+        mut self,
+        reopen: impl FnOnce() -> Result<Vec<Session>, HsmError>,
+    ) -> Result<u64, HsmError> {
+        let held = self.sessions.len();
+        // Closed here, before any C_Finalize: no old handle may outlive the module.
+        self.sessions.clear();
+        let fresh = reopen();
+        let mut state = self.pool.lock()?;
+        state.lent = state.lent.saturating_sub(held);
+        let out = match fresh {
+            Ok(sessions) => {
+                state.idle = sessions;
+                state.generation += 1;
+                Ok(state.generation)
+            }
+            Err(e) => {
+                state.broken = true;
+                state.idle.clear();
+                Err(e)
+            }
+        };
+        self.pool.freed.notify_all();
+        out
+    }
+
     /// One of the held sessions.
     pub(crate) fn first(&self) -> Result<&Session, HsmError> {
         self.sessions.first().ok_or_else(|| HsmError::Unexpected {

@@ -16,6 +16,7 @@
 //! While it fails, requests get UNAVAILABLE at once instead of waiting. A refused or locked PIN
 //! stops the attempts: retrying would lock the token.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -260,6 +261,71 @@ impl Hsm {
         }
         let sessions = open_sessions(&inner.ctx, slot, inner.pool.size(), &inner.pin)?;
         Ok((slot, sessions))
+    }
+}
+
+impl Hsm {
+    /// Counts one destroyed session object; once the budget is spent (SoftHSM2: see
+    /// [`super::Capabilities::session_object_budget`]) initialises the module again, which is
+    /// the only way to make SoftHSM2 2.6.1 free them. Call it holding no session.
+    pub(crate) fn session_object_destroyed(&self) {
+        let inner = &self.inner;
+        let budget = inner.session_object_budget.load(Ordering::Relaxed);
+        let spent = inner.session_objects.fetch_add(1, Ordering::Relaxed) + 1;
+        if budget == 0 || spent < budget || inner.recycling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        inner.session_objects.store(0, Ordering::Relaxed);
+        match self.recycle() {
+            Ok(generation) => tracing::info!(
+                token = %inner.caps.label,
+                generation,
+                destroyed_session_objects = spent,
+                "PKCS#11 module initialised again to free destroyed session objects"
+            ),
+            Err(e) => tracing::warn!(
+                token = %inner.caps.label,
+                error = %e,
+                "cannot initialise the PKCS#11 module again; the recovery takes over"
+            ),
+        }
+        inner.recycling.store(false, Ordering::Release);
+    }
+
+    /// Sets after how many destroyed session objects the module is initialised again (0:
+    /// never). The default comes from the token's capabilities; tests set a small one.
+    pub fn set_session_object_budget(&self, budget: u64) {
+        self.inner
+            .session_object_budget
+            .store(budget, Ordering::Relaxed);
+    }
+
+    /// The session pool's generation: it grows with every rebuild and every recycle.
+    pub fn pool_generation(&self) -> u64 {
+        self.inner.pool.generation()
+    }
+
+    /// Waits until no request holds a session (new ones wait for the pool meanwhile), closes
+    /// every session, finalizes and initialises the module, logs in again and refills the
+    /// pool. Requests only wait; none fails unless the token cannot be opened again.
+    fn recycle(&self) -> Result<u64, HsmError> {
+        let inner = &self.inner;
+        let all = inner.pool.take_all()?;
+        let mut slot = inner
+            .recovery
+            .slot
+            .write()
+            .map_err(|_| HsmError::Unexpected {
+                what: "state of the token slot (a thread panicked while holding it)".into(),
+            })?;
+        // Handles die with the module.
+        inner.handles.clear();
+        all.replace(|| {
+            reinitialise(&inner.ctx)?;
+            let (found, sessions) = self.reopen()?;
+            *slot = found;
+            Ok(sessions)
+        })
     }
 }
 
