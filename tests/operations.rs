@@ -133,11 +133,10 @@ async fn metrics_count_requests_denials_latency_sessions_and_the_audit_queue() {
         ) == Some(4.0),
         "{body}"
     );
-    // Nothing in flight now: the pool is idle (SoftHSM2 gets one session, whatever the config
-    // asks: `Capabilities::session_limit`) and the audit queue empty.
+    // Nothing in flight now: the pool (4 sessions) is idle and the audit queue empty.
     assert_eq!(
         sample(&body, "hkms_hsm_sessions", &[("state", "idle")]),
-        Some(1.0)
+        Some(4.0)
     );
     assert_eq!(
         sample(&body, "hkms_hsm_sessions", &[("state", "busy")]),

@@ -64,16 +64,13 @@ impl Capabilities {
     }
 
     /// How many sessions the node may use at once, given the `sessions` it was configured
-    /// with. SoftHSM2 (2.6.1) fails concurrent calls on one token now and then even with
-    /// token-object creation serialised (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT,
+    /// with. SoftHSM2 (2.6.1) fails a token-object creation now and then when other calls run
+    /// on the token meanwhile (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT,
     /// CKR_KEY_FUNCTION_NOT_PERMITTED on keys that allow the function, and an empty object
-    /// left behind; softhsm/SoftHSMv2#573): every call goes through one session there.
+    /// left behind; softhsm/SoftHSMv2#573). A creation therefore takes the token lock
+    /// exclusively (`Hsm::writing_session`), and the configured sessions serve the rest.
     pub fn session_limit(&self, configured: usize) -> usize {
-        if self.manufacturer.starts_with("SoftHSM") {
-            1
-        } else {
-            configured.max(1)
-        }
+        configured.max(1)
     }
 
     /// After how many destroyed session objects (card keys) the module should be initialised
@@ -117,12 +114,12 @@ mod tests {
     }
 
     #[test]
-    fn softhsm2_is_used_through_one_session_and_other_tokens_as_configured() {
+    fn sessions_are_as_configured_and_at_least_one() {
         let mut c = caps(vec![]);
         assert_eq!(c.session_limit(4), 4);
         assert_eq!(c.session_limit(0), 1);
         c.manufacturer = "SoftHSM project".into();
-        assert_eq!(c.session_limit(4), 1);
+        assert_eq!(c.session_limit(4), 4);
     }
 
     #[test]

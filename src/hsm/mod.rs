@@ -40,6 +40,26 @@ pub use templates::{Lifetime, SecretKeySpec};
 
 use crate::hierarchy::{Algorithm, Factor, Kcv, KcvMethod};
 use pool::{AllSessions, PooledSession, SessionPool};
+
+/// A pooled session and the token lock it was taken under (see `Inner::token_lock`); both go
+/// back on drop.
+pub(crate) struct TokenSession<'a> {
+    session: PooledSession<'a>,
+    _lock: TokenLock<'a>,
+}
+
+/// Held for its drop only.
+enum TokenLock<'a> {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'a, ()>),
+}
+
+impl<'a> std::ops::Deref for TokenSession<'a> {
+    type Target = PooledSession<'a>;
+    fn deref(&self) -> &PooledSession<'a> {
+        &self.session
+    }
+}
 use raw::RawModule;
 use recovery::Recovery;
 
@@ -74,10 +94,11 @@ struct Inner {
     caps: Capabilities,
     /// Kept to log the user back in after security-officer work and after a lost session.
     pin: SecretString,
-    /// Serialises the creation of token objects: SoftHSM2 2.6.1 fails concurrent creations
-    /// now and then (CKR_GENERAL_ERROR; softhsm/SoftHSMv2#573). Session objects (card keys)
-    /// are not held up.
-    token_writes: std::sync::Mutex<()>,
+    /// Creating a token object takes it exclusively, everything else shares it: SoftHSM2
+    /// 2.6.1 fails a creation now and then when anything else runs on the token meanwhile
+    /// (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT...; softhsm/SoftHSMv2#573). Session
+    /// objects (card keys) are made under the shared side.
+    token_lock: std::sync::RwLock<()>,
     /// Handles of keys found by label (`handles.rs`).
     handles: handles::HandleCache,
     /// Session objects destroyed since the module was last initialised, and after how many it
@@ -123,7 +144,7 @@ impl Hsm {
                 recovery: Recovery::new(config.locator.clone(), caps.serial.clone(), slot),
                 caps,
                 pin,
-                token_writes: std::sync::Mutex::new(()),
+                token_lock: std::sync::RwLock::new(()),
                 handles: handles::HandleCache::default(),
                 session_objects: std::sync::atomic::AtomicU64::new(0),
                 session_object_budget: std::sync::atomic::AtomicU64::new(budget),
@@ -144,8 +165,7 @@ impl Hsm {
             self.inner
                 .caps
                 .require_generate(spec.algorithm, spec.usage)?;
-            let s = self.session()?;
-            let _one_writer = self.token_write()?;
+            let s = self.writing_session()?;
             let mechanism = match spec.algorithm {
                 Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
                 Algorithm::Des2 => Mechanism::Des2KeyGen,
@@ -214,12 +234,9 @@ impl Hsm {
                 ),
             });
         }
-        let s = self.session()?;
+        let s = self.session_for(child.lifetime)?;
         let parent = self.key_handle(&s, parent_label)?;
         let template = templates::secret_key_template(child);
-        let _one_writer = (child.lifetime == Lifetime::Token)
-            .then(|| self.token_write())
-            .transpose()?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -267,10 +284,7 @@ impl Hsm {
                     ),
                 });
             }
-            let s = self.session()?;
-            let _one_writer = (spec.lifetime == Lifetime::Token)
-                .then(|| self.token_write())
-                .transpose()?;
+            let s = self.session_for(spec.lifetime)?;
             let mut template = templates::generate_template(spec);
             template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
             template.push(Attribute::Value(value.to_vec()));
@@ -412,15 +426,43 @@ impl Hsm {
         self.inner.pool.use_counts()
     }
 
-    /// A session from the pool; if the pool was lost, rebuilds it first (`recovery.rs`).
-    pub(crate) fn session(&self) -> Result<PooledSession<'_>, HsmError> {
-        match self.inner.pool.get() {
+    /// A session from the pool, sharing the token with other requests; if the pool was lost,
+    /// rebuilds it first (`recovery.rs`).
+    pub(crate) fn session(&self) -> Result<TokenSession<'_>, HsmError> {
+        self.session_with(false)
+    }
+
+    /// A session for creating a token object: nothing else runs on the token meanwhile.
+    pub(crate) fn writing_session(&self) -> Result<TokenSession<'_>, HsmError> {
+        self.session_with(true)
+    }
+
+    /// A writing session for a token object, a sharing one for a session object.
+    pub(crate) fn session_for(&self, lifetime: Lifetime) -> Result<TokenSession<'_>, HsmError> {
+        self.session_with(lifetime == Lifetime::Token)
+    }
+
+    fn session_with(&self, exclusive: bool) -> Result<TokenSession<'_>, HsmError> {
+        // The lock first, then the session: nobody waits for the lock holding a session.
+        let poisoned = || HsmError::Unexpected {
+            what: "state of the token lock (a thread panicked while holding it)".into(),
+        };
+        let lock = if exclusive {
+            TokenLock::Exclusive(self.inner.token_lock.write().map_err(|_| poisoned())?)
+        } else {
+            TokenLock::Shared(self.inner.token_lock.read().map_err(|_| poisoned())?)
+        };
+        let session = match self.inner.pool.get() {
             Err(HsmError::Reconnecting { .. }) => {
                 self.recover()?;
                 self.inner.pool.get()
             }
             other => other,
-        }
+        }?;
+        Ok(TokenSession {
+            session,
+            _lock: lock,
+        })
     }
 
     /// Every session of the pool (security-officer work); rebuilds a lost pool first.
@@ -432,16 +474,6 @@ impl Hsm {
             }
             other => other,
         }
-    }
-
-    /// Held while a token object is created (see `Inner::token_writes`).
-    pub(crate) fn token_write(&self) -> Result<std::sync::MutexGuard<'_, ()>, HsmError> {
-        self.inner
-            .token_writes
-            .lock()
-            .map_err(|_| HsmError::Unexpected {
-                what: "state of the token write lock (a thread panicked while holding it)".into(),
-            })
     }
 
     fn kcv_of(

@@ -339,8 +339,7 @@ impl Hsm {
     /// key that can only compute CMACs.
     fn make_package_mac_key(&self, card_id: &str) -> Result<(), HsmError> {
         self.guarded(|| {
-            let s = self.session()?;
-            let _one_writer = self.token_write()?;
+            let s = self.writing_session()?;
             let transport = find_on(&s, &transport_label(card_id))?;
             let label = package_mac_label(card_id);
             self.inner.raw.derive_encrypt_data(
@@ -385,7 +384,7 @@ impl Hsm {
         let on_card = find_on(&card.session, &label)?;
         let theirs = card_kcv(&card.session, on_card)?;
         let mine = {
-            let s = self.session()?;
+            let s = self.writing_session()?;
             let (pub_key, priv_key) = rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?;
             let result = (|| -> Result<Kcv, HsmError> {
                 let public = rsa_public(&s, pub_key)?;
@@ -393,7 +392,6 @@ impl Hsm {
                 let wrapped = card.session.wrap_key(&oaep(), card_wrapping, on_card);
                 let _ = card.session.destroy_object(card_wrapping);
                 let wrapped = wrapped?;
-                let _one_writer = self.token_write()?;
                 let key = s.unwrap_key(
                     &oaep(),
                     priv_key,
@@ -455,8 +453,7 @@ impl Hsm {
     ) -> Result<Kcv, HsmError> {
         self.guarded(|| {
             let mech = self.wrap_pad()?;
-            let s = self.session()?;
-            let _one_writer = self.token_write()?;
+            let s = self.writing_session()?;
             let transport = self.key_handle(&s, &transport_label(card_id))?;
             let mut template = super::templates::secret_key_template(spec);
             // SoftHSM2 refuses CKA_VALUE_LEN in an unwrap template.
