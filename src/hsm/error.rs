@@ -189,7 +189,12 @@ impl HsmError {
             HsmError::KeyNotFound { .. } => true,
             HsmError::Pkcs11 { rv, .. } => matches!(
                 rv.as_str(),
-                "GeneralError" | "FunctionFailed" | "ObjectHandleInvalid" | "KeyHandleInvalid"
+                "GeneralError"
+                    | "FunctionFailed"
+                    | "ObjectHandleInvalid"
+                    | "KeyHandleInvalid"
+                    | "WrappingKeyHandleInvalid"
+                    | "UnwrappingKeyHandleInvalid"
             ),
             _ => false,
         }
@@ -198,7 +203,8 @@ impl HsmError {
     /// Whether a call refused an object handle (a remembered one may be stale).
     pub(crate) fn is_invalid_handle(&self) -> bool {
         matches!(self, HsmError::Pkcs11 { rv, .. }
-            if rv == "ObjectHandleInvalid" || rv == "KeyHandleInvalid")
+            if matches!(rv.as_str(), "ObjectHandleInvalid" | "KeyHandleInvalid"
+                | "WrappingKeyHandleInvalid" | "UnwrappingKeyHandleInvalid"))
     }
 
     /// Maps a raw `CK_RV` from a call made through [`crate::hsm`]'s raw path.

@@ -334,6 +334,8 @@ impl Hsm {
             for object in &found {
                 s.destroy_object(*object)?;
             }
+            // Again: a search that found the key meanwhile must not keep its handle.
+            self.inner.handles.forget(label);
             Ok(found.len())
         })
     }
@@ -413,11 +415,12 @@ impl Hsm {
         label: &str,
     ) -> Result<ObjectHandle, HsmError> {
         let generation = s.generation();
-        if let Some(handle) = self.inner.handles.get(generation, label) {
-            return Ok(handle);
-        }
+        let epoch = match self.inner.handles.get(generation, label) {
+            Ok(handle) => return Ok(handle),
+            Err(epoch) => epoch,
+        };
         let handle = find_key(s, label)?;
-        self.inner.handles.put(generation, label, handle);
+        self.inner.handles.put(generation, epoch, label, handle);
         Ok(handle)
     }
 

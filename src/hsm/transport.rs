@@ -244,7 +244,14 @@ impl Hsm {
             // A logout ends every private object's handle (SoftHSM2 hands out new ones after
             // the login); no request runs meanwhile, as all sessions are held.
             self.inner.handles.clear();
-            login_user(s, &self.inner.pin)?;
+            if let Err(e) = login_user(s, &self.inner.pin) {
+                // The sessions would go back logged out: have the recovery log in again.
+                tracing::error!(error = %e, "cannot log the user back in after security-officer work");
+                return Err(HsmError::SessionLost {
+                    function: "C_Login(user) after security-officer work".into(),
+                    rv: e.to_string(),
+                });
+            }
             result
         })
     }

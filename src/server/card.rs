@@ -88,7 +88,7 @@ impl CardService for CardApi {
         let node = Arc::clone(&self.node);
         tokio::spawn(async move {
             let batch = format!("r-{}", uuid::Uuid::new_v4().simple());
-            let (mut cards, mut failed) = (0u64, 0u64);
+            let (mut cards, mut failed, mut undelivered) = (0u64, 0u64, 0u64);
             let (n, w, rid) = (Arc::clone(&node), who.clone(), batch.clone());
             let mut answers = incoming
                 .map(move |item| {
@@ -139,8 +139,10 @@ impl CardService for CardApi {
                         error: format!("did not finish: {e}"),
                     },
                 };
-                if tx.send(Ok(answer)).await.is_err() {
-                    break;
+                // A client that went away still lets the cards in the works finish (each has
+                // its record); they are counted as undelivered in the batch record.
+                if undelivered > 0 || tx.send(Ok(answer)).await.is_err() {
+                    undelivered += 1;
                 }
             }
             // The stream itself is a request too: one record of the batch, even when it
@@ -150,6 +152,7 @@ impl CardService for CardApi {
                 execute(&n, who, "PersonaliseCards", &batch, |_, req| {
                     req.param("batch_cards", cards.to_string());
                     req.param("batch_failed", failed.to_string());
+                    req.param("batch_undelivered", undelivered.to_string());
                     Ok(())
                 })
             })

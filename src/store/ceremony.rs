@@ -134,8 +134,8 @@ impl Store {
 
     /// A ceremony and its approvals.
     pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
-        let conn = self.lock()?;
-        get_in(&conn, id)
+        // The row and its approvals from one snapshot.
+        self.read_snapshot("reading a ceremony", |conn| get_in(conn, id))
     }
 
     /// Every ceremony, newest first, optionally in one state.

@@ -7,9 +7,8 @@
 //! record are on disk, exactly as with one transaction each, but concurrent requests pay for
 //! one fsync instead of one each.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use rusqlite::Connection;
 
@@ -17,9 +16,6 @@ use super::StoreError;
 
 /// The most writes one commit carries: a bound on how long the first of them waits.
 const MAX_BATCH: usize = 256;
-
-/// How many failed batches are remembered for their late waiters.
-const FAILURES_KEPT: usize = 64;
 
 /// The write connection and the batch open on it.
 pub(super) struct GroupCommit {
@@ -60,14 +56,17 @@ pub(super) struct State {
     pub(super) conn: Connection,
     open: Option<Batch>,
     last_batch: u64,
-    last_committed: u64,
-    failures: BTreeMap<u64, String>,
 }
 
 struct Batch {
     id: u64,
     writes: u64,
+    /// Set once, when the batch is committed (`Ok`) or rolled back (`Err`, why); every writer
+    /// of the batch holds it.
+    outcome: Outcome,
 }
+
+type Outcome = Arc<OnceLock<Result<(), String>>>;
 
 impl GroupCommit {
     pub(super) fn new(conn: Connection) -> GroupCommit {
@@ -76,8 +75,6 @@ impl GroupCommit {
                 conn,
                 open: None,
                 last_batch: 0,
-                last_committed: 0,
-                failures: BTreeMap::new(),
             }),
             committed: Condvar::new(),
             arriving: AtomicUsize::new(0),
@@ -116,7 +113,7 @@ impl GroupCommit {
         let locked = self.state.lock();
         self.arriving.fetch_sub(1, Ordering::SeqCst);
         let mut state = locked.map_err(|_| StoreError::Poisoned)?;
-        let batch = self.open_batch(&mut state, context)?;
+        let outcome = self.open_batch(&mut state, context)?;
         let out = match in_savepoint(&state.conn, context, f) {
             Ok(out) => out,
             Err(broken) => {
@@ -137,16 +134,16 @@ impl GroupCommit {
                 .map(|e| e.to_string());
             self.settle(&mut state, failure);
         } else if out.is_ok() {
-            // A writer is arriving and will commit this batch (or a later one with it).
-            while state.last_committed < batch {
+            // A writer is arriving and will commit this batch (or fail it).
+            while outcome.get().is_none() {
                 state = self
                     .committed
                     .wait(state)
                     .map_err(|_| StoreError::Poisoned)?;
             }
         }
-        match (out, state.failures.get(&batch)) {
-            (Ok(_), Some(reason)) => Err(StoreError::CommitFailed {
+        match (out, outcome.get()) {
+            (Ok(_), Some(Err(reason))) => Err(StoreError::CommitFailed {
                 context,
                 reason: reason.clone(),
             }),
@@ -154,20 +151,23 @@ impl GroupCommit {
         }
     }
 
-    fn open_batch(&self, state: &mut State, context: &'static str) -> Result<u64, StoreError> {
+    /// The open batch's outcome, opening a batch if none is.
+    fn open_batch(&self, state: &mut State, context: &'static str) -> Result<Outcome, StoreError> {
         if let Some(batch) = &state.open {
-            return Ok(batch.id);
+            return Ok(Arc::clone(&batch.outcome));
         }
         state
             .conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(StoreError::sqlite(context))?;
         state.last_batch += 1;
+        let outcome = Outcome::default();
         state.open = Some(Batch {
             id: state.last_batch,
             writes: 0,
+            outcome: Arc::clone(&outcome),
         });
-        Ok(state.last_batch)
+        Ok(outcome)
     }
 
     /// Closes the open batch, committed or (with `failure`) rolled back, and wakes its waiters.
@@ -177,19 +177,19 @@ impl GroupCommit {
         };
         if let Some(reason) = failure {
             if !state.conn.is_autocommit() {
-                // Best effort: the connection must not stay inside the failed transaction.
-                let _ = state.conn.execute_batch("ROLLBACK");
+                // The connection must not stay inside the failed transaction.
+                if let Err(e) = state.conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "cannot roll back a failed registry batch; \
+                        later writes will fail until hkms is restarted");
+                }
             }
             tracing::error!(batch = batch.id, writes = batch.writes, %reason, "a registry commit failed; its writes were refused");
-            state.failures.insert(batch.id, reason);
-            while state.failures.len() > FAILURES_KEPT {
-                state.failures.pop_first();
-            }
+            let _ = batch.outcome.set(Err(reason));
         } else {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             self.stats.writes.fetch_add(batch.writes, Ordering::Relaxed);
+            let _ = batch.outcome.set(Ok(()));
         }
-        state.last_committed = batch.id;
         self.committed.notify_all();
     }
 }

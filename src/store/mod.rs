@@ -128,6 +128,26 @@ impl Store {
         }
     }
 
+    /// Runs several reads on one snapshot of committed data (a read transaction).
+    fn read_snapshot<T>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.lock()?;
+        if !conn.is_autocommit() {
+            // An in-memory store's open batch: its connection is already in a transaction.
+            return f(&conn);
+        }
+        let tx = conn
+            .unchecked_transaction()
+            .map_err(StoreError::sqlite(context))?;
+        let out = f(&tx);
+        // Nothing was written; ending the read transaction either way releases the snapshot.
+        let _ = tx.rollback();
+        out
+    }
+
     /// Runs `f` atomically and returns once it is durable: a change and its audit record
     /// land together or not at all. Concurrent writes share one commit (group commit).
     pub(crate) fn write<T>(
