@@ -24,8 +24,8 @@ use hkms::proto::{
     transport_service_client::TransportServiceClient,
 };
 use support::{
-    TestNode, USER_PIN, XorShift, key_id_in, make_token, node_config, orphan_report,
-    registered_labels, stdout, token_secret_labels, verified_records, with_so_pin,
+    TestNode, USER_PIN, XorShift, key_id_in, make_token, orphan_report, registered_labels, stdout,
+    token_secret_labels, verified_records,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -407,16 +407,7 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
     make_token(&softhsm, "card-gd");
     let pkcs11 = support::init_pkcs11(&t_ministry);
 
-    let start = |token: &support::Token, tier: &str, region: &str, so: bool| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = node_config(region, tier, region, token);
-        if so {
-            text = with_so_pin(text, token);
-        }
-        let config = dir.path().join("node.toml");
-        std::fs::write(&config, text).expect("config");
-        TestNode::start_in(dir, token.clone(), config)
-    };
+    let start = support::start_on;
     let mut ministry = start(&t_ministry, "national", "000000", true);
     let mut guangdong = start(&t_gd, "provincial", "440000", false);
 

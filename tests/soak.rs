@@ -27,8 +27,8 @@ use hkms::proto::{
 };
 use hkms::server::keys::code_name;
 use support::{
-    TestNode, USER_PIN, XorShift, make_token, node_config, orphan_report, registered_labels,
-    token_secret_labels, verified_records, with_so_pin,
+    TestNode, USER_PIN, XorShift, make_token, orphan_report, registered_labels,
+    token_secret_labels, verified_records,
 };
 use tokio::time::Instant;
 use tonic::transport::Channel;
@@ -426,16 +426,7 @@ async fn a_bounded_soak_of_every_role_ends_with_registry_log_and_token_in_agreem
     let t_gz = make_token(&softhsm, "guangzhou");
     make_token(&softhsm, "card-gd");
     let pkcs11 = support::init_pkcs11(&t_ministry);
-    let start = |token: &support::Token, tier: &str, region: &str, so: bool| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = node_config(region, tier, region, token);
-        if so {
-            text = with_so_pin(text, token);
-        }
-        let config = dir.path().join("node.toml");
-        std::fs::write(&config, text).expect("config");
-        TestNode::start_in(dir, token.clone(), config)
-    };
+    let start = support::start_on;
     let ministry = start(&t_ministry, "national", "000000", true);
     let guangzhou = start(&t_gz, "municipal", "440100", false);
 

@@ -66,6 +66,13 @@ impl Recovery {
         }
     }
 
+    /// The token's slot, held for writing while the module is initialised again.
+    fn slot_mut(&self) -> Result<std::sync::RwLockWriteGuard<'_, Slot>, HsmError> {
+        self.slot.write().map_err(|_| HsmError::Unexpected {
+            what: "state of the token slot (a thread panicked while holding it)".into(),
+        })
+    }
+
     /// The token's slot, held so that the module is not initialised again meanwhile.
     pub(crate) fn slot(&self) -> Result<RwLockReadGuard<'_, Slot>, HsmError> {
         self.slot.read().map_err(|_| HsmError::Unexpected {
@@ -219,13 +226,7 @@ impl Hsm {
     fn rebuild(&self) -> Result<(u64, bool), HsmError> {
         let inner = &self.inner;
         inner.pool.wait_until_returned()?;
-        let mut slot = inner
-            .recovery
-            .slot
-            .write()
-            .map_err(|_| HsmError::Unexpected {
-                what: "state of the token slot (a thread panicked while holding it)".into(),
-            })?;
+        let mut slot = inner.recovery.slot_mut()?;
         let (found, sessions, reinitialised) = match self.reopen() {
             Ok((found, sessions)) => (found, sessions, false),
             Err(e @ (HsmError::PinIncorrect | HsmError::PinLocked)) => return Err(e),
@@ -311,13 +312,7 @@ impl Hsm {
     fn recycle(&self) -> Result<u64, HsmError> {
         let inner = &self.inner;
         let all = inner.pool.take_all()?;
-        let mut slot = inner
-            .recovery
-            .slot
-            .write()
-            .map_err(|_| HsmError::Unexpected {
-                what: "state of the token slot (a thread panicked while holding it)".into(),
-            })?;
+        let mut slot = inner.recovery.slot_mut()?;
         // Handles die with the module.
         inner.handles.clear();
         all.replace(|| {

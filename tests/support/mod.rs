@@ -660,6 +660,19 @@ pub fn with_so_pin(text: String, token: &Token) -> String {
     )
 }
 
+/// Starts a node of `tier`/`region` on an existing token in a fresh folder; with `so`, it
+/// may issue transport key cards.
+pub fn start_on(token: &Token, tier: &str, region: &str, so: bool) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = node_config(region, tier, region, token);
+    if so {
+        text = with_so_pin(text, token);
+    }
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, text).expect("config");
+    TestNode::start_in(dir, token.clone(), config)
+}
+
 /// Exports the node's log as `auditor` into `out` with the CLI, requires `hkms audit verify`
 /// to pass on it, and returns its records.
 pub fn verified_records(node: &TestNode, auditor: &str, out: &Path) -> Vec<serde_json::Value> {
