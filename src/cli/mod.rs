@@ -87,6 +87,9 @@ enum Command {
 /// Runs the command line; the process exit code is the result.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve { .. }) {
+        limit_malloc_arenas();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,6 +122,18 @@ pub fn main() -> ExitCode {
             eprintln!("hkms: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Caps glibc's malloc at two arenas for the server, before any thread starts. Many blocking
+/// threads each got an arena of their own, and the memory SoftHSM2 frees when it is initialised
+/// again (`hsm/recovery.rs`) stayed fragmented across them: in a 400,000-card run, RSS
+/// levelled at 62 MB with two arenas and was still climbing past 78 MB without the cap.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets an allocator parameter; no thread exists yet.
+        let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     }
 }
 
