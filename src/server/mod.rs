@@ -117,9 +117,7 @@ pub async fn serve(
                 .local_addr()
                 .map_err(|source| ServeError::Bind { addr: at, source })?;
             tracing::info!(%addr, "metrics on http://{addr}/metrics (loopback only)");
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "hkms: metrics on {addr}").and_then(|_| out.flush());
-            drop(out);
+            announce(format_args!("metrics on {addr}"));
             Some(tokio::spawn(metrics::serve(
                 listener,
                 handle,
@@ -128,10 +126,7 @@ pub async fn serve(
         }
         None => None,
     };
-    let mut out = std::io::stdout().lock();
-    // The line is how scripts and tests learn the port; failing to print it is not fatal.
-    let _ = writeln!(out, "hkms: listening on {addr}").and_then(|_| out.flush());
-    drop(out);
+    announce(format_args!("listening on {addr}"));
 
     let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&node)));
     let sealer = tokio::spawn(seal_periodically(Arc::clone(&node)));
@@ -195,6 +190,13 @@ pub async fn serve(
     }
     tracing::info!("server stopped");
     result.map_err(ServeError::Transport)
+}
+
+/// Prints `hkms: WHAT` on standard output: how scripts and tests learn the ports. Failing to
+/// print it is not fatal.
+fn announce(what: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "hkms: {what}").and_then(|_| out.flush());
 }
 
 /// SIGHUP reloads the policy; a file that does not load leaves the old policy in force.
