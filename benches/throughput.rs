@@ -44,7 +44,7 @@ use hkms::proto::{
 };
 use hkms::store::Store;
 use hkms::transport::Package;
-use support::{PlantSpot, TestNode, Token, aes_child, aes_kcv, make_token, node_config};
+use support::{PlantSpot, TestNode, Token, aes_child, aes_kcv, make_token, node_config, slot_of};
 use tonic::transport::Channel;
 
 /// Concurrent clients (service) or threads with one session each (raw).
@@ -953,21 +953,6 @@ impl Raw {
         }
         Ok(kcvs)
     }
-}
-
-/// The slot of the token labelled `label`.
-fn slot_of(pkcs11: &Pkcs11, label: &str) -> cryptoki::slot::Slot {
-    pkcs11
-        .get_slots_with_token()
-        .expect("slots")
-        .into_iter()
-        .find(|s| {
-            pkcs11
-                .get_token_info(*s)
-                .map(|i| i.label().trim_end() == label)
-                .unwrap_or(false)
-        })
-        .unwrap_or_else(|| panic!("token {label}"))
 }
 
 /// `count` read-write sessions on a token, the user logged in once (on the first).

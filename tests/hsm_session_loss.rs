@@ -63,12 +63,7 @@ fn closed_sessions_and_a_finalized_library_are_rebuilt_in_place() {
         )) => {}
         Err(e) => panic!("initialise: {e}"),
     }
-    let slot = other
-        .get_slots_with_token()
-        .expect("slots")
-        .into_iter()
-        .find(|s| other.get_token_info(*s).expect("info").label().trim_end() == "loss")
-        .expect("the token");
+    let slot = support::slot_of(&other, "loss");
 
     // Every session on the token closed under hkms (the login goes with them).
     // SAFETY: loading the module only takes another reference to the library already loaded

@@ -503,18 +503,7 @@ pub fn plant(
     use cryptoki::object::Attribute;
     use hkms::hierarchy::{KeyId, KeyState, KeyTypeName, Region, Usage};
     use hkms::hsm::{Lifetime, SecretKeySpec};
-    let slot = at
-        .pkcs11
-        .get_slots_with_token()
-        .expect("slots")
-        .into_iter()
-        .find(|s| {
-            at.pkcs11
-                .get_token_info(*s)
-                .map(|i| i.label().trim_end() == at.token)
-                .unwrap_or(false)
-        })
-        .expect("test token");
+    let slot = slot_of(at.pkcs11, at.token);
     let session = at.pkcs11.open_rw_session(slot).expect("session");
     let _ = session.login(
         cryptoki::session::UserType::User,
@@ -698,12 +687,9 @@ pub fn verified_records(node: &TestNode, auditor: &str, out: &Path) -> Vec<serde
         .collect()
 }
 
-/// Labels of the secret keys on a token, sorted, one per object (an empty one for an object
-/// without a label), seen through this process's PKCS#11 module (logged in as the user, so
-/// private objects count too).
-pub fn token_secret_labels(pkcs11: &cryptoki::context::Pkcs11, label: &str) -> Vec<String> {
-    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
-    let slot = pkcs11
+/// The slot of the token labelled `label`, as this process's PKCS#11 module sees it.
+pub fn slot_of(pkcs11: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::slot::Slot {
+    pkcs11
         .get_slots_with_token()
         .expect("slots")
         .into_iter()
@@ -713,7 +699,15 @@ pub fn token_secret_labels(pkcs11: &cryptoki::context::Pkcs11, label: &str) -> V
                 .map(|i| i.label().trim_end() == label)
                 .unwrap_or(false)
         })
-        .expect("token");
+        .unwrap_or_else(|| panic!("no token labelled {label}"))
+}
+
+/// Labels of the secret keys on a token, sorted, one per object (an empty one for an object
+/// without a label), seen through this process's PKCS#11 module (logged in as the user, so
+/// private objects count too).
+pub fn token_secret_labels(pkcs11: &cryptoki::context::Pkcs11, label: &str) -> Vec<String> {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let slot = slot_of(pkcs11, label);
     let session = pkcs11.open_ro_session(slot).expect("session");
     let _ = session.login(
         cryptoki::session::UserType::User,
