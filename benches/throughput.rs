@@ -48,6 +48,7 @@ use support::{PlantSpot, TestNode, Token, aes_child, aes_kcv, make_token, node_c
 use tonic::transport::Channel;
 
 /// Concurrent clients (service) or threads with one session each (raw).
+/// Concurrency levels of a sweep (`HKMS_BENCH_CLIENTS` picks some, e.g. `16` or `1,16`).
 const LEVELS: [usize; 5] = [1, 2, 4, 8, 16];
 /// The window that asks for PIN UNBLOCK commands at Guangzhou's node.
 const WINDOW: &str = "hkms://window/municipal/440100/counter-1";
@@ -142,6 +143,9 @@ struct Run {
     first_error: Option<String>,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time the bench process (clients, or the raw loop with SoftHSM2 in it) and the
+    /// server process used meanwhile.
+    cpu: CpuUse,
 }
 
 impl Run {
@@ -165,6 +169,7 @@ impl Run {
             first_error,
             elapsed,
             latencies,
+            cpu: CpuUse::default(),
         }
     }
 
@@ -180,6 +185,8 @@ impl Run {
             self.first_error = other.first_error;
         }
         self.elapsed += other.elapsed;
+        self.cpu.bench += other.cpu.bench;
+        self.cpu.server += other.cpu.server;
         self.latencies.extend(other.latencies);
         self.latencies.sort();
     }
@@ -197,6 +204,50 @@ impl Run {
             ((q * self.latencies.len() as f64).ceil() as usize).clamp(1, self.latencies.len());
         self.latencies[rank - 1].as_secs_f64() * 1e3
     }
+}
+
+/// CPU time used by the two processes of a run.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuUse {
+    bench: Duration,
+    server: Duration,
+}
+
+impl CpuUse {
+    /// CPU time so far of this process and of the server process `server`.
+    fn now(server: u32) -> CpuUse {
+        CpuUse {
+            bench: cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID),
+            server: server_cpu_clock(server).map_or(Duration::ZERO, cpu_clock),
+        }
+    }
+
+    fn since(self, start: CpuUse) -> CpuUse {
+        CpuUse {
+            bench: self.bench.saturating_sub(start.bench),
+            server: self.server.saturating_sub(start.server),
+        }
+    }
+}
+
+/// Another process's CPU-time clock (all its threads, user and system time).
+fn server_cpu_clock(pid: u32) -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: clock_getcpuclockid only writes the clock id into `clock`.
+    let rv = unsafe { libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) };
+    (rv == 0).then_some(clock)
+}
+
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes into `ts`.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Runs `count` operations numbered `first..first + count` on tokio tasks, one per client,
@@ -329,6 +380,41 @@ fn print_calls(title: &str, calls: &[&str]) {
     }
 }
 
+/// CPU per operation on each side, and how busy the machine's cores were: when both sides keep
+/// every core busy, raw CPU ÷ service CPU is the ratio the service can reach at most.
+fn print_cpu(rows: &[Row]) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let per_op = |d: Duration, r: &Run| d.as_secs_f64() * 1e6 / (r.ops + r.errors).max(1) as f64;
+    let busy = |r: &Run| {
+        100.0 * (r.cpu.bench + r.cpu.server).as_secs_f64()
+            / (r.elapsed.as_secs_f64() * cores).max(f64::MIN_POSITIVE)
+    };
+    println!(
+        "  CPU µs per operation (the server process; the bench process: clients, or the raw loop \
+         with SoftHSM2), and the share of the {cores} cores both processes kept busy:"
+    );
+    println!(
+        "  {:>7} | {:>7} {:>7} {:>7} {:>5} | {:>7} {:>5} | raw CPU ÷ svc CPU",
+        "clients", "server", "client", "svc", "busy", "raw", "busy"
+    );
+    for r in rows {
+        let server = per_op(r.service.cpu.server, &r.service);
+        let client = per_op(r.service.cpu.bench, &r.service);
+        let raw = per_op(r.raw.cpu.bench + r.raw.cpu.server, &r.raw);
+        println!(
+            "  {:>7} | {:>7.0} {:>7.0} {:>7.0} {:>4.0}% | {:>7.0} {:>4.0}% | {:>5.1}%",
+            r.clients,
+            server,
+            client,
+            server + client,
+            busy(&r.service),
+            raw,
+            busy(&r.raw),
+            100.0 * raw / (server + client)
+        );
+    }
+}
+
 fn print_table(
     operation: &'static str,
     service: &str,
@@ -380,6 +466,7 @@ fn print_table(
         "  successful timed ops (service/raw) per line: {}",
         ops.join(", ")
     );
+    print_cpu(rows);
     for note in notes {
         println!("  {note}");
     }
@@ -427,6 +514,7 @@ fn print_table(
 fn measure_line<C, F, Fut>(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
+    server: u32,
     ops: usize,
     mut clients: Vec<C>,
     service_op: F,
@@ -452,17 +540,21 @@ where
         } else {
             (share, cap)
         };
-        let (run, back) = rt.block_on(drive_service(
+        let cpu = CpuUse::now(server);
+        let (mut run, back) = rt.block_on(drive_service(
             clients,
             *next,
             count,
             cap,
             service_op.clone(),
         ));
+        run.cpu = CpuUse::now(server).since(cpu);
         clients = back;
         *next += count;
         let attempted = run.ops + run.errors;
-        let raw_run = drive_raw(sessions, c, *next_raw, attempted, cap, raw_op);
+        let cpu = CpuUse::now(server);
+        let mut raw_run = drive_raw(sessions, c, *next_raw, attempted, cap, raw_op);
+        raw_run.cpu = CpuUse::now(server).since(cpu);
         *next_raw += attempted;
         if round > 0 {
             service.merge(run);
@@ -1164,6 +1256,15 @@ fn server_time(before: &str, after: &str, rpc: &str) -> String {
 
 fn start_node(dir: tempfile::TempDir, token: &Token) -> TestNode {
     let config = dir.path().join("node.toml");
+    if let Some(n) = std::env::var("HKMS_BENCH_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        // The pool size to try instead of the test config's 4.
+        let text = std::fs::read_to_string(&config).expect("node config");
+        let text = text.replace("sessions = 4", &format!("sessions = {n}"));
+        std::fs::write(&config, text).expect("node config");
+    }
     TestNode::start_in(dir, token.clone(), config)
 }
 
@@ -1402,6 +1503,21 @@ fn memory_run(n: usize) {
     drop(pkcs11);
 }
 
+/// The concurrency levels to sweep: `HKMS_BENCH_CLIENTS` (e.g. `16` or `1,4,16`), else all.
+fn chosen_levels() -> Vec<usize> {
+    let chosen: Vec<usize> = std::env::var("HKMS_BENCH_CLIENTS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .filter(|c| (1..=64).contains(c))
+        .collect();
+    if chosen.is_empty() {
+        LEVELS.to_vec()
+    } else {
+        chosen
+    }
+}
+
 fn main() {
     if let Some(n) = std::env::var("HKMS_BENCH_CARDS")
         .ok()
@@ -1412,6 +1528,14 @@ fn main() {
         return;
     }
     let quick = std::env::var("HKMS_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let levels = chosen_levels();
+    let only = std::env::var("HKMS_BENCH_ONLY").unwrap_or_default();
+    let wanted = |operation: &str| {
+        only.is_empty()
+            || only
+                .split(',')
+                .any(|o| o.trim().eq_ignore_ascii_case(operation))
+    };
     let settings = if quick {
         Settings {
             unblock_ops: 200,
@@ -1544,12 +1668,16 @@ fn main() {
         wrap,
         handles: Default::default(),
     };
-    let max_clients = *LEVELS.iter().max().expect("levels");
+    let max_clients = *levels.iter().max().expect("levels");
     let mut city_sessions = raw_sessions(&pkcs11, &raw_city, max_clients);
     let mut nation_sessions = raw_sessions(&pkcs11, &raw_nation, max_clients);
 
     let city = start_node(city_dir, &city_token);
     let nation = start_node(nation_dir, &nation_token);
+    let (city_pid, nation_pid) = (
+        city.pid().expect("city server"),
+        nation.pid().expect("ministry server"),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1696,39 +1824,43 @@ fn main() {
     let mut bests = Vec::new();
 
     // UnblockPin.
-    let scraped = scrape(&city);
-    let mut rows = Vec::new();
-    let (mut next, mut next_raw) = (1, 1_000_000);
-    for &c in &LEVELS {
-        let clients = rt.block_on(async {
-            let mut clients = Vec::new();
-            for _ in 0..c {
-                clients.push(CardServiceClient::new(city.channel_as(WINDOW).await));
-            }
-            clients
-        });
-        let service_op = |mut client: CardServiceClient<Channel>, i: usize| async move {
-            let outcome = match client.unblock_pin(card_request(i)).await {
-                Ok(r) if r.get_ref().apdu.len() == 25 => Ok(()),
-                Ok(r) => Err(format!("APDU of {} bytes", r.get_ref().apdu.len())),
-                Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+    if wanted("UnblockPin") {
+        let server_pid = city_pid;
+        let scraped = scrape(&city);
+        let mut rows = Vec::new();
+        let (mut next, mut next_raw) = (1, 1_000_000);
+        for &c in &levels {
+            let clients = rt.block_on(async {
+                let mut clients = Vec::new();
+                for _ in 0..c {
+                    clients.push(CardServiceClient::new(city.channel_as(WINDOW).await));
+                }
+                clients
+            });
+            let service_op = |mut client: CardServiceClient<Channel>, i: usize| async move {
+                let outcome = match client.unblock_pin(card_request(i)).await {
+                    Ok(r) if r.get_ref().apdu.len() == 25 => Ok(()),
+                    Ok(r) => Err(format!("APDU of {} bytes", r.get_ref().apdu.len())),
+                    Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+                };
+                (client, outcome)
             };
-            (client, outcome)
-        };
-        let raw_op = |s: &Session, i: usize| raw.unblock(s, &raw_city_masters[0], i).map(|_| ());
-        rows.push(measure_line(
-            &rt,
-            &settings,
-            settings.unblock_ops,
-            clients,
-            service_op,
-            &mut city_sessions,
-            &raw_op,
-            &mut next,
-            &mut next_raw,
-        ));
-    }
-    bests.extend(print_table(
+            let raw_op =
+                |s: &Session, i: usize| raw.unblock(s, &raw_city_masters[0], i).map(|_| ());
+            rows.push(measure_line(
+                &rt,
+                &settings,
+                server_pid,
+                settings.unblock_ops,
+                clients,
+                service_op,
+                &mut city_sessions,
+                &raw_op,
+                &mut next,
+                &mut next_raw,
+            ));
+        }
+        bests.extend(print_table(
         "UnblockPin",
         "gRPC/mTLS to `hkms serve` (municipal 440100), clients hkms://window/...: policy, card_command, audit record (fsync) before the reply",
         UNBLOCK_CALLS,
@@ -1743,97 +1875,111 @@ fn main() {
         ],
     ));
 
-    // The transport floor: the gRPC health check over the same kind of mTLS connection, with
-    // no identity, policy, HSM or audit behind it. No request can be served faster than this on
-    // this machine; it shows how much of the gap to raw is the gRPC/TLS round trip itself.
-    println!("\n== gRPC/mTLS floor (grpc.health.v1.Health/Check on the city node) ==");
-    println!("  clients |  ops/s   p50 ms   p99 ms | UnblockPin svc as share of the floor");
-    for (row, &c) in rows.iter().zip(LEVELS.iter()) {
-        let clients = rt.block_on(async {
-            let mut clients = Vec::new();
-            for _ in 0..c {
-                clients.push(tonic_health::pb::health_client::HealthClient::new(
-                    city.channel_as(WINDOW).await,
-                ));
-            }
-            clients
-        });
-        let op = |mut client: tonic_health::pb::health_client::HealthClient<Channel>, _: usize| async move {
-            let outcome = client
-                .check(tonic_health::pb::HealthCheckRequest::default())
-                .await
-                .map(|_| ())
-                .map_err(|s| format!("{:?}", s.code()));
-            (client, outcome)
-        };
-        let count = settings.unblock_ops;
-        let _ = rt.block_on(drive_service(
-            clients.clone(),
-            0,
-            c * settings.warm_per_client,
-            settings.cap,
-            op,
-        ));
-        let (run, _) = rt.block_on(drive_service(clients, 0, count, settings.cap, op));
+        // The transport floor: the gRPC health check over the same kind of mTLS connection, with
+        // no identity, policy, HSM or audit behind it. No request can be served faster than this on
+        // this machine; it shows how much of the gap to raw is the gRPC/TLS round trip itself.
+        println!("\n== gRPC/mTLS floor (grpc.health.v1.Health/Check on the city node) ==");
         println!(
-            "  {c:>7} | {:>6.0} {:>8.2} {:>8.2} | {:.1}%",
-            run.ops_per_s(),
-            run.percentile_ms(0.5),
-            run.percentile_ms(0.99),
-            100.0 * row.service.ops_per_s() / run.ops_per_s()
+            "  clients |  ops/s   p50 ms   p99 ms | CPU µs per call: server client | UnblockPin \
+             svc as share of the floor"
         );
+        for (row, &c) in rows.iter().zip(levels.iter()) {
+            let clients = rt.block_on(async {
+                let mut clients = Vec::new();
+                for _ in 0..c {
+                    clients.push(tonic_health::pb::health_client::HealthClient::new(
+                        city.channel_as(WINDOW).await,
+                    ));
+                }
+                clients
+            });
+            let op = |mut client: tonic_health::pb::health_client::HealthClient<Channel>,
+                      _: usize| async move {
+                let outcome = client
+                    .check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| format!("{:?}", s.code()));
+                (client, outcome)
+            };
+            let count = settings.unblock_ops;
+            let _ = rt.block_on(drive_service(
+                clients.clone(),
+                0,
+                c * settings.warm_per_client,
+                settings.cap,
+                op,
+            ));
+            let cpu = CpuUse::now(city_pid);
+            let (run, _) = rt.block_on(drive_service(clients, 0, count, settings.cap, op));
+            let cpu = CpuUse::now(city_pid).since(cpu);
+            let per_call =
+                |d: Duration| d.as_secs_f64() * 1e6 / (run.ops + run.errors).max(1) as f64;
+            println!(
+                "  {c:>7} | {:>6.0} {:>8.2} {:>8.2} | {:>22.0} {:>6.0} | {:.1}%",
+                run.ops_per_s(),
+                run.percentile_ms(0.5),
+                run.percentile_ms(0.99),
+                per_call(cpu.server),
+                per_call(cpu.bench),
+                100.0 * row.service.ops_per_s() / run.ops_per_s()
+            );
+        }
     }
 
     // ExportKey: Guangdong's two province keys in turn, for Guangdong, under its card.
-    let scraped = scrape(&nation);
-    let mut rows = Vec::new();
-    let (mut next, mut next_raw) = (0, 0);
-    for &c in &LEVELS {
-        let clients = rt.block_on(async {
-            let mut clients = Vec::new();
-            for _ in 0..c {
-                clients.push(TransportServiceClient::new(nation.channel().await));
-            }
-            clients
-        });
-        let (keys, card) = (Arc::new(gd_keys.clone()), gd_card_id.clone());
-        let service_op = move |mut client: TransportServiceClient<Channel>, i: usize| {
-            let request = proto::ExportKeyRequest {
-                key_id: keys[i % keys.len()].clone(),
-                recipient_region: "440000".into(),
-                card_id: card.clone(),
-            };
-            async move {
-                let outcome = match client.export_key(request).await {
-                    Ok(r) if !r.get_ref().package.is_empty() => Ok(()),
-                    Ok(_) => Err("empty package".to_string()),
-                    Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+    if wanted("ExportKey") {
+        let server_pid = nation_pid;
+        let scraped = scrape(&nation);
+        let mut rows = Vec::new();
+        let (mut next, mut next_raw) = (0, 0);
+        for &c in &levels {
+            let clients = rt.block_on(async {
+                let mut clients = Vec::new();
+                for _ in 0..c {
+                    clients.push(TransportServiceClient::new(nation.channel().await));
+                }
+                clients
+            });
+            let (keys, card) = (Arc::new(gd_keys.clone()), gd_card_id.clone());
+            let service_op = move |mut client: TransportServiceClient<Channel>, i: usize| {
+                let request = proto::ExportKeyRequest {
+                    key_id: keys[i % keys.len()].clone(),
+                    recipient_region: "440000".into(),
+                    card_id: card.clone(),
                 };
-                (client, outcome)
-            }
-        };
-        let raw_op = |s: &Session, i: usize| {
-            raw.export(
-                s,
-                RAW_GD_CARD,
-                &raw_gd_keys[i % raw_gd_keys.len()],
-                &export_header,
-            )
-            .map(|_| ())
-        };
-        rows.push(measure_line(
-            &rt,
-            &settings,
-            settings.export_ops,
-            clients,
-            service_op,
-            &mut nation_sessions,
-            &raw_op,
-            &mut next,
-            &mut next_raw,
-        ));
-    }
-    bests.extend(print_table(
+                async move {
+                    let outcome = match client.export_key(request).await {
+                        Ok(r) if !r.get_ref().package.is_empty() => Ok(()),
+                        Ok(_) => Err("empty package".to_string()),
+                        Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+                    };
+                    (client, outcome)
+                }
+            };
+            let raw_op = |s: &Session, i: usize| {
+                raw.export(
+                    s,
+                    RAW_GD_CARD,
+                    &raw_gd_keys[i % raw_gd_keys.len()],
+                    &export_header,
+                )
+                .map(|_| ())
+            };
+            rows.push(measure_line(
+                &rt,
+                &settings,
+                server_pid,
+                settings.export_ops,
+                clients,
+                service_op,
+                &mut nation_sessions,
+                &raw_op,
+                &mut next,
+                &mut next_raw,
+            ));
+        }
+        bests.extend(print_table(
         "ExportKey",
         "gRPC/mTLS to `hkms serve` (national 000000), the ministry's officer: registry reads, policy, wrap + package MAC, audit record (fsync) before the reply",
         EXPORT_CALLS,
@@ -1847,88 +1993,92 @@ fn main() {
             server_time(&scraped, &scrape(&nation), "ExportKey"),
         ],
     ));
+    }
 
     // DeriveSubKey: distinct (province key, city) pairs, cities of all provinces interleaved;
-    let scraped = scrape(&nation);
-    // the raw loop makes the same pairs from its own province keys, in the same order.
-    let interleave = |provinces: &[(String, String)]| -> Arc<Vec<(String, String)>> {
-        Arc::new(
-            (1..=CITIES)
-                .flat_map(|yy| {
-                    provinces
-                        .iter()
-                        .map(move |(id, p)| (id.clone(), format!("{p}{yy:02}00")))
-                })
-                .collect(),
-        )
-    };
-    let items = interleave(&provinces);
-    let raw_items = interleave(&raw_provinces);
-    let needed: usize = LEVELS
-        .iter()
-        .map(|c| {
-            settings.derive_ops.div_ceil(settings.rounds) * settings.rounds
-                + c * settings.warm_per_client
-        })
-        .sum();
-    assert!(
-        items.len() >= needed,
-        "{} derivations, {needed} needed",
-        items.len()
-    );
-    let before = (
-        object_count(&pkcs11, &nation_token),
-        object_count(&pkcs11, &raw_nation),
-    );
-    let mut rows = Vec::new();
-    let (mut next, mut next_raw) = (0, 0);
-    RAW_RETRIES.store(0, Ordering::Relaxed);
-    for &c in &LEVELS {
-        let clients = rt.block_on(async {
-            let mut clients = Vec::new();
-            for _ in 0..c {
-                clients.push(nation.client().await);
-            }
-            clients
-        });
-        let service_items = Arc::clone(&items);
-        let service_op = move |mut client: KeyServiceClient<Channel>, i: usize| {
-            let (parent_id, region) = service_items[i].clone();
-            async move {
-                let request = proto::DeriveSubKeyRequest { parent_id, region };
-                let outcome = match client.derive_sub_key(request).await {
-                    Ok(r) => match &r.get_ref().key {
-                        Some(k) if k.tier == "municipal" => Ok(()),
-                        other => Err(format!("unexpected answer {other:?}")),
-                    },
-                    Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-                };
-                (client, outcome)
-            }
+    if wanted("DeriveSubKey") {
+        let server_pid = nation_pid;
+        let scraped = scrape(&nation);
+        // the raw loop makes the same pairs from its own province keys, in the same order.
+        let interleave = |provinces: &[(String, String)]| -> Arc<Vec<(String, String)>> {
+            Arc::new(
+                (1..=CITIES)
+                    .flat_map(|yy| {
+                        provinces
+                            .iter()
+                            .map(move |(id, p)| (id.clone(), format!("{p}{yy:02}00")))
+                    })
+                    .collect(),
+            )
         };
-        let raw_op = |s: &Session, i: usize| {
-            let (parent, region) = &raw_items[i];
-            raw.derive(s, parent, region).map(|_| ())
-        };
-        rows.push(measure_line(
-            &rt,
-            &settings,
-            settings.derive_ops,
-            clients,
-            service_op,
-            &mut nation_sessions,
-            &raw_op,
-            &mut next,
-            &mut next_raw,
-        ));
-    }
-    let after = (
-        object_count(&pkcs11, &nation_token),
-        object_count(&pkcs11, &raw_nation),
-    );
-    let (unregistered, duplicated, other) =
-        token_strays(&pkcs11, &nation_token, &nation.database());
-    bests.extend(print_table(
+        let items = interleave(&provinces);
+        let raw_items = interleave(&raw_provinces);
+        let needed: usize = levels
+            .iter()
+            .map(|c| {
+                settings.derive_ops.div_ceil(settings.rounds) * settings.rounds
+                    + c * settings.warm_per_client
+            })
+            .sum();
+        assert!(
+            items.len() >= needed,
+            "{} derivations, {needed} needed",
+            items.len()
+        );
+        let before = (
+            object_count(&pkcs11, &nation_token),
+            object_count(&pkcs11, &raw_nation),
+        );
+        let mut rows = Vec::new();
+        let (mut next, mut next_raw) = (0, 0);
+        RAW_RETRIES.store(0, Ordering::Relaxed);
+        for &c in &levels {
+            let clients = rt.block_on(async {
+                let mut clients = Vec::new();
+                for _ in 0..c {
+                    clients.push(nation.client().await);
+                }
+                clients
+            });
+            let service_items = Arc::clone(&items);
+            let service_op = move |mut client: KeyServiceClient<Channel>, i: usize| {
+                let (parent_id, region) = service_items[i].clone();
+                async move {
+                    let request = proto::DeriveSubKeyRequest { parent_id, region };
+                    let outcome = match client.derive_sub_key(request).await {
+                        Ok(r) => match &r.get_ref().key {
+                            Some(k) if k.tier == "municipal" => Ok(()),
+                            other => Err(format!("unexpected answer {other:?}")),
+                        },
+                        Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+                    };
+                    (client, outcome)
+                }
+            };
+            let raw_op = |s: &Session, i: usize| {
+                let (parent, region) = &raw_items[i];
+                raw.derive(s, parent, region).map(|_| ())
+            };
+            rows.push(measure_line(
+                &rt,
+                &settings,
+                server_pid,
+                settings.derive_ops,
+                clients,
+                service_op,
+                &mut nation_sessions,
+                &raw_op,
+                &mut next,
+                &mut next_raw,
+            ));
+        }
+        let after = (
+            object_count(&pkcs11, &nation_token),
+            object_count(&pkcs11, &raw_nation),
+        );
+        let (unregistered, duplicated, other) =
+            token_strays(&pkcs11, &nation_token, &nation.database());
+        bests.extend(print_table(
         "DeriveSubKey",
         "gRPC/mTLS to `hkms serve` (national 000000), a city key from a province key: registry reads, policy, derive + KCV, registry row + audit record in one fsync'd transaction",
         DERIVE_CALLS,
@@ -1951,56 +2101,62 @@ fn main() {
             ),
         ],
     ));
+    }
 
     // PersonaliseCards: cards/s through c streams at once against c threads.
-    let scraped = scrape(&city);
-    let mut rows = Vec::new();
-    let (mut next, mut next_raw) = (0, 1usize << 40);
-    let card_op = |s: &Session, i: usize| {
-        raw.personalise(
-            s,
-            &raw_city_masters,
-            &card_headers,
-            RAW_BUREAU_CARD,
-            &personalise_serial(i),
-        )
-        .map(|_| ())
-    };
-    for &c in &LEVELS {
-        let channels: Vec<Channel> = rt.block_on(async {
-            let mut channels = Vec::new();
-            for _ in 0..c {
-                channels.push(city.channel_as(ISSUANCE).await);
+    if wanted("PersonaliseCards") {
+        let scraped = scrape(&city);
+        let mut rows = Vec::new();
+        let (mut next, mut next_raw) = (0, 1usize << 40);
+        let card_op = |s: &Session, i: usize| {
+            raw.personalise(
+                s,
+                &raw_city_masters,
+                &card_headers,
+                RAW_BUREAU_CARD,
+                &personalise_serial(i),
+            )
+            .map(|_| ())
+        };
+        for &c in &levels {
+            let channels: Vec<Channel> = rt.block_on(async {
+                let mut channels = Vec::new();
+                for _ in 0..c {
+                    channels.push(city.channel_as(ISSUANCE).await);
+                }
+                channels
+            });
+            let share = settings.cards.div_ceil(settings.card_rounds);
+            let cap = settings.cap / settings.card_rounds as u32;
+            let (mut service, mut raw_run) = (Run::empty(), Run::empty());
+            for round in 0..=settings.card_rounds {
+                // Round 0 is the untimed warm-up; then as in `measure_line`.
+                let count = if round == 0 {
+                    c * settings.warm_per_client
+                } else {
+                    share
+                };
+                let cpu = CpuUse::now(city_pid);
+                let mut run = service_cards(&rt, &channels, &bureau, next, count);
+                run.cpu = CpuUse::now(city_pid).since(cpu);
+                next += count;
+                let attempted = run.ops + run.errors;
+                let cpu = CpuUse::now(city_pid);
+                let mut r = drive_raw(&mut city_sessions, c, next_raw, attempted, cap, &card_op);
+                r.cpu = CpuUse::now(city_pid).since(cpu);
+                next_raw += attempted;
+                if round > 0 {
+                    service.merge(run);
+                    raw_run.merge(r);
+                }
             }
-            channels
-        });
-        let share = settings.cards.div_ceil(settings.card_rounds);
-        let cap = settings.cap / settings.card_rounds as u32;
-        let (mut service, mut raw_run) = (Run::empty(), Run::empty());
-        for round in 0..=settings.card_rounds {
-            // Round 0 is the untimed warm-up; then as in `measure_line`.
-            let count = if round == 0 {
-                c * settings.warm_per_client
-            } else {
-                share
-            };
-            let run = service_cards(&rt, &channels, &bureau, next, count);
-            next += count;
-            let attempted = run.ops + run.errors;
-            let r = drive_raw(&mut city_sessions, c, next_raw, attempted, cap, &card_op);
-            next_raw += attempted;
-            if round > 0 {
-                service.merge(run);
-                raw_run.merge(r);
-            }
+            rows.push(Row {
+                clients: c,
+                service,
+                raw: raw_run,
+            });
         }
-        rows.push(Row {
-            clients: c,
-            service,
-            raw: raw_run,
-        });
-    }
-    bests.extend(print_table(
+        bests.extend(print_table(
         "PersonaliseCards (cards/s; two key packages per card)",
         "gRPC/mTLS to `hkms serve` (municipal 440100), one PersonaliseCards stream per client: per card registry reads, policy, 2 packages, one audit record (fsync)",
         CARD_CALLS,
@@ -2010,6 +2166,7 @@ fn main() {
             server_time(&scraped, &scrape(&city), "PersonaliseCards"),
         ],
     ));
+    }
 
     println!();
     println!("== summary per operation (target: service >= 80% of raw at the best concurrency) ==");

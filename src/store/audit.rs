@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::CachedSql;
 use super::keys::{insert_in, set_state_in};
 use super::{KeyRecord, Store, StoreError};
 use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
@@ -11,7 +12,7 @@ use crate::hierarchy::{KeyId, KeyState};
 /// Appends the record of `draft` inside `tx`, chained to the last one.
 pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
     let last: Option<(i64, String)> = tx
-        .query_row(
+        .query_row_cached(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
             [],
             |row| Ok((row.get(0)?, row.get(1)?)),
@@ -31,7 +32,7 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
         id: format!("audit record {seq}"),
         what: format!("cannot be serialised: {e}"),
     })?;
-    tx.execute(
+    tx.execute_cached(
         "INSERT INTO audit_log (seq, line, hash) VALUES (?1, ?2, ?3)",
         params![seq as i64, line, line_hash(&line)],
     )
@@ -75,7 +76,7 @@ impl Store {
     pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
         let conn = self.lock()?;
         let head: Option<(i64, String)> = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
                 [],
                 |row| Ok((row.get(0)?, row.get(1)?)),
@@ -94,7 +95,7 @@ impl Store {
     ) -> Result<Vec<(u64, String)>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT seq, line FROM audit_log WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
+            .prepare_cached("SELECT seq, line FROM audit_log WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3")
             .map_err(StoreError::sqlite("reading the ceremony log"))?;
         let rows = stmt
             .query_map(
@@ -120,7 +121,7 @@ impl Store {
             what: format!("cannot be serialised: {e}"),
         })?;
         self.write("storing a checkpoint", |tx| {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT OR REPLACE INTO audit_checkpoints (seq, line) VALUES (?1, ?2)",
                 params![checkpoint.seq as i64, line],
             )
@@ -133,7 +134,7 @@ impl Store {
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT seq, line FROM audit_checkpoints ORDER BY seq")
+            .prepare_cached("SELECT seq, line FROM audit_checkpoints ORDER BY seq")
             .map_err(StoreError::sqlite("reading checkpoints"))?;
         let rows = stmt
             .query_map([], |row| {

@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::CachedSql;
 use super::audit::append_in;
 use super::{Store, StoreError};
 use crate::audit::{AuditDraft, AuditRecord};
@@ -34,7 +35,7 @@ pub struct CeremonyRow {
 
 fn approvals_in(tx: &rusqlite::Connection, id: &str) -> Result<Vec<(String, String)>, StoreError> {
     let mut stmt = tx
-        .prepare("SELECT approver, approved_at FROM ceremony_approvals WHERE ceremony_id = ?1 ORDER BY approved_at, approver")
+        .prepare_cached("SELECT approver, approved_at FROM ceremony_approvals WHERE ceremony_id = ?1 ORDER BY approved_at, approver")
         .map_err(StoreError::sqlite("reading approvals"))?;
     let rows = stmt
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -45,7 +46,7 @@ fn approvals_in(tx: &rusqlite::Connection, id: &str) -> Result<Vec<(String, Stri
 
 fn get_in(conn: &rusqlite::Connection, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
     let row = conn
-        .query_row(
+        .query_row_cached(
             "SELECT id, operation, params, opener, quorum, created_at, expires_at, state, result \
              FROM ceremonies WHERE id = ?1",
             [id],
@@ -77,7 +78,7 @@ fn get_in(conn: &rusqlite::Connection, id: &str) -> Result<Option<CeremonyRow>, 
 
 fn approve_in(tx: &Connection, id: &str, approver: &str, at: &str) -> Result<bool, StoreError> {
     let n = tx
-        .execute(
+        .execute_cached(
             "INSERT OR IGNORE INTO ceremony_approvals (ceremony_id, approver, approved_at) VALUES (?1, ?2, ?3)",
             params![id, approver, at],
         )
@@ -93,7 +94,7 @@ fn set_state_in(
     result: &str,
 ) -> Result<bool, StoreError> {
     let n = tx
-        .execute(
+        .execute_cached(
             "UPDATE ceremonies SET state = ?1, result = ?2 WHERE id = ?3 AND state = ?4",
             params![to, result, id, from],
         )
@@ -109,7 +110,7 @@ impl Store {
         draft: &AuditDraft,
     ) -> Result<AuditRecord, StoreError> {
         self.write("opening a ceremony", |tx| {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO ceremonies (id, operation, params, opener, quorum, created_at, expires_at, state, result) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
@@ -143,7 +144,7 @@ impl Store {
         let ids: Vec<String> = {
             let conn = self.lock()?;
             let mut stmt = conn
-                .prepare("SELECT id FROM ceremonies WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id")
+                .prepare_cached("SELECT id FROM ceremonies WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id")
                 .map_err(StoreError::sqlite("listing ceremonies"))?;
             let rows = stmt
                 .query_map([state], |r| r.get(0))

@@ -8,11 +8,11 @@
 //! one fsync instead of one each.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use super::{CachedSql, StoreError};
 
 /// The most writes one commit carries: a bound on how long the first of them waits.
 const MAX_BATCH: usize = 256;
@@ -20,7 +20,6 @@ const MAX_BATCH: usize = 256;
 /// The write connection and the batch open on it.
 pub(super) struct GroupCommit {
     state: Mutex<State>,
-    committed: Condvar,
     /// Writers that want the connection but do not hold it yet.
     arriving: AtomicUsize,
     stats: CommitStats,
@@ -61,12 +60,45 @@ pub(super) struct State {
 struct Batch {
     id: u64,
     writes: u64,
-    /// Set once, when the batch is committed (`Ok`) or rolled back (`Err`, why); every writer
-    /// of the batch holds it.
-    outcome: Outcome,
+    /// Every writer of the batch holds it and waits on it.
+    outcome: Arc<Outcome>,
 }
 
-type Outcome = Arc<OnceLock<Result<(), String>>>;
+/// How a batch ended: set once, when it is committed (`Ok`) or rolled back (`Err`, why).
+/// Its own lock, not the connection's: waiters wake without taking the connection from the
+/// writers of the next batch.
+#[derive(Default)]
+struct Outcome {
+    result: Mutex<Option<Result<(), String>>>,
+    settled: Condvar,
+}
+
+impl Outcome {
+    fn set(&self, result: Result<(), String>) {
+        // A poisoned lock still holds a usable Option; the waiters must be woken either way.
+        let mut slot = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(result);
+        self.settled.notify_all();
+    }
+
+    fn get(&self) -> Option<Result<(), String>> {
+        self.result
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Blocks until the batch is settled.
+    fn wait(&self) -> Result<(), String> {
+        let mut slot = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(result) = slot.as_ref() {
+                return result.clone();
+            }
+            slot = self.settled.wait(slot).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
 
 impl GroupCommit {
     pub(super) fn new(conn: Connection) -> GroupCommit {
@@ -76,7 +108,6 @@ impl GroupCommit {
                 open: None,
                 last_batch: 0,
             }),
-            committed: Condvar::new(),
             arriving: AtomicUsize::new(0),
             stats: CommitStats::default(),
         }
@@ -129,18 +160,14 @@ impl GroupCommit {
         if self.arriving.load(Ordering::SeqCst) == 0 || writes >= MAX_BATCH as u64 {
             let failure = state
                 .conn
-                .execute_batch("COMMIT")
+                .execute_cached("COMMIT", [])
                 .err()
                 .map(|e| e.to_string());
             self.settle(&mut state, failure);
         } else if out.is_ok() {
             // A writer is arriving and will commit this batch (or fail it).
-            while outcome.get().is_none() {
-                state = self
-                    .committed
-                    .wait(state)
-                    .map_err(|_| StoreError::Poisoned)?;
-            }
+            drop(state);
+            let _ = outcome.wait();
         }
         match (out, outcome.get()) {
             (Ok(_), Some(Err(reason))) => Err(StoreError::CommitFailed {
@@ -152,16 +179,20 @@ impl GroupCommit {
     }
 
     /// The open batch's outcome, opening a batch if none is.
-    fn open_batch(&self, state: &mut State, context: &'static str) -> Result<Outcome, StoreError> {
+    fn open_batch(
+        &self,
+        state: &mut State,
+        context: &'static str,
+    ) -> Result<Arc<Outcome>, StoreError> {
         if let Some(batch) = &state.open {
             return Ok(Arc::clone(&batch.outcome));
         }
         state
             .conn
-            .execute_batch("BEGIN IMMEDIATE")
+            .execute_cached("BEGIN IMMEDIATE", [])
             .map_err(StoreError::sqlite(context))?;
         state.last_batch += 1;
-        let outcome = Outcome::default();
+        let outcome = Arc::new(Outcome::default());
         state.open = Some(Batch {
             id: state.last_batch,
             writes: 0,
@@ -184,13 +215,12 @@ impl GroupCommit {
                 }
             }
             tracing::error!(batch = batch.id, writes = batch.writes, %reason, "a registry commit failed; its writes were refused");
-            let _ = batch.outcome.set(Err(reason));
+            batch.outcome.set(Err(reason));
         } else {
             self.stats.commits.fetch_add(1, Ordering::Relaxed);
             self.stats.writes.fetch_add(batch.writes, Ordering::Relaxed);
-            let _ = batch.outcome.set(Ok(()));
+            batch.outcome.set(Ok(()));
         }
-        self.committed.notify_all();
     }
 }
 
@@ -202,16 +232,15 @@ fn in_savepoint<T>(
     context: &'static str,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<Result<T, StoreError>, StoreError> {
-    conn.execute_batch("SAVEPOINT hkms_write")
+    conn.execute_cached("SAVEPOINT hkms_write", [])
         .map_err(StoreError::sqlite(context))?;
     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
         .map_err(|_| StoreError::WritePanicked { context })?;
-    let end = if out.is_ok() {
-        "RELEASE hkms_write"
-    } else {
-        "ROLLBACK TO hkms_write; RELEASE hkms_write"
-    };
-    conn.execute_batch(end)
+    if out.is_err() {
+        conn.execute_cached("ROLLBACK TO hkms_write", [])
+            .map_err(StoreError::sqlite(context))?;
+    }
+    conn.execute_cached("RELEASE hkms_write", [])
         .map_err(StoreError::sqlite(context))?;
     Ok(out)
 }

@@ -2,6 +2,7 @@
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, ffi, params, params_from_iter};
 
+use super::CachedSql;
 use super::record::{COLUMNS, from_row};
 use super::{KeyFilter, KeyRecord, Store, StoreError, now_rfc3339};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
@@ -16,7 +17,7 @@ impl Store {
     /// The key with this id, if registered.
     pub fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         let conn = self.lock()?;
-        conn.query_row(
+        conn.query_row_cached(
             &format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"),
             [id.as_str()],
             |row| Ok(from_row(row)),
@@ -68,7 +69,7 @@ impl Store {
     pub fn next_version(&self, key_type: &KeyTypeName, region: &Region) -> Result<u32, StoreError> {
         let conn = self.lock()?;
         let max: i64 = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT COALESCE(MAX(version), 0) FROM keys WHERE key_type = ?1 AND region = ?2",
                 [key_type.as_str(), region.as_str()],
                 |row| row.get(0),
@@ -100,7 +101,7 @@ impl Store {
     /// that existed is destroyed through [`Store::set_state`] and its row kept.
     pub fn delete_key(&self, id: &KeyId) -> Result<(), StoreError> {
         let deleted = self.write("deleting a key", |conn| {
-            conn.execute("DELETE FROM keys WHERE id = ?1", [id.as_str()])
+            conn.execute_cached("DELETE FROM keys WHERE id = ?1", [id.as_str()])
                 .map_err(|e| match constraint(&e) {
                     Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
                         StoreError::HasChildren { id: id.clone() }
@@ -122,7 +123,9 @@ impl Store {
     pub fn labels(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare("SELECT ck_label FROM keys WHERE state <> 'destroyed' ORDER BY ck_label")
+            .prepare_cached(
+                "SELECT ck_label FROM keys WHERE state <> 'destroyed' ORDER BY ck_label",
+            )
             .map_err(StoreError::sqlite("listing key labels"))?;
         let labels = stmt
             .query_map([], |row| row.get::<_, String>(0))
@@ -138,7 +141,7 @@ impl Store {
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare(sql)
+            .prepare_cached(sql)
             .map_err(StoreError::sqlite("listing keys"))?;
         let mut rows = stmt
             .query(args)
@@ -151,14 +154,13 @@ impl Store {
     }
 }
 
-/// The extended constraint code of a constraint violation, if `e` is one.
 /// Inserts a key row inside a transaction.
 pub(super) fn insert_in(tx: &Connection, record: &KeyRecord) -> Result<(), StoreError> {
     record.check().map_err(|what| StoreError::InvalidRecord {
         id: record.id.clone(),
         what,
     })?;
-    tx.execute(
+    tx.execute_cached(
         &format!(
             "INSERT INTO keys ({COLUMNS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
@@ -193,7 +195,7 @@ pub(super) fn set_state_in(
 ) -> Result<KeyRecord, StoreError> {
     expected.transition(next)?;
     let current: Option<String> = tx
-        .query_row(
+        .query_row_cached(
             "SELECT state FROM keys WHERE id = ?1",
             [id.as_str()],
             |row| row.get(0),
@@ -214,7 +216,7 @@ pub(super) fn set_state_in(
             actual,
         });
     }
-    tx.execute(
+    tx.execute_cached(
         "UPDATE keys SET state = ?1, updated_at = ?2 WHERE id = ?3 AND state = ?4",
         params![next.as_str(), now_rfc3339(), id.as_str(), expected.as_str()],
     )
@@ -228,7 +230,7 @@ pub(super) fn set_state_in(
             source: e,
         },
     })?;
-    tx.query_row(
+    tx.query_row_cached(
         &format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"),
         [id.as_str()],
         |row| Ok(from_row(row)),
@@ -236,6 +238,7 @@ pub(super) fn set_state_in(
     .map_err(StoreError::sqlite("reading a key after its state change"))?
 }
 
+/// The extended constraint code of a constraint violation, if `e` is one.
 fn constraint(e: &rusqlite::Error) -> Option<i32> {
     match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
@@ -629,7 +632,7 @@ mod tests {
         s.insert_key(&root).unwrap();
         s.lock()
             .unwrap()
-            .execute("UPDATE keys SET id = 'bogus'", [])
+            .execute_cached("UPDATE keys SET id = 'bogus'", [])
             .unwrap();
         let err = s.list_keys(&KeyFilter::default()).unwrap_err();
         assert!(

@@ -23,6 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 
 pub use ceremony::CeremonyRow;
 pub use error::StoreError;
@@ -164,12 +165,46 @@ impl Store {
     }
 }
 
-/// Per-connection settings: busy timeout, durable commits, foreign keys.
+/// Statements each connection keeps prepared: every statement the store runs fits.
+const STATEMENT_CACHE: usize = 64;
+
+/// Statements run through the connection's cache of prepared statements. On the request
+/// path, parsing and planning a statement costs more than running it.
+trait CachedSql {
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl CachedSql for Connection {
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    fn execute_cached<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
+/// Per-connection settings: busy timeout, durable commits, foreign keys, statement cache.
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let open_err = |source| StoreError::Open {
         path: path.to_path_buf(),
         source,
     };
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // A plan that does not depend on bound values. Without it SQLite prepares a statement
+    // again at every new value of a parameter it compared with a partial index's condition
+    // (`state = ?` against `keys_one_live_child`), which defeats the statement cache.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(open_err)?;

@@ -2,6 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::CachedSql;
 use super::audit::append_in;
 use super::keys::insert_in;
 use super::{KeyRecord, Store, StoreError};
@@ -47,7 +48,7 @@ impl Store {
         draft: &AuditDraft,
     ) -> Result<AuditRecord, StoreError> {
         self.write("recording a transport key", |tx| {
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO transport_keys (card_id, region, role, kcv, ceremony_id, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -77,7 +78,7 @@ impl Store {
     pub fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT card_id, region, role, kcv, ceremony_id, created_at FROM transport_keys \
                  ORDER BY rowid DESC",
             )
@@ -110,7 +111,7 @@ impl Store {
     pub fn package_imported(&self, package_id: &str) -> Result<bool, StoreError> {
         let conn = self.lock()?;
         let found: Option<String> = conn
-            .query_row(
+            .query_row_cached(
                 "SELECT key_id FROM key_origins WHERE package_id = ?1",
                 [package_id],
                 |r| r.get(0),
@@ -129,7 +130,7 @@ impl Store {
     ) -> Result<AuditRecord, StoreError> {
         self.write("registering an imported key", |tx| {
             insert_in(tx, record)?;
-            tx.execute(
+            tx.execute_cached(
                 "INSERT INTO key_origins (key_id, origin_node, origin_key_id, package_id, parent_kcv, card_id) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
