@@ -76,15 +76,30 @@ impl Store {
 
     /// Every transport key, newest first.
     pub fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError> {
+        self.select_transport_keys("", [])
+    }
+
+    /// One transport key (by its primary key: a lookup, not a scan of every card issued).
+    pub fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError> {
+        Ok(self
+            .select_transport_keys("WHERE card_id = ?1", [card_id])?
+            .pop())
+    }
+
+    fn select_transport_keys<P: rusqlite::Params>(
+        &self,
+        filter: &str,
+        args: P,
+    ) -> Result<Vec<TransportKeyRow>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT card_id, region, role, kcv, ceremony_id, created_at FROM transport_keys \
-                 ORDER BY rowid DESC",
-            )
+                 {filter} ORDER BY rowid DESC"
+            ))
             .map_err(StoreError::sqlite("listing transport keys"))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok(TransportKeyRow {
                     card_id: r.get(0)?,
                     region: r.get(1)?,
@@ -97,14 +112,6 @@ impl Store {
             .map_err(StoreError::sqlite("listing transport keys"))?;
         rows.map(|r| r.map_err(StoreError::sqlite("listing transport keys")))
             .collect()
-    }
-
-    /// One transport key.
-    pub fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError> {
-        Ok(self
-            .transport_keys()?
-            .into_iter()
-            .find(|t| t.card_id == card_id))
     }
 
     /// Whether a package was imported already.
@@ -145,5 +152,38 @@ impl Store {
             .map_err(StoreError::sqlite("recording a key's origin"))?;
             append_in(tx, draft)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(card_id: &str, region: &str) -> TransportKeyRow {
+        TransportKeyRow {
+            card_id: card_id.into(),
+            region: region.into(),
+            role: "issued".into(),
+            kcv: "ABCDEF".into(),
+            ceremony_id: None,
+            created_at: super::super::now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn a_transport_key_is_found_by_its_card_alone() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, b) = (card("card-a", "440000"), card("card-b", "450000"));
+        for row in [&a, &b] {
+            store
+                .insert_transport_key_audited(row, &AuditDraft::default())
+                .unwrap();
+        }
+        assert_eq!(store.transport_key("card-a").unwrap(), Some(a.clone()));
+        assert_eq!(store.transport_key("card-b").unwrap(), Some(b.clone()));
+        assert_eq!(store.transport_key("card-c").unwrap(), None);
+        // Not a pattern: SQL wildcards in an id match nothing.
+        assert_eq!(store.transport_key("card-%").unwrap(), None);
+        assert_eq!(store.transport_keys().unwrap(), vec![b, a]);
     }
 }
