@@ -568,6 +568,56 @@ where
     }
 }
 
+/// A line of a floor table: warm-up, then `unblock_ops` calls of `op`, with the CPU used.
+fn floor_line<C, F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    settings: &Settings,
+    server: u32,
+    clients: Vec<C>,
+    op: F,
+) -> Run
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = (C, Outcome)> + Send + 'static,
+{
+    let warm = clients.len() * settings.warm_per_client;
+    let _ = rt.block_on(drive_service(
+        clients.clone(),
+        0,
+        warm,
+        settings.cap,
+        op.clone(),
+    ));
+    let cpu = CpuUse::now(server);
+    let (mut run, _) = rt.block_on(drive_service(
+        clients,
+        0,
+        settings.unblock_ops,
+        settings.cap,
+        op,
+    ));
+    run.cpu = CpuUse::now(server).since(cpu);
+    run
+}
+
+fn print_floor_line(clients: usize, run: &Run, unblock: &Row) {
+    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / (run.ops + run.errors).max(1) as f64;
+    println!(
+        "  {clients:>7} | {:>6.0} {:>8.2} {:>8.2} | {:>22.0} {:>6.0} | {:.1}%{}",
+        run.ops_per_s(),
+        run.percentile_ms(0.5),
+        run.percentile_ms(0.99),
+        per_call(run.cpu.server),
+        per_call(run.cpu.bench),
+        100.0 * unblock.service.ops_per_s() / run.ops_per_s(),
+        run.first_error
+            .as_ref()
+            .map(|e| format!(" ({} failed: {e})", run.errors))
+            .unwrap_or_default()
+    );
+}
+
 /// The median time of writing 4 KiB and `fdatasync`ing it in `dir`, in ms: what one durable
 /// registry write costs on this disk at least.
 fn fsync_probe(dir: &std::path::Path) -> f64 {
@@ -1902,28 +1952,41 @@ fn main() {
                     .map_err(|s| format!("{:?}", s.code()));
                 (client, outcome)
             };
-            let count = settings.unblock_ops;
-            let _ = rt.block_on(drive_service(
-                clients.clone(),
-                0,
-                c * settings.warm_per_client,
-                settings.cap,
-                op,
-            ));
-            let cpu = CpuUse::now(city_pid);
-            let (run, _) = rt.block_on(drive_service(clients, 0, count, settings.cap, op));
-            let cpu = CpuUse::now(city_pid).since(cpu);
-            let per_call =
-                |d: Duration| d.as_secs_f64() * 1e6 / (run.ops + run.errors).max(1) as f64;
-            println!(
-                "  {c:>7} | {:>6.0} {:>8.2} {:>8.2} | {:>22.0} {:>6.0} | {:.1}%",
-                run.ops_per_s(),
-                run.percentile_ms(0.5),
-                run.percentile_ms(0.99),
-                per_call(cpu.server),
-                per_call(cpu.bench),
-                100.0 * row.service.ops_per_s() / run.ops_per_s()
-            );
+            let run = floor_line(&rt, &settings, city_pid, clients, op);
+            print_floor_line(c, &run, row);
+        }
+
+        // The request path without PKCS#11: GetKey of a province key by the ministry's
+        // officer (identity, policy, a registry read, the audit record and its commit).
+        println!(
+            "\n== hkms request path without PKCS#11 (KeyService/GetKey on the ministry's node) =="
+        );
+        println!(
+            "  clients |  ops/s   p50 ms   p99 ms | CPU µs per call: server client | UnblockPin \
+             svc as share of this"
+        );
+        for (row, &c) in rows.iter().zip(levels.iter()) {
+            let clients = rt.block_on(async {
+                let mut clients = Vec::new();
+                for _ in 0..c {
+                    clients.push(nation.client().await);
+                }
+                clients
+            });
+            let id = gd_keys[0].clone();
+            let op = move |mut client: KeyServiceClient<Channel>, _: usize| {
+                let request = proto::GetKeyRequest { id: id.clone() };
+                async move {
+                    let outcome = client
+                        .get_key(request)
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+                    (client, outcome)
+                }
+            };
+            let run = floor_line(&rt, &settings, nation_pid, clients, op);
+            print_floor_line(c, &run, row);
         }
     }
 
