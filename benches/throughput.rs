@@ -568,6 +568,21 @@ where
     }
 }
 
+/// `count` clients (or channels), each made by `make` on its own connection.
+fn connect<C, Fut: Future<Output = C>>(
+    rt: &tokio::runtime::Runtime,
+    count: usize,
+    make: impl Fn() -> Fut,
+) -> Vec<C> {
+    rt.block_on(async {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(make().await);
+        }
+        clients
+    })
+}
+
 /// A line of a floor table: warm-up, then `unblock_ops` calls of `op`, with the CPU used.
 fn floor_line<C, F, Fut>(
     rt: &tokio::runtime::Runtime,
@@ -1880,12 +1895,8 @@ fn main() {
         let mut rows = Vec::new();
         let (mut next, mut next_raw) = (1, 1_000_000);
         for &c in &levels {
-            let clients = rt.block_on(async {
-                let mut clients = Vec::new();
-                for _ in 0..c {
-                    clients.push(CardServiceClient::new(city.channel_as(WINDOW).await));
-                }
-                clients
+            let clients = connect(&rt, c, || async {
+                CardServiceClient::new(city.channel_as(WINDOW).await)
             });
             let service_op = |mut client: CardServiceClient<Channel>, i: usize| async move {
                 let outcome = match client.unblock_pin(card_request(i)).await {
@@ -1934,14 +1945,8 @@ fn main() {
              svc as share of the floor"
         );
         for (row, &c) in rows.iter().zip(levels.iter()) {
-            let clients = rt.block_on(async {
-                let mut clients = Vec::new();
-                for _ in 0..c {
-                    clients.push(tonic_health::pb::health_client::HealthClient::new(
-                        city.channel_as(WINDOW).await,
-                    ));
-                }
-                clients
+            let clients = connect(&rt, c, || async {
+                tonic_health::pb::health_client::HealthClient::new(city.channel_as(WINDOW).await)
             });
             let op = |mut client: tonic_health::pb::health_client::HealthClient<Channel>,
                       _: usize| async move {
@@ -1966,13 +1971,7 @@ fn main() {
              svc as share of this"
         );
         for (row, &c) in rows.iter().zip(levels.iter()) {
-            let clients = rt.block_on(async {
-                let mut clients = Vec::new();
-                for _ in 0..c {
-                    clients.push(nation.client().await);
-                }
-                clients
-            });
+            let clients = connect(&rt, c, || async { nation.client().await });
             let id = gd_keys[0].clone();
             let op = move |mut client: KeyServiceClient<Channel>, _: usize| {
                 let request = proto::GetKeyRequest { id: id.clone() };
@@ -1997,12 +1996,8 @@ fn main() {
         let mut rows = Vec::new();
         let (mut next, mut next_raw) = (0, 0);
         for &c in &levels {
-            let clients = rt.block_on(async {
-                let mut clients = Vec::new();
-                for _ in 0..c {
-                    clients.push(TransportServiceClient::new(nation.channel().await));
-                }
-                clients
+            let clients = connect(&rt, c, || async {
+                TransportServiceClient::new(nation.channel().await)
             });
             let (keys, card) = (Arc::new(gd_keys.clone()), gd_card_id.clone());
             let service_op = move |mut client: TransportServiceClient<Channel>, i: usize| {
@@ -2096,13 +2091,7 @@ fn main() {
         let (mut next, mut next_raw) = (0, 0);
         RAW_RETRIES.store(0, Ordering::Relaxed);
         for &c in &levels {
-            let clients = rt.block_on(async {
-                let mut clients = Vec::new();
-                for _ in 0..c {
-                    clients.push(nation.client().await);
-                }
-                clients
-            });
+            let clients = connect(&rt, c, || async { nation.client().await });
             let service_items = Arc::clone(&items);
             let service_op = move |mut client: KeyServiceClient<Channel>, i: usize| {
                 let (parent_id, region) = service_items[i].clone();
@@ -2182,13 +2171,8 @@ fn main() {
             .map(|_| ())
         };
         for &c in &levels {
-            let channels: Vec<Channel> = rt.block_on(async {
-                let mut channels = Vec::new();
-                for _ in 0..c {
-                    channels.push(city.channel_as(ISSUANCE).await);
-                }
-                channels
-            });
+            let channels: Vec<Channel> =
+                connect(&rt, c, || async { city.channel_as(ISSUANCE).await });
             let share = settings.cards.div_ceil(settings.card_rounds);
             let cap = settings.cap / settings.card_rounds as u32;
             let (mut service, mut raw_run) = (Run::empty(), Run::empty());
