@@ -163,6 +163,50 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
     }
     assert_eq!(order, more, "answers in request order, one per card");
 
+    // Streams whose clients stop reading their answers do not stop the others: eight clients
+    // (more than the node's 8 card permits could serve if each held one) send 100 cards each
+    // and read nothing, then another personalises 4 cards.
+    let issuance = "hkms://system/municipal/440100/card-issuance";
+    let stream_of = |first: u64, n: u64| {
+        let card_id = card.card_id.clone();
+        tokio_stream::iter((first..first + n).map(move |i| proto::PersonaliseRequest {
+            bureau_card_id: card_id.clone(),
+            card_serial: format!("{:016X}", 0x3234_5678_0000_0000 + i * 7_727),
+        }))
+    };
+    let mut stalled = Vec::new();
+    for k in 0..8u64 {
+        let mut client = proto::card_service_client::CardServiceClient::new(
+            city.channel_with_window(issuance, 4096).await,
+        );
+        let answers = client
+            .personalise_cards(stream_of(k * 1000, 100))
+            .await
+            .expect("stalled stream")
+            .into_inner();
+        stalled.push((client, answers));
+    }
+    // Long enough for the stalled streams to fill their windows and answer queues.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut answers =
+        proto::card_service_client::CardServiceClient::new(city.channel_as(issuance).await)
+            .personalise_cards(stream_of(9000, 4))
+            .await
+            .expect("stream beside the stalled ones")
+            .into_inner();
+    let served = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut n = 0;
+        while let Some(answer) = answers.message().await.expect("answer") {
+            assert!(answer.error.is_empty(), "{}", answer.error);
+            n += 1;
+        }
+        n
+    })
+    .await
+    .expect("a stream beside clients that stopped reading is served");
+    assert_eq!(served, 4);
+    drop(stalled);
+
     // Windows may not personalise.
     let window = city.cli_as(
         "hkms://window/municipal/440100/counter-1",

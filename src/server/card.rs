@@ -108,15 +108,21 @@ impl CardService for CardApi {
                     async move {
                         let msg = item?;
                         let serial = msg.card_serial.clone();
-                        // Never closed, so acquiring cannot fail.
-                        let permit = cards_at_once.acquire_owned().await.ok();
-                        let done = tokio::task::spawn_blocking(move || {
-                            let _permit = permit;
-                            execute(&n, who, "PersonaliseCards", &rid, |n, req| {
-                                n.personalise_card(req, &msg.bureau_card_id, &msg.card_serial)
+                        // The card is a task of its own, so that it takes its permit and gives
+                        // it back whether or not this stream is polled: a client that stops
+                        // reading its answers must not hold permits the other streams need.
+                        let card = tokio::spawn(async move {
+                            // Never closed, so acquiring cannot fail.
+                            let permit = cards_at_once.acquire_owned().await.ok();
+                            tokio::task::spawn_blocking(move || {
+                                let _permit = permit;
+                                execute(&n, who, "PersonaliseCards", &rid, |n, req| {
+                                    n.personalise_card(req, &msg.bureau_card_id, &msg.card_serial)
+                                })
                             })
-                        })
-                        .await;
+                            .await
+                        });
+                        let done = card.await.unwrap_or_else(Err);
                         Ok::<_, Status>((serial, done))
                     }
                 })

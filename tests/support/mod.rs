@@ -213,6 +213,19 @@ impl TestNode {
             .expect("connect")
     }
 
+    /// A channel as `identity` whose streams accept only `window` bytes that the client has
+    /// not read yet: a client that stops reading stalls the server's sends after that much.
+    pub async fn channel_with_window(&self, identity: &str, window: u32) -> Channel {
+        Channel::from_shared(self.url())
+            .expect("url")
+            .tls_config(client_tls(&self.ca, Some(identity), Validity::days(1)))
+            .expect("tls")
+            .initial_stream_window_size(window)
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     /// A channel as the node's officer.
     pub async fn channel(&self) -> Channel {
         self.channel_as(&self.officer).await
