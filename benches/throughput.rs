@@ -191,6 +191,11 @@ impl Run {
         self.latencies.sort();
     }
 
+    /// CPU time `d` spread over the operations attempted, in µs per operation.
+    fn us_per_op(&self, d: Duration) -> f64 {
+        d.as_secs_f64() * 1e6 / (self.ops + self.errors).max(1) as f64
+    }
+
     fn ops_per_s(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
@@ -384,7 +389,6 @@ fn print_calls(title: &str, calls: &[&str]) {
 /// every core busy, raw CPU ÷ service CPU is the ratio the service can reach at most.
 fn print_cpu(rows: &[Row]) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let per_op = |d: Duration, r: &Run| d.as_secs_f64() * 1e6 / (r.ops + r.errors).max(1) as f64;
     let busy = |r: &Run| {
         100.0 * (r.cpu.bench + r.cpu.server).as_secs_f64()
             / (r.elapsed.as_secs_f64() * cores).max(f64::MIN_POSITIVE)
@@ -398,9 +402,9 @@ fn print_cpu(rows: &[Row]) {
         "clients", "server", "client", "svc", "busy", "raw", "busy"
     );
     for r in rows {
-        let server = per_op(r.service.cpu.server, &r.service);
-        let client = per_op(r.service.cpu.bench, &r.service);
-        let raw = per_op(r.raw.cpu.bench + r.raw.cpu.server, &r.raw);
+        let server = r.service.us_per_op(r.service.cpu.server);
+        let client = r.service.us_per_op(r.service.cpu.bench);
+        let raw = r.raw.us_per_op(r.raw.cpu.bench + r.raw.cpu.server);
         println!(
             "  {:>7} | {:>7.0} {:>7.0} {:>7.0} {:>4.0}% | {:>7.0} {:>4.0}% | {:>5.1}%",
             r.clients,
@@ -617,14 +621,13 @@ where
 }
 
 fn print_floor_line(clients: usize, run: &Run, unblock: &Row) {
-    let per_call = |d: Duration| d.as_secs_f64() * 1e6 / (run.ops + run.errors).max(1) as f64;
     println!(
         "  {clients:>7} | {:>6.0} {:>8.2} {:>8.2} | {:>22.0} {:>6.0} | {:.1}%{}",
         run.ops_per_s(),
         run.percentile_ms(0.5),
         run.percentile_ms(0.99),
-        per_call(run.cpu.server),
-        per_call(run.cpu.bench),
+        run.us_per_op(run.cpu.server),
+        run.us_per_op(run.cpu.bench),
         100.0 * unblock.service.ops_per_s() / run.ops_per_s(),
         run.first_error
             .as_ref()

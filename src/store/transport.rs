@@ -40,6 +40,18 @@ pub struct KeyOrigin {
     pub card_id: String,
 }
 
+/// The query for transport key rows, newest first, with a `WHERE` clause (or none): a literal,
+/// so the request path builds no SQL text.
+macro_rules! select_transport_keys {
+    ($filter:literal) => {
+        concat!(
+            "SELECT card_id, region, role, kcv, ceremony_id, created_at FROM transport_keys ",
+            $filter,
+            " ORDER BY rowid DESC"
+        )
+    };
+}
+
 impl Store {
     /// Records a transport key with its audit record.
     pub fn insert_transport_key_audited(
@@ -76,27 +88,24 @@ impl Store {
 
     /// Every transport key, newest first.
     pub fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError> {
-        self.select_transport_keys("", [])
+        self.select_transport_keys(select_transport_keys!(""), [])
     }
 
     /// One transport key (by its primary key: a lookup, not a scan of every card issued).
     pub fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError> {
         Ok(self
-            .select_transport_keys("WHERE card_id = ?1", [card_id])?
+            .select_transport_keys(select_transport_keys!("WHERE card_id = ?1"), [card_id])?
             .pop())
     }
 
     fn select_transport_keys<P: rusqlite::Params>(
         &self,
-        filter: &str,
+        sql: &'static str,
         args: P,
     ) -> Result<Vec<TransportKeyRow>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
-            .prepare_cached(&format!(
-                "SELECT card_id, region, role, kcv, ceremony_id, created_at FROM transport_keys \
-                 {filter} ORDER BY rowid DESC"
-            ))
+            .prepare_cached(sql)
             .map_err(StoreError::sqlite("listing transport keys"))?;
         let rows = stmt
             .query_map(args, |r| {

@@ -198,12 +198,14 @@ impl TestNode {
         &self,
         tls: ClientTlsConfig,
     ) -> Result<Channel, tonic::transport::Error> {
+        self.endpoint(tls).connect().await
+    }
+
+    fn endpoint(&self, tls: ClientTlsConfig) -> tonic::transport::Endpoint {
         Channel::from_shared(self.url())
             .expect("url")
             .tls_config(tls)
             .expect("tls")
-            .connect()
-            .await
     }
 
     /// A channel as `identity`, with a fresh certificate from the node's CA.
@@ -216,10 +218,7 @@ impl TestNode {
     /// A channel as `identity` whose streams accept only `window` bytes that the client has
     /// not read yet: a client that stops reading stalls the server's sends after that much.
     pub async fn channel_with_window(&self, identity: &str, window: u32) -> Channel {
-        Channel::from_shared(self.url())
-            .expect("url")
-            .tls_config(client_tls(&self.ca, Some(identity), Validity::days(1)))
-            .expect("tls")
+        self.endpoint(client_tls(&self.ca, Some(identity), Validity::days(1)))
             .initial_stream_window_size(window)
             .connect()
             .await
