@@ -1252,15 +1252,7 @@ fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, Stor
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
     // Every bench node may issue cards (the city its bureau's, the ministry Guangdong's).
-    let so = token.pin_file.with_file_name("so.pin");
-    let text = node_config(region, tier, region, token).replace(
-        &format!("pin_file = \"{}\"", token.pin_file.display()),
-        &format!(
-            "pin_file = \"{}\"\nso_pin_file = \"{}\"",
-            token.pin_file.display(),
-            so.display()
-        ),
-    );
+    let text = support::with_so_pin(node_config(region, tier, region, token), token);
     // Metrics on: the bench reads from them where the server's time goes.
     let text = text + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     std::fs::write(dir.path().join("node.toml"), text).expect("config");

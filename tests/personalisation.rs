@@ -56,14 +56,9 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
             support::plant_aes(&at, key_type, value);
         }
     }
-    let so = t_city.pin_file.with_file_name("so.pin");
-    let text = node_config("guangzhou", "municipal", "440100", &t_city).replace(
-        &format!("pin_file = \"{}\"", t_city.pin_file.display()),
-        &format!(
-            "pin_file = \"{}\"\nso_pin_file = \"{}\"",
-            t_city.pin_file.display(),
-            so.display()
-        ),
+    let text = support::with_so_pin(
+        node_config("guangzhou", "municipal", "440100", &t_city),
+        &t_city,
     );
     let config = dir.path().join("node.toml");
     std::fs::write(&config, text).expect("config");

@@ -19,18 +19,6 @@ use tonic::Code;
 const GD_SYSTEM: &str = "hkms://system/provincial/440000/gd-kms";
 const GZ_SYSTEM: &str = "hkms://system/municipal/440100/gz-kms";
 
-fn with_so_pin(text: String, token: &support::Token) -> String {
-    let so = token.pin_file.with_file_name("so.pin");
-    text.replace(
-        &format!("pin_file = \"{}\"", token.pin_file.display()),
-        &format!(
-            "pin_file = \"{}\"\nso_pin_file = \"{}\"",
-            token.pin_file.display(),
-            so.display()
-        ),
-    )
-}
-
 /// Opens an issue-card ceremony for `region` and has two officers of the node approve it.
 async fn approve_card(node: &TestNode, region: &str) -> String {
     let done = node
@@ -121,7 +109,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
         }
         let mut text = node_config(region, tier, region, token);
         if so {
-            text = with_so_pin(text, token);
+            text = support::with_so_pin(text, token);
         }
         let config = dir.path().join("node.toml");
         std::fs::write(&config, text).expect("config");
