@@ -18,7 +18,7 @@ use hkms::store::Store;
 use hkms::transport::Package;
 use support::{
     PlantSpot, TestNode, USER_PIN, aes_child, aes_ecb, aes_kcv, factor_block, make_token,
-    node_config, stdout,
+    node_config, stdout, verified_records,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -158,8 +158,34 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
     }
     assert_eq!(order, more, "answers in request order, one per card");
 
+    // The node works through the cards in batches and commits a batch's records together, yet
+    // each card has a record of its own under the stream's request id (batches in the works
+    // together may commit in either order), and the stream's own record counts them all.
+    let records = verified_records(
+        &city,
+        "hkms://auditor/municipal/440100/auditor-1",
+        &tokens.path().join("bundle"),
+    );
+    let stream_record = records
+        .iter()
+        .find(|r| r["rpc"] == "PersonaliseCards" && r["params"]["batch_cards"] == "16")
+        .expect("the stream's record");
+    let request_id = &stream_record["request_id"];
+    let mut logged: Vec<&str> = records
+        .iter()
+        .filter(|r| r["request_id"] == *request_id && r["params"]["card_serial"].is_string())
+        .map(|r| {
+            assert_eq!(r["result"]["code"], "OK", "{r}");
+            r["params"]["card_serial"].as_str().unwrap_or_default()
+        })
+        .collect();
+    logged.sort_unstable();
+    let mut sent: Vec<&str> = more.iter().map(String::as_str).collect();
+    sent.sort_unstable();
+    assert_eq!(logged, sent, "one record per card");
+
     // Streams whose clients stop reading their answers do not stop the others: eight clients
-    // (more than the node's 8 card permits could serve if each held one) send 100 cards each
+    // (more than the node's 4 HSM turns could serve if each held one) send 100 cards each
     // and read nothing, then another personalises 4 cards.
     let issuance = "hkms://system/municipal/440100/card-issuance";
     let stream_of = |first: u64, n: u64| {

@@ -51,6 +51,19 @@ impl Node {
         Ok(r)
     }
 
+    /// Appends the records of several requests in one commit (all or none); a checkpoint
+    /// follows when due.
+    pub fn record_all(&self, drafts: &[AuditDraft]) -> Result<(), NodeError> {
+        if drafts.is_empty() {
+            return Ok(());
+        }
+        let records = self.store.append_audits(drafts)?;
+        if let Some(last) = records.last() {
+            self.after_append(last.seq);
+        }
+        Ok(())
+    }
+
     /// Signs a checkpoint when `checkpoint_every` records have passed since the last one. A
     /// failure is logged, not returned: the record itself is already durable.
     pub(crate) fn after_append(&self, seq: u64) {

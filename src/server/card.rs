@@ -9,26 +9,33 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{CardRequest, Node};
+use crate::node::{CardPackages, CardRequest, Node};
+use crate::policy::Identity;
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
 use super::identity::caller;
-use super::keys::{execute, refuse_unauthenticated, run};
+use super::keys::{execute, refuse_unauthenticated, run, run_all};
 
-/// Cards of one `PersonaliseCards` stream in the works at once. Their answers still leave in
-/// the order of the requests; working ahead lets one card's HSM calls overlap the previous
-/// card's audit commit, so the records of a stream share group commits.
-const CARDS_IN_FLIGHT: usize = 4;
+/// Most cards of one `PersonaliseCards` stream that one blocking thread works through in a
+/// row before their records are committed together. A stream takes the cards that have
+/// arrived, up to this many, so a client that sends one card at a time still gets each answer
+/// at once.
+const CARDS_PER_BATCH: usize = 8;
+
+/// Batches of one stream in the works at once: one batch's HSM calls overlap the previous
+/// batch's commit. Answers still leave in the order of the requests.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// The card service over one node.
 pub struct CardApi {
     node: Arc<Node>,
-    /// Cards of all streams in the works at once: twice the HSM sessions, so that one card
-    /// can use a session while another waits for its commit. Without it, 16 streams put 64
-    /// cards on blocking threads that queue for 4 sessions, and their wake-ups cost more
-    /// CPU than the queueing saves. A stream waits for a permit without holding a thread.
-    cards_at_once: Arc<Semaphore>,
+    /// Batches of all streams that run their HSM calls at once: one per HSM session, so that
+    /// no batch waits inside the session pool. Without it, 16 streams put their cards on
+    /// blocking threads that queue for 4 sessions, and their wake-ups and SoftHSM2's lock
+    /// contention cost more CPU than the concurrency gains. A batch gives its turn back
+    /// before its durable wait; a stream waits for a turn without holding a thread.
+    hsm_turns: Arc<Semaphore>,
 }
 
 impl CardApi {
@@ -36,7 +43,7 @@ impl CardApi {
     pub fn new(node: Arc<Node>) -> CardApi {
         let (_, sessions) = node.hsm().session_use();
         CardApi {
-            cards_at_once: Arc::new(Semaphore::new(2 * sessions.max(1))),
+            hsm_turns: Arc::new(Semaphore::new(sessions.max(1))),
             node,
         }
     }
@@ -96,74 +103,37 @@ impl CardService for CardApi {
         // A small buffer: the client's pace bounds the server's memory.
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         let node = Arc::clone(&self.node);
-        let cards_at_once = Arc::clone(&self.cards_at_once);
+        let hsm_turns = Arc::clone(&self.hsm_turns);
         tokio::spawn(async move {
             let batch = format!("r-{}", uuid::Uuid::new_v4().simple());
             let (mut cards, mut failed, mut undelivered) = (0u64, 0u64, 0u64);
             let (n, w, rid) = (Arc::clone(&node), who.clone(), batch.clone());
             let mut answers = incoming
-                .map(move |item| {
-                    let (n, who, rid) = (Arc::clone(&n), w.clone(), rid.clone());
-                    let cards_at_once = Arc::clone(&cards_at_once);
-                    async move {
-                        let msg = item?;
-                        let serial = msg.card_serial.clone();
-                        // The card is a task of its own, so that it takes its permit and gives
-                        // it back whether or not this stream is polled: a client that stops
-                        // reading its answers must not hold permits the other streams need.
-                        let card = tokio::spawn(async move {
-                            // Never closed, so acquiring cannot fail.
-                            let permit = cards_at_once.acquire_owned().await.ok();
-                            tokio::task::spawn_blocking(move || {
-                                let _permit = permit;
-                                execute(&n, who, "PersonaliseCards", &rid, |n, req| {
-                                    n.personalise_card(req, &msg.bureau_card_id, &msg.card_serial)
-                                })
-                            })
-                            .await
-                        });
-                        let done = card.await.unwrap_or_else(Err);
-                        Ok::<_, Status>((serial, done))
-                    }
+                .ready_chunks(CARDS_PER_BATCH)
+                .map(move |chunk| {
+                    personalise_batch(
+                        Arc::clone(&n),
+                        w.clone(),
+                        rid.clone(),
+                        Arc::clone(&hsm_turns),
+                        chunk,
+                    )
                 })
-                .buffered(CARDS_IN_FLIGHT);
-            while let Some(item) = answers.next().await {
-                let (serial, done) = match item {
-                    Ok(answer) => answer,
-                    Err(e) => {
-                        // A broken stream still gets its batch record below.
-                        let _ = tx.send(Err(e)).await;
-                        break;
+                .buffered(BATCHES_IN_FLIGHT);
+            while let Some((cards_done, broken)) = answers.next().await {
+                for (serial, result) in cards_done {
+                    cards += 1;
+                    failed += u64::from(result.is_err());
+                    // A client that went away still lets the cards in the works finish (each
+                    // has its record); they are counted as undelivered in the batch record.
+                    if undelivered > 0 || tx.send(Ok(card_answer(serial, result))).await.is_err() {
+                        undelivered += 1;
                     }
-                };
-                cards += 1;
-                if !matches!(done, Ok(Ok(_))) {
-                    failed += 1;
                 }
-                let answer = match done {
-                    Ok(Ok(packages)) => proto::PersonaliseResponse {
-                        card_serial: serial,
-                        packages: packages
-                            .into_iter()
-                            .map(|(key_type, package)| proto::CardPackage { key_type, package })
-                            .collect(),
-                        error: String::new(),
-                    },
-                    Ok(Err(e)) => proto::PersonaliseResponse {
-                        card_serial: serial,
-                        packages: Vec::new(),
-                        error: e.to_string(),
-                    },
-                    Err(e) => proto::PersonaliseResponse {
-                        card_serial: serial,
-                        packages: Vec::new(),
-                        error: format!("did not finish: {e}"),
-                    },
-                };
-                // A client that went away still lets the cards in the works finish (each has
-                // its record); they are counted as undelivered in the batch record.
-                if undelivered > 0 || tx.send(Ok(answer)).await.is_err() {
-                    undelivered += 1;
+                if let Some(e) = broken {
+                    // A broken stream still gets its batch record below.
+                    let _ = tx.send(Err(e)).await;
+                    break;
                 }
             }
             // The stream itself is a request too: one record of the batch, even when it
@@ -196,5 +166,83 @@ impl CardService for CardApi {
     ) -> Result<Response<proto::CardCommandResponse>, Status> {
         self.command("ReloadPin", CardCommand::Reload, request)
             .await
+    }
+}
+
+/// One batch of a `PersonaliseCards` stream: the cards that had arrived, up to the first
+/// transport error (returned too, as the stream ends there). Each card's result comes back
+/// once its record is durable.
+async fn personalise_batch(
+    node: Arc<Node>,
+    who: Identity,
+    request_id: String,
+    hsm_turns: Arc<Semaphore>,
+    chunk: Vec<Result<proto::PersonaliseRequest, Status>>,
+) -> (Vec<(String, Result<CardPackages, String>)>, Option<Status>) {
+    let mut broken = None;
+    let mut msgs = Vec::with_capacity(chunk.len());
+    for item in chunk {
+        match item {
+            Ok(msg) if broken.is_none() => msgs.push(msg),
+            Ok(_) => {}
+            Err(e) => {
+                broken.get_or_insert(e);
+            }
+        }
+    }
+    let serials: Vec<String> = msgs.iter().map(|m| m.card_serial.clone()).collect();
+    if msgs.is_empty() {
+        return (Vec::new(), broken);
+    }
+    // A task of its own, so that the batch takes its turn and gives it back whether or not
+    // the stream is polled: a client that stops reading its answers must not hold turns the
+    // other streams need.
+    let work = tokio::spawn(async move {
+        // Never closed, so acquiring cannot fail.
+        let turn = hsm_turns.acquire_owned().await.ok();
+        tokio::task::spawn_blocking(move || {
+            let ran = run_all(
+                &node,
+                &who,
+                "PersonaliseCards",
+                &request_id,
+                msgs,
+                |n, req, m| n.personalise_card(req, &m.bureau_card_id, &m.card_serial),
+            );
+            // The HSM's turn ends here; the durable wait needs none.
+            drop(turn);
+            ran.record(&node)
+        })
+        .await
+    });
+    let results: Vec<Result<CardPackages, String>> = match work.await.unwrap_or_else(Err) {
+        Ok(results) => results
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect(),
+        Err(e) => serials
+            .iter()
+            .map(|_| Err(format!("did not finish: {e}")))
+            .collect(),
+    };
+    (serials.into_iter().zip(results).collect(), broken)
+}
+
+/// The stream's answer for one card.
+fn card_answer(serial: String, result: Result<CardPackages, String>) -> proto::PersonaliseResponse {
+    match result {
+        Ok(packages) => proto::PersonaliseResponse {
+            card_serial: serial,
+            packages: packages
+                .into_iter()
+                .map(|(key_type, package)| proto::CardPackage { key_type, package })
+                .collect(),
+            error: String::new(),
+        },
+        Err(error) => proto::PersonaliseResponse {
+            card_serial: serial,
+            packages: Vec::new(),
+            error,
+        },
     }
 }

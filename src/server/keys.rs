@@ -115,24 +115,79 @@ pub(crate) fn execute<T>(
     let result = if req.is_logged() {
         result
     } else {
-        record_outcome(node, req, result)
+        let draft = finished_draft(req, &result);
+        node.record(&draft).map_err(unrecorded).and(result)
     };
-    let code = match &result {
+    count(rpc, &result, start);
+    result
+}
+
+/// Requests that ran but whose records are not written yet: see [`run_all`].
+pub(crate) struct Unrecorded<T> {
+    rpc: &'static str,
+    drafts: Vec<AuditDraft>,
+    /// Each request's start, whether its record is among `drafts`, and its result.
+    done: Vec<(Instant, bool, Result<T, NodeError>)>,
+}
+
+/// Runs a use case for each of `items`, one after the other on this thread. Their records are
+/// written afterwards, together, by [`Unrecorded::record`]: a batch of requests costs one
+/// durable wait instead of one each, and the caller can let go of what the use cases needed
+/// (an HSM turn) before that wait. Blocking.
+pub(crate) fn run_all<I, T>(
+    node: &Node,
+    who: &Identity,
+    rpc: &'static str,
+    request_id: &str,
+    items: Vec<I>,
+    f: impl Fn(&Node, &mut node::Request, I) -> Result<T, NodeError>,
+) -> Unrecorded<T> {
+    let mut done = Vec::with_capacity(items.len());
+    let mut drafts = Vec::with_capacity(items.len());
+    for item in items {
+        let start = Instant::now();
+        let mut req = node::Request::new(who.clone(), node.name(), rpc, request_id);
+        let result = f(node, &mut req, item);
+        let pending = !req.is_logged();
+        if pending {
+            drafts.push(finished_draft(req, &result));
+        }
+        done.push((start, pending, result));
+    }
+    Unrecorded { rpc, drafts, done }
+}
+
+impl<T> Unrecorded<T> {
+    /// Writes the records in one commit. Each result stands only once its record is durable;
+    /// when the commit fails, every request whose record was in it fails. Blocking.
+    pub(crate) fn record(self, node: &Node) -> Vec<Result<T, NodeError>> {
+        let failed = node.record_all(&self.drafts).err().map(|e| e.to_string());
+        self.done
+            .into_iter()
+            .map(|(start, pending, result)| {
+                let result = match (&failed, pending) {
+                    (Some(e), true) => Err(unrecorded(e)),
+                    _ => result,
+                };
+                count(self.rpc, &result, start);
+                result
+            })
+            .collect()
+    }
+}
+
+fn count<T>(rpc: &'static str, result: &Result<T, NodeError>, start: Instant) {
+    let code = match result {
         Ok(_) => "OK",
         Err(e) => code_name(to_status(e).code()),
     };
     metrics::request(rpc, code, start.elapsed());
-    result
 }
 
-/// Writes the audit record of a request whose use case did not write it with its change.
-fn record_outcome<T>(
-    node: &Node,
-    req: node::Request,
-    result: Result<T, NodeError>,
-) -> Result<T, NodeError> {
+/// The record of a request whose use case did not write it with its change.
+fn finished_draft<T>(req: node::Request, result: &Result<T, NodeError>) -> AuditDraft {
     let mut draft = req.audit;
-    draft.outcome = Some(match &result {
+    draft.outcome = Some(match result {
         Ok(_) => Outcome {
             ok: true,
             code: "OK".into(),
@@ -144,12 +199,14 @@ fn record_outcome<T>(
             message: e.to_string(),
         },
     });
-    match node.record(&draft) {
-        Ok(_) => result,
-        Err(e) => Err(NodeError::Internal(format!(
-            "the request could not be written to the ceremony log ({e}); it is refused"
-        ))),
-    }
+    draft
+}
+
+/// The error of a request whose record could not be written.
+fn unrecorded(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Internal(format!(
+        "the request could not be written to the ceremony log ({e}); it is refused"
+    ))
 }
 
 /// The canonical gRPC name of a status code, as recorded in the log.

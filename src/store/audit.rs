@@ -46,6 +46,13 @@ impl Store {
         self.write("appending to the ceremony log", |tx| append_in(tx, draft))
     }
 
+    /// Appends several records in one durable transaction: all of them, or none.
+    pub fn append_audits(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>, StoreError> {
+        self.write("appending to the ceremony log", |tx| {
+            drafts.iter().map(|d| append_in(tx, d)).collect()
+        })
+    }
+
     /// Registers a key and its audit record together.
     pub fn insert_key_audited(
         &self,
@@ -180,6 +187,30 @@ mod tests {
             store.audit_head().unwrap().unwrap(),
             (2, line_hash(&lines[1].1))
         );
+    }
+
+    #[test]
+    fn a_batch_of_records_chains_in_one_commit() {
+        let store = Store::open_in_memory().unwrap();
+        store.append_audit(&draft("A")).unwrap();
+        let commits = store.commit_stats().commits();
+        let batch = store
+            .append_audits(&[draft("B"), draft("C"), draft("D")])
+            .unwrap();
+        assert_eq!(store.commit_stats().commits(), commits + 1);
+        let lines = store.audit_lines(1, u64::MAX, 10).unwrap();
+        let seqs: Vec<u64> = batch.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        for (r, before) in batch.iter().zip(&lines) {
+            assert_eq!(
+                r.prev,
+                line_hash(&before.1),
+                "record {} chains to the one before",
+                r.seq
+            );
+        }
+        assert!(store.append_audits(&[]).unwrap().is_empty());
+        assert_eq!(store.audit_lines(1, u64::MAX, 10).unwrap().len(), 4);
     }
 
     #[test]
