@@ -1296,7 +1296,7 @@ fn metric_sum(text: &str, name: &str, with: &str) -> f64 {
 
 /// Where the server's time went between two scrapes, for requests of `rpc`: its time per
 /// request from the use case's start to the durable audit record, the PKCS#11 share of it,
-/// and the group-commit batch size.
+/// requests per batch, and the group-commit batch size.
 fn server_time(before: &str, after: &str, rpc: &str) -> String {
     let d = |name: &str, with: &str| metric_sum(after, name, with) - metric_sum(before, name, with);
     let with = format!("rpc=\"{rpc}\"");
@@ -1307,10 +1307,13 @@ fn server_time(before: &str, after: &str, rpc: &str) -> String {
     let total = d("hkms_request_duration_seconds_sum", &with) / count * 1e3;
     let hsm = d("hkms_hsm_call_duration_seconds_sum", "") / count * 1e3;
     let batch = d("hkms_audit_writes_total", "") / d("hkms_audit_commits_total", "").max(1.0);
+    let batched =
+        d("hkms_batch_requests_sum", &with) / d("hkms_batch_requests_count", &with).max(1.0);
     format!(
         "server time per {rpc} (node metrics, whole sweep): {total:.2} ms from use case to durable record, \
-         of which PKCS#11 calls {hsm:.2} ms; {batch:.1} writes per group commit; the rest of the \
-         client's latency is gRPC/TLS, queueing and the client itself"
+         of which PKCS#11 calls {hsm:.2} ms; {batched:.1} requests per batch, {batch:.1} writes \
+         per group commit; the rest of the client's latency is gRPC/TLS, queueing and the client \
+         itself"
     )
 }
 

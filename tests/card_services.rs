@@ -382,6 +382,56 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
         .expect_err("officer");
     assert_eq!(err.code(), Code::PermissionDenied);
 
+    // Requests that arrive together are served in batches: each window still gets its own
+    // card's command, and a refused request in a batch leaves the others alone.
+    let mut burst = Vec::new();
+    for w in 0..4u64 {
+        let channel = gz
+            .channel_as(&format!("hkms://window/municipal/440100/burst-{w}"))
+            .await;
+        for i in 0..8u64 {
+            let serial = format!("{:016X}", 0x5555_0000_0000_0000 + w * 1000 + i);
+            let challenge = format!("{:016X}", 0x0A0B_0C0D_0000_0000 + w * 100 + i);
+            let bad = i == 5;
+            let r = request(if bad { "12" } else { &serial }, &challenge, "246810");
+            let mut window = CardServiceClient::new(channel.clone());
+            burst.push(tokio::spawn(async move {
+                (serial, challenge, bad, window.unblock_pin(r).await)
+            }));
+        }
+    }
+    for task in burst {
+        let (serial, challenge, bad, answer) = task.await.expect("burst request");
+        if bad {
+            let err = answer.expect_err("a bad serial in a batch");
+            assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+            continue;
+        }
+        let key = Card::new(&serial, "246810", &gz_unblock, &gz_reload).unblock_key;
+        assert_eq!(
+            answer.expect("burst unblock").into_inner().apdu,
+            expected_apdu(0x24, &key, &challenge, "246810"),
+            "the command for card {serial}"
+        );
+    }
+    let db =
+        rusqlite::Connection::open(gz.dir.path().join("data/registry.sqlite")).expect("registry");
+    let (records, ids): (i64, i64) = db
+        .query_row(
+            "SELECT count(*), count(DISTINCT json_extract(line, '$.request_id')) FROM audit_log \
+             WHERE json_extract(line, '$.rpc') = 'UnblockPin' \
+             AND json_extract(line, '$.actor') LIKE '%/burst-_'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("count the burst's records");
+    drop(db);
+    assert_eq!(
+        (records, ids),
+        (32, 32),
+        "one record per request, each its own id"
+    );
+
     // The log names the card and the operator, never the PIN or the ID numbers in clear.
     let db = std::fs::read(gz.dir.path().join("data/registry.sqlite")).unwrap_or_default();
     let wal = std::fs::read(gz.dir.path().join("data/registry.sqlite-wal")).unwrap_or_default();

@@ -9,13 +9,14 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{CardPackages, CardRequest, Node};
+use crate::node::{CardAnswer, CardPackages, CardRequest, Node};
 use crate::policy::Identity;
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
+use super::batch::Batcher;
 use super::identity::caller;
-use super::keys::{execute, refuse_unauthenticated, run, run_all};
+use super::keys::{execute, refuse_unauthenticated, run_all};
 
 /// Most cards of one `PersonaliseCards` stream that one blocking thread works through in a
 /// row before their records are committed together. A stream takes the cards that have
@@ -36,6 +37,8 @@ pub struct CardApi {
     /// contention cost more CPU than the concurrency gains. A batch gives its turn back
     /// before its durable wait; a stream waits for a turn without holding a thread.
     hsm_turns: Arc<Semaphore>,
+    unblock: Batcher<CardAnswer>,
+    reload: Batcher<CardAnswer>,
 }
 
 impl CardApi {
@@ -44,36 +47,42 @@ impl CardApi {
         let (_, sessions) = node.hsm().session_use();
         CardApi {
             hsm_turns: Arc::new(Semaphore::new(sessions.max(1))),
+            unblock: Batcher::new(Arc::clone(&node), "UnblockPin"),
+            reload: Batcher::new(Arc::clone(&node), "ReloadPin"),
             node,
         }
     }
 
     async fn command(
         &self,
-        rpc: &'static str,
         command: CardCommand,
         request: Request<proto::CardCommandRequest>,
     ) -> Result<Response<proto::CardCommandResponse>, Status> {
-        let answer = run(&self.node, rpc, request, move |n, req, mut r| {
-            // Secrets leave the message at once, into memory that is wiped on drop.
-            let pin = Zeroizing::new(std::mem::take(&mut r.pin));
-            let cardholder_id = Zeroizing::new(std::mem::take(&mut r.cardholder_id));
-            let agent = Zeroizing::new(std::mem::take(&mut r.agent_id));
-            let agent_id = (!agent.is_empty()).then_some(agent);
-            n.card_command(
-                req,
-                CardRequest {
-                    command,
-                    serial: r.card_serial,
-                    challenge: r.challenge,
-                    pin,
-                    served_by: r.served_by,
-                    cardholder_id,
-                    agent_id,
-                },
-            )
-        })
-        .await?;
+        let batcher = match command {
+            CardCommand::Unblock => &self.unblock,
+            CardCommand::Reload => &self.reload,
+        };
+        let answer = batcher
+            .run(request, move |n, req, mut r| {
+                // Secrets leave the message at once, into memory that is wiped on drop.
+                let pin = Zeroizing::new(std::mem::take(&mut r.pin));
+                let cardholder_id = Zeroizing::new(std::mem::take(&mut r.cardholder_id));
+                let agent = Zeroizing::new(std::mem::take(&mut r.agent_id));
+                let agent_id = (!agent.is_empty()).then_some(agent);
+                n.card_command(
+                    req,
+                    CardRequest {
+                        command,
+                        serial: r.card_serial,
+                        challenge: r.challenge,
+                        pin,
+                        served_by: r.served_by,
+                        cardholder_id,
+                        agent_id,
+                    },
+                )
+            })
+            .await?;
         Ok(Response::new(proto::CardCommandResponse {
             apdu: answer.apdu,
             master_key_id: answer.master_key_id,
@@ -156,16 +165,14 @@ impl CardService for CardApi {
         &self,
         request: Request<proto::CardCommandRequest>,
     ) -> Result<Response<proto::CardCommandResponse>, Status> {
-        self.command("UnblockPin", CardCommand::Unblock, request)
-            .await
+        self.command(CardCommand::Unblock, request).await
     }
 
     async fn reload_pin(
         &self,
         request: Request<proto::CardCommandRequest>,
     ) -> Result<Response<proto::CardCommandResponse>, Status> {
-        self.command("ReloadPin", CardCommand::Reload, request)
-            .await
+        self.command(CardCommand::Reload, request).await
     }
 }
 
@@ -194,6 +201,7 @@ async fn personalise_batch(
     if msgs.is_empty() {
         return (Vec::new(), broken);
     }
+    super::metrics::batch("PersonaliseCards", msgs.len());
     // A task of its own, so that the batch takes its turn and gives it back whether or not
     // the stream is polled: a client that stops reading its answers must not hold turns the
     // other streams need.

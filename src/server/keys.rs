@@ -56,14 +56,24 @@ where
     })
     .await
     .map_err(|e| Status::internal(format!("{rpc} did not finish: {e}")))?;
+    answer(rpc, &request_id, &name, outcome)
+}
+
+/// Logs how a request ended and turns its error into the status to answer with.
+pub(crate) fn answer<T>(
+    rpc: &'static str,
+    request_id: &str,
+    caller: &str,
+    outcome: Result<T, NodeError>,
+) -> Result<T, Status> {
     match outcome {
         Ok(v) => {
-            tracing::info!(%request_id, rpc, caller = %name, "ok");
+            tracing::info!(%request_id, rpc, %caller, "ok");
             Ok(v)
         }
         Err(e) => {
             let status = to_status(&e);
-            tracing::warn!(%request_id, rpc, caller = %name, code = ?status.code(), error = %e, "refused");
+            tracing::warn!(%request_id, rpc, %caller, code = ?status.code(), error = %e, "refused");
             Err(status)
         }
     }
@@ -122,7 +132,10 @@ pub(crate) fn execute<T>(
     result
 }
 
-/// Requests that ran but whose records are not written yet: see [`run_all`].
+/// Requests that ran on this thread, one after the other, but whose records are not written
+/// yet. [`Unrecorded::record`] writes them together: a batch of requests costs one durable
+/// wait instead of one each, and the caller can let go of what the use cases needed (an HSM
+/// turn) before that wait.
 pub(crate) struct Unrecorded<T> {
     rpc: &'static str,
     drafts: Vec<AuditDraft>,
@@ -130,10 +143,8 @@ pub(crate) struct Unrecorded<T> {
     done: Vec<(Instant, bool, Result<T, NodeError>)>,
 }
 
-/// Runs a use case for each of `items`, one after the other on this thread. Their records are
-/// written afterwards, together, by [`Unrecorded::record`]: a batch of requests costs one
-/// durable wait instead of one each, and the caller can let go of what the use cases needed
-/// (an HSM turn) before that wait. Blocking.
+/// Runs a use case for each of `items`, all for `who` under one request id (the cards of a
+/// stream). Blocking.
 pub(crate) fn run_all<I, T>(
     node: &Node,
     who: &Identity,
@@ -142,22 +153,42 @@ pub(crate) fn run_all<I, T>(
     items: Vec<I>,
     f: impl Fn(&Node, &mut node::Request, I) -> Result<T, NodeError>,
 ) -> Unrecorded<T> {
-    let mut done = Vec::with_capacity(items.len());
-    let mut drafts = Vec::with_capacity(items.len());
+    let mut ran = Unrecorded::new(rpc, items.len());
     for item in items {
-        let start = Instant::now();
-        let mut req = node::Request::new(who.clone(), node.name(), rpc, request_id);
-        let result = f(node, &mut req, item);
-        let pending = !req.is_logged();
-        if pending {
-            drafts.push(finished_draft(req, &result));
-        }
-        done.push((start, pending, result));
+        ran.run(node, who.clone(), request_id, |n, req| f(n, req, item));
     }
-    Unrecorded { rpc, drafts, done }
+    ran
 }
 
 impl<T> Unrecorded<T> {
+    /// Room for `capacity` requests to `rpc`.
+    pub(crate) fn new(rpc: &'static str, capacity: usize) -> Unrecorded<T> {
+        Unrecorded {
+            rpc,
+            drafts: Vec::with_capacity(capacity),
+            done: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Runs one use case for `who`; its record waits for [`Unrecorded::record`] unless the use
+    /// case wrote it with its change. Blocking.
+    pub(crate) fn run(
+        &mut self,
+        node: &Node,
+        who: Identity,
+        request_id: &str,
+        f: impl FnOnce(&Node, &mut node::Request) -> Result<T, NodeError>,
+    ) {
+        let start = Instant::now();
+        let mut req = node::Request::new(who, node.name(), self.rpc, request_id);
+        let result = f(node, &mut req);
+        let pending = !req.is_logged();
+        if pending {
+            self.drafts.push(finished_draft(req, &result));
+        }
+        self.done.push((start, pending, result));
+    }
+
     /// Writes the records in one commit. Each result stands only once its record is durable;
     /// when the commit fails, every request whose record was in it fails. Blocking.
     pub(crate) fn record(self, node: &Node) -> Vec<Result<T, NodeError>> {

@@ -20,6 +20,9 @@ const BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// Requests per batch: 1 to 32.
+const BATCH_BUCKETS: [f64; 6] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
+
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP: Duration = Duration::from_secs(5);
 
@@ -27,6 +30,8 @@ const UPKEEP: Duration = Duration::from_secs(5);
 pub(crate) fn install() -> Result<PrometheusHandle, ServeError> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .map_err(|e| ServeError::Metrics(e.to_string()))?
+        .set_buckets_for_metric(Matcher::Full("hkms_batch_requests".into()), &BATCH_BUCKETS)
         .map_err(|e| ServeError::Metrics(e.to_string()))?
         .build_recorder();
     let handle = recorder.handle();
@@ -66,6 +71,15 @@ fn describe() {
         "Durable registry commits (group commits)"
     );
     describe_counter!("hkms_audit_writes_total", "Writes carried by those commits");
+    describe_histogram!(
+        "hkms_batch_requests",
+        "Requests served back to back on one thread and committed together, by RPC"
+    );
+}
+
+/// Counts one batch of `requests` requests to `rpc`.
+pub(crate) fn batch(rpc: &'static str, requests: usize) {
+    metrics::histogram!("hkms_batch_requests", "rpc" => rpc).record(requests as f64);
 }
 
 /// Counts one answered request; called where its audit record is written.

@@ -2,6 +2,7 @@
 //! (so `grpcurl` works without the .proto files).
 
 pub mod audit;
+mod batch;
 pub mod card;
 pub mod ceremony;
 pub mod health;

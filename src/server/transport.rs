@@ -10,17 +10,22 @@ use crate::proto;
 use crate::proto::transport_service_server::TransportService;
 use crate::store::TransportKeyRow;
 
+use super::batch::Batcher;
 use super::keys::{key_to_proto, run};
 
 /// The transport service over one node.
 pub struct TransportApi {
     node: Arc<Node>,
+    exports: Batcher<Vec<u8>>,
 }
 
 impl TransportApi {
     /// Serves `node`.
     pub fn new(node: Arc<Node>) -> TransportApi {
-        TransportApi { node }
+        TransportApi {
+            exports: Batcher::new(Arc::clone(&node), "ExportKey"),
+            node,
+        }
     }
 }
 
@@ -79,11 +84,13 @@ impl TransportService for TransportApi {
         &self,
         request: Request<proto::ExportKeyRequest>,
     ) -> Result<Response<proto::ExportKeyResponse>, Status> {
-        let package = run(&self.node, "ExportKey", request, |n, req, r| {
-            let card = (!r.card_id.is_empty()).then_some(r.card_id.as_str());
-            n.export_key(req, &r.key_id, &r.recipient_region, card)
-        })
-        .await?;
+        let package = self
+            .exports
+            .run(request, |n, req, r| {
+                let card = (!r.card_id.is_empty()).then_some(r.card_id.as_str());
+                n.export_key(req, &r.key_id, &r.recipient_region, card)
+            })
+            .await?;
         Ok(Response::new(proto::ExportKeyResponse { package }))
     }
 
