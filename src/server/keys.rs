@@ -12,6 +12,7 @@ use crate::proto;
 use crate::proto::key_service_server::KeyService;
 use crate::store::KeyRecord;
 
+use super::batch::Batcher;
 use super::identity::caller;
 use super::metrics;
 use super::status::to_status;
@@ -19,12 +20,16 @@ use super::status::to_status;
 /// The key service over one node.
 pub struct KeyApi {
     node: Arc<Node>,
+    gets: Batcher<KeyRecord>,
 }
 
 impl KeyApi {
     /// Serves `node`.
     pub fn new(node: Arc<Node>) -> KeyApi {
-        KeyApi { node }
+        KeyApi {
+            gets: Batcher::new(Arc::clone(&node), "GetKey"),
+            node,
+        }
     }
 }
 
@@ -319,10 +324,10 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::GetKeyRequest>,
     ) -> Result<Response<proto::GetKeyResponse>, Status> {
-        let key = run(&self.node, "GetKey", request, |n, req, r| {
-            n.get_key(req, &r.id)
-        })
-        .await?;
+        let key = self
+            .gets
+            .run(request, |n, req, r| n.get_key(req, &r.id))
+            .await?;
         Ok(Response::new(proto::GetKeyResponse {
             key: Some(key_to_proto(&key)),
         }))
