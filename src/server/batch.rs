@@ -89,10 +89,14 @@ impl<T: Send + 'static> Batcher<T> {
             !std::mem::replace(&mut queue.leading, true)
         };
         if lead {
-            let (node, queue, rpc) = (Arc::clone(&self.node), Arc::clone(&self.queue), self.rpc);
-            tokio::task::spawn_blocking(move || serve(&node, rpc, &queue));
+            let (node, rpc) = (Arc::clone(&self.node), self.rpc);
+            let lead = Lead {
+                queue: Arc::clone(&self.queue),
+                done: false,
+            };
+            tokio::task::spawn_blocking(move || serve(&node, rpc, lead));
         }
-        // A sender dropped without an answer: its batch's thread panicked.
+        // A sender dropped without an answer: its batch's thread was lost (see `Lead`).
         let outcome = answered
             .await
             .unwrap_or_else(|_| Err(NodeError::Internal(format!("{} did not finish", self.rpc))));
@@ -101,13 +105,13 @@ impl<T: Send + 'static> Batcher<T> {
 }
 
 /// Serves batches until the queue is empty. Blocking.
-fn serve<T>(node: &Node, rpc: &'static str, queue: &Mutex<Queue<T>>) {
-    let _leading = Leading(queue);
+fn serve<T>(node: &Node, rpc: &'static str, mut lead: Lead<T>) {
     loop {
         let batch: Vec<Job<T>> = {
-            let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut q = lead.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if q.jobs.is_empty() {
                 q.leading = false;
+                lead.done = true;
                 return;
             }
             let n = q.jobs.len().min(MOST_PER_BATCH);
@@ -128,16 +132,81 @@ fn serve<T>(node: &Node, rpc: &'static str, queue: &Mutex<Queue<T>>) {
     }
 }
 
-/// Hands the lead back if the serving thread panics: the requests still queued fail (their
-/// senders are dropped), and the next request leads again.
-struct Leading<'a, T>(&'a Mutex<Queue<T>>);
+/// The lead of a queue. Dropped other than by an empty queue (the blocking task never ran,
+/// as when the runtime shuts down, or its thread panicked), it fails the requests still
+/// queued (their senders are dropped) and hands the lead back, so that the next request
+/// leads again instead of waiting for a leader that will never come.
+struct Lead<T> {
+    queue: Arc<Mutex<Queue<T>>>,
+    /// Set when the queue was found empty and the lead handed back under its lock.
+    done: bool,
+}
 
-impl<T> Drop for Leading<'_, T> {
+impl<T> Drop for Lead<T> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.done {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             q.jobs.clear();
             q.leading = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(queue: &Arc<Mutex<Queue<u32>>>) -> oneshot::Receiver<Result<u32, NodeError>> {
+        let (reply, answered) = oneshot::channel();
+        let who = Identity::from_uri("hkms://window/municipal/440100/counter-1").unwrap();
+        let mut q = queue.lock().unwrap();
+        q.jobs.push_back(Job {
+            who,
+            request_id: "r-1".into(),
+            use_case: Box::new(|_, _| Ok(1)),
+            reply,
+        });
+        q.leading = true;
+        answered
+    }
+
+    #[test]
+    fn a_lead_lost_before_its_thread_ran_fails_the_queue_and_hands_the_lead_back() {
+        let queue = Arc::new(Mutex::new(Queue {
+            jobs: VecDeque::new(),
+            leading: false,
+        }));
+        let mut answered = queued(&queue);
+        // As when the runtime drops a blocking task that never started.
+        drop(Lead {
+            queue: Arc::clone(&queue),
+            done: false,
+        });
+        assert!(
+            answered.try_recv().is_err(),
+            "the queued request is failed, not left waiting"
+        );
+        let q = queue.lock().unwrap();
+        assert!(q.jobs.is_empty());
+        assert!(!q.leading, "the next request leads again");
+    }
+
+    #[test]
+    fn a_lead_handed_back_on_an_empty_queue_leaves_a_new_leaders_jobs_alone() {
+        let queue = Arc::new(Mutex::new(Queue {
+            jobs: VecDeque::new(),
+            leading: false,
+        }));
+        let finished = Lead {
+            queue: Arc::clone(&queue),
+            done: true,
+        };
+        let mut answered = queued(&queue);
+        drop(finished);
+        assert!(matches!(
+            answered.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert_eq!(queue.lock().unwrap().jobs.len(), 1);
     }
 }

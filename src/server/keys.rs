@@ -186,7 +186,14 @@ impl<T> Unrecorded<T> {
     ) {
         let start = Instant::now();
         let mut req = node::Request::new(who, node.name(), self.rpc, request_id);
-        let result = f(node, &mut req);
+        // A use case that panics fails alone, with its record: the others of the batch stand.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(node, &mut req)))
+            .unwrap_or_else(|_| {
+                Err(NodeError::Internal(format!(
+                    "{} stopped unexpectedly; the request is refused",
+                    self.rpc
+                )))
+            });
         let pending = !req.is_logged();
         if pending {
             self.drafts.push(finished_draft(req, &result));
