@@ -124,17 +124,11 @@ pub(crate) fn execute<T>(
     request_id: &str,
     f: impl FnOnce(&Node, &mut node::Request) -> Result<T, NodeError>,
 ) -> Result<T, NodeError> {
-    let start = Instant::now();
-    let mut req = node::Request::new(who, node.name(), rpc, request_id);
-    let result = f(node, &mut req);
-    let result = if req.is_logged() {
-        result
-    } else {
-        let draft = finished_draft(req, &result);
-        node.record(&draft).map_err(unrecorded).and(result)
-    };
-    count(rpc, &result, start);
-    result
+    let mut ran = Unrecorded::new(rpc, 1);
+    ran.run(node, who, request_id, f);
+    ran.record(node)
+        .pop()
+        .unwrap_or_else(|| Err(NodeError::Internal(format!("{rpc} left no result"))))
 }
 
 /// Requests that ran on this thread, one after the other, but whose records are not written
