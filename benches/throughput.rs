@@ -1599,6 +1599,12 @@ fn main() {
                 .split(',')
                 .any(|o| o.trim().eq_ignore_ascii_case(operation))
     };
+    // Longer shares for profiling (a share of the full run lasts about 0.1 s at 16 clients).
+    let scale: usize = std::env::var("HKMS_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1);
     let settings = if quick {
         Settings {
             unblock_ops: 200,
@@ -1612,10 +1618,10 @@ fn main() {
         }
     } else {
         Settings {
-            unblock_ops: 2000,
-            export_ops: 1000,
+            unblock_ops: 2000 * scale,
+            export_ops: 1000 * scale,
             derive_ops: 400,
-            cards: 1000,
+            cards: 1000 * scale,
             card_rounds: 2,
             warm_per_client: 3,
             rounds: 4,

@@ -125,7 +125,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Caps glibc's malloc at two arenas for the server, before any thread starts. Many blocking
+/// Caps glibc's malloc (SoftHSM2's and SQLite's; hkms's own allocations go to mimalloc, see
+/// `main.rs`) at two arenas for the server, before any thread starts. Many blocking
 /// threads each got an arena of their own, and the memory SoftHSM2 frees when it is initialised
 /// again (`hsm/recovery.rs`) stayed fragmented across them: in a 400,000-card run, RSS
 /// levelled at 62 MB with two arenas and was still climbing past 78 MB without the cap.

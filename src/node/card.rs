@@ -9,9 +9,9 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::card::{self, CardCommand};
-use crate::hierarchy::{Factor, KeyState, KeyTypeName};
+use crate::hierarchy::{Factor, KeyTypeName};
 use crate::policy::Operation;
-use crate::store::{KeyFilter, KeyRecord};
+use crate::store::KeyRecord;
 
 use super::{Node, NodeError, Request};
 
@@ -149,16 +149,8 @@ impl Node {
                 self.tier, self.region
             )));
         }
-        let filter = KeyFilter {
-            key_type: Some(KeyTypeName::parse(key_type)?),
-            region: Some(self.region),
-            state: Some(KeyState::Active),
-            ..KeyFilter::default()
-        };
         self.store
-            .list_keys(&filter)?
-            .into_iter()
-            .max_by_key(|k| k.version)
+            .newest_active_key(&KeyTypeName::parse(key_type)?, &self.region)?
             .ok_or_else(|| {
                 NodeError::FailedPrecondition(format!(
                     "this node holds no active `{key_type}` key for {}; import or generate one first",

@@ -50,6 +50,23 @@ impl Store {
         self.query_records(&sql, params_from_iter(args))
     }
 
+    /// The newest active key of `key_type` in `region` (highest version; among equal versions
+    /// the latest registered): the key a city's card services use. One indexed row, read at
+    /// every card request.
+    pub fn newest_active_key(
+        &self,
+        key_type: &KeyTypeName,
+        region: &Region,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM keys \
+             WHERE key_type = ?1 AND region = ?2 AND state = 'active' \
+             ORDER BY version DESC, rowid DESC LIMIT 1"
+        );
+        let mut found = self.query_records(&sql, params![key_type.as_str(), region.as_str()])?;
+        Ok(found.pop())
+    }
+
     /// The live (not destroyed) key derived from `parent` for `region`, if any.
     pub fn find_child(
         &self,
@@ -308,6 +325,42 @@ mod tests {
         assert_eq!(s.get_key(&root.id).unwrap(), Some(root));
         assert_eq!(s.get_key(&child.id).unwrap(), Some(child));
         assert_eq!(s.get_key(&KeyId::new_random()).unwrap(), None);
+    }
+
+    #[test]
+    fn newest_active_key_takes_the_highest_active_version_then_the_latest_registered() {
+        let s = store();
+        let national = Region::NATIONAL;
+        assert_eq!(
+            s.newest_active_key(&name("pin-unblock"), &national)
+                .unwrap(),
+            None
+        );
+        let v1 = root_record("pin-unblock");
+        let mut v3_suspended = root_record("pin-unblock");
+        v3_suspended.version = 3;
+        v3_suspended.state = KeyState::Suspended;
+        let mut v2 = root_record("pin-unblock");
+        v2.version = 2;
+        let mut v2_again = root_record("pin-unblock");
+        v2_again.version = 2;
+        let mut other_type = root_record("pin-reload");
+        other_type.version = 9;
+        for r in [&v1, &v3_suspended, &v2, &v2_again, &other_type] {
+            s.insert_key(r).unwrap();
+        }
+        let newest = |t: &str| {
+            s.newest_active_key(&name(t), &national)
+                .unwrap()
+                .map(|r| r.id)
+        };
+        assert_eq!(newest("pin-unblock"), Some(v2_again.id.clone()));
+        assert_eq!(newest("pin-reload"), Some(other_type.id.clone()));
+        assert_eq!(
+            s.newest_active_key(&name("pin-unblock"), &region("440100"))
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
