@@ -7,6 +7,11 @@ use super::record::{COLUMNS, from_row};
 use super::{KeyFilter, KeyRecord, Store, StoreError, now_rfc3339};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
+/// The condition of [`Store::newest_active_key`] (?1 key type, ?2 region); migration 4's index
+/// answers it without a sort.
+pub(super) const NEWEST_ACTIVE: &str = "WHERE key_type = ?1 AND region = ?2 AND state = 'active' \
+     ORDER BY version DESC, rowid DESC LIMIT 1";
+
 impl Store {
     /// Registers a new key. A second live child of the same parent for the same region is
     /// refused with [`StoreError::AlreadyExists`].
@@ -58,11 +63,7 @@ impl Store {
         key_type: &KeyTypeName,
         region: &Region,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM keys \
-             WHERE key_type = ?1 AND region = ?2 AND state = 'active' \
-             ORDER BY version DESC, rowid DESC LIMIT 1"
-        );
+        let sql = format!("SELECT {COLUMNS} FROM keys {NEWEST_ACTIVE}");
         let mut found = self.query_records(&sql, params![key_type.as_str(), region.as_str()])?;
         Ok(found.pop())
     }

@@ -145,6 +145,43 @@ mod tests {
     }
 
     #[test]
+    fn a_version_3_registry_gains_the_card_master_index_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, sql) in (1_i64..).zip(&MIGRATIONS[..3]) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO keys VALUES ('k-1', 'pin-unblock', 'aes128', 'municipal', '440100', \
+             NULL, NULL, '53E107', 'aes-cmac', 1, 'active', 'hkms/k-1', 't', 't')",
+            [],
+        )
+        .unwrap();
+        apply(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), LATEST);
+        let mut explain = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT id FROM keys {}",
+                super::super::keys::NEWEST_ACTIVE
+            ))
+            .unwrap();
+        let plan: Vec<String> = explain
+            .query_map(["pin-unblock", "440100"], |row| row.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|p| p.contains("keys_newest_by_state")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM keys", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[test]
     fn newer_schema_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
