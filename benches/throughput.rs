@@ -146,6 +146,34 @@ struct Run {
     /// CPU time the bench process (clients, or the raw loop with SoftHSM2 in it) and the
     /// server process used meanwhile.
     cpu: CpuUse,
+    /// For a service run of an RPC served in batches: the time the batches' thread spent
+    /// meanwhile (node metrics).
+    leader: Option<LeaderTime>,
+}
+
+/// Seconds a batch thread spent running use cases and writing their records.
+#[derive(Debug, Default, Clone, Copy)]
+struct LeaderTime {
+    running: f64,
+    recording: f64,
+}
+
+impl LeaderTime {
+    /// The totals so far for `rpc`, from a node's metrics text.
+    fn scraped(text: &str, rpc: &str) -> LeaderTime {
+        let with = format!("rpc=\"{rpc}\"");
+        LeaderTime {
+            running: metric_sum(text, "hkms_batch_run_seconds_sum", &with),
+            recording: metric_sum(text, "hkms_batch_record_seconds_sum", &with),
+        }
+    }
+
+    fn since(self, start: LeaderTime) -> LeaderTime {
+        LeaderTime {
+            running: self.running - start.running,
+            recording: self.recording - start.recording,
+        }
+    }
 }
 
 impl Run {
@@ -170,6 +198,7 @@ impl Run {
             elapsed,
             latencies,
             cpu: CpuUse::default(),
+            leader: None,
         }
     }
 
@@ -187,6 +216,13 @@ impl Run {
         self.elapsed += other.elapsed;
         self.cpu.bench += other.cpu.bench;
         self.cpu.server += other.cpu.server;
+        self.leader = match (self.leader, other.leader) {
+            (Some(a), Some(b)) => Some(LeaderTime {
+                running: a.running + b.running,
+                recording: a.recording + b.recording,
+            }),
+            (a, b) => a.or(b),
+        };
         self.latencies.extend(other.latencies);
         self.latencies.sort();
     }
@@ -419,6 +455,31 @@ fn print_cpu(rows: &[Row]) {
     }
 }
 
+/// How busy the thread serving the batches was during each line's service shares.
+fn print_leader(rows: &[Row]) {
+    let lines: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let l = r.service.leader?;
+            let wall = r.service.elapsed.as_secs_f64().max(1e-9);
+            Some(format!(
+                "{} clients {:.0}% ({:.0}% + {:.0}%)",
+                r.clients,
+                (l.running + l.recording) / wall * 100.0,
+                l.running / wall * 100.0,
+                l.recording / wall * 100.0
+            ))
+        })
+        .collect();
+    if !lines.is_empty() {
+        println!(
+            "  the batch thread's busy share of the service's time (running use cases + writing \
+             records; node metrics): {}",
+            lines.join(", ")
+        );
+    }
+}
+
 fn print_table(
     operation: &'static str,
     service: &str,
@@ -471,6 +532,7 @@ fn print_table(
         ops.join(", ")
     );
     print_cpu(rows);
+    print_leader(rows);
     for note in notes {
         println!("  {note}");
     }
@@ -513,12 +575,14 @@ fn print_table(
 /// alternations of a service share of `ops` operations and a raw share of as many operations
 /// as the service share attempted (so that a share the time limit cut short does not let one
 /// token grow faster than the other). Service operations take their numbers from `next` (each
-/// number is used once); raw ones from `next_raw`.
+/// number is used once); raw ones from `next_raw`. With `batched`, the node and RPC whose
+/// batch thread's time to read around each service share.
 #[allow(clippy::too_many_arguments)]
 fn measure_line<C, F, Fut>(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
     server: u32,
+    batched: Option<(&TestNode, &str)>,
     ops: usize,
     mut clients: Vec<C>,
     service_op: F,
@@ -544,6 +608,7 @@ where
         } else {
             (share, cap)
         };
+        let leader = batched.map(|(node, rpc)| LeaderTime::scraped(&scrape(node), rpc));
         let cpu = CpuUse::now(server);
         let (mut run, back) = rt.block_on(drive_service(
             clients,
@@ -553,6 +618,9 @@ where
             service_op.clone(),
         ));
         run.cpu = CpuUse::now(server).since(cpu);
+        run.leader = batched
+            .zip(leader)
+            .map(|((node, rpc), start)| LeaderTime::scraped(&scrape(node), rpc).since(start));
         clients = back;
         *next += count;
         let attempted = run.ops + run.errors;
@@ -1916,6 +1984,7 @@ fn main() {
                 &rt,
                 &settings,
                 server_pid,
+                Some((&city, "UnblockPin")),
                 settings.unblock_ops,
                 clients,
                 service_op,
@@ -2032,6 +2101,7 @@ fn main() {
                 &rt,
                 &settings,
                 server_pid,
+                Some((&nation, "ExportKey")),
                 settings.export_ops,
                 clients,
                 service_op,
@@ -2119,6 +2189,7 @@ fn main() {
                 &rt,
                 &settings,
                 server_pid,
+                None,
                 settings.derive_ops,
                 clients,
                 service_op,

@@ -151,8 +151,32 @@ async fn metrics_count_requests_denials_latency_sessions_and_the_audit_queue() {
     );
 
     // The HSM calls a key generation makes are timed by call and mechanism.
-    node.generate("card-master").await;
+    let key = node.generate("card-master").await;
+    // GetKey is served in batches (`generate` made one GetKey too): each request's wait, and
+    // each batch's time running and recording, are measured.
+    for _ in 0..3 {
+        officer
+            .get_key(proto::GetKeyRequest { id: key.id.clone() })
+            .await
+            .expect("officer reads the key");
+    }
     let (_, body) = get(addr, "/metrics");
+    let gets = [("rpc", "GetKey")];
+    assert_eq!(
+        sample(&body, "hkms_batch_wait_seconds_count", &gets),
+        Some(4.0),
+        "{body}"
+    );
+    let batches = sample(&body, "hkms_batch_requests_count", &gets).expect("GetKey batches");
+    assert!((1.0..=4.0).contains(&batches), "{body}");
+    for name in ["hkms_batch_run_seconds", "hkms_batch_record_seconds"] {
+        let count = format!("{name}_count");
+        assert_eq!(sample(&body, &count, &gets), Some(batches), "{body}");
+    }
+    assert!(
+        sample(&body, "hkms_batch_record_seconds_sum", &gets).is_some_and(|s| s > 0.0),
+        "a durable commit takes time: {body}"
+    );
     assert!(
         sample(
             &body,

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 use tonic::{Request, Status};
@@ -26,6 +27,8 @@ const MOST_PER_BATCH: usize = 32;
 type UseCase<T> = Box<dyn FnOnce(&Node, &mut node::Request) -> Result<T, NodeError> + Send>;
 
 struct Job<T> {
+    /// When the request joined the queue.
+    queued: Instant,
     who: Identity,
     request_id: String,
     use_case: UseCase<T>,
@@ -78,6 +81,7 @@ impl<T: Send + 'static> Batcher<T> {
         let body = request.into_inner();
         let (reply, answered) = oneshot::channel();
         let job = Job {
+            queued: Instant::now(),
             who,
             request_id: request_id.clone(),
             use_case: Box::new(move |n, req| f(n, req, body)),
@@ -118,14 +122,19 @@ fn serve<T>(node: &Node, rpc: &'static str, mut lead: Lead<T>) {
             q.jobs.drain(..n).collect()
         };
         super::metrics::batch(rpc, batch.len());
+        let started = Instant::now();
         let mut ran = Unrecorded::new(rpc, batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
+            super::metrics::batch_wait(rpc, started.saturating_duration_since(job.queued));
             ran.run(node, job.who, &job.request_id, job.use_case);
             replies.push(job.reply);
         }
         // Requests that arrive during this commit form the next batch.
-        for (reply, result) in replies.into_iter().zip(ran.record(node)) {
+        let recording = Instant::now();
+        let results = ran.record(node);
+        super::metrics::batch_time(rpc, recording - started, recording.elapsed());
+        for (reply, result) in replies.into_iter().zip(results) {
             // A client that went away still had its record written.
             let _ = reply.send(result);
         }
@@ -161,6 +170,7 @@ mod tests {
         let who = Identity::from_uri("hkms://window/municipal/440100/counter-1").unwrap();
         let mut q = queue.lock().unwrap();
         q.jobs.push_back(Job {
+            queued: Instant::now(),
             who,
             request_id: "r-1".into(),
             use_case: Box::new(|_, _| Ok(1)),

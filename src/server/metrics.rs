@@ -75,11 +75,38 @@ fn describe() {
         "hkms_batch_requests",
         "Requests served back to back on one thread and committed together, by RPC"
     );
+    describe_histogram!(
+        "hkms_batch_wait_seconds",
+        Unit::Seconds,
+        "Time a request waited for its batch to start, by RPC"
+    );
+    describe_histogram!(
+        "hkms_batch_run_seconds",
+        Unit::Seconds,
+        "Time a batch's thread spent running its use cases, by RPC"
+    );
+    describe_histogram!(
+        "hkms_batch_record_seconds",
+        Unit::Seconds,
+        "Time a batch's thread spent writing its records in one durable commit, by RPC"
+    );
 }
 
 /// Counts one batch of `requests` requests to `rpc`.
 pub(crate) fn batch(rpc: &'static str, requests: usize) {
     metrics::histogram!("hkms_batch_requests", "rpc" => rpc).record(requests as f64);
+}
+
+/// How long a request to `rpc` waited in the queue before its batch started.
+pub(crate) fn batch_wait(rpc: &'static str, waited: Duration) {
+    metrics::histogram!("hkms_batch_wait_seconds", "rpc" => rpc).record(waited);
+}
+
+/// Where one batch's thread spent its time: the sum of both over a while, against that
+/// while, is how busy the thread that serves `rpc` was.
+pub(crate) fn batch_time(rpc: &'static str, running: Duration, recording: Duration) {
+    metrics::histogram!("hkms_batch_run_seconds", "rpc" => rpc).record(running);
+    metrics::histogram!("hkms_batch_record_seconds", "rpc" => rpc).record(recording);
 }
 
 /// Counts one answered request; called where its audit record is written.
