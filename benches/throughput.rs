@@ -159,19 +159,23 @@ struct LeaderTime {
 }
 
 impl LeaderTime {
-    /// The totals so far for `rpc`, from a node's metrics text.
-    fn scraped(text: &str, rpc: &str) -> LeaderTime {
+    /// The totals so far for `rpc`, from a node's metrics text; `None` when the node could not
+    /// be read or has served no batch of `rpc` yet.
+    fn scraped(text: &str, rpc: &str) -> Option<LeaderTime> {
         let with = format!("rpc=\"{rpc}\"");
-        LeaderTime {
-            running: metric_sum(text, "hkms_batch_run_seconds_sum", &with),
-            recording: metric_sum(text, "hkms_batch_record_seconds_sum", &with),
-        }
+        text.lines()
+            .any(|l| l.starts_with("hkms_batch_run_seconds_sum") && l.contains(&with))
+            .then(|| LeaderTime {
+                running: metric_sum(text, "hkms_batch_run_seconds_sum", &with),
+                recording: metric_sum(text, "hkms_batch_record_seconds_sum", &with),
+            })
     }
 
-    fn since(self, start: LeaderTime) -> LeaderTime {
+    /// `self` plus the time between two readings.
+    fn plus(self, before: LeaderTime, after: LeaderTime) -> LeaderTime {
         LeaderTime {
-            running: self.running - start.running,
-            recording: self.recording - start.recording,
+            running: self.running + after.running - before.running,
+            recording: self.recording + after.recording - before.recording,
         }
     }
 }
@@ -216,13 +220,6 @@ impl Run {
         self.elapsed += other.elapsed;
         self.cpu.bench += other.cpu.bench;
         self.cpu.server += other.cpu.server;
-        self.leader = match (self.leader, other.leader) {
-            (Some(a), Some(b)) => Some(LeaderTime {
-                running: a.running + b.running,
-                recording: a.recording + b.recording,
-            }),
-            (a, b) => a.or(b),
-        };
         self.latencies.extend(other.latencies);
         self.latencies.sort();
     }
@@ -601,6 +598,9 @@ where
     let cap = settings.cap / settings.rounds as u32;
     let mut service = Run::empty();
     let mut raw = Run::empty();
+    // The batch thread's time over the timed shares; `None` once a reading failed.
+    let read_leader = |node: &TestNode, rpc: &str| LeaderTime::scraped(&scrape(node), rpc);
+    let mut leader = batched.map(|_| LeaderTime::default());
     for round in 0..=settings.rounds {
         // Round 0 is the untimed warm-up.
         let (count, cap) = if round == 0 {
@@ -608,7 +608,9 @@ where
         } else {
             (share, cap)
         };
-        let leader = batched.map(|(node, rpc)| LeaderTime::scraped(&scrape(node), rpc));
+        let before = batched
+            .filter(|_| round > 0)
+            .and_then(|(node, rpc)| read_leader(node, rpc));
         let cpu = CpuUse::now(server);
         let (mut run, back) = rt.block_on(drive_service(
             clients,
@@ -618,9 +620,12 @@ where
             service_op.clone(),
         ));
         run.cpu = CpuUse::now(server).since(cpu);
-        run.leader = batched
-            .zip(leader)
-            .map(|((node, rpc), start)| LeaderTime::scraped(&scrape(node), rpc).since(start));
+        if round > 0 {
+            let after = batched.and_then(|(node, rpc)| read_leader(node, rpc));
+            leader = leader
+                .zip(before.zip(after))
+                .map(|(sum, (b, a))| sum.plus(b, a));
+        }
         clients = back;
         *next += count;
         let attempted = run.ops + run.errors;
@@ -633,6 +638,7 @@ where
             raw.merge(raw_run);
         }
     }
+    service.leader = leader;
     Row {
         clients: c,
         service,
@@ -1671,7 +1677,7 @@ fn main() {
     let scale: usize = std::env::var("HKMS_BENCH_SCALE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .filter(|&n| n >= 1)
+        .filter(|n| (1..=1000).contains(n))
         .unwrap_or(1);
     let settings = if quick {
         Settings {
@@ -1693,7 +1699,7 @@ fn main() {
             card_rounds: 2,
             warm_per_client: 3,
             rounds: 4,
-            cap: Duration::from_secs(12),
+            cap: Duration::from_secs(12) * scale as u32,
         }
     };
     println!(

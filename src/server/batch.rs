@@ -126,7 +126,7 @@ fn serve<T>(node: &Node, rpc: &'static str, mut lead: Lead<T>) {
         let mut ran = Unrecorded::new(rpc, batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
-            super::metrics::batch_wait(rpc, started.saturating_duration_since(job.queued));
+            super::metrics::batch_wait(rpc, job.queued.elapsed());
             ran.run(node, job.who, &job.request_id, job.use_case);
             replies.push(job.reply);
         }

@@ -78,7 +78,7 @@ fn describe() {
     describe_histogram!(
         "hkms_batch_wait_seconds",
         Unit::Seconds,
-        "Time a request waited for its batch to start, by RPC"
+        "Time a request waited for its use case to start: for a batch, then for the requests before it in its batch; by RPC"
     );
     describe_histogram!(
         "hkms_batch_run_seconds",
@@ -97,7 +97,8 @@ pub(crate) fn batch(rpc: &'static str, requests: usize) {
     metrics::histogram!("hkms_batch_requests", "rpc" => rpc).record(requests as f64);
 }
 
-/// How long a request to `rpc` waited in the queue before its batch started.
+/// How long a request to `rpc` waited before its use case started: in the queue, then behind
+/// the requests before it in its batch.
 pub(crate) fn batch_wait(rpc: &'static str, waited: Duration) {
     metrics::histogram!("hkms_batch_wait_seconds", "rpc" => rpc).record(waited);
 }

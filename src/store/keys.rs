@@ -7,8 +7,10 @@ use super::record::{COLUMNS, from_row};
 use super::{KeyFilter, KeyRecord, Store, StoreError, now_rfc3339};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
-/// The condition of [`Store::newest_active_key`] (?1 key type, ?2 region); migration 4's index
-/// answers it without a sort.
+/// What follows `FROM keys` in [`Store::newest_active_key`] (?1 key type, ?2 region): its
+/// condition, order and limit. Migration 4's index answers it without a sort. The rowid is the
+/// order of registration: hkms deletes a row only to undo the key it has just created, and
+/// never runs VACUUM.
 pub(super) const NEWEST_ACTIVE: &str = "WHERE key_type = ?1 AND region = ?2 AND state = 'active' \
      ORDER BY version DESC, rowid DESC LIMIT 1";
 
