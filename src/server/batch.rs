@@ -19,7 +19,7 @@ use crate::node::{self, Node, NodeError};
 use crate::policy::Identity;
 
 use super::identity::caller;
-use super::keys::{Unrecorded, answer, refuse_unauthenticated};
+use super::keys::{Unrecorded, answer, authenticated};
 
 /// Most requests run before their records are committed; later ones wait for the next batch.
 const MOST_PER_BATCH: usize = 32;
@@ -68,15 +68,7 @@ impl<T: Send + 'static> Batcher<T> {
         F: FnOnce(&Node, &mut node::Request, R) -> Result<T, NodeError> + Send + 'static,
         R: Send + 'static,
     {
-        let request_id = format!("r-{}", uuid::Uuid::new_v4().simple());
-        let who = match caller(&request) {
-            Ok(who) => who,
-            Err(status) => {
-                return Err(
-                    refuse_unauthenticated(&self.node, self.rpc, &request_id, status).await,
-                );
-            }
-        };
+        let (request_id, who) = authenticated(&self.node, self.rpc, caller(&request)).await?;
         let name = who.to_string();
         let body = request.into_inner();
         let (reply, answered) = oneshot::channel();

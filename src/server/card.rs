@@ -16,7 +16,7 @@ use crate::proto::card_service_server::CardService;
 
 use super::batch::Batcher;
 use super::identity::caller;
-use super::keys::{execute, refuse_unauthenticated, run_all};
+use super::keys::{authenticated, execute, run_all};
 
 /// Most cards of one `PersonaliseCards` stream that one blocking thread works through in a
 /// row before their records are committed together. A stream takes the cards that have
@@ -99,22 +99,13 @@ impl CardService for CardApi {
         &self,
         request: Request<Streaming<proto::PersonaliseRequest>>,
     ) -> Result<Response<Self::PersonaliseCardsStream>, Status> {
-        let who = match caller(&request) {
-            Ok(who) => who,
-            Err(status) => {
-                let rid = format!("r-{}", uuid::Uuid::new_v4().simple());
-                return Err(
-                    refuse_unauthenticated(&self.node, "PersonaliseCards", &rid, status).await,
-                );
-            }
-        };
+        let (batch, who) = authenticated(&self.node, "PersonaliseCards", caller(&request)).await?;
         let incoming = request.into_inner();
         // A small buffer: the client's pace bounds the server's memory.
         let (tx, rx) = tokio::sync::mpsc::channel(32);
         let node = Arc::clone(&self.node);
         let hsm_turns = Arc::clone(&self.hsm_turns);
         tokio::spawn(async move {
-            let batch = format!("r-{}", uuid::Uuid::new_v4().simple());
             let (mut cards, mut failed, mut undelivered) = (0u64, 0u64, 0u64);
             let (n, w, rid) = (Arc::clone(&node), who.clone(), batch.clone());
             let mut answers = incoming

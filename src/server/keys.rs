@@ -47,11 +47,7 @@ where
     R: Send + 'static,
     T: Send + 'static,
 {
-    let request_id = format!("r-{}", uuid::Uuid::new_v4().simple());
-    let who = match caller(&request) {
-        Ok(who) => who,
-        Err(status) => return Err(refuse_unauthenticated(node, rpc, &request_id, status).await),
-    };
+    let (request_id, who) = authenticated(node, rpc, caller(&request)).await?;
     let body = request.into_inner();
     let node = Arc::clone(node);
     let name = who.to_string();
@@ -84,9 +80,23 @@ pub(crate) fn answer<T>(
     }
 }
 
+/// A new request's id, with its caller as [`caller`] found it. A request without a usable
+/// identity is recorded and refused here.
+pub(crate) async fn authenticated(
+    node: &Arc<Node>,
+    rpc: &'static str,
+    caller: Result<Identity, Status>,
+) -> Result<(String, Identity), Status> {
+    let request_id = format!("r-{}", uuid::Uuid::new_v4().simple());
+    match caller {
+        Ok(who) => Ok((request_id, who)),
+        Err(status) => Err(refuse_unauthenticated(node, rpc, &request_id, status).await),
+    }
+}
+
 /// Records a request that carried no usable identity, and returns the status to answer with
 /// (INTERNAL when even the record cannot be written).
-pub(crate) async fn refuse_unauthenticated(
+async fn refuse_unauthenticated(
     node: &Arc<Node>,
     rpc: &'static str,
     request_id: &str,
