@@ -459,21 +459,32 @@ fn print_leader(rows: &[Row]) {
         .filter_map(|r| {
             let l = r.service.leader?;
             let wall = r.service.elapsed.as_secs_f64().max(1e-9);
+            let served = (r.service.ops + r.service.errors).max(1) as f64;
+            // A thread that did nothing but the use cases would serve this many per second.
+            let ceiling = served / l.running.max(1e-9);
             Some(format!(
-                "{} clients {:.0}% ({:.0}% + {:.0}%)",
+                "{} clients {:.0}% ({:.0}% + {:.0}%; {:.0} + {:.0} µs per request; use cases \
+                 alone: {:.0} op/s, {:.0}% of raw)",
                 r.clients,
                 (l.running + l.recording) / wall * 100.0,
                 l.running / wall * 100.0,
-                l.recording / wall * 100.0
+                l.recording / wall * 100.0,
+                l.running / served * 1e6,
+                l.recording / served * 1e6,
+                ceiling,
+                ceiling / r.raw.ops_per_s().max(1e-9) * 100.0
             ))
         })
         .collect();
     if !lines.is_empty() {
         println!(
-            "  the batch thread's busy share of the service's time (running use cases + writing \
-             records; node metrics): {}",
-            lines.join(", ")
+            "  the batch thread (node metrics), busy share of the service's time (running use \
+             cases + writing records), its time per request, and the most a thread running only \
+             the use cases could serve:"
         );
+        for line in lines {
+            println!("    {line}");
+        }
     }
 }
 
