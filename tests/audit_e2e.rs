@@ -96,7 +96,7 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
     assert!(ok, "{out}");
     assert!(out.starts_with("OK: records 1.."), "{out}");
 
-    // Pinning the node's published fingerprint.
+    // Pinning the node's key by the SHA-256 the node publishes (GetPublicKey, via export).
     let key = node.cli_as(
         AUDITOR,
         &[
@@ -112,17 +112,32 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
     )
     .expect("json");
     let fp = manifest["key_fingerprint"].as_str().expect("fingerprint");
-    let o = std::process::Command::new(support::hkms_bin())
-        .args([
-            "audit",
-            "verify",
-            &bundle.display().to_string(),
-            "--expect-fingerprint",
-            fp,
-        ])
-        .output()
-        .expect("verify");
+    let said = stdout(&key);
+    let sha256 = said
+        .split("SHA-256 ")
+        .nth(1)
+        .and_then(|rest| rest.get(..64))
+        .expect("export prints the key's SHA-256");
+    assert!(sha256.starts_with(fp), "{said}");
+    let verify_pinned = |expected: &str| {
+        std::process::Command::new(support::hkms_bin())
+            .args([
+                "audit",
+                "verify",
+                &bundle.display().to_string(),
+                "--expect-key-sha256",
+                expected,
+            ])
+            .output()
+            .expect("verify")
+    };
+    let o = verify_pinned(sha256);
     assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains(sha256), "{}", stdout(&o));
+    // The 6-digit fingerprint alone cannot vouch for the key.
+    let o = verify_pinned(fp);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("short fingerprint"), "{}", stdout(&o));
 
     // Every request is there, allowed or denied, with its decision and the policy's hash.
     let records: Vec<serde_json::Value> = lines(&bundle.join("records.jsonl"))

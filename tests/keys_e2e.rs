@@ -454,3 +454,47 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == "hkms.v1.KeyService"), "{names:?}");
 }
+
+#[tokio::test]
+async fn oversized_input_is_refused_with_a_short_status_and_a_short_record() {
+    let node = TestNode::start("national", "000000");
+    let mut c = node.client().await;
+    // About 1 MiB of key id, within gRPC's 4 MiB message limit.
+    let huge = format!("k-{}", "0".repeat(1 << 20));
+    let err = c
+        .get_key(proto::GetKeyRequest { id: huge.clone() })
+        .await
+        .expect_err("an oversized id");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().len() < 1024, "{} bytes", err.message().len());
+    assert!(err.message().ends_with("…(cut)"), "{}", err.message());
+
+    // A ceremony with many parameters is refused before the record lists them.
+    let params = (0..10_000)
+        .map(|i| (format!("p{i}"), "v".repeat(100)))
+        .collect();
+    let err =
+        hkms::proto::ceremony_service_client::CeremonyServiceClient::new(node.channel().await)
+            .open_ceremony(proto::OpenCeremonyRequest {
+                operation: "generate".into(),
+                params,
+            })
+            .await
+            .expect_err("10,000 parameters");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("at most 8"), "{}", err.message());
+
+    // Both refusals are in the log, and no line of it comes near the input's size.
+    let db = rusqlite::Connection::open(node.database()).expect("registry");
+    let (refused, longest): (i64, i64) = db
+        .query_row(
+            "SELECT count(*) FILTER (WHERE json_extract(line, '$.rpc') IN \
+             ('GetKey', 'OpenCeremony') AND json_extract(line, '$.result.code') = \
+             'INVALID_ARGUMENT'), max(length(line)) FROM audit_log",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("read the log");
+    assert_eq!(refused, 2);
+    assert!(longest < 4096, "a record of {longest} bytes");
+}

@@ -273,11 +273,18 @@ fn split_lines<'a>(file: &'static str, text: &'a str) -> Result<Vec<&'a str>, Bu
 
 /// The key fingerprint used in manifests and checkpoints: the first 3 bytes of SHA-256 of the
 /// SPKI DER, as 6 uppercase hex digits. Short enough to read aloud in a ceremony, which is
-/// what it is for; the signature check itself uses the whole key.
+/// what it is for. It names a key but cannot vouch for one (another key with the same 6 digits
+/// takes minutes to find): an auditor compares [`spki_sha256`].
 pub fn spki_fingerprint(spki_der: &[u8]) -> String {
     let digest = Sha256::digest(spki_der);
     let first: Vec<u8> = digest.iter().take(3).copied().collect();
     hex::encode_upper(first)
+}
+
+/// SHA-256 of the SPKI DER, as 64 uppercase hex digits: what an auditor compares with the
+/// value obtained independently of a bundle. Its first 6 digits are [`spki_fingerprint`].
+pub fn spki_sha256(spki_der: &[u8]) -> String {
+    hex::encode_upper(Sha256::digest(spki_der))
 }
 
 /// Reads an SPKI PEM ("PUBLIC KEY") and checks it is an ECDSA P-256 key with an uncompressed

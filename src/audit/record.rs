@@ -114,6 +114,18 @@ pub struct AuditRecord {
     pub prev: String,
 }
 
+/// Longest outcome message kept in a record, in characters. Error messages may quote what the
+/// caller sent; cut there, an oversized request cannot grow the log by more than this.
+pub const MAX_MESSAGE: usize = 512;
+
+/// `text` cut to `max` characters, marked as cut.
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…(cut)", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 impl AuditRecord {
     /// Builds the record that follows `prev` at `seq`.
     pub fn from_draft(draft: &AuditDraft, seq: u64, time: String, prev: String) -> AuditRecord {
@@ -132,11 +144,18 @@ impl AuditRecord {
             decision: draft.decision.clone(),
             policy_sha256: draft.policy_sha256.clone(),
             ceremony: draft.ceremony.clone(),
-            result: draft.outcome.clone().unwrap_or(Outcome {
-                ok: false,
-                code: "UNKNOWN".into(),
-                message: "the request ended without an outcome".into(),
-            }),
+            result: match &draft.outcome {
+                Some(o) => Outcome {
+                    ok: o.ok,
+                    code: o.code.clone(),
+                    message: cut(&o.message, MAX_MESSAGE),
+                },
+                None => Outcome {
+                    ok: false,
+                    code: "UNKNOWN".into(),
+                    message: "the request ended without an outcome".into(),
+                },
+            },
             prev,
         }
     }
@@ -212,6 +231,30 @@ mod tests {
         let back: AuditRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
         assert_eq!(line_hash(&line).len(), 64);
+    }
+
+    #[test]
+    fn cut_keeps_short_text_and_marks_long_text_at_a_character_boundary() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "abc…(cut)");
+        assert_eq!(cut("区域代码", 2), "区域…(cut)");
+        assert_eq!(cut("", 0), "");
+    }
+
+    #[test]
+    fn an_oversized_outcome_message_is_cut_in_the_record() {
+        let draft = AuditDraft {
+            outcome: Some(Outcome {
+                ok: false,
+                code: "INVALID_ARGUMENT".into(),
+                message: format!("bad key id `{}`", "x".repeat(4 << 20)),
+            }),
+            ..AuditDraft::default()
+        };
+        let r = AuditRecord::from_draft(&draft, 1, "t".into(), GENESIS.into());
+        assert_eq!(r.result.code, "INVALID_ARGUMENT");
+        assert!(r.result.message.starts_with("bad key id `xxx"));
+        assert!(r.to_line().unwrap().len() < 2 * 1024);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 
 use super::bundle::{
     BUNDLE_FORMAT, Bundle, CHECKPOINTS_FILE, MANIFEST_FILE, PUBLIC_KEY_FILE, RECORDS_FILE,
-    public_key_point, spki_fingerprint,
+    public_key_point, spki_fingerprint, spki_sha256,
 };
 use super::record::{AuditRecord, Checkpoint, FORMAT_VERSION, GENESIS, line_hash};
 
@@ -28,6 +28,8 @@ pub struct VerifyReport {
     pub sealed_up_to: u64,
     /// Fingerprint of the key that signed the checkpoints.
     pub key_fingerprint: String,
+    /// SHA-256 of that key (SPKI DER), 64 hex digits.
+    pub key_sha256: String,
     /// What the auditor should know but is not an error (a partial export, an unchecked key).
     pub notes: Vec<String>,
 }
@@ -74,12 +76,13 @@ pub(crate) fn parse_record_line(line: usize, text: &str) -> Result<AuditRecord, 
 
 /// Verifies `bundle`: key, record chain, checkpoints, seal of the tail, manifest.
 ///
-/// `expect_fingerprint` is the node's key fingerprint as the auditor got it independently
-/// (from the node's operators, a ceremony minute, ...); without it, a bundle whose checkpoints
-/// were all re-signed with another key would also verify, and the report says so.
+/// `expect_sha256` is the SHA-256 of the node's key (64 hex digits) as the auditor got it
+/// independently (from the node's operators, a ceremony minute, ...); without it, a bundle
+/// whose checkpoints were all re-signed with another key would also verify, and the report
+/// says so. A 6-digit fingerprint is refused there: it names a key but cannot vouch for one.
 pub fn verify_bundle(
     bundle: &Bundle,
-    expect_fingerprint: Option<&str>,
+    expect_sha256: Option<&str>,
 ) -> Result<VerifyReport, VerifyError> {
     let mut notes = Vec::new();
     let manifest = &bundle.manifest;
@@ -106,21 +109,21 @@ pub fn verify_bundle(
             ),
         ));
     }
-    match expect_fingerprint {
-        Some(expected) if !expected.trim().eq_ignore_ascii_case(&fingerprint) => {
+    let sha256 = spki_sha256(&spki_der);
+    match expect_sha256.map(expected_sha256).transpose()? {
+        Some(expected) if expected != sha256 => {
             return Err(VerifyError::new(
                 PUBLIC_KEY_FILE,
                 format!(
-                    "the bundle's key is not the node's key: its fingerprint is {fingerprint}, \
-                     expected {}",
-                    expected.trim()
+                    "the bundle's key is not the node's key: its SHA-256 is {sha256}, expected \
+                     {expected}"
                 ),
             ));
         }
         Some(_) => {}
         None => notes.push(format!(
-            "the key's fingerprint {fingerprint} was not compared with one obtained \
-             independently: a bundle re-signed with another key would also verify"
+            "the key (SHA-256 {sha256}) was not compared with one obtained independently: a \
+             bundle re-signed with another key would also verify"
         )),
     }
     let public_key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point);
@@ -283,8 +286,36 @@ pub fn verify_bundle(
         checkpoints: bundle.checkpoints.len(),
         sealed_up_to,
         key_fingerprint: fingerprint,
+        key_sha256: sha256,
         notes,
     })
+}
+
+/// The auditor's expected SHA-256 in canonical form (64 uppercase hex digits); spaces and
+/// colons between the digits are allowed.
+fn expected_sha256(given: &str) -> Result<String, VerifyError> {
+    let digits: String = given
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let hex = digits.chars().all(|c| c.is_ascii_hexdigit());
+    match digits.len() {
+        64 if hex => Ok(digits),
+        6 if hex => Err(VerifyError::new(
+            "the expected key",
+            format!(
+                "{digits} is a short fingerprint (6 hex digits): another key with the same \
+                 digits can be made in minutes, so it cannot show that the bundle's key is the \
+                 node's. Give the key's whole SHA-256 (64 hex digits; `hkms audit export` and \
+                 the node's start-up log print it)"
+            ),
+        )),
+        _ => Err(VerifyError::new(
+            "the expected key",
+            "not a SHA-256 (64 hex digits) of the node's key",
+        )),
+    }
 }
 
 /// The 1-based line, at or after index `from`, of a record with `seq`: tells a reordering
@@ -397,6 +428,7 @@ pub(crate) mod fixture {
 
     use crate::audit::bundle::{
         BUNDLE_FORMAT, Bundle, Manifest, public_key_point, spki_fingerprint, spki_pem_from_point,
+        spki_sha256,
     };
     use crate::audit::record::{
         AuditDraft, AuditRecord, Checkpoint, DecisionEntry, GENESIS, KcvEntry, Outcome, line_hash,
@@ -410,6 +442,7 @@ pub(crate) mod fixture {
         pub pair: EcdsaKeyPair,
         pub pem: String,
         pub fingerprint: String,
+        pub sha256: String,
     }
 
     impl TestKey {
@@ -426,6 +459,7 @@ pub(crate) mod fixture {
                 pair,
                 pem,
                 fingerprint: spki_fingerprint(&der),
+                sha256: spki_sha256(&der),
             }
         }
 
@@ -555,16 +589,26 @@ mod tests {
     #[test]
     fn a_clean_bundle_verifies() {
         let (b, key) = clean();
-        let report = verify_bundle(&b, Some(&key.fingerprint)).unwrap();
+        let report = verify_bundle(&b, Some(&key.sha256)).unwrap();
         assert_eq!(report.first_seq, 1);
         assert_eq!(report.last_seq, 20);
         assert_eq!(report.records, 20);
         assert_eq!(report.checkpoints, 2);
         assert_eq!(report.sealed_up_to, 20);
         assert_eq!(report.key_fingerprint, key.fingerprint);
+        assert_eq!(report.key_sha256, key.sha256);
+        assert!(report.key_sha256.starts_with(&key.fingerprint));
         assert!(report.notes.is_empty(), "{:?}", report.notes);
-        // The expected fingerprint may be typed in lowercase.
-        verify_bundle(&b, Some(&key.fingerprint.to_lowercase())).unwrap();
+        // The expected SHA-256 may be typed in lowercase, in groups, or with colons.
+        verify_bundle(&b, Some(&key.sha256.to_lowercase())).unwrap();
+        let grouped: Vec<String> = key
+            .sha256
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        verify_bundle(&b, Some(&grouped.join(":"))).unwrap();
+        verify_bundle(&b, Some(&format!(" {} ", grouped.join(" ")))).unwrap();
     }
 
     #[test]
@@ -574,7 +618,7 @@ mod tests {
         let dir = tmp.path().join("bundle");
         write_bundle(&dir, &b).unwrap();
         let back = read_bundle(&dir).unwrap();
-        verify_bundle(&back, Some(&key.fingerprint)).unwrap();
+        verify_bundle(&back, Some(&key.sha256)).unwrap();
     }
 
     #[test]
@@ -724,8 +768,38 @@ mod tests {
         b.manifest.key_fingerprint = other.fingerprint.clone();
         // Consistent in itself, so only the independent fingerprint exposes it.
         verify_bundle(&b, None).unwrap();
-        let e = err(&b, Some(&key.fingerprint));
+        let e = err(&b, Some(&key.sha256));
         assert_eq!(e.place, "public-key.pem");
+        assert!(
+            e.message
+                .starts_with("the bundle's key is not the node's key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_short_fingerprint_cannot_vouch_for_the_key() {
+        let (b, key) = clean();
+        // Even the right 6 digits are refused: a forged key with them takes minutes to find.
+        let e = err(&b, Some(&key.fingerprint));
+        assert_eq!(e.place, "the expected key");
+        assert!(e.message.contains("short fingerprint"), "{e}");
+        for bad in ["", "XYZ", &key.sha256[..63], &format!("{}0", key.sha256)] {
+            let e = err(&b, Some(bad));
+            assert!(e.message.starts_with("not a SHA-256"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_digit_of_the_sha256_is_compared() {
+        let (b, key) = clean();
+        // A key that shares the first 6 digits (what a forger finds in minutes) differs later.
+        let mut forged: Vec<u8> = key.sha256.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(forged.starts_with(&key.fingerprint));
+        let e = err(&b, Some(&forged));
         assert!(
             e.message
                 .starts_with("the bundle's key is not the node's key"),
@@ -768,7 +842,7 @@ mod tests {
         b.record_lines.drain(..5);
         b.manifest.first_seq = 6;
         b.manifest.record_count = 15;
-        let report = verify_bundle(&b, Some(&key.fingerprint)).unwrap();
+        let report = verify_bundle(&b, Some(&key.sha256)).unwrap();
         assert_eq!(
             (report.first_seq, report.last_seq, report.records),
             (6, 20, 15)

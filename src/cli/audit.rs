@@ -30,9 +30,10 @@ pub enum AuditCommand {
     Verify {
         /// The bundle folder.
         bundle: PathBuf,
-        /// The node's key fingerprint, as you got it from the node's officers.
-        #[arg(long)]
-        expect_fingerprint: Option<String>,
+        /// SHA-256 of the node's signing key (64 hex digits), as you got it from the node's
+        /// officers or its ceremony minutes, not from the bundle.
+        #[arg(long, alias = "expect-fingerprint", value_name = "SHA256")]
+        expect_key_sha256: Option<String>,
     },
     /// A readable ceremony report (Markdown) from a bundle; verify the bundle first.
     Report {
@@ -48,19 +49,21 @@ impl AuditCommand {
             AuditCommand::Export { out, client } => export(out, client).await,
             AuditCommand::Verify {
                 bundle,
-                expect_fingerprint,
+                expect_key_sha256,
             } => {
                 let b = read_bundle(&bundle)?;
-                match verify_bundle(&b, expect_fingerprint.as_deref()) {
+                match verify_bundle(&b, expect_key_sha256.as_deref()) {
                     Ok(r) => {
                         println!(
-                            "OK: records {}..{} ({}), {} checkpoints, sealed up to {}, key {}",
+                            "OK: records {}..{} ({}), {} checkpoints, sealed up to {}, key {} \
+                             (SHA-256 {})",
                             r.first_seq,
                             r.last_seq,
                             r.records,
                             r.checkpoints,
                             r.sealed_up_to,
-                            r.key_fingerprint
+                            r.key_fingerprint,
+                            r.key_sha256
                         );
                         for n in &r.notes {
                             println!("note: {n}");
@@ -135,12 +138,13 @@ async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {
     };
     write_bundle(&out, &bundle)?;
     println!(
-        "exported records {}..{} of node {} to {} (key {})",
+        "exported records {}..{} of node {} to {} (key {}, SHA-256 {})",
         bundle.manifest.first_seq,
         sealed,
         key.node,
         out.display(),
-        key.fingerprint
+        key.fingerprint,
+        key.sha256
     );
     Ok(ExitCode::SUCCESS)
 }

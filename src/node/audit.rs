@@ -3,7 +3,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::bundle::{der_from_raw_signature, spki_fingerprint, spki_pem_from_point};
+use crate::audit::bundle::{
+    der_from_raw_signature, spki_fingerprint, spki_pem_from_point, spki_sha256,
+};
 use crate::audit::record::{FORMAT_VERSION, now_millis};
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
 use crate::hsm::Hsm;
@@ -19,8 +21,10 @@ pub const SIGNING_LABEL: &str = "hkms/audit-signing";
 pub struct Signing {
     /// SPKI PEM, for auditors and `openssl`.
     pub spki_pem: String,
-    /// First 3 bytes of SHA-256 of the SPKI DER, hex: a KCV-like fingerprint to compare.
+    /// First 3 bytes of SHA-256 of the SPKI DER, hex: a KCV-like name to read aloud.
     pub fingerprint: String,
+    /// SHA-256 of the SPKI DER, 64 hex digits: what auditors compare with a bundle's key.
+    pub sha256: String,
 }
 
 impl Signing {
@@ -33,6 +37,7 @@ impl Signing {
             .map_err(|e| NodeError::Internal(format!("audit signing key: {e}")))?;
         Ok(Signing {
             fingerprint: spki_fingerprint(&der),
+            sha256: spki_sha256(&der),
             spki_pem,
         })
     }

@@ -119,6 +119,14 @@ impl Node {
         params: BTreeMap<String, String>,
     ) -> Result<Ceremony, NodeError> {
         req.param("operation", operation);
+        // Every ceremony takes a handful; more is refused before the record lists them.
+        const MAX_PARAMS: usize = 8;
+        if params.len() > MAX_PARAMS {
+            return Err(NodeError::InvalidArgument(format!(
+                "{} ceremony parameters; a ceremony takes at most {MAX_PARAMS}",
+                params.len()
+            )));
+        }
         for (k, v) in &params {
             req.param(k, v.clone());
         }

@@ -38,10 +38,7 @@ impl Request {
     /// Adds a request parameter to the record (never a secret). Values are cut to
     /// [`MAX_PARAM`] characters: the log records requests, it does not store what callers send.
     pub fn param(&mut self, name: &str, value: impl Into<String>) {
-        let mut value: String = value.into();
-        if value.chars().count() > MAX_PARAM {
-            value = value.chars().take(MAX_PARAM).collect::<String>() + "…(cut)";
-        }
+        let value = crate::audit::record::cut(&value.into(), MAX_PARAM);
         self.audit
             .params
             .insert(name.chars().take(64).collect(), value);

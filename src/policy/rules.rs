@@ -233,6 +233,13 @@ pub fn parse(
             message,
         };
         let operation: Operation = op.get_ref().parse().map_err(at)?;
+        if !matches!(operation, Operation::Generate | Operation::Manage) {
+            // A quorum nothing enforces would promise dual control that is not there.
+            return Err(at(format!(
+                "ceremony `{operation}`: only generate and manage run by ceremony; remove this \
+                 section, or limit `{operation}` with [[rules]] instead"
+            )));
+        }
         if c.quorum == 0 || c.officers < c.quorum || c.officers > 16 {
             return Err(at(format!(
                 "ceremony `{operation}`: quorum {} of {} is not a valid M-of-N (need 1 <= M <= N <= 16)",
@@ -510,6 +517,24 @@ mod tests {
         assert!(err(&text).contains("not a valid M-of-N"));
         let text = DEFAULT.replacen("[ceremonies.manage]", "[ceremonies.dance]", 1);
         assert!(err(&text).contains("unknown operation `dance`"));
+        // Only generate and manage run by ceremony: a quorum on another operation would
+        // promise dual control that nothing enforces.
+        for op in [
+            "derive",
+            "export",
+            "import",
+            "use",
+            "read",
+            "read-audit",
+            "approve",
+        ] {
+            let text = DEFAULT.replacen("[ceremonies.manage]", &format!("[ceremonies.{op}]"), 1);
+            let e = err(&text);
+            assert!(
+                e.contains("only generate and manage run by ceremony"),
+                "{op}: {e}"
+            );
+        }
     }
 
     #[test]

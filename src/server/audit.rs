@@ -143,6 +143,7 @@ impl AuditService for AuditApi {
             Ok(proto::PublicKeyInfo {
                 spki_pem: n.signing().spki_pem.clone(),
                 fingerprint: n.signing().fingerprint.clone(),
+                sha256: n.signing().sha256.clone(),
                 node: n.name().to_string(),
             })
         })

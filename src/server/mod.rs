@@ -82,6 +82,7 @@ pub async fn serve(
         region = %node.region(),
         token = %node.hsm().capabilities().label,
         audit_key = %node.signing().fingerprint,
+        audit_key_sha256 = %node.signing().sha256,
         "node opened"
     );
 

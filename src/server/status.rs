@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::audit::record::{MAX_MESSAGE, cut};
 use crate::node::{ErrorClass, NodeError};
 
 /// The gRPC status for a node error.
@@ -16,12 +17,26 @@ pub fn to_status(e: &NodeError) -> Status {
         ErrorClass::Unavailable => Code::Unavailable,
         ErrorClass::Internal => Code::Internal,
     };
-    Status::new(code, e.to_string())
+    // The message may quote the caller's input; cut as in the record, it stays a header's size.
+    Status::new(code, cut(&e.to_string(), MAX_MESSAGE))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_message_is_cut() {
+        let id = "k".repeat(1 << 20);
+        let s = to_status(&NodeError::InvalidArgument(format!("bad key id {id}")));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().starts_with("bad key id kkk"));
+        assert!(s.message().ends_with("…(cut)"));
+        assert_eq!(
+            s.message().chars().count(),
+            MAX_MESSAGE + "…(cut)".chars().count()
+        );
+    }
 
     #[test]
     fn classes_map_to_their_codes() {
