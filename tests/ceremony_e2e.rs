@@ -131,12 +131,25 @@ async fn an_expired_ceremony_cannot_run_and_a_cancelled_one_neither() {
     assert!(err.message().contains("expired"), "{}", err.message());
     let status = ceremonies(&node, &node.officer.clone())
         .await
-        .get_ceremony(proto::CeremonyId { id: opened.id })
+        .get_ceremony(proto::CeremonyId {
+            id: opened.id.clone(),
+        })
         .await
         .expect("status")
         .into_inner();
     assert_eq!(status.state, "expired");
     assert_eq!(key_count(&node).await, 0);
+    // The approval that found it expired is recorded once, with the change it made.
+    assert_eq!(
+        ceremony_records(&node, &opened.id),
+        vec![
+            ("OpenCeremony".to_string(), "OK".to_string()),
+            (
+                "ApproveCeremony".to_string(),
+                "FAILED_PRECONDITION".to_string()
+            ),
+        ]
+    );
 
     let node = TestNode::start("national", "000000");
     let opened = open(&node, &[("key_type", "card-master")]).await;
@@ -154,6 +167,32 @@ async fn an_expired_ceremony_cannot_run_and_a_cancelled_one_neither() {
         .expect_err("cancelled");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(key_count(&node).await, 0);
+    assert_eq!(
+        ceremony_records(&node, &opened.id),
+        vec![
+            ("OpenCeremony".to_string(), "OK".to_string()),
+            ("CancelCeremony".to_string(), "OK".to_string()),
+            (
+                "ApproveCeremony".to_string(),
+                "FAILED_PRECONDITION".to_string()
+            ),
+        ]
+    );
+}
+
+/// (rpc, result code) of the records about ceremony `id`, in order.
+fn ceremony_records(node: &TestNode, id: &str) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(node.database()).expect("registry");
+    let mut stmt = db
+        .prepare(
+            "SELECT json_extract(line, '$.rpc'), json_extract(line, '$.result.code') \
+             FROM audit_log WHERE json_extract(line, '$.ceremony') = ?1 ORDER BY seq",
+        )
+        .expect("query");
+    stmt.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("records")
+        .collect::<Result<_, _>>()
+        .expect("records")
 }
 
 #[tokio::test]

@@ -431,6 +431,8 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
             card_label: "card-gd".into(),
             card_pin: USER_PIN.into(),
             card_id: card.card_id.clone(),
+            card_so_pin: support::SO_PIN.into(),
+            expected_kcv: card.kcv.clone(),
         })
         .await
         .expect("load card");

@@ -265,8 +265,19 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
         &secrecy::SecretString::from(USER_PIN),
     )
     .expect("card");
+    assert_eq!(
+        bureau
+            .card_transport_kcv(&bureau_card, &card.card_id)
+            .expect("kcv on the card")
+            .to_hex(),
+        card.kcv
+    );
     let (kcv, _) = bureau
-        .load_transport_key(&bureau_card, &card.card_id)
+        .load_transport_key(
+            &bureau_card,
+            &secrecy::SecretString::from(support::SO_PIN),
+            &card.card_id,
+        )
         .expect("load");
     assert_eq!(kcv.to_hex(), card.kcv);
     for (i, serial) in serials.iter().enumerate().step_by(7) {

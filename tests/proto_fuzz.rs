@@ -361,6 +361,8 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             card_label: "no-such-card".into(),
             card_pin: support::USER_PIN.into(),
             card_id: "card-000000-0123456789ab".into(),
+            card_so_pin: support::SO_PIN.into(),
+            expected_kcv: "ABCDEF".into(),
         }
         .encode_to_vec(),
         proto::ListTransportKeysRequest {}.encode_to_vec(),

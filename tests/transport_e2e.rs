@@ -11,7 +11,7 @@ mod support;
 use hkms::proto::{self, transport_service_client::TransportServiceClient};
 use hkms::store::Store;
 use support::{
-    PlantSpot, TestNode, USER_PIN, aes_child, aes_kcv, derive_as, key_count, make_token,
+    PlantSpot, SO_PIN, TestNode, USER_PIN, aes_child, aes_kcv, derive_as, key_count, make_token,
     node_config, stdout,
 };
 use tonic::Code;
@@ -42,16 +42,35 @@ async fn issue(node: &TestNode, region: &str, card: &str) -> proto::TransportKey
         .into_inner()
 }
 
-async fn load(node: &TestNode, who: &str, card: &str, card_id: &str) -> proto::TransportKeyInfo {
+async fn try_load(
+    node: &TestNode,
+    who: &str,
+    card: &str,
+    issued: &proto::TransportKeyInfo,
+    kcv: &str,
+    so_pin: &str,
+) -> Result<proto::TransportKeyInfo, tonic::Status> {
     TransportServiceClient::new(node.channel_as(who).await)
         .load_card(proto::LoadCardRequest {
             card_label: card.into(),
             card_pin: USER_PIN.into(),
-            card_id: card_id.into(),
+            card_id: issued.card_id.clone(),
+            card_so_pin: so_pin.into(),
+            expected_kcv: kcv.into(),
         })
         .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn load(
+    node: &TestNode,
+    who: &str,
+    card: &str,
+    issued: &proto::TransportKeyInfo,
+) -> proto::TransportKeyInfo {
+    try_load(node, who, card, issued, &issued.kcv, SO_PIN)
+        .await
         .expect("load card")
-        .into_inner()
 }
 
 async fn export_for(node: &TestNode, key_id: &str, region: &str, card: &str) -> Vec<u8> {
@@ -130,8 +149,38 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     assert_eq!(gd_key.kcv, aes_kcv(&gd_value));
     let gd_package = export(&ministry, &gd_key.id, "440000").await;
 
-    // Guangdong: load the card (same KCV as issued), import, derive Guangzhou's key.
-    let loaded = load(&guangdong, GD_SYSTEM, "card-gd", &gd_card.card_id).await;
+    // Guangdong: a card whose key is not the issued one, or a wrong security officer PIN, is
+    // refused, and the card keeps its key for the right load.
+    let other_kcv = if gd_card.kcv == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    let cases = [
+        (
+            other_kcv,
+            SO_PIN,
+            Code::FailedPrecondition,
+            "not the card that was issued",
+        ),
+        ("12345", SO_PIN, Code::InvalidArgument, "6 hex digits"),
+        (
+            gd_card.kcv.as_str(),
+            "wrong-so-pin",
+            Code::FailedPrecondition,
+            "security officer PIN",
+        ),
+    ];
+    for (kcv, so_pin, code, needle) in cases {
+        let e = try_load(&guangdong, GD_SYSTEM, "card-gd", &gd_card, kcv, so_pin)
+            .await
+            .expect_err(needle);
+        assert_eq!(e.code(), code, "{needle}: {}", e.message());
+        assert!(e.message().contains(needle), "{needle}: {}", e.message());
+        assert!(!e.message().contains("wrong-so-pin"), "{}", e.message());
+    }
+    // Load the card (same KCV as issued), import, derive Guangzhou's key.
+    let loaded = load(&guangdong, GD_SYSTEM, "card-gd", &gd_card).await;
     assert_eq!(
         loaded.kcv, gd_card.kcv,
         "the officers compare the card's KCV"
@@ -148,7 +197,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     let gz_package = export(&guangdong, &gz_key.id, "440100").await;
 
     // Guangzhou: load its card; tampered packages are refused first, then the good one lands.
-    load(&guangzhou, GZ_SYSTEM, "card-gz", &gz_card.card_id).await;
+    load(&guangzhou, GZ_SYSTEM, "card-gz", &gz_card).await;
     let before = key_count(&guangzhou).await;
     let refused = |what: &'static str, bytes: Vec<u8>, code: Code, needle: &'static str| {
         let node = &guangzhou;
@@ -259,6 +308,34 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
 
     // An issue-card approval is spent by its card: it cannot issue a second one.
     let used = approve_card(&ministry, "440000").await;
+    // A wrong card PIN or label is the caller's mistake to mend, and spends no approval.
+    for (label, pin, code, needle) in [
+        (
+            "card-gd",
+            "999999",
+            Code::InvalidArgument,
+            "refused its PIN",
+        ),
+        (
+            "no-such-card",
+            USER_PIN,
+            Code::FailedPrecondition,
+            "no card labelled",
+        ),
+    ] {
+        let e = TransportServiceClient::new(ministry.channel().await)
+            .issue_card(proto::IssueCardRequest {
+                region: "440000".into(),
+                card_label: label.into(),
+                card_pin: pin.into(),
+                ceremony_id: used.clone(),
+            })
+            .await
+            .expect_err(label);
+        assert_eq!(e.code(), code, "{label}: {}", e.message());
+        assert!(e.message().contains(needle), "{label}: {}", e.message());
+        assert!(!e.message().contains("999999"), "{}", e.message());
+    }
     let first = TransportServiceClient::new(ministry.channel().await)
         .issue_card(proto::IssueCardRequest {
             region: "440000".into(),
@@ -284,6 +361,8 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
             card_label: "card-gz".into(),
             card_pin: USER_PIN.into(),
             card_id: gz_card.card_id.clone(),
+            card_so_pin: SO_PIN.into(),
+            expected_kcv: gz_card.kcv.clone(),
         })
         .await
         .expect_err("loaded twice");

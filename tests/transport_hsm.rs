@@ -61,11 +61,32 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
         .issue_transport_key(&so_pin, &card, "card-0001")
         .expect("issue");
     assert_eq!(at_ministry, on_card);
+    assert_eq!(
+        province
+            .card_transport_kcv(&card, "card-0001")
+            .expect("kcv"),
+        on_card
+    );
+
+    // The card and its user PIN are not enough to get the key out: no key the card's user can
+    // make may wrap it (CKA_WRAP_WITH_TRUSTED).
+    the_card_user_cannot_wrap_the_transport_key(&ministry_token, "card-440000", "card-0001");
+
+    // A wrong card security officer PIN is refused, and the card keeps its key.
+    let err = province
+        .load_transport_key(&card, &SecretString::from("wrong-so-pin"), "card-0001")
+        .expect_err("wrong card SO PIN");
+    assert!(err.to_string().contains("security officer PIN"), "{err}");
     let (at_province, on_card2) = province
-        .load_transport_key(&card, "card-0001")
+        .load_transport_key(&card, &so_pin, "card-0001")
         .expect("load");
     assert_eq!(at_province, at_ministry);
     assert_eq!(on_card2, on_card);
+    // The card keeps its copy until the node has registered the load, then it is spent.
+    province
+        .spend_card_copy(&card, "card-0001")
+        .expect("spend the card's copy");
+    assert!(province.card_transport_kcv(&card, "card-0001").is_err());
 
     // A wrong SO PIN is refused, and the node keeps working as the user afterwards.
     let err = ministry
@@ -122,4 +143,88 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
             assert!(v.is_empty(), "{v:?}");
         }
     }
+}
+
+/// Tries what a holder of the card and its user PIN could: wrap the card's transport key under
+/// a key they make themselves (AES, readable) or import (RSA, untrusted). Both must fail.
+fn the_card_user_cannot_wrap_the_transport_key(token: &support::Token, card: &str, card_id: &str) {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, ObjectClass};
+    use cryptoki::session::UserType;
+
+    let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
+    match pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    )) {
+        Ok(()) => {}
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => panic!("C_Initialize: {e}"),
+    }
+    let session = pkcs11
+        .open_rw_session(support::slot_of(&pkcs11, card))
+        .expect("session");
+    // The application is logged in already (the card is open); log in again if not.
+    let _ = session.login(UserType::User, Some(&SecretString::from(USER_PIN)));
+    let label = format!("hkms/transport/{card_id}");
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.into_bytes()),
+        ])
+        .expect("find");
+    let transport = *found.first().expect("the card holds its transport key");
+    let mine = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::Wrap(true),
+                Attribute::ValueLen(32.into()),
+            ],
+        )
+        .expect("a key of the card user's own");
+    let err = session
+        .wrap_key(&Mechanism::AesKeyWrapPad, mine, transport)
+        .expect_err("wrapping the transport key under the user's own key");
+    assert!(
+        matches!(
+            err,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::KeyNotWrappable, _)
+        ),
+        "{err}"
+    );
+    let (public, _) = session
+        .generate_key_pair(
+            &Mechanism::RsaPkcsKeyPairGen,
+            &[
+                Attribute::Token(false),
+                Attribute::Wrap(true),
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+            ],
+            &[Attribute::Token(false)],
+        )
+        .expect("an RSA pair of the card user's own");
+    let oaep = Mechanism::RsaPkcsOaep(cryptoki::mechanism::rsa::PkcsOaepParams::new(
+        cryptoki::mechanism::MechanismType::SHA1,
+        cryptoki::mechanism::rsa::PkcsMgfType::MGF1_SHA1,
+        cryptoki::mechanism::rsa::PkcsOaepSource::empty(),
+    ));
+    let err = session
+        .wrap_key(&oaep, public, transport)
+        .expect_err("wrapping the transport key under an untrusted RSA key");
+    assert!(
+        matches!(
+            err,
+            cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::KeyNotWrappable, _)
+        ),
+        "{err}"
+    );
+    let _ = session.destroy_object(mine);
+    let _ = session.destroy_object(public);
 }

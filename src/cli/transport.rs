@@ -29,7 +29,8 @@ pub enum TransportCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Load a card's transport key into this node (asks for the card's PIN).
+    /// Load a card's transport key into this node (asks for the card's PIN, then its security
+    /// officer PIN; scripted, give them as two lines on standard input).
     LoadCard {
         /// The card token's label.
         #[arg(long)]
@@ -37,6 +38,9 @@ pub enum TransportCommand {
         /// The card id printed when it was issued.
         #[arg(long)]
         card_id: String,
+        /// The KCV printed when it was issued, as the issuer gave it to you.
+        #[arg(long)]
+        kcv: String,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -122,15 +126,19 @@ impl TransportCommand {
             TransportCommand::LoadCard {
                 card,
                 card_id,
+                kcv,
                 client,
             } => {
                 let pin = read_secret("card PIN")?;
+                let so_pin = read_secret("card security officer PIN")?;
                 let mut c = TransportServiceClient::new(client.channel().await?);
                 let t = c
                     .load_card(proto::LoadCardRequest {
                         card_label: card,
                         card_pin: pin.to_string(),
                         card_id,
+                        card_so_pin: so_pin.to_string(),
+                        expected_kcv: kcv,
                     })
                     .await
                     .map_err(status)?

@@ -5,8 +5,10 @@
 //! `CKA_WRAP_WITH_TRUSTED`, extractable only for this step) and wraps it to the card with
 //! RSA-OAEP (SHA-1: what SoftHSM2 offers); the card unwraps it; the officer drops
 //! `CKA_EXTRACTABLE`. Loading a card at the recipient runs the other way: the recipient's HSM
-//! makes an RSA pair, the card wraps its transport key to it, the HSM unwraps it. The key is
-//! never in clear on the host. Packages wrap sub-keys with RFC 5649 under the transport key and
+//! makes an RSA pair, the card's security officer makes its public half trusted on the card,
+//! the card wraps its transport key to it (the card's copy carries `CKA_WRAP_WITH_TRUSTED`, so
+//! no other key on the card can wrap it), the HSM unwraps it. The key is never in clear on the
+//! host. Packages wrap sub-keys with RFC 5649 under the transport key and
 //! are MACed with a key derived from it for that purpose only.
 
 use cryptoki::context::Pkcs11;
@@ -29,6 +31,8 @@ const MAC_KEY_DATA: &[u8; 16] = b"hkms-pkg-mac-v1.";
 /// a SoftHSM2 token in tests).
 pub struct CardToken {
     session: Session,
+    /// The user PIN, to log the user back in after the card's security officer.
+    pin: SecretString,
     _ctx: Pkcs11,
 }
 
@@ -43,7 +47,42 @@ impl CardToken {
         let (slot, _) = find_slot(&ctx, locator)?;
         let session = ctx.open_rw_session(slot)?;
         login_user(&session, pin)?;
-        Ok(CardToken { session, _ctx: ctx })
+        Ok(CardToken {
+            session,
+            pin: pin.clone(),
+            _ctx: ctx,
+        })
+    }
+
+    /// Has the card's security officer create `public` on the card as a trusted wrapping key
+    /// (a public session object: only the SO can set `CKA_TRUSTED`), then logs the user back
+    /// in. The card's transport key can be wrapped by no other key.
+    fn trust_wrapping_key(
+        &self,
+        so_pin: &SecretString,
+        public: &(Vec<u8>, Vec<u8>),
+    ) -> Result<ObjectHandle, HsmError> {
+        match self.session.logout() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let trusted = match self.session.login(UserType::So, Some(so_pin)) {
+            Ok(()) => {
+                let key = import_rsa_public(&self.session, public, true);
+                let _ = self.session.logout();
+                key
+            }
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(HsmError::Pkcs11 {
+                function: "C_Login(card SO)".into(),
+                rv: "PinIncorrect".into(),
+                advice: "the card refused its security officer PIN; check it (each wrong try \
+                         counts towards locking it)",
+                kind: super::HsmErrorKind::FailedPrecondition,
+            }),
+            Err(e) => Err(e.into()),
+        };
+        login_user(&self.session, &self.pin)?;
+        trusted
     }
 }
 
@@ -302,8 +341,10 @@ impl Hsm {
                 Attribute::Private(true),
                 Attribute::Sensitive(true),
                 // The card hands its key on to the recipient's HSM, wrapped, once: loading
-                // destroys the card's copy.
+                // destroys the card's copy. Only a key the card's security officer trusts can
+                // wrap it, so the card and its user PIN alone cannot get it out.
                 Attribute::Extractable(true),
+                Attribute::WrapWithTrusted(true),
                 Attribute::Wrap(false),
                 Attribute::Unwrap(false),
                 Attribute::Encrypt(false),
@@ -379,24 +420,38 @@ impl Hsm {
         })
     }
 
+    /// The KCV of the transport key of `card_id` on `card`, to compare with the one its issuer
+    /// gave before loading it.
+    pub fn card_transport_kcv(&self, card: &CardToken, card_id: &str) -> Result<Kcv, HsmError> {
+        card_kcv(
+            &card.session,
+            find_on(&card.session, &transport_label(card_id))?,
+        )
+    }
+
     /// Loads the transport key of `card_id` from `card` into this token (unwrap and derive only);
-    /// returns its KCV here and on the card.
+    /// returns its KCV here and on the card. The card's security officer makes this HSM's
+    /// wrapping key trusted on the card for it. The card keeps its copy until
+    /// [`Hsm::spend_card_copy`], so a load whose record fails can be done again.
     pub fn load_transport_key(
         &self,
         card: &CardToken,
+        card_so_pin: &SecretString,
         card_id: &str,
     ) -> Result<(Kcv, Kcv), HsmError> {
         let wrap_pad = self.wrap_pad()?;
         let label = transport_label(card_id);
-        let on_card = find_on(&card.session, &label)?;
-        let theirs = card_kcv(&card.session, on_card)?;
+        let theirs = self.card_transport_kcv(card, card_id)?;
         let mine = {
             let s = self.writing_session()?;
             let (pub_key, priv_key) = rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?;
             let result = (|| -> Result<Kcv, HsmError> {
                 let public = rsa_public(&s, pub_key)?;
-                let card_wrapping = import_rsa_public(&card.session, &public, false)?;
-                let wrapped = card.session.wrap_key(&oaep(), card_wrapping, on_card);
+                let card_wrapping = card.trust_wrapping_key(card_so_pin, &public)?;
+                // Found again: the logins on the card ended the handles of its private objects.
+                let wrapped = find_on(&card.session, &label).and_then(|on_card| {
+                    Ok(card.session.wrap_key(&oaep(), card_wrapping, on_card)?)
+                });
                 let _ = card.session.destroy_object(card_wrapping);
                 let wrapped = wrapped?;
                 let key = s.unwrap_key(
@@ -420,9 +475,14 @@ impl Hsm {
         self.make_package_mac_key(card_id).inspect_err(|_| {
             let _ = self.destroy_key(&label);
         })?;
-        // The card's copy was extractable only to travel here; it is spent now.
-        let _ = card.session.destroy_object(on_card);
         Ok((mine, theirs))
+    }
+
+    /// Destroys the card's copy of the transport key of `card_id`: it was extractable only to
+    /// travel to one HSM, and is spent once that HSM's copy is registered.
+    pub fn spend_card_copy(&self, card: &CardToken, card_id: &str) -> Result<(), HsmError> {
+        let on_card = find_on(&card.session, &transport_label(card_id))?;
+        Ok(card.session.destroy_object(on_card)?)
     }
 
     /// Wraps the key `key_label` under the transport key of `card_id` (RFC 5649).

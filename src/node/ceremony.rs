@@ -5,15 +5,15 @@
 //! in memory, zeroized, until the key is made.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use crate::audit::{KcvEntry, Outcome};
+use crate::audit::KcvEntry;
 use crate::hierarchy::{KeyId, KeyTypeSpec};
 use crate::hsm::{Lifetime, SecretKeySpec};
-use crate::policy::Operation;
+use crate::policy::{Operation, Policy};
 use crate::store::{CeremonyRow, KeyRecord, now_rfc3339};
 
 use super::keys::{needs_quorum_state, parse_state};
@@ -107,6 +107,23 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// What a ceremony's operation did, and what waits until its record is durable.
+struct Executed {
+    /// The ceremony's result text.
+    text: String,
+    /// A reloaded policy, put in force after the record.
+    new_policy: Option<Arc<Policy>>,
+}
+
+impl Executed {
+    fn text(text: String) -> Executed {
+        Executed {
+            text,
+            new_policy: None,
+        }
+    }
 }
 
 impl Node {
@@ -353,18 +370,22 @@ impl Node {
     /// Cancels an open ceremony (its opener or an officer who may approve).
     pub fn cancel_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
         self.ceremony_for_action(req, id)?;
-        // The request's record (written when it ends) says whether the change was made.
-        let moved = self.store.set_ceremony_state(
+        // The change and its record in one commit; when it was not open any more, the
+        // request's failure is recorded when it ends.
+        let record = self.store.set_ceremony_state_audited(
             id,
             CeremonyState::Open.as_str(),
             CeremonyState::Cancelled.as_str(),
             &format!("cancelled by {}", req.caller),
+            &req.success_record(),
         )?;
-        if !moved {
+        let Some(record) = record else {
             return Err(NodeError::FailedPrecondition(format!(
                 "ceremony {id} is no longer open"
             )));
-        }
+        };
+        req.mark_logged();
+        self.after_append(record.seq);
         self.forget_components(id);
         self.ceremony(id)
     }
@@ -422,17 +443,22 @@ impl Node {
             )));
         }
         if now_secs() >= c.expires_at {
-            if self.store.set_ceremony_state(
+            let expired = NodeError::FailedPrecondition(format!(
+                "ceremony {id} expired before it had its approvals; open a new one"
+            ));
+            // The request fails, but it moves the ceremony: both go in one commit.
+            if let Some(record) = self.store.set_ceremony_state_audited(
                 id,
                 CeremonyState::Open.as_str(),
                 CeremonyState::Expired.as_str(),
                 "not approved in time",
+                &req.failure_record(&expired),
             )? {
+                req.mark_logged();
+                self.after_append(record.seq);
                 self.forget_components(id);
             }
-            return Err(NodeError::FailedPrecondition(format!(
-                "ceremony {id} expired before it had its approvals; open a new one"
-            )));
+            return Err(expired);
         }
         Ok(c)
     }
@@ -529,33 +555,39 @@ impl Node {
         );
         let outcome = self.execute(&mut exec, &c);
         let (state, result) = match &outcome {
-            Ok(text) => (CeremonyState::Done, text.clone()),
+            Ok(done) => (CeremonyState::Done, done.text.clone()),
             Err(e) => (CeremonyState::Failed, e.to_string()),
         };
-        if !exec.is_logged() {
-            let mut d = exec.audit.clone();
-            d.outcome = Some(Outcome {
-                ok: outcome.is_ok(),
-                code: if outcome.is_ok() {
-                    "OK".into()
-                } else {
-                    "FAILED_PRECONDITION".into()
-                },
-                message: result.clone(),
-            });
-            self.record(&d)?;
+        let (from, to) = (CeremonyState::Running.as_str(), state.as_str());
+        if exec.is_logged() {
+            // The operation wrote its record with its change (a new key).
+            self.store.set_ceremony_state(id, from, to, &result)?;
+        } else {
+            // The ceremony's end and its record in one commit.
+            let d = match &outcome {
+                Ok(_) => exec.success_record(),
+                Err(e) => exec.failure_record(e),
+            };
+            if let Some(record) = self
+                .store
+                .set_ceremony_state_audited(id, from, to, &result, &d)?
+            {
+                self.after_append(record.seq);
+            }
         }
-        self.store.set_ceremony_state(
-            id,
-            CeremonyState::Running.as_str(),
-            state.as_str(),
-            &result,
-        )?;
+        // A policy a ceremony reloaded is in force once its record is durable.
+        if let Ok(Executed {
+            new_policy: Some(p),
+            ..
+        }) = &outcome
+        {
+            self.swap_policy(p);
+        }
         self.forget_components(id);
         self.ceremony(id)
     }
 
-    fn execute(&self, exec: &mut Request, c: &Ceremony) -> Result<String, NodeError> {
+    fn execute(&self, exec: &mut Request, c: &Ceremony) -> Result<Executed, NodeError> {
         let get = |k: &str| c.params.get(k).map(String::as_str);
         match c.operation {
             Operation::Generate => {
@@ -564,26 +596,29 @@ impl Node {
                     None => self.generate_key_now(exec, &spec)?,
                     Some(_) => self.combine_components(exec, &c.id, &spec)?,
                 };
-                Ok(describe(&key))
+                Ok(Executed::text(describe(&key)))
             }
             Operation::Manage => match get("action") {
                 Some("reload-policy") => {
-                    let p = self.reload_policy()?;
+                    let p = self.load_new_policy()?;
                     exec.param("policy_sha256", p.sha256.clone());
-                    Ok(format!("policy reloaded, sha256 {}", p.sha256))
+                    Ok(Executed {
+                        text: format!("policy reloaded, sha256 {}", p.sha256),
+                        new_policy: Some(p),
+                    })
                 }
-                Some("issue-card") => Ok(format!(
+                Some("issue-card") => Ok(Executed::text(format!(
                     "approved: issue one transport key card for {} with \
                      `hkms transport issue-card --ceremony {}`",
                     get("region").unwrap_or_default(),
                     c.id
-                )),
+                ))),
                 _ => {
                     let record =
                         self.get_key_record(&KeyId::parse(get("key_id").unwrap_or_default())?)?;
                     let state = parse_state(get("state").unwrap_or_default())?;
                     let key = self.change_key_state_now(exec, &record, state, None)?;
-                    Ok(describe(&key))
+                    Ok(Executed::text(describe(&key)))
                 }
             },
             other => Err(NodeError::Internal(format!("no ceremony runs {other}"))),

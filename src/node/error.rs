@@ -52,6 +52,21 @@ pub enum ErrorClass {
     Internal,
 }
 
+impl ErrorClass {
+    /// The canonical gRPC code name of the class, as records written by the node name it.
+    pub fn code_name(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorClass::NotFound => "NOT_FOUND",
+            ErrorClass::AlreadyExists => "ALREADY_EXISTS",
+            ErrorClass::FailedPrecondition => "FAILED_PRECONDITION",
+            ErrorClass::PermissionDenied => "PERMISSION_DENIED",
+            ErrorClass::Unavailable => "UNAVAILABLE",
+            ErrorClass::Internal => "INTERNAL",
+        }
+    }
+}
+
 impl NodeError {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {

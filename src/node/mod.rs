@@ -21,6 +21,7 @@ pub use ceremony::{Ceremony, CeremonyState};
 pub use error::{ErrorClass, NodeError};
 pub use orphans::OrphanReport;
 pub use request::Request;
+pub use transport::CardAccess;
 
 use crate::config::NodeConfig;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
@@ -138,22 +139,26 @@ impl Node {
         }
     }
 
-    /// Re-reads the policy file and swaps it in atomically. A file that does not load leaves
-    /// the old policy deciding and says why.
-    pub fn reload_policy(&self) -> Result<Arc<Policy>, NodeError> {
-        let new = Arc::new(load_policy(&self.policy_path)?);
+    /// Re-reads the policy file, to swap in with [`Node::swap_policy`] once the reload's record
+    /// is durable. A file that does not load leaves the old policy deciding and says why.
+    fn load_new_policy(&self) -> Result<Arc<Policy>, NodeError> {
+        Ok(Arc::new(load_policy(&self.policy_path)?))
+    }
+
+    /// Puts `new` in force (atomically for every later decision).
+    fn swap_policy(&self, new: &Arc<Policy>) {
         match self.policy.write() {
-            Ok(mut p) => *p = Arc::clone(&new),
-            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&new),
+            Ok(mut p) => *p = Arc::clone(new),
+            Err(poisoned) => *poisoned.into_inner() = Arc::clone(new),
         }
         tracing::info!(sha256 = %new.sha256, origin = %new.origin, "policy reloaded");
-        Ok(new)
     }
 
     /// A reload asked for by SIGHUP (the host administrator), recorded in the log like any
-    /// request, with the host as its actor.
+    /// request, with the host as its actor. The new policy is in force only once that record
+    /// is durable.
     pub fn reload_policy_on_signal(&self) -> Result<Arc<Policy>, NodeError> {
-        let result = self.reload_policy();
+        let result = self.load_new_policy();
         let mut draft = crate::audit::AuditDraft {
             request_id: format!("r-{}", uuid::Uuid::new_v4().simple()),
             node: self.name.clone(),
@@ -178,7 +183,9 @@ impl Node {
             },
         });
         self.record(&draft)?;
-        result
+        let new = result?;
+        self.swap_policy(&new);
+        Ok(new)
     }
 
     /// `ReloadPolicy` by a caller: allowed by the policy, and not under dual control (then it
@@ -186,8 +193,12 @@ impl Node {
     pub fn reload_policy_by(&self, req: &mut Request) -> Result<Arc<Policy>, NodeError> {
         self.authorize(req, Operation::Manage, None, &self.region)?;
         self.require_no_ceremony(Operation::Manage, None)?;
-        let p = self.reload_policy()?;
+        let p = self.load_new_policy()?;
         req.param("policy_sha256", p.sha256.clone());
+        // Recorded before it is in force: a reload the log cannot show does not happen.
+        self.record(&req.success_record())?;
+        req.mark_logged();
+        self.swap_policy(&p);
         Ok(p)
     }
 

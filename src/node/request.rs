@@ -79,6 +79,18 @@ impl Request {
         d
     }
 
+    /// The record as it stands with `error` as its outcome: for a request that fails but still
+    /// makes a change (it finds a ceremony expired), written with that change.
+    pub fn failure_record(&self, error: &super::NodeError) -> AuditDraft {
+        let mut d = self.audit.clone();
+        d.outcome = Some(Outcome {
+            ok: false,
+            code: error.class().code_name().into(),
+            message: error.to_string(),
+        });
+        d
+    }
+
     /// Marks the record as written with the change.
     pub fn mark_logged(&mut self) {
         self.logged = true;

@@ -26,13 +26,39 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A card as the caller presents it: its label and its two PINs.
+pub struct CardAccess<'a> {
+    /// The card token's label.
+    pub label: &'a str,
+    /// The user PIN.
+    pub pin: &'a SecretString,
+    /// The security officer PIN (loading only).
+    pub so_pin: &'a SecretString,
+}
+
 impl Node {
+    /// Opens the card `label` with the PIN the caller gave. What goes wrong there is the
+    /// caller's to mend (the card, its PIN), not the node's configuration.
     fn open_card(&self, label: &str, pin: &SecretString) -> Result<CardToken, NodeError> {
-        Ok(CardToken::open(
-            &self.card_module,
-            &TokenLocator::by_label(label),
-            pin,
-        )?)
+        use crate::hsm::HsmError;
+        CardToken::open(&self.card_module, &TokenLocator::by_label(label), pin).map_err(|e| match e
+        {
+            HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
+                "no card labelled `{label}` is present; insert it, or check its label"
+            )),
+            HsmError::AmbiguousToken { count, .. } => NodeError::FailedPrecondition(format!(
+                "{count} cards labelled `{label}` are present; leave only the one to use"
+            )),
+            HsmError::PinIncorrect => NodeError::InvalidArgument(format!(
+                "card `{label}` refused its PIN (CKR_PIN_INCORRECT); check the PIN: each \
+                     wrong try counts towards locking the card"
+            )),
+            HsmError::PinLocked => NodeError::FailedPrecondition(format!(
+                "the PIN of card `{label}` is locked (CKR_PIN_LOCKED); its security officer \
+                     must reset it"
+            )),
+            other => NodeError::from(other),
+        })
     }
 
     /// Issues a transport key for `region` onto the card `card_label`. Under dual control the
@@ -49,6 +75,8 @@ impl Node {
         req.param("card", card_label);
         let region = Region::parse(region)?;
         self.authorize(req, Operation::Export, Some(TRANSPORT), &region)?;
+        // The approving ceremony and its result, when the policy puts issuing under dual control.
+        let mut approval: Option<(&str, String)> = None;
         if self.policy().quorum(Operation::Manage, None).is_some() {
             let id = ceremony_id.ok_or_else(|| {
                 NodeError::FailedPrecondition(
@@ -81,17 +109,7 @@ impl Node {
                     "the approval of ceremony {id} has expired; open a new issue-card ceremony"
                 )));
             }
-            // Spend the approval before any HSM work: two requests cannot both use it.
-            if !self.store.set_ceremony_state(
-                id,
-                CeremonyState::Done.as_str(),
-                CeremonyState::Used.as_str(),
-                &format!("{}; card issued by {}", c.result, req.caller),
-            )? {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "ceremony {id} was used for a card already; one ceremony approves one card"
-                )));
-            }
+            approval = Some((id, c.result));
         }
         let so_pin = self
             .so_pin
@@ -104,7 +122,22 @@ impl Node {
                 )
             })?
             .read()?;
+        // A wrong card or PIN is found before the approval is spent.
         let card = self.open_card(card_label, card_pin)?;
+        if let Some((id, result)) = &approval {
+            // Spend the approval before any HSM work: two requests cannot both use it. The
+            // request's record says whether the card was then issued.
+            if !self.store.set_ceremony_state(
+                id,
+                CeremonyState::Done.as_str(),
+                CeremonyState::Used.as_str(),
+                &format!("{result}; spent on a card by {}", req.caller),
+            )? {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "ceremony {id} was used for a card already; one ceremony approves one card"
+                )));
+            }
+        }
         let card_id = format!(
             "card-{region}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -113,16 +146,18 @@ impl Node {
         self.record_transport(req, card_id, region, "issued", kcv.to_hex(), ceremony_id)
     }
 
-    /// Loads the transport key of `card_id` from the card into this node's token.
+    /// Loads the transport key of `card_id` from the card into this node's token, if its KCV is
+    /// the one the issuer gave (`expected_kcv`).
     pub fn load_card(
         &self,
         req: &mut Request,
-        card_label: &str,
-        card_pin: &SecretString,
+        card: &CardAccess<'_>,
         card_id: &str,
+        expected_kcv: &str,
     ) -> Result<TransportKeyRow, NodeError> {
-        req.param("card", card_label);
+        req.param("card", card.label);
         req.param("card_id", card_id);
+        req.param("expected_kcv", expected_kcv);
         self.authorize(req, Operation::Import, Some(TRANSPORT), &self.region)?;
         let for_region = card_id
             .strip_prefix("card-")
@@ -140,16 +175,45 @@ impl Node {
                 "the transport key of card {card_id} is registered here already"
             )));
         }
-        let card = self.open_card(card_label, card_pin)?;
-        let (kcv, _) = self.hsm.load_transport_key(&card, card_id)?;
-        self.record_transport(
+        let expected = expected_kcv.trim().to_ascii_uppercase();
+        if expected.len() != 6 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(NodeError::InvalidArgument(
+                "give the KCV the issuer printed with the card (6 hex digits)".into(),
+            ));
+        }
+        let token = self.open_card(card.label, card.pin)?;
+        let on_card = match self.hsm.card_transport_kcv(&token, card_id) {
+            Ok(kcv) => kcv.to_hex(),
+            Err(crate::hsm::HsmError::KeyNotFound { .. }) => {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "card `{}` holds no transport key for {card_id} (loaded already, or another \
+                     card)",
+                    card.label
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !on_card.eq_ignore_ascii_case(&expected) {
+            return Err(NodeError::FailedPrecondition(format!(
+                "the transport key of {card_id} on card `{}` has KCV {on_card}, not {expected} as \
+                 issued: this is not the card that was issued; do not load it",
+                card.label
+            )));
+        }
+        let (kcv, _) = self.hsm.load_transport_key(&token, card.so_pin, card_id)?;
+        let row = self.record_transport(
             req,
             card_id.to_string(),
             self.region,
             "loaded",
             kcv.to_hex(),
             None,
-        )
+        )?;
+        // Registered: the card's copy has done its one journey.
+        if let Err(e) = self.hsm.spend_card_copy(&token, card_id) {
+            tracing::warn!(card_id, error = %e, "the card keeps its copy of a loaded transport key; destroy it");
+        }
+        Ok(row)
     }
 
     fn record_transport(

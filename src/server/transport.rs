@@ -61,7 +61,13 @@ impl TransportService for TransportApi {
     ) -> Result<Response<proto::TransportKeyInfo>, Status> {
         let row = run(&self.node, "LoadCard", request, |n, req, mut r| {
             let pin = SecretString::from(std::mem::take(&mut r.card_pin));
-            n.load_card(req, &r.card_label, &pin, &r.card_id)
+            let so_pin = SecretString::from(std::mem::take(&mut r.card_so_pin));
+            let card = crate::node::CardAccess {
+                label: &r.card_label,
+                pin: &pin,
+                so_pin: &so_pin,
+            };
+            n.load_card(req, &card, &r.card_id, &r.expected_kcv)
         })
         .await?;
         Ok(Response::new(info(&row)))

@@ -175,6 +175,25 @@ impl Store {
         })
     }
 
+    /// Moves a ceremony from `from` to `to` (compare-and-set) and writes `draft`'s record in the
+    /// same transaction; `None`, and no record, when it was not in `from`.
+    pub fn set_ceremony_state_audited(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        result: &str,
+        draft: &AuditDraft,
+    ) -> Result<Option<AuditRecord>, StoreError> {
+        self.write("changing a ceremony's state", |tx| {
+            if set_state_in(tx, id, from, to, result)? {
+                append_in(tx, draft).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+    }
+
     /// Moves a ceremony from `from` to `to` (compare-and-set); false when it was not in `from`.
     pub fn set_ceremony_state(
         &self,
@@ -248,5 +267,35 @@ mod tests {
         );
         assert_eq!(store.list_ceremonies(Some("running")).unwrap().len(), 1);
         assert_eq!(store.audit_head().unwrap().unwrap().0, 3);
+    }
+
+    #[test]
+    fn an_audited_state_change_writes_its_record_only_when_it_moves() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .insert_ceremony_audited(&row("c-1"), &AuditDraft::default())
+            .unwrap();
+        let draft = AuditDraft {
+            rpc: "CancelCeremony".into(),
+            ..AuditDraft::default()
+        };
+        let record = store
+            .set_ceremony_state_audited("c-1", "open", "cancelled", "by b", &draft)
+            .unwrap()
+            .expect("moved");
+        assert_eq!(record.rpc, "CancelCeremony");
+        let c = store.get_ceremony("c-1").unwrap().unwrap();
+        assert_eq!((c.state.as_str(), c.result.as_str()), ("cancelled", "by b"));
+        let head = store.audit_head().unwrap().unwrap().0;
+        assert_eq!(head, 2);
+        let line = &store.audit_lines(2, 2, 1).unwrap()[0].1;
+        assert!(line.contains("\"rpc\":\"CancelCeremony\""), "{line}");
+        // Not in `from` any more: nothing changes and nothing is recorded.
+        let again = store
+            .set_ceremony_state_audited("c-1", "open", "cancelled", "again", &draft)
+            .unwrap();
+        assert!(again.is_none());
+        assert_eq!(store.audit_head().unwrap().unwrap().0, head);
+        assert_eq!(store.get_ceremony("c-1").unwrap().unwrap().result, "by b");
     }
 }
