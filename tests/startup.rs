@@ -119,3 +119,21 @@ fn broken_policy_file_names_file_and_line() {
     assert!(err.contains("policy.toml"), "{err}");
     assert!(err.contains("line"), "{err}");
 }
+
+#[tokio::test]
+async fn a_second_server_on_the_same_node_is_refused_and_the_first_serves_on() {
+    let node = support::TestNode::start("national", "000000");
+    let logs = tempfile::tempdir().expect("tempdir");
+    match try_spawn_server(&node.token, &node.config, logs.path()) {
+        Ok(_) => panic!("a second server started on the same data folder"),
+        Err(out) => {
+            let err = stderr(&out);
+            assert!(!out.status.success());
+            assert!(
+                err.contains("another hkms process is using this node"),
+                "{err}"
+            );
+        }
+    }
+    node.generate("card-master").await;
+}

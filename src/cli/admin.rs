@@ -8,7 +8,7 @@ use clap::Subcommand;
 
 use crate::config::NodeConfig;
 use crate::hsm::{Hsm, attribute_audit};
-use crate::node::Node;
+use crate::node::{ExclusiveUse, Node};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -96,6 +96,10 @@ fn info(config: &Path) -> anyhow::Result<ExitCode> {
 /// and lists rows whose key is missing. Exits 1 when anything was found and left.
 pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(config)?;
+    // Destroying needs the node to itself: a key its server is making looks like an orphan.
+    let _exclusive = destroy
+        .then(|| ExclusiveUse::take(&config.data_dir, "destroying orphans"))
+        .transpose()?;
     let node = Node::open(&config)?;
     let report = node.find_orphans()?;
     for label in &report.orphans {

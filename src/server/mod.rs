@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::NodeConfig;
-use crate::node::{Node, NodeError};
+use crate::node::{ExclusiveUse, Node, NodeError};
 use crate::proto;
 
 /// Why the server did not start or stopped.
@@ -71,6 +71,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     // TLS first: a node without its certificate and CA must not even open the token.
     let tls_config = tls::server_config(&config.tls)?;
+    // Held until the server returns: no second server, and no `orphans --destroy`, meanwhile.
+    let _exclusive = ExclusiveUse::take(&config.data_dir, "serving it")?;
     let cfg = config.clone();
     let node = tokio::task::spawn_blocking(move || Node::open(&cfg))
         .await
