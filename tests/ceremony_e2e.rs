@@ -282,3 +282,75 @@ async fn a_key_entered_by_two_custodians_has_the_kcv_of_their_combined_component
         }
     }
 }
+
+#[tokio::test]
+async fn components_of_a_ceremony_that_lapsed_are_not_kept_and_too_few_are_refused() {
+    // A policy that asks 3 approvals to generate: 2 components could never make them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = support::make_token(&dir.path().join("softhsm"), "hkms-test");
+    let policy = dir.path().join("policy.toml");
+    let text = std::fs::read_to_string(support::default_policy()).expect("policy");
+    let text = text.replacen(
+        "[ceremonies.generate]\nquorum = 2\n",
+        "[ceremonies.generate]\nquorum = 3\n",
+        1,
+    );
+    std::fs::write(&policy, text).expect("write policy");
+    let config = dir.path().join("node.toml");
+    let text = support::node_config("ministry", "national", "000000", &token).replace(
+        &support::default_policy().display().to_string(),
+        &policy.display().to_string(),
+    ) + "\n[ceremonies]\nttl_secs = 1\n";
+    std::fs::write(&config, text).expect("write config");
+    let node = TestNode::start_in(dir, token, config);
+
+    let err = ceremonies(&node, &node.officer.clone())
+        .await
+        .open_ceremony(proto::OpenCeremonyRequest {
+            operation: "generate".into(),
+            params: [("key_type", "card-master"), ("components", "2")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+        .await
+        .expect_err("2 components for 3 approvals");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(
+        err.message().contains("at least 3 components"),
+        "{}",
+        err.message()
+    );
+
+    // One custodian enters a component, then nobody comes back: it does not stay in memory.
+    let opened = open(&node, &[("key_type", "card-master"), ("components", "3")]).await;
+    let part = hex::decode("0F1E2D3C4B5A69788796A5B4C3D2E1F0").expect("hex");
+    let first = ceremonies(&node, &node.officer.clone())
+        .await
+        .enter_component(proto::EnterComponentRequest {
+            id: opened.id.clone(),
+            component: part.clone(),
+            kcv: aes_kcv(&part),
+        })
+        .await
+        .expect("a component")
+        .into_inner();
+    assert_eq!(first.components_entered, 1);
+    let mut held = 1;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        held = ceremonies(&node, &node.officer.clone())
+            .await
+            .get_ceremony(proto::CeremonyId {
+                id: opened.id.clone(),
+            })
+            .await
+            .expect("status")
+            .into_inner()
+            .components_entered;
+        if held == 0 {
+            break;
+        }
+    }
+    assert_eq!(held, 0, "the lapsed ceremony's component is still held");
+}

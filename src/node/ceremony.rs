@@ -156,6 +156,19 @@ impl Node {
                 key_type.as_deref().unwrap_or("(node)")
             ))
         })?;
+        // Custodians approve by entering components, so fewer components than approvals
+        // needed would make a ceremony that can never run.
+        if let Some(n) = params.get("components").and_then(|n| n.parse::<u32>().ok())
+            && n < quorum.approvals
+        {
+            return Err(NodeError::InvalidArgument(format!(
+                "{n} components cannot make the {} approvals the policy asks for {op} {}; ask for \
+                 at least {} components",
+                quorum.approvals,
+                key_type.as_deref().unwrap_or("(node)"),
+                quorum.approvals
+            )));
+        }
         let id = format!("c-{}", uuid::Uuid::new_v4().simple());
         req.audit.ceremony = Some(id.clone());
         let now = now_rfc3339();
@@ -348,7 +361,15 @@ impl Node {
             }
             held.push((me.clone(), component));
         }
-        self.record_approval(req, id, &me)
+        self.record_approval(req, id, &me).inspect_err(|_| {
+            // Not recorded as an approval: not held either, so the custodian can enter it again.
+            if !req.is_logged()
+                && let Ok(mut all) = self.components.0.lock()
+                && let Some(held) = all.get_mut(id)
+            {
+                held.retain(|(who, _)| *who != me);
+            }
+        })
     }
 
     /// Records `me`'s approval with the request's record, then runs the ceremony if that
@@ -507,6 +528,39 @@ impl Node {
         }
     }
 
+    /// Drops the components of every ceremony that can no longer run (expired, cancelled, or
+    /// gone), so that a ceremony nobody comes back to does not keep clear components in
+    /// memory. The server calls it now and then; returns how many ceremonies it cleared.
+    pub fn forget_lapsed_components(&self) -> usize {
+        let ids: Vec<String> = match self.components.0.lock() {
+            Ok(all) => all.keys().cloned().collect(),
+            Err(_) => return 0,
+        };
+        let now = now_secs();
+        let lapsed: Vec<String> = ids
+            .into_iter()
+            .filter(|id| match self.store.get_ceremony(id) {
+                Ok(Some(c)) => c.state != CeremonyState::Open.as_str() || now >= c.expires_at,
+                Ok(None) => true,
+                // Kept for now; the next sweep tries again.
+                Err(_) => false,
+            })
+            .collect();
+        for id in &lapsed {
+            self.forget_components(id);
+        }
+        lapsed.len()
+    }
+
+    /// How often [`Node::forget_lapsed_components`] should run: often enough that components
+    /// outlive their ceremony by little.
+    pub fn component_sweep_every(&self) -> std::time::Duration {
+        self.ceremony_ttl.clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        )
+    }
+
     fn ceremony_key_type(&self, c: &Ceremony) -> Result<KeyTypeSpec, NodeError> {
         let kt = c
             .params
@@ -522,7 +576,12 @@ impl Node {
         let parts: Option<usize> = c.params.get("components").and_then(|n| n.parse().ok());
         let ready = (c.approvals.len() as u32) >= c.quorum
             && parts.is_none_or(|n| c.components_entered >= n);
-        if c.state != CeremonyState::Open || !ready {
+        if c.state != CeremonyState::Open {
+            // Cancelled or expired while a component was being entered: none is kept.
+            self.forget_components(id);
+            return Ok(c);
+        }
+        if !ready {
             return Ok(c);
         }
         // Claim it first: a crash from here on leaves it `running`, never run twice.

@@ -23,6 +23,25 @@ impl CeremonyApi {
     }
 }
 
+/// Clears, now and then, the clear components of ceremonies that can no longer run. Runs until
+/// aborted.
+pub async fn sweep_components(node: Arc<Node>) {
+    let mut every = tokio::time::interval(node.component_sweep_every());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let n = Arc::clone(&node);
+        if let Ok(cleared) = tokio::task::spawn_blocking(move || n.forget_lapsed_components()).await
+            && cleared > 0
+        {
+            tracing::info!(
+                ceremonies = cleared,
+                "components of lapsed ceremonies cleared"
+            );
+        }
+    }
+}
+
 /// The wire form of a ceremony.
 pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
     proto::CeremonyInfo {

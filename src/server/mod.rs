@@ -95,6 +95,7 @@ pub async fn serve(
         reporter,
         Duration::from_secs(5),
     ));
+    let sweeper = tokio::spawn(ceremony::sweep_components(Arc::clone(&node)));
 
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -180,6 +181,7 @@ pub async fn serve(
         }
     };
     watcher.abort();
+    sweeper.abort();
     reloader.abort();
     sealer.abort();
     if let Some(metrics) = metrics {
