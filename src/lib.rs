@@ -9,6 +9,7 @@ pub mod audit;
 pub mod card;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod hierarchy;
 pub mod hsm;
 pub mod node;

@@ -136,7 +136,8 @@ pub enum BundleError {
 }
 
 /// Writes `bundle` into `dir`, creating it; refuses an existing directory that is not empty,
-/// so an export never overwrites or mixes with an earlier one.
+/// so an export never overwrites or mixes with an earlier one. The folder appears with all its
+/// files or not at all ([`crate::durable::write_folder`]): a crash leaves no half bundle.
 pub fn write_bundle(dir: &Path, bundle: &Bundle) -> Result<(), BundleError> {
     let io_err = |action, path: &Path| {
         let path = path.to_path_buf();
@@ -153,8 +154,8 @@ pub fn write_bundle(dir: &Path, bundle: &Bundle) -> Result<(), BundleError> {
                 dir: dir.to_path_buf(),
             });
         }
-    } else {
-        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    } else if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
     }
 
     let mut records = String::new();
@@ -186,16 +187,13 @@ pub fn write_bundle(dir: &Path, bundle: &Bundle) -> Result<(), BundleError> {
     })?;
     manifest.push('\n');
 
-    for (name, text) in [
-        (RECORDS_FILE, records.as_str()),
-        (CHECKPOINTS_FILE, checkpoints.as_str()),
-        (PUBLIC_KEY_FILE, bundle.public_key_pem.as_str()),
-        (MANIFEST_FILE, manifest.as_str()),
-    ] {
-        let path = dir.join(name);
-        fs::write(&path, text).map_err(io_err("writing", &path))?;
-    }
-    Ok(())
+    let files = [
+        (RECORDS_FILE, records.as_bytes()),
+        (CHECKPOINTS_FILE, checkpoints.as_bytes()),
+        (PUBLIC_KEY_FILE, bundle.public_key_pem.as_bytes()),
+        (MANIFEST_FILE, manifest.as_bytes()),
+    ];
+    crate::durable::write_folder(dir, &files, 0o644).map_err(io_err("writing", dir))
 }
 
 /// Reads the bundle in `dir`. The record lines are returned raw (not parsed: the verifier

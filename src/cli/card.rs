@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::proto;
@@ -66,17 +67,6 @@ fn package_path(out: &std::path::Path, serial: &str, key_type: &str) -> std::pat
     out.join(format!("{serial}.{key_type}.pkg"))
 }
 
-/// Writes a file whole or not at all (temporary file, sync, rename).
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("pkg.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 async fn personalise(
     serials: std::path::PathBuf,
     bureau_card: String,
@@ -130,7 +120,9 @@ async fn personalise(
         let a = answer.map_err(status)?;
         if a.error.is_empty() {
             for p in &a.packages {
-                write_atomically(&package_path(&out, &a.card_serial, &p.key_type), &p.package)?;
+                let path = package_path(&out, &a.card_serial, &p.key_type);
+                crate::durable::write_file(&path, &p.package, 0o644)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             done += 1;
         } else {

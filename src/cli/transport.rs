@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use crate::proto;
@@ -183,7 +184,9 @@ impl PackageCommand {
                     .map_err(status)?
                     .into_inner()
                     .package;
-                std::fs::write(&out, &p)?;
+                // Whole or not at all, and never over an earlier package.
+                crate::durable::write_new_file(&out, &p, 0o644)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
                 println!("wrote {} ({} bytes)", out.display(), p.len());
             }
             PackageCommand::Import { file, client } => {

@@ -1,12 +1,10 @@
 //! The dev PKI on disk: CA, server certificate and issued certificates as PEM files, keys with
 //! mode 0600, each file written whole or not at all.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, DirBuilder};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{DevCa, IssuedCert, PkiError, Validity};
 
@@ -125,59 +123,15 @@ fn read(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|e| PkiError::io(path, e))
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory, renamed over
-/// `path` once complete and synced, so that readers see the old file or the new one, never
-/// half of one. The file is created with `mode`; for keys (no group or other bits) the mode is
-/// also set exactly, whatever the umask.
+/// Writes `bytes` to `path` whole or not at all ([`crate::durable::write_file`]).
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let tmp = temp_path(dir, path);
-    let written = write_new(&tmp, bytes, mode)
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| PkiError::io(path, e)));
-    if written.is_err() {
-        // Best effort: the write already failed, and that error is the one to report.
-        let _ = fs::remove_file(&tmp);
-        return written;
-    }
-    // Make the rename itself durable.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| PkiError::io(dir, e))
-}
-
-fn write_new(tmp: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(tmp)
-        .map_err(|e| PkiError::io(tmp, e))?;
-    if mode & 0o077 == 0 {
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| PkiError::io(tmp, e))?;
-    }
-    file.write_all(bytes).map_err(|e| PkiError::io(tmp, e))?;
-    file.sync_all().map_err(|e| PkiError::io(tmp, e))
-}
-
-/// A name for a temporary file beside `path` that no other writer in this or another process
-/// is using: `.<file name>.<pid>.<counter>.tmp`.
-fn temp_path(dir: &Path, path: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+    crate::durable::write_file(path, bytes, mode).map_err(|e| PkiError::io(path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
