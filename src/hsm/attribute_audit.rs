@@ -61,9 +61,9 @@ impl std::fmt::Display for Violation {
 pub const RULE_SENSITIVE: &str = "every secret key has CKA_SENSITIVE=true";
 /// Rule: a derive parent cannot encrypt or decrypt.
 pub const RULE_DERIVE_NO_CIPHER: &str = "a derive parent has no CKA_ENCRYPT/CKA_DECRYPT";
-/// Rule: a derive parent's other uses are limited to its KCV.
-pub const RULE_DERIVE_SIGN_LIMITED: &str =
-    "a derive parent that can sign is limited by CKA_ALLOWED_MECHANISMS to derive and CMAC";
+/// Rule: a derive parent is limited to the node's derivations and its KCV: without the list, a
+/// token with XOR or concatenate derivation would let it make keys the node never meant.
+pub const RULE_DERIVE_SIGN_LIMITED: &str = "a derive parent is limited by CKA_ALLOWED_MECHANISMS to ECB-encrypt-data derivation, CMAC and key wrap";
 /// Rule: an extractable key needs `CKA_WRAP_WITH_TRUSTED`.
 pub const RULE_EXTRACTABLE_TRUSTED_ONLY: &str = "an extractable key has CKA_WRAP_WITH_TRUSTED=true";
 /// Rule: a public secret key (usable without login) can do nothing but wrap.
@@ -98,22 +98,20 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
                 format!("CKA_ENCRYPT={:?} CKA_DECRYPT={:?}", o.encrypt, o.decrypt),
             );
         }
-        if yes(o.sign) {
-            match &o.allowed_mechanisms {
-                None => fail(RULE_DERIVE_SIGN_LIMITED, "no CKA_ALLOWED_MECHANISMS".into()),
-                Some(list) if list.is_empty() => fail(
-                    RULE_DERIVE_SIGN_LIMITED,
-                    "empty CKA_ALLOWED_MECHANISMS".into(),
-                ),
-                Some(list) => {
-                    let unsafe_ones: Vec<String> = list
-                        .iter()
-                        .filter(|m| !safe_for_derive_parent(**m))
-                        .map(|m| mechanism_name(*m))
-                        .collect();
-                    if !unsafe_ones.is_empty() {
-                        fail(RULE_DERIVE_SIGN_LIMITED, unsafe_ones.join(", "));
-                    }
+        match &o.allowed_mechanisms {
+            None => fail(RULE_DERIVE_SIGN_LIMITED, "no CKA_ALLOWED_MECHANISMS".into()),
+            Some(list) if list.is_empty() => fail(
+                RULE_DERIVE_SIGN_LIMITED,
+                "empty CKA_ALLOWED_MECHANISMS".into(),
+            ),
+            Some(list) => {
+                let unsafe_ones: Vec<String> = list
+                    .iter()
+                    .filter(|m| !safe_for_derive_parent(**m))
+                    .map(|m| mechanism_name(*m))
+                    .collect();
+                if !unsafe_ones.is_empty() {
+                    fail(RULE_DERIVE_SIGN_LIMITED, unsafe_ones.join(", "));
                 }
             }
         }
@@ -225,6 +223,20 @@ mod tests {
         assert_eq!(rules(&o), vec![RULE_DERIVE_SIGN_LIMITED]);
         let o = ObjectFacts {
             allowed_mechanisms: Some(vec![AES_ECB_ENCRYPT_DATA, cryptoki_sys::CKM_AES_MAC]),
+            ..good_parent()
+        };
+        assert_eq!(rules(&o), vec![RULE_DERIVE_SIGN_LIMITED]);
+        // A parent that cannot sign needs the limit too: XOR or concatenate derivation, where
+        // a token has them, would otherwise be open to it.
+        let o = ObjectFacts {
+            sign: Some(false),
+            allowed_mechanisms: None,
+            ..good_parent()
+        };
+        assert_eq!(rules(&o), vec![RULE_DERIVE_SIGN_LIMITED]);
+        let o = ObjectFacts {
+            sign: Some(false),
+            allowed_mechanisms: Some(vec![cryptoki_sys::CKM_XOR_BASE_AND_DATA]),
             ..good_parent()
         };
         assert_eq!(rules(&o), vec![RULE_DERIVE_SIGN_LIMITED]);

@@ -84,7 +84,9 @@ impl NodeError {
                 }
             },
             NodeError::Store(e) => match e {
-                StoreError::AlreadyExists { .. } => ErrorClass::AlreadyExists,
+                StoreError::AlreadyExists { .. } | StoreError::PackageImported { .. } => {
+                    ErrorClass::AlreadyExists
+                }
                 StoreError::NotFound { .. } => ErrorClass::NotFound,
                 StoreError::Conflict { .. } | StoreError::Transition(_) => {
                     ErrorClass::FailedPrecondition

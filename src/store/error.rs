@@ -99,6 +99,13 @@ pub enum StoreError {
         region: Region,
     },
 
+    /// A key package is imported once: another request imported this one first.
+    #[error("package {package_id} was imported already")]
+    PackageImported {
+        /// The package's id.
+        package_id: String,
+    },
+
     /// The id or the PKCS#11 label of a new record is already registered.
     #[error(
         "a key with id {id} or label \"{label}\" is already registered; create the key with a fresh id"

@@ -259,7 +259,7 @@ pub(super) fn set_state_in(
 }
 
 /// The extended constraint code of a constraint violation, if `e` is one.
-fn constraint(e: &rusqlite::Error) -> Option<i32> {
+pub(super) fn constraint(e: &rusqlite::Error) -> Option<i32> {
     match e {
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
             Some(f.extended_code)

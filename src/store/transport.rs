@@ -158,7 +158,17 @@ impl Store {
                     origin.card_id
                 ],
             )
-            .map_err(StoreError::sqlite("recording a key's origin"))?;
+            .map_err(|e| match super::keys::constraint(&e) {
+                // Two imports of one package at once: the second finds the first's row.
+                Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+                    if e.to_string().contains("key_origins.package_id") =>
+                {
+                    StoreError::PackageImported {
+                        package_id: origin.package_id.clone(),
+                    }
+                }
+                _ => StoreError::sqlite("recording a key's origin")(e),
+            })?;
             append_in(tx, draft)
         })
     }
@@ -194,5 +204,36 @@ mod tests {
         // Not a pattern: SQL wildcards in an id match nothing.
         assert_eq!(store.transport_key("card-%").unwrap(), None);
         assert_eq!(store.transport_keys().unwrap(), vec![b, a]);
+    }
+
+    #[test]
+    fn a_package_imported_twice_is_named_and_the_second_import_writes_nothing() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .insert_transport_key_audited(&card("card-a", "440000"), &AuditDraft::default())
+            .unwrap();
+        let origin = KeyOrigin {
+            origin_node: "ministry".into(),
+            origin_key_id: "k-1".into(),
+            package_id: "p-1".into(),
+            parent_kcv: "ABCDEF".into(),
+            card_id: "card-a".into(),
+        };
+        let first = crate::store::test_support::root_record("card-master");
+        store
+            .insert_imported_key_audited(&first, &origin, &AuditDraft::default())
+            .unwrap();
+        let head = store.audit_head().unwrap();
+        // What a second request racing the first for the same package reaches.
+        let second = crate::store::test_support::root_record("card-master");
+        let err = store
+            .insert_imported_key_audited(&second, &origin, &AuditDraft::default())
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::PackageImported { package_id } if package_id == "p-1"),
+            "{err}"
+        );
+        assert_eq!(store.get_key(&second.id).unwrap(), None);
+        assert_eq!(store.audit_head().unwrap(), head);
     }
 }
