@@ -109,6 +109,28 @@ impl DevCa {
         })
     }
 
+    /// Whether `cert_pem` was signed by this CA and `key_pem` is its key. A pair that a crash
+    /// left half replaced, or one an earlier CA issued, is not.
+    pub fn issued_pair_matches(&self, cert_pem: &str, key_pem: &str) -> bool {
+        use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+        let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+            return false;
+        };
+        let Ok(cert) = pem.parse_x509() else {
+            return false;
+        };
+        let Ok(key) = KeyPair::from_pem(key_pem) else {
+            return false;
+        };
+        key.public_key_raw() == cert.public_key().subject_public_key.data.as_ref()
+            && UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, self.issuer.key().public_key_raw())
+                .verify(
+                    cert.tbs_certificate.as_ref(),
+                    cert.signature_value.data.as_ref(),
+                )
+                .is_ok()
+    }
+
     /// The CA certificate, PEM: the trust anchor that servers and clients are configured with.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

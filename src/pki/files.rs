@@ -74,7 +74,14 @@ pub fn write_dev_pki(dir: &Path, node_name: &str) -> Result<DevPkiPaths, PkiErro
         write_atomic(&paths.ca_cert, ca.cert_pem().as_bytes(), CERT_MODE)?;
         (ca, true)
     };
-    let server_present = exists(&paths.server_cert)? && exists(&paths.server_key)?;
+    // Kept only when this CA signed it and the key is its own: a crash between writing the
+    // key and the certificate, or a CA made anew, leaves a pair that TLS would refuse.
+    let server_present = exists(&paths.server_cert)?
+        && exists(&paths.server_key)?
+        && ca.issued_pair_matches(
+            &read(&paths.server_cert)?,
+            &zeroize::Zeroizing::new(read(&paths.server_key)?),
+        );
     if ca_is_new || !server_present {
         let server = ca.issue_server(
             &["localhost"],
@@ -229,5 +236,40 @@ mod tests {
             Err(PkiError::Io { path, .. }) => assert!(path.starts_with(&missing)),
             other => panic!("expected an Io error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_server_pair_a_crash_left_mismatched_is_issued_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let paths = write_dev_pki(&dir, "node-a").unwrap();
+        let ca = DevCa::from_pem(
+            &fs::read_to_string(&paths.ca_cert).unwrap(),
+            &fs::read_to_string(&paths.ca_key).unwrap(),
+        )
+        .unwrap();
+        let fits = || {
+            ca.issued_pair_matches(
+                &fs::read_to_string(&paths.server_cert).unwrap(),
+                &fs::read_to_string(&paths.server_key).unwrap(),
+            )
+        };
+        assert!(fits());
+        // The key replaced, the certificate not yet: what a crash inside `write_pair` leaves.
+        let other = ca.issue_client(None, Validity::days(1)).unwrap();
+        fs::write(&paths.server_key, &other.key_pem).unwrap();
+        assert!(!fits());
+        write_dev_pki(&dir, "node-a").unwrap();
+        assert!(fits());
+        // A pair another CA (an earlier one of the same name) issued.
+        let earlier = DevCa::create("hkms dev CA node-a").unwrap();
+        let stale = earlier
+            .issue_server(&["localhost"], &[], Validity::days(1))
+            .unwrap();
+        fs::write(&paths.server_cert, &stale.cert_pem).unwrap();
+        fs::write(&paths.server_key, &stale.key_pem).unwrap();
+        assert!(!fits());
+        write_dev_pki(&dir, "node-a").unwrap();
+        assert!(fits());
     }
 }
