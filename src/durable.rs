@@ -22,20 +22,44 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(dir)
 }
 
-/// Writes `bytes` to `path`, which must not exist yet (`AlreadyExists` otherwise).
+/// Writes `bytes` to `path`, which must not exist yet (`AlreadyExists` otherwise, even when
+/// another writer creates it meanwhile: the new name is a hard link, which never replaces).
+/// On a file system without hard links (FAT), the check and the rename are two steps.
 pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    if path.symlink_metadata().is_ok() {
-        return Err(io::Error::new(
+    let exists = || {
+        io::Error::new(
             io::ErrorKind::AlreadyExists,
             "the file exists; choose another name or remove it first",
-        ));
+        )
+    };
+    let dir = parent_of(path);
+    let tmp = temp_path(dir, path);
+    if let Err(e) = write_new(&tmp, bytes, mode) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    write_file(path, bytes, mode)
+    let placed = match fs::hard_link(&tmp, path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(exists()),
+        Err(_) if path.symlink_metadata().is_ok() => Err(exists()),
+        Err(_) => fs::rename(&tmp, path),
+        Ok(()) => Ok(()),
+    };
+    let _ = fs::remove_file(&tmp);
+    placed?;
+    sync_dir(dir)
 }
 
-/// Makes the folder `dir` with `files` (name, content) in it. `dir` must not exist or be empty;
-/// readers see it empty or absent until every file is written and synced.
+/// Makes the folder `dir` with `files` (name, content) in it. When `dir` does not exist, it
+/// appears with every file or not at all. When it exists (empty: a mount point, a folder made
+/// for the purpose), each file appears whole, in the order given: put last the file whose
+/// presence says the folder is complete.
 pub fn write_folder(dir: &Path, files: &[(&str, &[u8])], mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        for (name, bytes) in files {
+            write_file(&dir.join(name), bytes, mode)?;
+        }
+        return Ok(());
+    }
     let parent = parent_of(dir);
     let tmp = temp_path(parent, dir);
     let written = (|| {
@@ -128,24 +152,32 @@ mod tests {
     }
 
     #[test]
-    fn a_folder_appears_with_all_its_files_over_an_empty_one() {
+    fn a_new_folder_appears_with_all_its_files() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("bundle");
-        fs::create_dir(&dir).unwrap();
         write_folder(&dir, &[("a", b"1"), ("b", b"22")], 0o644).unwrap();
         assert_eq!(names(&dir), vec!["a", "b"]);
         assert_eq!(fs::read(dir.join("b")).unwrap(), b"22");
         assert_eq!(names(tmp.path()), vec!["bundle"]);
-        // Not over a folder that holds something: it stays as it was.
-        let err = write_folder(&dir, &[("c", b"3")], 0o644).unwrap_err();
-        assert!(
-            matches!(
-                err.kind(),
-                io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
-            ),
-            "{err}"
-        );
-        assert_eq!(names(&dir), vec!["a", "b"]);
-        assert_eq!(names(tmp.path()), vec!["bundle"]);
+    }
+
+    #[test]
+    fn an_existing_empty_folder_is_filled_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        // `.` or a mount point cannot be renamed over: the files go in one by one.
+        write_folder(tmp.path(), &[("a", b"1"), ("b", b"22")], 0o644).unwrap();
+        assert_eq!(names(tmp.path()), vec!["a", "b"]);
+        assert_eq!(fs::read(tmp.path().join("a")).unwrap(), b"1");
+    }
+
+    #[test]
+    fn a_new_file_is_never_written_over_one_that_appeared_meanwhile() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.pkg");
+        fs::write(&path, b"someone else's").unwrap();
+        let err = write_new_file(&path, b"mine", 0o644).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&path).unwrap(), b"someone else's");
+        assert_eq!(names(tmp.path()), vec!["a.pkg"]);
     }
 }

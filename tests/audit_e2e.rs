@@ -134,10 +134,14 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
     let o = verify_pinned(sha256);
     assert!(o.status.success(), "{}", stdout(&o));
     assert!(stdout(&o).contains(sha256), "{}", stdout(&o));
-    // The 6-digit fingerprint alone cannot vouch for the key.
+    // The 6-digit fingerprint alone cannot vouch for the key: a usage error (2), not BROKEN.
     let o = verify_pinned(fp);
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    assert!(stdout(&o).contains("short fingerprint"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        support::stderr(&o).contains("short fingerprint"),
+        "{}",
+        support::stderr(&o)
+    );
 
     // Every request is there, allowed or denied, with its decision and the policy's hash.
     let records: Vec<serde_json::Value> = lines(&bundle.join("records.jsonl"))

@@ -300,7 +300,7 @@ async fn components_of_a_ceremony_that_lapsed_are_not_kept_and_too_few_are_refus
     let text = support::node_config("ministry", "national", "000000", &token).replace(
         &support::default_policy().display().to_string(),
         &policy.display().to_string(),
-    ) + "\n[ceremonies]\nttl_secs = 1\n";
+    ) + "\n[ceremonies]\nttl_secs = 2\n";
     std::fs::write(&config, text).expect("write config");
     let node = TestNode::start_in(dir, token, config);
 
@@ -336,8 +336,9 @@ async fn components_of_a_ceremony_that_lapsed_are_not_kept_and_too_few_are_refus
         .expect("a component")
         .into_inner();
     assert_eq!(first.components_entered, 1);
+    // Swept within expiry (2 s) + grace (2 s) + one sweep period (2 s).
     let mut held = 1;
-    for _ in 0..50 {
+    for _ in 0..120 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         held = ceremonies(&node, &node.officer.clone())
             .await

@@ -176,6 +176,21 @@ fn the_card_user_cannot_wrap_the_transport_key(token: &support::Token, card: &st
         ])
         .expect("find");
     let transport = *found.first().expect("the card holds its transport key");
+    // It can make its KCV (CMAC) and nothing else.
+    let allowed = session
+        .get_attributes(
+            transport,
+            &[cryptoki::object::AttributeType::AllowedMechanisms],
+        )
+        .expect("attributes");
+    assert!(
+        matches!(
+            allowed.as_slice(),
+            [Attribute::AllowedMechanisms(list)]
+                if list == &[cryptoki::mechanism::MechanismType::AES_CMAC]
+        ),
+        "{allowed:?}"
+    );
     let mine = session
         .generate_key(
             &Mechanism::AesKeyGen,

@@ -110,7 +110,7 @@ pub fn verify_bundle(
         ));
     }
     let sha256 = spki_sha256(&spki_der);
-    match expect_sha256.map(expected_sha256).transpose()? {
+    match expect_sha256.map(parse_expected_sha256).transpose()? {
         Some(expected) if expected != sha256 => {
             return Err(VerifyError::new(
                 PUBLIC_KEY_FILE,
@@ -292,8 +292,8 @@ pub fn verify_bundle(
 }
 
 /// The auditor's expected SHA-256 in canonical form (64 uppercase hex digits); spaces and
-/// colons between the digits are allowed.
-fn expected_sha256(given: &str) -> Result<String, VerifyError> {
+/// colons between the digits are allowed. A 6-digit fingerprint is refused.
+pub fn parse_expected_sha256(given: &str) -> Result<String, VerifyError> {
     let digits: String = given
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')

@@ -51,6 +51,13 @@ impl AuditCommand {
                 bundle,
                 expect_key_sha256,
             } => {
+                // A mistyped key is the auditor's slip, not a broken bundle: exit 2, not 1.
+                if let Some(given) = &expect_key_sha256
+                    && let Err(e) = crate::audit::verify::parse_expected_sha256(given)
+                {
+                    eprintln!("hkms: --expect-key-sha256: {}", e.message);
+                    return Ok(ExitCode::from(2));
+                }
                 let b = read_bundle(&bundle)?;
                 match verify_bundle(&b, expect_key_sha256.as_deref()) {
                     Ok(r) => {

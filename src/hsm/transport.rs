@@ -79,6 +79,13 @@ impl CardToken {
                          counts towards locking it)",
                 kind: super::HsmErrorKind::FailedPrecondition,
             }),
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(HsmError::Pkcs11 {
+                function: "C_Login(card SO)".into(),
+                rv: "PinLocked".into(),
+                advice: "the card's security officer PIN is locked; the card cannot be loaded \
+                         and must be issued again",
+                kind: super::HsmErrorKind::FailedPrecondition,
+            }),
             Err(e) => Err(e.into()),
         };
         login_user(&self.session, &self.pin)?;
@@ -349,7 +356,10 @@ impl Hsm {
                 Attribute::Unwrap(false),
                 Attribute::Encrypt(false),
                 Attribute::Decrypt(false),
+                // CMAC for its KCV, nothing else: a MAC of one block would give the package
+                // MAC key away to whoever holds the card and its user PIN.
                 Attribute::Sign(true),
+                allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
                 Attribute::Label(label.as_bytes().to_vec()),
                 Attribute::Id(card_id.as_bytes().to_vec()),
             ],

@@ -110,15 +110,15 @@ fn now_secs() -> u64 {
 }
 
 /// What a ceremony's operation did, and what waits until its record is durable.
-struct Executed {
+struct Executed<'a> {
     /// The ceremony's result text.
     text: String,
-    /// A reloaded policy, put in force after the record.
-    new_policy: Option<Arc<Policy>>,
+    /// A reloaded policy, put in force after the record, with the reload lock held until then.
+    new_policy: Option<(Arc<Policy>, std::sync::MutexGuard<'a, ()>)>,
 }
 
-impl Executed {
-    fn text(text: String) -> Executed {
+impl Executed<'_> {
+    fn text(text: String) -> Executed<'static> {
         Executed {
             text,
             new_policy: None,
@@ -528,20 +528,26 @@ impl Node {
         }
     }
 
-    /// Drops the components of every ceremony that can no longer run (expired, cancelled, or
-    /// gone), so that a ceremony nobody comes back to does not keep clear components in
-    /// memory. The server calls it now and then; returns how many ceremonies it cleared.
+    /// Drops the components of every ceremony that can no longer run (expired a sweep's period
+    /// ago, cancelled, ended, or gone), so that a ceremony nobody comes back to does not keep
+    /// clear components in memory. A running ceremony keeps them: its run is taking them. The
+    /// server calls it now and then; returns how many ceremonies it cleared.
     pub fn forget_lapsed_components(&self) -> usize {
         let ids: Vec<String> = match self.components.0.lock() {
             Ok(all) => all.keys().cloned().collect(),
             Err(_) => return 0,
         };
         let now = now_secs();
+        // The last component may come just before expiry; its run claims the ceremony soon after.
+        let grace = self.component_sweep_every().as_secs();
+        let open = CeremonyState::Open.as_str();
+        let running = CeremonyState::Running.as_str();
         let lapsed: Vec<String> = ids
             .into_iter()
             .filter(|id| match self.store.get_ceremony(id) {
-                Ok(Some(c)) => c.state != CeremonyState::Open.as_str() || now >= c.expires_at,
-                Ok(None) => true,
+                Ok(Some(c)) if c.state == running => false,
+                Ok(Some(c)) if c.state == open => now >= c.expires_at.saturating_add(grace),
+                Ok(Some(_)) | Ok(None) => true,
                 // Kept for now; the next sweep tries again.
                 Err(_) => false,
             })
@@ -577,8 +583,11 @@ impl Node {
         let ready = (c.approvals.len() as u32) >= c.quorum
             && parts.is_none_or(|n| c.components_entered >= n);
         if c.state != CeremonyState::Open {
-            // Cancelled or expired while a component was being entered: none is kept.
-            self.forget_components(id);
+            // Cancelled or expired while a component was being entered: none is kept. A
+            // running ceremony is another request's, which is about to take them.
+            if c.state != CeremonyState::Running {
+                self.forget_components(id);
+            }
             return Ok(c);
         }
         if !ready {
@@ -636,7 +645,7 @@ impl Node {
         }
         // A policy a ceremony reloaded is in force once its record is durable.
         if let Ok(Executed {
-            new_policy: Some(p),
+            new_policy: Some((p, _reloading)),
             ..
         }) = &outcome
         {
@@ -646,7 +655,7 @@ impl Node {
         self.ceremony(id)
     }
 
-    fn execute(&self, exec: &mut Request, c: &Ceremony) -> Result<Executed, NodeError> {
+    fn execute(&self, exec: &mut Request, c: &Ceremony) -> Result<Executed<'_>, NodeError> {
         let get = |k: &str| c.params.get(k).map(String::as_str);
         match c.operation {
             Operation::Generate => {
@@ -659,11 +668,12 @@ impl Node {
             }
             Operation::Manage => match get("action") {
                 Some("reload-policy") => {
+                    let reloading = self.reloading();
                     let p = self.load_new_policy()?;
                     exec.param("policy_sha256", p.sha256.clone());
                     Ok(Executed {
                         text: format!("policy reloaded, sha256 {}", p.sha256),
-                        new_policy: Some(p),
+                        new_policy: Some((p, reloading)),
                     })
                 }
                 Some("issue-card") => Ok(Executed::text(format!(

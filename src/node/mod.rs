@@ -59,6 +59,12 @@ pub struct Node {
     package_ttl: Duration,
     /// Key components entered so far, per ceremony: only in memory, zeroized on drop.
     components: ceremony::PendingComponents,
+    /// Serialises card work: two loads of one card must not both unwrap its key, and a card
+    /// login (user, then SO) is the whole process's.
+    card_lock: Mutex<()>,
+    /// Serialises policy reloads from reading the file to putting it in force, so the policy in
+    /// force is the one the last reload record names.
+    reload_lock: Mutex<()>,
 }
 
 impl Node {
@@ -87,6 +93,8 @@ impl Node {
             checkpoint_interval: config.checkpoint_interval,
             ceremony_ttl: config.ceremony_ttl,
             components: ceremony::PendingComponents::default(),
+            card_lock: Mutex::new(()),
+            reload_lock: Mutex::new(()),
             id_salt,
             so_pin: config.so_pin.clone(),
             card_module: config.card_module.clone(),
@@ -147,6 +155,14 @@ impl Node {
         Ok(Arc::new(load_policy(&self.policy_path)?))
     }
 
+    /// Held by a reload from reading the file until the new policy is in force.
+    fn reloading(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The lock guards no data: a poisoned one is as good as a sound one.
+        self.reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Puts `new` in force (atomically for every later decision).
     fn swap_policy(&self, new: &Arc<Policy>) {
         match self.policy.write() {
@@ -160,6 +176,7 @@ impl Node {
     /// request, with the host as its actor. The new policy is in force only once that record
     /// is durable.
     pub fn reload_policy_on_signal(&self) -> Result<Arc<Policy>, NodeError> {
+        let _reloading = self.reloading();
         let result = self.load_new_policy();
         let mut draft = crate::audit::AuditDraft {
             request_id: format!("r-{}", uuid::Uuid::new_v4().simple()),
@@ -195,6 +212,7 @@ impl Node {
     pub fn reload_policy_by(&self, req: &mut Request) -> Result<Arc<Policy>, NodeError> {
         self.authorize(req, Operation::Manage, None, &self.region)?;
         self.require_no_ceremony(Operation::Manage, None)?;
+        let _reloading = self.reloading();
         let p = self.load_new_policy()?;
         req.param("policy_sha256", p.sha256.clone());
         // Recorded before it is in force: a reload the log cannot show does not happen.

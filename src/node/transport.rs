@@ -37,10 +37,25 @@ pub struct CardAccess<'a> {
 }
 
 impl Node {
+    /// Held through one card job (issue or load), from its checks to its record.
+    fn card_work(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The lock guards no data: a poisoned one is as good as a sound one.
+        self.card_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Opens the card `label` with the PIN the caller gave. What goes wrong there is the
     /// caller's to mend (the card, its PIN), not the node's configuration.
     fn open_card(&self, label: &str, pin: &SecretString) -> Result<CardToken, NodeError> {
         use crate::hsm::HsmError;
+        use secrecy::ExposeSecret;
+        if pin.expose_secret().is_empty() {
+            // Sent on, an empty PIN would cost one of the card's tries.
+            return Err(NodeError::InvalidArgument(format!(
+                "no PIN was given for card `{label}`"
+            )));
+        }
         CardToken::open(&self.card_module, &TokenLocator::by_label(label), pin).map_err(|e| match e
         {
             HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
@@ -122,6 +137,7 @@ impl Node {
                 )
             })?
             .read()?;
+        let _card_work = self.card_work();
         // A wrong card or PIN is found before the approval is spent.
         let card = self.open_card(card_label, card_pin)?;
         if let Some((id, result)) = &approval {
@@ -180,6 +196,19 @@ impl Node {
             return Err(NodeError::InvalidArgument(
                 "give the KCV the issuer printed with the card (6 hex digits)".into(),
             ));
+        }
+        if secrecy::ExposeSecret::expose_secret(card.so_pin).is_empty() {
+            return Err(NodeError::InvalidArgument(format!(
+                "no security officer PIN was given for card `{}`; loading needs it",
+                card.label
+            )));
+        }
+        // One card job at a time: a second load of this card must find the first one's row.
+        let _card_work = self.card_work();
+        if self.store.transport_key(card_id)?.is_some() {
+            return Err(NodeError::AlreadyExists(format!(
+                "the transport key of card {card_id} is registered here already"
+            )));
         }
         let token = self.open_card(card.label, card.pin)?;
         let on_card = match self.hsm.card_transport_kcv(&token, card_id) {

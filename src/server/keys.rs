@@ -74,7 +74,9 @@ pub(crate) fn answer<T>(
         }
         Err(e) => {
             let status = to_status(&e);
-            tracing::warn!(%request_id, rpc, %caller, code = ?status.code(), error = %e, "refused");
+            // The status's message: cut like the record's, however much the caller sent.
+            let error = status.message();
+            tracing::warn!(%request_id, rpc, %caller, code = ?status.code(), error, "refused");
             Err(status)
         }
     }
