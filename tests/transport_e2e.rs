@@ -170,6 +170,12 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
             Code::FailedPrecondition,
             "security officer PIN",
         ),
+        (
+            gd_card.kcv.as_str(),
+            "",
+            Code::InvalidArgument,
+            "no security officer PIN",
+        ),
     ];
     for (kcv, so_pin, code, needle) in cases {
         let e = try_load(&guangdong, GD_SYSTEM, "card-gd", &gd_card, kcv, so_pin)
