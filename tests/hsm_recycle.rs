@@ -66,6 +66,21 @@ fn card_commands_go_on_across_module_recycles() {
     // 48 card keys with a budget of 5: the module was initialised again several times.
     let recycles = hsm.pool_generation() - start;
     assert!(recycles >= 3, "only {recycles} recycles");
+    // While a card job holds the module, no recycle cuts it short; the next one comes after.
+    let held = hsm.pool_generation();
+    {
+        let _card_job = hsm.hold_module();
+        for i in 0..12 {
+            assert_eq!(
+                command(&hsm).expect("command under a hold"),
+                expected,
+                "{i}"
+            );
+        }
+        assert_eq!(hsm.pool_generation(), held, "recycled under a card job");
+    }
+    command(&hsm).expect("command after the hold");
+    assert_eq!(hsm.pool_generation(), held + 1, "the postponed recycle");
     // The token and the node's view of it are whole afterwards.
     assert_eq!(hsm.kcv(MASTER, Algorithm::Aes128).expect("kcv"), kcv);
     hsm.check_alive().expect("healthy");

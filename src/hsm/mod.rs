@@ -106,6 +106,10 @@ struct Inner {
     session_objects: std::sync::atomic::AtomicU64,
     session_object_budget: std::sync::atomic::AtomicU64,
     recycling: std::sync::atomic::AtomicBool,
+    /// Card jobs hold it shared ([`Hsm::hold_module`]); initialising the module again to free
+    /// session objects needs it alone, and waits for a later turn rather than cut a card
+    /// job's sessions (cards often sit in the same module as the token).
+    module_hold: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -149,6 +153,7 @@ impl Hsm {
                 session_objects: std::sync::atomic::AtomicU64::new(0),
                 session_object_budget: std::sync::atomic::AtomicU64::new(budget),
                 recycling: std::sync::atomic::AtomicBool::new(false),
+                module_hold: std::sync::RwLock::new(()),
             }),
         })
     }

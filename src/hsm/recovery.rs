@@ -273,7 +273,14 @@ impl Hsm {
         let inner = &self.inner;
         let budget = inner.session_object_budget.load(Ordering::Relaxed);
         let spent = inner.session_objects.fetch_add(1, Ordering::Relaxed) + 1;
-        if budget == 0 || spent < budget || inner.recycling.swap(true, Ordering::AcqRel) {
+        if budget == 0 || spent < budget {
+            return;
+        }
+        // A card job is running in this module: try again after a later destroy.
+        let Ok(_no_card_job) = inner.module_hold.try_write() else {
+            return;
+        };
+        if inner.recycling.swap(true, Ordering::AcqRel) {
             return;
         }
         inner.session_objects.store(0, Ordering::Relaxed);
@@ -291,6 +298,17 @@ impl Hsm {
             ),
         }
         inner.recycling.store(false, Ordering::Release);
+    }
+
+    /// Keeps the module from being initialised again to free session objects while the guard
+    /// lives: a card job holds it, since its card sessions would end with the module's. A
+    /// rebuild after a lost token still goes ahead.
+    pub fn hold_module(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // The lock guards no data: a poisoned one is as good as a sound one.
+        self.inner
+            .module_hold
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sets after how many destroyed session objects the module is initialised again (0:

@@ -26,6 +26,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What a card job holds (see `Node::card_work`).
+struct CardWork<'a> {
+    _module: std::sync::RwLockReadGuard<'a, ()>,
+    _one_at_a_time: std::sync::MutexGuard<'a, ()>,
+}
+
 /// A card as the caller presents it: its label and its two PINs.
 pub struct CardAccess<'a> {
     /// The card token's label.
@@ -37,12 +43,18 @@ pub struct CardAccess<'a> {
 }
 
 impl Node {
-    /// Held through one card job (issue or load), from its checks to its record.
-    fn card_work(&self) -> std::sync::MutexGuard<'_, ()> {
+    /// Held through one card job (issue or load), from its checks to its record: one job at a
+    /// time, and no module re-initialisation under it.
+    fn card_work(&self) -> CardWork<'_> {
         // The lock guards no data: a poisoned one is as good as a sound one.
-        self.card_lock
+        let one_at_a_time = self
+            .card_lock
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        CardWork {
+            _module: self.hsm.hold_module(),
+            _one_at_a_time: one_at_a_time,
+        }
     }
 
     /// Opens the card `label` with the PIN the caller gave. What goes wrong there is the
