@@ -81,6 +81,21 @@ fn card_commands_go_on_across_module_recycles() {
     }
     command(&hsm).expect("command after the hold");
     assert_eq!(hsm.pool_generation(), held + 1, "the postponed recycle");
+    // A session object that could not be destroyed: the next destroy closes every session,
+    // even on a token with no budget (where no recycle would come otherwise).
+    hsm.set_session_object_budget(0);
+    let before = hsm.pool_generation();
+    command(&hsm).expect("command without a budget");
+    assert_eq!(hsm.pool_generation(), before, "no budget, no recycle");
+    hsm.session_object_kept();
+    command(&hsm).expect("command after a kept object");
+    assert_eq!(
+        hsm.pool_generation(),
+        before + 1,
+        "the sessions were closed"
+    );
+    command(&hsm).expect("command after that");
+    assert_eq!(hsm.pool_generation(), before + 1, "once");
     // The token and the node's view of it are whole afterwards.
     assert_eq!(hsm.kcv(MASTER, Algorithm::Aes128).expect("kcv"), kcv);
     hsm.check_alive().expect("healthy");

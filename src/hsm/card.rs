@@ -57,6 +57,9 @@ impl Hsm {
             })();
             // The card key lives only for this command, whatever happened.
             let destroyed = raw.destroy_object(s.handle(), card_key);
+            if destroyed.is_err() {
+                self.session_object_kept();
+            }
             let apdu = built?;
             destroyed?;
             Ok(apdu)
@@ -95,6 +98,9 @@ impl Hsm {
                 Ok((wrapped, kcv))
             });
             let destroyed = raw.destroy_object(s.handle(), key);
+            if destroyed.is_err() {
+                self.session_object_kept();
+            }
             let out = out?;
             destroyed?;
             Ok(out)

@@ -106,6 +106,9 @@ struct Inner {
     session_objects: std::sync::atomic::AtomicU64,
     session_object_budget: std::sync::atomic::AtomicU64,
     recycling: std::sync::atomic::AtomicBool,
+    /// A session object could not be destroyed: the next recycle comes at once, whatever the
+    /// budget (closing the sessions destroys their objects on any token).
+    session_object_kept: std::sync::atomic::AtomicBool,
     /// Card jobs hold it shared ([`Hsm::hold_module`]); initialising the module again to free
     /// session objects needs it alone, and waits for a later turn rather than cut a card
     /// job's sessions (cards often sit in the same module as the token).
@@ -153,6 +156,7 @@ impl Hsm {
                 session_objects: std::sync::atomic::AtomicU64::new(0),
                 session_object_budget: std::sync::atomic::AtomicU64::new(budget),
                 recycling: std::sync::atomic::AtomicBool::new(false),
+                session_object_kept: std::sync::atomic::AtomicBool::new(false),
                 module_hold: std::sync::RwLock::new(()),
             }),
         })
@@ -317,7 +321,13 @@ impl Hsm {
             lifetime: Lifetime::Session,
         };
         let kcv = self.import_clear_key(&spec, value)?;
-        self.destroy_key(&spec.label)?;
+        let destroyed = self.destroy_key(&spec.label);
+        if destroyed.is_err() {
+            // The clear component's key must not outlive this call: close its session.
+            self.session_object_kept();
+        }
+        self.session_object_destroyed();
+        destroyed?;
         Ok(kcv)
     }
 

@@ -273,7 +273,8 @@ impl Hsm {
         let inner = &self.inner;
         let budget = inner.session_object_budget.load(Ordering::Relaxed);
         let spent = inner.session_objects.fetch_add(1, Ordering::Relaxed) + 1;
-        if budget == 0 || spent < budget {
+        let kept = inner.session_object_kept.load(Ordering::Acquire);
+        if !kept && (budget == 0 || spent < budget) {
             return;
         }
         // A card job is running in this module: try again after a later destroy.
@@ -285,12 +286,16 @@ impl Hsm {
         }
         inner.session_objects.store(0, Ordering::Relaxed);
         match self.recycle() {
-            Ok(generation) => tracing::info!(
+            Ok(generation) => {
+                inner.session_object_kept.store(false, Ordering::Release);
+                tracing::info!(
                 token = %inner.caps.label,
                 generation,
-                destroyed_session_objects = spent,
-                "PKCS#11 module initialised again to free destroyed session objects"
-            ),
+                    destroyed_session_objects = spent,
+                    kept_session_object = kept,
+                    "PKCS#11 module initialised again to free destroyed session objects"
+                )
+            }
             Err(e) => tracing::warn!(
                 token = %inner.caps.label,
                 error = %e,
@@ -298,6 +303,19 @@ impl Hsm {
             ),
         }
         inner.recycling.store(false, Ordering::Release);
+    }
+
+    /// Says that a transient session object (a card key, a component's check key) could not be
+    /// destroyed: the module is initialised again after the next destroy, whatever the budget,
+    /// which closes every session and so destroys it.
+    pub fn session_object_kept(&self) {
+        tracing::warn!(
+            token = %self.inner.caps.label,
+            "a transient session object could not be destroyed; its session will be closed"
+        );
+        self.inner
+            .session_object_kept
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Keeps the module from being initialised again to free session objects while the guard
