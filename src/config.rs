@@ -330,6 +330,21 @@ impl NodeConfig {
         if t.sessions == 0 || t.sessions > 256 {
             return Err(invalid("[token] sessions must be between 1 and 256".into()));
         }
+        // The name goes into every record and into the checkpoints' signed message, whose
+        // fields are separated by spaces.
+        let name_ok = (1..=64).contains(&raw.node.name.len())
+            && raw
+                .node
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            return Err(invalid(
+                "[node] name must be 1 to 64 letters, digits, `-`, `_` or `.` (it is written \
+                 into every record and checkpoint)"
+                    .into(),
+            ));
+        }
         Ok(NodeConfig {
             name: raw.node.name,
             tier,
@@ -428,6 +443,23 @@ client_ca = "pki/ca.pem"
         assert!(err.to_string().contains("only over mutual TLS"), "{err}");
         let c = parse(&GOOD.replace("127.0.0.1:0", "0.0.0.0:50051")).unwrap();
         assert_eq!(c.tls.client_ca, Path::new("/etc/hkms/pki/ca.pem"));
+    }
+
+    #[test]
+    fn a_node_name_that_would_break_a_record_or_checkpoint_is_refused() {
+        for bad in ["", "two words", "tab\there", "sl/ash", &"n".repeat(65)] {
+            let err = parse(&GOOD.replace("name = \"ministry\"", &format!("name = {bad:?}")))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("[node] name must be"),
+                "{bad:?}: {err}"
+            );
+        }
+        for good in ["guangdong", "node-440100.a_1"] {
+            let c =
+                parse(&GOOD.replace("name = \"ministry\"", &format!("name = {good:?}"))).unwrap();
+            assert_eq!(c.name, good);
+        }
     }
 
     #[test]
