@@ -452,30 +452,38 @@ impl Hsm {
         let wrap_pad = self.wrap_pad()?;
         let label = transport_label(card_id);
         let theirs = self.card_transport_kcv(card, card_id)?;
-        let mine = {
+        // The RSA pair is made of session objects and the card's calls are slow: both happen
+        // with the token shared. Only the unwrap, which creates a token object, takes it alone.
+        let (pub_key, priv_key) = {
+            let s = self.session()?;
+            rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?
+        };
+        let mine = (|| -> Result<Kcv, HsmError> {
+            let public = {
+                let s = self.session()?;
+                rsa_public(&s, pub_key)?
+            };
+            let card_wrapping = card.trust_wrapping_key(card_so_pin, &public)?;
+            // Found again: the logins on the card ended the handles of its private objects.
+            let wrapped = find_on(&card.session, &label)
+                .and_then(|on_card| Ok(card.session.wrap_key(&oaep(), card_wrapping, on_card)?));
+            let _ = card.session.destroy_object(card_wrapping);
+            let wrapped = wrapped?;
             let s = self.writing_session()?;
-            let (pub_key, priv_key) = rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?;
-            let result = (|| -> Result<Kcv, HsmError> {
-                let public = rsa_public(&s, pub_key)?;
-                let card_wrapping = card.trust_wrapping_key(card_so_pin, &public)?;
-                // Found again: the logins on the card ended the handles of its private objects.
-                let wrapped = find_on(&card.session, &label).and_then(|on_card| {
-                    Ok(card.session.wrap_key(&oaep(), card_wrapping, on_card)?)
-                });
-                let _ = card.session.destroy_object(card_wrapping);
-                let wrapped = wrapped?;
-                let key = s.unwrap_key(
-                    &oaep(),
-                    priv_key,
-                    &wrapped,
-                    &transport_key_template(&label, card_id, wrap_pad, TransportRole::Recipient),
-                )?;
-                self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
-            })();
+            let key = s.unwrap_key(
+                &oaep(),
+                priv_key,
+                &wrapped,
+                &transport_key_template(&label, card_id, wrap_pad, TransportRole::Recipient),
+            )?;
+            self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
+        })();
+        // Session objects of a pooled session: any session of this login may destroy them.
+        if let Ok(s) = self.session() {
             let _ = s.destroy_object(pub_key);
             let _ = s.destroy_object(priv_key);
-            result?
-        };
+        }
+        let mine = mine?;
         if mine != theirs {
             let _ = self.destroy_key(&label);
             return Err(HsmError::Unexpected {
