@@ -50,11 +50,17 @@ pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// Makes the folder `dir` with `files` (name, content) in it. When `dir` does not exist, it
-/// appears with every file or not at all. When it exists (empty: a mount point, a folder made
-/// for the purpose), each file appears whole, in the order given: put last the file whose
-/// presence says the folder is complete.
+/// appears with every file or not at all. When it exists, it must be empty (a mount point, a
+/// folder made for the purpose), and each file appears whole, in the order given: put last the
+/// file whose presence says the folder is complete.
 pub fn write_folder(dir: &Path, files: &[(&str, &[u8])], mode: u32) -> io::Result<()> {
     if dir.is_dir() {
+        if fs::read_dir(dir)?.next().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::DirectoryNotEmpty,
+                "the folder is not empty; choose another, or empty it first",
+            ));
+        }
         for (name, bytes) in files {
             write_file(&dir.join(name), bytes, mode)?;
         }
@@ -171,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_file_is_never_written_over_one_that_appeared_meanwhile() {
+    fn a_new_file_is_not_written_over_an_existing_one() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a.pkg");
         fs::write(&path, b"someone else's").unwrap();

@@ -136,8 +136,10 @@ pub enum BundleError {
 }
 
 /// Writes `bundle` into `dir`, creating it; refuses an existing directory that is not empty,
-/// so an export never overwrites or mixes with an earlier one. The folder appears with all its
-/// files or not at all ([`crate::durable::write_folder`]): a crash leaves no half bundle.
+/// so an export never overwrites or mixes with an earlier one. A new folder appears with all
+/// its files or not at all; an existing empty one gets each file whole, `manifest.json` last
+/// ([`crate::durable::write_folder`]), so a bundle cut short by a crash has no manifest and
+/// `read_bundle` says so.
 pub fn write_bundle(dir: &Path, bundle: &Bundle) -> Result<(), BundleError> {
     let io_err = |action, path: &Path| {
         let path = path.to_path_buf();

@@ -270,14 +270,22 @@ impl Hsm {
     /// [`super::Capabilities::session_object_budget`]) initialises the module again, which is
     /// the only way to make SoftHSM2 2.6.1 free them. Call it holding no session.
     pub(crate) fn session_object_destroyed(&self) {
+        self.inner.session_objects.fetch_add(1, Ordering::Relaxed);
+        self.recycle_if_due();
+    }
+
+    /// Initialises the module again when the budget of destroyed session objects is spent, or
+    /// a session object could not be destroyed, unless a card job holds the module (it calls
+    /// this again when it ends). Call it holding no session.
+    pub fn recycle_if_due(&self) {
         let inner = &self.inner;
         let budget = inner.session_object_budget.load(Ordering::Relaxed);
-        let spent = inner.session_objects.fetch_add(1, Ordering::Relaxed) + 1;
+        let spent = inner.session_objects.load(Ordering::Relaxed);
         let kept = inner.session_object_kept.load(Ordering::Acquire);
         if !kept && (budget == 0 || spent < budget) {
             return;
         }
-        // A card job is running in this module: try again after a later destroy.
+        // A card job is running in this module: it calls again when it ends.
         let Ok(_no_card_job) = inner.module_hold.try_write() else {
             return;
         };
@@ -285,22 +293,27 @@ impl Hsm {
             return;
         }
         inner.session_objects.store(0, Ordering::Relaxed);
+        // Cleared before the sessions close: a destroy that fails in a new session after the
+        // refill sets it again, and is not lost.
+        let kept = inner.session_object_kept.swap(false, Ordering::AcqRel);
         match self.recycle() {
-            Ok(generation) => {
-                inner.session_object_kept.store(false, Ordering::Release);
-                tracing::info!(
+            Ok(generation) => tracing::info!(
                 token = %inner.caps.label,
                 generation,
-                    destroyed_session_objects = spent,
-                    kept_session_object = kept,
-                    "PKCS#11 module initialised again to free destroyed session objects"
+                destroyed_session_objects = spent,
+                kept_session_object = kept,
+                "PKCS#11 module initialised again to free destroyed session objects"
+            ),
+            Err(e) => {
+                if kept {
+                    inner.session_object_kept.store(true, Ordering::Release);
+                }
+                tracing::warn!(
+                    token = %inner.caps.label,
+                    error = %e,
+                    "cannot initialise the PKCS#11 module again; the recovery takes over"
                 )
             }
-            Err(e) => tracing::warn!(
-                token = %inner.caps.label,
-                error = %e,
-                "cannot initialise the PKCS#11 module again; the recovery takes over"
-            ),
         }
         inner.recycling.store(false, Ordering::Release);
     }

@@ -454,13 +454,27 @@ impl Hsm {
         let theirs = self.card_transport_kcv(card, card_id)?;
         // The RSA pair is made of session objects and the card's calls are slow: both happen
         // with the token shared. Only the unwrap, which creates a token object, takes it alone.
-        let (pub_key, priv_key) = {
+        let (pub_key, priv_key, made_in) = {
             let s = self.session()?;
-            rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?
+            let (public, private) = rsa_pair(&s, &format!("hkms/load-rsa/{card_id}"))?;
+            (public, private, s.generation())
+        };
+        // The pair's handles mean something only in sessions of the generation that made it: a
+        // rebuild meanwhile (a lost token) closed its session and may reuse the numbers.
+        let same_generation = |s: &super::TokenSession<'_>| {
+            if s.generation() == made_in {
+                Ok(())
+            } else {
+                Err(HsmError::SessionLost {
+                    function: "loading a transport key".into(),
+                    rv: "the token was opened again during the load; load the card again".into(),
+                })
+            }
         };
         let mine = (|| -> Result<Kcv, HsmError> {
             let public = {
                 let s = self.session()?;
+                same_generation(&s)?;
                 rsa_public(&s, pub_key)?
             };
             let card_wrapping = card.trust_wrapping_key(card_so_pin, &public)?;
@@ -470,6 +484,7 @@ impl Hsm {
             let _ = card.session.destroy_object(card_wrapping);
             let wrapped = wrapped?;
             let s = self.writing_session()?;
+            same_generation(&s)?;
             let key = s.unwrap_key(
                 &oaep(),
                 priv_key,
@@ -478,11 +493,21 @@ impl Hsm {
             )?;
             self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
         })();
-        // Session objects of a pooled session: any session of this login may destroy them.
-        if let Ok(s) = self.session() {
-            let _ = s.destroy_object(pub_key);
-            let _ = s.destroy_object(priv_key);
+        // Session objects of a pooled session: any session of this login may destroy them. In
+        // another generation their session is closed, and they are gone with it.
+        let destroyed = self.session().and_then(|s| {
+            if s.generation() != made_in {
+                return Ok(());
+            }
+            let public = s.destroy_object(pub_key);
+            let private = s.destroy_object(priv_key);
+            Ok(public.and(private)?)
+        });
+        if destroyed.is_err() {
+            self.session_object_kept();
         }
+        self.session_object_destroyed();
+        self.session_object_destroyed();
         let mine = mine?;
         if mine != theirs {
             let _ = self.destroy_key(&label);

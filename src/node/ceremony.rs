@@ -622,6 +622,8 @@ impl Node {
                 .join(" "),
         );
         let outcome = self.execute(&mut exec, &c);
+        // Whatever happens from here, the components were for this one run.
+        self.forget_components(id);
         let (state, result) = match &outcome {
             Ok(done) => (CeremonyState::Done, done.text.clone()),
             Err(e) => (CeremonyState::Failed, e.to_string()),
@@ -651,7 +653,6 @@ impl Node {
         {
             self.swap_policy(p);
         }
-        self.forget_components(id);
         self.ceremony(id)
     }
 

@@ -210,9 +210,10 @@ impl Node {
     /// `ReloadPolicy` by a caller: allowed by the policy, and not under dual control (then it
     /// is a `manage` ceremony with action `reload-policy`).
     pub fn reload_policy_by(&self, req: &mut Request) -> Result<Arc<Policy>, NodeError> {
+        // First: a reload that just put reloading under dual control decides this one.
+        let _reloading = self.reloading();
         self.authorize(req, Operation::Manage, None, &self.region)?;
         self.require_no_ceremony(Operation::Manage, None)?;
-        let _reloading = self.reloading();
         let p = self.load_new_policy()?;
         req.param("policy_sha256", p.sha256.clone());
         // Recorded before it is in force: a reload the log cannot show does not happen.

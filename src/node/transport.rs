@@ -28,8 +28,17 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// What a card job holds (see `Node::card_work`).
 struct CardWork<'a> {
-    _module: std::sync::RwLockReadGuard<'a, ()>,
+    hsm: &'a crate::hsm::Hsm,
+    module: Option<std::sync::RwLockReadGuard<'a, ()>>,
     _one_at_a_time: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for CardWork<'_> {
+    fn drop(&mut self) {
+        // A recycle put off by this job comes now, not at some later destroy.
+        drop(self.module.take());
+        self.hsm.recycle_if_due();
+    }
 }
 
 /// A card as the caller presents it: its label and its two PINs.
@@ -52,7 +61,8 @@ impl Node {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         CardWork {
-            _module: self.hsm.hold_module(),
+            hsm: &self.hsm,
+            module: Some(self.hsm.hold_module()),
             _one_at_a_time: one_at_a_time,
         }
     }
