@@ -203,7 +203,33 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     let gz_package = export(&guangdong, &gz_key.id, "440100").await;
 
     // Guangzhou: load its card; tampered packages are refused first, then the good one lands.
-    load(&guangzhou, GZ_SYSTEM, "card-gz", &gz_card).await;
+    // With the CLI, the two PINs as two lines on standard input, as a script gives them.
+    let load_args = [
+        "transport",
+        "load-card",
+        "--card",
+        "card-gz",
+        "--card-id",
+        &gz_card.card_id,
+        "--kcv",
+        &gz_card.kcv,
+    ];
+    let one_line = format!("{USER_PIN}\n");
+    let out = guangzhou.cli_as_with_input(GZ_SYSTEM, &load_args, Some(&one_line));
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        support::stderr(&out).contains("no card security officer PIN on standard input"),
+        "{}",
+        support::stderr(&out)
+    );
+    let both = format!("{USER_PIN}\n{SO_PIN}\n");
+    let out = guangzhou.cli_as_with_input(GZ_SYSTEM, &load_args, Some(&both));
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(
+        stdout(&out).contains(&gz_card.card_id) && stdout(&out).contains("loaded"),
+        "{}",
+        stdout(&out)
+    );
     let before = key_count(&guangzhou).await;
     let refused = |what: &'static str, bytes: Vec<u8>, code: Code, needle: &'static str| {
         let node = &guangzhou;

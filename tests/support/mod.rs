@@ -306,6 +306,11 @@ impl TestNode {
 
     /// Runs the `hkms` CLI as `identity` (a certificate is issued for it on first use).
     pub fn cli_as(&self, identity: &str, args: &[&str]) -> Output {
+        self.cli_as_with_input(identity, args, None)
+    }
+
+    /// [`TestNode::cli_as`], with `input` on standard input (secrets, as a script gives them).
+    pub fn cli_as_with_input(&self, identity: &str, args: &[&str], input: Option<&str>) -> Output {
         let pki = self.dir.path().join("pki");
         let stem = format!("as-{:x}", {
             use std::hash::{Hash, Hasher};
@@ -321,16 +326,27 @@ impl TestNode {
                 .expect("issue");
             write_issued(&pki, &stem, &cert).expect("write cert");
         }
-        Command::new(hkms_bin())
+        let mut child = Command::new(hkms_bin())
             .args(args)
             .env("HKMS_SERVER", self.url())
             .env("HKMS_CERT", pki.join(format!("{stem}.pem")))
             .env("HKMS_KEY", pki.join(format!("{stem}.key")))
             .env("HKMS_CA", pki.join("ca.pem"))
             .env("SOFTHSM2_CONF", &self.token.conf)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run hkms")
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run hkms");
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            use std::io::Write;
+            stdin.write_all(text.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("run hkms")
     }
 
     /// Stops the server gracefully (SIGTERM) and waits for it.
