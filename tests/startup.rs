@@ -137,3 +137,47 @@ async fn a_second_server_on_the_same_node_is_refused_and_the_first_serves_on() {
     }
     node.generate("card-master").await;
 }
+
+#[test]
+fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    make_pki(dir.path());
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        node_config("ministry", "national", "000000", &token),
+    )
+    .expect("write config");
+    // Started with a low soft limit, as many systems set it (1,024 or less).
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -S -n 256 && exec \"$0\" serve --config \"$1\"")
+        .arg(support::hkms_bin())
+        .arg(&config)
+        .env("SOFTHSM2_CONF", &token.conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let listening = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("hkms: listening on "));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "the server did not start");
+    let limits = limits.expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
+    assert_ne!(numbers[0], "256", "{line}");
+}

@@ -154,7 +154,7 @@ impl CardCommand {
                 client,
             } => return personalise(serials, bureau_card, out, quiet, client).await,
         };
-        let pin = read_secret(if unblock {
+        let mut pin = read_secret(if unblock {
             "cardholder's PIN"
         } else {
             "new PIN"
@@ -162,7 +162,8 @@ impl CardCommand {
         let request = proto::CardCommandRequest {
             card_serial: a.serial,
             challenge: a.challenge,
-            pin: pin.to_string(),
+            // Moved, not copied: the only plain copy is the message's own.
+            pin: std::mem::take(&mut *pin),
             served_by: a.served_by,
             cardholder_id: a.cardholder_id,
             agent_id: a.agent_id.unwrap_or_default(),

@@ -89,6 +89,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve { .. }) {
         limit_malloc_arenas();
+        raise_open_file_limit();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -135,6 +136,24 @@ fn limit_malloc_arenas() {
     {
         // SAFETY: mallopt only sets an allocator parameter; no thread exists yet.
         let _ = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+}
+
+/// Raises the server's soft limit of open files to its hard limit: each client connection is a
+/// file, and at a soft limit of 1,024 a burst of idle connections would starve clients and the
+/// node's own files (registry, token) alike.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 

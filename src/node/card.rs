@@ -46,32 +46,28 @@ pub struct CardAnswer {
 
 /// The node's salt for ID numbers: 32 random bytes made once in the data folder.
 pub(crate) fn load_salt(data_dir: &Path) -> Result<[u8; 32], NodeError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("id-salt");
     let err = |e: std::io::Error| {
         NodeError::FailedPrecondition(format!("cannot use the ID salt {}: {e}", path.display()))
     };
-    if let Ok(bytes) = std::fs::read(&path) {
-        return bytes.as_slice().try_into().map_err(|_| {
-            NodeError::FailedPrecondition(format!(
-                "the ID salt {} is not 32 bytes; restore it from backup (hashes depend on it)",
-                path.display()
-            ))
-        });
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            return bytes.as_slice().try_into().map_err(|_| {
+                NodeError::FailedPrecondition(format!(
+                    "the ID salt {} is not 32 bytes; restore it from backup (hashes depend on it)",
+                    path.display()
+                ))
+            });
+        }
+        // Made only when there is none: an unreadable one is an error, not a reason for a new one.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        Err(_) => {}
     }
     let mut salt = [0u8; 32];
     getrandom(&mut salt).map_err(err)?;
     std::fs::create_dir_all(data_dir).map_err(err)?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    f.write_all(&salt)
-        .and_then(|()| f.sync_all())
-        .map_err(err)?;
+    // Whole or not at all, and durable before the first hash depends on it.
+    crate::durable::write_new_file(&path, &salt, 0o600).map_err(err)?;
     Ok(salt)
 }
 
@@ -225,5 +221,35 @@ impl Node {
             out.push((key_type.to_string(), package));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_salt_is_made_once_kept_private_and_never_remade_over_a_bad_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let first = load_salt(&dir).unwrap();
+        assert_eq!(load_salt(&dir).unwrap(), first);
+        let path = dir.join("id-salt");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        // Cut short (a crash while it was written by an older build): refused, not remade.
+        std::fs::write(&path, b"").unwrap();
+        let err = load_salt(&dir).unwrap_err();
+        assert!(err.to_string().contains("not 32 bytes"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+
+        // Unreadable: an error about reading it, not a new salt beside it.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = load_salt(&dir).unwrap_err();
+        assert!(err.to_string().contains("cannot use the ID salt"), "{err}");
+        assert!(path.is_dir());
     }
 }

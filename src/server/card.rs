@@ -139,7 +139,7 @@ impl CardService for CardApi {
             // The stream itself is a request too: one record of the batch, even when it
             // carried no card at all.
             let n = Arc::clone(&node);
-            let _ = tokio::task::spawn_blocking(move || {
+            let recorded = tokio::task::spawn_blocking(move || {
                 execute(&n, who, "PersonaliseCards", &batch, |_, req| {
                     req.param("batch_cards", cards.to_string());
                     req.param("batch_failed", failed.to_string());
@@ -148,6 +148,17 @@ impl CardService for CardApi {
                 })
             })
             .await;
+            // A stream whose own record cannot be written does not end as a success.
+            let unrecorded = match recorded {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(super::status::to_status(&e)),
+                Err(_) => Some(Status::internal(
+                    "the stream's record could not be written; it is refused",
+                )),
+            };
+            if let Some(status) = unrecorded {
+                let _ = tx.send(Err(status)).await;
+            }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -150,6 +150,11 @@ pub async fn serve(
         }
     };
     let server = tonic::transport::Server::builder()
+        // A peer that vanished (a window PC switched off) is noticed within 40 s, and one
+        // connection cannot open streams without end.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(256)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(proto::key_service_server::KeyServiceServer::new(
