@@ -121,6 +121,8 @@ struct RawTls {
     cert: PathBuf,
     key: PathBuf,
     client_ca: PathBuf,
+    #[serde(default)]
+    client_crl: Option<PathBuf>,
 }
 
 /// The node's TLS files (PEM).
@@ -132,6 +134,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// The programme CA that issues callers' certificates.
     pub client_ca: PathBuf,
+    /// Revocation lists of that CA (PEM): a certificate listed there is refused at the
+    /// handshake. Read at start.
+    pub client_crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +368,7 @@ impl NodeConfig {
                 cert: base.join(tls.cert),
                 key: base.join(tls.key),
                 client_ca: base.join(tls.client_ca),
+                client_crl: tls.client_crl.map(|p| base.join(p)),
             },
             checkpoint_every: raw.audit.checkpoint_every,
             checkpoint_interval: Duration::from_secs(raw.audit.checkpoint_interval_secs),
@@ -443,6 +449,13 @@ client_ca = "pki/ca.pem"
         assert!(err.to_string().contains("only over mutual TLS"), "{err}");
         let c = parse(&GOOD.replace("127.0.0.1:0", "0.0.0.0:50051")).unwrap();
         assert_eq!(c.tls.client_ca, Path::new("/etc/hkms/pki/ca.pem"));
+        assert_eq!(c.tls.client_crl, None);
+        let with_crl = format!("{GOOD}client_crl = \"pki/revoked.crl\"\n");
+        let c = parse(&with_crl).unwrap();
+        assert_eq!(
+            c.tls.client_crl.as_deref(),
+            Some(Path::new("/etc/hkms/pki/revoked.crl"))
+        );
     }
 
     #[test]

@@ -379,3 +379,70 @@ async fn reload_by_ceremony(node: &TestNode) -> proto::CeremonyInfo {
         .expect("status")
         .into_inner()
 }
+
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_at_the_handshake_and_the_others_go_on() {
+    let mut node = TestNode::start("national", "000000");
+    let auditor = hkms::policy::Identity::from_uri(AUDITOR).expect("identity");
+    let stolen = node
+        .ca
+        .issue_client(Some(&auditor), Validity::days(1))
+        .expect("issue");
+    let spare = node
+        .ca
+        .issue_client(Some(&auditor), Validity::days(1))
+        .expect("issue");
+    lists_with(&node, &stolen).await.expect("before revocation");
+
+    // The CA revokes the stolen certificate; the node reads its CRL at start.
+    node.stop();
+    let pki = node.dir.path().join("pki");
+    std::fs::write(pki.join("stolen.pem"), &stolen.cert_pem).expect("write cert");
+    let out = std::process::Command::new(support::hkms_bin())
+        .args(["pki", "revoke", "--dir"])
+        .arg(&pki)
+        .arg("--cert")
+        .arg(pki.join("stolen.pem"))
+        .args(["--number", "1", "--out"])
+        .arg(pki.join("revoked.crl"))
+        .output()
+        .expect("hkms pki revoke");
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let mut config = std::fs::read_to_string(&node.config).expect("config");
+    assert!(
+        config.trim_end().ends_with("client_ca = \"pki/ca.pem\""),
+        "[tls] comes last"
+    );
+    config.push_str("client_crl = \"pki/revoked.crl\"\n");
+    std::fs::write(&node.config, config).expect("write config");
+    node.start_again();
+
+    lists_with(&node, &stolen)
+        .await
+        .expect_err("a revoked certificate");
+    let log = node.log();
+    assert!(
+        log.contains("TLS handshake refused") && log.contains("Revoked"),
+        "{log}"
+    );
+    lists_with(&node, &spare)
+        .await
+        .expect("the same identity with a certificate not revoked");
+    node.client().await;
+}
+
+/// Lists keys over a channel that presents `cert`.
+async fn lists_with(node: &TestNode, cert: &hkms::pki::IssuedCert) -> Result<(), String> {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(node.ca.cert_pem()))
+        .identity(tonic::transport::Identity::from_pem(
+            cert.cert_pem.as_bytes(),
+            cert.key_pem.as_bytes(),
+        ));
+    let channel = node.try_channel(tls).await.map_err(|e| e.to_string())?;
+    KeyServiceClient::new(channel)
+        .list_keys(proto::ListKeysRequest::default())
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -36,6 +36,25 @@ pub enum PkiCommand {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
+    /// Write a revocation list of the dev CA in DIR that revokes the given certificates, for a
+    /// node's `[tls] client_crl` (restart the node to apply it).
+    Revoke {
+        /// The folder of the dev PKI (with ca.pem and ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A certificate to revoke (PEM); repeat for several. The list holds exactly these.
+        #[arg(long = "cert", required = true)]
+        certs: Vec<PathBuf>,
+        /// The list's number: higher than the one it replaces.
+        #[arg(long)]
+        number: u64,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days until the next list is due.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
 }
 
 impl PkiCommand {
@@ -73,11 +92,37 @@ impl PkiCommand {
                 issue(&dir, &id, &out, days)?;
                 Ok(ExitCode::SUCCESS)
             }
+            PkiCommand::Revoke {
+                dir,
+                certs,
+                number,
+                out,
+                days,
+            } => {
+                let pems = certs
+                    .iter()
+                    .map(|p| {
+                        std::fs::read_to_string(p)
+                            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+                    })
+                    .collect::<anyhow::Result<Vec<String>>>()?;
+                let pems: Vec<&str> = pems.iter().map(String::as_str).collect();
+                let crl = load_ca(&dir)?.revocation_list(&pems, number, i64::from(days))?;
+                crate::durable::write_file(&out, crl.as_bytes(), 0o644)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+                println!(
+                    "{}: revocation list {number}, {} certificates",
+                    out.display(),
+                    pems.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
         }
     }
 }
 
-fn issue(dir: &std::path::Path, id: &Identity, stem: &str, days: u32) -> anyhow::Result<()> {
+/// The dev CA in `dir`.
+fn load_ca(dir: &std::path::Path) -> anyhow::Result<DevCa> {
     let read = |name: &str| {
         std::fs::read_to_string(dir.join(name))
             .map(zeroize::Zeroizing::new)
@@ -88,7 +133,11 @@ fn issue(dir: &std::path::Path, id: &Identity, stem: &str, days: u32) -> anyhow:
                 )
             })
     };
-    let ca = DevCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
+    Ok(DevCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?)
+}
+
+fn issue(dir: &std::path::Path, id: &Identity, stem: &str, days: u32) -> anyhow::Result<()> {
+    let ca = load_ca(dir)?;
     let cert = ca.issue_client(Some(id), Validity::days(days))?;
     let (pem, key) = write_issued(dir, stem, &cert)?;
     println!("{id}: {} {}", pem.display(), key.display());

@@ -131,6 +131,45 @@ impl DevCa {
                 .is_ok()
     }
 
+    /// A revocation list (PEM) signed by this CA that revokes the certificates `revoked` (PEM),
+    /// numbered `number` (higher than the last one published), valid `days`. For the node's
+    /// `[tls] client_crl`.
+    pub fn revocation_list(
+        &self,
+        revoked: &[&str],
+        number: u64,
+        days: i64,
+    ) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for pem in revoked {
+            let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+                .map_err(|e| PkiError::Parse(format!("a certificate to revoke is not PEM: {e}")))?;
+            let cert = parsed.parse_x509().map_err(|e| {
+                PkiError::Parse(format!("a certificate to revoke is not X.509: {e}"))
+            })?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                revocation_time: now,
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(days),
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(|e| PkiError::Generate(format!("signing the revocation list failed: {e}")))?;
+        crl.pem()
+            .map_err(|e| PkiError::Generate(format!("encoding the revocation list failed: {e}")))
+    }
+
     /// The CA certificate, PEM: the trust anchor that servers and clients are configured with.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,10 +51,28 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             .add(ca)
             .map_err(|e| TlsError(format!("the client CA certificate is not usable: {e}")))?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .build()
-            .map_err(|e| TlsError(format!("cannot build the client verifier: {e}")))?;
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+    if let Some(path) = &files.client_crl {
+        let crls = CertificateRevocationListDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                TlsError(format!(
+                    "cannot read the client CRL {}: {e}",
+                    path.display()
+                ))
+            })?;
+        if crls.is_empty() {
+            return Err(TlsError(format!(
+                "the client CRL {} holds no revocation list",
+                path.display()
+            )));
+        }
+        verifier = verifier.with_crls(crls);
+    }
+    let verifier = verifier
+        .build()
+        .map_err(|e| TlsError(format!("cannot build the client verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError(e.to_string()))?
