@@ -276,9 +276,9 @@ fn split_lines<'a>(file: &'static str, text: &'a str) -> Result<Vec<&'a str>, Bu
 /// what it is for. It names a key but cannot vouch for one (another key with the same 6 digits
 /// takes minutes to find): an auditor compares [`spki_sha256`].
 pub fn spki_fingerprint(spki_der: &[u8]) -> String {
-    let digest = Sha256::digest(spki_der);
-    let first: Vec<u8> = digest.iter().take(3).copied().collect();
-    hex::encode_upper(first)
+    let mut hex = spki_sha256(spki_der);
+    hex.truncate(6);
+    hex
 }
 
 /// SHA-256 of the SPKI DER, as 64 uppercase hex digits: what an auditor compares with the

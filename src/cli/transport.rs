@@ -110,13 +110,13 @@ impl TransportCommand {
                 ceremony,
                 client,
             } => {
-                let pin = read_secret("card PIN")?;
+                let mut pin = read_secret("card PIN")?;
                 let mut c = TransportServiceClient::new(client.channel().await?);
                 let t = c
                     .issue_card(proto::IssueCardRequest {
                         region,
                         card_label: card,
-                        card_pin: pin.to_string(),
+                        card_pin: std::mem::take(&mut *pin),
                         ceremony_id: ceremony.unwrap_or_default(),
                     })
                     .await
@@ -130,15 +130,15 @@ impl TransportCommand {
                 kcv,
                 client,
             } => {
-                let pin = read_secret("card PIN")?;
-                let so_pin = read_secret("card security officer PIN")?;
+                let mut pin = read_secret("card PIN")?;
+                let mut so_pin = read_secret("card security officer PIN")?;
                 let mut c = TransportServiceClient::new(client.channel().await?);
                 let t = c
                     .load_card(proto::LoadCardRequest {
                         card_label: card,
-                        card_pin: pin.to_string(),
+                        card_pin: std::mem::take(&mut *pin),
                         card_id,
-                        card_so_pin: so_pin.to_string(),
+                        card_so_pin: std::mem::take(&mut *so_pin),
                         expected_kcv: kcv,
                     })
                     .await

@@ -9,6 +9,23 @@ use crate::store::KeyRecord;
 /// Longest parameter value kept in a record.
 pub const MAX_PARAM: usize = 128;
 
+/// `draft` with the outcome of a success (`None`) or of `error`.
+fn with_outcome(mut draft: AuditDraft, error: Option<&super::NodeError>) -> AuditDraft {
+    draft.outcome = Some(match error {
+        None => Outcome {
+            ok: true,
+            code: "OK".into(),
+            message: String::new(),
+        },
+        Some(e) => Outcome {
+            ok: false,
+            code: e.class().code_name().into(),
+            message: e.to_string(),
+        },
+    });
+    draft
+}
+
 /// The request context threaded through the node's use cases.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -70,25 +87,18 @@ impl Request {
 
     /// The record as it stands with a successful outcome, for writing with the change.
     pub fn success_record(&self) -> AuditDraft {
-        let mut d = self.audit.clone();
-        d.outcome = Some(Outcome {
-            ok: true,
-            code: "OK".into(),
-            message: String::new(),
-        });
-        d
+        with_outcome(self.audit.clone(), None)
     }
 
     /// The record as it stands with `error` as its outcome: for a request that fails but still
     /// makes a change (it finds a ceremony expired), written with that change.
     pub fn failure_record(&self, error: &super::NodeError) -> AuditDraft {
-        let mut d = self.audit.clone();
-        d.outcome = Some(Outcome {
-            ok: false,
-            code: error.class().code_name().into(),
-            message: error.to_string(),
-        });
-        d
+        with_outcome(self.audit.clone(), Some(error))
+    }
+
+    /// The record of the ended request: a success, or `error`.
+    pub fn into_record(self, error: Option<&super::NodeError>) -> AuditDraft {
+        with_outcome(self.audit, error)
     }
 
     /// Marks the record as written with the change.

@@ -228,27 +228,14 @@ impl<T> Unrecorded<T> {
 fn count<T>(rpc: &'static str, result: &Result<T, NodeError>, start: Instant) {
     let code = match result {
         Ok(_) => "OK",
-        Err(e) => code_name(to_status(e).code()),
+        Err(e) => e.class().code_name(),
     };
     metrics::request(rpc, code, start.elapsed());
 }
 
 /// The record of a request whose use case did not write it with its change.
 fn finished_draft<T>(req: node::Request, result: &Result<T, NodeError>) -> AuditDraft {
-    let mut draft = req.audit;
-    draft.outcome = Some(match result {
-        Ok(_) => Outcome {
-            ok: true,
-            code: "OK".into(),
-            message: String::new(),
-        },
-        Err(e) => Outcome {
-            ok: false,
-            code: code_name(to_status(e).code()).into(),
-            message: e.to_string(),
-        },
-    });
-    draft
+    req.into_record(result.as_ref().err())
 }
 
 /// The error of a request whose record could not be written.

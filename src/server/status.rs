@@ -26,6 +26,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_class_names_the_code_it_maps_to() {
+        // Records name a failure by its class; the answer carries the mapped status. They agree.
+        for e in [
+            NodeError::InvalidArgument("x".into()),
+            NodeError::NotFound("x".into()),
+            NodeError::AlreadyExists("x".into()),
+            NodeError::FailedPrecondition("x".into()),
+            NodeError::PermissionDenied("x".into()),
+            NodeError::Internal("x".into()),
+            NodeError::Hsm(crate::hsm::HsmError::SessionLost {
+                function: "f".into(),
+                rv: "r".into(),
+            }),
+        ] {
+            assert_eq!(
+                crate::server::keys::code_name(to_status(&e).code()),
+                e.class().code_name(),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn an_oversized_message_is_cut() {
         let id = "k".repeat(1 << 20);
         let s = to_status(&NodeError::InvalidArgument(format!("bad key id {id}")));

@@ -22,17 +22,22 @@ use crate::config::TlsFiles;
 #[error("TLS: {0}")]
 pub struct TlsError(pub String);
 
-fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
+/// Every `item` (certificate, revocation list) in the PEM file `path`, the `what` of the node.
+fn read_all<T: PemObject>(path: &Path, what: &str, item: &str) -> Result<Vec<T>, TlsError> {
+    let all = T::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError(format!("cannot read the {what} {}: {e}", path.display())))?;
-    if certs.is_empty() {
+    if all.is_empty() {
         return Err(TlsError(format!(
-            "the {what} {} holds no certificate",
+            "the {what} {} holds no {item}",
             path.display()
         )));
     }
-    Ok(certs)
+    Ok(all)
+}
+
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    read_all(path, what, "certificate")
 }
 
 /// The rustls configuration of the server.
@@ -54,20 +59,8 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
     if let Some(path) = &files.client_crl {
-        let crls = CertificateRevocationListDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                TlsError(format!(
-                    "cannot read the client CRL {}: {e}",
-                    path.display()
-                ))
-            })?;
-        if crls.is_empty() {
-            return Err(TlsError(format!(
-                "the client CRL {} holds no revocation list",
-                path.display()
-            )));
-        }
+        let crls: Vec<CertificateRevocationListDer<'static>> =
+            read_all(path, "client CRL", "revocation list")?;
         verifier = verifier.with_crls(crls);
     }
     let verifier = verifier

@@ -65,8 +65,10 @@ impl Store {
         key_type: &KeyTypeName,
         region: &Region,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM keys {NEWEST_ACTIVE}");
-        let mut found = self.query_records(&sql, params![key_type.as_str(), region.as_str()])?;
+        // Built once: every card request reads it.
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM keys {NEWEST_ACTIVE}"));
+        let mut found = self.query_records(&SQL, params![key_type.as_str(), region.as_str()])?;
         Ok(found.pop())
     }
 
