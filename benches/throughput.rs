@@ -25,6 +25,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "throughput/bare.rs"]
+mod bare;
+
 use std::future::Future;
 use std::process::Command;
 use std::sync::Arc;
@@ -1050,9 +1053,21 @@ impl Raw {
     /// UnblockPin: the APDU for card `i` from the master `master`.
     fn unblock(&self, s: &Session, master: &str, i: usize) -> Result<Vec<u8>, String> {
         let (serial, challenge) = card_of(i);
-        let serial = Factor::from_card_serial(&serial).map_err(|e| e.to_string())?;
-        let challenge = hkms::card::parse_challenge(&challenge).map_err(|e| e.to_string())?;
-        let block = hkms::card::pin_block(PIN);
+        self.unblock_card(s, master, &serial, &challenge, PIN)
+    }
+
+    /// UnblockPin for one card: its serial, its challenge and the new PIN, as text.
+    fn unblock_card(
+        &self,
+        s: &Session,
+        master: &str,
+        serial: &str,
+        challenge: &str,
+        pin: &str,
+    ) -> Result<Vec<u8>, String> {
+        let serial = Factor::from_card_serial(serial).map_err(|e| e.to_string())?;
+        let challenge = hkms::card::parse_challenge(challenge).map_err(|e| e.to_string())?;
+        let block = hkms::card::pin_block(pin);
         let master = self.find(s, master)?;
         let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
         let key = self
@@ -2026,6 +2041,87 @@ fn main() {
         ],
     ));
 
+        // The bare front-end: hkms's transport and the raw calls, nothing else between them.
+        if wanted("UnblockPin-bare") {
+            let bare_raw = Arc::new(Raw {
+                fns: raw::Fns::load(&raw_city.module),
+                wrap,
+                handles: Default::default(),
+            });
+            let slot = slot_of(&pkcs11, &raw_city.label);
+            let open = || pkcs11.open_rw_session(slot).expect("open session");
+            let pki = city.dir.path().join("pki");
+            let files = hkms::config::TlsFiles {
+                cert: pki.join("server.pem"),
+                key: pki.join("server.key"),
+                client_ca: pki.join("ca.pem"),
+                client_crl: None,
+            };
+            for mode in [
+                bare::Mode::OneThread(open()),
+                bare::Mode::PerRequest((0..max_clients).map(|_| open()).collect()),
+            ] {
+                let title = mode.title();
+                let front = bare::start(
+                    files.clone(),
+                    Arc::clone(&bare_raw),
+                    &raw_city_masters[0],
+                    mode,
+                );
+                let url = format!("https://{}", front.addr);
+                let mut bare_rows = Vec::new();
+                for &c in &levels {
+                    let clients = connect(&rt, c, || async {
+                        let tls = support::client_tls(
+                            &city.ca,
+                            Some(WINDOW),
+                            hkms::pki::Validity::days(1),
+                        );
+                        CardServiceClient::new(
+                            Channel::from_shared(url.clone())
+                                .expect("url")
+                                .tls_config(tls)
+                                .expect("tls")
+                                .connect()
+                                .await
+                                .expect("connect to the bare front-end"),
+                        )
+                    });
+                    let service_op = |mut client: CardServiceClient<Channel>, i: usize| async move {
+                        let outcome = match client.unblock_pin(card_request(i)).await {
+                            Ok(r) if r.get_ref().apdu.len() == 25 => Ok(()),
+                            Ok(r) => Err(format!("APDU of {} bytes", r.get_ref().apdu.len())),
+                            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+                        };
+                        (client, outcome)
+                    };
+                    let raw_op =
+                        |s: &Session, i: usize| raw.unblock(s, &raw_city_masters[0], i).map(|_| ());
+                    bare_rows.push(measure_line(
+                        &rt,
+                        &settings,
+                        city_pid,
+                        None,
+                        settings.unblock_ops,
+                        clients,
+                        service_op,
+                        &mut city_sessions,
+                        &raw_op,
+                        &mut next,
+                        &mut next_raw,
+                    ));
+                }
+                drop(front);
+                bests.extend(print_table(
+                    title,
+                    "gRPC/mTLS as the node (hkms::server::tls), the raw calls behind it; no identity, policy, registry or audit",
+                    UNBLOCK_CALLS,
+                    &bare_rows,
+                    &[],
+                ));
+            }
+        }
+
         // The transport floor: the gRPC health check over the same kind of mTLS connection, with
         // no identity, policy, HSM or audit behind it. No request can be served faster than this on
         // this machine; it shows how much of the gap to raw is the gRPC/TLS round trip itself.
@@ -2310,12 +2406,12 @@ fn main() {
     println!();
     println!("== summary per operation (target: service >= 80% of raw at the best concurrency) ==");
     println!(
-        "  {:<17} {:>13} {:>12} {:>12} {:>10}",
+        "  {:<27} {:>13} {:>12} {:>12} {:>10}",
         "operation", "best line", "peak svc/s", "peak raw/s", "peak/peak"
     );
     for b in &bests {
         println!(
-            "  {:<17} {:>6.1}% at {:>2} {:>12.0} {:>12.0} {:>9.1}%",
+            "  {:<27} {:>6.1}% at {:>2} {:>12.0} {:>12.0} {:>9.1}%",
             b.operation.split(' ').next().unwrap_or(b.operation),
             b.ratio * 100.0,
             b.clients,
@@ -2328,6 +2424,15 @@ fn main() {
         "  (best line: the highest svc/raw of one line, at that many clients; peak/peak: the \
          service's best line against the raw loop's best line, whatever their concurrency)"
     );
+    if bests
+        .iter()
+        .any(|b| b.operation.starts_with("UnblockPin-bare"))
+    {
+        println!(
+            "  (UnblockPin-bare-*: not hkms but the ceiling for it, the same PKCS#11 calls behind \
+             the same gRPC/mTLS with nothing else)"
+        );
+    }
     println!("load average at the end: {}", load_average());
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
     drop(city_sessions);

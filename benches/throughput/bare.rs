@@ -1,0 +1,193 @@
+//! The bare front-end: hkms's transport and the raw loop's PKCS#11 calls, nothing else.
+//!
+//! It answers `CardService/UnblockPin` with the server's own TLS set-up
+//! (`hkms::server::tls`) and the same tonic settings as `hkms serve`, and makes the raw loop's
+//! calls on the raw token. It has no identity, no policy, no registry and no audit record. No
+//! front-end that must do more can be faster on the same machine, so its ratio to the raw loop
+//! is the ceiling for the service's own.
+//!
+//! It runs on a runtime of its own (2 workers, as `hkms serve` on this machine) inside the
+//! bench process, so the bench's CPU figure covers it, its clients and SoftHSM2.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use cryptoki::session::Session;
+use hkms::config::TlsFiles;
+use hkms::proto::{self, card_service_server::CardService};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::Raw;
+
+/// How the bare front-end reaches the token.
+pub enum Mode {
+    /// Each request on a blocking thread of its own, with a session of its own (the raw loop's
+    /// way, behind gRPC).
+    PerRequest(Vec<Session>),
+    /// Every request on one thread with one session, in arrival order (the node's batch
+    /// thread, without the node).
+    OneThread(Session),
+}
+
+impl Mode {
+    /// The table's title; its first word names the line in the summary.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Mode::PerRequest(_) => {
+                "UnblockPin-bare-per-request (the raw calls behind hkms's gRPC/mTLS alone, a \
+                 blocking thread and session per request)"
+            }
+            Mode::OneThread(_) => {
+                "UnblockPin-bare-one-thread (the raw calls behind hkms's gRPC/mTLS alone, all on \
+                 one thread and session)"
+            }
+        }
+    }
+}
+
+type Job = (
+    proto::CardCommandRequest,
+    oneshot::Sender<Result<Vec<u8>, String>>,
+);
+
+enum Work {
+    PerRequest(Arc<Mutex<Vec<Session>>>),
+    OneThread(mpsc::Sender<Job>),
+}
+
+struct BareCard {
+    raw: Arc<Raw>,
+    master: Arc<str>,
+    work: Work,
+}
+
+/// A running bare front-end; dropping it stops the server and its thread.
+pub struct Bare {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Starts a bare front-end on 127.0.0.1 with the node's TLS files, deriving from `master`.
+pub fn start(files: TlsFiles, raw: Arc<Raw>, master: &str, mode: Mode) -> Bare {
+    let master: Arc<str> = Arc::from(master);
+    let work = match mode {
+        Mode::PerRequest(sessions) => Work::PerRequest(Arc::new(Mutex::new(sessions))),
+        Mode::OneThread(session) => {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let (raw, master) = (Arc::clone(&raw), Arc::clone(&master));
+            std::thread::spawn(move || {
+                for (r, reply) in rx {
+                    let _ = reply.send(raw.unblock_card(
+                        &session,
+                        &master,
+                        &r.card_serial,
+                        &r.challenge,
+                        &r.pin,
+                    ));
+                }
+            });
+            Work::OneThread(tx)
+        }
+    };
+    let card = BareCard { raw, master, work };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("bare runtime");
+    let addr = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let tls = hkms::server::tls::server_config(&files).expect("TLS files");
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(256)
+            .add_service(proto::card_service_server::CardServiceServer::new(card))
+            .serve_with_incoming(hkms::server::tls::incoming(listener, tls));
+        tokio::spawn(server);
+        addr
+    });
+    Bare {
+        addr,
+        runtime: Some(runtime),
+    }
+}
+
+#[tonic::async_trait]
+impl CardService for BareCard {
+    type PersonaliseCardsStream = ReceiverStream<Result<proto::PersonaliseResponse, Status>>;
+
+    async fn personalise_cards(
+        &self,
+        _: Request<tonic::Streaming<proto::PersonaliseRequest>>,
+    ) -> Result<Response<Self::PersonaliseCardsStream>, Status> {
+        Err(Status::unimplemented(
+            "the bare front-end serves UnblockPin only",
+        ))
+    }
+
+    async fn reload_pin(
+        &self,
+        _: Request<proto::CardCommandRequest>,
+    ) -> Result<Response<proto::CardCommandResponse>, Status> {
+        Err(Status::unimplemented(
+            "the bare front-end serves UnblockPin only",
+        ))
+    }
+
+    async fn unblock_pin(
+        &self,
+        request: Request<proto::CardCommandRequest>,
+    ) -> Result<Response<proto::CardCommandResponse>, Status> {
+        let r = request.into_inner();
+        let apdu = match &self.work {
+            Work::PerRequest(sessions) => {
+                let (raw, master, sessions) = (
+                    Arc::clone(&self.raw),
+                    Arc::clone(&self.master),
+                    Arc::clone(sessions),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let session = sessions.lock().expect("sessions").pop();
+                    let Some(session) = session else {
+                        return Err("no free session".to_string());
+                    };
+                    let out =
+                        raw.unblock_card(&session, &master, &r.card_serial, &r.challenge, &r.pin);
+                    sessions.lock().expect("sessions").push(session);
+                    out
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+            }
+            Work::OneThread(tx) => {
+                let (reply, answer) = oneshot::channel();
+                tx.send((r, reply))
+                    .map_err(|_| Status::unavailable("the PKCS#11 thread is gone"))?;
+                answer
+                    .await
+                    .map_err(|_| Status::unavailable("the PKCS#11 thread is gone"))?
+            }
+        }
+        .map_err(Status::internal)?;
+        Ok(Response::new(proto::CardCommandResponse {
+            apdu,
+            master_key_id: String::new(),
+            master_version: 0,
+        }))
+    }
+}
