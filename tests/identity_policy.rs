@@ -5,8 +5,8 @@ mod support;
 
 use hkms::pki::{DevCa, Validity};
 use hkms::proto::{
-    self, ceremony_service_client::CeremonyServiceClient, key_service_client::KeyServiceClient,
-    policy_service_client::PolicyServiceClient,
+    self, audit_service_client::AuditServiceClient, ceremony_service_client::CeremonyServiceClient,
+    key_service_client::KeyServiceClient, policy_service_client::PolicyServiceClient,
 };
 use sha2::{Digest, Sha256};
 use support::{TestNode, client_tls, make_token, node_config, try_derive as derive};
@@ -396,25 +396,8 @@ async fn a_revoked_certificate_is_refused_at_the_handshake_and_the_others_go_on(
 
     // The CA revokes the stolen certificate; the node reads its CRL at start.
     node.stop();
-    let pki = node.dir.path().join("pki");
-    std::fs::write(pki.join("stolen.pem"), &stolen.cert_pem).expect("write cert");
-    let out = std::process::Command::new(support::hkms_bin())
-        .args(["pki", "revoke", "--dir"])
-        .arg(&pki)
-        .arg("--cert")
-        .arg(pki.join("stolen.pem"))
-        .args(["--number", "1", "--out"])
-        .arg(pki.join("revoked.crl"))
-        .output()
-        .expect("hkms pki revoke");
-    assert!(out.status.success(), "{}", support::stderr(&out));
-    let mut config = std::fs::read_to_string(&node.config).expect("config");
-    assert!(
-        config.trim_end().ends_with("client_ca = \"pki/ca.pem\""),
-        "[tls] comes last"
-    );
-    config.push_str("client_crl = \"pki/revoked.crl\"\n");
-    std::fs::write(&node.config, config).expect("write config");
+    write_crl(&node, &[&stolen], 1);
+    use_crl(&node);
     node.start_again();
 
     lists_with(&node, &stolen)
@@ -431,18 +414,143 @@ async fn a_revoked_certificate_is_refused_at_the_handshake_and_the_others_go_on(
     node.client().await;
 }
 
-/// Lists keys over a channel that presents `cert`.
-async fn lists_with(node: &TestNode, cert: &hkms::pki::IssuedCert) -> Result<(), String> {
+#[tokio::test]
+async fn a_list_loaded_by_sighup_shuts_out_a_revoked_certificate_even_on_an_open_connection() {
+    let mut node = TestNode::start("national", "000000");
+    let auditor = hkms::policy::Identity::from_uri(AUDITOR).expect("identity");
+    let issue = || {
+        node.ca
+            .issue_client(Some(&auditor), Validity::days(1))
+            .expect("issue")
+    };
+    let (decoy, stolen, spare) = (issue(), issue(), issue());
+    node.stop();
+    write_crl(&node, &[&decoy], 1);
+    use_crl(&node);
+    node.start_again();
+    let open = channel_with(&node, &stolen).await.expect("connect");
+    lists_on(open.clone()).await.expect("not revoked yet");
+
+    // The CA publishes a new list; the host administrator sends SIGHUP.
+    write_crl(&node, &[&decoy, &stolen], 2);
+    hang_up(&node, "TLS files reloaded", 1);
+    let refused = lists_on(open)
+        .await
+        .expect_err("revoked on the open connection");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("revoked"),
+        "{}",
+        refused.message()
+    );
+    lists_with(&node, &stolen)
+        .await
+        .expect_err("revoked at the handshake");
+    lists_with(&node, &spare).await.expect("not revoked");
+
+    // A list that cannot be read is refused, and the one in force stays.
+    let pki = node.dir.path().join("pki");
+    std::fs::write(pki.join("revoked.crl"), "not a list").expect("write");
+    hang_up(&node, "TLS reload refused", 1);
+    lists_with(&node, &stolen).await.expect_err("still revoked");
+    lists_with(&node, &spare).await.expect("still served");
+
+    // Both reloads are in the ceremony log, with the host as their actor, and so is the
+    // request refused on the open connection.
+    let mut stream = AuditServiceClient::new(node.channel_as(AUDITOR).await)
+        .stream_records(proto::StreamRecordsRequest::default())
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(line) = tokio_stream::StreamExt::next(&mut stream).await {
+        let line = line.expect("record").line;
+        records.push(serde_json::from_str::<hkms::audit::AuditRecord>(&line).expect("record"));
+    }
+    let reloads: Vec<_> = records.iter().filter(|r| r.rpc == "ReloadTls").collect();
+    assert_eq!(reloads.len(), 2, "{reloads:?}");
+    assert!(reloads.iter().all(|r| r.actor == "host:SIGHUP"));
+    assert!(reloads[0].result.ok && !reloads[1].result.ok, "{reloads:?}");
+    assert_eq!(reloads[0].params["revoked_certificates"], "2");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.result.code == "UNAUTHENTICATED" && r.result.message.contains("revoked")),
+        "{records:?}"
+    );
+}
+
+/// Writes `pki/revoked.crl` of the node's dev CA, listing exactly `certs`.
+fn write_crl(node: &TestNode, certs: &[&hkms::pki::IssuedCert], number: u64) {
+    let pki = node.dir.path().join("pki");
+    let mut command = std::process::Command::new(support::hkms_bin());
+    command.args(["pki", "revoke", "--dir"]).arg(&pki);
+    for (i, cert) in certs.iter().enumerate() {
+        let path = pki.join(format!("to-revoke-{i}.pem"));
+        std::fs::write(&path, &cert.cert_pem).expect("write cert");
+        command.arg("--cert").arg(path);
+    }
+    let out = command
+        .args(["--number", &number.to_string(), "--out"])
+        .arg(pki.join("revoked.crl"))
+        .output()
+        .expect("hkms pki revoke");
+    assert!(out.status.success(), "{}", support::stderr(&out));
+}
+
+/// Names `pki/revoked.crl` in the node's `[tls]` section (the node must be stopped).
+fn use_crl(node: &TestNode) {
+    let mut config = std::fs::read_to_string(&node.config).expect("config");
+    assert!(
+        config.trim_end().ends_with("client_ca = \"pki/ca.pem\""),
+        "[tls] comes last"
+    );
+    config.push_str("client_crl = \"pki/revoked.crl\"\n");
+    std::fs::write(&node.config, config).expect("write config");
+}
+
+/// Sends SIGHUP and waits until the log says `line` for the `times`-th time after it.
+fn hang_up(node: &TestNode, line: &str, times: usize) {
+    let before = node.log().matches(line).count();
+    let pid = node.pid().expect("pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while node.log().matches(line).count() < before + times {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {line:?} after SIGHUP: {}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A channel that presents `cert`, or why the handshake failed.
+async fn channel_with(node: &TestNode, cert: &hkms::pki::IssuedCert) -> Result<Channel, String> {
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(node.ca.cert_pem()))
         .identity(tonic::transport::Identity::from_pem(
             cert.cert_pem.as_bytes(),
             cert.key_pem.as_bytes(),
         ));
-    let channel = node.try_channel(tls).await.map_err(|e| e.to_string())?;
+    node.try_channel(tls).await.map_err(|e| e.to_string())
+}
+
+/// Lists keys over `channel`.
+async fn lists_on(channel: Channel) -> Result<(), tonic::Status> {
     KeyServiceClient::new(channel)
         .list_keys(proto::ListKeysRequest::default())
         .await
         .map(|_| ())
+}
+
+/// Lists keys over a new channel that presents `cert`.
+async fn lists_with(node: &TestNode, cert: &hkms::pki::IssuedCert) -> Result<(), String> {
+    lists_on(channel_with(node, cert).await?)
+        .await
         .map_err(|e| e.to_string())
 }

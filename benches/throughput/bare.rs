@@ -111,7 +111,8 @@ pub fn start(files: TlsFiles, raw: Arc<Raw>, master: &str, mode: Mode) -> Bare {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
-        let tls = hkms::server::tls::server_config(&files).expect("TLS files");
+        let config = hkms::server::tls::load(&files).expect("TLS files").config;
+        let tls = std::sync::Arc::new(hkms::server::tls::Tls::new(files, config));
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -28,7 +28,7 @@ pub use transport::CardAccess;
 use crate::config::NodeConfig;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
 use crate::hsm::Hsm;
-use crate::policy::{Decision, Operation, Policy};
+use crate::policy::{Decision, Operation, Policy, RevokedCerts};
 use crate::store::Store;
 
 /// A running node's state.
@@ -65,6 +65,9 @@ pub struct Node {
     /// Serialises policy reloads from reading the file to putting it in force, so the policy in
     /// force is the one the last reload record names.
     reload_lock: Mutex<()>,
+    /// Client certificates revoked by the lists the server loaded: refused on every request,
+    /// also on connections opened before the list.
+    revoked: RwLock<Arc<RevokedCerts>>,
 }
 
 impl Node {
@@ -95,6 +98,7 @@ impl Node {
             components: ceremony::PendingComponents::default(),
             card_lock: Mutex::new(()),
             reload_lock: Mutex::new(()),
+            revoked: RwLock::default(),
             id_salt,
             so_pin: config.so_pin.clone(),
             card_module: config.card_module.clone(),
@@ -156,6 +160,56 @@ impl Node {
     }
 
     /// Held by a reload from reading the file until the new policy is in force.
+    /// Puts a new set of revoked client certificates in force.
+    pub fn set_revoked(&self, revoked: RevokedCerts) {
+        let revoked = Arc::new(revoked);
+        match self.revoked.write() {
+            Ok(mut r) => *r = revoked,
+            Err(poisoned) => *poisoned.into_inner() = revoked,
+        }
+    }
+
+    /// Whether a client certificate (DER) is on a revocation list in force.
+    pub fn is_revoked(&self, cert_der: &[u8]) -> bool {
+        let revoked = match self.revoked.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        revoked.contains(cert_der)
+    }
+
+    /// Records a reload of the server's TLS files asked for by SIGHUP, with how many client
+    /// certificates the new lists revoke, or why the files were refused. The caller puts the
+    /// new files in force only once this record is durable.
+    pub fn record_tls_reload(&self, loaded: Result<usize, String>) -> Result<(), NodeError> {
+        let mut draft = crate::audit::AuditDraft {
+            request_id: format!("r-{}", uuid::Uuid::new_v4().simple()),
+            node: self.name.clone(),
+            actor: "host:SIGHUP".into(),
+            rpc: "ReloadTls".into(),
+            operation: Operation::Manage.as_str().into(),
+            ..Default::default()
+        };
+        draft.outcome = Some(match loaded {
+            Ok(revoked) => {
+                draft
+                    .params
+                    .insert("revoked_certificates".into(), revoked.to_string());
+                crate::audit::Outcome {
+                    ok: true,
+                    code: "OK".into(),
+                    message: String::new(),
+                }
+            }
+            Err(why) => crate::audit::Outcome {
+                ok: false,
+                code: "FAILED_PRECONDITION".into(),
+                message: crate::audit::record::cut(&why, crate::audit::record::MAX_MESSAGE),
+            },
+        });
+        self.record(&draft).map(|_| ())
+    }
+
     fn reloading(&self) -> std::sync::MutexGuard<'_, ()> {
         // The lock guards no data: a poisoned one is as good as a sound one.
         self.reload_lock

@@ -5,6 +5,7 @@
 pub mod engine;
 mod identity;
 mod operation;
+mod revoked;
 mod rules;
 mod scope;
 
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 pub use engine::Decision;
 pub use identity::{IDENTITY_SCHEME, Identity, Role};
 pub use operation::Operation;
+pub use revoked::RevokedCerts;
 pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, PinRules, Quorum, Rule, TRANSPORT_KEY_TYPE};
 pub use scope::RegionScope;
 

@@ -68,7 +68,8 @@ impl<T: Send + 'static> Batcher<T> {
         F: FnOnce(&Node, &mut node::Request, R) -> Result<T, NodeError> + Send + 'static,
         R: Send + 'static,
     {
-        let (request_id, who) = authenticated(&self.node, self.rpc, caller(&request)).await?;
+        let (request_id, who) =
+            authenticated(&self.node, self.rpc, caller(&self.node, &request)).await?;
         let name = who.to_string();
         let body = request.into_inner();
         let (reply, answered) = oneshot::channel();

@@ -99,7 +99,8 @@ impl CardService for CardApi {
         &self,
         request: Request<Streaming<proto::PersonaliseRequest>>,
     ) -> Result<Response<Self::PersonaliseCardsStream>, Status> {
-        let (batch, who) = authenticated(&self.node, "PersonaliseCards", caller(&request)).await?;
+        let (batch, who) =
+            authenticated(&self.node, "PersonaliseCards", caller(&self.node, &request)).await?;
         let incoming = request.into_inner();
         // A small buffer: the client's pace bounds the server's memory.
         let (tx, rx) = tokio::sync::mpsc::channel(32);

@@ -5,6 +5,7 @@
 use tonic::{Request, Status};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::node::Node;
 use crate::policy::{IDENTITY_SCHEME, Identity};
 
 /// Every SAN URI of a DER certificate whose scheme is `hkms://`, in certificate order. The
@@ -58,15 +59,22 @@ pub fn identity_from_cert(cert_der: &[u8]) -> Result<Identity, String> {
     }
 }
 
-/// The identity of a request's caller.
-pub fn caller<T>(request: &Request<T>) -> Result<Identity, Status> {
+/// The identity of a request's caller, unless its certificate is revoked on `node`.
+pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Identity, Status> {
     let certs = request.peer_certs().ok_or_else(|| {
         Status::unauthenticated("no client certificate: hkms serves only over mutual TLS")
     })?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("the client presented no certificate"))?;
-    identity_from_cert(leaf.as_ref()).map_err(Status::unauthenticated)
+    let who = identity_from_cert(leaf.as_ref()).map_err(Status::unauthenticated)?;
+    // The handshake checked the lists in force then; a list loaded since may name it.
+    if node.is_revoked(leaf.as_ref()) {
+        return Err(Status::unauthenticated(
+            "the client certificate has been revoked by its CA; ask the CA for a new one",
+        ));
+    }
+    Ok(who)
 }
 
 #[cfg(test)]

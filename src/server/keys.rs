@@ -47,7 +47,7 @@ where
     R: Send + 'static,
     T: Send + 'static,
 {
-    let (request_id, who) = authenticated(node, rpc, caller(&request)).await?;
+    let (request_id, who) = authenticated(node, rpc, caller(node, &request)).await?;
     let body = request.into_inner();
     let node = Arc::clone(node);
     let name = who.to_string();

@@ -70,7 +70,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     // TLS first: a node without its certificate and CA must not even open the token.
-    let tls_config = tls::server_config(&config.tls)?;
+    let loaded = tls::load(&config.tls)?;
+    let tls = Arc::new(tls::Tls::new(config.tls.clone(), loaded.config));
     // Held until the server returns: no second server, and no `orphans --destroy`, meanwhile.
     let _exclusive = ExclusiveUse::take(&config.data_dir, "serving it")?;
     let cfg = config.clone();
@@ -78,6 +79,7 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Startup(e.to_string()))??;
     let node = Arc::new(node);
+    node.set_revoked(loaded.revoked);
     tracing::info!(
         node = node.name(),
         tier = %node.tier(),
@@ -133,7 +135,7 @@ pub async fn serve(
     };
     announce(format_args!("listening on {addr}"));
 
-    let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&node)));
+    let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&node), Arc::clone(&tls)));
     let sealer = tokio::spawn(seal_periodically(Arc::clone(&node)));
     // Graceful shutdown waits for open connections; a client that never lets go gets
     // SHUTDOWN_GRACE, then the node stops anyway (its requests end in an error, none half-done).
@@ -177,7 +179,7 @@ pub async fn serve(
                 transport::TransportApi::new(Arc::clone(&node)),
             ),
         )
-        .serve_with_incoming_shutdown(tls::incoming(listener, tls_config), signal);
+        .serve_with_incoming_shutdown(tls::incoming(listener, tls), signal);
     let result = tokio::select! {
         r = server => r,
         () = grace => {
@@ -211,7 +213,7 @@ fn announce(what: std::fmt::Arguments<'_>) {
 }
 
 /// SIGHUP reloads the policy; a file that does not load leaves the old policy in force.
-async fn reload_on_sighup(node: Arc<Node>) {
+async fn reload_on_sighup(node: Arc<Node>, tls: Arc<tls::Tls>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -228,10 +230,40 @@ async fn reload_on_sighup(node: Arc<Node>) {
                 }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: policy reload did not finish"),
             }
+            let (n, t) = (Arc::clone(&node), Arc::clone(&tls));
+            match tokio::task::spawn_blocking(move || reload_tls(&n, &t)).await {
+                Ok(Ok(revoked)) => {
+                    tracing::info!(revoked_certificates = revoked, "SIGHUP: TLS files reloaded")
+                }
+                Ok(Err(e)) => tracing::error!(
+                    error = %e,
+                    "SIGHUP: TLS reload refused; the certificates and revocation lists in force stay"
+                ),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload did not finish"),
+            }
         }
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await;
+}
+
+/// Reads the TLS files again and, once the reload is recorded, puts them in force: new
+/// handshakes use them, and requests on open connections are checked against the new
+/// revocation lists. Returns how many client certificates those lists revoke.
+fn reload_tls(node: &Node, tls: &tls::Tls) -> Result<usize, String> {
+    let loaded = tls::load(tls.files());
+    node.record_tls_reload(
+        loaded
+            .as_ref()
+            .map(|l| l.revoked.len())
+            .map_err(ToString::to_string),
+    )
+    .map_err(|e| format!("the reload could not be recorded: {e}"))?;
+    let loaded = loaded.map_err(|e| e.to_string())?;
+    let revoked = loaded.revoked.len();
+    tls.put_in_force(loaded.config);
+    node.set_revoked(loaded.revoked);
+    Ok(revoked)
 }
 
 /// Signs a checkpoint every `checkpoint_interval` when records came in meanwhile.

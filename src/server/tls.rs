@@ -1,9 +1,10 @@
 //! The TLS side of the server: TLS 1.3 only, client certificates mandatory and verified against
-//! the programme CA configured on the node. Handshakes run beside the accept loop so that a slow
-//! or hostile client cannot hold up others; refused handshakes are logged with their reason.
+//! the programme CA configured on the node, and against its revocation lists. Handshakes run
+//! beside the accept loop so that a slow or hostile client cannot hold up others; refused
+//! handshakes are logged with their reason. SIGHUP reads the files again ([`Tls`]).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -16,6 +17,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::TlsFiles;
+use crate::policy::RevokedCerts;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +42,17 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, T
     read_all(path, what, "certificate")
 }
 
-/// The rustls configuration of the server.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+/// What the node's TLS files say: the rustls configuration, and the client certificates that
+/// its revocation lists name (for the checks on every request).
+pub struct Loaded {
+    /// For the handshakes.
+    pub config: Arc<ServerConfig>,
+    /// For the requests (see [`crate::node::Node::set_revoked`]).
+    pub revoked: RevokedCerts,
+}
+
+/// Reads the node's TLS files.
+pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = read_certs(&files.cert, "server certificate")?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
@@ -58,9 +69,12 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     }
     let mut verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+    let mut revoked = RevokedCerts::default();
     if let Some(path) = &files.client_crl {
         let crls: Vec<CertificateRevocationListDer<'static>> =
             read_all(path, "client CRL", "revocation list")?;
+        revoked = RevokedCerts::from_crls(crls.iter().map(|c| c.as_ref()))
+            .map_err(|e| TlsError(format!("the client CRL {}: {e}", path.display())))?;
         verifier = verifier.with_crls(crls);
     }
     let verifier = verifier
@@ -73,16 +87,51 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         .with_single_cert(chain, key)
         .map_err(|e| TlsError(format!("the server certificate and key do not fit: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Loaded {
+        config: Arc::new(config),
+        revoked,
+    })
+}
+
+/// The TLS settings in force. Each handshake takes the configuration in force when it starts,
+/// so a reload (new certificate, new revocation list) applies to every later connection.
+pub struct Tls {
+    files: TlsFiles,
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl Tls {
+    /// Serves with `config`, read from `files`.
+    pub fn new(files: TlsFiles, config: Arc<ServerConfig>) -> Tls {
+        Tls {
+            files,
+            config: RwLock::new(config),
+        }
+    }
+
+    /// The files to read again on reload.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// The configuration for the next handshake.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        // A panic while swapping cannot leave a half-written Arc.
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Puts a configuration in force for the handshakes from now on.
+    pub fn put_in_force(&self, config: Arc<ServerConfig>) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
 }
 
 /// Accepts TCP connections and yields the ones whose TLS handshake succeeded.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    tls: Arc<Tls>,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -101,7 +150,7 @@ pub fn incoming(
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
             }
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(tls.config());
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
