@@ -135,7 +135,7 @@ pub struct TlsFiles {
     /// The programme CA that issues callers' certificates.
     pub client_ca: PathBuf,
     /// Revocation lists of that CA (PEM): a certificate listed there is refused at the
-    /// handshake. Read at start.
+    /// handshake and on every request. Read at start and on SIGHUP.
     pub client_crl: Option<PathBuf>,
 }
 

@@ -5,8 +5,9 @@ mod support;
 
 use hkms::pki::{DevCa, Validity};
 use hkms::proto::{
-    self, audit_service_client::AuditServiceClient, ceremony_service_client::CeremonyServiceClient,
-    key_service_client::KeyServiceClient, policy_service_client::PolicyServiceClient,
+    self, audit_service_client::AuditServiceClient, card_service_client::CardServiceClient,
+    ceremony_service_client::CeremonyServiceClient, key_service_client::KeyServiceClient,
+    policy_service_client::PolicyServiceClient,
 };
 use sha2::{Digest, Sha256};
 use support::{TestNode, client_tls, make_token, node_config, try_derive as derive};
@@ -16,6 +17,7 @@ use tonic::transport::Channel;
 const GD_SYSTEM: &str = "hkms://system/provincial/440000/gd-kms";
 const GZ_WINDOW: &str = "hkms://window/municipal/440100/counter-1";
 const AUDITOR: &str = "hkms://auditor/national/000000/auditor-1";
+const ISSUANCE: &str = "hkms://system/municipal/440100/card-issuance";
 const ADMIN: &str = "hkms://admin/national/000000/admin-1";
 
 async fn generate(
@@ -434,7 +436,7 @@ async fn a_list_loaded_by_sighup_shuts_out_a_revoked_certificate_even_on_an_open
     // The CA publishes a new list; the host administrator sends SIGHUP.
     write_crl(&node, &[&decoy, &stolen], 2);
     hang_up(&node, "TLS files reloaded", 1);
-    let refused = lists_on(open)
+    let refused = lists_on(open.clone())
         .await
         .expect_err("revoked on the open connection");
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -453,6 +455,9 @@ async fn a_list_loaded_by_sighup_shuts_out_a_revoked_certificate_even_on_an_open
     std::fs::write(pki.join("revoked.crl"), "not a list").expect("write");
     hang_up(&node, "TLS reload refused", 1);
     lists_with(&node, &stolen).await.expect_err("still revoked");
+    lists_on(open)
+        .await
+        .expect_err("still revoked on the open connection");
     lists_with(&node, &spare).await.expect("still served");
 
     // Both reloads are in the ceremony log, with the host as their actor, and so is the
@@ -472,12 +477,55 @@ async fn a_list_loaded_by_sighup_shuts_out_a_revoked_certificate_even_on_an_open
     assert!(reloads.iter().all(|r| r.actor == "host:SIGHUP"));
     assert!(reloads[0].result.ok && !reloads[1].result.ok, "{reloads:?}");
     assert_eq!(reloads[0].params["revoked_certificates"], "2");
-    assert!(
-        records
-            .iter()
-            .any(|r| r.result.code == "UNAUTHENTICATED" && r.result.message.contains("revoked")),
-        "{records:?}"
-    );
+    // Its actor stays empty (the certificate no longer authenticates anyone), and its
+    // parameters name the identity and serial for the auditors.
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r.result.code == "UNAUTHENTICATED" && r.result.message.contains("revoked"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(|r| r.actor.is_empty()
+        && r.params["revoked_identity"] == AUDITOR
+        && !r.params["revoked_serial"].is_empty()));
+}
+
+#[tokio::test]
+async fn a_personalisation_stream_ends_when_its_certificate_is_revoked() {
+    let mut node = TestNode::start("municipal", "440100");
+    let issuance = hkms::policy::Identity::from_uri(ISSUANCE).expect("identity");
+    let issue = || {
+        node.ca
+            .issue_client(Some(&issuance), Validity::days(1))
+            .expect("issue")
+    };
+    let (decoy, system) = (issue(), issue());
+    node.stop();
+    write_crl(&node, &[&decoy], 1);
+    use_crl(&node);
+    node.start_again();
+
+    let channel = channel_with(&node, &system).await.expect("connect");
+    let (cards, queue) = tokio::sync::mpsc::channel(4);
+    let mut answers = CardServiceClient::new(channel)
+        .personalise_cards(tokio_stream::wrappers::ReceiverStream::new(queue))
+        .await
+        .expect("stream")
+        .into_inner();
+    let card = |serial: &str| proto::PersonaliseRequest {
+        bureau_card_id: "card-440100-none".into(),
+        card_serial: serial.into(),
+    };
+    cards.send(card("0000000000000001")).await.expect("send");
+    // No such bureau card here: the card fails alone and the stream goes on.
+    let first = answers.message().await.expect("answer").expect("one");
+    assert!(!first.error.is_empty(), "{first:?}");
+
+    write_crl(&node, &[&decoy, &system], 2);
+    hang_up(&node, "TLS files reloaded", 1);
+    cards.send(card("0000000000000002")).await.expect("send");
+    let end = answers.message().await.expect_err("the stream ends");
+    assert_eq!(end.code(), Code::Unauthenticated);
+    assert!(end.message().contains("revoked"), "{}", end.message());
 }
 
 /// Writes `pki/revoked.crl` of the node's dev CA, listing exactly `certs`.

@@ -37,7 +37,7 @@ pub enum PkiCommand {
         days: u32,
     },
     /// Write a revocation list of the dev CA in DIR that revokes the given certificates, for a
-    /// node's `[tls] client_crl` (restart the node to apply it).
+    /// node's `[tls] client_crl` (send the node SIGHUP to apply it).
     Revoke {
         /// The folder of the dev PKI (with ca.pem and ca.key).
         #[arg(long)]

@@ -159,7 +159,6 @@ impl Node {
         Ok(Arc::new(load_policy(&self.policy_path)?))
     }
 
-    /// Held by a reload from reading the file until the new policy is in force.
     /// Puts a new set of revoked client certificates in force.
     pub fn set_revoked(&self, revoked: RevokedCerts) {
         let revoked = Arc::new(revoked);
@@ -169,13 +168,16 @@ impl Node {
         }
     }
 
-    /// Whether a client certificate (DER) is on a revocation list in force.
-    pub fn is_revoked(&self, cert_der: &[u8]) -> bool {
+    /// The serial number (hex) of the first certificate of a client's chain (DER, leaf first)
+    /// that a revocation list in force names, if any.
+    pub fn revoked_in<C: AsRef<[u8]>>(&self, chain: &[C]) -> Option<String> {
         let revoked = match self.revoked.read() {
             Ok(r) => Arc::clone(&r),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         };
-        revoked.contains(cert_der)
+        chain
+            .iter()
+            .find_map(|cert| revoked.revoked_serial(cert.as_ref()))
     }
 
     /// Records a reload of the server's TLS files asked for by SIGHUP, with how many client
@@ -210,6 +212,7 @@ impl Node {
         self.record(&draft).map(|_| ())
     }
 
+    /// Held by a reload from reading the file until the new policy is in force.
     fn reloading(&self) -> std::sync::MutexGuard<'_, ()> {
         // The lock guards no data: a poisoned one is as good as a sound one.
         self.reload_lock

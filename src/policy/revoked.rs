@@ -42,18 +42,17 @@ impl RevokedCerts {
         self.listed.is_empty()
     }
 
-    /// Whether the certificate (DER) is revoked. One that cannot be parsed is not listed; the
-    /// identity check refuses it anyway.
-    pub fn contains(&self, cert_der: &[u8]) -> bool {
+    /// The serial number (hex) of the certificate (DER) if it is revoked. One that cannot be
+    /// parsed is not listed; the identity check refuses it anyway.
+    pub fn revoked_serial(&self, cert_der: &[u8]) -> Option<String> {
         if self.listed.is_empty() {
-            return false;
+            return None;
         }
-        match X509Certificate::from_der(cert_der) {
-            Ok((_, cert)) => self
-                .listed
-                .contains(&(cert.issuer().as_raw().to_vec(), cert.raw_serial().to_vec())),
-            Err(_) => false,
-        }
+        let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+        let serial = cert.raw_serial();
+        self.listed
+            .contains(&(cert.issuer().as_raw().to_vec(), serial.to_vec()))
+            .then(|| hex::encode(serial))
     }
 }
 
@@ -84,17 +83,14 @@ mod tests {
         let crl = CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes()).unwrap();
         let revoked = RevokedCerts::from_crls([crl.as_ref()]).unwrap();
         assert_eq!(revoked.len(), 1);
-        assert!(revoked.contains(&der(&stolen.cert_pem)));
-        assert!(!revoked.contains(&der(&spare.cert_pem)));
+        let serial = revoked.revoked_serial(&der(&stolen.cert_pem)).unwrap();
+        assert!(!serial.is_empty());
+        assert_eq!(revoked.revoked_serial(&der(&spare.cert_pem)), None);
         // A certificate of another CA is not listed.
         let other = DevCa::create("other").unwrap();
-        assert!(
-            !revoked.contains(&der(&other
-                .issue_client(Some(&who), Validity::days(1))
-                .unwrap()
-                .cert_pem))
-        );
-        assert!(!revoked.contains(b"not a certificate"));
+        let foreign = other.issue_client(Some(&who), Validity::days(1)).unwrap();
+        assert_eq!(revoked.revoked_serial(&der(&foreign.cert_pem)), None);
+        assert_eq!(revoked.revoked_serial(b"not a certificate"), None);
     }
 
     #[test]

@@ -9,13 +9,13 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{CardAnswer, CardPackages, CardRequest, Node};
+use crate::node::{CardAnswer, CardPackages, CardRequest, Node, NodeError};
 use crate::policy::Identity;
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
 use super::batch::Batcher;
-use super::identity::caller;
+use super::identity::{REVOKED, caller};
 use super::keys::{authenticated, execute, run_all};
 
 /// Most cards of one `PersonaliseCards` stream that one blocking thread works through in a
@@ -101,6 +101,8 @@ impl CardService for CardApi {
     ) -> Result<Response<Self::PersonaliseCardsStream>, Status> {
         let (batch, who) =
             authenticated(&self.node, "PersonaliseCards", caller(&self.node, &request)).await?;
+        // Checked again before every batch: a revocation list loaded meanwhile ends the stream.
+        let chain = request.peer_certs().unwrap_or_default();
         let incoming = request.into_inner();
         // A small buffer: the client's pace bounds the server's memory.
         let (tx, rx) = tokio::sync::mpsc::channel(32);
@@ -108,20 +110,22 @@ impl CardService for CardApi {
         let hsm_turns = Arc::clone(&self.hsm_turns);
         tokio::spawn(async move {
             let (mut cards, mut failed, mut undelivered) = (0u64, 0u64, 0u64);
+            let mut revoked = None;
             let (n, w, rid) = (Arc::clone(&node), who.clone(), batch.clone());
             let mut answers = incoming
                 .ready_chunks(CARDS_PER_BATCH)
                 .map(move |chunk| {
-                    personalise_batch(
-                        Arc::clone(&n),
-                        w.clone(),
-                        rid.clone(),
-                        Arc::clone(&hsm_turns),
-                        chunk,
-                    )
+                    let batch = Batch {
+                        node: Arc::clone(&n),
+                        who: w.clone(),
+                        request_id: rid.clone(),
+                        hsm_turns: Arc::clone(&hsm_turns),
+                        chain: Arc::clone(&chain),
+                    };
+                    personalise_batch(batch, chunk)
                 })
                 .buffered(BATCHES_IN_FLIGHT);
-            while let Some((cards_done, broken)) = answers.next().await {
+            while let Some((cards_done, ended)) = answers.next().await {
                 for (serial, result) in cards_done {
                     cards += 1;
                     failed += u64::from(result.is_err());
@@ -131,27 +135,43 @@ impl CardService for CardApi {
                         undelivered += 1;
                     }
                 }
-                if let Some(e) = broken {
+                if let Some(end) = ended {
                     // A broken stream still gets its batch record below.
-                    let _ = tx.send(Err(e)).await;
+                    let status = match end {
+                        Ended::Broken(e) => e,
+                        Ended::Revoked(serial) => {
+                            revoked = Some(serial);
+                            Status::unauthenticated(REVOKED)
+                        }
+                    };
+                    let _ = tx.send(Err(status)).await;
                     break;
                 }
             }
             // The stream itself is a request too: one record of the batch, even when it
             // carried no card at all.
             let n = Arc::clone(&node);
+            let revoked_serial = revoked.clone();
             let recorded = tokio::task::spawn_blocking(move || {
                 execute(&n, who, "PersonaliseCards", &batch, |_, req| {
                     req.param("batch_cards", cards.to_string());
                     req.param("batch_failed", failed.to_string());
                     req.param("batch_undelivered", undelivered.to_string());
-                    Ok(())
+                    match revoked_serial {
+                        Some(serial) => {
+                            req.param("revoked_serial", serial);
+                            Err(NodeError::PermissionDenied(REVOKED.into()))
+                        }
+                        None => Ok(()),
+                    }
                 })
             })
             .await;
             // A stream whose own record cannot be written does not end as a success.
             let unrecorded = match recorded {
                 Ok(Ok(())) => None,
+                // The revocation, recorded and already answered.
+                Ok(Err(NodeError::PermissionDenied(_))) if revoked.is_some() => None,
                 Ok(Err(e)) => Some(super::status::to_status(&e)),
                 Err(_) => Some(Status::internal(
                     "the stream's record could not be written; it is refused",
@@ -179,16 +199,41 @@ impl CardService for CardApi {
     }
 }
 
-/// One batch of a `PersonaliseCards` stream: the cards that had arrived, up to the first
-/// transport error (returned too, as the stream ends there). Each card's result comes back
-/// once its record is durable.
-async fn personalise_batch(
+/// What a batch of a stream works with.
+struct Batch {
     node: Arc<Node>,
     who: Identity,
     request_id: String,
     hsm_turns: Arc<Semaphore>,
+    /// The client's certificates (DER, leaf first), checked against the lists in force.
+    chain: Arc<Vec<tonic::transport::CertificateDer<'static>>>,
+}
+
+/// Why a stream ends before its client closes it.
+enum Ended {
+    /// The client's stream failed; this is its error.
+    Broken(Status),
+    /// A certificate of the client's chain was revoked since the stream began (its serial).
+    Revoked(String),
+}
+
+/// One batch of a `PersonaliseCards` stream: the cards that had arrived, up to the first
+/// transport error (returned too, as the stream ends there). Each card's result comes back
+/// once its record is durable. No card is made once the client's certificate is revoked.
+async fn personalise_batch(
+    batch: Batch,
     chunk: Vec<Result<proto::PersonaliseRequest, Status>>,
-) -> (Vec<(String, Result<CardPackages, String>)>, Option<Status>) {
+) -> (Vec<(String, Result<CardPackages, String>)>, Option<Ended>) {
+    let Batch {
+        node,
+        who,
+        request_id,
+        hsm_turns,
+        chain,
+    } = batch;
+    if let Some(serial) = node.revoked_in(&chain) {
+        return (Vec::new(), Some(Ended::Revoked(serial)));
+    }
     let mut broken = None;
     let mut msgs = Vec::with_capacity(chunk.len());
     for item in chunk {
@@ -200,6 +245,7 @@ async fn personalise_batch(
             }
         }
     }
+    let broken = broken.map(Ended::Broken);
     let serials: Vec<String> = msgs.iter().map(|m| m.card_serial.clone()).collect();
     if msgs.is_empty() {
         return (Vec::new(), broken);

@@ -59,8 +59,32 @@ pub fn identity_from_cert(cert_der: &[u8]) -> Result<Identity, String> {
     }
 }
 
-/// The identity of a request's caller, unless its certificate is revoked on `node`.
-pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Identity, Status> {
+/// Why a request has no usable identity: the status to answer with, and for a revoked
+/// certificate, what the record says of it.
+#[derive(Debug)]
+pub struct Refusal {
+    /// UNAUTHENTICATED, with what to do.
+    pub status: Status,
+    /// A revoked certificate's identity (not authenticated: for the auditors) and serial.
+    pub revoked: Option<(Identity, String)>,
+}
+
+impl From<Status> for Refusal {
+    fn from(status: Status) -> Self {
+        Refusal {
+            status,
+            revoked: None,
+        }
+    }
+}
+
+/// What a caller whose certificate was revoked is told.
+pub const REVOKED: &str =
+    "the client certificate has been revoked by its CA; ask the CA for a new one";
+
+/// The identity of a request's caller, unless a certificate of its chain is revoked on
+/// `node`: the handshake checked the lists in force then, and a list loaded since may name it.
+pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Identity, Refusal> {
     let certs = request.peer_certs().ok_or_else(|| {
         Status::unauthenticated("no client certificate: hkms serves only over mutual TLS")
     })?;
@@ -68,13 +92,13 @@ pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Identity, Status> 
         .first()
         .ok_or_else(|| Status::unauthenticated("the client presented no certificate"))?;
     let who = identity_from_cert(leaf.as_ref()).map_err(Status::unauthenticated)?;
-    // The handshake checked the lists in force then; a list loaded since may name it.
-    if node.is_revoked(leaf.as_ref()) {
-        return Err(Status::unauthenticated(
-            "the client certificate has been revoked by its CA; ask the CA for a new one",
-        ));
+    match node.revoked_in(&certs) {
+        Some(serial) => Err(Refusal {
+            status: Status::unauthenticated(REVOKED),
+            revoked: Some((who, serial)),
+        }),
+        None => Ok(who),
     }
-    Ok(who)
 }
 
 #[cfg(test)]

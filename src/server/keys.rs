@@ -13,7 +13,7 @@ use crate::proto::key_service_server::KeyService;
 use crate::store::KeyRecord;
 
 use super::batch::Batcher;
-use super::identity::caller;
+use super::identity::{Refusal, caller};
 use super::metrics;
 use super::status::to_status;
 
@@ -87,26 +87,28 @@ pub(crate) fn answer<T>(
 pub(crate) async fn authenticated(
     node: &Arc<Node>,
     rpc: &'static str,
-    caller: Result<Identity, Status>,
+    caller: Result<Identity, Refusal>,
 ) -> Result<(String, Identity), Status> {
     let request_id = format!("r-{}", uuid::Uuid::new_v4().simple());
     match caller {
         Ok(who) => Ok((request_id, who)),
-        Err(status) => Err(refuse_unauthenticated(node, rpc, &request_id, status).await),
+        Err(refusal) => Err(refuse_unauthenticated(node, rpc, &request_id, refusal).await),
     }
 }
 
 /// Records a request that carried no usable identity, and returns the status to answer with
-/// (INTERNAL when even the record cannot be written).
+/// (INTERNAL when even the record cannot be written). The actor stays empty: a revoked
+/// certificate's identity goes in the parameters, for the auditors.
 async fn refuse_unauthenticated(
     node: &Arc<Node>,
     rpc: &'static str,
     request_id: &str,
-    status: Status,
+    refusal: Refusal,
 ) -> Status {
+    let Refusal { status, revoked } = refusal;
     tracing::warn!(%request_id, rpc, error = %status.message(), "unauthenticated");
     let start = Instant::now();
-    let draft = AuditDraft {
+    let mut draft = AuditDraft {
         request_id: request_id.to_string(),
         node: node.name().to_string(),
         rpc: rpc.to_string(),
@@ -117,6 +119,12 @@ async fn refuse_unauthenticated(
         }),
         ..AuditDraft::default()
     };
+    if let Some((who, serial)) = revoked {
+        draft
+            .params
+            .insert("revoked_identity".into(), who.to_string());
+        draft.params.insert("revoked_serial".into(), serial);
+    }
     let n = Arc::clone(node);
     let answer = match tokio::task::spawn_blocking(move || n.record(&draft)).await {
         Ok(Ok(_)) => status,

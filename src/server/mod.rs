@@ -252,13 +252,16 @@ async fn reload_on_sighup(node: Arc<Node>, tls: Arc<tls::Tls>) {
 /// revocation lists. Returns how many client certificates those lists revoke.
 fn reload_tls(node: &Node, tls: &tls::Tls) -> Result<usize, String> {
     let loaded = tls::load(tls.files());
-    node.record_tls_reload(
-        loaded
-            .as_ref()
-            .map(|l| l.revoked.len())
-            .map_err(ToString::to_string),
-    )
-    .map_err(|e| format!("the reload could not be recorded: {e}"))?;
+    let summary = loaded
+        .as_ref()
+        .map(|l| l.revoked.len())
+        .map_err(ToString::to_string);
+    if let Err(e) = node.record_tls_reload(summary.clone()) {
+        return Err(match summary {
+            Ok(_) => format!("the reload could not be recorded: {e}"),
+            Err(why) => format!("{why}; and the refusal could not be recorded: {e}"),
+        });
+    }
     let loaded = loaded.map_err(|e| e.to_string())?;
     let revoked = loaded.revoked.len();
     tls.put_in_force(loaded.config);
