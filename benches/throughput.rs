@@ -1466,6 +1466,19 @@ fn card_of(i: usize) -> (String, String) {
 
 const PIN: &str = "246810";
 
+/// One UnblockPin for card `i` through `client`, its APDU checked for length.
+async fn unblock_call(
+    mut client: CardServiceClient<Channel>,
+    i: usize,
+) -> (CardServiceClient<Channel>, Outcome) {
+    let outcome = match client.unblock_pin(card_request(i)).await {
+        Ok(r) if r.get_ref().apdu.len() == 25 => Ok(()),
+        Ok(r) => Err(format!("APDU of {} bytes", r.get_ref().apdu.len())),
+        Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
+    };
+    (client, outcome)
+}
+
 fn card_request(i: usize) -> proto::CardCommandRequest {
     let (card_serial, challenge) = card_of(i);
     proto::CardCommandRequest {
@@ -2002,14 +2015,6 @@ fn main() {
             let clients = connect(&rt, c, || async {
                 CardServiceClient::new(city.channel_as(WINDOW).await)
             });
-            let service_op = |mut client: CardServiceClient<Channel>, i: usize| async move {
-                let outcome = match client.unblock_pin(card_request(i)).await {
-                    Ok(r) if r.get_ref().apdu.len() == 25 => Ok(()),
-                    Ok(r) => Err(format!("APDU of {} bytes", r.get_ref().apdu.len())),
-                    Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-                };
-                (client, outcome)
-            };
             let raw_op =
                 |s: &Session, i: usize| raw.unblock(s, &raw_city_masters[0], i).map(|_| ());
             rows.push(measure_line(
@@ -2019,7 +2024,7 @@ fn main() {
                 Some((&city, "UnblockPin")),
                 settings.unblock_ops,
                 clients,
-                service_op,
+                unblock_call,
                 &mut city_sessions,
                 &raw_op,
                 &mut next,
@@ -2087,14 +2092,6 @@ fn main() {
                                 .expect("connect to the bare front-end"),
                         )
                     });
-                    let service_op = |mut client: CardServiceClient<Channel>, i: usize| async move {
-                        let outcome = match client.unblock_pin(card_request(i)).await {
-                            Ok(r) if r.get_ref().apdu.len() == 25 => Ok(()),
-                            Ok(r) => Err(format!("APDU of {} bytes", r.get_ref().apdu.len())),
-                            Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
-                        };
-                        (client, outcome)
-                    };
                     let raw_op =
                         |s: &Session, i: usize| raw.unblock(s, &raw_city_masters[0], i).map(|_| ());
                     bare_rows.push(measure_line(
@@ -2104,7 +2101,7 @@ fn main() {
                         None,
                         settings.unblock_ops,
                         clients,
-                        service_op,
+                        unblock_call,
                         &mut city_sessions,
                         &raw_op,
                         &mut next,

@@ -184,31 +184,12 @@ impl Node {
     /// certificates the new lists revoke, or why the files were refused. The caller puts the
     /// new files in force only once this record is durable.
     pub fn record_tls_reload(&self, loaded: Result<usize, String>) -> Result<(), NodeError> {
-        let mut draft = crate::audit::AuditDraft {
-            request_id: format!("r-{}", uuid::Uuid::new_v4().simple()),
-            node: self.name.clone(),
-            actor: "host:SIGHUP".into(),
-            rpc: "ReloadTls".into(),
-            operation: Operation::Manage.as_str().into(),
-            ..Default::default()
-        };
-        draft.outcome = Some(match loaded {
-            Ok(revoked) => {
-                draft
-                    .params
-                    .insert("revoked_certificates".into(), revoked.to_string());
-                crate::audit::Outcome {
-                    ok: true,
-                    code: "OK".into(),
-                    message: String::new(),
-                }
-            }
-            Err(why) => crate::audit::Outcome {
-                ok: false,
-                code: "FAILED_PRECONDITION".into(),
-                message: crate::audit::record::cut(&why, crate::audit::record::MAX_MESSAGE),
-            },
-        });
+        let mut draft = host_reload_draft(&self.name, "ReloadTls", loaded.as_ref().err());
+        if let Ok(revoked) = loaded {
+            draft
+                .params
+                .insert("revoked_certificates".into(), revoked.to_string());
+        }
         self.record(&draft).map(|_| ())
     }
 
@@ -235,29 +216,11 @@ impl Node {
     pub fn reload_policy_on_signal(&self) -> Result<Arc<Policy>, NodeError> {
         let _reloading = self.reloading();
         let result = self.load_new_policy();
-        let mut draft = crate::audit::AuditDraft {
-            request_id: format!("r-{}", uuid::Uuid::new_v4().simple()),
-            node: self.name.clone(),
-            actor: "host:SIGHUP".into(),
-            rpc: "ReloadPolicy".into(),
-            operation: Operation::Manage.as_str().into(),
-            ..Default::default()
-        };
-        draft.outcome = Some(match &result {
-            Ok(p) => {
-                draft.policy_sha256 = p.sha256.clone();
-                crate::audit::Outcome {
-                    ok: true,
-                    code: "OK".into(),
-                    message: String::new(),
-                }
-            }
-            Err(e) => crate::audit::Outcome {
-                ok: false,
-                code: "FAILED_PRECONDITION".into(),
-                message: e.to_string(),
-            },
-        });
+        let failure = result.as_ref().err().map(ToString::to_string);
+        let mut draft = host_reload_draft(&self.name, "ReloadPolicy", failure.as_ref());
+        if let Ok(p) = &result {
+            draft.policy_sha256 = p.sha256.clone();
+        }
         self.record(&draft)?;
         let new = result?;
         self.swap_policy(&new);
@@ -340,4 +303,29 @@ impl Node {
 /// Reads and checks the policy file.
 pub fn load_policy(path: &Path) -> Result<Policy, NodeError> {
     Policy::load(path).map_err(|e| NodeError::FailedPrecondition(format!("policy refused: {e}")))
+}
+
+/// The record of a reload the host administrator asked for with SIGHUP (`rpc`), which
+/// `failure`, when given, refused.
+fn host_reload_draft(node: &str, rpc: &str, failure: Option<&String>) -> crate::audit::AuditDraft {
+    crate::audit::AuditDraft {
+        request_id: format!("r-{}", uuid::Uuid::new_v4().simple()),
+        node: node.to_string(),
+        actor: "host:SIGHUP".into(),
+        rpc: rpc.into(),
+        operation: Operation::Manage.as_str().into(),
+        outcome: Some(match failure {
+            None => crate::audit::Outcome {
+                ok: true,
+                code: "OK".into(),
+                message: String::new(),
+            },
+            Some(why) => crate::audit::Outcome {
+                ok: false,
+                code: "FAILED_PRECONDITION".into(),
+                message: crate::audit::record::cut(why, crate::audit::record::MAX_MESSAGE),
+            },
+        }),
+        ..Default::default()
+    }
 }
