@@ -39,6 +39,33 @@ async fn approve(
         .map(|r| r.into_inner())
 }
 
+#[tokio::test]
+async fn a_huge_ceremony_id_is_refused_without_growing_the_log() {
+    let node = TestNode::start("national", "000000");
+    let huge = format!("c-{}", "a".repeat(1 << 20));
+    let err = approve(&node, &node.officer, &huge)
+        .await
+        .expect_err("not a ceremony id");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().len() < 512, "{}", err.message());
+    // Its record is there, and small.
+    let mut stream = hkms::proto::audit_service_client::AuditServiceClient::new(
+        node.channel_as("hkms://auditor/national/000000/auditor-1")
+            .await,
+    )
+    .stream_records(proto::StreamRecordsRequest::default())
+    .await
+    .expect("stream")
+    .into_inner();
+    let mut approvals = 0;
+    while let Some(line) = tokio_stream::StreamExt::next(&mut stream).await {
+        let line = line.expect("record").line;
+        assert!(line.len() < 2048, "a record of {} bytes", line.len());
+        approvals += usize::from(line.contains("\"rpc\":\"ApproveCeremony\""));
+    }
+    assert_eq!(approvals, 1);
+}
+
 fn third_officer(node: &TestNode) -> String {
     node.officer.replace("/test-officer", "/third-officer")
 }
@@ -245,6 +272,18 @@ async fn a_key_entered_by_two_custodians_has_the_kcv_of_their_combined_component
         (first.state.as_str(), first.components_entered),
         ("open", 1)
     );
+    // Split knowledge: a component of zeros, or one equal to another, would leave the key
+    // to the other custodian alone.
+    let zero = vec![0u8; 16];
+    let err = enter(node.second_officer(), zero.clone(), aes_kcv(&zero))
+        .await
+        .expect_err("zeros");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    let err = enter(node.second_officer(), c1.clone(), aes_kcv(&c1))
+        .await
+        .expect_err("the same component");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("equals one"), "{}", err.message());
     let err = enter(node.officer.clone(), c2.clone(), aes_kcv(&c2))
         .await
         .expect_err("same custodian");

@@ -275,7 +275,7 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
     );
     assert_ne!(changed, original);
     std::fs::write(&policy_path, &changed).expect("write");
-    let done = reload_by_ceremony(&node).await;
+    let done = reload_by_ceremony(&node, &policy_path).await;
     assert_eq!(done.state, "done", "{}", done.result);
     assert!(
         done.result.contains(&sha256_hex(changed.as_bytes())),
@@ -295,7 +295,7 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
         changed.replacen("roles = [\"window\"]", "roles = [\"windw\"]", 1),
     )
     .expect("write");
-    let failed = reload_by_ceremony(&node).await;
+    let failed = reload_by_ceremony(&node, &policy_path).await;
     assert_eq!(failed.state, "failed");
     assert!(
         failed.result.contains("policy.toml line"),
@@ -317,6 +317,40 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
         generate(&mut officer, "legacy-card-master").await,
         "old policy still decides",
     );
+
+    // The officers approve one file, by its hash: one put in its place before the last
+    // approval is not loaded, and a ceremony for a file that is not there does not open.
+    std::fs::write(&policy_path, &changed).expect("write");
+    let approved = sha256_hex(changed.as_bytes());
+    let swapped = reload_approved(&node, &approved, || {
+        std::fs::write(&policy_path, &original).expect("swap the file")
+    })
+    .await;
+    assert_eq!(swapped.state, "failed", "{}", swapped.result);
+    assert!(
+        swapped
+            .result
+            .contains("changed after the ceremony was opened"),
+        "{}",
+        swapped.result
+    );
+    denied(
+        generate(&mut officer, "legacy-card-master").await,
+        "the approved policy still decides",
+    );
+    let err = CeremonyServiceClient::new(node.channel_as(ADMIN).await)
+        .open_ceremony(proto::OpenCeremonyRequest {
+            operation: "manage".into(),
+            params: [
+                ("action".to_string(), "reload-policy".to_string()),
+                ("policy_sha256".to_string(), approved.clone()),
+            ]
+            .into_iter()
+            .collect(),
+        })
+        .await
+        .expect_err("the file on the node is another");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
 
     // SIGHUP (the host administrator's path) reloads too.
     std::fs::write(&policy_path, &original).expect("write");
@@ -353,19 +387,90 @@ fn allowed_but_guarded(r: Result<proto::Key, tonic::Status>) {
     assert!(e.message().contains("dual control"), "{}", e.message());
 }
 
-/// An admin opens a policy reload ceremony; two officers approve it.
-async fn reload_by_ceremony(node: &TestNode) -> proto::CeremonyInfo {
-    let mut admin = CeremonyServiceClient::new(node.channel_as(ADMIN).await);
-    let opened = admin
+#[tokio::test]
+async fn a_ceremony_open_when_the_quorum_rose_needs_the_new_quorum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let policy_path = dir.path().join("policy.toml");
+    let original = std::fs::read_to_string(support::default_policy()).expect("default policy");
+    std::fs::write(&policy_path, &original).expect("copy policy");
+    let config = dir.path().join("node.toml");
+    let text = node_config("ministry", "national", "000000", &token).replace(
+        &support::default_policy().display().to_string(),
+        &policy_path.display().to_string(),
+    );
+    std::fs::write(&config, text).expect("config");
+    let node = TestNode::start_in(dir, token, config);
+
+    // Opened under 2 of 3: the opener's approval is the first.
+    let opened = CeremonyServiceClient::new(node.channel().await)
         .open_ceremony(proto::OpenCeremonyRequest {
-            operation: "manage".into(),
-            params: [("action".to_string(), "reload-policy".to_string())]
+            operation: "generate".into(),
+            params: [("key_type".to_string(), "card-master".to_string())]
                 .into_iter()
                 .collect(),
         })
         .await
+        .expect("open")
+        .into_inner();
+    assert_eq!((opened.quorum, opened.approvals.len()), (2, 1));
+
+    // The host administrator raises generation to 3 of 3.
+    let raised = original.replacen(
+        "[ceremonies.generate]\nquorum = 2",
+        "[ceremonies.generate]\nquorum = 3",
+        1,
+    );
+    assert_ne!(raised, original);
+    std::fs::write(&policy_path, &raised).expect("write");
+    hang_up(&node, "policy reloaded", 1);
+
+    // A second approval no longer runs it; a third does.
+    let approve = |who: String| {
+        let node = &node;
+        let id = opened.id.clone();
+        async move {
+            CeremonyServiceClient::new(node.channel_as(&who).await)
+                .approve_ceremony(proto::CeremonyId { id })
+                .await
+                .expect("approve")
+                .into_inner()
+        }
+    };
+    let second = approve(node.second_officer()).await;
+    assert_eq!(second.state, "open", "{}", second.result);
+    let third = approve(node.officer.replace("/test-officer", "/third-officer")).await;
+    assert_eq!(third.state, "done", "{}", third.result);
+}
+
+/// An admin opens a policy reload ceremony for the file at `policy`; two officers approve it.
+async fn reload_by_ceremony(node: &TestNode, policy: &std::path::Path) -> proto::CeremonyInfo {
+    let sha256 = sha256_hex(&std::fs::read(policy).expect("policy file"));
+    reload_approved(node, &sha256, || {}).await
+}
+
+/// An admin opens a reload ceremony for the policy `sha256`; `meanwhile` runs between its
+/// opening and the approvals of two officers.
+async fn reload_approved(
+    node: &TestNode,
+    sha256: &str,
+    meanwhile: impl FnOnce(),
+) -> proto::CeremonyInfo {
+    let mut admin = CeremonyServiceClient::new(node.channel_as(ADMIN).await);
+    let opened = admin
+        .open_ceremony(proto::OpenCeremonyRequest {
+            operation: "manage".into(),
+            params: [
+                ("action".to_string(), "reload-policy".to_string()),
+                ("policy_sha256".to_string(), sha256.to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        })
+        .await
         .expect("admin opens")
         .into_inner();
+    meanwhile();
     assert!(opened.approvals.is_empty(), "an admin does not approve");
     for officer in [node.officer.clone(), node.second_officer()] {
         CeremonyServiceClient::new(node.channel_as(&officer).await)

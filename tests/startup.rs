@@ -139,7 +139,7 @@ async fn a_second_server_on_the_same_node_is_refused_and_the_first_serves_on() {
 }
 
 #[test]
-fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
+fn the_server_raises_its_open_file_limit_and_writes_no_core_dump() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = make_token(&dir.path().join("softhsm"), "hkms-test");
@@ -180,4 +180,11 @@ fn the_server_raises_its_open_file_limit_to_the_hard_limit() {
     assert_eq!(numbers.len(), 2, "{line}");
     assert_eq!(numbers[0], numbers[1], "soft limit not raised: {line}");
     assert_ne!(numbers[0], "256", "{line}");
+    // Key components and PINs pass through its memory: it writes no core dump.
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .expect("core file line");
+    let numbers: Vec<&str> = core.split_whitespace().skip(4).take(2).collect();
+    assert_eq!(numbers, ["0", "0"], "{core}");
 }

@@ -71,6 +71,8 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
     // The card and its user PIN are not enough to get the key out: no key the card's user can
     // make may wrap it (CKA_WRAP_WITH_TRUSTED).
     the_card_user_cannot_wrap_the_transport_key(&ministry_token, "card-440000", "card-0001");
+    // The issuer's public copy can be turned to nothing but wrapping.
+    the_issuers_copy_cannot_be_changed(&ministry_token, "ministry", "card-0001");
 
     // A wrong card security officer PIN is refused, and the card keeps its key.
     let err = province
@@ -143,6 +145,75 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
             assert!(v.is_empty(), "{v:?}");
         }
     }
+}
+
+/// Tries what any session of the issuing token could do to the issuer's copy of a transport
+/// key, a public object: turn unwrapping, derivation or decryption back on, directly or in a
+/// copy. All must fail; the key stays trusted.
+fn the_issuers_copy_cannot_be_changed(token: &support::Token, slot: &str, card_id: &str) {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+
+    let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
+    match pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    )) {
+        Ok(()) => {}
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => panic!("C_Initialize: {e}"),
+    }
+    let session = pkcs11
+        .open_rw_session(support::slot_of(&pkcs11, slot))
+        .expect("session");
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(format!("hkms/transport/{card_id}").into_bytes()),
+        ])
+        .expect("find");
+    let [key] = found.as_slice() else {
+        panic!("one transport key, not {}", found.len());
+    };
+    for attempt in [
+        Attribute::Unwrap(true),
+        Attribute::Derive(true),
+        Attribute::Decrypt(true),
+    ] {
+        assert!(
+            session
+                .update_attributes(*key, std::slice::from_ref(&attempt))
+                .is_err(),
+            "{attempt:?} was accepted"
+        );
+        assert!(
+            session
+                .copy_object(*key, std::slice::from_ref(&attempt))
+                .is_err(),
+            "a copy with {attempt:?} was made"
+        );
+    }
+    let facts = session
+        .get_attributes(
+            *key,
+            &[
+                AttributeType::Modifiable,
+                AttributeType::Trusted,
+                AttributeType::Unwrap,
+                AttributeType::Derive,
+            ],
+        )
+        .expect("attributes");
+    assert_eq!(
+        facts,
+        [
+            Attribute::Modifiable(false),
+            Attribute::Trusted(true),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
+        ]
+    );
 }
 
 /// Tries what a holder of the card and its user PIN could: wrap the card's transport key under

@@ -143,7 +143,8 @@ impl AuditRecord {
             kcvs: draft.kcvs.clone(),
             decision: draft.decision.clone(),
             policy_sha256: draft.policy_sha256.clone(),
-            ceremony: draft.ceremony.clone(),
+            // Ceremony ids are checked before they get here; this bounds any other way in.
+            ceremony: draft.ceremony.as_deref().map(|c| cut(c, 64)),
             result: match &draft.outcome {
                 Some(o) => Outcome {
                     ok: o.ok,

@@ -292,17 +292,15 @@ fn is_denied(r: &AuditRecord) -> bool {
         )
 }
 
-/// How a request ended, with its message and the policy's reason when it was denied.
+/// How a request ended, with its message and the policy's reason when it was denied. Both can
+/// quote what a caller sent: code spans, so that no text can start a line of its own.
 fn result(o: &Outcome, r: &AuditRecord) -> String {
-    let mut s = o.code.clone();
+    let mut s = code(&o.code);
     if !o.message.is_empty() {
-        s.push_str(&format!(" ({})", o.message.replace('\n', " ")));
+        s.push_str(&format!(" ({})", code(&o.message)));
     }
     if let Some(d) = r.decision.as_ref().filter(|d| !d.allowed) {
-        s.push_str(&format!(
-            ", denied by policy: {}",
-            d.reason.replace('\n', " ")
-        ));
+        s.push_str(&format!(", denied by policy: {}", code(&d.reason)));
     }
     s
 }
@@ -548,7 +546,7 @@ mod tests {
             "{report}"
         );
         assert!(
-            report.contains("FAILED_PRECONDITION (the token is full)"),
+            report.contains("`FAILED_PRECONDITION` (`the token is full`)"),
             "{report}"
         );
         assert!(
@@ -557,6 +555,18 @@ mod tests {
             )),
             "{report}"
         );
+    }
+
+    #[test]
+    fn a_message_cannot_start_a_line_of_the_report() {
+        let mut records = generate_ceremony();
+        records[0].result.message = "x\r\n- **Approved** by `mallory`\r\n".into();
+        let report = ceremony_report(&records);
+        assert!(
+            !report.contains("\n- **Approved** by `mallory`"),
+            "{report}"
+        );
+        assert!(report.contains("\\r\\n"), "{report}");
     }
 
     #[test]
@@ -572,7 +582,7 @@ mod tests {
             .unwrap();
         assert!(
             cer1.contains(&format!(
-                "**Opened** by `{OPENER}` at 2026-03-01T09:00:01.000Z (record 1): OK"
+                "**Opened** by `{OPENER}` at 2026-03-01T09:00:01.000Z (record 1): `OK`"
             )),
             "{cer1}"
         );
@@ -583,7 +593,7 @@ mod tests {
         );
         assert!(
             cer1.contains(&format!(
-                "**Approval** by `{APPROVER_1}` at 2026-03-01T09:00:02.000Z (record 2): OK"
+                "**Approval** by `{APPROVER_1}` at 2026-03-01T09:00:02.000Z (record 2): `OK`"
             )),
             "{cer1}"
         );
@@ -591,7 +601,7 @@ mod tests {
             cer1.contains(&format!("**Approval** by `{APPROVER_2}`")),
             "{cer1}"
         );
-        assert!(cer1.contains(&format!("**Approval** by `{INTRUDER}` at 2026-03-01T09:00:03.000Z (record 3): PERMISSION_DENIED (not allowed), denied by policy: operators may not approve ceremonies")), "{cer1}");
+        assert!(cer1.contains(&format!("**Approval** by `{INTRUDER}` at 2026-03-01T09:00:03.000Z (record 3): `PERMISSION_DENIED` (`not allowed`), denied by policy: `operators may not approve ceremonies`")), "{cer1}");
         assert!(
             cer1.contains("KCV of `nat-master-1`: `9F3A1C` (aes-cmac)"),
             "{cer1}"

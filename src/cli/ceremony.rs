@@ -39,6 +39,10 @@ pub enum CeremonyCommand {
         /// The recipient region of an issue-card ceremony.
         #[arg(long)]
         region: Option<String>,
+        /// For reload-policy: the SHA-256 of the policy file to put in force (`sha256sum` of
+        /// the node's file); the reload fails if the file differs when the ceremony runs.
+        #[arg(long)]
+        policy_sha256: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -95,6 +99,7 @@ impl CeremonyCommand {
                 state,
                 action,
                 region,
+                policy_sha256,
                 client,
             } => {
                 let mut params = HashMap::new();
@@ -105,6 +110,7 @@ impl CeremonyCommand {
                     ("state", state),
                     ("action", action),
                     ("region", region),
+                    ("policy_sha256", policy_sha256),
                 ] {
                     if let Some(v) = v {
                         params.insert(k.to_string(), v);

@@ -90,6 +90,7 @@ pub fn main() -> ExitCode {
     if matches!(cli.command, Command::Serve { .. }) {
         limit_malloc_arenas();
         raise_open_file_limit();
+        forbid_core_dumps();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -154,6 +155,22 @@ fn raise_open_file_limit() {
             limit.rlim_cur = limit.rlim_max;
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+/// Keeps the server's memory off the disk and out of other processes: key components, PINs
+/// and unwrapped packages pass through it. No core dump is written, and the process cannot be
+/// traced or read through `/proc` by another process of the same user.
+fn forbid_core_dumps() {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct passed; prctl(PR_SET_DUMPABLE) takes plain integers.
+    unsafe {
+        let _ = libc::setrlimit(libc::RLIMIT_CORE, &none);
+        #[cfg(target_os = "linux")]
+        let _ = libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
 }
 

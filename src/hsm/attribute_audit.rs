@@ -38,6 +38,8 @@ pub struct ObjectFacts {
     pub unwrap: Option<bool>,
     /// `CKA_ALLOWED_MECHANISMS`, when the object has it.
     pub allowed_mechanisms: Option<Vec<CK_MECHANISM_TYPE>>,
+    /// `CKA_MODIFIABLE`.
+    pub modifiable: Option<bool>,
 }
 
 /// One broken rule on one object.
@@ -68,6 +70,10 @@ pub const RULE_DERIVE_SIGN_LIMITED: &str = "a derive parent is limited by CKA_AL
 pub const RULE_EXTRACTABLE_TRUSTED_ONLY: &str = "an extractable key has CKA_WRAP_WITH_TRUSTED=true";
 /// Rule: a public secret key (usable without login) can do nothing but wrap.
 pub const RULE_PUBLIC_ONLY_WRAPS: &str = "a public secret key (CKA_PRIVATE=false) has no CKA_DERIVE, CKA_SIGN, CKA_UNWRAP, CKA_ENCRYPT or CKA_DECRYPT";
+/// Rule: a public secret key cannot be changed: any session, logged in or not, may change a
+/// modifiable public object, and turn its unwrapping or derivation back on.
+pub const RULE_PUBLIC_FIXED: &str =
+    "a public secret key (CKA_PRIVATE=false) has CKA_MODIFIABLE=false";
 /// Rule: only trusted transport keys wrap.
 pub const RULE_WRAP_ONLY_TRUSTED: &str = "only a CKA_TRUSTED transport key has CKA_WRAP=true";
 
@@ -132,6 +138,12 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
         if !found.is_empty() {
             fail(RULE_PUBLIC_ONLY_WRAPS, found.join(", "));
         }
+        if o.modifiable != Some(false) {
+            fail(
+                RULE_PUBLIC_FIXED,
+                format!("CKA_MODIFIABLE={:?}", o.modifiable),
+            );
+        }
     }
     if yes(o.wrap) && !yes(o.trusted) {
         fail(
@@ -164,6 +176,7 @@ mod tests {
             unwrap: Some(false),
             private: Some(true),
             allowed_mechanisms: Some(vec![AES_ECB_ENCRYPT_DATA, AES_CMAC]),
+            modifiable: Some(true),
         }
     }
 
@@ -246,6 +259,7 @@ mod tests {
     fn a_public_key_that_can_derive_or_unwrap_is_flagged() {
         let o = ObjectFacts {
             private: Some(false),
+            modifiable: Some(false),
             ..good_parent()
         };
         assert_eq!(rules(&o), vec![RULE_PUBLIC_ONLY_WRAPS]);
@@ -255,9 +269,16 @@ mod tests {
             sign: Some(false),
             wrap: Some(true),
             trusted: Some(true),
+            modifiable: Some(false),
             ..good_parent()
         };
         assert!(check(&wrap_only).is_empty());
+        // The same key left modifiable could be turned back into one that unwraps.
+        let changeable = ObjectFacts {
+            modifiable: Some(true),
+            ..wrap_only
+        };
+        assert_eq!(rules(&changeable), vec![RULE_PUBLIC_FIXED]);
     }
 
     #[test]

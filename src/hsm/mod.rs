@@ -664,6 +664,7 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
         AttributeType::Sign,
         AttributeType::Wrap,
         AttributeType::Unwrap,
+        AttributeType::Modifiable,
     ];
     let mut facts = ObjectFacts {
         class: class.to_string(),
@@ -684,6 +685,7 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
             Attribute::Decrypt(v) => facts.decrypt = Some(v),
             Attribute::Sign(v) => facts.sign = Some(v),
             Attribute::Wrap(v) => facts.wrap = Some(v),
+            Attribute::Modifiable(v) => facts.modifiable = Some(v),
             _ => {}
         }
     }

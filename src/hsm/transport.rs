@@ -378,11 +378,7 @@ impl Hsm {
                 });
             }
             self.make_package_mac_key(card_id)?;
-            // The issuer's copy is a public object (only the SO can make it trusted): from now
-            // on it can only wrap.
-            let s = self.session()?;
-            let key = find_on(&s, &label)?;
-            s.update_attributes(key, &[Attribute::Derive(false), Attribute::Sign(false)])?;
+            self.seal_issuer_key(&label)?;
             Ok((mine, theirs))
         })();
         if finished.is_err() {
@@ -391,6 +387,28 @@ impl Hsm {
             let _ = self.destroy_key(&package_mac_label(card_id));
         }
         finished
+    }
+
+    /// Leaves the issuer's copy of a transport key able to wrap and nothing else, for good.
+    ///
+    /// It is a public object (only the SO can make it trusted), and any session of the token,
+    /// even one that never logged in, may change a public object that is modifiable: turn
+    /// CKA_UNWRAP or CKA_DERIVE back on and read the packages wrapped under it. So it is
+    /// replaced by a copy that cannot be modified (a copy keeps CKA_TRUSTED). A copy of that
+    /// copy cannot differ from it either.
+    fn seal_issuer_key(&self, label: &str) -> Result<(), HsmError> {
+        self.guarded(|| {
+            let s = self.writing_session()?;
+            let key = find_on(&s, label)?;
+            s.update_attributes(key, &[Attribute::Derive(false), Attribute::Sign(false)])?;
+            let sealed = s.copy_object(key, &[Attribute::Modifiable(false)])?;
+            if let Err(e) = s.destroy_object(key) {
+                let _ = s.destroy_object(sealed);
+                return Err(e.into());
+            }
+            self.inner.handles.forget(label);
+            Ok(())
+        })
     }
 
     /// Derives the package MAC key of `card_id` from its transport key into a private token

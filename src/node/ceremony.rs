@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use crate::audit::KcvEntry;
 use crate::hierarchy::{KeyId, KeyTypeSpec};
 use crate::hsm::{Lifetime, SecretKeySpec};
-use crate::policy::{Operation, Policy};
+use crate::policy::{Identity, Operation, Policy};
 use crate::store::{CeremonyRow, KeyRecord, now_rfc3339};
 
 use super::keys::{needs_quorum_state, parse_state};
@@ -215,7 +215,7 @@ impl Node {
         let get = |k: &str| params.get(k).map(String::as_str);
         let allowed: &[&str] = match op {
             Operation::Generate => &["key_type", "components"],
-            Operation::Manage => &["key_id", "state", "action", "region"],
+            Operation::Manage => &["key_id", "state", "action", "region", "policy_sha256"],
             other => {
                 return Err(NodeError::InvalidArgument(format!(
                     "`{other}` is not run by ceremony; ceremonies run generate and manage"
@@ -247,6 +247,23 @@ impl Node {
             _ => match (get("action"), get("key_id")) {
                 (Some("reload-policy"), None) => {
                     self.authorize(req, Operation::Manage, None, &self.region)?;
+                    // The officers approve one file, named by its hash, not whatever the file
+                    // holds when the last of them approves.
+                    let wanted = get("policy_sha256").unwrap_or_default();
+                    if wanted.len() != 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(NodeError::InvalidArgument(
+                            "a reload-policy ceremony needs policy_sha256: the SHA-256 (64 hex \
+                             digits) of the policy file to put in force"
+                                .into(),
+                        ));
+                    }
+                    let actual = self.policy_file_sha256()?;
+                    if !actual.eq_ignore_ascii_case(wanted) {
+                        return Err(NodeError::InvalidArgument(format!(
+                            "the policy file on this node has SHA-256 {actual}, not {wanted}; \
+                             open the ceremony for the file that is there"
+                        )));
+                    }
                     Ok(None)
                 }
                 (Some("issue-card"), None) => {
@@ -321,6 +338,13 @@ impl Node {
                 component.len()
             )));
         }
+        // Split knowledge: a zero component gives the others the whole key.
+        if component.iter().all(|b| *b == 0) {
+            return Err(NodeError::InvalidArgument(
+                "a component of all zeros is refused: each custodian's component must be random"
+                    .into(),
+            ));
+        }
         let me = req.caller.to_uri();
         let entered = self.components_entered(id);
         if entered.contains(&me) {
@@ -358,6 +382,14 @@ impl Node {
                 return Err(NodeError::AlreadyExists(format!(
                     "ceremony {id} already has this custodian's component, or all {parts}"
                 )));
+            }
+            // Two equal components cancel out, leaving the key to the third custodian alone.
+            if held.iter().any(|(_, other)| same_secret(other, &component)) {
+                return Err(NodeError::InvalidArgument(
+                    "this component equals one already entered; each custodian's component \
+                     must be their own random value"
+                        .into(),
+                ));
             }
             held.push((me.clone(), component));
         }
@@ -454,6 +486,7 @@ impl Node {
     /// Loads an open, unexpired ceremony for approving, entering or cancelling.
     fn ceremony_for_action(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
         req.param("ceremony", id);
+        check_ceremony_id(id)?;
         req.audit.ceremony = Some(id.to_string());
         self.authorize(req, Operation::Approve, None, &self.region)?;
         let c = self.ceremony(id)?;
@@ -485,6 +518,7 @@ impl Node {
     }
 
     pub(crate) fn ceremony(&self, id: &str) -> Result<Ceremony, NodeError> {
+        check_ceremony_id(id)?;
         let row = self
             .store
             .get_ceremony(id)?
@@ -576,12 +610,46 @@ impl Node {
         Self::key_type(&self.policy(), kt)
     }
 
+    /// The approvals a ceremony has under the policy in force, and the most it needs: its
+    /// own quorum or the policy's, whichever is higher. A policy reloaded since it opened can
+    /// raise the quorum or take an approver's right away; it never lowers what is needed.
+    fn approvals_in_force(&self, c: &Ceremony) -> Result<(u32, u32), NodeError> {
+        let policy = self.policy();
+        let key_type = match c.params.get("key_id") {
+            Some(id) => Some(
+                self.get_key_record(&KeyId::parse(id)?)?
+                    .key_type
+                    .as_str()
+                    .to_string(),
+            ),
+            None => c.params.get("key_type").cloned(),
+        };
+        let needed = policy
+            .quorum(c.operation, key_type.as_deref())
+            .map_or(c.quorum, |q| q.approvals.max(c.quorum));
+        let valid = c
+            .approvals
+            .iter()
+            .filter(|(who, _)| {
+                Identity::from_uri(who).is_ok_and(|id| {
+                    policy
+                        .decide(&id, Operation::Approve, None, &self.region)
+                        .allowed
+                })
+            })
+            .count() as u32;
+        Ok((valid, needed))
+    }
+
     /// Runs the ceremony's operation once it has its approvals (and components).
     fn run_if_ready(&self, req: &Request, id: &str) -> Result<Ceremony, NodeError> {
         let c = self.ceremony(id)?;
         let parts: Option<usize> = c.params.get("components").and_then(|n| n.parse().ok());
-        let ready = (c.approvals.len() as u32) >= c.quorum
-            && parts.is_none_or(|n| c.components_entered >= n);
+        let (approved, needed) = self.approvals_in_force(&c)?;
+        // An expired ceremony never runs; the sweep marks it expired.
+        let ready = approved >= needed
+            && parts.is_none_or(|n| c.components_entered >= n)
+            && now_secs() < c.expires_at;
         if c.state != CeremonyState::Open {
             // Cancelled or expired while a component was being entered: none is kept. A
             // running ceremony is another request's, which is about to take them.
@@ -671,7 +739,15 @@ impl Node {
                 Some("reload-policy") => {
                     let reloading = self.reloading();
                     let p = self.load_new_policy()?;
-                    exec.param("policy_sha256", p.sha256.clone());
+                    let approved = get("policy_sha256").unwrap_or_default();
+                    if !p.sha256.eq_ignore_ascii_case(approved) {
+                        return Err(NodeError::FailedPrecondition(format!(
+                            "the policy file changed after the ceremony was opened: it has \
+                             SHA-256 {}, the officers approved {approved}; the policy in force \
+                             stays",
+                            p.sha256
+                        )));
+                    }
                     Ok(Executed {
                         text: format!("policy reloaded, sha256 {}", p.sha256),
                         new_policy: Some((p, reloading)),
@@ -720,7 +796,11 @@ impl Node {
         let mut custodians: Vec<&str> = parts.iter().map(|(who, _)| who.as_str()).collect();
         custodians.sort_unstable();
         custodians.dedup();
-        if wanted < 2 || parts.len() != wanted || custodians.len() != wanted {
+        // Each the key's length: a policy reloaded since may have changed the algorithm.
+        let lengths_fit = parts
+            .iter()
+            .all(|(_, p)| p.len() == spec.algorithm.key_len());
+        if wanted < 2 || parts.len() != wanted || custodians.len() != wanted || !lengths_fit {
             return Err(NodeError::FailedPrecondition(format!(
                 "ceremony {id} holds {} components from {} custodians, not {wanted}; open a new \
                  ceremony and enter them again",
@@ -767,6 +847,24 @@ impl Node {
     }
 }
 
+/// Whether two secrets are equal, in a time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Refuses anything but a ceremony id as the node makes them (`c-` and 32 hex digits), before
+/// it reaches a record or a query: a caller's megabyte-long "id" must not grow the log.
+pub(crate) fn check_ceremony_id(id: &str) -> Result<(), NodeError> {
+    let hex = id.strip_prefix("c-").unwrap_or_default();
+    if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    Err(NodeError::InvalidArgument(format!(
+        "`{}` is not a ceremony id (c- and 32 hex digits, as `hkms ceremony list` shows)",
+        crate::audit::record::cut(id, 40)
+    )))
+}
+
 fn describe(key: &KeyRecord) -> String {
     format!(
         "key {} ({} {}) KCV {} ({}), state {}",
@@ -777,4 +875,26 @@ fn describe(key: &KeyRecord) -> String {
         key.kcv.method.as_str(),
         key.state
     )
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::check_ceremony_id;
+
+    #[test]
+    fn only_ids_the_node_makes_are_taken() {
+        assert!(check_ceremony_id("c-0123456789abcdef0123456789ABCDEF").is_ok());
+        for bad in [
+            "",
+            "c-",
+            "c-123",
+            "k-0123456789abcdef0123456789abcdef",
+            "c-0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(check_ceremony_id(bad).is_err(), "{bad}");
+        }
+        let long = format!("c-{}", "a".repeat(100_000));
+        let err = check_ceremony_id(&long).unwrap_err().to_string();
+        assert!(err.len() < 200, "{}", err.len());
+    }
 }

@@ -153,6 +153,18 @@ impl Node {
         }
     }
 
+    /// The SHA-256 (hex) of the policy file as it is on disk now, loadable or not.
+    fn policy_file_sha256(&self) -> Result<String, NodeError> {
+        use sha2::Digest;
+        let bytes = std::fs::read(&self.policy_path).map_err(|e| {
+            NodeError::FailedPrecondition(format!(
+                "cannot read the policy file {}: {e}",
+                self.policy_path.display()
+            ))
+        })?;
+        Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+    }
+
     /// Re-reads the policy file, to swap in with [`Node::swap_policy`] once the reload's record
     /// is durable. A file that does not load leaves the old policy deciding and says why.
     fn load_new_policy(&self) -> Result<Arc<Policy>, NodeError> {

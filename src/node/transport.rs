@@ -124,6 +124,7 @@ impl Node {
                 )
             })?;
             req.param("ceremony", id);
+            super::ceremony::check_ceremony_id(id)?;
             req.audit.ceremony = Some(id.to_string());
             let c = self.ceremony(id)?;
             let approved = c.state == CeremonyState::Done

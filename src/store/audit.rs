@@ -10,6 +10,9 @@ use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_ha
 use crate::hierarchy::{KeyId, KeyState};
 
 /// Appends the record of `draft` inside `tx`, chained to the last one.
+/// The longest record line the log takes, in bytes.
+pub const MAX_LINE: usize = 64 * 1024;
+
 pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
     let last: Option<(i64, String)> = tx
         .query_row_cached(
@@ -32,6 +35,14 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
         id: format!("audit record {seq}"),
         what: format!("cannot be serialised: {e}"),
     })?;
+    // What a caller sends is cut before it reaches a record; this is the last bound, so that
+    // no record can make the log unreadable to an export or a verifier.
+    if line.len() > MAX_LINE {
+        return Err(StoreError::RecordTooLong {
+            rpc: crate::audit::record::cut(&draft.rpc, 40),
+            len: line.len(),
+        });
+    }
     tx.execute_cached(
         "INSERT INTO audit_log (seq, line, hash) VALUES (?1, ?2, ?3)",
         params![seq as i64, line, line_hash(&line)],
@@ -129,7 +140,8 @@ impl Store {
         })?;
         self.write("storing a checkpoint", |tx| {
             tx.execute_cached(
-                "INSERT OR REPLACE INTO audit_checkpoints (seq, line) VALUES (?1, ?2)",
+                // Never over an earlier checkpoint: a seal once given stands.
+                "INSERT INTO audit_checkpoints (seq, line) VALUES (?1, ?2)",
                 params![checkpoint.seq as i64, line],
             )
             .map_err(StoreError::sqlite("storing a checkpoint"))?;
@@ -187,6 +199,17 @@ mod tests {
             store.audit_head().unwrap().unwrap(),
             (2, line_hash(&lines[1].1))
         );
+    }
+
+    #[test]
+    fn a_record_longer_than_the_log_takes_is_refused_and_the_chain_goes_on() {
+        let store = Store::open_in_memory().unwrap();
+        let mut huge = draft("A");
+        huge.params.insert("x".into(), "y".repeat(MAX_LINE));
+        let err = store.append_audit(&huge).unwrap_err();
+        assert!(matches!(err, StoreError::RecordTooLong { .. }), "{err}");
+        let next = store.append_audit(&draft("B")).unwrap();
+        assert_eq!((next.seq, next.prev.as_str()), (1, GENESIS));
     }
 
     #[test]

@@ -189,6 +189,18 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A record would be longer than the log takes; the request is refused instead.
+    #[error(
+        "the {rpc} record would be {len} bytes, more than the ceremony log takes; the request \
+         is refused; report this as a bug"
+    )]
+    RecordTooLong {
+        /// The record's RPC.
+        rpc: String,
+        /// Its length.
+        len: usize,
+    },
+
     /// A write crashed inside hkms; its batch was rolled back.
     #[error("{context}: hkms failed inside the write and undid it; report this as a bug")]
     WritePanicked {
