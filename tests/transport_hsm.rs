@@ -99,6 +99,10 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
         .generate_key(&spec("hkms/root", false))
         .expect("user session still works");
 
+    // A public key planted under the transport key's label, by any session of the token, is
+    // not taken for it (the handles were forgotten after the security officer's work).
+    let planted = plant_public_key(&ministry_token, "ministry", "hkms/transport/card-0001");
+
     // An exportable provincial sub-key, wrapped for the province.
     let factor = Factor::from_region(&Region::parse("440000").expect("region"));
     let kcv = ministry
@@ -138,6 +142,10 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
             .is_err()
     );
 
+    planted
+        .destroy_object(planted_key(&planted, "hkms/transport/card-0001"))
+        .expect("remove the planted key");
+
     // Every key on both tokens still follows the attribute rules.
     for hsm in [&ministry, &province] {
         for o in hsm.object_facts().expect("facts") {
@@ -145,6 +153,62 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
             assert!(v.is_empty(), "{v:?}");
         }
     }
+}
+
+/// A session on `slot` that made a public, readable AES key labelled `label` on the token.
+fn plant_public_key(token: &support::Token, slot: &str, label: &str) -> cryptoki::session::Session {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+
+    let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
+    match pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    )) {
+        Ok(()) => {}
+        Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => panic!("C_Initialize: {e}"),
+    }
+    let session = pkcs11
+        .open_rw_session(support::slot_of(&pkcs11, slot))
+        .expect("session");
+    session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::Wrap(true),
+                Attribute::Unwrap(true),
+                Attribute::ValueLen(32.into()),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ],
+        )
+        .expect("plant a public key");
+    session
+}
+
+/// The public key labelled `label` that [`plant_public_key`] made.
+fn planted_key(
+    session: &cryptoki::session::Session,
+    label: &str,
+) -> cryptoki::object::ObjectHandle {
+    use cryptoki::object::Attribute;
+    let found = session
+        .find_objects(&[
+            Attribute::Private(false),
+            Attribute::Trusted(false),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .expect("find");
+    let [one] = found.as_slice() else {
+        panic!("{} planted keys", found.len());
+    };
+    *one
 }
 
 /// Tries what any session of the issuing token could do to the issuer's copy of a transport

@@ -637,7 +637,20 @@ fn find_key(s: &Session, label: &str) -> Result<ObjectHandle, HsmError> {
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::Label(label.as_bytes().to_vec()),
     ])?;
-    match found.as_slice() {
+    // Any session of the token, logged in or not, can make a public key with any label. One
+    // that is not trusted either is not hkms's: it must neither stand in for a key that went
+    // missing nor make a real one ambiguous.
+    let mut ours = Vec::with_capacity(found.len());
+    for object in found {
+        let facts = s.get_attributes(object, &[AttributeType::Private, AttributeType::Trusted])?;
+        if facts
+            .iter()
+            .any(|a| matches!(a, Attribute::Private(true) | Attribute::Trusted(true)))
+        {
+            ours.push(object);
+        }
+    }
+    match ours.as_slice() {
         [one] => Ok(*one),
         [] => Err(HsmError::KeyNotFound {
             label: label.into(),
