@@ -13,17 +13,21 @@ use tonic::transport::Channel;
 const AUDITOR: &str = "hkms://auditor/national/000000/auditor-1";
 const WINDOW: &str = "hkms://window/municipal/440100/w1";
 
-fn export(node: &TestNode, out: &Path) {
+/// Exports the log into `out`; the SHA-256 of the node's audit key, as the node gives it.
+fn export(node: &TestNode, out: &Path) -> String {
     let o = node.cli_as(
         AUDITOR,
         &["audit", "export", "--out", &out.display().to_string()],
     );
     assert!(o.status.success(), "export: {}", stderr(&o));
+    support::exported_key_sha256(&o)
 }
 
-fn verify(bundle: &Path) -> (bool, String) {
+/// Verifies a bundle against the node's key (`key_sha256`).
+fn verify(bundle: &Path, key_sha256: &str) -> (bool, String) {
     let o = std::process::Command::new(support::hkms_bin())
         .args(["audit", "verify", &bundle.display().to_string()])
+        .args(["--expect-key-sha256", key_sha256])
         .output()
         .expect("run verify");
     (o.status.success(), stdout(&o))
@@ -91,10 +95,21 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
     assert!(stderr(&o).contains("PermissionDenied"), "{}", stderr(&o));
 
     let bundle = dir.path().join("bundle");
-    export(&node, &bundle);
-    let (ok, out) = verify(&bundle);
+    let key_sha256 = export(&node, &bundle);
+    let (ok, out) = verify(&bundle, &key_sha256);
     assert!(ok, "{out}");
     assert!(out.starts_with("OK: records 1.."), "{out}");
+    // Without the pin it checks only that the bundle agrees with itself: not a pass.
+    let o = std::process::Command::new(support::hkms_bin())
+        .args(["audit", "verify", &bundle.display().to_string()])
+        .output()
+        .expect("run verify");
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("UNPINNED: records 1.."),
+        "{}",
+        stdout(&o)
+    );
 
     // Pinning the node's key by the SHA-256 the node publishes (GetPublicKey, via export).
     let key = node.cli_as(
@@ -201,8 +216,8 @@ async fn every_kind_of_tampering_is_found_and_named() {
     let (node, _) = busy_node().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let clean = dir.path().join("clean");
-    export(&node, &clean);
-    assert!(verify(&clean).0);
+    let key_sha256 = export(&node, &clean);
+    assert!(verify(&clean, &key_sha256).0);
     let records = lines(&clean.join("records.jsonl"));
     let n = records.len();
     assert!(n >= 8, "{n} records");
@@ -211,11 +226,20 @@ async fn every_kind_of_tampering_is_found_and_named() {
         let b: PathBuf = dir.path().join(name);
         copy_bundle(&clean, &b);
         edit(&b);
-        let (ok, out) = verify(&b);
+        let (ok, out) = verify(&b, &key_sha256);
         assert!(!ok, "{name}: tampering not found: {out}");
         out
     };
     let recs = |b: &Path| b.join("records.jsonl");
+
+    // A manifest that names another node than its records and checkpoints.
+    let out = case("another node", &|b| {
+        let m = std::fs::read_to_string(b.join("manifest.json")).expect("manifest");
+        let mut m: serde_json::Value = serde_json::from_str(&m).expect("json");
+        m["node"] = serde_json::Value::from("guangzhou");
+        std::fs::write(b.join("manifest.json"), m.to_string()).expect("write");
+    });
+    assert!(out.contains("logs of two nodes"), "{out}");
 
     let out = case("changed", &|b| {
         let mut l = lines(&recs(b));
@@ -356,8 +380,8 @@ async fn sigkill_while_logging_loses_no_acknowledged_request() {
     node.start_again();
     let dir = tempfile::tempdir().expect("tempdir");
     let bundle = dir.path().join("after-crash");
-    export(&node, &bundle);
-    let (ok, out) = verify(&bundle);
+    let key_sha256 = export(&node, &bundle);
+    let (ok, out) = verify(&bundle, &key_sha256);
     assert!(ok, "the chain does not verify after a crash: {out}");
     let logged: Vec<serde_json::Value> = lines(&bundle.join("records.jsonl"))
         .iter()

@@ -102,8 +102,10 @@ fn audit_log_verifies(node: &TestNode) {
         &["audit", "export", "--out", &bundle.display().to_string()],
     );
     assert!(o.status.success(), "export: {}", stderr(&o));
+    let key_sha256 = support::exported_key_sha256(&o);
     let o = std::process::Command::new(support::hkms_bin())
         .args(["audit", "verify", &bundle.display().to_string()])
+        .args(["--expect-key-sha256", &key_sha256])
         .output()
         .expect("run verify");
     assert!(o.status.success(), "verify: {}{}", stdout(&o), stderr(&o));

@@ -145,6 +145,18 @@ pub fn verify_bundle(
                 ),
             ));
         }
+        // One node's log: a record of another node was spliced in, or the manifest lies.
+        if record.node != manifest.node {
+            return Err(VerifyError::new(
+                here,
+                format!(
+                    "the record is of node \"{}\", the bundle of node \"{}\": logs of two \
+                     nodes were mixed",
+                    crate::audit::record::cut(&record.node, 64),
+                    crate::audit::record::cut(&manifest.node, 64)
+                ),
+            ));
+        }
         match hashes.last() {
             None => {
                 first_seq = record.seq;
@@ -221,6 +233,16 @@ pub fn verify_bundle(
         let k = i + 1;
         let here = checkpoint_place(k, cp.seq);
         check_checkpoint(cp, k, &here, first_seq, last_seq, &hashes, &fingerprint)?;
+        if cp.node != manifest.node {
+            return Err(VerifyError::new(
+                here,
+                format!(
+                    "the checkpoint is of node \"{}\", the bundle of node \"{}\"",
+                    crate::audit::record::cut(&cp.node, 64),
+                    crate::audit::record::cut(&manifest.node, 64)
+                ),
+            ));
+        }
         verify_signature(cp, k, &here, &public_key)?;
         if let Some(p) = previous
             && cp.seq <= p

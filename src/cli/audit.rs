@@ -26,7 +26,8 @@ pub enum AuditCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Verify a bundle offline; names the first broken place (exit 1).
+    /// Verify a bundle offline; names the first broken place (exit 1). Without the node's key
+    /// SHA-256 it checks only that the bundle agrees with itself (exit 3, UNPINNED).
     Verify {
         /// The bundle folder.
         bundle: PathBuf,
@@ -61,9 +62,13 @@ impl AuditCommand {
                 let b = read_bundle(&bundle)?;
                 match verify_bundle(&b, expect_key_sha256.as_deref()) {
                     Ok(r) => {
+                        // A forger re-signs with a key of their own and ships it in the
+                        // bundle: without the pin, consistency proves nothing about who signed.
+                        let pinned = expect_key_sha256.is_some();
                         println!(
-                            "OK: records {}..{} ({}), {} checkpoints, sealed up to {}, key {} \
+                            "{}: records {}..{} ({}), {} checkpoints, sealed up to {}, key {} \
                              (SHA-256 {})",
+                            if pinned { "OK" } else { "UNPINNED" },
                             r.first_seq,
                             r.last_seq,
                             r.records,
@@ -74,6 +79,14 @@ impl AuditCommand {
                         );
                         for n in &r.notes {
                             println!("note: {n}");
+                        }
+                        if !pinned {
+                            println!(
+                                "the bundle agrees with itself, but it carries its own key: pass \
+                                 --expect-key-sha256 with the SHA-256 the node's officers give \
+                                 you, not the bundle"
+                            );
+                            return Ok(ExitCode::from(3));
                         }
                         Ok(ExitCode::SUCCESS)
                     }

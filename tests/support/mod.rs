@@ -467,6 +467,17 @@ fn spawn_server(token: &Token, config: &Path, dir: &Path) -> (Child, SocketAddr)
 }
 
 /// Text of a process's stdout.
+/// The audit key's SHA-256 that `hkms audit export` printed (as the node publishes it through
+/// GetPublicKey), to pin `hkms audit verify` to.
+pub fn exported_key_sha256(export: &Output) -> String {
+    let said = stdout(export);
+    said.split("SHA-256 ")
+        .nth(1)
+        .and_then(|rest| rest.get(..64))
+        .unwrap_or_else(|| panic!("export prints the key's SHA-256: {said}"))
+        .to_string()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -700,6 +711,7 @@ pub fn verified_records(node: &TestNode, auditor: &str, out: &Path) -> Vec<serde
     assert!(o.status.success(), "audit export: {}", stderr(&o));
     let v = Command::new(hkms_bin())
         .args(["audit", "verify", &out.display().to_string()])
+        .args(["--expect-key-sha256", &exported_key_sha256(&o)])
         .output()
         .expect("run hkms audit verify");
     assert!(
