@@ -413,6 +413,16 @@ fn check_checkpoint(
 }
 
 /// The checkpoint's signature over [`Checkpoint::signed_message`] with the bundle's key.
+/// Whether a checkpoint's signature verifies with the public key `spki_pem` (the node's check
+/// at start that its token still holds the key that sealed its log).
+pub fn checkpoint_verifies(cp: &Checkpoint, spki_pem: &str) -> bool {
+    let Ok((_, point)) = public_key_point(spki_pem) else {
+        return false;
+    };
+    let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point);
+    verify_signature(cp, 1, "", &key).is_ok()
+}
+
 fn verify_signature(
     cp: &Checkpoint,
     k: usize,

@@ -11,6 +11,12 @@ impl Hsm {
     /// Makes the signing pair under `label` unless it exists; returns the public point
     /// (uncompressed, 65 bytes: 0x04 || X || Y).
     pub fn ensure_signing_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {
+        self.signing_key(label, true)
+    }
+
+    /// The public point of the signing pair `label`; with `create`, the pair is made when the
+    /// token has none (a node's first start), otherwise its absence is an error.
+    pub fn signing_key(&self, label: &str, create: bool) -> Result<Vec<u8>, HsmError> {
         self.guarded(|| {
             let s = self.session()?;
             let public = match find(&s, ObjectClass::PUBLIC_KEY, label)? {
@@ -18,6 +24,11 @@ impl Hsm {
                 Some(_) => {
                     return Err(HsmError::Unexpected {
                         what: format!("public key {label} without its private key"),
+                    });
+                }
+                None if !create => {
+                    return Err(HsmError::KeyNotFound {
+                        label: label.to_string(),
                     });
                 }
                 None => {

@@ -28,13 +28,38 @@ pub struct Signing {
 }
 
 impl Signing {
-    /// Makes the pair in the token on first use and reads its public half.
-    pub fn load(hsm: &Hsm) -> Result<Signing, NodeError> {
-        let point = hsm.ensure_signing_key(SIGNING_LABEL)?;
+    /// Reads the pair's public half; makes the pair first when `sealed` is empty (the log has
+    /// no checkpoint yet). Otherwise the last checkpoint must verify with the token's key: a
+    /// node whose key was replaced (a token reset, another token) would sign on with a key no
+    /// auditor pinned, and its log could not be verified as one any more.
+    pub fn load(hsm: &Hsm, sealed: Option<&Checkpoint>) -> Result<Signing, NodeError> {
+        let point = hsm
+            .signing_key(SIGNING_LABEL, sealed.is_none())
+            .map_err(|e| match e {
+                crate::hsm::HsmError::KeyNotFound { .. } => NodeError::FailedPrecondition(
+                    "the ceremony log has checkpoints, but the token has no audit-signing key: \
+                     this is not the node's token, or its key was removed; restore the token \
+                     (hkms will not sign the log with a new key)"
+                        .into(),
+                ),
+                other => other.into(),
+            })?;
         let spki_pem = spki_pem_from_point(&point)
             .map_err(|e| NodeError::Internal(format!("audit signing key: {e}")))?;
         let (der, _) = crate::audit::bundle::public_key_point(&spki_pem)
             .map_err(|e| NodeError::Internal(format!("audit signing key: {e}")))?;
+        if let Some(last) = sealed
+            && !crate::audit::verify::checkpoint_verifies(last, &spki_pem)
+        {
+            return Err(NodeError::FailedPrecondition(format!(
+                "checkpoint {} of the ceremony log was signed by key {}, not by the token's \
+                 audit-signing key {}: this is not the node's token, or its key was replaced; \
+                 restore the token (hkms will not sign the log with another key)",
+                last.seq,
+                last.key_fingerprint,
+                spki_fingerprint(&der)
+            )));
+        }
         Ok(Signing {
             fingerprint: spki_fingerprint(&der),
             sha256: spki_sha256(&der),

@@ -78,8 +78,9 @@ impl Node {
         let policy = load_policy(&config.policy)?;
         let store = Store::open(&config.database_path())?;
         let hsm = Hsm::open(&config.hsm)?;
-        let signing = Signing::load(&hsm)?;
-        let sealed = store.checkpoints()?.last().map(|c| c.seq).unwrap_or(0);
+        let last_checkpoint = store.checkpoints()?.pop();
+        let signing = Signing::load(&hsm, last_checkpoint.as_ref())?;
+        let sealed = last_checkpoint.map_or(0, |c| c.seq);
         let id_salt = card::load_salt(&config.data_dir)?;
         Ok(Node {
             name: config.name.clone(),
