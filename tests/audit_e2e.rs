@@ -476,3 +476,52 @@ async fn checkpoints_come_every_n_records_and_at_shutdown_and_records_filter() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].contains("\"rpc\":\"ListKeys\""), "{}", got[0]);
 }
+
+#[tokio::test]
+async fn a_node_does_not_seal_a_log_changed_under_it() {
+    let mut node = support::start_with_extra_config(
+        "\n[audit]\ncheckpoint_every = 1000\ncheckpoint_interval_secs = 3600\n",
+    );
+    let mut c = node.client().await;
+    for _ in 0..3 {
+        c.list_keys(proto::ListKeysRequest::default())
+            .await
+            .expect("list");
+    }
+    node.stop(); // sealed up to record 3
+
+    // Someone with the database rewrites the sealed record 3, hash column and all.
+    {
+        use sha2::Digest;
+        let db = rusqlite::Connection::open(node.database()).expect("registry");
+        let line: String = db
+            .query_row("SELECT line FROM audit_log WHERE seq = 3", [], |r| r.get(0))
+            .expect("record 3");
+        let forged = line.replacen("\"rpc\":\"ListKeys\"", "\"rpc\":\"ListKeyz\"", 1);
+        assert_ne!(forged, line);
+        let hash = hex::encode(sha2::Sha256::digest(forged.as_bytes()));
+        db.execute(
+            "UPDATE audit_log SET line = ?1, hash = ?2 WHERE seq = 3",
+            rusqlite::params![forged, hash],
+        )
+        .expect("rewrite");
+    }
+    node.start_again();
+    node.client()
+        .await
+        .list_keys(proto::ListKeysRequest::default())
+        .await
+        .expect("requests are still served");
+    // Sealing refuses: the node signs only what chains to its last checkpoint.
+    let err =
+        hkms::proto::audit_service_client::AuditServiceClient::new(node.channel_as(AUDITOR).await)
+            .get_checkpoints(proto::GetCheckpointsRequest { seal: true })
+            .await
+            .expect_err("no seal over a changed log");
+    assert_eq!(err.code(), tonic::Code::Internal, "{}", err.message());
+    assert!(
+        node.log().contains("changed outside hkms"),
+        "{}",
+        node.log()
+    );
+}

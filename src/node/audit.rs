@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use crate::audit::bundle::{
     der_from_raw_signature, spki_fingerprint, spki_pem_from_point, spki_sha256,
 };
-use crate::audit::record::{FORMAT_VERSION, now_millis};
+use crate::audit::record::{FORMAT_VERSION, GENESIS, now_millis};
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
 use crate::hsm::Hsm;
 use crate::policy::Operation;
@@ -118,6 +118,7 @@ impl Node {
         if seq <= *sealed {
             return Ok(None);
         }
+        self.check_unsealed_chain(seq, &head)?;
         let time = now_millis();
         let message = Checkpoint::message(&self.name, seq, &head, &time);
         let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
@@ -137,6 +138,51 @@ impl Node {
         *sealed = seq;
         tracing::info!(seq, "ceremony log checkpoint signed");
         Ok(Some(checkpoint))
+    }
+
+    /// Checks that the records since the last checkpoint still chain to it and up to `head`
+    /// (record `seq`): the node seals what it wrote, never a log changed under it.
+    fn check_unsealed_chain(&self, seq: u64, head: &str) -> Result<(), NodeError> {
+        let last = self.store.last_checkpoint()?;
+        let (from, mut expected_prev) = match &last {
+            Some(cp) => (cp.seq, None),
+            None => (1, Some(GENESIS.to_string())),
+        };
+        let changed = |what: String| {
+            tracing::error!(%what, "the ceremony log was changed outside hkms; not sealing it");
+            NodeError::Internal(format!(
+                "the ceremony log was changed outside hkms ({what}); the node does not seal it: \
+                 restore the registry from a backup and check it with `hkms audit verify`"
+            ))
+        };
+        let lines = self.store.audit_lines(from, seq, usize::MAX)?;
+        let mut next = from;
+        for (n, line) in &lines {
+            if *n != next {
+                return Err(changed(format!("record {next} is missing")));
+            }
+            let hash = crate::audit::record::line_hash(line);
+            match (&last, &expected_prev) {
+                (Some(cp), None) if *n == cp.seq && hash != cp.head => {
+                    return Err(changed(format!("record {n} is not the one checkpointed")));
+                }
+                (_, Some(prev)) if record_prev(line) != Some(prev.as_str()) => {
+                    return Err(changed(format!(
+                        "record {n} does not chain to record {}",
+                        n - 1
+                    )));
+                }
+                _ => {}
+            }
+            expected_prev = Some(hash);
+            next = n + 1;
+        }
+        match expected_prev {
+            Some(h) if next == seq + 1 && h == head => Ok(()),
+            _ => Err(changed(format!(
+                "the records up to {seq} are not all there"
+            ))),
+        }
     }
 
     /// Record lines for an auditor, `from..=to`, at most `limit`.
@@ -164,4 +210,10 @@ impl Node {
         }
         Ok(self.store.checkpoints()?)
     }
+}
+
+/// The `prev` of a record line as hkms writes it (the last field), without parsing the rest.
+fn record_prev(line: &str) -> Option<&str> {
+    let prev = line.strip_suffix("\"}")?.rsplit_once("\"prev\":\"")?.1;
+    (prev.len() == 64 && prev.bytes().all(|b| b.is_ascii_hexdigit())).then_some(prev)
 }

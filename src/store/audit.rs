@@ -149,6 +149,26 @@ impl Store {
         })
     }
 
+    /// The last checkpoint, if any.
+    pub fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let conn = self.lock()?;
+        let row: Option<(i64, String)> = conn
+            .query_row_cached(
+                "SELECT seq, line FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("reading the last checkpoint"))?;
+        row.map(|(seq, line)| {
+            serde_json::from_str(&line).map_err(|e| StoreError::Corrupt {
+                id: format!("checkpoint {seq}"),
+                what: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
     /// Every checkpoint, in order.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         let conn = self.lock()?;
