@@ -224,18 +224,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
-    let policy_path = dir.path().join("policy.toml");
-    let original = std::fs::read_to_string(support::default_policy()).expect("default policy");
-    std::fs::write(&policy_path, &original).expect("copy policy");
-    let config = dir.path().join("node.toml");
-    let text = node_config("ministry", "national", "000000", &token).replace(
-        &support::default_policy().display().to_string(),
-        &policy_path.display().to_string(),
-    );
-    std::fs::write(&config, text).expect("config");
-    let node = TestNode::start_in(dir, token, config);
+    let (node, policy_path, original) = ministry_with_own_policy();
 
     let mut admin = PolicyServiceClient::new(node.channel_as(ADMIN).await);
     let info = admin
@@ -389,18 +378,7 @@ fn allowed_but_guarded(r: Result<proto::Key, tonic::Status>) {
 
 #[tokio::test]
 async fn a_ceremony_open_when_the_quorum_rose_needs_the_new_quorum() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
-    let policy_path = dir.path().join("policy.toml");
-    let original = std::fs::read_to_string(support::default_policy()).expect("default policy");
-    std::fs::write(&policy_path, &original).expect("copy policy");
-    let config = dir.path().join("node.toml");
-    let text = node_config("ministry", "national", "000000", &token).replace(
-        &support::default_policy().display().to_string(),
-        &policy_path.display().to_string(),
-    );
-    std::fs::write(&config, text).expect("config");
-    let node = TestNode::start_in(dir, token, config);
+    let (node, policy_path, original) = ministry_with_own_policy();
 
     // Opened under 2 of 3: the opener's approval is the first.
     let opened = CeremonyServiceClient::new(node.channel().await)
@@ -441,6 +419,23 @@ async fn a_ceremony_open_when_the_quorum_rose_needs_the_new_quorum() {
     assert_eq!(second.state, "open", "{}", second.result);
     let third = approve(node.officer.replace("/test-officer", "/third-officer")).await;
     assert_eq!(third.state, "done", "{}", third.result);
+}
+
+/// The ministry's node on a copy of the default policy: the node, the copy's path, its text.
+fn ministry_with_own_policy() -> (TestNode, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let policy_path = dir.path().join("policy.toml");
+    let original = std::fs::read_to_string(support::default_policy()).expect("default policy");
+    std::fs::write(&policy_path, &original).expect("copy policy");
+    let config = dir.path().join("node.toml");
+    let text = node_config("ministry", "national", "000000", &token).replace(
+        &support::default_policy().display().to_string(),
+        &policy_path.display().to_string(),
+    );
+    std::fs::write(&config, text).expect("config");
+    let node = TestNode::start_in(dir, token, config);
+    (node, policy_path, original)
 }
 
 /// An admin opens a policy reload ceremony for the file at `policy`; two officers approve it.

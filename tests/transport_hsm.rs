@@ -155,11 +155,9 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
     }
 }
 
-/// A session on `slot` that made a public, readable AES key labelled `label` on the token.
-fn plant_public_key(token: &support::Token, slot: &str, label: &str) -> cryptoki::session::Session {
-    use cryptoki::mechanism::Mechanism;
-    use cryptoki::object::Attribute;
-
+/// A read-write session on the token labelled `slot`, through the module this process has
+/// loaded already (the application's login state is shared).
+fn raw_session(token: &support::Token, slot: &str) -> cryptoki::session::Session {
     let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
     match pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
         cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
@@ -171,9 +169,17 @@ fn plant_public_key(token: &support::Token, slot: &str, label: &str) -> cryptoki
         )) => {}
         Err(e) => panic!("C_Initialize: {e}"),
     }
-    let session = pkcs11
+    pkcs11
         .open_rw_session(support::slot_of(&pkcs11, slot))
-        .expect("session");
+        .expect("session")
+}
+
+/// A session on `slot` that made a public, readable AES key labelled `label` on the token.
+fn plant_public_key(token: &support::Token, slot: &str, label: &str) -> cryptoki::session::Session {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::Attribute;
+
+    let session = raw_session(token, slot);
     session
         .generate_key(
             &Mechanism::AesKeyGen,
@@ -217,20 +223,7 @@ fn planted_key(
 fn the_issuers_copy_cannot_be_changed(token: &support::Token, slot: &str, card_id: &str) {
     use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 
-    let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
-    match pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
-        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-    )) {
-        Ok(()) => {}
-        Err(cryptoki::error::Error::Pkcs11(
-            cryptoki::error::RvError::CryptokiAlreadyInitialized,
-            _,
-        )) => {}
-        Err(e) => panic!("C_Initialize: {e}"),
-    }
-    let session = pkcs11
-        .open_rw_session(support::slot_of(&pkcs11, slot))
-        .expect("session");
+    let session = raw_session(token, slot);
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
@@ -287,20 +280,7 @@ fn the_card_user_cannot_wrap_the_transport_key(token: &support::Token, card: &st
     use cryptoki::object::{Attribute, ObjectClass};
     use cryptoki::session::UserType;
 
-    let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
-    match pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
-        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-    )) {
-        Ok(()) => {}
-        Err(cryptoki::error::Error::Pkcs11(
-            cryptoki::error::RvError::CryptokiAlreadyInitialized,
-            _,
-        )) => {}
-        Err(e) => panic!("C_Initialize: {e}"),
-    }
-    let session = pkcs11
-        .open_rw_session(support::slot_of(&pkcs11, card))
-        .expect("session");
+    let session = raw_session(token, card);
     // The application is logged in already (the card is open); log in again if not.
     let _ = session.login(UserType::User, Some(&SecretString::from(USER_PIN)));
     let label = format!("hkms/transport/{card_id}");
