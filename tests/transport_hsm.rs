@@ -146,6 +146,31 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
         .destroy_object(planted_key(&planted, "hkms/transport/card-0001"))
         .expect("remove the planted key");
 
+    // An issuer's key that an earlier hkms left modifiable is sealed when the node starts.
+    ministry
+        .with_security_officer(&so_pin, |so| {
+            so.generate_key(
+                &cryptoki::mechanism::Mechanism::AesKeyGen,
+                &[
+                    cryptoki::object::Attribute::Token(true),
+                    cryptoki::object::Attribute::Private(false),
+                    cryptoki::object::Attribute::Sensitive(true),
+                    cryptoki::object::Attribute::Extractable(false),
+                    cryptoki::object::Attribute::Trusted(true),
+                    cryptoki::object::Attribute::Wrap(true),
+                    cryptoki::object::Attribute::Derive(false),
+                    cryptoki::object::Attribute::Sign(false),
+                    cryptoki::object::Attribute::ValueLen(32.into()),
+                    cryptoki::object::Attribute::Label(b"hkms/transport/legacy".to_vec()),
+                ],
+            )?;
+            Ok(())
+        })
+        .expect("a legacy issuer key");
+    assert_eq!(ministry.seal_issuer_keys().expect("seal"), 1);
+    the_issuers_copy_cannot_be_changed(&ministry_token, "ministry", "legacy");
+    assert_eq!(ministry.seal_issuer_keys().expect("again"), 0);
+
     // Every key on both tokens still follows the attribute rules.
     for hsm in [&ministry, &province] {
         for o in hsm.object_facts().expect("facts") {

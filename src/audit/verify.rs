@@ -412,7 +412,6 @@ fn check_checkpoint(
     Ok(())
 }
 
-/// The checkpoint's signature over [`Checkpoint::signed_message`] with the bundle's key.
 /// Whether a checkpoint's signature verifies with the public key `spki_pem` (the node's check
 /// at start that its token still holds the key that sealed its log).
 pub fn checkpoint_verifies(cp: &Checkpoint, spki_pem: &str) -> bool {
@@ -423,6 +422,7 @@ pub fn checkpoint_verifies(cp: &Checkpoint, spki_pem: &str) -> bool {
     verify_signature(cp, 1, "", &key).is_ok()
 }
 
+/// The checkpoint's signature over [`Checkpoint::signed_message`] with the bundle's key.
 fn verify_signature(
     cp: &Checkpoint,
     k: usize,

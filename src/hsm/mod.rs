@@ -642,7 +642,13 @@ fn find_key(s: &Session, label: &str) -> Result<ObjectHandle, HsmError> {
     // missing nor make a real one ambiguous.
     let mut ours = Vec::with_capacity(found.len());
     for object in found {
-        let facts = s.get_attributes(object, &[AttributeType::Private, AttributeType::Trusted])?;
+        let facts =
+            match s.get_attributes(object, &[AttributeType::Private, AttributeType::Trusted]) {
+                Ok(facts) => facts,
+                // Destroyed since it was found: not ours either way.
+                Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+                Err(e) => return Err(e.into()),
+            };
         if facts
             .iter()
             .any(|a| matches!(a, Attribute::Private(true) | Attribute::Trusted(true)))

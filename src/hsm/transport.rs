@@ -389,6 +389,37 @@ impl Hsm {
         finished
     }
 
+    /// Seals every issuer's copy of a transport key that is still modifiable: those issued
+    /// before hkms sealed them at issuance. Run at start; returns how many it sealed.
+    pub fn seal_issuer_keys(&self) -> Result<usize, HsmError> {
+        let labels = self.guarded(|| {
+            let s = self.session()?;
+            let found = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Private(false),
+                Attribute::Trusted(true),
+                Attribute::Modifiable(true),
+            ])?;
+            let mut labels = Vec::new();
+            for key in found {
+                for a in s.get_attributes(key, &[AttributeType::Label])? {
+                    if let Attribute::Label(l) = a {
+                        let label = String::from_utf8_lossy(&l).into_owned();
+                        if label.starts_with("hkms/transport/") {
+                            labels.push(label);
+                        }
+                    }
+                }
+            }
+            Ok(labels)
+        })?;
+        for label in &labels {
+            self.seal_issuer_key(label)?;
+            tracing::warn!(%label, "sealed an issuer's transport key left modifiable by an earlier hkms");
+        }
+        Ok(labels.len())
+    }
+
     /// Leaves the issuer's copy of a transport key able to wrap and nothing else, for good.
     ///
     /// It is a public object (only the SO can make it trusted), and any session of the token,
@@ -400,7 +431,16 @@ impl Hsm {
         self.guarded(|| {
             let s = self.writing_session()?;
             let key = find_on(&s, label)?;
-            s.update_attributes(key, &[Attribute::Derive(false), Attribute::Sign(false)])?;
+            s.update_attributes(
+                key,
+                &[
+                    Attribute::Derive(false),
+                    Attribute::Sign(false),
+                    Attribute::Unwrap(false),
+                    Attribute::Encrypt(false),
+                    Attribute::Decrypt(false),
+                ],
+            )?;
             let sealed = s.copy_object(key, &[Attribute::Modifiable(false)])?;
             if let Err(e) = s.destroy_object(key) {
                 let _ = s.destroy_object(sealed);

@@ -97,6 +97,9 @@ impl Node {
     /// Signs a checkpoint when `checkpoint_every` records have passed since the last one. A
     /// failure is logged, not returned: the record itself is already durable.
     pub(crate) fn after_append(&self, seq: u64) {
+        if self.log_changed.get().is_some() {
+            return; // said once, when found; nothing is sealed until a restart
+        }
         let due = match self.sealed.lock() {
             Ok(sealed) => seq.saturating_sub(*sealed) >= self.checkpoint_every,
             Err(_) => false,
@@ -118,7 +121,13 @@ impl Node {
         if seq <= *sealed {
             return Ok(None);
         }
-        self.check_unsealed_chain(seq, &head)?;
+        if let Some(what) = self.log_changed.get() {
+            return Err(log_changed_error(what));
+        }
+        if let Err(what) = self.check_unsealed_chain(seq, &head)? {
+            tracing::error!(%what, "the ceremony log was changed outside hkms; it is not sealed any more");
+            return Err(log_changed_error(self.log_changed.get_or_init(|| what)));
+        }
         let time = now_millis();
         let message = Checkpoint::message(&self.name, seq, &head, &time);
         let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
@@ -141,33 +150,27 @@ impl Node {
     }
 
     /// Checks that the records since the last checkpoint still chain to it and up to `head`
-    /// (record `seq`): the node seals what it wrote, never a log changed under it.
-    fn check_unsealed_chain(&self, seq: u64, head: &str) -> Result<(), NodeError> {
+    /// (record `seq`): the node seals what it wrote, never a log changed under it. The inner
+    /// error says where the log was changed.
+    fn check_unsealed_chain(&self, seq: u64, head: &str) -> Result<Result<(), String>, NodeError> {
         let last = self.store.last_checkpoint()?;
         let (from, mut expected_prev) = match &last {
             Some(cp) => (cp.seq, None),
             None => (1, Some(GENESIS.to_string())),
         };
-        let changed = |what: String| {
-            tracing::error!(%what, "the ceremony log was changed outside hkms; not sealing it");
-            NodeError::Internal(format!(
-                "the ceremony log was changed outside hkms ({what}); the node does not seal it: \
-                 restore the registry from a backup and check it with `hkms audit verify`"
-            ))
-        };
         let lines = self.store.audit_lines(from, seq, usize::MAX)?;
         let mut next = from;
         for (n, line) in &lines {
             if *n != next {
-                return Err(changed(format!("record {next} is missing")));
+                return Ok(Err(format!("record {next} is missing")));
             }
             let hash = crate::audit::record::line_hash(line);
             match (&last, &expected_prev) {
                 (Some(cp), None) if *n == cp.seq && hash != cp.head => {
-                    return Err(changed(format!("record {n} is not the one checkpointed")));
+                    return Ok(Err(format!("record {n} is not the one checkpointed")));
                 }
                 (_, Some(prev)) if record_prev(line) != Some(prev.as_str()) => {
-                    return Err(changed(format!(
+                    return Ok(Err(format!(
                         "record {n} does not chain to record {}",
                         n - 1
                     )));
@@ -177,12 +180,10 @@ impl Node {
             expected_prev = Some(hash);
             next = n + 1;
         }
-        match expected_prev {
+        Ok(match expected_prev {
             Some(h) if next == seq + 1 && h == head => Ok(()),
-            _ => Err(changed(format!(
-                "the records up to {seq} are not all there"
-            ))),
-        }
+            _ => Err(format!("the records up to {seq} are not all there")),
+        })
     }
 
     /// Record lines for an auditor, `from..=to`, at most `limit`.
@@ -205,11 +206,23 @@ impl Node {
         seal: bool,
     ) -> Result<Vec<Checkpoint>, NodeError> {
         self.authorize(req, Operation::ReadAudit, None, &self.region)?;
-        if seal {
-            self.checkpoint()?;
+        // A log changed under the node is exported as it is, without a new seal: the
+        // auditor's verifier names where it breaks.
+        if seal
+            && let Err(e) = self.checkpoint()
+            && self.log_changed.get().is_none()
+        {
+            return Err(e);
         }
         Ok(self.store.checkpoints()?)
     }
+}
+
+fn log_changed_error(what: &str) -> NodeError {
+    NodeError::Internal(format!(
+        "the ceremony log was changed outside hkms ({what}); the node does not seal it: restore \
+         the registry from a backup and check it with `hkms audit verify`"
+    ))
 }
 
 /// The `prev` of a record line as hkms writes it (the last field), without parsing the rest.

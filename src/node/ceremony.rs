@@ -739,7 +739,13 @@ impl Node {
                 Some("reload-policy") => {
                     let reloading = self.reloading();
                     let p = self.load_new_policy()?;
-                    let approved = get("policy_sha256").unwrap_or_default();
+                    let Some(approved) = get("policy_sha256") else {
+                        return Err(NodeError::FailedPrecondition(
+                            "this reload ceremony was opened without policy_sha256 (by an \
+                             earlier hkms); open a new one for the file's SHA-256"
+                                .into(),
+                        ));
+                    };
                     if !p.sha256.eq_ignore_ascii_case(approved) {
                         return Err(NodeError::FailedPrecondition(format!(
                             "the policy file changed after the ceremony was opened: it has \

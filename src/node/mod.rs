@@ -68,6 +68,9 @@ pub struct Node {
     /// Client certificates revoked by the lists the server loaded: refused on every request,
     /// also on connections opened before the list.
     revoked: RwLock<Arc<RevokedCerts>>,
+    /// Set when the ceremony log was found changed outside hkms: nothing is sealed any more
+    /// until a restart (and no request pays for the check again).
+    log_changed: std::sync::OnceLock<String>,
 }
 
 impl Node {
@@ -78,6 +81,8 @@ impl Node {
         let policy = load_policy(&config.policy)?;
         let store = Store::open(&config.database_path())?;
         let hsm = Hsm::open(&config.hsm)?;
+        // Before anything is served: a modifiable public transport key is open to any session.
+        hsm.seal_issuer_keys()?;
         let last_checkpoint = store.checkpoints()?.pop();
         let signing = Signing::load(&hsm, last_checkpoint.as_ref())?;
         let sealed = last_checkpoint.map_or(0, |c| c.seq);
@@ -100,6 +105,7 @@ impl Node {
             card_lock: Mutex::new(()),
             reload_lock: Mutex::new(()),
             revoked: RwLock::default(),
+            log_changed: std::sync::OnceLock::new(),
             id_salt,
             so_pin: config.so_pin.clone(),
             card_module: config.card_module.clone(),

@@ -9,10 +9,10 @@ use super::{KeyRecord, Store, StoreError};
 use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
 use crate::hierarchy::{KeyId, KeyState};
 
-/// Appends the record of `draft` inside `tx`, chained to the last one.
 /// The longest record line the log takes, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Appends the record of `draft` inside `tx`, chained to the last one.
 pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
     let last: Option<(i64, String)> = tx
         .query_row_cached(
