@@ -645,11 +645,6 @@ impl Node {
     fn run_if_ready(&self, req: &Request, id: &str) -> Result<Ceremony, NodeError> {
         let c = self.ceremony(id)?;
         let parts: Option<usize> = c.params.get("components").and_then(|n| n.parse().ok());
-        let (approved, needed) = self.approvals_in_force(&c)?;
-        // An expired ceremony never runs; the sweep marks it expired.
-        let ready = approved >= needed
-            && parts.is_none_or(|n| c.components_entered >= n)
-            && now_secs() < c.expires_at;
         if c.state != CeremonyState::Open {
             // Cancelled or expired while a component was being entered: none is kept. A
             // running ceremony is another request's, which is about to take them.
@@ -658,6 +653,11 @@ impl Node {
             }
             return Ok(c);
         }
+        let (approved, needed) = self.approvals_in_force(&c)?;
+        // An expired ceremony never runs; the sweep marks it expired.
+        let ready = approved >= needed
+            && parts.is_none_or(|n| c.components_entered >= n)
+            && now_secs() < c.expires_at;
         if !ready {
             return Ok(c);
         }
