@@ -28,6 +28,17 @@ async fn a_node_whose_audit_key_is_gone_refuses_to_start() {
     session
         .login(UserType::User, Some(&SecretString::from(USER_PIN)))
         .expect("login");
+    // Its public half is a private object too: a session that never logged in cannot see,
+    // change or destroy it.
+    let public_halves = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(b"hkms/audit-signing".to_vec()),
+            Attribute::Private(true),
+            Attribute::Modifiable(false),
+        ])
+        .expect("find");
+    assert_eq!(public_halves.len(), 1);
     let mut destroyed = 0;
     for class in [ObjectClass::PUBLIC_KEY, ObjectClass::PRIVATE_KEY] {
         for key in session

@@ -72,6 +72,14 @@ fn find(s: &Session, class: ObjectClass, label: &str) -> Result<Option<ObjectHan
         Attribute::Class(class),
         Attribute::Label(label.as_bytes().to_vec()),
     ])?;
+    // A private object is hkms's; a public one anybody could have made under the label. Only
+    // a node whose pair predates private public halves has no private one to prefer.
+    let private = s.find_objects(&[
+        Attribute::Class(class),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Private(true),
+    ])?;
+    let found = if private.is_empty() { found } else { private };
     match found.as_slice() {
         [] => Ok(None),
         [one] => Ok(Some(*one)),

@@ -106,9 +106,13 @@ pub const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x0
 /// half signs only, never leaves the token, and cannot be changed; the public half is exported
 /// so that auditors can verify without any secret.
 pub fn audit_signing_templates(label: &str, id: &[u8]) -> (Vec<Attribute>, Vec<Attribute>) {
+    // Private and fixed: a public object may be destroyed or changed by any session of the
+    // token, and a sealed node refuses to start without this key (the node reads it logged
+    // in; auditors get it from GetPublicKey).
     let public = vec![
         Attribute::Token(true),
-        Attribute::Private(false),
+        Attribute::Private(true),
+        Attribute::Modifiable(false),
         Attribute::Verify(true),
         Attribute::EcParams(P256_PARAMS.to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
