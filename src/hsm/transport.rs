@@ -244,9 +244,12 @@ pub fn package_mac_label(card_id: &str) -> String {
     format!("hkms/package-mac/{card_id}")
 }
 
+/// What every transport key's label starts with.
+const TRANSPORT_LABEL_PREFIX: &str = "hkms/transport/";
+
 /// The label of a transport key on the node's token and on its card.
 pub fn transport_label(card_id: &str) -> String {
-    format!("hkms/transport/{card_id}")
+    format!("{TRANSPORT_LABEL_PREFIX}{card_id}")
 }
 
 impl Hsm {
@@ -405,7 +408,7 @@ impl Hsm {
                 for a in s.get_attributes(key, &[AttributeType::Label])? {
                     if let Attribute::Label(l) = a {
                         let label = String::from_utf8_lossy(&l).into_owned();
-                        if label.starts_with("hkms/transport/") {
+                        if label.starts_with(TRANSPORT_LABEL_PREFIX) {
                             labels.push(label);
                         }
                     }

@@ -83,7 +83,7 @@ impl Node {
         let hsm = Hsm::open(&config.hsm)?;
         // Before anything is served: a modifiable public transport key is open to any session.
         hsm.seal_issuer_keys()?;
-        let last_checkpoint = store.checkpoints()?.pop();
+        let last_checkpoint = store.last_checkpoint()?;
         let signing = Signing::load(&hsm, last_checkpoint.as_ref())?;
         let sealed = last_checkpoint.map_or(0, |c| c.seq);
         let id_salt = card::load_salt(&config.data_dir)?;

@@ -160,13 +160,8 @@ impl Store {
             )
             .optional()
             .map_err(StoreError::sqlite("reading the last checkpoint"))?;
-        row.map(|(seq, line)| {
-            serde_json::from_str(&line).map_err(|e| StoreError::Corrupt {
-                id: format!("checkpoint {seq}"),
-                what: e.to_string(),
-            })
-        })
-        .transpose()
+        row.map(|(seq, line)| parse_checkpoint(seq, &line))
+            .transpose()
     }
 
     /// Every checkpoint, in order.
@@ -183,15 +178,18 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (seq, line) = row.map_err(StoreError::sqlite("reading checkpoints"))?;
-            out.push(
-                serde_json::from_str(&line).map_err(|e| StoreError::Corrupt {
-                    id: format!("checkpoint {seq}"),
-                    what: e.to_string(),
-                })?,
-            );
+            out.push(parse_checkpoint(seq, &line)?);
         }
         Ok(out)
     }
+}
+
+/// A stored checkpoint line, or the row named as corrupt.
+fn parse_checkpoint(seq: i64, line: &str) -> Result<Checkpoint, StoreError> {
+    serde_json::from_str(line).map_err(|e| StoreError::Corrupt {
+        id: format!("checkpoint {seq}"),
+        what: e.to_string(),
+    })
 }
 
 #[cfg(test)]
