@@ -1,4 +1,4 @@
-//! After the key flows, every object on the token is checked against DESIGN.md §2 by the
+//! After the key flows, every object on the token is checked against docs/design.md §3 by the
 //! project's own audit (`hkms token audit`), and the registry and token are reconciled.
 
 mod support;

@@ -24,7 +24,7 @@ enum CardSays {
     BadBlock,
 }
 
-/// A software card: its keys derived from known masters (DESIGN.md §2), a PIN try counter
+/// A software card: its keys derived from known masters (docs/design.md §3), a PIN try counter
 /// that locks at three, GET CHALLENGE, and the UNBLOCK / RELOAD commands.
 struct Card {
     unblock_key: [u8; 16],

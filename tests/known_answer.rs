@@ -1,6 +1,6 @@
 //! Known-answer test of diversification through the public API: with known parent keys planted
 //! in a test token, the KCVs of the sub-keys that the server derives equal those computed
-//! independently in software (RustCrypto) from DESIGN.md §2, and the vectors in
+//! independently in software (RustCrypto) from docs/design.md §3, and the vectors in
 //! tests/vectors/diversification.json. Also checks that no derived key byte reaches the
 //! registry or the log.
 //!

@@ -25,7 +25,7 @@ use hkms::proto::{
     ceremony_service_client::CeremonyServiceClient, key_service_client::KeyServiceClient,
     transport_service_client::TransportServiceClient,
 };
-use hkms::server::keys::code_name;
+use hkms::server::pipeline::status::code_name;
 use support::{
     TestNode, USER_PIN, XorShift, make_token, orphan_report, registered_labels,
     token_secret_labels, verified_records,

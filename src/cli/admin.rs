@@ -12,7 +12,7 @@ use crate::node::{ExclusiveUse, Node};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Check every key object on the token against the DESIGN.md §2 attribute rules; exits 1
+    /// Check every key object on the token against the docs/design.md §3.5 attribute rules; exits 1
     /// if any object breaks one.
     Audit {
         /// The node config file.
@@ -101,7 +101,7 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
         .then(|| ExclusiveUse::take(&config.data_dir, "destroying orphans"))
         .transpose()?;
     let node = Node::open(&config)?;
-    let report = node.find_orphans()?;
+    let report = node.keys().find_orphans()?;
     for label in &report.orphans {
         if label.is_empty() {
             println!(
@@ -121,7 +121,7 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
         );
     }
     if destroy && !report.orphans.is_empty() {
-        let n = node.destroy_orphans()?;
+        let n = node.keys().destroy_orphans()?;
         println!("destroyed {n} orphan objects");
         return Ok(if report.missing.is_empty() {
             ExitCode::SUCCESS

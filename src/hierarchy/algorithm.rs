@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HierarchyError;
 
-/// The algorithm of a key type (DESIGN.md §2). AES-128 stands in for SM4.
+/// The algorithm of a key type (docs/design.md §3). AES-128 stands in for SM4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Algorithm {
     /// AES with a 16-byte key.
@@ -79,7 +79,7 @@ impl fmt::Display for Algorithm {
     }
 }
 
-/// The diversification construction of DESIGN.md §2.
+/// The diversification construction of docs/design.md §3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DiversificationFamily {
     /// `child = AES-ECB_parent(D || ~D)` (`CKM_AES_ECB_ENCRYPT_DATA`).

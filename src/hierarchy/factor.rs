@@ -1,4 +1,4 @@
-//! The diversification factor `D` of DESIGN.md §2 and the data block `D || ~D` sent to the HSM.
+//! The diversification factor `D` of docs/design.md §3 and the data block `D || ~D` sent to the HSM.
 
 use std::fmt;
 

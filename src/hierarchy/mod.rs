@@ -2,7 +2,7 @@
 //!
 //! - [`Tier`] and [`Region`]: where a node or key sits (ministry `000000`, province `XX0000`,
 //!   city `XXYY00`; there is no county tier).
-//! - [`Factor`]: the diversification factor `D` and the block `D || ~D` (DESIGN.md §2).
+//! - [`Factor`]: the diversification factor `D` and the block `D || ~D` (docs/design.md §3).
 //! - [`Algorithm`], [`DiversificationFamily`], [`Kcv`]: what a key is and how it is checked.
 //! - [`KeyTypeCatalogue`]: the key types a policy declares, with their rules.
 //! - [`KeyId`]: opaque random ids and their PKCS#11 `CKA_ID`/`CKA_LABEL`.

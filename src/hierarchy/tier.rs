@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HierarchyError;
 
-/// Where a node or a key sits in the hierarchy (DESIGN.md §1).
+/// Where a node or a key sits in the hierarchy (docs/design.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {

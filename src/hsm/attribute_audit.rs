@@ -1,4 +1,4 @@
-//! The attribute audit: reads every key object on the token and checks the DESIGN.md §2 rules,
+//! The attribute audit: reads every key object on the token and checks the docs/design.md §3.5 rules,
 //! so that a key that could leave in clear is found even if something other than hkms made it.
 
 use cryptoki_sys::CK_MECHANISM_TYPE;
@@ -47,7 +47,7 @@ pub struct ObjectFacts {
 pub struct Violation {
     /// The object's label.
     pub label: String,
-    /// The rule, in DESIGN.md §2's words.
+    /// The rule, in docs/design.md §3.5's words.
     pub rule: &'static str,
     /// What was found.
     pub found: String,

@@ -2,7 +2,7 @@
 //! same master key every time (a `C_FindObjects` costs SoftHSM2 a file check per object on the
 //! token). A handle is kept for the pool generation it was found in (a rebuilt pool starts
 //! empty), forgotten when hkms destroys the key, and everything is forgotten after a call
-//! calls a handle invalid. The token belongs to this node (DESIGN.md §2): nothing else is
+//! calls a handle invalid. The token belongs to this node (docs/design.md §3): nothing else is
 //! expected to destroy its keys while it runs.
 
 use std::collections::HashMap;

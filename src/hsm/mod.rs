@@ -1,5 +1,5 @@
 //! The only module that speaks PKCS#11. Callers see [`Hsm`] and plain hkms types; they never
-//! see `cryptoki`. One login, a pool of sessions, templates that follow DESIGN.md §2, and the
+//! see `cryptoki`. One login, a pool of sessions, templates that follow docs/design.md §3, and the
 //! in-HSM diversification and KCVs. All calls block: async callers use `spawn_blocking`.
 
 pub mod attribute_audit;
@@ -210,7 +210,7 @@ impl Hsm {
         })
     }
 
-    /// Diversifies `parent` with `factor` inside the token (DESIGN.md §2: AES family
+    /// Diversifies `parent` with `factor` inside the token (docs/design.md §3: AES family
     /// `AES-ECB_parent(D || ~D)`, 3DES family `3DES-ECB_parent(D || ~D)` into `CKK_DES2`), making
     /// the child described by `child`, and returns the child's KCV.
     pub fn derive_key(

@@ -1,4 +1,4 @@
-//! Key templates, written once and checked against DESIGN.md §2 "Key attributes":
+//! Key templates, written once and checked against docs/design.md §3.5:
 //! every secret key is sensitive; a derive parent has no encrypt/decrypt; a key that may be
 //! exported is extractable only together with `CKA_WRAP_WITH_TRUSTED`; every other key is
 //! not extractable. `CKA_ALLOWED_MECHANISMS` narrows each key to its usage plus its own KCV.

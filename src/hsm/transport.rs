@@ -1,4 +1,4 @@
-//! Transport keys and key packages in the HSM (DESIGN.md §2 "Wrapping", "Token facts").
+//! Transport keys and key packages in the HSM (docs/design.md §3.6 and §7).
 //!
 //! Issuing a card: the card token makes an RSA-2048 pair; the security officer imports the
 //! card's public key as trusted, generates the AES-256 transport key (a trusted public object,

@@ -33,9 +33,13 @@ pub enum NodeError {
     Internal(String),
 }
 
-/// How a [`NodeError`] should be reported to a caller.
+/// How a failed request is reported: to its caller (a gRPC status code) and in its record
+/// (the code's canonical name). This is hkms's one table of status codes: the pipeline maps
+/// a class to its gRPC code by number, and records name it by [`ErrorClass::code_name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
+    /// The caller carried no usable identity (no certificate, a bad one, a revoked one).
+    Unauthenticated,
     /// The caller's input is wrong.
     InvalidArgument,
     /// Not there.
@@ -52,18 +56,44 @@ pub enum ErrorClass {
     Internal,
 }
 
+/// Every class with its gRPC code number and canonical name (google.rpc.Code).
+const CLASSES: [(ErrorClass, i32, &str); 8] = [
+    (ErrorClass::InvalidArgument, 3, "INVALID_ARGUMENT"),
+    (ErrorClass::NotFound, 5, "NOT_FOUND"),
+    (ErrorClass::AlreadyExists, 6, "ALREADY_EXISTS"),
+    (ErrorClass::PermissionDenied, 7, "PERMISSION_DENIED"),
+    (ErrorClass::FailedPrecondition, 9, "FAILED_PRECONDITION"),
+    (ErrorClass::Internal, 13, "INTERNAL"),
+    (ErrorClass::Unavailable, 14, "UNAVAILABLE"),
+    (ErrorClass::Unauthenticated, 16, "UNAUTHENTICATED"),
+];
+
 impl ErrorClass {
-    /// The canonical gRPC code name of the class, as records written by the node name it.
+    fn entry(self) -> (ErrorClass, i32, &'static str) {
+        // Every class is in the table (a unit test walks them all).
+        CLASSES.into_iter().find(|(c, _, _)| *c == self).unwrap_or((
+            ErrorClass::Internal,
+            13,
+            "INTERNAL",
+        ))
+    }
+
+    /// The canonical gRPC code name of the class, as records name it.
     pub fn code_name(self) -> &'static str {
-        match self {
-            ErrorClass::InvalidArgument => "INVALID_ARGUMENT",
-            ErrorClass::NotFound => "NOT_FOUND",
-            ErrorClass::AlreadyExists => "ALREADY_EXISTS",
-            ErrorClass::FailedPrecondition => "FAILED_PRECONDITION",
-            ErrorClass::PermissionDenied => "PERMISSION_DENIED",
-            ErrorClass::Unavailable => "UNAVAILABLE",
-            ErrorClass::Internal => "INTERNAL",
-        }
+        self.entry().2
+    }
+
+    /// The gRPC status code number the caller is answered with.
+    pub fn grpc_code(self) -> i32 {
+        self.entry().1
+    }
+
+    /// The class answered with gRPC code number `code`, if hkms answers with it.
+    pub fn from_grpc_code(code: i32) -> Option<ErrorClass> {
+        CLASSES
+            .into_iter()
+            .find(|(_, n, _)| *n == code)
+            .map(|(c, _, _)| c)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Key use cases: generate, derive, read, list, change state.
 //!
-//! Creation order (DESIGN.md §6, docs/adr/0001-key-creation-order.md): a fresh key id is made;
+//! Creation order (docs/design.md §9, docs/adr/0001-key-creation-order.md): a fresh key id is made;
 //! the key is created in the HSM under label `hkms/<id>`; the registry row and the request's
 //! audit record are written in one SQLite transaction; if that write fails, the HSM key is
 //! destroyed before the error is returned. A crash between the HSM step and the row leaves a
@@ -13,15 +13,37 @@ use crate::hsm::{Lifetime, SecretKeySpec, derived_algorithm};
 use crate::policy::Operation;
 use crate::store::{KeyFilter, KeyRecord, now_rfc3339};
 
-use super::{Node, NodeError, Request};
+use std::sync::{Mutex, MutexGuard};
 
-impl Node {
+use super::{Core, NodeError, Request};
+
+/// The key use cases, over the node's core.
+pub struct Keys<'n> {
+    pub(super) core: &'n Core,
+    /// Held while a key is made: two keys of one type never get the same version number.
+    pub(super) generating: &'n Mutex<()>,
+}
+
+impl Keys<'_> {
+    /// Held while a key is made and numbered (generated, or combined from components).
+    pub(crate) fn generating(&self) -> Result<MutexGuard<'_, ()>, NodeError> {
+        self.generating
+            .lock()
+            .map_err(|_| NodeError::Internal("key generation lock poisoned".into()))
+    }
+
     /// Generates a key of `key_type` at this node's tier and region.
     pub fn generate_key(&self, req: &mut Request, key_type: &str) -> Result<KeyRecord, NodeError> {
         req.param("key_type", key_type);
-        let spec = Self::key_type(&self.policy(), key_type)?;
-        self.authorize(req, Operation::Generate, Some(key_type), &self.region)?;
-        self.require_no_ceremony(Operation::Generate, Some(key_type))?;
+        let spec = Core::key_type(&self.core.policy(), key_type)?;
+        self.core.authorize(
+            req,
+            Operation::Generate,
+            Some(key_type),
+            &self.core.region(),
+        )?;
+        self.core
+            .require_no_ceremony(Operation::Generate, Some(key_type))?;
         self.generate_key_now(req, &spec)
     }
 
@@ -31,22 +53,22 @@ impl Node {
         req: &mut Request,
         spec: &KeyTypeSpec,
     ) -> Result<KeyRecord, NodeError> {
-        if !spec.may_generate_at(self.tier) {
+        if !spec.may_generate_at(self.core.tier()) {
             return Err(NodeError::FailedPrecondition(format!(
                 "key type `{}` is not generated at the {} tier (the policy allows: {}); \
                  it is derived from its parent instead",
                 spec.name.as_str(),
-                self.tier,
+                self.core.tier(),
                 tiers(&spec.generate_at)
             )));
         }
-        let _one_at_a_time = self
-            .generate_lock
-            .lock()
-            .map_err(|_| NodeError::Internal("key generation lock poisoned".into()))?;
+        let _one_at_a_time = self.generating()?;
         let id = KeyId::new_random();
-        let version = self.store.next_version(&spec.name, &self.region)?;
-        let kcv = self.hsm.generate_key(&SecretKeySpec {
+        let version = self
+            .core
+            .store
+            .next_version(&spec.name, &self.core.region())?;
+        let kcv = self.core.hsm.generate_key(&SecretKeySpec {
             algorithm: spec.algorithm,
             usage: spec.usage,
             // A generated key is a root of this node's hierarchy: it never leaves the HSM.
@@ -55,36 +77,10 @@ impl Node {
             id: id.ck_id(),
             lifetime: Lifetime::Token,
         })?;
-        let record = self.own_key_record(id, spec.name.clone(), spec.algorithm, kcv, version);
-        self.register(req, record)
-    }
-
-    /// The record of a key this node holds at its own tier and region with no local parent
-    /// (generated, entered by components, or imported), active from now.
-    pub(crate) fn own_key_record(
-        &self,
-        id: KeyId,
-        key_type: KeyTypeName,
-        algorithm: crate::hierarchy::Algorithm,
-        kcv: crate::hierarchy::Kcv,
-        version: u32,
-    ) -> KeyRecord {
-        let now = now_rfc3339();
-        KeyRecord {
-            ck_label: id.ck_label(),
-            id,
-            key_type,
-            algorithm,
-            tier: self.tier,
-            region: self.region,
-            parent_id: None,
-            factor: None,
-            kcv,
-            version,
-            state: KeyState::Active,
-            created_at: now.clone(),
-            updated_at: now,
-        }
+        let record = self
+            .core
+            .own_key_record(id, spec.name.clone(), spec.algorithm, kcv, version);
+        self.core.register_key(req, record)
     }
 
     /// Diversifies `parent_id` for `region`, a direct child of the parent's region.
@@ -98,9 +94,9 @@ impl Node {
         req.param("region", region);
         let parent_id = KeyId::parse(parent_id)?;
         let region = Region::parse(region)?;
-        let parent = self.get_key_record(&parent_id)?;
+        let parent = self.core.key_record(&parent_id)?;
         req.key(&parent);
-        self.authorize(
+        self.core.authorize(
             req,
             Operation::Derive,
             Some(parent.key_type.as_str()),
@@ -123,7 +119,7 @@ impl Node {
                 parent.region
             )));
         }
-        let spec = Self::key_type(&self.policy(), parent.key_type.as_str()).map_err(|_| {
+        let spec = Core::key_type(&self.core.policy(), parent.key_type.as_str()).map_err(|_| {
             NodeError::FailedPrecondition(format!(
                 "key {parent_id} has type `{}`, which the policy no longer declares",
                 parent.key_type.as_str()
@@ -137,7 +133,7 @@ impl Node {
                 tiers(&spec.derive_to)
             )));
         }
-        if let Some(existing) = self.store.find_child(&parent_id, &region)? {
+        if let Some(existing) = self.core.store.find_child(&parent_id, &region)? {
             return Err(NodeError::AlreadyExists(format!(
                 "key {parent_id} was already diversified for {region} as {} (state {})",
                 existing.id, existing.state
@@ -146,7 +142,7 @@ impl Node {
         let id = KeyId::new_random();
         let factor = Factor::from_region(&region);
         let algorithm = derived_algorithm(parent.algorithm);
-        let kcv = self.hsm.derive_key(
+        let kcv = self.core.hsm.derive_key(
             &parent.ck_label,
             parent.algorithm,
             &factor,
@@ -160,7 +156,7 @@ impl Node {
             },
         )?;
         let now = now_rfc3339();
-        self.register(
+        self.core.register_key(
             req,
             KeyRecord {
                 ck_label: id.ck_label(),
@@ -183,8 +179,8 @@ impl Node {
     /// One key's record.
     pub fn get_key(&self, req: &mut Request, id: &str) -> Result<KeyRecord, NodeError> {
         req.param("id", id);
-        let record = self.get_key_record(&KeyId::parse(id)?)?;
-        self.authorize_key(req, Operation::Read, &record)?;
+        let record = self.core.key_record(&KeyId::parse(id)?)?;
+        self.core.authorize_key(req, Operation::Read, &record)?;
         req.key(&record);
         Ok(record)
     }
@@ -220,10 +216,9 @@ impl Node {
                 .transpose()
                 .map_err(|e| NodeError::InvalidArgument(format!("state filter: {e}")))?,
         };
-        let policy = self.policy();
-        req.audit.operation = Operation::Read.as_str().to_string();
-        req.audit.policy_sha256 = policy.sha256.clone();
-        let mut keys = self.store.list_keys(&filter)?;
+        let policy = self.core.policy();
+        req.decided_per_item(Operation::Read, &policy.sha256);
+        let mut keys = self.core.store.list_keys(&filter)?;
         keys.retain(|k| {
             policy
                 .decide(
@@ -252,12 +247,13 @@ impl Node {
         if let Some(e) = expected {
             req.param("expected_state", e);
         }
-        let record = self.get_key_record(&KeyId::parse(id)?)?;
+        let record = self.core.key_record(&KeyId::parse(id)?)?;
         req.key(&record);
         let next = parse_state(state)?;
-        self.authorize_key(req, Operation::Manage, &record)?;
+        self.core.authorize_key(req, Operation::Manage, &record)?;
         if needs_quorum_state(next) {
-            self.require_no_ceremony(Operation::Manage, Some(record.key_type.as_str()))?;
+            self.core
+                .require_no_ceremony(Operation::Manage, Some(record.key_type.as_str()))?;
         }
         self.change_key_state_now(req, &record, next, expected)
     }
@@ -276,13 +272,14 @@ impl Node {
                 .map_err(|e| NodeError::InvalidArgument(format!("expected state: {e}")))?,
             None => record.state,
         };
-        let (updated, logged) =
-            self.store
-                .set_state_audited(&record.id, expected, next, &req.success_record())?;
-        req.mark_logged();
-        self.after_append(logged.seq);
+        let updated = self.core.commit(req, None, |d| {
+            self.core
+                .store
+                .set_state_audited(&record.id, expected, next, d)
+                .map(|(updated, logged)| (updated, Some(logged.seq)))
+        })?;
         if next == KeyState::Destroyed
-            && let Err(e) = self.hsm.destroy_key(&record.ck_label)
+            && let Err(e) = self.core.hsm.destroy_key(&record.ck_label)
         {
             let message = format!(
                 "key {} is recorded as destroyed but the HSM could not remove it ({e}); \
@@ -290,54 +287,12 @@ impl Node {
                 record.id
             );
             // The state change is recorded; so is the HSM's failure to follow it.
-            let mut d = req.audit.clone();
-            d.rpc = "DestroyKeyObject".into();
-            d.outcome = Some(crate::audit::Outcome {
-                ok: false,
-                code: "INTERNAL".into(),
-                message: message.clone(),
-            });
-            self.record(&d)?;
-            return Err(NodeError::Internal(message));
+            let failed = NodeError::Internal(message);
+            self.core
+                .record(&req.side_draft("DestroyKeyObject", &failed))?;
+            return Err(failed);
         }
         Ok(updated)
-    }
-
-    pub(crate) fn get_key_record(&self, id: &KeyId) -> Result<KeyRecord, NodeError> {
-        self.store
-            .get_key(id)?
-            .ok_or_else(|| NodeError::NotFound(format!("no key {id} in this node's registry")))
-    }
-
-    /// Writes the row of a key just made in the HSM together with the request's audit record;
-    /// if that fails, the key is destroyed.
-    pub(crate) fn register(
-        &self,
-        req: &mut Request,
-        record: KeyRecord,
-    ) -> Result<KeyRecord, NodeError> {
-        req.key(&record);
-        match self
-            .store
-            .insert_key_audited(&record, &req.success_record())
-        {
-            Ok(logged) => {
-                req.mark_logged();
-                self.after_append(logged.seq);
-                Ok(record)
-            }
-            Err(e) => {
-                if let Err(destroy) = self.hsm.destroy_key(&record.ck_label) {
-                    tracing::error!(
-                        label = %record.ck_label,
-                        error = %destroy,
-                        "registry refused a new key and the HSM could not destroy it; \
-                         `hkms keys orphans` reports it"
-                    );
-                }
-                Err(e.into())
-            }
-        }
     }
 }
 

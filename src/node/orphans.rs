@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::store::{KeyFilter, KeyRecord};
 
-use super::{Node, NodeError};
+use super::{Keys, NodeError};
 
 /// Every `hkms/` label is ours; other objects on the token are not hkms's business.
 const LABEL_PREFIX: &str = "hkms/";
@@ -23,25 +23,26 @@ pub struct OrphanReport {
     pub missing: Vec<KeyRecord>,
 }
 
-impl Node {
+impl Keys<'_> {
     /// Compares the token with the registry. Run it while no key is being created, or expect
     /// the key in flight to show up as an orphan.
     pub fn find_orphans(&self) -> Result<OrphanReport, NodeError> {
-        let labels = self.hsm.secret_key_labels()?;
+        let labels = self.core.hsm.secret_key_labels()?;
         let unlabelled = labels.iter().filter(|l| l.is_empty()).count();
         let on_token: BTreeSet<String> = labels
             .into_iter()
             .filter(|l| l.starts_with(LABEL_PREFIX))
             .collect();
-        let mut live: BTreeSet<String> = self.store.labels()?.into_iter().collect();
+        let mut live: BTreeSet<String> = self.core.store.labels()?.into_iter().collect();
         // Transport keys are registered in their own table.
-        for t in self.store.transport_keys()? {
+        for t in self.core.store.transport_keys()? {
             live.insert(crate::hsm::transport::transport_label(&t.card_id));
             live.insert(crate::hsm::transport::package_mac_label(&t.card_id));
         }
         let mut orphans: Vec<String> = on_token.difference(&live).cloned().collect();
         orphans.extend(std::iter::repeat_n(String::new(), unlabelled));
         let missing = self
+            .core
             .store
             .list_keys(&KeyFilter::default())?
             .into_iter()
@@ -56,11 +57,11 @@ impl Node {
         let mut destroyed = 0;
         for label in &report.orphans {
             if !label.is_empty() {
-                destroyed += self.hsm.destroy_key(label)?;
+                destroyed += self.core.hsm.destroy_key(label)?;
             }
         }
         if report.orphans.iter().any(String::is_empty) {
-            destroyed += self.hsm.destroy_unlabelled_secret_keys()?;
+            destroyed += self.core.hsm.destroy_unlabelled_secret_keys()?;
         }
         Ok(destroyed)
     }

@@ -1,16 +1,21 @@
 //! One request as the node sees it: who asks, and the audit record it is building. Every use
-//! case fills the record (decision, keys, KCVs); the change and its record are written in one
-//! transaction, and anything else (reads, refusals) is recorded when the request ends.
+//! case fills the record (decision, keys, KCVs); a change is written with its record in one
+//! transaction ([`super::Node::commit`]), and anything else (reads, refusals) is recorded by
+//! the request pipeline when the request ends. Only the node marks a request recorded, and only
+//! once its record is durable: there is no way to say "recorded" without writing.
 
 use crate::audit::{AuditDraft, DecisionEntry, KcvEntry, Outcome};
+use crate::hierarchy::Kcv;
 use crate::policy::{Decision, Identity, Operation};
 use crate::store::KeyRecord;
+
+use super::NodeError;
 
 /// Longest parameter value kept in a record.
 pub const MAX_PARAM: usize = 128;
 
 /// `draft` with the outcome of a success (`None`) or of `error`.
-fn with_outcome(mut draft: AuditDraft, error: Option<&super::NodeError>) -> AuditDraft {
+fn with_outcome(mut draft: AuditDraft, error: Option<&NodeError>) -> AuditDraft {
     draft.outcome = Some(match error {
         None => Outcome {
             ok: true,
@@ -31,13 +36,13 @@ fn with_outcome(mut draft: AuditDraft, error: Option<&super::NodeError>) -> Audi
 pub struct Request {
     /// The authenticated caller.
     pub caller: Identity,
-    /// The record being built.
-    pub audit: AuditDraft,
-    logged: bool,
+    /// The record being built; only this type's methods change it.
+    audit: AuditDraft,
+    recorded: bool,
 }
 
 impl Request {
-    /// A request of `caller` to `rpc` on node `node`, with a fresh request id.
+    /// A request of `caller` to `rpc` on node `node`, with the pipeline's request id.
     pub fn new(caller: Identity, node: &str, rpc: &str, request_id: &str) -> Request {
         Request {
             audit: AuditDraft {
@@ -48,8 +53,13 @@ impl Request {
                 ..AuditDraft::default()
             },
             caller,
-            logged: false,
+            recorded: false,
         }
+    }
+
+    /// The id every record of this request carries.
+    pub fn request_id(&self) -> &str {
+        &self.audit.request_id
     }
 
     /// Adds a request parameter to the record (never a secret). Values are cut to
@@ -72,42 +82,67 @@ impl Request {
         });
     }
 
+    /// Records the operation and policy of a request decided per item (a listing that leaves
+    /// out what the caller may not see), which has no single decision.
+    pub fn decided_per_item(&mut self, op: Operation, policy_sha256: &str) {
+        self.audit.operation = op.as_str().to_string();
+        self.audit.policy_sha256 = policy_sha256.to_string();
+    }
+
+    /// Records the ceremony the request acts on.
+    pub fn ceremony(&mut self, id: &str) {
+        self.audit.ceremony = Some(id.to_string());
+    }
+
     /// Records a key the request made or used, with its KCV.
     pub fn key(&mut self, key: &KeyRecord) {
-        let id = key.id.to_string();
-        if !self.audit.key_ids.contains(&id) {
-            self.audit.key_ids.push(id.clone());
+        self.key_id(&key.id.to_string());
+        self.kcv(&key.id.to_string(), &key.kcv);
+    }
+
+    /// Records the id of a key the request touched (a registry key or a transport card's).
+    pub fn key_id(&mut self, id: &str) {
+        if !self.audit.key_ids.iter().any(|k| k == id) {
+            self.audit.key_ids.push(id.to_string());
         }
+    }
+
+    /// Records a KCV the HSM computed for `what` (a key id, a component, a card's key).
+    pub fn kcv(&mut self, what: &str, kcv: &Kcv) {
         self.audit.kcvs.push(KcvEntry {
-            key_id: id,
-            kcv: key.kcv.to_hex(),
-            method: key.kcv.method.as_str().to_string(),
+            key_id: what.to_string(),
+            kcv: kcv.to_hex(),
+            method: kcv.method.as_str().to_string(),
         });
     }
 
-    /// The record as it stands with a successful outcome, for writing with the change.
-    pub fn success_record(&self) -> AuditDraft {
-        with_outcome(self.audit.clone(), None)
+    /// The record as it stands, with a successful outcome or `error`'s: for writing with a
+    /// change ([`super::Node::commit`]). Not public: a record leaves a request only to be written.
+    pub(super) fn draft(&self, error: Option<&NodeError>) -> AuditDraft {
+        with_outcome(self.audit.clone(), error)
     }
 
-    /// The record as it stands with `error` as its outcome: for a request that fails but still
-    /// makes a change (it finds a ceremony expired), written with that change.
-    pub fn failure_record(&self, error: &super::NodeError) -> AuditDraft {
-        with_outcome(self.audit.clone(), Some(error))
+    /// The record of a second operation this request led to (`rpc`), which failed with
+    /// `error`: written on its own, beside the request's.
+    pub(super) fn side_draft(&self, rpc: &str, error: &NodeError) -> AuditDraft {
+        let mut d = with_outcome(self.audit.clone(), Some(error));
+        d.rpc = rpc.to_string();
+        d
     }
 
-    /// The record of the ended request: a success, or `error`.
-    pub fn into_record(self, error: Option<&super::NodeError>) -> AuditDraft {
-        with_outcome(self.audit, error)
+    /// Called by the node once this request's record is durable.
+    pub(super) fn set_recorded(&mut self) {
+        self.recorded = true;
     }
 
-    /// Marks the record as written with the change.
-    pub fn mark_logged(&mut self) {
-        self.logged = true;
+    /// Whether the request's record is durable already (written with its change).
+    pub fn is_recorded(&self) -> bool {
+        self.recorded
     }
 
-    /// Whether the record is already written.
-    pub fn is_logged(&self) -> bool {
-        self.logged
+    /// The record of the ended request, a success or `error`, for the pipeline to write.
+    /// `None` when the record is durable already.
+    pub fn into_unwritten_record(self, error: Option<&NodeError>) -> Option<AuditDraft> {
+        (!self.recorded).then(|| with_outcome(self.audit, error))
     }
 }

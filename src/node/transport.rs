@@ -1,5 +1,5 @@
 //! Moving sub-keys between nodes: issuing and loading transport key cards, exporting a sub-key
-//! as a key package for its region, importing a package (DESIGN.md §2 "Wrapping").
+//! as a key package for its region, importing a package (docs/design.md §3.6).
 
 use std::time::SystemTime;
 
@@ -12,10 +12,45 @@ use crate::policy::Operation;
 use crate::store::{KeyFilter, KeyOrigin, KeyRecord, TransportKeyRow, now_rfc3339};
 use crate::transport::{Package, PackageHeader};
 
-use super::{CeremonyState, Node, NodeError, Request};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::{Ceremonies, CeremonyAction, CeremonyState, Core, NodeError, Request};
 
 /// The key type name the policy uses for transport keys.
-pub const TRANSPORT: &str = crate::policy::TRANSPORT_KEY_TYPE;
+const TRANSPORT: &str = crate::policy::TRANSPORT_KEY_TYPE;
+
+/// How this node reaches transport key cards.
+pub(crate) struct CardSettings {
+    /// The security officer PIN source (nodes that issue transport key cards).
+    so_pin: Option<crate::hsm::PinSource>,
+    /// The PKCS#11 module of transport key cards.
+    module: PathBuf,
+    /// Serialises card work: two loads of one card must not both unwrap its key, and a card
+    /// login (user, then SO) is the whole process's.
+    one_at_a_time: Mutex<()>,
+}
+
+impl CardSettings {
+    /// Cards through `module`, with the node's SO PIN source when it issues cards.
+    pub(crate) fn new(so_pin: Option<crate::hsm::PinSource>, module: PathBuf) -> CardSettings {
+        CardSettings {
+            so_pin,
+            module,
+            one_at_a_time: Mutex::new(()),
+        }
+    }
+}
+
+/// The transport use cases (cards and packages), over the node's core.
+pub struct Transport<'n> {
+    pub(super) core: &'n Core,
+    /// Issuing a card under dual control spends an `issue-card` ceremony.
+    pub(super) ceremonies: Ceremonies<'n>,
+    pub(super) cards: &'n CardSettings,
+    /// How long a package can be imported.
+    pub(super) package_ttl: std::time::Duration,
+}
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
@@ -26,7 +61,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// What a card job holds (see `Node::card_work`).
+/// What a card job holds (see `Transport::card_work`).
 struct CardWork<'a> {
     hsm: &'a crate::hsm::Hsm,
     module: Option<std::sync::RwLockReadGuard<'a, ()>>,
@@ -51,18 +86,19 @@ pub struct CardAccess<'a> {
     pub so_pin: &'a SecretString,
 }
 
-impl Node {
+impl Transport<'_> {
     /// Held through one card job (issue or load), from its checks to its record: one job at a
     /// time, and no module re-initialisation under it.
     fn card_work(&self) -> CardWork<'_> {
         // The lock guards no data: a poisoned one is as good as a sound one.
         let one_at_a_time = self
-            .card_lock
+            .cards
+            .one_at_a_time
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         CardWork {
-            hsm: &self.hsm,
-            module: Some(self.hsm.hold_module()),
+            hsm: &self.core.hsm,
+            module: Some(self.core.hsm.hold_module()),
             _one_at_a_time: one_at_a_time,
         }
     }
@@ -78,24 +114,25 @@ impl Node {
                 "no PIN was given for card `{label}`"
             )));
         }
-        CardToken::open(&self.card_module, &TokenLocator::by_label(label), pin).map_err(|e| match e
-        {
-            HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
-                "no card labelled `{label}` is present; insert it, or check its label"
-            )),
-            HsmError::AmbiguousToken { count, .. } => NodeError::FailedPrecondition(format!(
-                "{count} cards labelled `{label}` are present; leave only the one to use"
-            )),
-            HsmError::PinIncorrect => NodeError::InvalidArgument(format!(
-                "card `{label}` refused its PIN (CKR_PIN_INCORRECT); check the PIN: each \
+        CardToken::open(&self.cards.module, &TokenLocator::by_label(label), pin).map_err(
+            |e| match e {
+                HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
+                    "no card labelled `{label}` is present; insert it, or check its label"
+                )),
+                HsmError::AmbiguousToken { count, .. } => NodeError::FailedPrecondition(format!(
+                    "{count} cards labelled `{label}` are present; leave only the one to use"
+                )),
+                HsmError::PinIncorrect => NodeError::InvalidArgument(format!(
+                    "card `{label}` refused its PIN (CKR_PIN_INCORRECT); check the PIN: each \
                      wrong try counts towards locking the card"
-            )),
-            HsmError::PinLocked => NodeError::FailedPrecondition(format!(
-                "the PIN of card `{label}` is locked (CKR_PIN_LOCKED); its security officer \
+                )),
+                HsmError::PinLocked => NodeError::FailedPrecondition(format!(
+                    "the PIN of card `{label}` is locked (CKR_PIN_LOCKED); its security officer \
                      must reset it"
-            )),
-            other => NodeError::from(other),
-        })
+                )),
+                other => NodeError::from(other),
+            },
+        )
     }
 
     /// Issues a transport key for `region` onto the card `card_label`. Under dual control the
@@ -111,10 +148,11 @@ impl Node {
         req.param("region", region);
         req.param("card", card_label);
         let region = Region::parse(region)?;
-        self.authorize(req, Operation::Export, Some(TRANSPORT), &region)?;
+        self.core
+            .authorize(req, Operation::Export, Some(TRANSPORT), &region)?;
         // The approving ceremony and its result, when the policy puts issuing under dual control.
         let mut approval: Option<(&str, String)> = None;
-        if self.policy().quorum(Operation::Manage, None).is_some() {
+        if self.core.policy().quorum(Operation::Manage, None).is_some() {
             let id = ceremony_id.ok_or_else(|| {
                 NodeError::FailedPrecondition(
                     "issuing a transport key card is under dual control: open `hkms ceremony open \
@@ -124,18 +162,17 @@ impl Node {
                 )
             })?;
             req.param("ceremony", id);
-            super::ceremony::check_ceremony_id(id)?;
-            req.audit.ceremony = Some(id.to_string());
-            let c = self.ceremony(id)?;
+            super::ceremonies::check_ceremony_id(id)?;
+            req.ceremony(id);
+            let c = self.ceremonies.ceremony(id)?;
             let approved = c.state == CeremonyState::Done
-                && c.params.get("action").map(String::as_str) == Some("issue-card")
-                && c.params.get("region").map(String::as_str) == Some(region.as_str());
+                && c.action == (CeremonyAction::IssueCard { region });
             if !approved {
                 return Err(NodeError::FailedPrecondition(format!(
                     "ceremony {id} did not approve issuing a card for {region} (it is {}, {:?}); \
                      one ceremony approves one card",
                     c.state.as_str(),
-                    c.params
+                    c.action.params()
                 )));
             }
             let now = std::time::SystemTime::now()
@@ -150,6 +187,7 @@ impl Node {
             approval = Some((id, c.result));
         }
         let so_pin = self
+            .cards
             .so_pin
             .as_ref()
             .ok_or_else(|| {
@@ -166,7 +204,7 @@ impl Node {
         if let Some((id, result)) = &approval {
             // Spend the approval before any HSM work: two requests cannot both use it. The
             // request's record says whether the card was then issued.
-            if !self.store.set_ceremony_state(
+            if !self.core.store.set_ceremony_state(
                 id,
                 CeremonyState::Done.as_str(),
                 CeremonyState::Used.as_str(),
@@ -181,8 +219,11 @@ impl Node {
             "card-{region}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        let (kcv, _) = self.hsm.issue_transport_key(&so_pin, &card, &card_id)?;
-        self.record_transport(req, card_id, region, "issued", kcv.to_hex(), ceremony_id)
+        let (kcv, _) = self
+            .core
+            .hsm
+            .issue_transport_key(&so_pin, &card, &card_id)?;
+        self.record_transport(req, card_id, region, "issued", &kcv, ceremony_id)
     }
 
     /// Loads the transport key of `card_id` from the card into this node's token, if its KCV is
@@ -197,19 +238,20 @@ impl Node {
         req.param("card", card.label);
         req.param("card_id", card_id);
         req.param("expected_kcv", expected_kcv);
-        self.authorize(req, Operation::Import, Some(TRANSPORT), &self.region)?;
+        self.core
+            .authorize(req, Operation::Import, Some(TRANSPORT), &self.core.region())?;
         let for_region = card_id
             .strip_prefix("card-")
             .and_then(|r| r.get(..6))
             .and_then(|r| Region::parse(r).ok())
             .ok_or_else(|| NodeError::InvalidArgument(format!("`{card_id}` is not a card id")))?;
-        if for_region != self.region {
+        if for_region != self.core.region() {
             return Err(NodeError::FailedPrecondition(format!(
                 "card {card_id} was issued for {for_region}, not for this node's {}",
-                self.region
+                self.core.region()
             )));
         }
-        if self.store.transport_key(card_id)?.is_some() {
+        if self.core.store.transport_key(card_id)?.is_some() {
             return Err(NodeError::AlreadyExists(format!(
                 "the transport key of card {card_id} is registered here already"
             )));
@@ -228,13 +270,13 @@ impl Node {
         }
         // One card job at a time: a second load of this card must find the first one's row.
         let _card_work = self.card_work();
-        if self.store.transport_key(card_id)?.is_some() {
+        if self.core.store.transport_key(card_id)?.is_some() {
             return Err(NodeError::AlreadyExists(format!(
                 "the transport key of card {card_id} is registered here already"
             )));
         }
         let token = self.open_card(card.label, card.pin)?;
-        let on_card = match self.hsm.card_transport_kcv(&token, card_id) {
+        let on_card = match self.core.hsm.card_transport_kcv(&token, card_id) {
             Ok(kcv) => kcv.to_hex(),
             Err(crate::hsm::HsmError::KeyNotFound { .. }) => {
                 return Err(NodeError::FailedPrecondition(format!(
@@ -252,17 +294,20 @@ impl Node {
                 card.label
             )));
         }
-        let (kcv, _) = self.hsm.load_transport_key(&token, card.so_pin, card_id)?;
+        let (kcv, _) = self
+            .core
+            .hsm
+            .load_transport_key(&token, card.so_pin, card_id)?;
         let row = self.record_transport(
             req,
             card_id.to_string(),
-            self.region,
+            self.core.region(),
             "loaded",
-            kcv.to_hex(),
+            &kcv,
             None,
         )?;
         // Registered: the card's copy has done its one journey.
-        if let Err(e) = self.hsm.spend_card_copy(&token, card_id) {
+        if let Err(e) = self.core.hsm.spend_card_copy(&token, card_id) {
             tracing::warn!(card_id, error = %e, "the card keeps its copy of a loaded transport key; destroy it");
         }
         Ok(row)
@@ -274,37 +319,37 @@ impl Node {
         card_id: String,
         region: Region,
         role: &str,
-        kcv: String,
+        kcv: &crate::hierarchy::Kcv,
         ceremony_id: Option<&str>,
     ) -> Result<TransportKeyRow, NodeError> {
-        req.audit.key_ids.push(card_id.clone());
-        req.audit.kcvs.push(crate::audit::KcvEntry {
-            key_id: card_id.clone(),
-            kcv: kcv.clone(),
-            method: "aes-cmac".into(),
-        });
+        req.key_id(&card_id);
+        req.kcv(&card_id, kcv);
         let row = TransportKeyRow {
             card_id,
             region: region.to_string(),
             role: role.into(),
-            kcv,
+            kcv: kcv.to_hex(),
             ceremony_id: ceremony_id.map(str::to_string),
             created_at: now_rfc3339(),
         };
-        let logged = self
-            .store
-            .insert_transport_key_audited(&row, &req.success_record())
+        self.core
+            .commit(req, None, |d| {
+                self.core
+                    .store
+                    .insert_transport_key_audited(&row, d)
+                    .map(|logged| ((), Some(logged.seq)))
+            })
             .inspect_err(|_| {
                 // Not registered, so not kept: no transport key without its row.
                 let _ = self
+                    .core
                     .hsm
                     .destroy_key(&crate::hsm::transport::transport_label(&row.card_id));
                 let _ = self
+                    .core
                     .hsm
                     .destroy_key(&crate::hsm::transport::package_mac_label(&row.card_id));
             })?;
-        req.mark_logged();
-        self.after_append(logged.seq);
         Ok(row)
     }
 
@@ -313,8 +358,9 @@ impl Node {
         &self,
         req: &mut Request,
     ) -> Result<Vec<TransportKeyRow>, NodeError> {
-        self.authorize(req, Operation::Read, None, &self.region)?;
-        Ok(self.store.transport_keys()?)
+        self.core
+            .authorize(req, Operation::Read, None, &self.core.region())?;
+        Ok(self.core.store.transport_keys()?)
     }
 
     /// Wraps `key_id` (a sub-key made for `recipient`) as a key package for that region, under
@@ -328,10 +374,10 @@ impl Node {
     ) -> Result<Vec<u8>, NodeError> {
         req.param("key_id", key_id);
         req.param("recipient_region", recipient);
-        let key = self.get_key_record(&KeyId::parse(key_id)?)?;
+        let key = self.core.key_record(&KeyId::parse(key_id)?)?;
         req.key(&key);
         let recipient = Region::parse(recipient)?;
-        self.authorize(
+        self.core.authorize(
             req,
             Operation::Export,
             Some(key.key_type.as_str()),
@@ -343,7 +389,7 @@ impl Node {
                 key.id, key.region
             )));
         }
-        if !key.region.is_descendant_of(&self.region) {
+        if !key.region.is_descendant_of(&self.core.region()) {
             return Err(NodeError::FailedPrecondition(format!(
                 "key {} is this node's own ({}); a node exports only sub-keys it made for the \
                  regions below it",
@@ -356,7 +402,7 @@ impl Node {
                 key.id, key.state
             )));
         }
-        let spec = Self::key_type(&self.policy(), key.key_type.as_str())?;
+        let spec = Core::key_type(&self.core.policy(), key.key_type.as_str())?;
         if !spec.exportable {
             return Err(NodeError::FailedPrecondition(format!(
                 "key type `{}` is not exportable",
@@ -364,6 +410,7 @@ impl Node {
             )));
         }
         let card = self
+            .core
             .store
             .transport_keys()?
             .into_iter()
@@ -380,7 +427,7 @@ impl Node {
                 ))
             })?;
         let parent_kcv = match &key.parent_id {
-            Some(p) => self.get_key_record(p)?.kcv.to_hex(),
+            Some(p) => self.core.key_record(p)?.kcv.to_hex(),
             None => String::new(),
         };
         let now = SystemTime::now();
@@ -392,8 +439,8 @@ impl Node {
             kcv: key.kcv.to_hex(),
             kcv_method: key.kcv.method.as_str().into(),
             parent_kcv,
-            issuer_node: self.name.clone(),
-            issuer_region: self.region.to_string(),
+            issuer_node: self.core.name().to_string(),
+            issuer_region: self.core.region().to_string(),
             source_key_id: key.id.to_string(),
             recipient_region: recipient.to_string(),
             card_id: card.card_id.clone(),
@@ -404,34 +451,11 @@ impl Node {
         };
         req.param("package_id", header.package_id.clone());
         req.param("card_id", card.card_id.clone());
-        let wrapped = self.hsm.wrap_for_transport(&card.card_id, &key.ck_label)?;
-        self.seal_package(header, wrapped)
-    }
-
-    /// Encodes a package and MACs it in the HSM with the key derived from its card's
-    /// transport key.
-    pub(crate) fn seal_package(
-        &self,
-        header: PackageHeader,
-        wrapped: Vec<u8>,
-    ) -> Result<Vec<u8>, NodeError> {
-        let header_bytes =
-            Package::header_bytes(&header).map_err(|e| NodeError::Internal(e.to_string()))?;
-        let signed = Package::signed_bytes(&header_bytes, &wrapped)
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
-        let mac: [u8; crate::transport::package::MAC_LEN] = self
+        let wrapped = self
+            .core
             .hsm
-            .package_mac(&header.card_id, &signed)?
-            .try_into()
-            .map_err(|_| NodeError::Internal("package MAC length".into()))?;
-        Package {
-            header,
-            header_bytes,
-            wrapped,
-            mac,
-        }
-        .encode()
-        .map_err(|e| NodeError::Internal(e.to_string()))
+            .wrap_for_transport(&card.card_id, &key.ck_label)?;
+        self.core.seal_package(header, wrapped)
     }
 
     /// Checks and imports a key package made for this node.
@@ -442,14 +466,21 @@ impl Node {
         req.param("issuer_node", h.issuer_node.clone());
         req.param("card_id", h.card_id.clone());
         req.param("key_type", h.key_type.clone());
-        if h.recipient_region != self.region.as_str() {
+        if h.recipient_region != self.core.region().as_str() {
             return Err(NodeError::InvalidArgument(format!(
                 "the package is for region {}, and this node is {}",
-                h.recipient_region, self.region
+                h.recipient_region,
+                self.core.region()
             )));
         }
-        self.authorize(req, Operation::Import, Some(&h.key_type), &self.region)?;
+        self.core.authorize(
+            req,
+            Operation::Import,
+            Some(&h.key_type),
+            &self.core.region(),
+        )?;
         let card = self
+            .core
             .store
             .transport_key(&h.card_id)?
             .filter(|t| t.role == "loaded")
@@ -462,7 +493,7 @@ impl Node {
             })?;
         let signed = Package::signed_bytes(&pkg.header_bytes, &pkg.wrapped)
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
-        let mac = self.hsm.package_mac(&card.card_id, &signed)?;
+        let mac = self.core.hsm.package_mac(&card.card_id, &signed)?;
         if !same(&mac, &pkg.mac) {
             return Err(NodeError::InvalidArgument(
                 "the package's MAC does not verify: its header, key or MAC was changed, or it was \
@@ -479,7 +510,7 @@ impl Node {
                 h.not_after
             )));
         }
-        let spec = Self::key_type(&self.policy(), &h.key_type)?;
+        let spec = Core::key_type(&self.core.policy(), &h.key_type)?;
         let algorithm: Algorithm = h.algorithm.parse().map_err(|_| {
             NodeError::InvalidArgument(format!("unknown algorithm `{}`", h.algorithm))
         })?;
@@ -492,17 +523,18 @@ impl Node {
                 spec.algorithm.as_str()
             )));
         }
-        if self.store.package_imported(&h.package_id)? {
+        if self.core.store.package_imported(&h.package_id)? {
             return Err(NodeError::AlreadyExists(format!(
                 "package {} was imported already",
                 h.package_id
             )));
         }
         let newest = self
+            .core
             .store
             .list_keys(&KeyFilter {
                 key_type: Some(KeyTypeName::parse(&h.key_type)?),
-                region: Some(self.region),
+                region: Some(self.core.region()),
                 ..KeyFilter::default()
             })?
             .into_iter()
@@ -519,7 +551,7 @@ impl Node {
             )));
         }
         let id = KeyId::new_random();
-        let kcv = self.hsm.unwrap_from_transport(
+        let kcv = self.core.hsm.unwrap_from_transport(
             &card.card_id,
             &pkg.wrapped,
             &SecretKeySpec {
@@ -532,14 +564,14 @@ impl Node {
             },
         )?;
         if !kcv.to_hex().eq_ignore_ascii_case(&h.kcv) {
-            let _ = self.hsm.destroy_key(&id.ck_label());
+            let _ = self.core.hsm.destroy_key(&id.ck_label());
             return Err(NodeError::InvalidArgument(format!(
                 "the unwrapped key's KCV {} is not the package's {}; nothing was imported",
                 kcv.to_hex(),
                 h.kcv
             )));
         }
-        let record = self.own_key_record(
+        let record = self.core.own_key_record(
             id,
             KeyTypeName::parse(&h.key_type)?,
             algorithm,
@@ -554,18 +586,17 @@ impl Node {
             parent_kcv: h.parent_kcv.clone(),
             card_id: card.card_id.clone(),
         };
-        match self
-            .store
-            .insert_imported_key_audited(&record, &origin, &req.success_record())
-        {
-            Ok(logged) => {
-                req.mark_logged();
-                self.after_append(logged.seq);
-                Ok(record)
-            }
+        let registered = self.core.commit(req, None, |d| {
+            self.core
+                .store
+                .insert_imported_key_audited(&record, &origin, d)
+                .map(|logged| ((), Some(logged.seq)))
+        });
+        match registered {
+            Ok(()) => Ok(record),
             Err(e) => {
-                let _ = self.hsm.destroy_key(&record.ck_label);
-                Err(e.into())
+                let _ = self.core.hsm.destroy_key(&record.ck_label);
+                Err(e)
             }
         }
     }

@@ -385,7 +385,7 @@ mod tests {
     use x509_parser::pem::parse_x509_pem;
 
     use super::*;
-    use crate::server::identity::identity_uris as identities_in_cert;
+    use crate::server::edge::identity::identity_uris as identities_in_cert;
 
     fn der(pem: &str) -> Vec<u8> {
         parse_x509_pem(pem.as_bytes()).unwrap().1.contents

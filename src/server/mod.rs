@@ -1,18 +1,13 @@
-//! The gRPC server: the key service, gRPC health (token and registry) and server reflection
-//! (so `grpcurl` works without the .proto files).
+//! The gRPC server: its edge (TLS, caller identity, metrics, health), the request pipeline
+//! every RPC goes through, and the services that translate between proto messages and the
+//! node's use cases. Also gRPC health (token and registry) and server reflection (so
+//! `grpcurl` works without the .proto files).
 
-pub mod audit;
-mod batch;
-pub mod card;
-pub mod ceremony;
-pub mod health;
-pub mod identity;
-pub mod keys;
-pub(crate) mod metrics;
-pub mod policy;
-pub mod status;
-pub mod tls;
-pub mod transport;
+pub mod edge;
+pub mod pipeline;
+pub mod services;
+
+pub use edge::tls;
 
 use std::future::Future;
 use std::io::Write;
@@ -22,6 +17,9 @@ use std::time::Duration;
 use crate::config::NodeConfig;
 use crate::node::{ExclusiveUse, Node, NodeError};
 use crate::proto;
+
+use edge::{health, metrics};
+use services::{audit, card, ceremony, keys, policy, transport};
 
 /// Why the server did not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -82,11 +80,11 @@ pub async fn serve(
     node.set_revoked(loaded.revoked);
     tracing::info!(
         node = node.name(),
-        tier = %node.tier(),
-        region = %node.region(),
-        token = %node.hsm().capabilities().label,
-        audit_key = %node.signing().fingerprint,
-        audit_key_sha256 = %node.signing().sha256,
+        tier = %node.core().tier(),
+        region = %node.core().region(),
+        token = %node.core().hsm().capabilities().label,
+        audit_key = %node.core().signing().fingerprint,
+        audit_key_sha256 = %node.core().signing().sha256,
         "node opened"
     );
 
@@ -196,7 +194,7 @@ pub async fn serve(
     }
     // The last checkpoint seals everything the node acknowledged.
     let n = Arc::clone(&node);
-    match tokio::task::spawn_blocking(move || n.checkpoint()).await {
+    match tokio::task::spawn_blocking(move || n.core().checkpoint()).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "cannot sign the shutdown checkpoint"),
         Err(e) => tracing::error!(error = %e, "shutdown checkpoint did not finish"),
@@ -223,7 +221,8 @@ async fn reload_on_sighup(node: Arc<Node>, tls: Arc<tls::Tls>) {
         };
         while hup.recv().await.is_some() {
             let n = Arc::clone(&node);
-            match tokio::task::spawn_blocking(move || n.reload_policy_on_signal()).await {
+            match tokio::task::spawn_blocking(move || n.policies().reload_policy_on_signal()).await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "SIGHUP: policy reload refused; the old policy stays in force")
@@ -256,7 +255,7 @@ fn reload_tls(node: &Node, tls: &tls::Tls) -> Result<usize, String> {
         .as_ref()
         .map(|l| l.revoked.len())
         .map_err(ToString::to_string);
-    if let Err(e) = node.record_tls_reload(summary.clone()) {
+    if let Err(e) = node.policies().record_tls_reload(summary.clone()) {
         return Err(match summary {
             Ok(_) => format!("the reload could not be recorded: {e}"),
             Err(why) => format!("{why}; and the refusal could not be recorded: {e}"),
@@ -271,12 +270,12 @@ fn reload_tls(node: &Node, tls: &tls::Tls) -> Result<usize, String> {
 
 /// Signs a checkpoint every `checkpoint_interval` when records came in meanwhile.
 async fn seal_periodically(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(node.checkpoint_interval());
+    let mut tick = tokio::time::interval(node.core().checkpoint_interval());
     tick.tick().await;
     loop {
         tick.tick().await;
         let n = Arc::clone(&node);
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || n.checkpoint()).await {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || n.core().checkpoint()).await {
             tracing::error!(error = %e, "cannot sign a periodic checkpoint");
         }
     }

@@ -1,6 +1,6 @@
 //! The key registry: metadata about every key this node knows, in SQLite.
 //!
-//! The store keeps key **metadata only** — never key bytes (DESIGN.md §5, §6). The file lives in
+//! The store keeps key **metadata only** — never key bytes (docs/design.md §6, §9). The file lives in
 //! the node's data folder and is opened in WAL mode with `synchronous=FULL`, so a committed
 //! record survives a crash. One connection writes, with group commit (`group_commit.rs`); a
 //! second one reads what is committed. SQLite's busy timeout (5 s) covers other processes.

@@ -529,7 +529,7 @@ pub struct PlantSpot<'a> {
     pub region: &'a str,
 }
 
-/// Creates a known key on a token with hkms's own template (so it follows DESIGN.md §2) and
+/// Creates a known key on a token with hkms's own template (so it follows docs/design.md §3) and
 /// registers it, as a key carried over from an older system would be. The test process must
 /// point SOFTHSM2_CONF at the token first.
 pub fn plant(
@@ -596,7 +596,7 @@ pub fn init_pkcs11(token: &Token) -> cryptoki::context::Pkcs11 {
     pkcs11
 }
 
-/// The factor data block D || ~D of a region code, computed here without hkms (DESIGN.md §2).
+/// The factor data block D || ~D of a region code, computed here without hkms (docs/design.md §3).
 pub fn data_block(region: &str) -> [u8; 16] {
     let digits: Vec<u8> = region.bytes().map(|b| b - b'0').collect();
     let mut d = [0u8; 8];

@@ -20,7 +20,7 @@ pub const KEY_SERVICE: &str = "hkms.v1.KeyService";
 /// Checks once and publishes the result.
 pub async fn check_once(node: &Arc<Node>, reporter: &HealthReporter) {
     let n = Arc::clone(node);
-    let (token, store) = match tokio::task::spawn_blocking(move || n.health()).await {
+    let (token, store) = match tokio::task::spawn_blocking(move || n.core().health()).await {
         Ok((t, s)) => (t.is_ok(), s.is_ok()),
         Err(_) => (false, false),
     };

@@ -10,8 +10,8 @@ use crate::proto;
 use crate::proto::transport_service_server::TransportService;
 use crate::store::TransportKeyRow;
 
-use super::batch::Batcher;
-use super::keys::{key_to_proto, run};
+use super::super::pipeline::{Batcher, unary};
+use super::keys::key_to_proto;
 
 /// The transport service over one node.
 pub struct TransportApi {
@@ -46,20 +46,21 @@ impl TransportService for TransportApi {
         &self,
         request: Request<proto::IssueCardRequest>,
     ) -> Result<Response<proto::TransportKeyInfo>, Status> {
-        let row = run(&self.node, "IssueCard", request, |n, req, mut r| {
+        let row = unary(&self.node, "IssueCard", request, |n, req, mut r| {
             let pin = SecretString::from(std::mem::take(&mut r.card_pin));
             let ceremony = (!r.ceremony_id.is_empty()).then_some(r.ceremony_id.as_str());
-            n.issue_card(req, &r.region, &r.card_label, &pin, ceremony)
+            n.transport()
+                .issue_card(req, &r.region, &r.card_label, &pin, ceremony)
         })
         .await?;
-        Ok(Response::new(info(&row)))
+        Ok(row.map(|row| info(&row)).into_response())
     }
 
     async fn load_card(
         &self,
         request: Request<proto::LoadCardRequest>,
     ) -> Result<Response<proto::TransportKeyInfo>, Status> {
-        let row = run(&self.node, "LoadCard", request, |n, req, mut r| {
+        let row = unary(&self.node, "LoadCard", request, |n, req, mut r| {
             let pin = SecretString::from(std::mem::take(&mut r.card_pin));
             let so_pin = SecretString::from(std::mem::take(&mut r.card_so_pin));
             let card = crate::node::CardAccess {
@@ -67,23 +68,26 @@ impl TransportService for TransportApi {
                 pin: &pin,
                 so_pin: &so_pin,
             };
-            n.load_card(req, &card, &r.card_id, &r.expected_kcv)
+            n.transport()
+                .load_card(req, &card, &r.card_id, &r.expected_kcv)
         })
         .await?;
-        Ok(Response::new(info(&row)))
+        Ok(row.map(|row| info(&row)).into_response())
     }
 
     async fn list_transport_keys(
         &self,
         request: Request<proto::ListTransportKeysRequest>,
     ) -> Result<Response<proto::ListTransportKeysResponse>, Status> {
-        let rows = run(&self.node, "ListTransportKeys", request, |n, req, _| {
-            n.list_transport_keys(req)
+        let rows = unary(&self.node, "ListTransportKeys", request, |n, req, _| {
+            n.transport().list_transport_keys(req)
         })
         .await?;
-        Ok(Response::new(proto::ListTransportKeysResponse {
-            transport_keys: rows.iter().map(info).collect(),
-        }))
+        Ok(rows
+            .map(|rows| proto::ListTransportKeysResponse {
+                transport_keys: rows.iter().map(info).collect(),
+            })
+            .into_response())
     }
 
     async fn export_key(
@@ -94,22 +98,27 @@ impl TransportService for TransportApi {
             .exports
             .run(request, |n, req, r| {
                 let card = (!r.card_id.is_empty()).then_some(r.card_id.as_str());
-                n.export_key(req, &r.key_id, &r.recipient_region, card)
+                n.transport()
+                    .export_key(req, &r.key_id, &r.recipient_region, card)
             })
             .await?;
-        Ok(Response::new(proto::ExportKeyResponse { package }))
+        Ok(package
+            .map(|package| proto::ExportKeyResponse { package })
+            .into_response())
     }
 
     async fn import_key(
         &self,
         request: Request<proto::ImportKeyRequest>,
     ) -> Result<Response<proto::ImportKeyResponse>, Status> {
-        let key = run(&self.node, "ImportKey", request, |n, req, r| {
-            n.import_key(req, &r.package)
+        let key = unary(&self.node, "ImportKey", request, |n, req, r| {
+            n.transport().import_key(req, &r.package)
         })
         .await?;
-        Ok(Response::new(proto::ImportKeyResponse {
-            key: Some(key_to_proto(&key)),
-        }))
+        Ok(key
+            .map(|key| proto::ImportKeyResponse {
+                key: Some(key_to_proto(&key)),
+            })
+            .into_response())
     }
 }

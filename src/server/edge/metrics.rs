@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::ServeError;
 use crate::node::Node;
+use crate::server::ServeError;
 
 /// Latency buckets in seconds: 100 µs to 10 s.
 const BUCKETS: [f64; 16] = [
@@ -150,10 +150,10 @@ pub(crate) async fn serve(
 
 /// Reads the gauges that are states rather than events.
 fn refresh_gauges(node: &Node) {
-    let (busy, size) = node.hsm().session_use();
+    let (busy, size) = node.core().hsm().session_use();
     metrics::gauge!("hkms_hsm_sessions", "state" => "busy").set(busy as f64);
     metrics::gauge!("hkms_hsm_sessions", "state" => "idle").set(size.saturating_sub(busy) as f64);
-    let stats = node.store().commit_stats();
+    let stats = node.core().commit_stats();
     metrics::gauge!("hkms_audit_queue_depth").set(stats.pending() as f64);
     metrics::counter!("hkms_audit_commits_total").absolute(stats.commits());
     metrics::counter!("hkms_audit_writes_total").absolute(stats.writes());

@@ -9,7 +9,7 @@ use crate::node::{Ceremony, Node};
 use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
-use super::keys::run;
+use super::super::pipeline::unary;
 
 /// The ceremony service over one node.
 pub struct CeremonyApi {
@@ -26,12 +26,13 @@ impl CeremonyApi {
 /// Clears, now and then, the clear components of ceremonies that can no longer run. Runs until
 /// aborted.
 pub async fn sweep_components(node: Arc<Node>) {
-    let mut every = tokio::time::interval(node.component_sweep_every());
+    let mut every = tokio::time::interval(node.ceremonies().component_sweep_every());
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         let n = Arc::clone(&node);
-        if let Ok(cleared) = tokio::task::spawn_blocking(move || n.forget_lapsed_components()).await
+        if let Ok(cleared) =
+            tokio::task::spawn_blocking(move || n.ceremonies().forget_lapsed_components()).await
             && cleared > 0
         {
             tracing::info!(
@@ -46,8 +47,8 @@ pub async fn sweep_components(node: Arc<Node>) {
 pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
     proto::CeremonyInfo {
         id: c.id.clone(),
-        operation: c.operation.as_str().to_string(),
-        params: c.params.clone().into_iter().collect(),
+        operation: c.action.operation().as_str().to_string(),
+        params: c.action.params().into_iter().collect(),
         opener: c.opener.clone(),
         quorum: c.quorum,
         approvals: c
@@ -72,68 +73,72 @@ impl CeremonyService for CeremonyApi {
         &self,
         request: Request<proto::OpenCeremonyRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = run(&self.node, "OpenCeremony", request, |n, req, r| {
-            n.open_ceremony(req, &r.operation, r.params.into_iter().collect())
+        let c = unary(&self.node, "OpenCeremony", request, |n, req, r| {
+            n.ceremonies()
+                .open_ceremony(req, &r.operation, r.params.into_iter().collect())
         })
         .await?;
-        Ok(Response::new(ceremony_to_proto(&c)))
+        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
     }
 
     async fn approve_ceremony(
         &self,
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = run(&self.node, "ApproveCeremony", request, |n, req, r| {
-            n.approve_ceremony(req, &r.id)
+        let c = unary(&self.node, "ApproveCeremony", request, |n, req, r| {
+            n.ceremonies().approve_ceremony(req, &r.id)
         })
         .await?;
-        Ok(Response::new(ceremony_to_proto(&c)))
+        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
     }
 
     async fn enter_component(
         &self,
         request: Request<proto::EnterComponentRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = run(&self.node, "EnterComponent", request, |n, req, mut r| {
+        let c = unary(&self.node, "EnterComponent", request, |n, req, mut r| {
             let component = Zeroizing::new(std::mem::take(&mut r.component));
-            n.enter_component(req, &r.id, component, &r.kcv)
+            n.ceremonies()
+                .enter_component(req, &r.id, component, &r.kcv)
         })
         .await?;
-        Ok(Response::new(ceremony_to_proto(&c)))
+        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
     }
 
     async fn cancel_ceremony(
         &self,
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = run(&self.node, "CancelCeremony", request, |n, req, r| {
-            n.cancel_ceremony(req, &r.id)
+        let c = unary(&self.node, "CancelCeremony", request, |n, req, r| {
+            n.ceremonies().cancel_ceremony(req, &r.id)
         })
         .await?;
-        Ok(Response::new(ceremony_to_proto(&c)))
+        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
     }
 
     async fn get_ceremony(
         &self,
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = run(&self.node, "GetCeremony", request, |n, req, r| {
-            n.get_ceremony(req, &r.id)
+        let c = unary(&self.node, "GetCeremony", request, |n, req, r| {
+            n.ceremonies().get_ceremony(req, &r.id)
         })
         .await?;
-        Ok(Response::new(ceremony_to_proto(&c)))
+        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
     }
 
     async fn list_ceremonies(
         &self,
         request: Request<proto::ListCeremoniesRequest>,
     ) -> Result<Response<proto::ListCeremoniesResponse>, Status> {
-        let list = run(&self.node, "ListCeremonies", request, |n, req, r| {
-            n.list_ceremonies(req, &r.state)
+        let list = unary(&self.node, "ListCeremonies", request, |n, req, r| {
+            n.ceremonies().list_ceremonies(req, &r.state)
         })
         .await?;
-        Ok(Response::new(proto::ListCeremoniesResponse {
-            ceremonies: list.iter().map(ceremony_to_proto).collect(),
-        }))
+        Ok(list
+            .map(|list| proto::ListCeremoniesResponse {
+                ceremonies: list.iter().map(ceremony_to_proto).collect(),
+            })
+            .into_response())
     }
 }

@@ -10,7 +10,7 @@ use crate::node::Node;
 use crate::proto;
 use crate::proto::audit_service_server::AuditService;
 
-use super::keys::run;
+use super::super::pipeline::unary;
 
 /// Records read from the registry per page while streaming.
 const PAGE: usize = 512;
@@ -57,7 +57,7 @@ impl AuditService for AuditApi {
         request: Request<proto::StreamRecordsRequest>,
     ) -> Result<Response<Self::StreamRecordsStream>, Status> {
         // The first page is read inside the audited, authorised request; later pages follow.
-        let (filter, first) = run(&self.node, "StreamRecords", request, |n, req, f| {
+        let first = unary(&self.node, "StreamRecords", request, |n, req, f| {
             for (k, v) in [
                 ("since", &f.since),
                 ("until", &f.until),
@@ -70,84 +70,102 @@ impl AuditService for AuditApi {
                 }
             }
             let to = if f.to_seq == 0 { u64::MAX } else { f.to_seq };
-            let page = n.audit_lines(req, f.from_seq.max(1), to, PAGE)?;
+            let page = n.audit().audit_lines(req, f.from_seq.max(1), to, PAGE)?;
             Ok((f, page))
         })
         .await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
         let node = Arc::clone(&self.node);
-        tokio::spawn(async move {
-            let to = if filter.to_seq == 0 {
-                u64::MAX
-            } else {
-                filter.to_seq
-            };
-            let mut page = first;
-            while let Some(last) = page.last().map(|(s, _)| *s) {
-                let full = page.len() == PAGE;
-                for (seq, line) in page {
-                    if matches(&filter, &line)
-                        && tx
-                            .send(Ok(proto::AuditRecordLine { seq, line }))
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                }
-                if !full || last >= to {
-                    break;
-                }
-                let n = Arc::clone(&node);
-                page = match tokio::task::spawn_blocking(move || {
-                    n.store().audit_lines(last.saturating_add(1), to, PAGE)
-                })
-                .await
-                {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        let _ = tx
-                            .send(Err(Status::internal("reading the ceremony log failed")))
-                            .await;
-                        return;
-                    }
-                };
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(first
+            .map(|(filter, page)| {
+                let (tx, rx) = tokio::sync::mpsc::channel(64);
+                tokio::spawn(stream_pages(node, filter, page, tx));
+                ReceiverStream::new(rx)
+            })
+            .into_response())
     }
 
     async fn get_checkpoints(
         &self,
         request: Request<proto::GetCheckpointsRequest>,
     ) -> Result<Response<proto::GetCheckpointsResponse>, Status> {
-        let list = run(&self.node, "GetCheckpoints", request, |n, req, r| {
+        let list = unary(&self.node, "GetCheckpoints", request, |n, req, r| {
             req.param("seal", r.seal.to_string());
-            n.audit_checkpoints(req, r.seal)
+            n.audit().audit_checkpoints(req, r.seal)
         })
         .await?;
-        let checkpoints = list
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(format!("checkpoint encoding: {e}")))?;
-        Ok(Response::new(proto::GetCheckpointsResponse { checkpoints }))
+        let answer = list.try_map(|list| {
+            let checkpoints = list
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Status::internal(format!("checkpoint encoding: {e}")))?;
+            Ok(proto::GetCheckpointsResponse { checkpoints })
+        })?;
+        Ok(answer.into_response())
     }
 
     async fn get_public_key(
         &self,
         request: Request<proto::GetPublicKeyRequest>,
     ) -> Result<Response<proto::PublicKeyInfo>, Status> {
-        let info = run(&self.node, "GetPublicKey", request, |n, req, _| {
-            n.authorize(req, crate::policy::Operation::ReadAudit, None, &n.region())?;
-            Ok(proto::PublicKeyInfo {
-                spki_pem: n.signing().spki_pem.clone(),
-                fingerprint: n.signing().fingerprint.clone(),
-                sha256: n.signing().sha256.clone(),
-                node: n.name().to_string(),
-            })
+        let signing = unary(&self.node, "GetPublicKey", request, |n, req, _| {
+            n.audit().audit_public_key(req)
         })
         .await?;
-        Ok(Response::new(info))
+        let node = self.node.name().to_string();
+        Ok(signing
+            .map(|s| proto::PublicKeyInfo {
+                spki_pem: s.spki_pem,
+                fingerprint: s.fingerprint,
+                sha256: s.sha256,
+                node,
+            })
+            .into_response())
+    }
+}
+
+/// Sends the pages of the log after the first (`page`, read inside the recorded request) that
+/// pass `filter`, until the range ends or the client goes away.
+async fn stream_pages(
+    node: Arc<Node>,
+    filter: proto::StreamRecordsRequest,
+    mut page: Vec<(u64, String)>,
+    tx: tokio::sync::mpsc::Sender<Result<proto::AuditRecordLine, Status>>,
+) {
+    let to = if filter.to_seq == 0 {
+        u64::MAX
+    } else {
+        filter.to_seq
+    };
+    while let Some(last) = page.last().map(|(s, _)| *s) {
+        let full = page.len() == PAGE;
+        for (seq, line) in page {
+            if matches(&filter, &line)
+                && tx
+                    .send(Ok(proto::AuditRecordLine { seq, line }))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !full || last >= to {
+            break;
+        }
+        let n = Arc::clone(&node);
+        page = match tokio::task::spawn_blocking(move || {
+            n.audit()
+                .audit_lines_after_first(last.saturating_add(1), to, PAGE)
+        })
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                let _ = tx
+                    .send(Err(Status::internal("reading the ceremony log failed")))
+                    .await;
+                return;
+            }
+        };
     }
 }

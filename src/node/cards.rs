@@ -13,7 +13,16 @@ use crate::hierarchy::{Factor, KeyTypeName};
 use crate::policy::Operation;
 use crate::store::KeyRecord;
 
-use super::{Node, NodeError, Request};
+use super::{Core, NodeError, Request};
+
+/// The card service use cases, over the node's core.
+pub struct Cards<'n> {
+    pub(super) core: &'n Core,
+    /// Salt of the ID-number hashes in card service records.
+    pub(super) id_salt: &'n [u8; 32],
+    /// How long a personalisation package can be imported.
+    pub(super) package_ttl: std::time::Duration,
+}
 
 /// What the window asks for.
 pub struct CardRequest {
@@ -80,7 +89,7 @@ fn valid_id_number(s: &str) -> bool {
     (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
-impl Node {
+impl Cards<'_> {
     fn id_hash(&self, id: &str) -> String {
         let mut h = Sha256::new();
         h.update(self.id_salt);
@@ -119,15 +128,17 @@ impl Node {
             req.param("agent_id_hash", self.id_hash(agent));
         }
         let key_type = c.command.key_type();
-        self.authorize(req, Operation::Use, Some(key_type), &self.region)?;
-        let pins = self.policy().pins;
+        self.core
+            .authorize(req, Operation::Use, Some(key_type), &self.core.region())?;
+        let pins = self.core.policy().pins;
         card::check_pin(&c.pin, pins.min_length, pins.max_length)
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         let master = self.card_master(key_type)?;
         req.key(&master);
         let block = card::pin_block(&c.pin);
         let apdu =
-            self.hsm
+            self.core
+                .hsm
                 .card_command(c.command, &master.ck_label, &serial, &challenge, &block)?;
         Ok(CardAnswer {
             apdu,
@@ -139,18 +150,19 @@ impl Node {
     /// The city's active master key of this type, newest version first. Card services run
     /// only on a city's node: elsewhere a card factor could coincide with a region factor.
     fn card_master(&self, key_type: &str) -> Result<KeyRecord, NodeError> {
-        if self.tier != crate::hierarchy::Tier::Municipal {
+        if self.core.tier() != crate::hierarchy::Tier::Municipal {
             return Err(NodeError::FailedPrecondition(format!(
                 "card services run on a city's node; this node is {} {}",
-                self.tier, self.region
+                self.core.tier(),
+                self.core.region()
             )));
         }
-        self.store
-            .newest_active_key(&KeyTypeName::parse(key_type)?, &self.region)?
+        self.core.store
+            .newest_active_key(&KeyTypeName::parse(key_type)?, &self.core.region())?
             .ok_or_else(|| {
                 NodeError::FailedPrecondition(format!(
                     "this node holds no active `{key_type}` key for {}; import or generate one first",
-                    self.region
+                    self.core.region()
                 ))
             })
     }
@@ -159,7 +171,7 @@ impl Node {
 /// One card's key packages for the personalisation bureau: (key type, package bytes).
 pub type CardPackages = Vec<(String, Vec<u8>)>;
 
-impl Node {
+impl Cards<'_> {
     /// Personalises one card: its pin-unblock and pin-reload keys, derived from the city's
     /// masters with the card's serial, each wrapped under the bureau's transport key
     /// (`bureau_card_id`, a card this node issued for its own region) as a key package.
@@ -175,29 +187,28 @@ impl Node {
             .map_err(|_| NodeError::InvalidArgument(card::CardError::Serial.to_string()))?;
         let serial = serial.to_ascii_uppercase();
         let bureau = self
+            .core
             .store
             .transport_key(bureau_card_id)?
-            .filter(|t| t.role == "issued" && t.region == self.region.as_str())
+            .filter(|t| t.role == "issued" && t.region == self.core.region().as_str())
             .ok_or_else(|| {
                 NodeError::FailedPrecondition(format!(
                     "no bureau card {bureau_card_id} was issued by this node for {}",
-                    self.region
+                    self.core.region()
                 ))
             })?;
         let mut out = Vec::new();
         for command in [CardCommand::Unblock, CardCommand::Reload] {
             let key_type = command.key_type();
             // Card keys leave the HSM (wrapped for the bureau): an export, not a window's use.
-            self.authorize(req, Operation::Export, Some(key_type), &self.region)?;
+            self.core
+                .authorize(req, Operation::Export, Some(key_type), &self.core.region())?;
             let master = self.card_master(key_type)?;
             let (wrapped, kcv) =
-                self.hsm
+                self.core
+                    .hsm
                     .export_card_key(&master.ck_label, &factor, &bureau.card_id)?;
-            req.audit.kcvs.push(crate::audit::KcvEntry {
-                key_id: format!("card:{serial}:{key_type}"),
-                kcv: kcv.to_hex(),
-                method: kcv.method.as_str().into(),
-            });
+            req.kcv(&format!("card:{serial}:{key_type}"), &kcv);
             let now = std::time::SystemTime::now();
             let header = crate::transport::PackageHeader {
                 package_id: format!("p-{}", uuid::Uuid::new_v4().simple()),
@@ -207,17 +218,17 @@ impl Node {
                 kcv: kcv.to_hex(),
                 kcv_method: kcv.method.as_str().into(),
                 parent_kcv: master.kcv.to_hex(),
-                issuer_node: self.name.clone(),
-                issuer_region: self.region.to_string(),
+                issuer_node: self.core.name().to_string(),
+                issuer_region: self.core.region().to_string(),
                 source_key_id: master.id.to_string(),
-                recipient_region: self.region.to_string(),
+                recipient_region: self.core.region().to_string(),
                 card_id: bureau.card_id.clone(),
                 version: master.version,
                 created_at: humantime::format_rfc3339_seconds(now).to_string(),
                 not_after: humantime::format_rfc3339_seconds(now + self.package_ttl).to_string(),
                 card_serial: serial.clone(),
             };
-            let package = self.seal_package(header, wrapped)?;
+            let package = self.core.seal_package(header, wrapped)?;
             out.push((key_type.to_string(), package));
         }
         Ok(out)

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::node::Node;
-use crate::policy::{Operation, Policy};
+use crate::policy::Policy;
 use crate::proto;
 use crate::proto::policy_service_server::PolicyService;
 
-use super::keys::run;
+use super::super::pipeline::unary;
 
 /// The policy service over one node.
 pub struct PolicyApi {
@@ -39,22 +39,21 @@ impl PolicyService for PolicyApi {
         &self,
         request: Request<proto::GetPolicyRequest>,
     ) -> Result<Response<proto::PolicyInfo>, Status> {
-        let p = run(&self.node, "GetPolicy", request, |n, req, _| {
-            n.authorize(req, Operation::Read, None, &n.region())?;
-            Ok(n.policy())
+        let p = unary(&self.node, "GetPolicy", request, |n, req, _| {
+            n.policies().get_policy(req)
         })
         .await?;
-        Ok(Response::new(info(&p)))
+        Ok(p.map(|p| info(&p)).into_response())
     }
 
     async fn reload_policy(
         &self,
         request: Request<proto::ReloadPolicyRequest>,
     ) -> Result<Response<proto::PolicyInfo>, Status> {
-        let p = run(&self.node, "ReloadPolicy", request, |n, req, _| {
-            n.reload_policy_by(req)
+        let p = unary(&self.node, "ReloadPolicy", request, |n, req, _| {
+            n.policies().reload_policy_by(req)
         })
         .await?;
-        Ok(Response::new(info(&p)))
+        Ok(p.map(|p| info(&p)).into_response())
     }
 }

@@ -18,8 +18,8 @@ use tonic::{Request, Status};
 use crate::node::{self, Node, NodeError};
 use crate::policy::Identity;
 
-use super::identity::caller;
-use super::keys::{Unrecorded, answer, authenticated};
+use super::super::edge::{identity::caller, metrics};
+use super::{Answer, Unrecorded, answer, authenticated};
 
 /// Most requests run before their records are committed; later ones wait for the next batch.
 const MOST_PER_BATCH: usize = 32;
@@ -61,9 +61,9 @@ impl<T: Send + 'static> Batcher<T> {
         }
     }
 
-    /// What [`super::keys::run`] does for one request, in a batch: the caller's identity, the
+    /// What [`super::unary`] does for one request, in a batch: the caller's identity, the
     /// use case, exactly one durable audit record before the answer, and the log line.
-    pub(crate) async fn run<R, F>(&self, request: Request<R>, f: F) -> Result<T, Status>
+    pub(crate) async fn run<R, F>(&self, request: Request<R>, f: F) -> Result<Answer<T>, Status>
     where
         F: FnOnce(&Node, &mut node::Request, R) -> Result<T, NodeError> + Send + 'static,
         R: Send + 'static,
@@ -114,19 +114,19 @@ fn serve<T>(node: &Node, rpc: &'static str, mut lead: Lead<T>) {
             let n = q.jobs.len().min(MOST_PER_BATCH);
             q.jobs.drain(..n).collect()
         };
-        super::metrics::batch(rpc, batch.len());
+        metrics::batch(rpc, batch.len());
         let started = Instant::now();
         let mut ran = Unrecorded::new(rpc, batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
-            super::metrics::batch_wait(rpc, job.queued.elapsed());
+            metrics::batch_wait(rpc, job.queued.elapsed());
             ran.run(node, job.who, &job.request_id, job.use_case);
             replies.push(job.reply);
         }
         // Requests that arrive during this commit form the next batch.
         let recording = Instant::now();
         let results = ran.record(node);
-        super::metrics::batch_time(rpc, recording - started, recording.elapsed());
+        metrics::batch_time(rpc, recording - started, recording.elapsed());
         for (reply, result) in replies.into_iter().zip(results) {
             // A client that went away still had its record written.
             let _ = reply.send(result);

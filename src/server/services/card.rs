@@ -14,9 +14,8 @@ use crate::policy::Identity;
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
-use super::batch::Batcher;
-use super::identity::{REVOKED, caller};
-use super::keys::{authenticated, execute, run_all};
+use super::super::edge::{identity::REVOKED, metrics};
+use super::super::pipeline::{Batcher, execute, open_stream, run_all, to_status};
 
 /// Most cards of one `PersonaliseCards` stream that one blocking thread works through in a
 /// row before their records are committed together. A stream takes the cards that have
@@ -44,7 +43,7 @@ pub struct CardApi {
 impl CardApi {
     /// Serves `node`.
     pub fn new(node: Arc<Node>) -> CardApi {
-        let (_, sessions) = node.hsm().session_use();
+        let (_, sessions) = node.core().hsm().session_use();
         CardApi {
             hsm_turns: Arc::new(Semaphore::new(sessions.max(1))),
             unblock: Batcher::new(Arc::clone(&node), "UnblockPin"),
@@ -69,7 +68,7 @@ impl CardApi {
                 let cardholder_id = Zeroizing::new(std::mem::take(&mut r.cardholder_id));
                 let agent = Zeroizing::new(std::mem::take(&mut r.agent_id));
                 let agent_id = (!agent.is_empty()).then_some(agent);
-                n.card_command(
+                n.cards().card_command(
                     req,
                     CardRequest {
                         command,
@@ -83,11 +82,13 @@ impl CardApi {
                 )
             })
             .await?;
-        Ok(Response::new(proto::CardCommandResponse {
-            apdu: answer.apdu,
-            master_key_id: answer.master_key_id,
-            master_version: answer.master_version,
-        }))
+        Ok(answer
+            .map(|answer| proto::CardCommandResponse {
+                apdu: answer.apdu,
+                master_key_id: answer.master_key_id,
+                master_version: answer.master_version,
+            })
+            .into_response())
     }
 }
 
@@ -99,8 +100,8 @@ impl CardService for CardApi {
         &self,
         request: Request<Streaming<proto::PersonaliseRequest>>,
     ) -> Result<Response<Self::PersonaliseCardsStream>, Status> {
-        let (batch, who) =
-            authenticated(&self.node, "PersonaliseCards", caller(&self.node, &request)).await?;
+        let started = open_stream(&self.node, "PersonaliseCards", &request).await?;
+        let (batch, who) = (started.request_id.clone(), started.who.clone());
         // Checked again before every batch: a revocation list loaded meanwhile ends the stream.
         let chain = request.peer_certs().unwrap_or_default();
         let incoming = request.into_inner();
@@ -172,7 +173,7 @@ impl CardService for CardApi {
                 Ok(Ok(())) => None,
                 // The revocation, recorded and already answered.
                 Ok(Err(NodeError::PermissionDenied(_))) if revoked.is_some() => None,
-                Ok(Err(e)) => Some(super::status::to_status(&e)),
+                Ok(Err(e)) => Some(to_status(&e)),
                 Err(_) => Some(Status::internal(
                     "the stream's record could not be written; it is refused",
                 )),
@@ -181,7 +182,7 @@ impl CardService for CardApi {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(started.respond(ReceiverStream::new(rx)))
     }
 
     async fn unblock_pin(
@@ -250,7 +251,7 @@ async fn personalise_batch(
     if msgs.is_empty() {
         return (Vec::new(), broken);
     }
-    super::metrics::batch("PersonaliseCards", msgs.len());
+    metrics::batch("PersonaliseCards", msgs.len());
     // A task of its own, so that the batch takes its turn and gives it back whether or not
     // the stream is polled: a client that stops reading its answers must not hold turns the
     // other streams need.
@@ -264,7 +265,10 @@ async fn personalise_batch(
                 "PersonaliseCards",
                 &request_id,
                 msgs,
-                |n, req, m| n.personalise_card(req, &m.bureau_card_id, &m.card_serial),
+                |n, req, m| {
+                    n.cards()
+                        .personalise_card(req, &m.bureau_card_id, &m.card_serial)
+                },
             );
             // The HSM's turn ends here; the durable wait needs none.
             drop(turn);

@@ -1,24 +1,29 @@
-//! Maps node errors to gRPC status codes. The message is the error's own text, which says what
-//! to do and never carries a secret.
+//! Node errors as gRPC statuses. The codes come from the one table, [`ErrorClass`]; the
+//! message is the error's own text, which says what to do and never carries a secret.
 
 use tonic::{Code, Status};
 
 use crate::audit::record::{MAX_MESSAGE, cut};
 use crate::node::{ErrorClass, NodeError};
 
+/// The gRPC code of an error class.
+pub fn code_of(class: ErrorClass) -> Code {
+    Code::from_i32(class.grpc_code())
+}
+
+/// The name records and metrics give a gRPC code: `OK`, a class's name, or `UNKNOWN` for a code
+/// hkms never answers with.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        other => ErrorClass::from_grpc_code(other as i32).map_or("UNKNOWN", ErrorClass::code_name),
+    }
+}
+
 /// The gRPC status for a node error.
 pub fn to_status(e: &NodeError) -> Status {
-    let code = match e.class() {
-        ErrorClass::InvalidArgument => Code::InvalidArgument,
-        ErrorClass::NotFound => Code::NotFound,
-        ErrorClass::AlreadyExists => Code::AlreadyExists,
-        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
-        ErrorClass::PermissionDenied => Code::PermissionDenied,
-        ErrorClass::Unavailable => Code::Unavailable,
-        ErrorClass::Internal => Code::Internal,
-    };
     // The message may quote the caller's input; cut as in the record, it stays a header's size.
-    Status::new(code, cut(&e.to_string(), MAX_MESSAGE))
+    Status::new(code_of(e.class()), cut(&e.to_string(), MAX_MESSAGE))
 }
 
 #[cfg(test)]
@@ -41,10 +46,38 @@ mod tests {
             }),
         ] {
             assert_eq!(
-                crate::server::keys::code_name(to_status(&e).code()),
+                code_name(to_status(&e).code()),
                 e.class().code_name(),
                 "{e}"
             );
+        }
+    }
+
+    #[test]
+    fn every_class_has_its_own_grpc_code_and_name() {
+        use ErrorClass::*;
+        let all = [
+            Unauthenticated,
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            FailedPrecondition,
+            PermissionDenied,
+            Unavailable,
+            Internal,
+        ];
+        for class in all {
+            let code = code_of(class);
+            // tonic's own name of the code, in SCREAMING_SNAKE_CASE, is the recorded name.
+            let mut tonic_name = String::new();
+            for (i, c) in format!("{code:?}").chars().enumerate() {
+                if c.is_uppercase() && i > 0 {
+                    tonic_name.push('_');
+                }
+                tonic_name.push(c.to_ascii_uppercase());
+            }
+            assert_eq!(class.code_name(), tonic_name, "{class:?}");
+            assert_eq!(ErrorClass::from_grpc_code(code as i32), Some(class));
         }
     }
 

@@ -1,0 +1,547 @@
+//! Ceremonies: operations the policy puts under dual control run only when enough distinct
+//! officers approve them (M of N), before the ceremony expires. State lives in the registry, so
+//! a restart keeps the approvals. Key entry by components is a generate ceremony whose
+//! custodians each enter one clear component (checked by its own KCV); the components live only
+//! in memory, zeroized, until the key is made.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::hierarchy::KeyTypeSpec;
+use crate::policy::{Identity, Operation, Policy};
+use crate::store::{CeremonyRow, KeyRecord, now_rfc3339};
+
+mod action;
+mod components;
+mod state;
+
+pub use action::CeremonyAction;
+pub(crate) use components::PendingComponents;
+pub(crate) use state::check_ceremony_id;
+use state::now_secs;
+pub use state::{Ceremony, CeremonyState};
+
+use super::keys::needs_quorum_state;
+use super::{Core, Keys, NodeError, Request};
+
+/// The ceremony use cases, over the node's core.
+pub struct Ceremonies<'n> {
+    pub(super) core: &'n Core,
+    /// What a ceremony runs when it completes.
+    pub(super) keys: Keys<'n>,
+    pub(super) components: &'n PendingComponents,
+    /// How long a ceremony stays open.
+    pub(super) ttl: std::time::Duration,
+}
+
+/// What a ceremony's operation did, and what waits until its record is durable.
+struct Executed<'a> {
+    /// The ceremony's result text.
+    text: String,
+    /// A reloaded policy, put in force after the record, with the reload lock held until then.
+    new_policy: Option<(Arc<Policy>, std::sync::MutexGuard<'a, ()>)>,
+}
+
+impl Executed<'_> {
+    fn text(text: String) -> Executed<'static> {
+        Executed {
+            text,
+            new_policy: None,
+        }
+    }
+}
+
+impl Ceremonies<'_> {
+    /// Opens a ceremony for `operation` with `params`. The opener must be allowed the operation
+    /// itself; the opener's approval counts once when the policy lets them approve.
+    pub fn open_ceremony(
+        &self,
+        req: &mut Request,
+        operation: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<Ceremony, NodeError> {
+        req.param("operation", operation);
+        // Every ceremony takes a handful; more is refused before the record lists them.
+        const MAX_PARAMS: usize = 8;
+        if params.len() > MAX_PARAMS {
+            return Err(NodeError::InvalidArgument(format!(
+                "{} ceremony parameters; a ceremony takes at most {MAX_PARAMS}",
+                params.len()
+            )));
+        }
+        for (k, v) in &params {
+            req.param(k, v.clone());
+        }
+        let op: Operation = operation.parse().map_err(NodeError::InvalidArgument)?;
+        let action = CeremonyAction::parse(op, &params)?;
+        let key_type = self.check_ceremony_request(req, &action)?;
+        let policy = self.core.policy();
+        let quorum = policy.quorum(op, key_type.as_deref()).ok_or_else(|| {
+            NodeError::FailedPrecondition(format!(
+                "{op} {} needs no ceremony under the current policy; call it directly",
+                key_type.as_deref().unwrap_or("(node)")
+            ))
+        })?;
+        // Custodians approve by entering components, so fewer components than approvals
+        // needed would make a ceremony that can never run.
+        if let Some(n) = action.components().map(|n| n as u32)
+            && n < quorum.approvals
+        {
+            return Err(NodeError::InvalidArgument(format!(
+                "{n} components cannot make the {} approvals the policy asks for {op} {}; ask for \
+                 at least {} components",
+                quorum.approvals,
+                key_type.as_deref().unwrap_or("(node)"),
+                quorum.approvals
+            )));
+        }
+        let id = format!("c-{}", uuid::Uuid::new_v4().simple());
+        req.ceremony(&id);
+        let now = now_rfc3339();
+        let opener = req.caller.to_uri();
+        let components = action.components().is_some();
+        let mut approvals = Vec::new();
+        // The opener counts once if they may approve; custodians count by entering components.
+        if !components
+            && policy
+                .decide(&req.caller, Operation::Approve, None, &self.core.region())
+                .allowed
+        {
+            approvals.push((opener.clone(), now.clone()));
+        }
+        let row = CeremonyRow {
+            id: id.clone(),
+            operation: op.as_str().to_string(),
+            params: serde_json::to_string(&action.params())
+                .map_err(|e| NodeError::Internal(format!("ceremony parameters: {e}")))?,
+            opener,
+            quorum: quorum.approvals,
+            created_at: now,
+            expires_at: now_secs().saturating_add(self.ttl.as_secs()),
+            state: CeremonyState::Open.as_str().into(),
+            result: String::new(),
+            approvals,
+        };
+        self.core.commit(req, None, |d| {
+            self.core
+                .store
+                .insert_ceremony_audited(&row, d)
+                .map(|logged| ((), Some(logged.seq)))
+        })?;
+        self.run_if_ready(req, &id)
+    }
+
+    /// Checks what the policy must allow of a ceremony's action: its key type exists, the
+    /// caller may do the operation, the policy file is the approved one; returns the key type
+    /// concerned.
+    fn check_ceremony_request(
+        &self,
+        req: &mut Request,
+        action: &CeremonyAction,
+    ) -> Result<Option<String>, NodeError> {
+        match action {
+            CeremonyAction::Generate { key_type, .. } => {
+                let kt = key_type.as_str();
+                Core::key_type(&self.core.policy(), kt)?;
+                self.core
+                    .authorize_here(req, Operation::Generate, Some(kt))?;
+                Ok(Some(kt.to_string()))
+            }
+            CeremonyAction::ReloadPolicy { sha256 } => {
+                self.core.authorize_here(req, Operation::Manage, None)?;
+                // The officers approve one file, named by its hash, not whatever the file
+                // holds when the last of them approves.
+                let wanted = sha256.as_deref().unwrap_or_default();
+                if wanted.len() != 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(NodeError::InvalidArgument(
+                        "a reload-policy ceremony needs policy_sha256: the SHA-256 (64 hex \
+                         digits) of the policy file to put in force"
+                            .into(),
+                    ));
+                }
+                let actual = self.core.policy.file_sha256()?;
+                if !actual.eq_ignore_ascii_case(wanted) {
+                    return Err(NodeError::InvalidArgument(format!(
+                        "the policy file on this node has SHA-256 {actual}, not {wanted}; \
+                         open the ceremony for the file that is there"
+                    )));
+                }
+                Ok(None)
+            }
+            CeremonyAction::IssueCard { region } => {
+                let transport = Some(crate::policy::TRANSPORT_KEY_TYPE);
+                self.core
+                    .authorize(req, Operation::Export, transport, region)?;
+                Ok(None)
+            }
+            CeremonyAction::ChangeKeyState { key_id, state } => {
+                let record = self.core.key_record(key_id)?;
+                if !needs_quorum_state(*state) {
+                    return Err(NodeError::InvalidArgument(format!(
+                        "a manage ceremony retires or destroys a key; `{state}` is done directly"
+                    )));
+                }
+                record.state.transition(*state)?;
+                req.key(&record);
+                self.core.authorize_key(req, Operation::Manage, &record)?;
+                Ok(Some(record.key_type.as_str().to_string()))
+            }
+        }
+    }
+
+    /// Approves a ceremony; when the quorum is met it runs at once.
+    pub fn approve_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        let c = self.ceremony_for_action(req, id)?;
+        let me = req.caller.to_uri();
+        if c.action.components().is_some() {
+            return Err(NodeError::FailedPrecondition(
+                "custodians approve a component ceremony by entering their component".into(),
+            ));
+        }
+        if c.approvals.iter().any(|(who, _)| *who == me) {
+            return Err(NodeError::AlreadyExists(format!(
+                "{me} has already approved ceremony {id}; it still needs {} more approval(s) from \
+                 other officers",
+                c.quorum.saturating_sub(c.approvals.len() as u32)
+            )));
+        }
+        self.record_approval(req, id, &me)
+    }
+
+    /// Records `me`'s approval with the request's record, then runs the ceremony if that
+    /// completed it.
+    fn record_approval(
+        &self,
+        req: &mut Request,
+        id: &str,
+        me: &str,
+    ) -> Result<Ceremony, NodeError> {
+        self.core.commit(req, None, |d| {
+            self.core
+                .store
+                .approve_ceremony_audited(id, me, &now_rfc3339(), d)
+                .map(|(_, logged)| ((), Some(logged.seq)))
+        })?;
+        self.run_if_ready(req, id)
+    }
+
+    /// Cancels an open ceremony (its opener or an officer who may approve).
+    pub fn cancel_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        self.ceremony_for_action(req, id)?;
+        // The change and its record in one commit; when it was not open any more, the
+        // request's failure is recorded when it ends.
+        let why = format!("cancelled by {}", req.caller);
+        let cancelled = self.core.commit(req, None, |d| {
+            self.core
+                .store
+                .set_ceremony_state_audited(
+                    id,
+                    CeremonyState::Open.as_str(),
+                    CeremonyState::Cancelled.as_str(),
+                    &why,
+                    d,
+                )
+                .map(|record| (record.is_some(), record.map(|r| r.seq)))
+        })?;
+        if !cancelled {
+            return Err(NodeError::FailedPrecondition(format!(
+                "ceremony {id} is no longer open"
+            )));
+        }
+        self.forget_components(id);
+        self.ceremony(id)
+    }
+
+    /// One ceremony (officers and auditors).
+    pub fn get_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        req.param("ceremony", id);
+        self.authorize_ceremony_read(req)?;
+        self.ceremony(id)
+    }
+
+    /// Ceremonies, newest first, optionally in one state.
+    pub fn list_ceremonies(
+        &self,
+        req: &mut Request,
+        state: &str,
+    ) -> Result<Vec<Ceremony>, NodeError> {
+        if !state.is_empty() {
+            req.param("state", state);
+            CeremonyState::parse(state).map_err(|_| {
+                NodeError::InvalidArgument(format!(
+                    "unknown ceremony state `{state}` (open, running, done, failed, cancelled, expired, used)"
+                ))
+            })?;
+        }
+        self.authorize_ceremony_read(req)?;
+        self.core
+            .store
+            .list_ceremonies((!state.is_empty()).then_some(state))?
+            .into_iter()
+            .map(|r| self.to_ceremony(r))
+            .collect()
+    }
+
+    fn authorize_ceremony_read(&self, req: &mut Request) -> Result<(), NodeError> {
+        // Officers see ceremonies as approvers, auditors as readers of the log, others (an
+        // admin following a policy reload) as readers of the node's own state.
+        let policy = self.core.policy();
+        let op = [Operation::Approve, Operation::ReadAudit]
+            .into_iter()
+            .find(|op| {
+                policy
+                    .decide(&req.caller, *op, None, &self.core.region())
+                    .allowed
+            })
+            .unwrap_or(Operation::Read);
+        self.core
+            .authorize(req, op, None, &self.core.region())
+            .map(|_| ())
+    }
+
+    /// Loads an open, unexpired ceremony for approving, entering or cancelling.
+    fn ceremony_for_action(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+        req.param("ceremony", id);
+        check_ceremony_id(id)?;
+        req.ceremony(id);
+        self.core
+            .authorize(req, Operation::Approve, None, &self.core.region())?;
+        let c = self.ceremony(id)?;
+        if c.state != CeremonyState::Open {
+            return Err(NodeError::FailedPrecondition(format!(
+                "ceremony {id} is {}; only an open ceremony can be approved or cancelled",
+                c.state.as_str()
+            )));
+        }
+        if now_secs() >= c.expires_at {
+            let expired = NodeError::FailedPrecondition(format!(
+                "ceremony {id} expired before it had its approvals; open a new one"
+            ));
+            // The request fails, but it moves the ceremony: both go in one commit.
+            let moved = self.core.commit(req, Some(&expired), |d| {
+                self.core
+                    .store
+                    .set_ceremony_state_audited(
+                        id,
+                        CeremonyState::Open.as_str(),
+                        CeremonyState::Expired.as_str(),
+                        "not approved in time",
+                        d,
+                    )
+                    .map(|record| (record.is_some(), record.map(|r| r.seq)))
+            })?;
+            if moved {
+                self.forget_components(id);
+            }
+            return Err(expired);
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn ceremony(&self, id: &str) -> Result<Ceremony, NodeError> {
+        check_ceremony_id(id)?;
+        let row = self
+            .core
+            .store
+            .get_ceremony(id)?
+            .ok_or_else(|| NodeError::NotFound(format!("no ceremony {id} on this node")))?;
+        self.to_ceremony(row)
+    }
+
+    fn to_ceremony(&self, r: CeremonyRow) -> Result<Ceremony, NodeError> {
+        let params: BTreeMap<String, String> = serde_json::from_str(&r.params)
+            .map_err(|e| NodeError::Internal(format!("ceremony {} parameters: {e}", r.id)))?;
+        let operation: Operation = r.operation.parse().map_err(NodeError::Internal)?;
+        let action = CeremonyAction::parse(operation, &params)
+            .map_err(|e| NodeError::Internal(format!("ceremony {} in the registry: {e}", r.id)))?;
+        Ok(Ceremony {
+            components_entered: self.components_entered(&r.id).len(),
+            state: CeremonyState::parse(&r.state)?,
+            id: r.id,
+            action,
+            opener: r.opener,
+            quorum: r.quorum,
+            approvals: r.approvals,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            result: r.result,
+        })
+    }
+
+    fn ceremony_key_type(&self, c: &Ceremony) -> Result<KeyTypeSpec, NodeError> {
+        let kt = match &c.action {
+            CeremonyAction::Generate { key_type, .. } => key_type.as_str(),
+            _ => "",
+        };
+        Core::key_type(&self.core.policy(), kt)
+    }
+
+    /// The approvals a ceremony has under the policy in force, and the most it needs: its
+    /// own quorum or the policy's, whichever is higher. A policy reloaded since it opened can
+    /// raise the quorum or take an approver's right away; it never lowers what is needed.
+    fn approvals_in_force(&self, c: &Ceremony) -> Result<(u32, u32), NodeError> {
+        let policy = self.core.policy();
+        let key_type = match &c.action {
+            CeremonyAction::ChangeKeyState { key_id, .. } => {
+                Some(self.core.key_record(key_id)?.key_type.as_str().to_string())
+            }
+            CeremonyAction::Generate { key_type, .. } => Some(key_type.as_str().to_string()),
+            _ => None,
+        };
+        let needed = policy
+            .quorum(c.action.operation(), key_type.as_deref())
+            .map_or(c.quorum, |q| q.approvals.max(c.quorum));
+        let valid = c
+            .approvals
+            .iter()
+            .filter(|(who, _)| {
+                Identity::from_uri(who).is_ok_and(|id| {
+                    policy
+                        .decide(&id, Operation::Approve, None, &self.core.region())
+                        .allowed
+                })
+            })
+            .count() as u32;
+        Ok((valid, needed))
+    }
+
+    /// Runs the ceremony's operation once it has its approvals (and components).
+    fn run_if_ready(&self, req: &Request, id: &str) -> Result<Ceremony, NodeError> {
+        let c = self.ceremony(id)?;
+        let parts: Option<usize> = c.action.components();
+        if c.state != CeremonyState::Open {
+            // Cancelled or expired while a component was being entered: none is kept. A
+            // running ceremony is another request's, which is about to take them.
+            if c.state != CeremonyState::Running {
+                self.forget_components(id);
+            }
+            return Ok(c);
+        }
+        let (approved, needed) = self.approvals_in_force(&c)?;
+        // An expired ceremony never runs; the sweep marks it expired.
+        let ready = approved >= needed
+            && parts.is_none_or(|n| c.components_entered >= n)
+            && now_secs() < c.expires_at;
+        if !ready {
+            return Ok(c);
+        }
+        // Claim it first: a crash from here on leaves it `running`, never run twice.
+        if !self.core.store.set_ceremony_state(
+            id,
+            CeremonyState::Open.as_str(),
+            CeremonyState::Running.as_str(),
+            "",
+        )? {
+            return self.ceremony(id);
+        }
+        let mut exec = Request::new(
+            req.caller.clone(),
+            self.core.name(),
+            "ExecuteCeremony",
+            req.request_id(),
+        );
+        exec.ceremony(id);
+        for (k, v) in c.action.params() {
+            exec.param(&k, v);
+        }
+        exec.param("opener", c.opener.clone());
+        exec.param(
+            "approvers",
+            c.approvals
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        let outcome = self.execute(&mut exec, &c);
+        // Whatever happens from here, the components were for this one run.
+        self.forget_components(id);
+        let (state, result) = match &outcome {
+            Ok(done) => (CeremonyState::Done, done.text.clone()),
+            Err(e) => (CeremonyState::Failed, e.to_string()),
+        };
+        let (from, to) = (CeremonyState::Running.as_str(), state.as_str());
+        if exec.is_recorded() {
+            // The operation wrote its record with its change (a new key).
+            self.core.store.set_ceremony_state(id, from, to, &result)?;
+        } else {
+            // The ceremony's end and its record in one commit.
+            self.core.commit(&mut exec, outcome.as_ref().err(), |d| {
+                self.core
+                    .store
+                    .set_ceremony_state_audited(id, from, to, &result, d)
+                    .map(|record| ((), record.map(|r| r.seq)))
+            })?;
+        }
+        // A policy a ceremony reloaded is in force once its record is durable.
+        if let Ok(Executed {
+            new_policy: Some((p, _reloading)),
+            ..
+        }) = &outcome
+        {
+            self.core.policy.swap(p);
+        }
+        self.ceremony(id)
+    }
+
+    fn execute(&self, exec: &mut Request, c: &Ceremony) -> Result<Executed<'_>, NodeError> {
+        match &c.action {
+            CeremonyAction::Generate { components, .. } => {
+                let spec = self.ceremony_key_type(c)?;
+                let key = match components {
+                    None => self.keys.generate_key_now(exec, &spec)?,
+                    Some(_) => self.combine_components(exec, &c.id, &spec)?,
+                };
+                Ok(Executed::text(describe(&key)))
+            }
+            CeremonyAction::ReloadPolicy { sha256 } => {
+                let reloading = self.core.policy.reloading();
+                let p = self.core.policy.load_new()?;
+                let Some(approved) = sha256 else {
+                    return Err(NodeError::FailedPrecondition(
+                        "this reload ceremony was opened without policy_sha256 (by an \
+                         earlier hkms); open a new one for the file's SHA-256"
+                            .into(),
+                    ));
+                };
+                if !p.sha256.eq_ignore_ascii_case(approved) {
+                    return Err(NodeError::FailedPrecondition(format!(
+                        "the policy file changed after the ceremony was opened: it has \
+                         SHA-256 {}, the officers approved {approved}; the policy in force \
+                         stays",
+                        p.sha256
+                    )));
+                }
+                Ok(Executed {
+                    text: format!("policy reloaded, sha256 {}", p.sha256),
+                    new_policy: Some((p, reloading)),
+                })
+            }
+            CeremonyAction::IssueCard { region } => Ok(Executed::text(format!(
+                "approved: issue one transport key card for {region} with \
+                 `hkms transport issue-card --ceremony {}`",
+                c.id
+            ))),
+            CeremonyAction::ChangeKeyState { key_id, state } => {
+                let record = self.core.key_record(key_id)?;
+                let key = self
+                    .keys
+                    .change_key_state_now(exec, &record, *state, None)?;
+                Ok(Executed::text(describe(&key)))
+            }
+        }
+    }
+}
+
+/// Whether two secrets are equal, in a time that does not depend on where they differ.
+fn describe(key: &KeyRecord) -> String {
+    format!(
+        "key {} ({} {}) KCV {} ({}), state {}",
+        key.id,
+        key.key_type.as_str(),
+        key.region,
+        key.kcv.to_hex(),
+        key.kcv.method.as_str(),
+        key.state
+    )
+}

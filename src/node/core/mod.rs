@@ -1,0 +1,189 @@
+//! The node core: what every use case shares and nothing more. The node's identity (name,
+//! tier, region), its token, its registry, the policy in force, and the ceremony log with its
+//! signing key. Use cases (`super::keys`, `super::ceremonies`, ...) borrow it; the core knows
+//! none of them.
+
+mod log;
+mod policy;
+mod registry;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub use log::{SIGNING_LABEL, Signing};
+pub(crate) use policy::PolicyCell;
+
+use crate::config::NodeConfig;
+use crate::hierarchy::{KeyTypeSpec, Region, Tier};
+use crate::hsm::Hsm;
+use crate::policy::{Decision, Operation, Policy};
+use crate::store::{KeyRecord, Store};
+
+use super::{NodeError, Request};
+
+/// The node's shared state.
+pub struct Core {
+    name: String,
+    tier: Tier,
+    region: Region,
+    pub(crate) hsm: Hsm,
+    pub(crate) store: Store,
+    /// The policy in force, and how a new one is put in force.
+    pub(crate) policy: PolicyCell,
+    signing: Signing,
+    /// The last sequence number sealed by a checkpoint; also serialises checkpointing.
+    sealed: Mutex<u64>,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+    /// Set when the ceremony log was found changed outside hkms: nothing is sealed any more
+    /// until a restart (and no request pays for the check again).
+    log_changed: OnceLock<String>,
+}
+
+impl Core {
+    /// Loads the policy, opens the registry, logs in to the token and makes sure the log's
+    /// signing key exists. Any failure here means the node must not serve; the error says what
+    /// to fix.
+    pub(crate) fn open(config: &NodeConfig) -> Result<Core, NodeError> {
+        let policy = PolicyCell::load(&config.policy)?;
+        let store = Store::open(&config.database_path())?;
+        let hsm = Hsm::open(&config.hsm)?;
+        // Before anything is served: a modifiable public transport key is open to any session.
+        hsm.seal_issuer_keys()?;
+        let last_checkpoint = store.last_checkpoint()?;
+        let signing = Signing::load(&hsm, last_checkpoint.as_ref())?;
+        let sealed = last_checkpoint.map_or(0, |c| c.seq);
+        Ok(Core {
+            name: config.name.clone(),
+            tier: config.tier,
+            region: config.region,
+            hsm,
+            store,
+            policy,
+            signing,
+            sealed: Mutex::new(sealed),
+            checkpoint_every: config.checkpoint_every,
+            checkpoint_interval: config.checkpoint_interval,
+            log_changed: OnceLock::new(),
+        })
+    }
+
+    /// The node's name from its config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's tier.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// The node's region.
+    pub fn region(&self) -> Region {
+        self.region
+    }
+
+    /// The node's token.
+    pub fn hsm(&self) -> &Hsm {
+        &self.hsm
+    }
+
+    /// The published key that signs the log's checkpoints.
+    pub fn signing(&self) -> &Signing {
+        &self.signing
+    }
+
+    /// How often checkpoints are signed when records are few.
+    pub fn checkpoint_interval(&self) -> Duration {
+        self.checkpoint_interval
+    }
+
+    /// Whether the token and the registry answer, for health reporting.
+    pub fn health(&self) -> (Result<(), NodeError>, Result<(), NodeError>) {
+        (
+            self.hsm.check_alive().map_err(NodeError::from),
+            self.store.ping().map_err(NodeError::from),
+        )
+    }
+
+    /// How the registry's group commit is doing, for metrics.
+    pub fn commit_stats(&self) -> &crate::store::CommitStats {
+        self.store.commit_stats()
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.current()
+    }
+
+    /// Asks the policy and records the decision in the request's audit record; a denial
+    /// becomes [`NodeError::PermissionDenied`] with its reason.
+    pub fn authorize(
+        &self,
+        req: &mut Request,
+        op: Operation,
+        key_type: Option<&str>,
+        target: &Region,
+    ) -> Result<Decision, NodeError> {
+        let policy = self.policy();
+        let decision = policy.decide(&req.caller, op, key_type, target);
+        req.decided(op, &decision, &policy.sha256);
+        if decision.allowed {
+            tracing::debug!(caller = %req.caller, reason = %decision.reason, "policy");
+            Ok(decision)
+        } else {
+            tracing::warn!(caller = %req.caller, reason = %decision.reason, "policy");
+            Err(NodeError::PermissionDenied(decision.reason))
+        }
+    }
+
+    /// [`Core::authorize`] at the node's own region.
+    pub fn authorize_here(
+        &self,
+        req: &mut Request,
+        op: Operation,
+        key_type: Option<&str>,
+    ) -> Result<Decision, NodeError> {
+        self.authorize(req, op, key_type, &self.region)
+    }
+
+    /// [`Core::authorize`] for an operation on a registered key: its type, its region.
+    pub fn authorize_key(
+        &self,
+        req: &mut Request,
+        op: Operation,
+        key: &KeyRecord,
+    ) -> Result<Decision, NodeError> {
+        self.authorize(req, op, Some(key.key_type.as_str()), &key.region)
+    }
+
+    /// Refuses a direct request for an operation the policy puts under dual control.
+    pub(crate) fn require_no_ceremony(
+        &self,
+        op: Operation,
+        key_type: Option<&str>,
+    ) -> Result<(), NodeError> {
+        match self.policy().quorum(op, key_type) {
+            None => Ok(()),
+            Some(q) => Err(NodeError::FailedPrecondition(format!(
+                "{op} {} is under dual control: it needs a ceremony with {} approvals \
+                 (`hkms ceremony open --op {op}{}`)",
+                key_type.unwrap_or("(node)"),
+                q.approvals,
+                key_type
+                    .map(|k| format!(" --key-type {k}"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// The key type `name` as the policy in force declares it.
+    pub(crate) fn key_type(policy: &Policy, name: &str) -> Result<KeyTypeSpec, NodeError> {
+        policy.catalogue.get(name).cloned().ok_or_else(|| {
+            NodeError::InvalidArgument(format!(
+                "unknown key type `{name}`; the policy declares: {}",
+                policy.catalogue.names().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! `hkms.v1.KeyService`: the gRPC face of the node's key use cases.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::proto;
+use crate::proto::key_service_server::KeyService;
+use crate::store::KeyRecord;
+
+use super::super::pipeline::{Batcher, unary};
+
+/// The key service over one node.
+pub struct KeyApi {
+    node: Arc<Node>,
+    gets: Batcher<KeyRecord>,
+}
+
+impl KeyApi {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> KeyApi {
+        KeyApi {
+            gets: Batcher::new(Arc::clone(&node), "GetKey"),
+            node,
+        }
+    }
+}
+
+/// The wire form of a registry record.
+pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
+    proto::Key {
+        id: r.id.to_string(),
+        key_type: r.key_type.as_str().to_string(),
+        algorithm: r.algorithm.as_str().to_string(),
+        tier: r.tier.as_str().to_string(),
+        region: r.region.to_string(),
+        parent_id: r
+            .parent_id
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        factor: r.factor.as_ref().map(|f| f.to_hex()).unwrap_or_default(),
+        kcv: r.kcv.to_hex(),
+        kcv_method: r.kcv.method.as_str().to_string(),
+        version: r.version,
+        state: r.state.as_str().to_string(),
+        created_at: r.created_at.clone(),
+        updated_at: r.updated_at.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl KeyService for KeyApi {
+    async fn generate_key(
+        &self,
+        request: Request<proto::GenerateKeyRequest>,
+    ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
+        let key = unary(&self.node, "GenerateKey", request, |n, req, r| {
+            n.keys().generate_key(req, &r.key_type)
+        })
+        .await?;
+        Ok(key
+            .map(|k| proto::GenerateKeyResponse {
+                key: Some(key_to_proto(&k)),
+            })
+            .into_response())
+    }
+
+    async fn derive_sub_key(
+        &self,
+        request: Request<proto::DeriveSubKeyRequest>,
+    ) -> Result<Response<proto::DeriveSubKeyResponse>, Status> {
+        let key = unary(&self.node, "DeriveSubKey", request, |n, req, r| {
+            n.keys().derive_sub_key(req, &r.parent_id, &r.region)
+        })
+        .await?;
+        Ok(key
+            .map(|k| proto::DeriveSubKeyResponse {
+                key: Some(key_to_proto(&k)),
+            })
+            .into_response())
+    }
+
+    async fn get_key(
+        &self,
+        request: Request<proto::GetKeyRequest>,
+    ) -> Result<Response<proto::GetKeyResponse>, Status> {
+        let key = self
+            .gets
+            .run(request, |n, req, r| n.keys().get_key(req, &r.id))
+            .await?;
+        Ok(key
+            .map(|k| proto::GetKeyResponse {
+                key: Some(key_to_proto(&k)),
+            })
+            .into_response())
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<proto::ListKeysRequest>,
+    ) -> Result<Response<proto::ListKeysResponse>, Status> {
+        let keys = unary(&self.node, "ListKeys", request, |n, req, r| {
+            n.keys()
+                .list_keys(req, &r.tier, &r.region, &r.key_type, &r.state)
+        })
+        .await?;
+        Ok(keys
+            .map(|keys| proto::ListKeysResponse {
+                keys: keys.iter().map(key_to_proto).collect(),
+            })
+            .into_response())
+    }
+
+    async fn change_key_state(
+        &self,
+        request: Request<proto::ChangeKeyStateRequest>,
+    ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
+        let key = unary(&self.node, "ChangeKeyState", request, |n, req, r| {
+            let expected = (!r.expected_state.is_empty()).then_some(r.expected_state.as_str());
+            n.keys().change_key_state(req, &r.id, &r.state, expected)
+        })
+        .await?;
+        Ok(key
+            .map(|k| proto::ChangeKeyStateResponse {
+                key: Some(key_to_proto(&k)),
+            })
+            .into_response())
+    }
+}
