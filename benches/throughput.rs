@@ -10,9 +10,9 @@
 //! - **raw**: a loop in this process on its own SoftHSM2 token, one PKCS#11 session per client
 //!   thread (the user logged in once), making exactly the PKCS#11 calls the node makes for one
 //!   request, in the same order, with the same templates, through `cryptoki` and, where cryptoki
-//!   has no name for a mechanism or makes other calls than the node, through `cryptoki-sys` and
-//!   the module's function list (module `raw` below). No gRPC, no TLS, no policy, no registry,
-//!   no audit, no session pool, no locks.
+//!   has no name for a mechanism or makes other calls than the node, through the node's own
+//!   `hkms::hsm::raw::RawModule` (`cryptoki-sys` and the module's function list). No gRPC, no
+//!   TLS, no policy, no registry, no audit, no session pool, no locks.
 //!
 //! Each raw token holds what its node's token holds (the same keys, the audit-signing pair, the
 //! same transport keys) and grows the same way (derived keys stay on both tokens). The calls
@@ -29,6 +29,7 @@ mod support;
 mod bare;
 
 use std::future::Future;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,10 +38,12 @@ use std::time::{Duration, Instant};
 use cryptoki::context::Pkcs11;
 use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
+use cryptoki_sys::{CK_MECHANISM_TYPE, CKM_AES_CMAC, CKM_AES_ECB_ENCRYPT_DATA};
 use hkms::card::CardCommand;
 use hkms::hierarchy::{Algorithm, Factor, KeyId, Usage};
+use hkms::hsm::raw::RawModule;
 use hkms::hsm::transport::CardToken;
-use hkms::hsm::{Hsm, HsmConfig, Lifetime, PinSource, SecretKeySpec, TokenLocator};
+use hkms::hsm::{Hsm, HsmConfig, HsmError, Lifetime, PinSource, SecretKeySpec, TokenLocator};
 use hkms::proto::{
     self, card_service_client::CardServiceClient, key_service_client::KeyServiceClient,
     transport_service_client::TransportServiceClient,
@@ -766,252 +769,10 @@ fn machine() -> String {
     format!("nproc {cpus}, CPU {model}, SoftHSM2 {softhsm} (file object store)")
 }
 
-/// The PKCS#11 calls `cryptoki` either cannot express (`CKM_AES_ECB_ENCRYPT_DATA`) or makes
-/// differently from the node (cryptoki's `sign` and `encrypt` first ask for the output length;
-/// the node makes one call with a buffer large enough). Minimal: no pool, no checks beyond the
-/// return value.
-mod raw {
-    use std::path::Path;
-
-    use cryptoki::object::{Attribute, ObjectHandle};
-    use cryptoki::session::Session;
-    use cryptoki_sys::{
-        CK_ATTRIBUTE, CK_FUNCTION_LIST, CK_KEY_DERIVATION_STRING_DATA, CK_MECHANISM,
-        CK_MECHANISM_TYPE, CK_OBJECT_HANDLE, CK_RV, CK_ULONG, CKR_OK,
-    };
-
-    /// A failed call and its return value.
-    #[derive(Debug)]
-    pub struct Fail {
-        pub call: &'static str,
-        pub rv: CK_RV,
-    }
-
-    impl std::fmt::Display for Fail {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "{} returned CKR {:#x}", self.call, self.rv)
-        }
-    }
-
-    fn check(call: &'static str, rv: CK_RV) -> Result<(), Fail> {
-        if rv == CKR_OK {
-            Ok(())
-        } else {
-            Err(Fail { call, rv })
-        }
-    }
-
-    /// The module's function list.
-    pub struct Fns {
-        // Keeps the library mapped while `list` is used.
-        _lib: cryptoki_sys::Pkcs11,
-        list: *const CK_FUNCTION_LIST,
-    }
-
-    // SAFETY: the function list is a static table of the loaded library, which `_lib` keeps
-    // mapped, and is only read. The library was initialised with CKF_OS_LOCKING_OK, so its
-    // functions may be called from any thread; each session is used by one thread at a time.
-    unsafe impl Send for Fns {}
-    // SAFETY: as above: shared references only read the table.
-    unsafe impl Sync for Fns {}
-
-    impl Fns {
-        /// Takes another reference to a module this process has loaded and initialised.
-        pub fn load(module: &Path) -> Fns {
-            // SAFETY: the module is loaded and initialised already (through cryptoki); the
-            // dynamic loader hands back the same library.
-            let lib = unsafe { cryptoki_sys::Pkcs11::new(module) }.expect("load the module");
-            let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
-            // SAFETY: C_GetFunctionList writes one pointer to the out-parameter.
-            let rv = unsafe { lib.C_GetFunctionList(&mut list) };
-            assert!(
-                rv == CKR_OK && !list.is_null(),
-                "C_GetFunctionList: {rv:#x}"
-            );
-            Fns { _lib: lib, list }
-        }
-
-        fn f(&self) -> &CK_FUNCTION_LIST {
-            // SAFETY: non-null (checked in `load`), alive as long as `_lib`.
-            unsafe { &*self.list }
-        }
-
-        /// `C_DeriveKey` with `CKM_AES_ECB_ENCRYPT_DATA` over one block.
-        pub fn derive(
-            &self,
-            s: &Session,
-            base: ObjectHandle,
-            block: &[u8; 16],
-            template: &[Attribute],
-        ) -> Result<CK_OBJECT_HANDLE, Fail> {
-            let f = self.f().C_DeriveKey.expect("C_DeriveKey");
-            let mut data = *block;
-            let mut params = CK_KEY_DERIVATION_STRING_DATA {
-                pData: data.as_mut_ptr(),
-                ulLen: data.len() as CK_ULONG,
-            };
-            let mut mech = CK_MECHANISM {
-                mechanism: cryptoki_sys::CKM_AES_ECB_ENCRYPT_DATA,
-                pParameter: (&mut params as *mut CK_KEY_DERIVATION_STRING_DATA).cast(),
-                ulParameterLen: std::mem::size_of::<CK_KEY_DERIVATION_STRING_DATA>() as CK_ULONG,
-            };
-            let mut attrs: Vec<CK_ATTRIBUTE> = template.iter().map(CK_ATTRIBUTE::from).collect();
-            let mut handle: CK_OBJECT_HANDLE = 0;
-            // SAFETY: the mechanism, its parameter, the data and the template (whose values
-            // borrow from `template`) outlive the call; `handle` receives one value.
-            let rv = unsafe {
-                f(
-                    s.handle(),
-                    &mut mech,
-                    base.handle(),
-                    attrs.as_mut_ptr(),
-                    attrs.len() as CK_ULONG,
-                    &mut handle,
-                )
-            };
-            check("C_DeriveKey", rv)?;
-            Ok(handle)
-        }
-
-        /// `C_SignInit` + one `C_Sign` with a parameterless mechanism (CMAC).
-        pub fn sign(
-            &self,
-            s: &Session,
-            mechanism: CK_MECHANISM_TYPE,
-            key: CK_OBJECT_HANDLE,
-            data: &[u8],
-        ) -> Result<Vec<u8>, Fail> {
-            let (init, sign) = (
-                self.f().C_SignInit.expect("C_SignInit"),
-                self.f().C_Sign.expect("C_Sign"),
-            );
-            let mut mech = CK_MECHANISM {
-                mechanism,
-                pParameter: std::ptr::null_mut(),
-                ulParameterLen: 0,
-            };
-            // SAFETY: the mechanism has no parameter and outlives the call.
-            check("C_SignInit", unsafe { init(s.handle(), &mut mech, key) })?;
-            let mut input = data.to_vec();
-            let mut out = vec![0u8; 64];
-            let mut len = out.len() as CK_ULONG;
-            // SAFETY: `input` and `out` outlive the call; `len` is `out`'s room (a CMAC fits).
-            let rv = unsafe {
-                sign(
-                    s.handle(),
-                    input.as_mut_ptr(),
-                    input.len() as CK_ULONG,
-                    out.as_mut_ptr(),
-                    &mut len,
-                )
-            };
-            check("C_Sign", rv)?;
-            out.truncate(len as usize);
-            Ok(out)
-        }
-
-        /// `C_EncryptInit` + one `C_Encrypt`, AES-ECB (no IV) or AES-CBC (IV), no padding.
-        pub fn encrypt(
-            &self,
-            s: &Session,
-            key: CK_OBJECT_HANDLE,
-            iv: Option<&[u8; 16]>,
-            data: &[u8],
-        ) -> Result<Vec<u8>, Fail> {
-            let (init, encrypt) = (
-                self.f().C_EncryptInit.expect("C_EncryptInit"),
-                self.f().C_Encrypt.expect("C_Encrypt"),
-            );
-            let mut iv = iv.copied();
-            let mut mech = match iv.as_mut() {
-                Some(iv) => CK_MECHANISM {
-                    mechanism: cryptoki_sys::CKM_AES_CBC,
-                    pParameter: iv.as_mut_ptr().cast(),
-                    ulParameterLen: 16,
-                },
-                None => CK_MECHANISM {
-                    mechanism: cryptoki_sys::CKM_AES_ECB,
-                    pParameter: std::ptr::null_mut(),
-                    ulParameterLen: 0,
-                },
-            };
-            // SAFETY: the mechanism and its IV outlive the call.
-            check("C_EncryptInit", unsafe { init(s.handle(), &mut mech, key) })?;
-            let mut input = data.to_vec();
-            let mut out = vec![0u8; data.len() + 16];
-            let mut len = out.len() as CK_ULONG;
-            // SAFETY: `input` and `out` outlive the call; `len` is `out`'s room.
-            let rv = unsafe {
-                encrypt(
-                    s.handle(),
-                    input.as_mut_ptr(),
-                    input.len() as CK_ULONG,
-                    out.as_mut_ptr(),
-                    &mut len,
-                )
-            };
-            check("C_Encrypt", rv)?;
-            out.truncate(len as usize);
-            Ok(out)
-        }
-
-        /// `C_WrapKey` with a parameterless mechanism: the length, then the bytes.
-        pub fn wrap(
-            &self,
-            s: &Session,
-            mechanism: CK_MECHANISM_TYPE,
-            wrapping: ObjectHandle,
-            key: CK_OBJECT_HANDLE,
-        ) -> Result<Vec<u8>, Fail> {
-            let f = self.f().C_WrapKey.expect("C_WrapKey");
-            let mut mech = CK_MECHANISM {
-                mechanism,
-                pParameter: std::ptr::null_mut(),
-                ulParameterLen: 0,
-            };
-            let mut len: CK_ULONG = 0;
-            // SAFETY: a null output asks for the length only.
-            let rv = unsafe {
-                f(
-                    s.handle(),
-                    &mut mech,
-                    wrapping.handle(),
-                    key,
-                    std::ptr::null_mut(),
-                    &mut len,
-                )
-            };
-            check("C_WrapKey", rv)?;
-            let mut out = vec![0u8; len as usize];
-            // SAFETY: `out` has the room the token asked for.
-            let rv = unsafe {
-                f(
-                    s.handle(),
-                    &mut mech,
-                    wrapping.handle(),
-                    key,
-                    out.as_mut_ptr(),
-                    &mut len,
-                )
-            };
-            check("C_WrapKey", rv)?;
-            out.truncate(len as usize);
-            Ok(out)
-        }
-
-        /// `C_DestroyObject` of a handle `cryptoki` did not make.
-        pub fn destroy(&self, s: &Session, object: CK_OBJECT_HANDLE) -> Result<(), Fail> {
-            let f = self.f().C_DestroyObject.expect("C_DestroyObject");
-            // SAFETY: plain handles.
-            check("C_DestroyObject", unsafe { f(s.handle(), object) })
-        }
-    }
-}
-
-/// The raw side: the module's functions and the token's wrap mechanism.
+/// The raw side: the node's raw calls on the module and the token's wrap mechanism.
 struct Raw {
-    fns: raw::Fns,
-    wrap: cryptoki_sys::CK_MECHANISM_TYPE,
+    module: RawModule,
+    wrap: CK_MECHANISM_TYPE,
     /// Handles found by label, kept as the node keeps them (`src/hsm/handles.rs`): each key
     /// is searched once per process. Labels are unique across the two raw tokens.
     handles: std::sync::Mutex<std::collections::HashMap<String, ObjectHandle>>,
@@ -1021,6 +782,26 @@ struct Raw {
 static RAW_RETRIES: AtomicUsize = AtomicUsize::new(0);
 
 impl Raw {
+    /// Takes another reference to `module`, which this process has loaded and initialised
+    /// (through cryptoki); `wrap` is the token's RFC 5649 wrap mechanism. No handle is known yet.
+    fn new(module: &Path, wrap: CK_MECHANISM_TYPE) -> Raw {
+        Raw {
+            module: RawModule::load(module).expect("load the module"),
+            wrap,
+            handles: Default::default(),
+        }
+    }
+
+    /// The raw loop's retries after CKR_GENERAL_ERROR since the last `reset_retries`.
+    fn retries() -> usize {
+        RAW_RETRIES.load(Ordering::Relaxed)
+    }
+
+    /// Counts retries from zero again.
+    fn reset_retries() {
+        RAW_RETRIES.store(0, Ordering::Relaxed);
+    }
+
     /// The handle of the secret key `label`: searched on first use, then remembered.
     fn find(&self, s: &Session, label: &str) -> Result<ObjectHandle, String> {
         if let Some(h) = self.handles.lock().expect("handles").get(label) {
@@ -1033,23 +814,7 @@ impl Raw {
             .insert(label.to_string(), h);
         Ok(h)
     }
-}
 
-/// The one secret key with this label (CKA_CLASS + CKA_LABEL, as the node's `find_key`).
-fn find(s: &Session, label: &str) -> Result<ObjectHandle, String> {
-    let found = s
-        .find_objects(&[
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .map_err(|e| format!("find {label}: {e}"))?;
-    match found.as_slice() {
-        [one] => Ok(*one),
-        other => Err(format!("{} objects labelled {label}", other.len())),
-    }
-}
-
-impl Raw {
     /// UnblockPin: the APDU for card `i` from the master `master`.
     fn unblock(&self, s: &Session, master: &str, i: usize) -> Result<Vec<u8>, String> {
         let (serial, challenge) = card_of(i);
@@ -1070,23 +835,23 @@ impl Raw {
         let block = hkms::card::pin_block(pin);
         let master = self.find(s, master)?;
         let label = format!("hkms/card-key/{}", uuid::Uuid::new_v4().simple());
-        let key = self
-            .fns
-            .derive(
-                s,
-                master,
+        let m = &self.module;
+        let key = m
+            .derive_encrypt_data(
+                s.handle(),
+                CKM_AES_ECB_ENCRYPT_DATA,
+                master.handle(),
                 &serial.data_block(),
                 &hkms::hsm::templates::card_key_template(&label, false),
             )
             .map_err(|e| e.to_string())?;
-        let built = (|| -> Result<Vec<u8>, raw::Fail> {
-            let encrypted: [u8; 16] = self
-                .fns
-                .encrypt(s, key, None, block.as_slice())?
+        let built = (|| -> Result<Vec<u8>, HsmError> {
+            let encrypted: [u8; 16] = m
+                .encrypt(s.handle(), key, None, block.as_slice())?
                 .try_into()
                 .expect("one block");
-            let cbc = self.fns.encrypt(
-                s,
+            let cbc = m.encrypt(
+                s.handle(),
                 key,
                 Some(&hkms::card::mac_iv(&challenge)),
                 &hkms::card::mac_input(CardCommand::Unblock, &encrypted),
@@ -1096,7 +861,7 @@ impl Raw {
                 .expect("MAC length");
             Ok(hkms::card::apdu(CardCommand::Unblock, &encrypted, &mac))
         })();
-        let destroyed = self.fns.destroy(s, key);
+        let destroyed = m.destroy_object(s.handle(), key);
         let apdu = built.map_err(|e| e.to_string())?;
         destroyed.map_err(|e| e.to_string())?;
         Ok(apdu)
@@ -1118,22 +883,27 @@ impl Raw {
             id: id.ck_id(),
             lifetime: Lifetime::Token,
         });
+        let m = &self.module;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let made = self
-                .fns
-                .derive(s, parent, &block, &template)
+            let made = m
+                .derive_encrypt_data(
+                    s.handle(),
+                    CKM_AES_ECB_ENCRYPT_DATA,
+                    parent.handle(),
+                    &block,
+                    &template,
+                )
                 .and_then(|key| {
-                    self.fns
-                        .sign(s, cryptoki_sys::CKM_AES_CMAC, key, &[0u8; 16])
+                    m.sign(s.handle(), CKM_AES_CMAC, key, &[0u8; 16])
                         .inspect_err(|_| {
-                            let _ = self.fns.destroy(s, key);
+                            let _ = m.destroy_object(s.handle(), key);
                         })
                 });
             match made {
                 Ok(mac) => return Ok((label, [mac[0], mac[1], mac[2]])),
-                Err(e) if e.rv == cryptoki_sys::CKR_GENERAL_ERROR && attempt < 3 => {
+                Err(e) if e.is_token_hiccup() && attempt < 3 => {
                     RAW_RETRIES.fetch_add(1, Ordering::Relaxed);
                     if let Ok(found) =
                         s.find_objects(&[Attribute::Label(label.as_bytes().to_vec())])
@@ -1155,8 +925,8 @@ impl Raw {
         let transport = self.find(s, &hkms::hsm::transport::transport_label(card))?;
         let key = self.find(s, key)?;
         let wrapped = self
-            .fns
-            .wrap(s, self.wrap, transport, key.handle())
+            .module
+            .wrap_key(s.handle(), self.wrap, transport.handle(), key.handle())
             .map_err(|e| e.to_string())?;
         self.package_mac(s, card, header, &wrapped)?;
         Ok(wrapped)
@@ -1171,8 +941,8 @@ impl Raw {
     ) -> Result<Vec<u8>, String> {
         let signed = Package::signed_bytes(header, wrapped).map_err(|e| e.to_string())?;
         let mac_key = self.find(s, &hkms::hsm::transport::package_mac_label(card))?;
-        self.fns
-            .sign(s, cryptoki_sys::CKM_AES_CMAC, mac_key.handle(), &signed)
+        self.module
+            .sign(s.handle(), CKM_AES_CMAC, mac_key.handle(), &signed)
             .map_err(|e| e.to_string())
     }
 
@@ -1187,31 +957,48 @@ impl Raw {
         serial: &str,
     ) -> Result<Vec<[u8; 3]>, String> {
         let factor = Factor::from_card_serial(serial).map_err(|e| e.to_string())?;
+        let m = &self.module;
         let mut kcvs = Vec::new();
         for (master, header) in masters.iter().zip(headers) {
             let master = self.find(s, master)?;
             let transport = self.find(s, &hkms::hsm::transport::transport_label(card))?;
             let label = format!("hkms/card-export/{}", uuid::Uuid::new_v4().simple());
-            let key = self
-                .fns
-                .derive(
-                    s,
-                    master,
+            let key = m
+                .derive_encrypt_data(
+                    s.handle(),
+                    CKM_AES_ECB_ENCRYPT_DATA,
+                    master.handle(),
                     &factor.data_block(),
                     &hkms::hsm::templates::card_key_template(&label, true),
                 )
                 .map_err(|e| e.to_string())?;
-            let out = self
-                .fns
-                .sign(s, cryptoki_sys::CKM_AES_CMAC, key, &[0u8; 16])
-                .and_then(|kcv| Ok((kcv, self.fns.wrap(s, self.wrap, transport, key)?)));
-            let destroyed = self.fns.destroy(s, key);
+            let out = m
+                .sign(s.handle(), CKM_AES_CMAC, key, &[0u8; 16])
+                .and_then(|kcv| {
+                    let wrapped = m.wrap_key(s.handle(), self.wrap, transport.handle(), key)?;
+                    Ok((kcv, wrapped))
+                });
+            let destroyed = m.destroy_object(s.handle(), key);
             let (kcv, wrapped) = out.map_err(|e| e.to_string())?;
             destroyed.map_err(|e| e.to_string())?;
             self.package_mac(s, card, header, &wrapped)?;
             kcvs.push([kcv[0], kcv[1], kcv[2]]);
         }
         Ok(kcvs)
+    }
+}
+
+/// The one secret key with this label (CKA_CLASS + CKA_LABEL, as the node's `find_key`).
+fn find(s: &Session, label: &str) -> Result<ObjectHandle, String> {
+    let found = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(|e| format!("find {label}: {e}"))?;
+    match found.as_slice() {
+        [one] => Ok(*one),
+        other => Err(format!("{} objects labelled {label}", other.len())),
     }
 }
 
@@ -1845,11 +1632,7 @@ fn main() {
             .expect("signing pair");
         raw_issue(&hsm, &raw_gd_card, RAW_GD_CARD);
     }
-    let raw = Raw {
-        fns: raw::Fns::load(&raw_city.module),
-        wrap,
-        handles: Default::default(),
-    };
+    let raw = Raw::new(&raw_city.module, wrap);
     let max_clients = *levels.iter().max().expect("levels");
     let mut city_sessions = raw_sessions(&pkcs11, &raw_city, max_clients);
     let mut nation_sessions = raw_sessions(&pkcs11, &raw_nation, max_clients);
@@ -2048,11 +1831,7 @@ fn main() {
 
         // The bare front-end: hkms's transport and the raw calls, nothing else between them.
         if wanted("UnblockPin-bare") {
-            let bare_raw = Arc::new(Raw {
-                fns: raw::Fns::load(&raw_city.module),
-                wrap,
-                handles: Default::default(),
-            });
+            let bare_raw = Arc::new(Raw::new(&raw_city.module, wrap));
             let slot = slot_of(&pkcs11, &raw_city.label);
             let open = || pkcs11.open_rw_session(slot).expect("open session");
             let pki = city.dir.path().join("pki");
@@ -2273,7 +2052,7 @@ fn main() {
         );
         let mut rows = Vec::new();
         let (mut next, mut next_raw) = (0, 0);
-        RAW_RETRIES.store(0, Ordering::Relaxed);
+        Raw::reset_retries();
         for &c in &levels {
             let clients = connect(&rt, c, || async { nation.client().await });
             let service_items = Arc::clone(&items);
@@ -2334,7 +2113,7 @@ fn main() {
             format!(
                 "derivations retried after CKR_GENERAL_ERROR (warm-up included): node {}, raw {}",
                 nation.log().matches("derivation failed in the token; retrying").count(),
-                RAW_RETRIES.load(Ordering::Relaxed)
+                Raw::retries()
             ),
         ],
     ));
