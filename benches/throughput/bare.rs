@@ -15,12 +15,88 @@ use std::time::Duration;
 
 use cryptoki::session::Session;
 use hkms::config::TlsFiles;
-use hkms::proto::{self, card_service_server::CardService};
+use hkms::proto::{self, card_service_client::CardServiceClient, card_service_server::CardService};
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::Raw;
+use crate::raw::{Raw, UNBLOCK_CALLS};
+use crate::report::{Best, print_table};
+use crate::service::{connect, unblock_call};
+use crate::setup::Bench;
+use crate::support::{self, slot_of};
+use crate::{Sweep, WINDOW, measure_line};
+
+/// The bare front-end's lines, one table per `Mode`: UnblockPin through it against the raw loop
+/// (the same raw loop as UnblockPin's, its operations numbered on from `numbers`).
+pub fn lines(b: &mut Bench, sweep: &Sweep, numbers: &mut (usize, usize)) -> Vec<Best> {
+    let mut bests = Vec::new();
+    let bare_raw = Arc::new(Raw::new(&b.raw_city.module, b.wrap));
+    let slot = slot_of(&b.pkcs11, &b.raw_city.label);
+    let open = || b.pkcs11.open_rw_session(slot).expect("open session");
+    let pki = b.city.dir.path().join("pki");
+    let files = TlsFiles {
+        cert: pki.join("server.pem"),
+        key: pki.join("server.key"),
+        client_ca: pki.join("ca.pem"),
+        client_crl: None,
+    };
+    let (next, next_raw) = numbers;
+    for mode in [
+        Mode::OneThread(open()),
+        Mode::PerRequest((0..b.max_clients).map(|_| open()).collect()),
+    ] {
+        let title = mode.title();
+        let front = start(
+            files.clone(),
+            Arc::clone(&bare_raw),
+            &b.raw_city_masters[0],
+            mode,
+        );
+        let url = format!("https://{}", front.addr);
+        let mut rows = Vec::new();
+        for &c in &sweep.levels {
+            let clients = connect(&b.rt, c, || async {
+                let tls =
+                    support::client_tls(&b.city.ca, Some(WINDOW), hkms::pki::Validity::days(1));
+                CardServiceClient::new(
+                    Channel::from_shared(url.clone())
+                        .expect("url")
+                        .tls_config(tls)
+                        .expect("tls")
+                        .connect()
+                        .await
+                        .expect("connect to the bare front-end"),
+                )
+            });
+            let raw_op =
+                |s: &Session, i: usize| b.raw.unblock(s, &b.raw_city_masters[0], i).map(|_| ());
+            rows.push(measure_line(
+                &b.rt,
+                &sweep.settings,
+                b.city_pid,
+                None,
+                sweep.settings.unblock_ops,
+                clients,
+                unblock_call,
+                &mut b.city_sessions,
+                &raw_op,
+                next,
+                next_raw,
+            ));
+        }
+        drop(front);
+        bests.extend(print_table(
+            title,
+            "gRPC/mTLS as the node (hkms::server::tls), the raw calls behind it; no identity, policy, registry or audit",
+            UNBLOCK_CALLS,
+            &rows,
+            &[],
+        ));
+    }
+    bests
+}
 
 /// How the bare front-end reaches the token.
 pub enum Mode {

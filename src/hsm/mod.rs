@@ -11,7 +11,7 @@ pub mod locator;
 pub mod mechanisms;
 pub mod pin;
 mod pool;
-mod raw;
+pub mod raw;
 mod recovery;
 mod signing;
 pub mod templates;

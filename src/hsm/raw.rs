@@ -3,6 +3,10 @@
 //! drops the numbers it has no name for). The module is loaded a second time through
 //! `cryptoki-sys`; the dynamic loader hands back the same library, so session and object
 //! handles from `cryptoki` are valid here.
+//!
+//! The module is public for the throughput bench (`benches/throughput/raw.rs`): its raw
+//! PKCS#11 baseline calls the functions marked `pub` here, so that the loop it compares the
+//! service against makes the node's calls through the node's own code, not a copy of it.
 
 use std::path::Path;
 
@@ -15,7 +19,10 @@ use cryptoki_sys::{
 use super::HsmError;
 use super::timing::CallTimer;
 
-pub(crate) struct RawModule {
+/// A second handle on a PKCS#11 module that `cryptoki` has loaded and initialised, with the
+/// module's function list, for the calls `cryptoki` cannot make as hkms needs them. Public,
+/// with the calls the node makes per request, for the throughput bench's raw baseline.
+pub struct RawModule {
     // Keeps the library mapped for as long as `list` is used.
     _lib: cryptoki_sys::Pkcs11,
     list: *const CK_FUNCTION_LIST,
@@ -29,7 +36,10 @@ unsafe impl Send for RawModule {}
 unsafe impl Sync for RawModule {}
 
 impl RawModule {
-    pub(crate) fn load(path: &Path) -> Result<RawModule, HsmError> {
+    /// Takes another reference to the PKCS#11 module at `path` and reads its function list.
+    /// The module must already be loaded and initialised in this process through `cryptoki`
+    /// (as [`super::Hsm::open`] does, with OS locking): `load` does not call `C_Initialize`.
+    pub fn load(path: &Path) -> Result<RawModule, HsmError> {
         let load_err = |reason: String| HsmError::ModuleLoad {
             path: path.to_path_buf(),
             reason,
@@ -81,7 +91,7 @@ impl RawModule {
 
     /// `C_SignInit` + `C_Sign` with a mechanism that takes no parameter (CMAC for KCVs;
     /// `cryptoki` has no name for `CKM_DES3_CMAC`).
-    pub(crate) fn sign(
+    pub fn sign(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: CK_MECHANISM_TYPE,
@@ -168,7 +178,7 @@ impl RawModule {
 
     /// `C_EncryptInit` + `C_Encrypt` with AES-ECB (no IV) or AES-CBC (with `iv`), no padding:
     /// the caller pads. Used with transient card keys only.
-    pub(crate) fn encrypt(
+    pub fn encrypt(
         &self,
         session: CK_SESSION_HANDLE,
         key: CK_OBJECT_HANDLE,
@@ -231,7 +241,7 @@ impl RawModule {
 
     /// `C_WrapKey` with a parameterless mechanism (RFC 5649 key wrap, whichever number the
     /// token uses).
-    pub(crate) fn wrap_key(
+    pub fn wrap_key(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: CK_MECHANISM_TYPE,
@@ -328,7 +338,7 @@ impl RawModule {
     }
 
     /// `C_DestroyObject`.
-    pub(crate) fn destroy_object(
+    pub fn destroy_object(
         &self,
         session: CK_SESSION_HANDLE,
         object: CK_OBJECT_HANDLE,
@@ -349,7 +359,7 @@ impl RawModule {
     }
 
     /// `C_DeriveKey` with a `*_ECB_ENCRYPT_DATA` mechanism over `data`.
-    pub(crate) fn derive_encrypt_data(
+    pub fn derive_encrypt_data(
         &self,
         session: CK_SESSION_HANDLE,
         mechanism: CK_MECHANISM_TYPE,
