@@ -32,7 +32,7 @@ use cryptoki_sys::{CK_MECHANISM_TYPE, CK_OBJECT_HANDLE};
 use secrecy::SecretString;
 
 pub use attribute_audit::{ObjectFacts, Violation};
-pub use capabilities::Capabilities;
+pub use capabilities::{Capabilities, KeySizes};
 pub use error::{HsmError, HsmErrorKind};
 pub use locator::TokenLocator;
 pub use pin::PinSource;
@@ -142,7 +142,7 @@ impl Hsm {
             );
         }
         let sessions = open_sessions(&ctx, slot, limit, &pin)?;
-        let budget = caps.session_object_budget().unwrap_or(0);
+        let budget = recovery::DEFAULT_SESSION_OBJECT_BUDGET;
         Ok(Hsm {
             inner: Arc::new(Inner {
                 pool: SessionPool::new(sessions, config.session_wait),
@@ -544,6 +544,25 @@ fn find_token(
 ) -> Result<(Slot, Capabilities), HsmError> {
     let (slot, info) = find_slot(ctx, locator)?;
     let mechanisms = raw.mechanism_list(slot.id())?;
+    // Asked only for a mechanism the slot lists; a token that will not say leaves the
+    // mechanism list to decide alone.
+    let aes_key_sizes = mechanisms
+        .contains(&mechanisms::AES_KEY_GEN)
+        .then(|| raw.mechanism_info(slot.id(), mechanisms::AES_KEY_GEN))
+        .and_then(|info| {
+            info.inspect_err(|e| {
+                tracing::debug!(error = %e, "no key sizes for CKM_AES_KEY_GEN");
+            })
+            .ok()
+        })
+        .map(|info| {
+            // CK_ULONG is 32 bits on some targets, 64 here.
+            #[allow(clippy::unnecessary_cast)]
+            KeySizes {
+                min: info.ulMinKeySize as u64,
+                max: info.ulMaxKeySize as u64,
+            }
+        });
     let caps = Capabilities {
         label: info.label().trim_end().to_string(),
         manufacturer: info.manufacturer_id().trim_end().to_string(),
@@ -551,6 +570,7 @@ fn find_token(
         serial: info.serial_number().trim_end().to_string(),
         wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
         mechanisms,
+        aes_key_sizes,
     };
     Ok((slot, caps))
 }
