@@ -106,7 +106,7 @@ impl Capabilities {
     /// on the token meanwhile (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT,
     /// CKR_KEY_FUNCTION_NOT_PERMITTED on keys that allow the function, and an empty object
     /// left behind; softhsm/SoftHSMv2#573). A creation therefore takes the token lock
-    /// exclusively (`Hsm::writing_session`), and the configured sessions serve the rest.
+    /// exclusively (`Pkcs11Token::writing_session`), and the configured sessions serve the rest.
     pub fn session_limit(&self, configured: usize) -> usize {
         configured.max(1)
     }

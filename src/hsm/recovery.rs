@@ -25,7 +25,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 
-use super::{Hsm, HsmError, TokenLocator, find_slot, open_sessions};
+use super::{HsmError, Pkcs11Token, TokenLocator, find_slot, open_sessions};
 
 /// Destroyed session objects between two initialisations of the module, on any token (0 would
 /// mean never). SoftHSM2 2.6.1 keeps every destroyed session object in memory until
@@ -90,7 +90,7 @@ impl Recovery {
     }
 }
 
-impl Hsm {
+impl Pkcs11Token {
     /// Runs one HSM operation. If it failed because the token or its sessions are gone, the
     /// pool is marked broken and the error says the connection is being re-established.
     pub(crate) fn guarded<T>(
@@ -274,7 +274,7 @@ impl Hsm {
     }
 }
 
-impl Hsm {
+impl Pkcs11Token {
     /// Counts one destroyed session object; once the budget is spent (see
     /// [`DEFAULT_SESSION_OBJECT_BUDGET`]) initialises the module again, which is the only way
     /// to make SoftHSM2 2.6.1 free them. Call it holding no session.
