@@ -37,6 +37,7 @@ pub use capabilities::{Capabilities, KeySizes};
 pub use error::{HsmError, HsmErrorKind};
 pub use locator::TokenLocator;
 pub use pin::PinSource;
+pub use recovery::DEFAULT_SESSION_OBJECT_BUDGET;
 pub use templates::{Lifetime, SecretKeySpec};
 
 use crate::hierarchy::{Algorithm, Factor, Kcv, KcvMethod};

@@ -34,7 +34,7 @@ use super::{HsmError, Pkcs11Token, TokenLocator, find_slot, open_sessions};
 /// it under about 25 MB. No PKCS#11 call tells whether a token leaks so, and a token's name is
 /// no capability: the budget applies to every token, where a recycle every 100,000 card keys
 /// only costs one pause of the requests (see `Pkcs11Token::recycle_if_due`).
-pub(crate) const DEFAULT_SESSION_OBJECT_BUDGET: u64 = 100_000;
+pub const DEFAULT_SESSION_OBJECT_BUDGET: u64 = 100_000;
 
 /// The first wait after a failed rebuild; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
