@@ -3,10 +3,8 @@
 //! (`C_GetMechanismList`, `C_GetMechanismInfo`); its manufacturer, model and label are kept
 //! for messages only, and nothing is decided by them.
 
-use cryptoki_sys::CK_MECHANISM_TYPE;
-
 use super::HsmError;
-use super::mechanisms::{self, mechanism_name};
+use super::mechanisms::{self, MechanismNumber, mechanism_name};
 use crate::hierarchy::{Algorithm, Usage};
 
 /// The range of key sizes a token gives for a mechanism (`CK_MECHANISM_INFO`'s
@@ -45,9 +43,9 @@ pub struct Capabilities {
     /// Token serial number (trimmed).
     pub serial: String,
     /// Every mechanism number the slot lists.
-    pub mechanisms: Vec<CK_MECHANISM_TYPE>,
+    pub mechanisms: Vec<MechanismNumber>,
     /// The RFC 5649 key-wrap mechanism number this token uses, if any.
-    pub wrap_pad: Option<CK_MECHANISM_TYPE>,
+    pub wrap_pad: Option<MechanismNumber>,
     /// The AES key sizes `CKM_AES_KEY_GEN` generates (`C_GetMechanismInfo`); `None` when the
     /// token lists no AES key generation or would not say.
     pub aes_key_sizes: Option<KeySizes>,
@@ -55,18 +53,18 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Whether the slot lists a mechanism.
-    pub fn has(&self, mechanism: CK_MECHANISM_TYPE) -> bool {
+    pub fn has(&self, mechanism: MechanismNumber) -> bool {
         self.mechanisms.contains(&mechanism)
     }
 
     /// Picks the padded key-wrap number the token offers (0x210A or 0x210B).
-    pub fn pick_wrap_pad(mechanisms: &[CK_MECHANISM_TYPE]) -> Option<CK_MECHANISM_TYPE> {
+    pub fn pick_wrap_pad(mechanisms: &[MechanismNumber]) -> Option<MechanismNumber> {
         [mechanisms::AES_KEY_WRAP_PAD, mechanisms::AES_KEY_WRAP_KWP]
             .into_iter()
             .find(|m| mechanisms.contains(m))
     }
 
-    fn require(&self, mechanism: CK_MECHANISM_TYPE) -> Result<(), HsmError> {
+    fn require(&self, mechanism: MechanismNumber) -> Result<(), HsmError> {
         if self.has(mechanism) {
             Ok(())
         } else {
@@ -121,7 +119,7 @@ impl Capabilities {
 mod tests {
     use super::*;
 
-    fn caps(mechanisms: Vec<CK_MECHANISM_TYPE>) -> Capabilities {
+    fn caps(mechanisms: Vec<MechanismNumber>) -> Capabilities {
         Capabilities {
             label: "t".into(),
             manufacturer: "m".into(),
