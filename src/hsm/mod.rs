@@ -1,5 +1,5 @@
-//! The only module that speaks PKCS#11. Callers see plain hkms types; they never see
-//! `cryptoki`. [`Pkcs11Token`] is the PKCS#11 implementation: one login, a pool of sessions,
+//! The only module that speaks PKCS#11. Callers see the [`Token`] trait and plain hkms types;
+//! they never see `cryptoki`. [`Pkcs11Token`] is the PKCS#11 implementation: one login, a pool of sessions,
 //! templates that follow DESIGN.md §2, and the in-HSM diversification and KCVs. All calls
 //! block: async callers use `spawn_blocking`.
 
@@ -17,6 +17,7 @@ mod recovery;
 mod signing;
 pub mod templates;
 mod timing;
+mod token;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ pub use locator::TokenLocator;
 pub use pin::PinSource;
 pub use recovery::DEFAULT_SESSION_OBJECT_BUDGET;
 pub use templates::{Lifetime, SecretKeySpec};
+pub use token::{ModuleHold, Token};
 
 use crate::hierarchy::{Algorithm, Factor, Kcv, KcvMethod};
 use pool::{AllSessions, PooledSession, SessionPool};
@@ -81,7 +83,7 @@ pub struct HsmConfig {
 }
 
 /// The name the rest of the crate still uses for [`Pkcs11Token`]; temporary, until callers
-/// hold the token as a `Token`.
+/// hold the token as a [`Token`].
 pub type Hsm = Pkcs11Token;
 
 /// A logged-in PKCS#11 token. Cheap to clone; all clones share the sessions.
