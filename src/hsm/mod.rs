@@ -1,7 +1,7 @@
 //! The only module that speaks PKCS#11. Callers see the [`Token`] trait and plain hkms types;
-//! they never see `cryptoki`. [`Pkcs11Token`] is the PKCS#11 implementation: one login, a pool of sessions,
-//! templates that follow DESIGN.md §2, and the in-HSM diversification and KCVs. All calls
-//! block: async callers use `spawn_blocking`.
+//! they never see `cryptoki`. [`Pkcs11Token`] is the PKCS#11 implementation: one login, a pool
+//! of sessions, templates that follow DESIGN.md §2, and the in-HSM diversification and KCVs.
+//! All calls block: async callers use `spawn_blocking`.
 
 pub mod attribute_audit;
 pub mod capabilities;
@@ -117,9 +117,9 @@ struct Inner {
     /// A session object could not be destroyed: the next recycle comes at once, whatever the
     /// budget (closing the sessions destroys their objects on any token).
     session_object_kept: std::sync::atomic::AtomicBool,
-    /// Card jobs hold it shared ([`Pkcs11Token::hold_module`]); initialising the module again to free
-    /// session objects needs it alone, and waits for a later turn rather than cut a card
-    /// job's sessions (cards often sit in the same module as the token).
+    /// Card jobs hold it shared ([`Pkcs11Token::hold_module`]); initialising the module again
+    /// to free session objects needs it alone, and waits for a later turn rather than cut a
+    /// card job's sessions (cards often sit in the same module as the token).
     module_hold: std::sync::RwLock<()>,
 }
 

@@ -1,8 +1,8 @@
 //! The PKCS#11 calls `cryptoki` 0.12 cannot express: `C_DeriveKey` with
 //! `CKM_AES_ECB_ENCRYPT_DATA`/`CKM_DES3_ECB_ENCRYPT_DATA`, and the raw mechanism list and
-//! mechanism info (cryptoki drops the numbers it has no name for). The module is loaded a second time through
-//! `cryptoki-sys`; the dynamic loader hands back the same library, so session and object
-//! handles from `cryptoki` are valid here.
+//! mechanism info (cryptoki drops the numbers it has no name for). The module is loaded a
+//! second time through `cryptoki-sys`; the dynamic loader hands back the same library, so
+//! session and object handles from `cryptoki` are valid here.
 
 use std::path::Path;
 
