@@ -1,9 +1,7 @@
 //! The attribute audit: reads every key object on the token and checks the docs/design.md §3.5 rules,
 //! so that a key that could leave in clear is found even if something other than hkms made it.
 
-use cryptoki_sys::CK_MECHANISM_TYPE;
-
-use super::mechanisms::{mechanism_name, safe_for_derive_parent};
+use super::mechanisms::{MechanismNumber, mechanism_name, safe_for_derive_parent};
 
 /// The security-relevant attributes of one key object (`None`: the token did not say).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,7 +35,7 @@ pub struct ObjectFacts {
     /// `CKA_UNWRAP`.
     pub unwrap: Option<bool>,
     /// `CKA_ALLOWED_MECHANISMS`, when the object has it.
-    pub allowed_mechanisms: Option<Vec<CK_MECHANISM_TYPE>>,
+    pub allowed_mechanisms: Option<Vec<MechanismNumber>>,
     /// `CKA_MODIFIABLE`.
     pub modifiable: Option<bool>,
 }

@@ -1,47 +1,70 @@
 //! What the token can do, read once at start (STYLE.md: one capability record per token,
-//! not vendor checks scattered around).
-
-use cryptoki_sys::CK_MECHANISM_TYPE;
+//! not vendor checks scattered around). Everything here is asked from the token
+//! (`C_GetMechanismList`, `C_GetMechanismInfo`); its manufacturer, model and label are kept
+//! for messages only, and nothing is decided by them.
 
 use super::HsmError;
-use super::mechanisms::{self, mechanism_name};
+use super::mechanisms::{self, MechanismNumber, mechanism_name};
 use crate::hierarchy::{Algorithm, Usage};
 
-/// Destroyed session objects between two initialisations of a SoftHSM2 module: at most about
-/// 25 MB of its leak (see [`Capabilities::session_object_budget`]).
-const DEFAULT_SESSION_OBJECT_BUDGET: u64 = 100_000;
+/// The range of key sizes a token gives for a mechanism (`CK_MECHANISM_INFO`'s
+/// `ulMinKeySize` and `ulMaxKeySize`), as the token said it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySizes {
+    /// The smallest size.
+    pub min: u64,
+    /// The largest size.
+    pub max: u64,
+}
+
+impl KeySizes {
+    /// Whether a key of `bytes` bytes is in the range. PKCS#11 counts AES key sizes in bytes,
+    /// but some tokens give bits: a minimum of 128 or more is read as bits (no AES key has
+    /// 128 bytes).
+    pub fn fits_aes(&self, bytes: usize) -> bool {
+        let size = if self.min >= 128 {
+            bytes as u64 * 8
+        } else {
+            bytes as u64
+        };
+        (self.min..=self.max).contains(&size)
+    }
+}
 
 /// The token's identity and the mechanisms hkms cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Token label (trimmed).
+    /// Token label (trimmed); for messages and logs only.
     pub label: String,
-    /// Token manufacturer (trimmed).
+    /// Token manufacturer (trimmed); for messages only, never to decide anything.
     pub manufacturer: String,
-    /// Token model (trimmed).
+    /// Token model (trimmed); for messages only, never to decide anything.
     pub model: String,
     /// Token serial number (trimmed).
     pub serial: String,
     /// Every mechanism number the slot lists.
-    pub mechanisms: Vec<CK_MECHANISM_TYPE>,
+    pub mechanisms: Vec<MechanismNumber>,
     /// The RFC 5649 key-wrap mechanism number this token uses, if any.
-    pub wrap_pad: Option<CK_MECHANISM_TYPE>,
+    pub wrap_pad: Option<MechanismNumber>,
+    /// The AES key sizes `CKM_AES_KEY_GEN` generates (`C_GetMechanismInfo`); `None` when the
+    /// token lists no AES key generation or would not say.
+    pub aes_key_sizes: Option<KeySizes>,
 }
 
 impl Capabilities {
     /// Whether the slot lists a mechanism.
-    pub fn has(&self, mechanism: CK_MECHANISM_TYPE) -> bool {
+    pub fn has(&self, mechanism: MechanismNumber) -> bool {
         self.mechanisms.contains(&mechanism)
     }
 
     /// Picks the padded key-wrap number the token offers (0x210A or 0x210B).
-    pub fn pick_wrap_pad(mechanisms: &[CK_MECHANISM_TYPE]) -> Option<CK_MECHANISM_TYPE> {
+    pub fn pick_wrap_pad(mechanisms: &[MechanismNumber]) -> Option<MechanismNumber> {
         [mechanisms::AES_KEY_WRAP_PAD, mechanisms::AES_KEY_WRAP_KWP]
             .into_iter()
             .find(|m| mechanisms.contains(m))
     }
 
-    fn require(&self, mechanism: CK_MECHANISM_TYPE) -> Result<(), HsmError> {
+    fn require(&self, mechanism: MechanismNumber) -> Result<(), HsmError> {
         if self.has(mechanism) {
             Ok(())
         } else {
@@ -57,6 +80,19 @@ impl Capabilities {
             Algorithm::Aes128 | Algorithm::Aes256 => mechanisms::AES_KEY_GEN,
             Algorithm::Des2 => mechanisms::DES2_KEY_GEN,
         })?;
+        if let (Algorithm::Aes128 | Algorithm::Aes256, Some(sizes)) =
+            (algorithm, self.aes_key_sizes)
+            && !sizes.fits_aes(algorithm.key_len())
+        {
+            return Err(HsmError::Unsupported {
+                what: format!(
+                    "{}-byte keys with CKM_AES_KEY_GEN (it gives sizes {} to {})",
+                    algorithm.key_len(),
+                    sizes.min,
+                    sizes.max
+                ),
+            });
+        }
         for m in mechanisms::allowed_mechanisms(algorithm, usage) {
             self.require(m)?;
         }
@@ -68,19 +104,9 @@ impl Capabilities {
     /// on the token meanwhile (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT,
     /// CKR_KEY_FUNCTION_NOT_PERMITTED on keys that allow the function, and an empty object
     /// left behind; softhsm/SoftHSMv2#573). A creation therefore takes the token lock
-    /// exclusively (`Hsm::writing_session`), and the configured sessions serve the rest.
+    /// exclusively (`Pkcs11Token::writing_session`), and the configured sessions serve the rest.
     pub fn session_limit(&self, configured: usize) -> usize {
         configured.max(1)
-    }
-
-    /// After how many destroyed session objects (card keys) the module should be initialised
-    /// again. SoftHSM2 2.6.1 keeps every destroyed session object in memory until
-    /// `C_Finalize` (its `SessionObjectStore::deleteObject` never frees it; fixed upstream
-    /// later), about 250 bytes each: a million cards would otherwise cost the node 0.5 GB.
-    pub fn session_object_budget(&self) -> Option<u64> {
-        self.manufacturer
-            .starts_with("SoftHSM")
-            .then_some(DEFAULT_SESSION_OBJECT_BUDGET)
     }
 
     /// Checks that keys of this algorithm can be diversified here.
@@ -93,7 +119,7 @@ impl Capabilities {
 mod tests {
     use super::*;
 
-    fn caps(mechanisms: Vec<CK_MECHANISM_TYPE>) -> Capabilities {
+    fn caps(mechanisms: Vec<MechanismNumber>) -> Capabilities {
         Capabilities {
             label: "t".into(),
             manufacturer: "m".into(),
@@ -101,6 +127,7 @@ mod tests {
             serial: "1".into(),
             wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
             mechanisms,
+            aes_key_sizes: None,
         }
     }
 
@@ -115,11 +142,117 @@ mod tests {
 
     #[test]
     fn sessions_are_as_configured_and_at_least_one() {
-        let mut c = caps(vec![]);
+        let c = caps(vec![]);
         assert_eq!(c.session_limit(4), 4);
         assert_eq!(c.session_limit(0), 1);
-        c.manufacturer = "SoftHSM project".into();
-        assert_eq!(c.session_limit(4), 4);
+    }
+
+    #[test]
+    fn no_answer_depends_on_the_token_s_name() {
+        let list = vec![
+            mechanisms::AES_KEY_GEN,
+            mechanisms::AES_CMAC,
+            mechanisms::AES_CMAC_GENERAL,
+            mechanisms::AES_ECB_ENCRYPT_DATA,
+            mechanisms::AES_KEY_WRAP_PAD,
+        ];
+        let named = |manufacturer: &str, model: &str, label: &str| Capabilities {
+            manufacturer: manufacturer.into(),
+            model: model.into(),
+            label: label.into(),
+            ..caps(list.clone())
+        };
+        let answers = |c: &Capabilities| {
+            (
+                c.session_limit(4),
+                c.wrap_pad,
+                c.require_generate(Algorithm::Aes256, Usage::Mac).is_ok(),
+                c.require_generate(Algorithm::Des2, Usage::Mac).is_ok(),
+                c.require_derive(Algorithm::Aes128).is_ok(),
+                c.require_derive(Algorithm::Des2).is_ok(),
+            )
+        };
+        let softhsm = answers(&named("SoftHSM project", "SoftHSM v2", "hkms-dev"));
+        assert_eq!(
+            softhsm,
+            (
+                4,
+                Some(mechanisms::AES_KEY_WRAP_PAD),
+                true,
+                false,
+                true,
+                false
+            )
+        );
+        for (manufacturer, model, label) in [
+            ("Kryoptic", "v1", "hkms-dev"),
+            ("A vendor", "HSM 9000", "SoftHSM"),
+            ("", "", ""),
+        ] {
+            assert_eq!(
+                answers(&named(manufacturer, model, label)),
+                softhsm,
+                "{manufacturer}"
+            );
+        }
+    }
+
+    #[test]
+    fn aes_generation_follows_the_key_sizes_the_token_gives() {
+        let list = vec![
+            mechanisms::AES_KEY_GEN,
+            mechanisms::AES_CMAC,
+            mechanisms::AES_CMAC_GENERAL,
+        ];
+        let with = |sizes| Capabilities {
+            aes_key_sizes: sizes,
+            ..caps(list.clone())
+        };
+        // The token would not say: the mechanism list decides alone, as before.
+        assert!(
+            with(None)
+                .require_generate(Algorithm::Aes256, Usage::Mac)
+                .is_ok()
+        );
+        // In bytes, as PKCS#11 counts AES keys, and in bits, as some tokens do.
+        for sizes in [
+            KeySizes { min: 16, max: 32 },
+            KeySizes { min: 128, max: 256 },
+        ] {
+            let c = with(Some(sizes));
+            assert!(
+                c.require_generate(Algorithm::Aes128, Usage::Mac).is_ok(),
+                "{sizes:?}"
+            );
+            assert!(
+                c.require_generate(Algorithm::Aes256, Usage::Mac).is_ok(),
+                "{sizes:?}"
+            );
+        }
+        // A token that makes AES-128 keys only.
+        for sizes in [
+            KeySizes { min: 16, max: 16 },
+            KeySizes { min: 128, max: 128 },
+        ] {
+            let c = with(Some(sizes));
+            assert!(
+                c.require_generate(Algorithm::Aes128, Usage::Mac).is_ok(),
+                "{sizes:?}"
+            );
+            let err = c
+                .require_generate(Algorithm::Aes256, Usage::Mac)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("32-byte keys with CKM_AES_KEY_GEN"), "{err}");
+        }
+        // The AES range says nothing about 3DES.
+        let mut c = with(Some(KeySizes { min: 16, max: 16 }));
+        c.mechanisms.extend([
+            mechanisms::DES2_KEY_GEN,
+            mechanisms::DES3_CMAC,
+            cryptoki_sys::CKM_DES3_CMAC_GENERAL,
+        ]);
+        assert!(c.require_generate(Algorithm::Des2, Usage::Mac).is_ok());
     }
 
     #[test]

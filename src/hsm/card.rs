@@ -5,10 +5,10 @@
 use crate::card::{self, BLOCK, CardCommand, MAC_LEN};
 use crate::hierarchy::Factor;
 
-use super::{Hsm, HsmError, mechanisms, templates};
+use super::{HsmError, Pkcs11Token, mechanisms, templates};
 use crate::hierarchy::{Algorithm, Kcv};
 
-impl Hsm {
+impl Pkcs11Token {
     /// Builds the complete command APDU for one card.
     pub fn card_command(
         &self,
@@ -69,7 +69,7 @@ impl Hsm {
     }
 }
 
-impl Hsm {
+impl Pkcs11Token {
     /// Derives a card's key from `master_label` for personalisation and wraps it under the
     /// bureau's trusted transport key (`card_id`); returns the wrapped key and its KCV. The card
     /// key is a session object, destroyed before returning.

@@ -3,35 +3,42 @@
 //! `CKA_ALLOWED_MECHANISMS`.
 
 use cryptoki::object::{Attribute, AttributeType};
-use cryptoki_sys::CK_MECHANISM_TYPE;
 
 use crate::hierarchy::{Algorithm, Usage};
 
+/// A PKCS#11 mechanism number (`CKM_*`). hkms names mechanisms by the standard's numbers,
+/// whatever implements the token; this is `cryptoki-sys`'s `CK_MECHANISM_TYPE` under a name
+/// that does not need it.
+pub type MechanismNumber = std::ffi::c_ulong;
+
+// The same type as `CK_MECHANISM_TYPE`: this fails to compile if the two ever differ.
+const _: fn(cryptoki_sys::CK_MECHANISM_TYPE) -> MechanismNumber = |m| m;
+
 /// PBOC-style diversification for the AES family: `child = AES-ECB_parent(D || ~D)`.
-pub const AES_ECB_ENCRYPT_DATA: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_ECB_ENCRYPT_DATA;
+pub const AES_ECB_ENCRYPT_DATA: MechanismNumber = cryptoki_sys::CKM_AES_ECB_ENCRYPT_DATA;
 /// Diversification for the 3DES family: `child = 3DES-ECB_parent(D || ~D)`, target `CKK_DES2`.
-pub const DES3_ECB_ENCRYPT_DATA: CK_MECHANISM_TYPE = cryptoki_sys::CKM_DES3_ECB_ENCRYPT_DATA;
+pub const DES3_ECB_ENCRYPT_DATA: MechanismNumber = cryptoki_sys::CKM_DES3_ECB_ENCRYPT_DATA;
 /// AES-CMAC, used for the KCV of AES keys.
-pub const AES_CMAC: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_CMAC;
+pub const AES_CMAC: MechanismNumber = cryptoki_sys::CKM_AES_CMAC;
 /// AES-CMAC with a chosen MAC length.
-pub const AES_CMAC_GENERAL: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_CMAC_GENERAL;
+pub const AES_CMAC_GENERAL: MechanismNumber = cryptoki_sys::CKM_AES_CMAC_GENERAL;
 /// 3DES-CMAC, used for the KCV of 3DES keys.
-pub const DES3_CMAC: CK_MECHANISM_TYPE = cryptoki_sys::CKM_DES3_CMAC;
+pub const DES3_CMAC: MechanismNumber = cryptoki_sys::CKM_DES3_CMAC;
 /// AES key generation.
-pub const AES_KEY_GEN: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_KEY_GEN;
+pub const AES_KEY_GEN: MechanismNumber = cryptoki_sys::CKM_AES_KEY_GEN;
 /// Double-length 3DES key generation.
-pub const DES2_KEY_GEN: CK_MECHANISM_TYPE = cryptoki_sys::CKM_DES2_KEY_GEN;
+pub const DES2_KEY_GEN: MechanismNumber = cryptoki_sys::CKM_DES2_KEY_GEN;
 /// AES-CBC with PKCS#7 padding (data encryption keys).
-pub const AES_CBC_PAD: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_CBC_PAD;
+pub const AES_CBC_PAD: MechanismNumber = cryptoki_sys::CKM_AES_CBC_PAD;
 /// AES-GCM (data encryption keys).
-pub const AES_GCM: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_GCM;
+pub const AES_GCM: MechanismNumber = cryptoki_sys::CKM_AES_GCM;
 /// RFC 5649 padded key wrap, as SoftHSM2 numbers it (`CKM_AES_KEY_WRAP_PAD`).
-pub const AES_KEY_WRAP_PAD: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_KEY_WRAP_PAD;
+pub const AES_KEY_WRAP_PAD: MechanismNumber = cryptoki_sys::CKM_AES_KEY_WRAP_PAD;
 /// RFC 5649 padded key wrap, as PKCS#11 3.0 tokens such as Kryoptic number it.
-pub const AES_KEY_WRAP_KWP: CK_MECHANISM_TYPE = cryptoki_sys::CKM_AES_KEY_WRAP_KWP;
+pub const AES_KEY_WRAP_KWP: MechanismNumber = cryptoki_sys::CKM_AES_KEY_WRAP_KWP;
 
 /// The derive mechanism of an algorithm's diversification family.
-pub fn derive_mechanism(algorithm: Algorithm) -> CK_MECHANISM_TYPE {
+pub fn derive_mechanism(algorithm: Algorithm) -> MechanismNumber {
     match algorithm {
         Algorithm::Aes128 | Algorithm::Aes256 => AES_ECB_ENCRYPT_DATA,
         Algorithm::Des2 => DES3_ECB_ENCRYPT_DATA,
@@ -41,7 +48,7 @@ pub fn derive_mechanism(algorithm: Algorithm) -> CK_MECHANISM_TYPE {
 /// The mechanisms a key may ever be used with. Every key may compute its own KCV (a CMAC over
 /// zeros); a derive parent may do nothing else, so that no MAC or encrypt mechanism can turn
 /// `D || ~D` into the child in clear.
-pub fn allowed_mechanisms(algorithm: Algorithm, usage: Usage) -> Vec<CK_MECHANISM_TYPE> {
+pub fn allowed_mechanisms(algorithm: Algorithm, usage: Usage) -> Vec<MechanismNumber> {
     let cmac = match algorithm {
         Algorithm::Aes128 | Algorithm::Aes256 => AES_CMAC,
         Algorithm::Des2 => DES3_CMAC,
@@ -61,7 +68,7 @@ pub fn allowed_mechanisms(algorithm: Algorithm, usage: Usage) -> Vec<CK_MECHANIS
 
 /// The mechanisms a derive parent may carry in `CKA_ALLOWED_MECHANISMS` without breaking the
 /// "no child in clear" rule; the attribute audit checks parents against it.
-pub fn safe_for_derive_parent(mechanism: CK_MECHANISM_TYPE) -> bool {
+pub fn safe_for_derive_parent(mechanism: MechanismNumber) -> bool {
     // Key wrap is listed for transport keys, which derive their package MAC key: wrapping
     // outputs only wrapped keys, and such keys have no CKA_ENCRYPT to misuse it for data.
     matches!(
@@ -77,7 +84,7 @@ pub fn safe_for_derive_parent(mechanism: CK_MECHANISM_TYPE) -> bool {
 
 /// `CKA_ALLOWED_MECHANISMS` as an attribute. `cryptoki` can only express mechanisms it knows,
 /// and it knows neither `*_ECB_ENCRYPT_DATA`, so the attribute is passed through its raw form.
-pub fn allowed_mechanisms_attribute(mechanisms: &[CK_MECHANISM_TYPE]) -> Attribute {
+pub fn allowed_mechanisms_attribute(mechanisms: &[MechanismNumber]) -> Attribute {
     let bytes = mechanisms.iter().flat_map(|m| m.to_ne_bytes()).collect();
     Attribute::VendorDefined((
         AttributeType::VendorDefined(cryptoki_sys::CKA_ALLOWED_MECHANISMS),
@@ -86,18 +93,18 @@ pub fn allowed_mechanisms_attribute(mechanisms: &[CK_MECHANISM_TYPE]) -> Attribu
 }
 
 /// Parses the raw value of `CKA_ALLOWED_MECHANISMS`.
-pub fn parse_allowed_mechanisms(bytes: &[u8]) -> Vec<CK_MECHANISM_TYPE> {
-    const W: usize = std::mem::size_of::<CK_MECHANISM_TYPE>();
+pub fn parse_allowed_mechanisms(bytes: &[u8]) -> Vec<MechanismNumber> {
+    const W: usize = std::mem::size_of::<MechanismNumber>();
     bytes
         .chunks_exact(W)
         .filter_map(|c| <[u8; W]>::try_from(c).ok())
-        .map(CK_MECHANISM_TYPE::from_ne_bytes)
+        .map(MechanismNumber::from_ne_bytes)
         .collect()
 }
 
 /// A fixed name for a mechanism as a metrics label; mechanisms hkms does not use are `other`,
 /// so that the label set stays small.
-pub fn metric_label(mechanism: CK_MECHANISM_TYPE) -> &'static str {
+pub fn metric_label(mechanism: MechanismNumber) -> &'static str {
     match mechanism {
         AES_ECB_ENCRYPT_DATA => "CKM_AES_ECB_ENCRYPT_DATA",
         DES3_ECB_ENCRYPT_DATA => "CKM_DES3_ECB_ENCRYPT_DATA",
@@ -119,7 +126,7 @@ pub fn metric_label(mechanism: CK_MECHANISM_TYPE) -> &'static str {
 }
 
 /// A readable name for a mechanism number, for messages and reports.
-pub fn mechanism_name(mechanism: CK_MECHANISM_TYPE) -> String {
+pub fn mechanism_name(mechanism: MechanismNumber) -> String {
     let known = [
         (AES_ECB_ENCRYPT_DATA, "CKM_AES_ECB_ENCRYPT_DATA"),
         (DES3_ECB_ENCRYPT_DATA, "CKM_DES3_ECB_ENCRYPT_DATA"),

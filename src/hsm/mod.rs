@@ -1,6 +1,7 @@
-//! The only module that speaks PKCS#11. Callers see [`Hsm`] and plain hkms types; they never
-//! see `cryptoki`. One login, a pool of sessions, templates that follow docs/design.md §3, and the
-//! in-HSM diversification and KCVs. All calls block: async callers use `spawn_blocking`.
+//! The only module that speaks PKCS#11. Callers see the [`Token`] trait and plain hkms types;
+//! they never see `cryptoki`. [`Pkcs11Token`] is the PKCS#11 implementation: one login, a pool
+//! of sessions, templates that follow docs/design.md §3, and the in-HSM diversification and KCVs.
+//! All calls block: async callers use `spawn_blocking`.
 
 pub mod attribute_audit;
 pub mod capabilities;
@@ -16,6 +17,7 @@ mod recovery;
 mod signing;
 pub mod templates;
 mod timing;
+mod token;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -32,11 +34,13 @@ use cryptoki_sys::{CK_MECHANISM_TYPE, CK_OBJECT_HANDLE};
 use secrecy::SecretString;
 
 pub use attribute_audit::{ObjectFacts, Violation};
-pub use capabilities::Capabilities;
+pub use capabilities::{Capabilities, KeySizes};
 pub use error::{HsmError, HsmErrorKind};
 pub use locator::TokenLocator;
 pub use pin::PinSource;
+pub use recovery::DEFAULT_SESSION_OBJECT_BUDGET;
 pub use templates::{Lifetime, SecretKeySpec};
+pub use token::{ModuleHold, Token};
 
 use crate::hierarchy::{Algorithm, Factor, Kcv, KcvMethod};
 use pool::{AllSessions, PooledSession, SessionPool};
@@ -78,9 +82,13 @@ pub struct HsmConfig {
     pub session_wait: Duration,
 }
 
-/// A logged-in token. Cheap to clone; all clones share the sessions.
+/// The name the rest of the crate still uses for [`Pkcs11Token`]; temporary, until callers
+/// hold the token as a [`Token`].
+pub type Hsm = Pkcs11Token;
+
+/// A logged-in PKCS#11 token. Cheap to clone; all clones share the sessions.
 #[derive(Clone)]
-pub struct Hsm {
+pub struct Pkcs11Token {
     inner: Arc<Inner>,
 }
 
@@ -102,32 +110,32 @@ struct Inner {
     /// Handles of keys found by label (`handles.rs`).
     handles: handles::HandleCache,
     /// Session objects destroyed since the module was last initialised, and after how many it
-    /// is initialised again (0: never); see `recovery.rs`, `Hsm::recycle`.
+    /// is initialised again (0: never); see `recovery.rs`, `Pkcs11Token::recycle`.
     session_objects: std::sync::atomic::AtomicU64,
     session_object_budget: std::sync::atomic::AtomicU64,
     recycling: std::sync::atomic::AtomicBool,
     /// A session object could not be destroyed: the next recycle comes at once, whatever the
     /// budget (closing the sessions destroys their objects on any token).
     session_object_kept: std::sync::atomic::AtomicBool,
-    /// Card jobs hold it shared ([`Hsm::hold_module`]); initialising the module again to free
-    /// session objects needs it alone, and waits for a later turn rather than cut a card
-    /// job's sessions (cards often sit in the same module as the token).
+    /// Card jobs hold it shared ([`Pkcs11Token::hold_module`]); initialising the module again
+    /// to free session objects needs it alone, and waits for a later turn rather than cut a
+    /// card job's sessions (cards often sit in the same module as the token).
     module_hold: std::sync::RwLock<()>,
 }
 
-impl std::fmt::Debug for Hsm {
+impl std::fmt::Debug for Pkcs11Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hsm")
+        f.debug_struct("Pkcs11Token")
             .field("token", &self.inner.caps.label)
             .field("serial", &self.inner.caps.serial)
             .finish()
     }
 }
 
-impl Hsm {
+impl Pkcs11Token {
     /// Loads the module, finds the token, logs in once and opens the session pool. A wrong PIN
     /// or a missing token is an error here, so the service refuses to start and says why.
-    pub fn open(config: &HsmConfig) -> Result<Hsm, HsmError> {
+    pub fn open(config: &HsmConfig) -> Result<Pkcs11Token, HsmError> {
         let pin = config.pin.read()?;
         let ctx = load_module(&config.module)?;
         let raw = RawModule::load(&config.module)?;
@@ -142,8 +150,8 @@ impl Hsm {
             );
         }
         let sessions = open_sessions(&ctx, slot, limit, &pin)?;
-        let budget = caps.session_object_budget().unwrap_or(0);
-        Ok(Hsm {
+        let budget = recovery::DEFAULT_SESSION_OBJECT_BUDGET;
+        Ok(Pkcs11Token {
             inner: Arc::new(Inner {
                 pool: SessionPool::new(sessions, config.session_wait),
                 raw,
@@ -544,6 +552,25 @@ fn find_token(
 ) -> Result<(Slot, Capabilities), HsmError> {
     let (slot, info) = find_slot(ctx, locator)?;
     let mechanisms = raw.mechanism_list(slot.id())?;
+    // Asked only for a mechanism the slot lists; a token that will not say leaves the
+    // mechanism list to decide alone.
+    let aes_key_sizes = mechanisms
+        .contains(&mechanisms::AES_KEY_GEN)
+        .then(|| raw.mechanism_info(slot.id(), mechanisms::AES_KEY_GEN))
+        .and_then(|info| {
+            info.inspect_err(|e| {
+                tracing::debug!(error = %e, "no key sizes for CKM_AES_KEY_GEN");
+            })
+            .ok()
+        })
+        .map(|info| {
+            // CK_ULONG is 32 bits on some targets, 64 here.
+            #[allow(clippy::unnecessary_cast)]
+            KeySizes {
+                min: info.ulMinKeySize as u64,
+                max: info.ulMaxKeySize as u64,
+            }
+        });
     let caps = Capabilities {
         label: info.label().trim_end().to_string(),
         manufacturer: info.manufacturer_id().trim_end().to_string(),
@@ -551,6 +578,7 @@ fn find_token(
         serial: info.serial_number().trim_end().to_string(),
         wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
         mechanisms,
+        aes_key_sizes,
     };
     Ok((slot, caps))
 }

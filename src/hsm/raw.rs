@@ -1,8 +1,8 @@
 //! The PKCS#11 calls `cryptoki` 0.12 cannot express: `C_DeriveKey` with
-//! `CKM_AES_ECB_ENCRYPT_DATA`/`CKM_DES3_ECB_ENCRYPT_DATA`, and the raw mechanism list (cryptoki
-//! drops the numbers it has no name for). The module is loaded a second time through
-//! `cryptoki-sys`; the dynamic loader hands back the same library, so session and object
-//! handles from `cryptoki` are valid here.
+//! `CKM_AES_ECB_ENCRYPT_DATA`/`CKM_DES3_ECB_ENCRYPT_DATA`, and the raw mechanism list and
+//! mechanism info (cryptoki drops the numbers it has no name for). The module is loaded a
+//! second time through `cryptoki-sys`; the dynamic loader hands back the same library, so
+//! session and object handles from `cryptoki` are valid here.
 //!
 //! The module is public for the throughput bench (`benches/throughput/raw.rs`): its raw
 //! PKCS#11 baseline calls the functions marked `pub` here, so that the loop it compares the
@@ -87,6 +87,27 @@ impl RawModule {
         }
         list.truncate(count as usize);
         Ok(list)
+    }
+
+    /// `C_GetMechanismInfo`: the key sizes and flags the slot gives for a mechanism.
+    pub(crate) fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        mechanism: CK_MECHANISM_TYPE,
+    ) -> Result<cryptoki_sys::CK_MECHANISM_INFO, HsmError> {
+        let f = self
+            .functions()
+            .C_GetMechanismInfo
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_GetMechanismInfo".into(),
+            })?;
+        let mut info = cryptoki_sys::CK_MECHANISM_INFO::default();
+        // SAFETY: `info` receives one CK_MECHANISM_INFO and outlives the call.
+        let rv = unsafe { f(slot, mechanism, &mut info) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_GetMechanismInfo", rv));
+        }
+        Ok(info)
     }
 
     /// `C_SignInit` + `C_Sign` with a mechanism that takes no parameter (CMAC for KCVs;

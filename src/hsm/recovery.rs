@@ -25,7 +25,16 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 
-use super::{Hsm, HsmError, TokenLocator, find_slot, open_sessions};
+use super::{HsmError, Pkcs11Token, TokenLocator, find_slot, open_sessions};
+
+/// Destroyed session objects between two initialisations of the module, on any token (0 would
+/// mean never). SoftHSM2 2.6.1 keeps every destroyed session object in memory until
+/// `C_Finalize` (its `SessionObjectStore::deleteObject` never frees it; fixed upstream later),
+/// about 250 bytes each: a million cards would otherwise cost the node 0.5 GB, and 100,000 keep
+/// it under about 25 MB. No PKCS#11 call tells whether a token leaks so, and a token's name is
+/// no capability: the budget applies to every token, where a recycle every 100,000 card keys
+/// only costs one pause of the requests (see `Pkcs11Token::recycle_if_due`).
+pub const DEFAULT_SESSION_OBJECT_BUDGET: u64 = 100_000;
 
 /// The first wait after a failed rebuild; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -81,7 +90,7 @@ impl Recovery {
     }
 }
 
-impl Hsm {
+impl Pkcs11Token {
     /// Runs one HSM operation. If it failed because the token or its sessions are gone, the
     /// pool is marked broken and the error says the connection is being re-established.
     pub(crate) fn guarded<T>(
@@ -265,10 +274,10 @@ impl Hsm {
     }
 }
 
-impl Hsm {
-    /// Counts one destroyed session object; once the budget is spent (SoftHSM2: see
-    /// [`super::Capabilities::session_object_budget`]) initialises the module again, which is
-    /// the only way to make SoftHSM2 2.6.1 free them. Call it holding no session.
+impl Pkcs11Token {
+    /// Counts one destroyed session object; once the budget is spent (see
+    /// [`DEFAULT_SESSION_OBJECT_BUDGET`]) initialises the module again, which is the only way
+    /// to make SoftHSM2 2.6.1 free them. Call it holding no session.
     pub(crate) fn session_object_destroyed(&self) {
         self.inner.session_objects.fetch_add(1, Ordering::Relaxed);
         self.recycle_if_due();
@@ -343,7 +352,8 @@ impl Hsm {
     }
 
     /// Sets after how many destroyed session objects the module is initialised again (0:
-    /// never). The default comes from the token's capabilities; tests set a small one.
+    /// never). The default is [`DEFAULT_SESSION_OBJECT_BUDGET`], whatever the token; tests set
+    /// a small one.
     pub fn set_session_object_budget(&self, budget: u64) {
         self.inner
             .session_object_budget

@@ -5,9 +5,9 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 
-use super::{Hsm, HsmError, templates};
+use super::{HsmError, Pkcs11Token, templates};
 
-impl Hsm {
+impl Pkcs11Token {
     /// Makes the signing pair under `label` unless it exists; returns the public point
     /// (uncompressed, 65 bytes: 0x04 || X || Y).
     pub fn ensure_signing_key(&self, label: &str) -> Result<Vec<u8>, HsmError> {

@@ -21,7 +21,7 @@ use cryptoki::session::{Session, UserType};
 use secrecy::SecretString;
 
 use super::mechanisms::{self, allowed_mechanisms_attribute};
-use super::{Hsm, HsmError, TokenLocator, find_key, find_slot, load_module, login_user};
+use super::{HsmError, Pkcs11Token, TokenLocator, find_key, find_slot, load_module, login_user};
 use crate::hierarchy::{Algorithm, Kcv, KcvMethod};
 
 /// The fixed data from which the package MAC key is derived from a transport key.
@@ -252,7 +252,7 @@ pub fn transport_label(card_id: &str) -> String {
     format!("{TRANSPORT_LABEL_PREFIX}{card_id}")
 }
 
-impl Hsm {
+impl Pkcs11Token {
     pub(crate) fn wrap_pad(&self) -> Result<cryptoki_sys::CK_MECHANISM_TYPE, HsmError> {
         self.inner
             .caps
@@ -503,7 +503,7 @@ impl Hsm {
     /// Loads the transport key of `card_id` from `card` into this token (unwrap and derive only);
     /// returns its KCV here and on the card. The card's security officer makes this HSM's
     /// wrapping key trusted on the card for it. The card keeps its copy until
-    /// [`Hsm::spend_card_copy`], so a load whose record fails can be done again.
+    /// [`Pkcs11Token::spend_card_copy`], so a load whose record fails can be done again.
     pub fn load_transport_key(
         &self,
         card: &CardToken,
