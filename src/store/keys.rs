@@ -128,10 +128,7 @@ impl Store {
                     Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
                         StoreError::HasChildren { id: id.clone() }
                     }
-                    _ => StoreError::Sqlite {
-                        context: "deleting a key",
-                        source: e,
-                    },
+                    _ => StoreError::sqlite("deleting a key")(e),
                 })
         })?;
         if deleted == 0 {
@@ -247,10 +244,7 @@ pub(super) fn set_state_in(
             id: id.to_string(),
             what: "another live key has the same parent and region".to_owned(),
         },
-        _ => StoreError::Sqlite {
-            context: "changing a key's state",
-            source: e,
-        },
+        _ => StoreError::sqlite("changing a key's state")(e),
     })?;
     tx.query_row_cached(
         &format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"),
@@ -295,10 +289,7 @@ fn insert_error(e: rusqlite::Error, record: &KeyRecord) -> StoreError {
             id: record.id.clone(),
             parent: parent.clone(),
         },
-        _ => StoreError::Sqlite {
-            context: "registering a key",
-            source: e,
-        },
+        _ => StoreError::sqlite("registering a key")(e),
     }
 }
 

@@ -94,7 +94,7 @@ pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
     for (version, sql) in (1_i64..).zip(MIGRATIONS) {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Migration { version, source })?;
+            .map_err(StoreError::migration(version))?;
         // Re-read under the write lock: another process may have migrated meanwhile.
         let current = check_version(user_version(&tx)?)?;
         if current >= version {
@@ -103,7 +103,7 @@ pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", version))
             .and_then(|()| tx.commit())
-            .map_err(|source| StoreError::Migration { version, source })?;
+            .map_err(StoreError::migration(version))?;
     }
     Ok(())
 }

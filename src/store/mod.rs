@@ -54,20 +54,14 @@ impl Store {
                 source,
             })?;
         }
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let open_err = StoreError::open(path);
+        let conn = Connection::open(path).map_err(&open_err)?;
         let mut store = Store::setup(conn, path.to_path_buf(), true)?;
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let reader = Connection::open(path).map_err(open_err)?;
+        let reader = Connection::open(path).map_err(&open_err)?;
         configure(&reader, path)?;
         reader
             .pragma_update(None, "query_only", "ON")
-            .map_err(open_err)?;
+            .map_err(&open_err)?;
         store.reader = Some(Mutex::new(reader));
         Ok(store)
     }
@@ -75,23 +69,17 @@ impl Store {
     /// A private in-memory registry, for tests.
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        let conn = Connection::open_in_memory().map_err(StoreError::open(&path))?;
         Store::setup(conn, path, false)
     }
 
     fn setup(mut conn: Connection, path: PathBuf, wal: bool) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let open_err = StoreError::open(&path);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(&open_err)?;
         if wal {
             let mode: String = conn
                 .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
-                .map_err(open_err)?;
+                .map_err(&open_err)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(StoreError::WalUnavailable { path, mode });
             }
@@ -195,21 +183,18 @@ impl CachedSql for Connection {
 
 /// Per-connection settings: busy timeout, durable commits, foreign keys, statement cache.
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let open_err = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
+    let open_err = StoreError::open(path);
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // A plan that does not depend on bound values. Without it SQLite prepares a statement
     // again at every new value of a parameter it compared with a partial index's condition
     // (`state = ?` against `keys_one_live_child`), which defeats the statement cache.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-        .map_err(open_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        .map_err(&open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(&open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(open_err)?;
+        .map_err(&open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(open_err)
+        .map_err(&open_err)
 }
 
 /// A locked connection for reads: the reader, or the writer's own for in-memory stores.

@@ -77,10 +77,7 @@ impl Store {
                     id: row.card_id.clone(),
                     what: "this card id or ceremony is already recorded".into(),
                 },
-                _ => StoreError::Sqlite {
-                    context: "recording a transport key",
-                    source: e,
-                },
+                _ => StoreError::sqlite("recording a transport key")(e),
             })?;
             append_in(tx, draft)
         })
