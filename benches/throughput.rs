@@ -45,7 +45,7 @@ use hkms::proto::{
     self, card_service_client::CardServiceClient, key_service_client::KeyServiceClient,
     transport_service_client::TransportServiceClient,
 };
-use hkms::store::Store;
+use hkms::store::SqliteStore;
 use hkms::transport::Package;
 use support::{PlantSpot, TestNode, Token, aes_child, aes_kcv, make_token, node_config, slot_of};
 use tonic::transport::Channel;
@@ -1250,7 +1250,7 @@ fn token_strays(
     token: &Token,
     registry: &std::path::Path,
 ) -> (Vec<String>, Vec<String>, usize) {
-    let store = Store::open(registry).expect("the node's registry");
+    let store = SqliteStore::open(registry).expect("the node's registry");
     let mut live: std::collections::BTreeSet<String> =
         store.labels().expect("labels").into_iter().collect();
     for t in store.transport_keys().expect("transport keys") {
@@ -1330,7 +1330,7 @@ fn raw_issue(hsm: &Hsm, card: &Token, card_id: &str) {
 fn plant_known(
     pkcs11: &Pkcs11,
     token: &Token,
-    store: &Store,
+    store: &SqliteStore,
     region: &str,
     key_type: &str,
     value: &[u8],
@@ -1348,9 +1348,9 @@ fn plant_known(
 }
 
 /// A node folder with a registry holding planted keys; the node is started afterwards.
-fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, Store) {
+fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+    let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
     // Every bench node may issue cards (the city its bureau's, the ministry Guangdong's).
     let text = support::with_so_pin(node_config(region, tier, region, token), token);
     // Metrics on: the bench reads from them where the server's time goes.
@@ -1805,7 +1805,7 @@ fn main() {
     // Guangzhou's node and its raw twin: pin-unblock and pin-reload masters.
     let (city_dir, store) = node_dir(&city_token, "municipal", "440100");
     let raw_dir = tempfile::tempdir().expect("tempdir");
-    let raw_store = Store::open(&raw_dir.path().join("registry.sqlite")).expect("store");
+    let raw_store = SqliteStore::open(&raw_dir.path().join("registry.sqlite")).expect("store");
     let mut raw_city_masters = Vec::new();
     for (key_type, value) in [("pin-unblock", &gz_unblock), ("pin-reload", &gz_reload)] {
         plant_known(&pkcs11, &city_token, &store, "440100", key_type, value);

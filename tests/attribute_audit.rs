@@ -75,7 +75,7 @@ async fn orphan_check_finds_keys_without_rows_and_rows_without_keys() {
     node.stop();
 
     // What a crash between the HSM step and the registry write leaves: a key with no row.
-    let store = hkms::store::Store::open(&node.database()).expect("store");
+    let store = hkms::store::SqliteStore::open(&node.database()).expect("store");
     let id = hkms::hierarchy::KeyId::parse(&lost_row.id).expect("id");
     store.delete_key(&id).expect("drop the row");
     // And the opposite: a row whose key is not on the token.

@@ -440,7 +440,7 @@ async fn checkpoints_come_every_n_records_and_at_shutdown_and_records_filter() {
 
     // A graceful stop seals everything acknowledged.
     node.stop();
-    let store = hkms::store::Store::open(&node.database()).expect("store");
+    let store = hkms::store::SqliteStore::open(&node.database()).expect("store");
     let (last, _) = store.audit_head().expect("head").expect("records");
     assert_eq!(
         store

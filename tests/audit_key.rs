@@ -53,7 +53,7 @@ async fn a_node_whose_audit_key_is_gone_refuses_to_start() {
         }
     }
     assert_eq!(destroyed, 2, "the pair");
-    let sealed = hkms::store::Store::open(&node.database())
+    let sealed = hkms::store::SqliteStore::open(&node.database())
         .expect("registry")
         .checkpoints()
         .expect("checkpoints");

@@ -29,7 +29,7 @@ use crate::config::NodeConfig;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
 use crate::hsm::Hsm;
 use crate::policy::{Decision, Operation, Policy, RevokedCerts};
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// A running node's state.
 pub struct Node {
@@ -37,7 +37,7 @@ pub struct Node {
     tier: Tier,
     region: Region,
     hsm: Hsm,
-    store: Store,
+    store: SqliteStore,
     policy_path: PathBuf,
     /// The policy in force; a reload swaps the whole `Arc` at once.
     policy: RwLock<Arc<Policy>>,
@@ -79,7 +79,7 @@ impl Node {
     /// to fix.
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
         let policy = load_policy(&config.policy)?;
-        let store = Store::open(&config.database_path())?;
+        let store = SqliteStore::open(&config.database_path())?;
         let hsm = Hsm::open(&config.hsm)?;
         // Before anything is served: a modifiable public transport key is open to any session.
         hsm.seal_issuer_keys()?;
@@ -134,7 +134,7 @@ impl Node {
     }
 
     /// The node's registry.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &SqliteStore {
         &self.store
     }
 

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
 use super::keys::{insert_in, set_state_in};
-use super::{KeyRecord, Store, StoreError};
+use super::{KeyRecord, SqliteStore, StoreError};
 use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
 use crate::hierarchy::{KeyId, KeyState};
 
@@ -51,7 +51,7 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
     Ok(record)
 }
 
-impl Store {
+impl SqliteStore {
     /// Appends one record in its own durable transaction.
     pub fn append_audit(&self, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
         self.write("appending to the ceremony log", |tx| append_in(tx, draft))
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn records_chain_from_genesis() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let a = store.append_audit(&draft("A")).unwrap();
         let b = store.append_audit(&draft("B")).unwrap();
         assert_eq!((a.seq, a.prev.as_str()), (1, GENESIS));
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn a_record_longer_than_the_log_takes_is_refused_and_the_chain_goes_on() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let mut huge = draft("A");
         huge.params.insert("x".into(), "y".repeat(MAX_LINE));
         let err = store.append_audit(&huge).unwrap_err();
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_batch_of_records_chains_in_one_commit() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store.append_audit(&draft("A")).unwrap();
         let commits = store.commit_stats().commits();
         let batch = store
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_refused_change_leaves_no_record() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let key = root_record("card-master");
         store
             .insert_key_audited(&key, &draft("GenerateKey"))

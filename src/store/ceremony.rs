@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
 use super::audit::append_in;
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 use crate::audit::{AuditDraft, AuditRecord};
 
 /// A ceremony row with its approvals, as stored (the node gives it meaning).
@@ -102,7 +102,7 @@ fn set_state_in(
     Ok(n == 1)
 }
 
-impl Store {
+impl SqliteStore {
     /// Records a new ceremony, with the opener's approval when it counts, and its audit record.
     pub fn insert_ceremony_audited(
         &self,
@@ -229,7 +229,7 @@ mod tests {
 
     #[test]
     fn approvals_count_each_approver_once_and_states_move_by_compare_and_set() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store
             .insert_ceremony_audited(&row("c-1"), &AuditDraft::default())
             .unwrap();
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn an_audited_state_change_writes_its_record_only_when_it_moves() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store
             .insert_ceremony_audited(&row("c-1"), &AuditDraft::default())
             .unwrap();

@@ -4,17 +4,17 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, ffi, params, params_fro
 
 use super::CachedSql;
 use super::record::{COLUMNS, from_row};
-use super::{KeyFilter, KeyRecord, Store, StoreError, now_rfc3339};
+use super::{KeyFilter, KeyRecord, SqliteStore, StoreError, now_rfc3339};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
-/// What follows `FROM keys` in [`Store::newest_active_key`] (?1 key type, ?2 region): its
+/// What follows `FROM keys` in [`SqliteStore::newest_active_key`] (?1 key type, ?2 region): its
 /// condition, order and limit. Migration 4's index answers it without a sort. The rowid is the
 /// order of registration: hkms deletes a row only to undo the key it has just created, and
 /// never runs VACUUM.
 pub(super) const NEWEST_ACTIVE: &str = "WHERE key_type = ?1 AND region = ?2 AND state = 'active' \
      ORDER BY version DESC, rowid DESC LIMIT 1";
 
-impl Store {
+impl SqliteStore {
     /// Registers a new key. A second live child of the same parent for the same region is
     /// refused with [`StoreError::AlreadyExists`].
     pub fn insert_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -120,7 +120,7 @@ impl Store {
     }
 
     /// Removes a key's row. Only for rolling back a creation whose HSM step failed; a key
-    /// that existed is destroyed through [`Store::set_state`] and its row kept.
+    /// that existed is destroyed through [`SqliteStore::set_state`] and its row kept.
     pub fn delete_key(&self, id: &KeyId) -> Result<(), StoreError> {
         let deleted = self.write("deleting a key", |conn| {
             conn.execute_cached("DELETE FROM keys WHERE id = ?1", [id.as_str()])
@@ -299,8 +299,8 @@ mod tests {
     use super::*;
     use crate::hierarchy::{Factor, Tier};
 
-    fn store() -> Store {
-        Store::open_in_memory().unwrap()
+    fn store() -> SqliteStore {
+        SqliteStore::open_in_memory().unwrap()
     }
 
     fn name(s: &str) -> KeyTypeName {

@@ -36,7 +36,7 @@ pub use transport::{KeyOrigin, TransportKeyRow};
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The registry database. `Send + Sync`: share it between tasks behind an `Arc`.
-pub struct Store {
+pub struct SqliteStore {
     writer: GroupCommit,
     /// Reads only committed data, beside the writer; `None` for in-memory stores, which
     /// read through the writer's connection.
@@ -44,10 +44,10 @@ pub struct Store {
     path: PathBuf,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (or creates) the registry at `path`, creating its folder if needed, and brings
     /// the schema up to date. Refuses a database written by a newer hkms.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
                 path: folder.to_path_buf(),
@@ -56,7 +56,7 @@ impl Store {
         }
         let open_err = StoreError::open(path);
         let conn = Connection::open(path).map_err(&open_err)?;
-        let mut store = Store::setup(conn, path.to_path_buf(), true)?;
+        let mut store = SqliteStore::setup(conn, path.to_path_buf(), true)?;
         let reader = Connection::open(path).map_err(&open_err)?;
         configure(&reader, path)?;
         reader
@@ -67,13 +67,13 @@ impl Store {
     }
 
     /// A private in-memory registry, for tests.
-    pub fn open_in_memory() -> Result<Store, StoreError> {
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(StoreError::open(&path))?;
-        Store::setup(conn, path, false)
+        SqliteStore::setup(conn, path, false)
     }
 
-    fn setup(mut conn: Connection, path: PathBuf, wal: bool) -> Result<Store, StoreError> {
+    fn setup(mut conn: Connection, path: PathBuf, wal: bool) -> Result<SqliteStore, StoreError> {
         let open_err = StoreError::open(&path);
         conn.busy_timeout(BUSY_TIMEOUT).map_err(&open_err)?;
         if wal {
@@ -86,7 +86,7 @@ impl Store {
         }
         configure(&conn, &path)?;
         migrations::apply(&mut conn)?;
-        Ok(Store {
+        Ok(SqliteStore {
             writer: GroupCommit::new(conn),
             reader: None,
             path,
@@ -213,9 +213,9 @@ impl Deref for ReadConnection<'_> {
     }
 }
 
-impl fmt::Debug for Store {
+impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
@@ -234,19 +234,19 @@ mod tests {
     #[test]
     fn store_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<Store>();
+        assert_send_sync::<SqliteStore>();
     }
 
     #[test]
     fn ping_answers() {
-        Store::open_in_memory().unwrap().ping().unwrap();
+        SqliteStore::open_in_memory().unwrap().ping().unwrap();
     }
 
     #[test]
     fn open_creates_folder_and_uses_wal_full_and_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/registry.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert!(path.exists());
         assert_eq!(store.path(), path);
         let conn = store.lock().unwrap();
@@ -268,10 +268,10 @@ mod tests {
         let path = dir.path().join("registry.db");
         let root = root_record("card-master");
         {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             store.insert_key(&root).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.get_key(&root.id).unwrap(), Some(root));
     }
 
@@ -279,12 +279,12 @@ mod tests {
     fn schema_too_new_is_refused_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        drop(Store::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", 70)
             .unwrap();
-        let err = Store::open(&path).unwrap_err();
+        let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(
             err,
             StoreError::SchemaTooNew { found: 70, known } if known == migrations::LATEST
@@ -297,13 +297,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plain-file");
         std::fs::write(&file, b"x").unwrap();
-        let err = Store::open(&file.join("registry.db")).unwrap_err();
+        let err = SqliteStore::open(&file.join("registry.db")).unwrap_err();
         assert!(matches!(err, StoreError::CreateFolder { .. }), "{err}");
     }
 
     #[test]
     fn poisoned_lock_is_an_error_not_a_panic() {
-        let store = std::sync::Arc::new(Store::open_in_memory().unwrap());
+        let store = std::sync::Arc::new(SqliteStore::open_in_memory().unwrap());
         let clone = store.clone();
         let _ = std::thread::spawn(move || {
             let _guard = clone.writer.lock().unwrap();

@@ -62,7 +62,7 @@ impl KeyRecord {
     }
 }
 
-/// Which keys [`Store::list_keys`](super::Store::list_keys) returns; `None` fields match all.
+/// Which keys [`SqliteStore::list_keys`](super::SqliteStore::list_keys) returns; `None` fields match all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyFilter {
     /// Only keys of this tier.

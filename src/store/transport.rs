@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use super::CachedSql;
 use super::audit::append_in;
 use super::keys::insert_in;
-use super::{KeyRecord, Store, StoreError};
+use super::{KeyRecord, SqliteStore, StoreError};
 use crate::audit::{AuditDraft, AuditRecord};
 
 /// A transport key this node issued onto a card (ministry, province) or loaded from one.
@@ -52,7 +52,7 @@ macro_rules! select_transport_keys {
     };
 }
 
-impl Store {
+impl SqliteStore {
     /// Records a transport key with its audit record.
     pub fn insert_transport_key_audited(
         &self,
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_transport_key_is_found_by_its_card_alone() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let (a, b) = (card("card-a", "440000"), card("card-b", "450000"));
         for row in [&a, &b] {
             store
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn a_package_imported_twice_is_named_and_the_second_import_writes_nothing() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store
             .insert_transport_key_audited(&card("card-a", "440000"), &AuditDraft::default())
             .unwrap();

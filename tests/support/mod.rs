@@ -524,7 +524,7 @@ pub struct PlantSpot<'a> {
     /// The token's label.
     pub token: &'a str,
     /// The node's registry.
-    pub store: &'a hkms::store::Store,
+    pub store: &'a hkms::store::SqliteStore,
     /// The key's region (its tier follows).
     pub region: &'a str,
 }
