@@ -45,7 +45,7 @@ use hkms::proto::{
     self, card_service_client::CardServiceClient, key_service_client::KeyServiceClient,
     transport_service_client::TransportServiceClient,
 };
-use hkms::store::SqliteStore;
+use hkms::store::{KeyRegistry, SqliteStore, TransportStore};
 use hkms::transport::Package;
 use support::{PlantSpot, TestNode, Token, aes_child, aes_kcv, make_token, node_config, slot_of};
 use tonic::transport::Channel;

@@ -4,6 +4,7 @@
 mod support;
 
 use hkms::proto;
+use hkms::store::KeyRegistry;
 use support::{TestNode, derive, stdout};
 
 async fn generate(node: &TestNode, key_type: &str) -> proto::Key {

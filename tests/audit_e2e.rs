@@ -7,6 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use hkms::proto::{self, key_service_client::KeyServiceClient};
+use hkms::store::AuditLog;
 use support::{SO_PIN, TestNode, USER_PIN, stderr, stdout};
 use tonic::transport::Channel;
 

@@ -7,6 +7,7 @@ mod support;
 
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
+use hkms::store::AuditLog;
 use secrecy::SecretString;
 use support::{TestNode, USER_PIN, stderr, try_spawn_server};
 

@@ -10,6 +10,7 @@ use crate::audit::record::{FORMAT_VERSION, GENESIS, now_millis};
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
 use crate::hsm::Hsm;
 use crate::policy::Operation;
+use crate::store::AuditLog;
 
 use super::{Node, NodeError, Request};
 

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::card::{self, CardCommand};
 use crate::hierarchy::{Factor, KeyTypeName};
 use crate::policy::Operation;
-use crate::store::KeyRecord;
+use crate::store::{KeyRecord, KeyRegistry, TransportStore};
 
 use super::{Node, NodeError, Request};
 

@@ -14,7 +14,7 @@ use crate::audit::KcvEntry;
 use crate::hierarchy::{KeyId, KeyTypeSpec};
 use crate::hsm::{Lifetime, SecretKeySpec};
 use crate::policy::{Identity, Operation, Policy};
-use crate::store::{CeremonyRow, KeyRecord, now_rfc3339};
+use crate::store::{CeremonyRow, CeremonyStore, KeyRecord, KeyRegistry, now_rfc3339};
 
 use super::keys::{needs_quorum_state, parse_state};
 use super::{Node, NodeError, Request};

@@ -11,7 +11,7 @@
 use crate::hierarchy::{Factor, KeyId, KeyState, KeyTypeName, KeyTypeSpec, Region, Tier, Usage};
 use crate::hsm::{Lifetime, SecretKeySpec, derived_algorithm};
 use crate::policy::Operation;
-use crate::store::{KeyFilter, KeyRecord, now_rfc3339};
+use crate::store::{KeyFilter, KeyRecord, KeyRegistry, now_rfc3339};
 
 use super::{Node, NodeError, Request};
 

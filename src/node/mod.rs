@@ -29,7 +29,7 @@ use crate::config::NodeConfig;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
 use crate::hsm::Hsm;
 use crate::policy::{Decision, Operation, Policy, RevokedCerts};
-use crate::store::SqliteStore;
+use crate::store::{AuditLog, SqliteStore, StoreHealth};
 
 /// A running node's state.
 pub struct Node {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::store::{KeyFilter, KeyRecord};
+use crate::store::{KeyFilter, KeyRecord, KeyRegistry, TransportStore};
 
 use super::{Node, NodeError};
 

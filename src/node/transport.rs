@@ -9,7 +9,10 @@ use crate::hierarchy::{Algorithm, KeyId, KeyState, KeyTypeName, Region};
 use crate::hsm::transport::CardToken;
 use crate::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use crate::policy::Operation;
-use crate::store::{KeyFilter, KeyOrigin, KeyRecord, TransportKeyRow, now_rfc3339};
+use crate::store::{
+    CeremonyStore, KeyFilter, KeyOrigin, KeyRecord, KeyRegistry, TransportKeyRow, TransportStore,
+    now_rfc3339,
+};
 use crate::transport::{Package, PackageHeader};
 
 use super::{CeremonyState, Node, NodeError, Request};

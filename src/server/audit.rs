@@ -9,6 +9,7 @@ use crate::audit::AuditRecord;
 use crate::node::Node;
 use crate::proto;
 use crate::proto::audit_service_server::AuditService;
+use crate::store::AuditLog;
 
 use super::keys::run;
 

@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::ServeError;
 use crate::node::Node;
+use crate::store::StoreHealth;
 
 /// Latency buckets in seconds: 100 µs to 10 s.
 const BUCKETS: [f64; 16] = [

@@ -4,10 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
-use super::keys::{insert_in, set_state_in};
-use super::{KeyRecord, SqliteStore, StoreError};
+use super::{AuditLog, SqliteStore, StoreError};
 use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
-use crate::hierarchy::{KeyId, KeyState};
 
 /// The longest record line the log takes, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -51,47 +49,18 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
     Ok(record)
 }
 
-impl SqliteStore {
-    /// Appends one record in its own durable transaction.
-    pub fn append_audit(&self, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
+impl AuditLog for SqliteStore {
+    fn append_audit(&self, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
         self.write("appending to the ceremony log", |tx| append_in(tx, draft))
     }
 
-    /// Appends several records in one durable transaction: all of them, or none.
-    pub fn append_audits(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>, StoreError> {
+    fn append_audits(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>, StoreError> {
         self.write("appending to the ceremony log", |tx| {
             drafts.iter().map(|d| append_in(tx, d)).collect()
         })
     }
 
-    /// Registers a key and its audit record together.
-    pub fn insert_key_audited(
-        &self,
-        record: &KeyRecord,
-        draft: &AuditDraft,
-    ) -> Result<AuditRecord, StoreError> {
-        self.write("registering a key", |tx| {
-            insert_in(tx, record)?;
-            append_in(tx, draft)
-        })
-    }
-
-    /// Changes a key's state (compare-and-set) and records it together.
-    pub fn set_state_audited(
-        &self,
-        id: &KeyId,
-        expected: KeyState,
-        next: KeyState,
-        draft: &AuditDraft,
-    ) -> Result<(KeyRecord, AuditRecord), StoreError> {
-        self.write("changing a key's state", |tx| {
-            let key = set_state_in(tx, id, expected, next)?;
-            Ok((key, append_in(tx, draft)?))
-        })
-    }
-
-    /// The last record's sequence number and hash, if any.
-    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+    fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
         let conn = self.lock()?;
         let head: Option<(i64, String)> = conn
             .query_row_cached(
@@ -104,8 +73,7 @@ impl SqliteStore {
         Ok(head.map(|(s, h)| (s.max(0) as u64, h)))
     }
 
-    /// Record lines with `from <= seq <= to`, in order, at most `limit`.
-    pub fn audit_lines(
+    fn audit_lines(
         &self,
         from: u64,
         to: u64,
@@ -132,8 +100,7 @@ impl SqliteStore {
         .collect()
     }
 
-    /// Stores a signed checkpoint.
-    pub fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let line = serde_json::to_string(checkpoint).map_err(|e| StoreError::Corrupt {
             id: format!("checkpoint {}", checkpoint.seq),
             what: format!("cannot be serialised: {e}"),
@@ -149,8 +116,7 @@ impl SqliteStore {
         })
     }
 
-    /// The last checkpoint, if any.
-    pub fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let conn = self.lock()?;
         let row: Option<(i64, String)> = conn
             .query_row_cached(
@@ -164,8 +130,7 @@ impl SqliteStore {
             .transpose()
     }
 
-    /// Every checkpoint, in order.
-    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached("SELECT seq, line FROM audit_checkpoints ORDER BY seq")
@@ -195,7 +160,9 @@ fn parse_checkpoint(seq: i64, line: &str) -> Result<Checkpoint, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hierarchy::KeyState;
     use crate::store::test_support::root_record;
+    use crate::store::{KeyRegistry, StoreHealth};
 
     fn draft(rpc: &str) -> AuditDraft {
         AuditDraft {

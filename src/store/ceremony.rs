@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
 use super::audit::append_in;
-use super::{SqliteStore, StoreError};
+use super::{CeremonyStore, SqliteStore, StoreError};
 use crate::audit::{AuditDraft, AuditRecord};
 
 /// A ceremony row with its approvals, as stored (the node gives it meaning).
@@ -102,9 +102,8 @@ fn set_state_in(
     Ok(n == 1)
 }
 
-impl SqliteStore {
-    /// Records a new ceremony, with the opener's approval when it counts, and its audit record.
-    pub fn insert_ceremony_audited(
+impl CeremonyStore for SqliteStore {
+    fn insert_ceremony_audited(
         &self,
         c: &CeremonyRow,
         draft: &AuditDraft,
@@ -133,14 +132,12 @@ impl SqliteStore {
         })
     }
 
-    /// A ceremony and its approvals.
-    pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
+    fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
         // The row and its approvals from one snapshot.
         self.read_snapshot("reading a ceremony", |conn| get_in(conn, id))
     }
 
-    /// Every ceremony, newest first, optionally in one state.
-    pub fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError> {
+    fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError> {
         let ids: Vec<String> = {
             let conn = self.lock()?;
             let mut stmt = conn
@@ -161,8 +158,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Adds an approval (false when this approver had approved already) with its record.
-    pub fn approve_ceremony_audited(
+    fn approve_ceremony_audited(
         &self,
         id: &str,
         approver: &str,
@@ -175,9 +171,7 @@ impl SqliteStore {
         })
     }
 
-    /// Moves a ceremony from `from` to `to` (compare-and-set) and writes `draft`'s record in the
-    /// same transaction; `None`, and no record, when it was not in `from`.
-    pub fn set_ceremony_state_audited(
+    fn set_ceremony_state_audited(
         &self,
         id: &str,
         from: &str,
@@ -194,8 +188,7 @@ impl SqliteStore {
         })
     }
 
-    /// Moves a ceremony from `from` to `to` (compare-and-set); false when it was not in `from`.
-    pub fn set_ceremony_state(
+    fn set_ceremony_state(
         &self,
         id: &str,
         from: &str,
@@ -211,6 +204,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::AuditLog;
 
     fn row(id: &str) -> CeremonyRow {
         CeremonyRow {

@@ -1,9 +1,13 @@
-//! The key registry: metadata about every key this node knows, in SQLite.
+//! The key registry: metadata about every key this node knows, its ceremonies, transport keys
+//! and ceremony log.
 //!
-//! The store keeps key **metadata only** — never key bytes (DESIGN.md §5, §6). The file lives in
-//! the node's data folder and is opened in WAL mode with `synchronous=FULL`, so a committed
-//! record survives a crash. One connection writes, with group commit (`group_commit.rs`); a
-//! second one reads what is committed. SQLite's busy timeout (5 s) covers other processes.
+//! The store keeps key **metadata only** — never key bytes (DESIGN.md §5, §6). What the rest of
+//! hkms asks of it is the [`Store`] trait and its parts ([`KeyRegistry`], [`CeremonyStore`],
+//! [`TransportStore`], [`AuditLog`], [`StoreHealth`]; `traits.rs` says why five and what every
+//! implementation must guarantee). [`SqliteStore`] is the implementation: one SQLite file in
+//! the node's data folder, opened in WAL mode with `synchronous=FULL`, so a committed record
+//! survives a crash. One connection writes, with group commit (`group_commit.rs`); a second
+//! one reads what is committed. SQLite's busy timeout (5 s) covers other processes.
 
 mod audit;
 mod ceremony;
@@ -14,6 +18,7 @@ mod migrations;
 mod record;
 #[cfg(test)]
 mod test_support;
+mod traits;
 mod transport;
 
 use std::fmt;
@@ -30,12 +35,14 @@ pub use error::StoreError;
 pub use group_commit::CommitStats;
 use group_commit::GroupCommit;
 pub use record::{KeyFilter, KeyRecord};
+pub use traits::{AuditLog, CeremonyStore, KeyRegistry, Store, StoreHealth, TransportStore};
 pub use transport::{KeyOrigin, TransportKeyRow};
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The registry database. `Send + Sync`: share it between tasks behind an `Arc`.
+/// The registry in one SQLite file: the [`Store`] hkms runs on today. `Send + Sync`: share it
+/// between tasks behind an `Arc`.
 pub struct SqliteStore {
     writer: GroupCommit,
     /// Reads only committed data, beside the writer; `None` for in-memory stores, which
@@ -93,13 +100,6 @@ impl SqliteStore {
         })
     }
 
-    /// Checks that the database answers (`SELECT 1`), for health probes.
-    pub fn ping(&self) -> Result<(), StoreError> {
-        self.lock()?
-            .query_row("SELECT 1", [], |_| Ok(()))
-            .map_err(StoreError::sqlite("pinging the key registry"))
-    }
-
     /// The file this store was opened from (`:memory:` for in-memory stores).
     pub fn path(&self) -> &Path {
         &self.path
@@ -146,9 +146,16 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         self.writer.write(context, f)
     }
+}
 
-    /// Commit counters, for metrics.
-    pub fn commit_stats(&self) -> &CommitStats {
+impl StoreHealth for SqliteStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.lock()?
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(StoreError::sqlite("pinging the key registry"))
+    }
+
+    fn commit_stats(&self) -> &CommitStats {
         self.writer.stats()
     }
 }
