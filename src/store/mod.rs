@@ -16,6 +16,7 @@ mod group_commit;
 mod keys;
 mod migrations;
 mod record;
+mod schema;
 #[cfg(test)]
 mod test_support;
 mod traits;

@@ -57,7 +57,7 @@
 //!    names for the cases it names, whichever database answered, because the node turns them
 //!    into gRPC statuses. Anything else from the database is [`StoreError::Database`].
 //! 8. **Schema.** Opening a store brings its schema up to date, forward only, and refuses a
-//!    database written by a newer hkms ([`StoreError::SchemaTooNew`]); see `migrations.rs`.
+//!    database written by a newer hkms ([`StoreError::SchemaTooNew`]); see `schema.rs`.
 //!
 //! Calls block the calling thread; the server runs them on blocking threads.
 
