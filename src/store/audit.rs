@@ -20,6 +20,30 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
         )
         .optional()
         .map_err(StoreError::sqlite("reading the head of the ceremony log"))?;
+    let chained = next_record(draft, last)?;
+    tx.execute_cached(
+        "INSERT INTO audit_log (seq, line, hash) VALUES (?1, ?2, ?3)",
+        params![chained.record.seq as i64, chained.line, chained.hash],
+    )
+    .map_err(StoreError::sqlite("appending to the ceremony log"))?;
+    Ok(chained.record)
+}
+
+/// A record ready to be stored: the record, its line and the line's hash.
+pub(super) struct Chained {
+    pub(super) record: AuditRecord,
+    pub(super) line: String,
+    pub(super) hash: String,
+}
+
+/// The record of `draft` chained after `last` (the head's sequence number and hash as stored,
+/// `None` for an empty log), with the line to store: the part of an append that does not
+/// depend on the database. A backend calls it inside its append transaction, after taking the
+/// lock that serialises appends and reading the head.
+pub(super) fn next_record(
+    draft: &AuditDraft,
+    last: Option<(i64, String)>,
+) -> Result<Chained, StoreError> {
     let (seq, prev) = match last {
         Some((seq, hash)) => (seq.saturating_add(1), hash),
         None => (1, GENESIS.to_string()),
@@ -41,12 +65,8 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
             len: line.len(),
         });
     }
-    tx.execute_cached(
-        "INSERT INTO audit_log (seq, line, hash) VALUES (?1, ?2, ?3)",
-        params![seq as i64, line, line_hash(&line)],
-    )
-    .map_err(StoreError::sqlite("appending to the ceremony log"))?;
-    Ok(record)
+    let hash = line_hash(&line);
+    Ok(Chained { record, line, hash })
 }
 
 impl AuditLog for SqliteStore {

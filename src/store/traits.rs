@@ -47,7 +47,9 @@
 //!    lock every writer of the database takes before it reads the head (SQLite: the one write
 //!    lock; PostgreSQL would need one too, such as a row lock on the head or an advisory lock),
 //!    so a write that rolls back leaves no gap. A line longer than the log takes (64 KiB,
-//!    `MAX_LINE`) is refused ([`StoreError::RecordTooLong`]) together with its change.
+//!    `MAX_LINE`) is refused ([`StoreError::RecordTooLong`]) together with its change. The
+//!    part that needs no database (numbering, `prev`, the line, its hash, the bound) is
+//!    `audit::next_record`, for every backend to call.
 //! 5. **Reads see committed data only.** A read that returns rows belonging together (a
 //!    ceremony and its approvals) takes them from one snapshot.
 //! 6. **Compare-and-set, never overwrite.** A state change names the state it expects; if
