@@ -4,6 +4,7 @@
 mod support;
 
 use hkms::proto;
+use hkms::store::KeyRegistry;
 use support::{TestNode, derive, stdout};
 
 async fn generate(node: &TestNode, key_type: &str) -> proto::Key {
@@ -75,7 +76,7 @@ async fn orphan_check_finds_keys_without_rows_and_rows_without_keys() {
     node.stop();
 
     // What a crash between the HSM step and the registry write leaves: a key with no row.
-    let store = hkms::store::Store::open(&node.database()).expect("store");
+    let store = hkms::store::SqliteStore::open(&node.database()).expect("store");
     let id = hkms::hierarchy::KeyId::parse(&lost_row.id).expect("id");
     store.delete_key(&id).expect("drop the row");
     // And the opposite: a row whose key is not on the token.

@@ -7,6 +7,7 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use hkms::proto::{self, key_service_client::KeyServiceClient};
+use hkms::store::AuditLog;
 use support::{SO_PIN, TestNode, USER_PIN, stderr, stdout};
 use tonic::transport::Channel;
 
@@ -440,7 +441,7 @@ async fn checkpoints_come_every_n_records_and_at_shutdown_and_records_filter() {
 
     // A graceful stop seals everything acknowledged.
     node.stop();
-    let store = hkms::store::Store::open(&node.database()).expect("store");
+    let store = hkms::store::SqliteStore::open(&node.database()).expect("store");
     let (last, _) = store.audit_head().expect("head").expect("records");
     assert_eq!(
         store

@@ -7,6 +7,7 @@ mod support;
 
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
+use hkms::store::AuditLog;
 use secrecy::SecretString;
 use support::{TestNode, USER_PIN, stderr, try_spawn_server};
 
@@ -53,7 +54,7 @@ async fn a_node_whose_audit_key_is_gone_refuses_to_start() {
         }
     }
     assert_eq!(destroyed, 2, "the pair");
-    let sealed = hkms::store::Store::open(&node.database())
+    let sealed = hkms::store::SqliteStore::open(&node.database())
         .expect("registry")
         .checkpoints()
         .expect("checkpoints");

@@ -9,7 +9,7 @@
 mod support;
 
 use hkms::proto::{self, card_service_client::CardServiceClient};
-use hkms::store::Store;
+use hkms::store::SqliteStore;
 use support::{PlantSpot, TestNode, aes_child, aes_ecb, factor_block, make_token, node_config};
 use tonic::Code;
 
@@ -190,7 +190,7 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
         (&sz_token, "440300", [&sz_unblock, &sz_reload]),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+        let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
         let at = PlantSpot {
             pkcs11: &pkcs11,
             token: &token.label,

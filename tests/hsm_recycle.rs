@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hkms::card::CardCommand;
 use hkms::hierarchy::{Algorithm, Factor, Usage};
-use hkms::hsm::{Hsm, HsmConfig, Lifetime, PinSource, SecretKeySpec, TokenLocator};
+use hkms::hsm::{HsmConfig, Lifetime, PinSource, Pkcs11Token, SecretKeySpec, TokenLocator};
 use support::make_token;
 
 const MASTER: &str = "hkms/recycle-master";
@@ -23,7 +23,7 @@ fn card_commands_go_on_across_module_recycles() {
     // SAFETY: the only test of this binary; set before anything loads the module.
     unsafe { std::env::set_var("SOFTHSM2_CONF", &token.conf) };
     let hsm = Arc::new(
-        Hsm::open(&HsmConfig {
+        Pkcs11Token::open(&HsmConfig {
             module: token.module.clone(),
             locator: TokenLocator::by_label("recycle"),
             pin: PinSource::File(token.pin_file.clone()),
@@ -45,8 +45,9 @@ fn card_commands_go_on_across_module_recycles() {
     let serial = Factor::from_card_serial("1234567890ABCDEF").expect("serial");
     let challenge = hkms::card::parse_challenge("0011223344556677").expect("challenge");
     let block = hkms::card::pin_block("123456");
-    let command =
-        |hsm: &Hsm| hsm.card_command(CardCommand::Unblock, MASTER, &serial, &challenge, &block);
+    let command = |hsm: &Pkcs11Token| {
+        hsm.card_command(CardCommand::Unblock, MASTER, &serial, &challenge, &block)
+    };
     let expected = command(&hsm).expect("first command");
     let start = hsm.pool_generation();
 

@@ -1,7 +1,7 @@
 //! The textbook ways an HSM connection dies, at the HSM layer against a real SoftHSM2 token:
 //! every session closed under hkms (`CKR_SESSION_HANDLE_INVALID`), and the library finalized
 //! under it (`CKR_CRYPTOKI_NOT_INITIALIZED`). The first call after the loss fails as
-//! UNAVAILABLE; the next one finds the sessions rebuilt, with no new `Hsm`.
+//! UNAVAILABLE; the next one finds the sessions rebuilt, with no new `Pkcs11Token`.
 //!
 //! The faults are made with the same SoftHSM2 library, loaded a second time in this process
 //! (the dynamic loader hands back the one hkms uses), as another application on the token
@@ -15,7 +15,8 @@ use std::time::Duration;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use hkms::hierarchy::{Algorithm, Usage};
 use hkms::hsm::{
-    Hsm, HsmConfig, HsmError, HsmErrorKind, Lifetime, PinSource, SecretKeySpec, TokenLocator,
+    HsmConfig, HsmError, HsmErrorKind, Lifetime, PinSource, Pkcs11Token, SecretKeySpec,
+    TokenLocator,
 };
 use support::make_token;
 
@@ -35,7 +36,7 @@ fn closed_sessions_and_a_finalized_library_are_rebuilt_in_place() {
     let token = make_token(&dir.path().join("softhsm"), "loss");
     // SAFETY: the only test of this binary; set before anything loads the module.
     unsafe { std::env::set_var("SOFTHSM2_CONF", &token.conf) };
-    let hsm = Hsm::open(&HsmConfig {
+    let hsm = Pkcs11Token::open(&HsmConfig {
         module: token.module.clone(),
         locator: TokenLocator::by_label("loss"),
         pin: PinSource::File(token.pin_file.clone()),

@@ -13,7 +13,7 @@ use cipher::{Array, BlockCipherEncrypt, KeyInit};
 use cmac::{Cmac, Mac};
 use des::TdesEde2;
 use hkms::hierarchy::{Algorithm, Kcv, KcvMethod};
-use hkms::store::Store;
+use hkms::store::SqliteStore;
 use support::{TestNode, aes_child, aes_kcv, data_block, derive, make_token, node_config};
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -68,7 +68,7 @@ async fn derived_kcvs_equal_the_software_computation() {
     .expect("config");
     let (aes_id, des_id) = {
         let pkcs11 = support::init_pkcs11(&token);
-        let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+        let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
         let at = support::PlantSpot {
             pkcs11: &pkcs11,
             token: "hkms-test",

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use hkms::hierarchy::{Algorithm, Usage};
 use hkms::hsm::transport::CardToken;
-use hkms::hsm::{Hsm, HsmConfig, Lifetime, PinSource, SecretKeySpec, TokenLocator};
+use hkms::hsm::{HsmConfig, Lifetime, PinSource, Pkcs11Token, SecretKeySpec, TokenLocator};
 use hkms::proto;
-use hkms::store::Store;
+use hkms::store::SqliteStore;
 use hkms::transport::Package;
 use support::{
     PlantSpot, TestNode, USER_PIN, aes_child, aes_ecb, aes_kcv, factor_block, make_token,
@@ -45,7 +45,7 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
 
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+        let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
         let at = PlantSpot {
             pkcs11: &pkcs11,
             token: "guangzhou",
@@ -251,7 +251,7 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
     );
 
     // The bureau loads its card into its own token, authenticates and unwraps every package.
-    let bureau = Hsm::open(&HsmConfig {
+    let bureau = Pkcs11Token::open(&HsmConfig {
         module: t_city.module.clone(),
         locator: TokenLocator::by_label("bureau-hsm"),
         pin: PinSource::File(t_city.pin_file.clone()),

@@ -9,7 +9,7 @@
 mod support;
 
 use hkms::proto::{self, transport_service_client::TransportServiceClient};
-use hkms::store::Store;
+use hkms::store::SqliteStore;
 use support::{
     PlantSpot, SO_PIN, TestNode, USER_PIN, aes_child, aes_kcv, derive_as, key_count, make_token,
     node_config, stdout,
@@ -117,7 +117,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
         let dir = tempfile::tempdir().expect("tempdir");
         let mut root_id = None;
         if plant {
-            let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+            let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
             let at = PlantSpot {
                 pkcs11: &pkcs11,
                 token: &token.label,

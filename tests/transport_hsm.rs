@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use hkms::hierarchy::{Algorithm, Factor, Region, Usage};
 use hkms::hsm::transport::CardToken;
-use hkms::hsm::{Hsm, HsmConfig, Lifetime, PinSource, SecretKeySpec, TokenLocator};
+use hkms::hsm::{HsmConfig, Lifetime, PinSource, Pkcs11Token, SecretKeySpec, TokenLocator};
 use secrecy::SecretString;
 use support::{SO_PIN, USER_PIN, make_token};
 
-fn open(token: &support::Token, label: &str) -> Hsm {
-    Hsm::open(&HsmConfig {
+fn open(token: &support::Token, label: &str) -> Pkcs11Token {
+    Pkcs11Token::open(&HsmConfig {
         module: token.module.clone(),
         locator: TokenLocator::by_label(label),
         pin: PinSource::File(token.pin_file.clone()),

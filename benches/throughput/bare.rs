@@ -21,7 +21,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::raw::{Raw, UNBLOCK_CALLS};
+use crate::calls::UNBLOCK_CALLS;
+use crate::raw::Raw;
 use crate::report::{Best, print_table};
 use crate::service::{connect, unblock_call};
 use crate::setup::Bench;

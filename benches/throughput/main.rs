@@ -30,6 +30,7 @@
 mod support;
 
 mod bare;
+mod calls;
 mod memory;
 mod raw;
 mod report;
@@ -47,7 +48,8 @@ use hkms::proto::{
 };
 use tonic::transport::Channel;
 
-use raw::{CARD_CALLS, DERIVE_CALLS, EXPORT_CALLS, Raw, RawOp, UNBLOCK_CALLS, drive_raw};
+use calls::{CARD_CALLS, DERIVE_CALLS, EXPORT_CALLS, UNBLOCK_CALLS};
+use raw::{Raw, RawOp, drive_raw};
 use report::{Best, CpuUse, LeaderTime, Outcome, Row, Run, print_table};
 use service::{
     connect, drive_service, request_path_floor, scrape, service_cards, transport_floor,

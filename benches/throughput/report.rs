@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::Settings;
-use crate::raw::{CARD_CALLS, DERIVE_CALLS, EXPORT_CALLS, NODE_EXTRA, UNBLOCK_CALLS};
+use crate::calls::{CARD_CALLS, DERIVE_CALLS, EXPORT_CALLS, NODE_EXTRA, UNBLOCK_CALLS};
 
 /// What one operation gave: `Err` carries the failure's text.
 pub type Outcome = Result<(), String>;

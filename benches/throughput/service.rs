@@ -13,9 +13,9 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::report::{CpuUse, Outcome, Row, Run, print_floor_line};
-use crate::setup::Bench;
+use crate::setup::{Bench, card_request};
 use crate::support::TestNode;
-use crate::{PIN, Settings, Sweep, WINDOW, card_of, personalise_serial};
+use crate::{Settings, Sweep, WINDOW, personalise_serial};
 
 /// Runs `count` operations numbered `first..first + count` on tokio tasks, one per client,
 /// each task handing its client to `op` and getting it back; stops early at `cap`.
@@ -148,19 +148,6 @@ pub async fn unblock_call(
         Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),
     };
     (client, outcome)
-}
-
-/// The UnblockPin request for card `i` (window staff, a known cardholder).
-pub fn card_request(i: usize) -> proto::CardCommandRequest {
-    let (card_serial, challenge) = card_of(i);
-    proto::CardCommandRequest {
-        card_serial,
-        challenge,
-        pin: PIN.into(),
-        served_by: "Li Wei".into(),
-        cardholder_id: "44010619900101123X".into(),
-        agent_id: String::new(),
-    }
 }
 
 /// Sends `count` cards from `first` on one PersonaliseCards stream. The requests are made as

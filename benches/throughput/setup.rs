@@ -10,22 +10,21 @@ use cryptoki::session::{Session, UserType};
 use cryptoki_sys::CK_MECHANISM_TYPE;
 use hkms::hierarchy::KeyId;
 use hkms::hsm::transport::CardToken;
-use hkms::hsm::{Hsm, HsmConfig, PinSource, TokenLocator};
+use hkms::hsm::{HsmConfig, PinSource, Pkcs11Token, TokenLocator};
 use hkms::proto::{
     self, card_service_client::CardServiceClient, transport_service_client::TransportServiceClient,
 };
-use hkms::store::Store;
+use hkms::store::{KeyRegistry as _, SqliteStore, TransportStore as _};
 use hkms::transport::Package;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
 use crate::raw::{Raw, raw_sessions};
 use crate::report::fsync_probe;
-use crate::service::card_request;
 use crate::support::{
     self, PlantSpot, TestNode, Token, aes_child, aes_kcv, make_token, node_config, slot_of,
 };
-use crate::{ISSUANCE, WINDOW, personalise_serial};
+use crate::{ISSUANCE, PIN, WINDOW, card_of, personalise_serial};
 
 /// The 34 GB/T 2260 province codes.
 const PROVINCES: [&str; 34] = [
@@ -120,7 +119,7 @@ impl Bench {
         // Guangzhou's node and its raw twin: pin-unblock and pin-reload masters.
         let (city_dir, store) = node_dir(&city_token, "municipal", "440100");
         let raw_dir = tempfile::tempdir().expect("tempdir");
-        let raw_store = Store::open(&raw_dir.path().join("registry.sqlite")).expect("store");
+        let raw_store = SqliteStore::open(&raw_dir.path().join("registry.sqlite")).expect("store");
         let mut raw_city_masters = Vec::new();
         for (key_type, value) in [("pin-unblock", &gz_unblock), ("pin-reload", &gz_reload)] {
             plant_known(&pkcs11, &city_token, &store, "440100", key_type, value);
@@ -394,7 +393,7 @@ pub fn token_strays(
     token: &Token,
     registry: &std::path::Path,
 ) -> (Vec<String>, Vec<String>, usize) {
-    let store = Store::open(registry).expect("the node's registry");
+    let store = SqliteStore::open(registry).expect("the node's registry");
     let mut live: std::collections::BTreeSet<String> =
         store.labels().expect("labels").into_iter().collect();
     for t in store.transport_keys().expect("transport keys") {
@@ -443,10 +442,10 @@ pub fn token_strays(
     (unregistered, duplicated, other)
 }
 
-/// An in-process `Hsm` on a raw token for setup only (signing pair, transport keys): the same
+/// An in-process `Pkcs11Token` on a raw token for setup only (signing pair, transport keys): the same
 /// objects the node makes on its token. Dropped before the raw sessions log in.
-fn setup_hsm(token: &Token) -> Hsm {
-    Hsm::open(&HsmConfig {
+fn setup_hsm(token: &Token) -> Pkcs11Token {
+    Pkcs11Token::open(&HsmConfig {
         module: token.module.clone(),
         locator: TokenLocator::by_label(&token.label),
         pin: PinSource::File(token.pin_file.clone()),
@@ -457,7 +456,7 @@ fn setup_hsm(token: &Token) -> Hsm {
 }
 
 /// Issues a transport key for `card_id` from a raw token onto `card` (setup).
-fn raw_issue(hsm: &Hsm, card: &Token, card_id: &str) {
+fn raw_issue(hsm: &Pkcs11Token, card: &Token, card_id: &str) {
     let pin = secrecy::SecretString::from(support::USER_PIN);
     let card = CardToken::open(&card.module, &TokenLocator::by_label(&card.label), &pin)
         .expect("raw card token");
@@ -474,7 +473,7 @@ fn raw_issue(hsm: &Hsm, card: &Token, card_id: &str) {
 pub fn plant_known(
     pkcs11: &Pkcs11,
     token: &Token,
-    store: &Store,
+    store: &SqliteStore,
     region: &str,
     key_type: &str,
     value: &[u8],
@@ -492,9 +491,9 @@ pub fn plant_known(
 }
 
 /// A node folder with a registry holding planted keys; the node is started afterwards.
-pub fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, Store) {
+pub fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("data/registry.sqlite")).expect("store");
+    let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
     // Every bench node may issue cards (the city its bureau's, the ministry Guangdong's).
     let text = support::with_so_pin(node_config(region, tier, region, token), token);
     // Metrics on: the bench reads from them where the server's time goes.
@@ -542,4 +541,17 @@ pub fn issue_card(
             .into_inner()
             .card_id
     })
+}
+
+/// The UnblockPin request for card `i` (window staff, a known cardholder).
+pub fn card_request(i: usize) -> proto::CardCommandRequest {
+    let (card_serial, challenge) = card_of(i);
+    proto::CardCommandRequest {
+        card_serial,
+        challenge,
+        pin: PIN.into(),
+        served_by: "Li Wei".into(),
+        cardholder_id: "44010619900101123X".into(),
+        agent_id: String::new(),
+    }
 }

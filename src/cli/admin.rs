@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::config::NodeConfig;
-use crate::hsm::{Hsm, attribute_audit};
+use crate::hsm::{Pkcs11Token, attribute_audit};
 use crate::node::{ExclusiveUse, Node};
 
 #[derive(Debug, Subcommand)]
@@ -37,9 +37,9 @@ impl TokenCommand {
     }
 }
 
-fn open_hsm(config: &Path) -> anyhow::Result<Hsm> {
+fn open_hsm(config: &Path) -> anyhow::Result<Pkcs11Token> {
     let config = NodeConfig::load(config)?;
-    Ok(Hsm::open(&config.hsm)?)
+    Ok(Pkcs11Token::open(&config.hsm)?)
 }
 
 fn audit(config: &Path) -> anyhow::Result<ExitCode> {

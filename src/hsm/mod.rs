@@ -82,10 +82,6 @@ pub struct HsmConfig {
     pub session_wait: Duration,
 }
 
-/// The name the rest of the crate still uses for [`Pkcs11Token`]; temporary, until callers
-/// hold the token as a [`Token`].
-pub type Hsm = Pkcs11Token;
-
 /// A logged-in PKCS#11 token. Cheap to clone; all clones share the sessions.
 #[derive(Clone)]
 pub struct Pkcs11Token {

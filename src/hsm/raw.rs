@@ -38,7 +38,7 @@ unsafe impl Sync for RawModule {}
 impl RawModule {
     /// Takes another reference to the PKCS#11 module at `path` and reads its function list.
     /// The module must already be loaded and initialised in this process through `cryptoki`
-    /// (as [`super::Hsm::open`] does, with OS locking): `load` does not call `C_Initialize`.
+    /// (as [`super::Pkcs11Token::open`] does, with OS locking): `load` does not call `C_Initialize`.
     pub fn load(path: &Path) -> Result<RawModule, HsmError> {
         let load_err = |reason: String| HsmError::ModuleLoad {
             path: path.to_path_buf(),

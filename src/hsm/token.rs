@@ -208,7 +208,7 @@ impl std::fmt::Debug for ModuleHold<'_> {
 }
 
 /// The PKCS#11 token. Its methods are inherent too, and the rest of the crate still calls them
-/// on the concrete type (through the `Hsm` alias); this impl only forwards to them.
+/// on the concrete type (through the `Pkcs11Token` alias); this impl only forwards to them.
 impl Token for Pkcs11Token {
     fn capabilities(&self) -> &Capabilities {
         Pkcs11Token::capabilities(self)

@@ -136,10 +136,13 @@ impl Cards<'_> {
         let master = self.card_master(key_type)?;
         req.key(&master);
         let block = card::pin_block(&c.pin);
-        let apdu =
-            self.core
-                .hsm
-                .card_command(c.command, &master.ck_label, &serial, &challenge, &block)?;
+        let apdu = self.core.token.card_command(
+            c.command,
+            &master.ck_label,
+            &serial,
+            &challenge,
+            &block,
+        )?;
         Ok(CardAnswer {
             apdu,
             master_key_id: master.id.to_string(),
@@ -206,7 +209,7 @@ impl Cards<'_> {
             let master = self.card_master(key_type)?;
             let (wrapped, kcv) =
                 self.core
-                    .hsm
+                    .token
                     .export_card_key(&master.ck_label, &factor, &bureau.card_id)?;
             req.kcv(&format!("card:{serial}:{key_type}"), &kcv);
             let now = std::time::SystemTime::now();

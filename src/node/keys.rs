@@ -68,7 +68,7 @@ impl Keys<'_> {
             .core
             .store
             .next_version(&spec.name, &self.core.region())?;
-        let kcv = self.core.hsm.generate_key(&SecretKeySpec {
+        let kcv = self.core.token.generate_key(&SecretKeySpec {
             algorithm: spec.algorithm,
             usage: spec.usage,
             // A generated key is a root of this node's hierarchy: it never leaves the HSM.
@@ -142,7 +142,7 @@ impl Keys<'_> {
         let id = KeyId::new_random();
         let factor = Factor::from_region(&region);
         let algorithm = derived_algorithm(parent.algorithm);
-        let kcv = self.core.hsm.derive_key(
+        let kcv = self.core.token.derive_key(
             &parent.ck_label,
             parent.algorithm,
             &factor,
@@ -279,7 +279,7 @@ impl Keys<'_> {
                 .map(|(updated, logged)| (updated, Some(logged.seq)))
         })?;
         if next == KeyState::Destroyed
-            && let Err(e) = self.core.hsm.destroy_key(&record.ck_label)
+            && let Err(e) = self.core.token.destroy_key(&record.ck_label)
         {
             let message = format!(
                 "key {} is recorded as destroyed but the HSM could not remove it ({e}); \

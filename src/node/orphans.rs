@@ -27,7 +27,7 @@ impl Keys<'_> {
     /// Compares the token with the registry. Run it while no key is being created, or expect
     /// the key in flight to show up as an orphan.
     pub fn find_orphans(&self) -> Result<OrphanReport, NodeError> {
-        let labels = self.core.hsm.secret_key_labels()?;
+        let labels = self.core.token.secret_key_labels()?;
         let unlabelled = labels.iter().filter(|l| l.is_empty()).count();
         let on_token: BTreeSet<String> = labels
             .into_iter()
@@ -57,11 +57,11 @@ impl Keys<'_> {
         let mut destroyed = 0;
         for label in &report.orphans {
             if !label.is_empty() {
-                destroyed += self.core.hsm.destroy_key(label)?;
+                destroyed += self.core.token.destroy_key(label)?;
             }
         }
         if report.orphans.iter().any(String::is_empty) {
-            destroyed += self.core.hsm.destroy_unlabelled_secret_keys()?;
+            destroyed += self.core.token.destroy_unlabelled_secret_keys()?;
         }
         Ok(destroyed)
     }

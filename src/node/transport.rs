@@ -63,8 +63,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// What a card job holds (see `Transport::card_work`).
 struct CardWork<'a> {
-    hsm: &'a crate::hsm::Hsm,
-    module: Option<std::sync::RwLockReadGuard<'a, ()>>,
+    hsm: &'a dyn crate::hsm::Token,
+    module: Option<crate::hsm::ModuleHold<'a>>,
     _one_at_a_time: std::sync::MutexGuard<'a, ()>,
 }
 
@@ -97,8 +97,8 @@ impl Transport<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         CardWork {
-            hsm: &self.core.hsm,
-            module: Some(self.core.hsm.hold_module()),
+            hsm: self.core.token(),
+            module: Some(self.core.token.hold_module()),
             _one_at_a_time: one_at_a_time,
         }
     }
@@ -221,7 +221,7 @@ impl Transport<'_> {
         );
         let (kcv, _) = self
             .core
-            .hsm
+            .token
             .issue_transport_key(&so_pin, &card, &card_id)?;
         self.record_transport(req, card_id, region, "issued", &kcv, ceremony_id)
     }
@@ -276,7 +276,7 @@ impl Transport<'_> {
             )));
         }
         let token = self.open_card(card.label, card.pin)?;
-        let on_card = match self.core.hsm.card_transport_kcv(&token, card_id) {
+        let on_card = match self.core.token.card_transport_kcv(&token, card_id) {
             Ok(kcv) => kcv.to_hex(),
             Err(crate::hsm::HsmError::KeyNotFound { .. }) => {
                 return Err(NodeError::FailedPrecondition(format!(
@@ -296,7 +296,7 @@ impl Transport<'_> {
         }
         let (kcv, _) = self
             .core
-            .hsm
+            .token
             .load_transport_key(&token, card.so_pin, card_id)?;
         let row = self.record_transport(
             req,
@@ -307,7 +307,7 @@ impl Transport<'_> {
             None,
         )?;
         // Registered: the card's copy has done its one journey.
-        if let Err(e) = self.core.hsm.spend_card_copy(&token, card_id) {
+        if let Err(e) = self.core.token.spend_card_copy(&token, card_id) {
             tracing::warn!(card_id, error = %e, "the card keeps its copy of a loaded transport key; destroy it");
         }
         Ok(row)
@@ -343,11 +343,11 @@ impl Transport<'_> {
                 // Not registered, so not kept: no transport key without its row.
                 let _ = self
                     .core
-                    .hsm
+                    .token
                     .destroy_key(&crate::hsm::transport::transport_label(&row.card_id));
                 let _ = self
                     .core
-                    .hsm
+                    .token
                     .destroy_key(&crate::hsm::transport::package_mac_label(&row.card_id));
             })?;
         Ok(row)
@@ -453,7 +453,7 @@ impl Transport<'_> {
         req.param("card_id", card.card_id.clone());
         let wrapped = self
             .core
-            .hsm
+            .token
             .wrap_for_transport(&card.card_id, &key.ck_label)?;
         self.core.seal_package(header, wrapped)
     }
@@ -493,7 +493,7 @@ impl Transport<'_> {
             })?;
         let signed = Package::signed_bytes(&pkg.header_bytes, &pkg.wrapped)
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
-        let mac = self.core.hsm.package_mac(&card.card_id, &signed)?;
+        let mac = self.core.token.package_mac(&card.card_id, &signed)?;
         if !same(&mac, &pkg.mac) {
             return Err(NodeError::InvalidArgument(
                 "the package's MAC does not verify: its header, key or MAC was changed, or it was \
@@ -551,7 +551,7 @@ impl Transport<'_> {
             )));
         }
         let id = KeyId::new_random();
-        let kcv = self.core.hsm.unwrap_from_transport(
+        let kcv = self.core.token.unwrap_from_transport(
             &card.card_id,
             &pkg.wrapped,
             &SecretKeySpec {
@@ -564,7 +564,7 @@ impl Transport<'_> {
             },
         )?;
         if !kcv.to_hex().eq_ignore_ascii_case(&h.kcv) {
-            let _ = self.core.hsm.destroy_key(&id.ck_label());
+            let _ = self.core.token.destroy_key(&id.ck_label());
             return Err(NodeError::InvalidArgument(format!(
                 "the unwrapped key's KCV {} is not the package's {}; nothing was imported",
                 kcv.to_hex(),
@@ -595,7 +595,7 @@ impl Transport<'_> {
         match registered {
             Ok(()) => Ok(record),
             Err(e) => {
-                let _ = self.core.hsm.destroy_key(&record.ck_label);
+                let _ = self.core.token.destroy_key(&record.ck_label);
                 Err(e)
             }
         }

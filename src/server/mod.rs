@@ -82,7 +82,7 @@ pub async fn serve(
         node = node.name(),
         tier = %node.core().tier(),
         region = %node.core().region(),
-        token = %node.core().hsm().capabilities().label,
+        token = %node.core().token().capabilities().label,
         audit_key = %node.core().signing().fingerprint,
         audit_key_sha256 = %node.core().signing().sha256,
         "node opened"

@@ -4,10 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
-use super::keys::{insert_in, set_state_in};
-use super::{KeyRecord, Store, StoreError};
+use super::{AuditLog, SqliteStore, StoreError};
 use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
-use crate::hierarchy::{KeyId, KeyState};
 
 /// The longest record line the log takes, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -22,6 +20,30 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
         )
         .optional()
         .map_err(StoreError::sqlite("reading the head of the ceremony log"))?;
+    let chained = next_record(draft, last)?;
+    tx.execute_cached(
+        "INSERT INTO audit_log (seq, line, hash) VALUES (?1, ?2, ?3)",
+        params![chained.record.seq as i64, chained.line, chained.hash],
+    )
+    .map_err(StoreError::sqlite("appending to the ceremony log"))?;
+    Ok(chained.record)
+}
+
+/// A record ready to be stored: the record, its line and the line's hash.
+pub(super) struct Chained {
+    pub(super) record: AuditRecord,
+    pub(super) line: String,
+    pub(super) hash: String,
+}
+
+/// The record of `draft` chained after `last` (the head's sequence number and hash as stored,
+/// `None` for an empty log), with the line to store: the part of an append that does not
+/// depend on the database. A backend calls it inside its append transaction, after taking the
+/// lock that serialises appends and reading the head.
+pub(super) fn next_record(
+    draft: &AuditDraft,
+    last: Option<(i64, String)>,
+) -> Result<Chained, StoreError> {
     let (seq, prev) = match last {
         Some((seq, hash)) => (seq.saturating_add(1), hash),
         None => (1, GENESIS.to_string()),
@@ -43,55 +65,22 @@ pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditReco
             len: line.len(),
         });
     }
-    tx.execute_cached(
-        "INSERT INTO audit_log (seq, line, hash) VALUES (?1, ?2, ?3)",
-        params![seq as i64, line, line_hash(&line)],
-    )
-    .map_err(StoreError::sqlite("appending to the ceremony log"))?;
-    Ok(record)
+    let hash = line_hash(&line);
+    Ok(Chained { record, line, hash })
 }
 
-impl Store {
-    /// Appends one record in its own durable transaction.
-    pub fn append_audit(&self, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
+impl AuditLog for SqliteStore {
+    fn append_audit(&self, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
         self.write("appending to the ceremony log", |tx| append_in(tx, draft))
     }
 
-    /// Appends several records in one durable transaction: all of them, or none.
-    pub fn append_audits(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>, StoreError> {
+    fn append_audits(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditRecord>, StoreError> {
         self.write("appending to the ceremony log", |tx| {
             drafts.iter().map(|d| append_in(tx, d)).collect()
         })
     }
 
-    /// Registers a key and its audit record together.
-    pub fn insert_key_audited(
-        &self,
-        record: &KeyRecord,
-        draft: &AuditDraft,
-    ) -> Result<AuditRecord, StoreError> {
-        self.write("registering a key", |tx| {
-            insert_in(tx, record)?;
-            append_in(tx, draft)
-        })
-    }
-
-    /// Changes a key's state (compare-and-set) and records it together.
-    pub fn set_state_audited(
-        &self,
-        id: &KeyId,
-        expected: KeyState,
-        next: KeyState,
-        draft: &AuditDraft,
-    ) -> Result<(KeyRecord, AuditRecord), StoreError> {
-        self.write("changing a key's state", |tx| {
-            let key = set_state_in(tx, id, expected, next)?;
-            Ok((key, append_in(tx, draft)?))
-        })
-    }
-
-    /// The last record's sequence number and hash, if any.
-    pub fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
+    fn audit_head(&self) -> Result<Option<(u64, String)>, StoreError> {
         let conn = self.lock()?;
         let head: Option<(i64, String)> = conn
             .query_row_cached(
@@ -104,8 +93,7 @@ impl Store {
         Ok(head.map(|(s, h)| (s.max(0) as u64, h)))
     }
 
-    /// Record lines with `from <= seq <= to`, in order, at most `limit`.
-    pub fn audit_lines(
+    fn audit_lines(
         &self,
         from: u64,
         to: u64,
@@ -132,8 +120,7 @@ impl Store {
         .collect()
     }
 
-    /// Stores a signed checkpoint.
-    pub fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+    fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let line = serde_json::to_string(checkpoint).map_err(|e| StoreError::Corrupt {
             id: format!("checkpoint {}", checkpoint.seq),
             what: format!("cannot be serialised: {e}"),
@@ -149,8 +136,7 @@ impl Store {
         })
     }
 
-    /// The last checkpoint, if any.
-    pub fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let conn = self.lock()?;
         let row: Option<(i64, String)> = conn
             .query_row_cached(
@@ -164,8 +150,7 @@ impl Store {
             .transpose()
     }
 
-    /// Every checkpoint, in order.
-    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+    fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached("SELECT seq, line FROM audit_checkpoints ORDER BY seq")
@@ -195,7 +180,9 @@ fn parse_checkpoint(seq: i64, line: &str) -> Result<Checkpoint, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hierarchy::KeyState;
     use crate::store::test_support::root_record;
+    use crate::store::{KeyRegistry, StoreHealth};
 
     fn draft(rpc: &str) -> AuditDraft {
         AuditDraft {
@@ -206,7 +193,7 @@ mod tests {
 
     #[test]
     fn records_chain_from_genesis() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let a = store.append_audit(&draft("A")).unwrap();
         let b = store.append_audit(&draft("B")).unwrap();
         assert_eq!((a.seq, a.prev.as_str()), (1, GENESIS));
@@ -221,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_record_longer_than_the_log_takes_is_refused_and_the_chain_goes_on() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let mut huge = draft("A");
         huge.params.insert("x".into(), "y".repeat(MAX_LINE));
         let err = store.append_audit(&huge).unwrap_err();
@@ -232,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_batch_of_records_chains_in_one_commit() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store.append_audit(&draft("A")).unwrap();
         let commits = store.commit_stats().commits();
         let batch = store
@@ -256,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_refused_change_leaves_no_record() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let key = root_record("card-master");
         store
             .insert_key_audited(&key, &draft("GenerateKey"))

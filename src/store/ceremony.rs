@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
 use super::audit::append_in;
-use super::{Store, StoreError};
+use super::{CeremonyStore, SqliteStore, StoreError};
 use crate::audit::{AuditDraft, AuditRecord};
 
 /// A ceremony row with its approvals, as stored (the node gives it meaning).
@@ -102,9 +102,8 @@ fn set_state_in(
     Ok(n == 1)
 }
 
-impl Store {
-    /// Records a new ceremony, with the opener's approval when it counts, and its audit record.
-    pub fn insert_ceremony_audited(
+impl CeremonyStore for SqliteStore {
+    fn insert_ceremony_audited(
         &self,
         c: &CeremonyRow,
         draft: &AuditDraft,
@@ -133,14 +132,12 @@ impl Store {
         })
     }
 
-    /// A ceremony and its approvals.
-    pub fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
+    fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
         // The row and its approvals from one snapshot.
         self.read_snapshot("reading a ceremony", |conn| get_in(conn, id))
     }
 
-    /// Every ceremony, newest first, optionally in one state.
-    pub fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError> {
+    fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError> {
         let ids: Vec<String> = {
             let conn = self.lock()?;
             let mut stmt = conn
@@ -161,8 +158,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Adds an approval (false when this approver had approved already) with its record.
-    pub fn approve_ceremony_audited(
+    fn approve_ceremony_audited(
         &self,
         id: &str,
         approver: &str,
@@ -175,9 +171,7 @@ impl Store {
         })
     }
 
-    /// Moves a ceremony from `from` to `to` (compare-and-set) and writes `draft`'s record in the
-    /// same transaction; `None`, and no record, when it was not in `from`.
-    pub fn set_ceremony_state_audited(
+    fn set_ceremony_state_audited(
         &self,
         id: &str,
         from: &str,
@@ -194,8 +188,7 @@ impl Store {
         })
     }
 
-    /// Moves a ceremony from `from` to `to` (compare-and-set); false when it was not in `from`.
-    pub fn set_ceremony_state(
+    fn set_ceremony_state(
         &self,
         id: &str,
         from: &str,
@@ -211,6 +204,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::AuditLog;
 
     fn row(id: &str) -> CeremonyRow {
         CeremonyRow {
@@ -229,7 +223,7 @@ mod tests {
 
     #[test]
     fn approvals_count_each_approver_once_and_states_move_by_compare_and_set() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store
             .insert_ceremony_audited(&row("c-1"), &AuditDraft::default())
             .unwrap();
@@ -271,7 +265,7 @@ mod tests {
 
     #[test]
     fn an_audited_state_change_writes_its_record_only_when_it_moves() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store
             .insert_ceremony_audited(&row("c-1"), &AuditDraft::default())
             .unwrap();

@@ -1,8 +1,13 @@
 //! Errors of the key registry. Each message says what happened and what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
+
+/// The database's own error, whichever backend raised it (SQLite's today). Boxed so that
+/// [`StoreError`] names no driver type and a second backend can report its errors through the
+/// same variants.
+pub type DatabaseError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 use crate::hierarchy::{HierarchyError, KeyId, KeyState, Region};
 
@@ -28,8 +33,8 @@ pub enum StoreError {
     Open {
         /// The database file.
         path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
+        /// The database's error.
+        source: DatabaseError,
     },
 
     /// SQLite refused write-ahead logging, which hkms needs for crash safety.
@@ -52,8 +57,8 @@ pub enum StoreError {
     Migration {
         /// The schema version the migration would have produced.
         version: i64,
-        /// SQLite's error.
-        source: rusqlite::Error,
+        /// The database's error.
+        source: DatabaseError,
     },
 
     /// The database was written by a newer hkms.
@@ -76,15 +81,15 @@ pub enum StoreError {
         found: i64,
     },
 
-    /// Any other SQLite failure.
+    /// Any other failure of the database.
     #[error(
         "{context}: {source}; if the database is locked, another process may hold it; check the data folder"
     )]
-    Sqlite {
+    Database {
         /// What hkms was doing.
         context: &'static str,
-        /// SQLite's error.
-        source: rusqlite::Error,
+        /// The database's error.
+        source: DatabaseError,
     },
 
     /// A derived key for this parent and region already exists and is not destroyed.
@@ -185,7 +190,7 @@ pub enum StoreError {
     CommitFailed {
         /// What was being written.
         context: &'static str,
-        /// SQLite's error for the commit.
+        /// The database's error for the commit.
         reason: String,
     },
 
@@ -220,6 +225,26 @@ pub enum StoreError {
 impl StoreError {
     /// Wraps a SQLite error with what hkms was doing.
     pub(crate) fn sqlite(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
-        move |source| StoreError::Sqlite { context, source }
+        move |source| StoreError::Database {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps a SQLite error met while opening or configuring the database at `path`.
+    pub(crate) fn open(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+        let path = path.to_path_buf();
+        move |source| StoreError::Open {
+            path: path.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Wraps a SQLite error met while applying the migration to schema `version`.
+    pub(crate) fn migration(version: i64) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Migration {
+            version,
+            source: Box::new(source),
+        }
     }
 }

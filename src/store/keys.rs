@@ -3,26 +3,36 @@
 use rusqlite::{Connection, ErrorCode, OptionalExtension, ffi, params, params_from_iter};
 
 use super::CachedSql;
+use super::audit::append_in;
 use super::record::{COLUMNS, from_row};
-use super::{KeyFilter, KeyRecord, Store, StoreError, now_rfc3339};
+use super::{KeyFilter, KeyRecord, KeyRegistry, SqliteStore, StoreError, now_rfc3339};
+use crate::audit::{AuditDraft, AuditRecord};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
-/// What follows `FROM keys` in [`Store::newest_active_key`] (?1 key type, ?2 region): its
+/// What follows `FROM keys` in [`KeyRegistry::newest_active_key`] (?1 key type, ?2 region): its
 /// condition, order and limit. Migration 4's index answers it without a sort. The rowid is the
 /// order of registration: hkms deletes a row only to undo the key it has just created, and
 /// never runs VACUUM.
 pub(super) const NEWEST_ACTIVE: &str = "WHERE key_type = ?1 AND region = ?2 AND state = 'active' \
      ORDER BY version DESC, rowid DESC LIMIT 1";
 
-impl Store {
-    /// Registers a new key. A second live child of the same parent for the same region is
-    /// refused with [`StoreError::AlreadyExists`].
-    pub fn insert_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
+impl KeyRegistry for SqliteStore {
+    fn insert_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
         self.write("registering a key", |tx| insert_in(tx, record))
     }
 
-    /// The key with this id, if registered.
-    pub fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+    fn insert_key_audited(
+        &self,
+        record: &KeyRecord,
+        draft: &AuditDraft,
+    ) -> Result<AuditRecord, StoreError> {
+        self.write("registering a key", |tx| {
+            insert_in(tx, record)?;
+            append_in(tx, draft)
+        })
+    }
+
+    fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
         let conn = self.lock()?;
         conn.query_row_cached(
             &format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"),
@@ -34,8 +44,7 @@ impl Store {
         .transpose()
     }
 
-    /// The keys matching `filter`, oldest first (ties by id).
-    pub fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
+    fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
         let mut sql = format!("SELECT {COLUMNS} FROM keys WHERE 1 = 1");
         let mut args: Vec<&str> = Vec::new();
         let conditions = [
@@ -57,10 +66,7 @@ impl Store {
         self.query_records(&sql, params_from_iter(args))
     }
 
-    /// The newest active key of `key_type` in `region` (highest version; among equal versions
-    /// the latest registered): the key a city's card services use. One indexed row, read at
-    /// every card request.
-    pub fn newest_active_key(
+    fn newest_active_key(
         &self,
         key_type: &KeyTypeName,
         region: &Region,
@@ -72,12 +78,7 @@ impl Store {
         Ok(found.pop())
     }
 
-    /// The live (not destroyed) key derived from `parent` for `region`, if any.
-    pub fn find_child(
-        &self,
-        parent: &KeyId,
-        region: &Region,
-    ) -> Result<Option<KeyRecord>, StoreError> {
+    fn find_child(&self, parent: &KeyId, region: &Region) -> Result<Option<KeyRecord>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM keys \
              WHERE parent_id = ?1 AND region = ?2 AND state <> 'destroyed'"
@@ -86,9 +87,7 @@ impl Store {
         Ok(found.pop())
     }
 
-    /// The version a new key of `key_type` in `region` should get: the highest so far plus one
-    /// (destroyed keys count), starting at 1.
-    pub fn next_version(&self, key_type: &KeyTypeName, region: &Region) -> Result<u32, StoreError> {
+    fn next_version(&self, key_type: &KeyTypeName, region: &Region) -> Result<u32, StoreError> {
         let conn = self.lock()?;
         let max: i64 = conn
             .query_row_cached(
@@ -106,32 +105,27 @@ impl Store {
             })
     }
 
-    /// Moves a key from `expected` to `next` if SP 800-57 allows it and nobody changed the key
-    /// meanwhile (compare-and-set); returns the updated record.
-    pub fn set_state(
+    fn set_state_audited(
         &self,
         id: &KeyId,
         expected: KeyState,
         next: KeyState,
-    ) -> Result<KeyRecord, StoreError> {
+        draft: &AuditDraft,
+    ) -> Result<(KeyRecord, AuditRecord), StoreError> {
         self.write("changing a key's state", |tx| {
-            set_state_in(tx, id, expected, next)
+            let key = set_state_in(tx, id, expected, next)?;
+            Ok((key, append_in(tx, draft)?))
         })
     }
 
-    /// Removes a key's row. Only for rolling back a creation whose HSM step failed; a key
-    /// that existed is destroyed through [`Store::set_state`] and its row kept.
-    pub fn delete_key(&self, id: &KeyId) -> Result<(), StoreError> {
+    fn delete_key(&self, id: &KeyId) -> Result<(), StoreError> {
         let deleted = self.write("deleting a key", |conn| {
             conn.execute_cached("DELETE FROM keys WHERE id = ?1", [id.as_str()])
                 .map_err(|e| match constraint(&e) {
                     Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => {
                         StoreError::HasChildren { id: id.clone() }
                     }
-                    _ => StoreError::Sqlite {
-                        context: "deleting a key",
-                        source: e,
-                    },
+                    _ => StoreError::sqlite("deleting a key")(e),
                 })
         })?;
         if deleted == 0 {
@@ -140,9 +134,7 @@ impl Store {
         Ok(())
     }
 
-    /// The PKCS#11 labels of every key that is not destroyed, sorted; the orphan check
-    /// compares them with the objects on the token.
-    pub fn labels(&self) -> Result<Vec<String>, StoreError> {
+    fn labels(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached(
@@ -154,6 +146,22 @@ impl Store {
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(StoreError::sqlite("listing key labels"))?;
         Ok(labels)
+    }
+}
+
+impl SqliteStore {
+    /// Moves a key from `expected` to `next` if SP 800-57 allows it and nobody changed the key
+    /// meanwhile (compare-and-set), without a ceremony-log record; returns the updated record.
+    /// The node changes states with [`KeyRegistry::set_state_audited`].
+    pub fn set_state(
+        &self,
+        id: &KeyId,
+        expected: KeyState,
+        next: KeyState,
+    ) -> Result<KeyRecord, StoreError> {
+        self.write("changing a key's state", |tx| {
+            set_state_in(tx, id, expected, next)
+        })
     }
 
     fn query_records(
@@ -209,7 +217,7 @@ pub(super) fn insert_in(tx: &Connection, record: &KeyRecord) -> Result<(), Store
 }
 
 /// Compare-and-set of a key's state inside a transaction; returns the updated record.
-pub(super) fn set_state_in(
+fn set_state_in(
     tx: &Connection,
     id: &KeyId,
     expected: KeyState,
@@ -247,10 +255,7 @@ pub(super) fn set_state_in(
             id: id.to_string(),
             what: "another live key has the same parent and region".to_owned(),
         },
-        _ => StoreError::Sqlite {
-            context: "changing a key's state",
-            source: e,
-        },
+        _ => StoreError::sqlite("changing a key's state")(e),
     })?;
     tx.query_row_cached(
         &format!("SELECT {COLUMNS} FROM keys WHERE id = ?1"),
@@ -295,10 +300,7 @@ fn insert_error(e: rusqlite::Error, record: &KeyRecord) -> StoreError {
             id: record.id.clone(),
             parent: parent.clone(),
         },
-        _ => StoreError::Sqlite {
-            context: "registering a key",
-            source: e,
-        },
+        _ => StoreError::sqlite("registering a key")(e),
     }
 }
 
@@ -308,8 +310,8 @@ mod tests {
     use super::*;
     use crate::hierarchy::{Factor, Tier};
 
-    fn store() -> Store {
-        Store::open_in_memory().unwrap()
+    fn store() -> SqliteStore {
+        SqliteStore::open_in_memory().unwrap()
     }
 
     fn name(s: &str) -> KeyTypeName {

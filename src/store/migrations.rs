@@ -1,12 +1,14 @@
-//! Ordered schema migrations, tracked with `PRAGMA user_version`.
+//! SQLite's schema migrations, tracked with `PRAGMA user_version`.
 //!
 //! Migration `i` (0-based) brings the schema to version `i + 1`. Each runs in its own
 //! transaction together with the version bump, so a crash leaves the previous version.
-//! Never edit a migration that has shipped; append a new one.
+//! Never edit a migration that has shipped; append a new one. The rules, and the refusal of a
+//! database from a newer hkms, are the backend-neutral ones of `schema.rs`.
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
+use super::schema::{self, Versioned};
 
 /// The migrations, oldest first.
 const MIGRATIONS: &[&str] = &[
@@ -85,46 +87,44 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX keys_by_type_region;",
 ];
 
-/// The schema version this build writes (the number of migrations; never near `i64::MAX`).
-pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+/// The schema version this build writes.
+#[cfg(test)]
+pub(crate) const LATEST: i64 = schema::latest(MIGRATIONS);
 
 /// Brings the database to the latest version, or refuses a database from a newer hkms.
 pub(crate) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
-    check_version(user_version(conn)?)?;
-    for (version, sql) in (1_i64..).zip(MIGRATIONS) {
-        let tx = conn
+    schema::migrate(conn, MIGRATIONS)
+}
+
+/// The version lives in the file's header (`PRAGMA user_version`), where every hkms build reads
+/// it; an immediate transaction takes the write lock, which other migrators take too.
+impl Versioned for Connection {
+    fn schema_version(&mut self) -> Result<i64, StoreError> {
+        user_version(self)
+    }
+
+    fn migrate_step(
+        &mut self,
+        version: i64,
+        sql: &str,
+        proceed: &dyn Fn(i64) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let tx = self
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Migration { version, source })?;
-        // Re-read under the write lock: another process may have migrated meanwhile.
-        let current = check_version(user_version(&tx)?)?;
-        if current >= version {
-            continue;
+            .map_err(StoreError::migration(version))?;
+        if !proceed(user_version(&tx)?)? {
+            return Ok(());
         }
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", version))
             .and_then(|()| tx.commit())
-            .map_err(|source| StoreError::Migration { version, source })?;
+            .map_err(StoreError::migration(version))
     }
-    Ok(())
 }
 
 fn user_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(StoreError::sqlite("reading the schema version"))
-}
-
-/// Accepts a version this build can handle.
-fn check_version(found: i64) -> Result<i64, StoreError> {
-    if found < 0 {
-        return Err(StoreError::SchemaUnknown { found });
-    }
-    if found > LATEST {
-        return Err(StoreError::SchemaTooNew {
-            found,
-            known: LATEST,
-        });
-    }
-    Ok(found)
 }
 
 #[cfg(test)]

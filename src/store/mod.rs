@@ -1,9 +1,13 @@
-//! The key registry: metadata about every key this node knows, in SQLite.
+//! The key registry: metadata about every key this node knows, its ceremonies, transport keys
+//! and ceremony log.
 //!
-//! The store keeps key **metadata only** — never key bytes (docs/design.md §6, §9). The file lives in
-//! the node's data folder and is opened in WAL mode with `synchronous=FULL`, so a committed
-//! record survives a crash. One connection writes, with group commit (`group_commit.rs`); a
-//! second one reads what is committed. SQLite's busy timeout (5 s) covers other processes.
+//! The store keeps key **metadata only** — never key bytes (docs/design.md §6, §9). What the rest of
+//! hkms asks of it is the [`Store`] trait and its parts ([`KeyRegistry`], [`CeremonyStore`],
+//! [`TransportStore`], [`AuditLog`], [`StoreHealth`]; `traits.rs` says why five and what every
+//! implementation must guarantee). [`SqliteStore`] is the implementation: one SQLite file in
+//! the node's data folder, opened in WAL mode with `synchronous=FULL`, so a committed record
+//! survives a crash. One connection writes, with group commit (`group_commit.rs`); a second
+//! one reads what is committed. SQLite's busy timeout (5 s) covers other processes.
 
 mod audit;
 mod ceremony;
@@ -12,8 +16,10 @@ mod group_commit;
 mod keys;
 mod migrations;
 mod record;
+mod schema;
 #[cfg(test)]
 mod test_support;
+mod traits;
 mod transport;
 
 use std::fmt;
@@ -30,13 +36,15 @@ pub use error::StoreError;
 pub use group_commit::CommitStats;
 use group_commit::GroupCommit;
 pub use record::{KeyFilter, KeyRecord};
+pub use traits::{AuditLog, CeremonyStore, KeyRegistry, Store, StoreHealth, TransportStore};
 pub use transport::{KeyOrigin, TransportKeyRow};
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The registry database. `Send + Sync`: share it between tasks behind an `Arc`.
-pub struct Store {
+/// The registry in one SQLite file: the [`Store`] hkms runs on today. `Send + Sync`: share it
+/// between tasks behind an `Arc`.
+pub struct SqliteStore {
     writer: GroupCommit,
     /// Reads only committed data, beside the writer; `None` for in-memory stores, which
     /// read through the writer's connection.
@@ -44,72 +52,53 @@ pub struct Store {
     path: PathBuf,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (or creates) the registry at `path`, creating its folder if needed, and brings
     /// the schema up to date. Refuses a database written by a newer hkms.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
                 path: folder.to_path_buf(),
                 source,
             })?;
         }
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut store = Store::setup(conn, path.to_path_buf(), true)?;
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let reader = Connection::open(path).map_err(open_err)?;
+        let open_err = StoreError::open(path);
+        let conn = Connection::open(path).map_err(&open_err)?;
+        let mut store = SqliteStore::setup(conn, path.to_path_buf(), true)?;
+        let reader = Connection::open(path).map_err(&open_err)?;
         configure(&reader, path)?;
         reader
             .pragma_update(None, "query_only", "ON")
-            .map_err(open_err)?;
+            .map_err(&open_err)?;
         store.reader = Some(Mutex::new(reader));
         Ok(store)
     }
 
     /// A private in-memory registry, for tests.
-    pub fn open_in_memory() -> Result<Store, StoreError> {
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        Store::setup(conn, path, false)
+        let conn = Connection::open_in_memory().map_err(StoreError::open(&path))?;
+        SqliteStore::setup(conn, path, false)
     }
 
-    fn setup(mut conn: Connection, path: PathBuf, wal: bool) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    fn setup(mut conn: Connection, path: PathBuf, wal: bool) -> Result<SqliteStore, StoreError> {
+        let open_err = StoreError::open(&path);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(&open_err)?;
         if wal {
             let mode: String = conn
                 .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
-                .map_err(open_err)?;
+                .map_err(&open_err)?;
             if !mode.eq_ignore_ascii_case("wal") {
                 return Err(StoreError::WalUnavailable { path, mode });
             }
         }
         configure(&conn, &path)?;
         migrations::apply(&mut conn)?;
-        Ok(Store {
+        Ok(SqliteStore {
             writer: GroupCommit::new(conn),
             reader: None,
             path,
         })
-    }
-
-    /// Checks that the database answers (`SELECT 1`), for health probes.
-    pub fn ping(&self) -> Result<(), StoreError> {
-        self.lock()?
-            .query_row("SELECT 1", [], |_| Ok(()))
-            .map_err(StoreError::sqlite("pinging the key registry"))
     }
 
     /// The file this store was opened from (`:memory:` for in-memory stores).
@@ -158,9 +147,16 @@ impl Store {
     ) -> Result<T, StoreError> {
         self.writer.write(context, f)
     }
+}
 
-    /// Commit counters, for metrics.
-    pub fn commit_stats(&self) -> &CommitStats {
+impl StoreHealth for SqliteStore {
+    fn ping(&self) -> Result<(), StoreError> {
+        self.lock()?
+            .query_row("SELECT 1", [], |_| Ok(()))
+            .map_err(StoreError::sqlite("pinging the key registry"))
+    }
+
+    fn commit_stats(&self) -> &CommitStats {
         self.writer.stats()
     }
 }
@@ -195,21 +191,18 @@ impl CachedSql for Connection {
 
 /// Per-connection settings: busy timeout, durable commits, foreign keys, statement cache.
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let open_err = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
+    let open_err = StoreError::open(path);
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // A plan that does not depend on bound values. Without it SQLite prepares a statement
     // again at every new value of a parameter it compared with a partial index's condition
     // (`state = ?` against `keys_one_live_child`), which defeats the statement cache.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-        .map_err(open_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        .map_err(&open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(&open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(open_err)?;
+        .map_err(&open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
-        .map_err(open_err)
+        .map_err(&open_err)
 }
 
 /// A locked connection for reads: the reader, or the writer's own for in-memory stores.
@@ -228,9 +221,9 @@ impl Deref for ReadConnection<'_> {
     }
 }
 
-impl fmt::Debug for Store {
+impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SqliteStore")
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
@@ -249,19 +242,19 @@ mod tests {
     #[test]
     fn store_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
-        assert_send_sync::<Store>();
+        assert_send_sync::<SqliteStore>();
     }
 
     #[test]
     fn ping_answers() {
-        Store::open_in_memory().unwrap().ping().unwrap();
+        SqliteStore::open_in_memory().unwrap().ping().unwrap();
     }
 
     #[test]
     fn open_creates_folder_and_uses_wal_full_and_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/registry.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert!(path.exists());
         assert_eq!(store.path(), path);
         let conn = store.lock().unwrap();
@@ -283,10 +276,10 @@ mod tests {
         let path = dir.path().join("registry.db");
         let root = root_record("card-master");
         {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             store.insert_key(&root).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.get_key(&root.id).unwrap(), Some(root));
     }
 
@@ -294,12 +287,12 @@ mod tests {
     fn schema_too_new_is_refused_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        drop(Store::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         Connection::open(&path)
             .unwrap()
             .pragma_update(None, "user_version", 70)
             .unwrap();
-        let err = Store::open(&path).unwrap_err();
+        let err = SqliteStore::open(&path).unwrap_err();
         assert!(matches!(
             err,
             StoreError::SchemaTooNew { found: 70, known } if known == migrations::LATEST
@@ -312,13 +305,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plain-file");
         std::fs::write(&file, b"x").unwrap();
-        let err = Store::open(&file.join("registry.db")).unwrap_err();
+        let err = SqliteStore::open(&file.join("registry.db")).unwrap_err();
         assert!(matches!(err, StoreError::CreateFolder { .. }), "{err}");
     }
 
     #[test]
     fn poisoned_lock_is_an_error_not_a_panic() {
-        let store = std::sync::Arc::new(Store::open_in_memory().unwrap());
+        let store = std::sync::Arc::new(SqliteStore::open_in_memory().unwrap());
         let clone = store.clone();
         let _ = std::thread::spawn(move || {
             let _guard = clone.writer.lock().unwrap();

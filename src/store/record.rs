@@ -62,7 +62,8 @@ impl KeyRecord {
     }
 }
 
-/// Which keys [`Store::list_keys`](super::Store::list_keys) returns; `None` fields match all.
+/// Which keys [`KeyRegistry::list_keys`](super::KeyRegistry::list_keys) returns; `None` fields
+/// match all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyFilter {
     /// Only keys of this tier.

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use super::CachedSql;
 use super::audit::append_in;
 use super::keys::insert_in;
-use super::{KeyRecord, Store, StoreError};
+use super::{KeyRecord, SqliteStore, StoreError, TransportStore};
 use crate::audit::{AuditDraft, AuditRecord};
 
 /// A transport key this node issued onto a card (ministry, province) or loaded from one.
@@ -52,9 +52,8 @@ macro_rules! select_transport_keys {
     };
 }
 
-impl Store {
-    /// Records a transport key with its audit record.
-    pub fn insert_transport_key_audited(
+impl TransportStore for SqliteStore {
+    fn insert_transport_key_audited(
         &self,
         row: &TransportKeyRow,
         draft: &AuditDraft,
@@ -77,54 +76,23 @@ impl Store {
                     id: row.card_id.clone(),
                     what: "this card id or ceremony is already recorded".into(),
                 },
-                _ => StoreError::Sqlite {
-                    context: "recording a transport key",
-                    source: e,
-                },
+                _ => StoreError::sqlite("recording a transport key")(e),
             })?;
             append_in(tx, draft)
         })
     }
 
-    /// Every transport key, newest first.
-    pub fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError> {
+    fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError> {
         self.select_transport_keys(select_transport_keys!(""), [])
     }
 
-    /// One transport key (by its primary key: a lookup, not a scan of every card issued).
-    pub fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError> {
+    fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError> {
         Ok(self
             .select_transport_keys(select_transport_keys!("WHERE card_id = ?1"), [card_id])?
             .pop())
     }
 
-    fn select_transport_keys<P: rusqlite::Params>(
-        &self,
-        sql: &'static str,
-        args: P,
-    ) -> Result<Vec<TransportKeyRow>, StoreError> {
-        let conn = self.lock()?;
-        let mut stmt = conn
-            .prepare_cached(sql)
-            .map_err(StoreError::sqlite("listing transport keys"))?;
-        let rows = stmt
-            .query_map(args, |r| {
-                Ok(TransportKeyRow {
-                    card_id: r.get(0)?,
-                    region: r.get(1)?,
-                    role: r.get(2)?,
-                    kcv: r.get(3)?,
-                    ceremony_id: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
-            })
-            .map_err(StoreError::sqlite("listing transport keys"))?;
-        rows.map(|r| r.map_err(StoreError::sqlite("listing transport keys")))
-            .collect()
-    }
-
-    /// Whether a package was imported already.
-    pub fn package_imported(&self, package_id: &str) -> Result<bool, StoreError> {
+    fn package_imported(&self, package_id: &str) -> Result<bool, StoreError> {
         let conn = self.lock()?;
         let found: Option<String> = conn
             .query_row_cached(
@@ -137,8 +105,7 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Registers an imported key, its origin and its audit record together.
-    pub fn insert_imported_key_audited(
+    fn insert_imported_key_audited(
         &self,
         record: &KeyRecord,
         origin: &KeyOrigin,
@@ -174,9 +141,38 @@ impl Store {
     }
 }
 
+impl SqliteStore {
+    /// The transport key rows `sql` selects with `args`.
+    fn select_transport_keys<P: rusqlite::Params>(
+        &self,
+        sql: &'static str,
+        args: P,
+    ) -> Result<Vec<TransportKeyRow>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(sql)
+            .map_err(StoreError::sqlite("listing transport keys"))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok(TransportKeyRow {
+                    card_id: r.get(0)?,
+                    region: r.get(1)?,
+                    role: r.get(2)?,
+                    kcv: r.get(3)?,
+                    ceremony_id: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            })
+            .map_err(StoreError::sqlite("listing transport keys"))?;
+        rows.map(|r| r.map_err(StoreError::sqlite("listing transport keys")))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{AuditLog, KeyRegistry};
 
     fn card(card_id: &str, region: &str) -> TransportKeyRow {
         TransportKeyRow {
@@ -191,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_transport_key_is_found_by_its_card_alone() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         let (a, b) = (card("card-a", "440000"), card("card-b", "450000"));
         for row in [&a, &b] {
             store
@@ -208,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_package_imported_twice_is_named_and_the_second_import_writes_nothing() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store
             .insert_transport_key_audited(&card("card-a", "440000"), &AuditDraft::default())
             .unwrap();

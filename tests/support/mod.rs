@@ -524,7 +524,7 @@ pub struct PlantSpot<'a> {
     /// The token's label.
     pub token: &'a str,
     /// The node's registry.
-    pub store: &'a hkms::store::Store,
+    pub store: &'a hkms::store::SqliteStore,
     /// The key's region (its tier follows).
     pub region: &'a str,
 }
@@ -542,6 +542,7 @@ pub fn plant(
     use cryptoki::object::Attribute;
     use hkms::hierarchy::{KeyId, KeyState, KeyTypeName, Region, Usage};
     use hkms::hsm::{Lifetime, SecretKeySpec};
+    use hkms::store::KeyRegistry;
     let slot = slot_of(at.pkcs11, at.token);
     let session = at.pkcs11.open_rw_session(slot).expect("session");
     let _ = session.login(

@@ -65,7 +65,7 @@ impl Ceremonies<'_> {
                 "ceremony {id} has all {parts} components"
             )));
         }
-        let got = self.core.hsm.component_kcv(spec.algorithm, &component)?;
+        let got = self.core.token.component_kcv(spec.algorithm, &component)?;
         req.kcv(&format!("component-{}", entered.len() + 1), &got);
         if !got.to_hex().eq_ignore_ascii_case(kcv.trim()) {
             return Err(NodeError::InvalidArgument(format!(
@@ -219,7 +219,7 @@ impl Ceremonies<'_> {
             .core
             .store
             .next_version(&spec.name, &self.core.region())?;
-        let kcv = self.core.hsm.import_clear_key(
+        let kcv = self.core.token.import_clear_key(
             &SecretKeySpec {
                 algorithm: spec.algorithm,
                 usage: spec.usage,

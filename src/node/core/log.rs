@@ -8,7 +8,7 @@ use crate::audit::bundle::{
 };
 use crate::audit::record::{FORMAT_VERSION, GENESIS, now_millis};
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
-use crate::hsm::Hsm;
+use crate::hsm::Token;
 
 use super::super::{NodeError, Request};
 use super::Core;
@@ -32,7 +32,7 @@ impl Signing {
     /// no checkpoint yet). Otherwise the last checkpoint must verify with the token's key: a
     /// node whose key was replaced (a token reset, another token) would sign on with a key no
     /// auditor pinned, and its log could not be verified as one any more.
-    pub fn load(hsm: &Hsm, sealed: Option<&Checkpoint>) -> Result<Signing, NodeError> {
+    pub fn load(hsm: &dyn Token, sealed: Option<&Checkpoint>) -> Result<Signing, NodeError> {
         let point = hsm
             .signing_key(SIGNING_LABEL, sealed.is_none())
             .map_err(|e| match e {
@@ -161,7 +161,7 @@ impl Core {
         let time = now_millis();
         let message = Checkpoint::message(&self.name, seq, &head, &time);
         let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
-        let raw = self.hsm.sign_digest(SIGNING_LABEL, &digest)?;
+        let raw = self.token.sign_digest(SIGNING_LABEL, &digest)?;
         let der = der_from_raw_signature(&raw)
             .map_err(|e| NodeError::Internal(format!("checkpoint signature: {e}")))?;
         let checkpoint = Checkpoint {

@@ -15,9 +15,9 @@ pub(crate) use policy::PolicyCell;
 
 use crate::config::NodeConfig;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
-use crate::hsm::Hsm;
+use crate::hsm::{Pkcs11Token, Token};
 use crate::policy::{Decision, Operation, Policy};
-use crate::store::{KeyRecord, Store};
+use crate::store::{KeyRecord, SqliteStore, Store};
 
 use super::{NodeError, Request};
 
@@ -26,8 +26,8 @@ pub struct Core {
     name: String,
     tier: Tier,
     region: Region,
-    pub(crate) hsm: Hsm,
-    pub(crate) store: Store,
+    pub(crate) token: Arc<dyn Token>,
+    pub(crate) store: Arc<dyn Store>,
     /// The policy in force, and how a new one is put in force.
     pub(crate) policy: PolicyCell,
     signing: Signing,
@@ -46,18 +46,18 @@ impl Core {
     /// to fix.
     pub(crate) fn open(config: &NodeConfig) -> Result<Core, NodeError> {
         let policy = PolicyCell::load(&config.policy)?;
-        let store = Store::open(&config.database_path())?;
-        let hsm = Hsm::open(&config.hsm)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path())?);
+        let token: Arc<dyn Token> = Arc::new(Pkcs11Token::open(&config.hsm)?);
         // Before anything is served: a modifiable public transport key is open to any session.
-        hsm.seal_issuer_keys()?;
+        token.seal_issuer_keys()?;
         let last_checkpoint = store.last_checkpoint()?;
-        let signing = Signing::load(&hsm, last_checkpoint.as_ref())?;
+        let signing = Signing::load(token.as_ref(), last_checkpoint.as_ref())?;
         let sealed = last_checkpoint.map_or(0, |c| c.seq);
         Ok(Core {
             name: config.name.clone(),
             tier: config.tier,
             region: config.region,
-            hsm,
+            token,
             store,
             policy,
             signing,
@@ -84,8 +84,8 @@ impl Core {
     }
 
     /// The node's token.
-    pub fn hsm(&self) -> &Hsm {
-        &self.hsm
+    pub fn token(&self) -> &dyn Token {
+        self.token.as_ref()
     }
 
     /// The published key that signs the log's checkpoints.
@@ -101,7 +101,7 @@ impl Core {
     /// Whether the token and the registry answer, for health reporting.
     pub fn health(&self) -> (Result<(), NodeError>, Result<(), NodeError>) {
         (
-            self.hsm.check_alive().map_err(NodeError::from),
+            self.token.check_alive().map_err(NodeError::from),
             self.store.ping().map_err(NodeError::from),
         )
     }

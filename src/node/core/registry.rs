@@ -61,7 +61,7 @@ impl Core {
         match registered {
             Ok(()) => Ok(record),
             Err(e) => {
-                if let Err(destroy) = self.hsm.destroy_key(&record.ck_label) {
+                if let Err(destroy) = self.token.destroy_key(&record.ck_label) {
                     tracing::error!(
                         label = %record.ck_label,
                         error = %destroy,
@@ -86,7 +86,7 @@ impl Core {
         let signed = Package::signed_bytes(&header_bytes, &wrapped)
             .map_err(|e| NodeError::Internal(e.to_string()))?;
         let mac: [u8; crate::transport::package::MAC_LEN] = self
-            .hsm
+            .token
             .package_mac(&header.card_id, &signed)?
             .try_into()
             .map_err(|_| NodeError::Internal("package MAC length".into()))?;

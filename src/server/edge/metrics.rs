@@ -150,7 +150,7 @@ pub(crate) async fn serve(
 
 /// Reads the gauges that are states rather than events.
 fn refresh_gauges(node: &Node) {
-    let (busy, size) = node.core().hsm().session_use();
+    let (busy, size) = node.core().token().session_use();
     metrics::gauge!("hkms_hsm_sessions", "state" => "busy").set(busy as f64);
     metrics::gauge!("hkms_hsm_sessions", "state" => "idle").set(size.saturating_sub(busy) as f64);
     let stats = node.core().commit_stats();

@@ -43,7 +43,7 @@ pub struct CardApi {
 impl CardApi {
     /// Serves `node`.
     pub fn new(node: Arc<Node>) -> CardApi {
-        let (_, sessions) = node.core().hsm().session_use();
+        let (_, sessions) = node.core().token().session_use();
         CardApi {
             hsm_turns: Arc::new(Semaphore::new(sessions.max(1))),
             unblock: Batcher::new(Arc::clone(&node), "UnblockPin"),
