@@ -9,9 +9,10 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::card::{self, CardCommand};
-use crate::hierarchy::{Factor, KeyTypeName};
+use crate::hierarchy::KeyRecord;
+use crate::hierarchy::{CardSerial, KeyTypeName};
 use crate::policy::Operation;
-use crate::store::KeyRecord;
+use crate::transport::TransportRole;
 
 use super::{Core, NodeError, Request};
 
@@ -28,8 +29,8 @@ pub struct Cards<'n> {
 pub struct CardRequest {
     /// Unblock or reload.
     pub command: CardCommand,
-    /// The card's 16-hex-digit application serial number.
-    pub serial: String,
+    /// The card's application serial number.
+    pub serial: CardSerial,
     /// The card's GET CHALLENGE answer, 16 hex digits.
     pub challenge: String,
     /// Unblock: the current PIN; reload: the new PIN.
@@ -99,12 +100,7 @@ impl Cards<'_> {
 
     /// Builds the PIN UNBLOCK or PIN RELOAD command for one card of this city.
     pub fn card_command(&self, req: &mut Request, c: CardRequest) -> Result<CardAnswer, NodeError> {
-        req.param("command", c.command.as_str());
-        req.param("card_serial", c.serial.clone());
-        req.param("served_by", c.served_by.clone());
-        req.param("agent", c.agent_id.is_some().to_string());
-        let serial = Factor::from_card_serial(&c.serial)
-            .map_err(|_| NodeError::InvalidArgument(card::CardError::Serial.to_string()))?;
+        let serial = c.serial.factor();
         let challenge = card::parse_challenge(&c.challenge)
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         let served_by = c.served_by.trim();
@@ -182,18 +178,14 @@ impl Cards<'_> {
         &self,
         req: &mut Request,
         bureau_card_id: &str,
-        serial: &str,
+        serial: &CardSerial,
     ) -> Result<CardPackages, NodeError> {
-        req.param("card_serial", serial);
-        req.param("bureau_card_id", bureau_card_id);
-        let factor = Factor::from_card_serial(serial)
-            .map_err(|_| NodeError::InvalidArgument(card::CardError::Serial.to_string()))?;
-        let serial = serial.to_ascii_uppercase();
+        let factor = serial.factor();
         let bureau = self
             .core
             .store
             .transport_key(bureau_card_id)?
-            .filter(|t| t.role == "issued" && t.region == self.core.region().as_str())
+            .filter(|t| t.role == TransportRole::Issued && t.region == self.core.region())
             .ok_or_else(|| {
                 NodeError::FailedPrecondition(format!(
                     "no bureau card {bureau_card_id} was issued by this node for {}",
@@ -229,7 +221,7 @@ impl Cards<'_> {
                 version: master.version,
                 created_at: humantime::format_rfc3339_seconds(now).to_string(),
                 not_after: humantime::format_rfc3339_seconds(now + self.package_ttl).to_string(),
-                card_serial: serial.clone(),
+                card_serial: serial.to_string(),
             };
             let package = self.core.seal_package(header, wrapped)?;
             out.push((key_type.to_string(), package));

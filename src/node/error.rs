@@ -88,6 +88,11 @@ impl ErrorClass {
         self.entry().1
     }
 
+    /// Every class, in the table's order.
+    pub fn all() -> impl Iterator<Item = ErrorClass> {
+        CLASSES.into_iter().map(|(c, _, _)| c)
+    }
+
     /// The class answered with gRPC code number `code`, if hkms answers with it.
     pub fn from_grpc_code(code: i32) -> Option<ErrorClass> {
         CLASSES

@@ -9,9 +9,10 @@
 //! there leaves the same kind of orphan.
 
 use crate::hierarchy::{Factor, KeyId, KeyState, KeyTypeName, KeyTypeSpec, Region, Tier, Usage};
+use crate::hierarchy::{KeyFilter, KeyRecord};
 use crate::hsm::{Lifetime, SecretKeySpec, derived_algorithm};
 use crate::policy::Operation;
-use crate::store::{KeyFilter, KeyRecord, now_rfc3339};
+use crate::store::now_rfc3339;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -33,8 +34,12 @@ impl Keys<'_> {
     }
 
     /// Generates a key of `key_type` at this node's tier and region.
-    pub fn generate_key(&self, req: &mut Request, key_type: &str) -> Result<KeyRecord, NodeError> {
-        req.param("key_type", key_type);
+    pub fn generate_key(
+        &self,
+        req: &mut Request,
+        key_type: &KeyTypeName,
+    ) -> Result<KeyRecord, NodeError> {
+        let key_type = key_type.as_str();
         let spec = Core::key_type(&self.core.policy(), key_type)?;
         self.core.authorize(
             req,
@@ -87,14 +92,10 @@ impl Keys<'_> {
     pub fn derive_sub_key(
         &self,
         req: &mut Request,
-        parent_id: &str,
-        region: &str,
+        parent_id: &KeyId,
+        region: Region,
     ) -> Result<KeyRecord, NodeError> {
-        req.param("parent_id", parent_id);
-        req.param("region", region);
-        let parent_id = KeyId::parse(parent_id)?;
-        let region = Region::parse(region)?;
-        let parent = self.core.key_record(&parent_id)?;
+        let parent = self.core.key_record(parent_id)?;
         req.key(&parent);
         self.core.authorize(
             req,
@@ -133,7 +134,7 @@ impl Keys<'_> {
                 tiers(&spec.derive_to)
             )));
         }
-        if let Some(existing) = self.core.store.find_child(&parent_id, &region)? {
+        if let Some(existing) = self.core.store.find_child(parent_id, &region)? {
             return Err(NodeError::AlreadyExists(format!(
                 "key {parent_id} was already diversified for {region} as {} (state {})",
                 existing.id, existing.state
@@ -165,7 +166,7 @@ impl Keys<'_> {
                 algorithm,
                 tier: region.tier(),
                 region,
-                parent_id: Some(parent_id),
+                parent_id: Some(parent_id.clone()),
                 factor: Some(factor),
                 kcv,
                 version: parent.version,
@@ -177,48 +178,22 @@ impl Keys<'_> {
     }
 
     /// One key's record.
-    pub fn get_key(&self, req: &mut Request, id: &str) -> Result<KeyRecord, NodeError> {
-        req.param("id", id);
-        let record = self.core.key_record(&KeyId::parse(id)?)?;
+    pub fn get_key(&self, req: &mut Request, id: &KeyId) -> Result<KeyRecord, NodeError> {
+        let record = self.core.key_record(id)?;
         self.core.authorize_key(req, Operation::Read, &record)?;
         req.key(&record);
         Ok(record)
     }
 
-    /// Keys matching every non-empty filter that the caller may read (others are left out).
+    /// Keys matching `filter` that the caller may read (others are left out).
     pub fn list_keys(
         &self,
         req: &mut Request,
-        tier: &str,
-        region: &str,
-        key_type: &str,
-        state: &str,
+        filter: &KeyFilter,
     ) -> Result<Vec<KeyRecord>, NodeError> {
-        for (name, value) in [
-            ("tier", tier),
-            ("region", region),
-            ("key_type", key_type),
-            ("state", state),
-        ] {
-            if !value.is_empty() {
-                req.param(name, value);
-            }
-        }
-        let filter = KeyFilter {
-            tier: non_empty(tier)
-                .map(|t| t.parse::<Tier>())
-                .transpose()
-                .map_err(|e| NodeError::InvalidArgument(format!("tier filter: {e}")))?,
-            region: non_empty(region).map(Region::parse).transpose()?,
-            key_type: non_empty(key_type).map(KeyTypeName::parse).transpose()?,
-            state: non_empty(state)
-                .map(|s| s.parse::<KeyState>())
-                .transpose()
-                .map_err(|e| NodeError::InvalidArgument(format!("state filter: {e}")))?,
-        };
         let policy = self.core.policy();
         req.decided_per_item(Operation::Read, &policy.sha256);
-        let mut keys = self.core.store.list_keys(&filter)?;
+        let mut keys = self.core.store.list_keys(filter)?;
         keys.retain(|k| {
             policy
                 .decide(
@@ -238,18 +213,12 @@ impl Keys<'_> {
     pub fn change_key_state(
         &self,
         req: &mut Request,
-        id: &str,
-        state: &str,
-        expected: Option<&str>,
+        id: &KeyId,
+        next: KeyState,
+        expected: Option<KeyState>,
     ) -> Result<KeyRecord, NodeError> {
-        req.param("id", id);
-        req.param("state", state);
-        if let Some(e) = expected {
-            req.param("expected_state", e);
-        }
-        let record = self.core.key_record(&KeyId::parse(id)?)?;
+        let record = self.core.key_record(id)?;
         req.key(&record);
-        let next = parse_state(state)?;
         self.core.authorize_key(req, Operation::Manage, &record)?;
         if needs_quorum_state(next) {
             self.core
@@ -264,14 +233,9 @@ impl Keys<'_> {
         req: &mut Request,
         record: &KeyRecord,
         next: KeyState,
-        expected: Option<&str>,
+        expected: Option<KeyState>,
     ) -> Result<KeyRecord, NodeError> {
-        let expected = match expected {
-            Some(s) => s
-                .parse()
-                .map_err(|e| NodeError::InvalidArgument(format!("expected state: {e}")))?,
-            None => record.state,
-        };
+        let expected = expected.unwrap_or(record.state);
         let updated = self.core.commit(req, None, |d| {
             self.core
                 .store
@@ -299,15 +263,6 @@ impl Keys<'_> {
 /// Retiring and destroying are the state changes a `manage` ceremony guards.
 pub(crate) fn needs_quorum_state(next: KeyState) -> bool {
     matches!(next, KeyState::Retired | KeyState::Destroyed)
-}
-
-pub(crate) fn parse_state(s: &str) -> Result<KeyState, NodeError> {
-    s.parse()
-        .map_err(|e| NodeError::InvalidArgument(format!("state: {e}")))
-}
-
-fn non_empty(s: &str) -> Option<&str> {
-    (!s.is_empty()).then_some(s)
 }
 
 fn tiers(list: &[Tier]) -> String {

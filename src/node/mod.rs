@@ -18,6 +18,7 @@ mod ceremonies;
 mod core;
 mod error;
 mod exclusive;
+pub mod input;
 mod keys;
 mod orphans;
 mod policies;
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 pub use audit::Audit;
 pub use cards::{CardAnswer, CardPackages, CardRequest, Cards};
-pub use ceremonies::{Ceremonies, Ceremony, CeremonyAction, CeremonyState};
+pub use ceremonies::{Ceremonies, Ceremony, CeremonyAction, CeremonyId, CeremonyState};
 pub use core::{Core, SIGNING_LABEL, Signing};
 pub use error::{ErrorClass, NodeError};
 pub use exclusive::ExclusiveUse;

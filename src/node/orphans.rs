@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::store::{KeyFilter, KeyRecord};
+use crate::hierarchy::{KeyFilter, KeyRecord};
 
 use super::{Keys, NodeError};
 

@@ -6,8 +6,8 @@
 
 use crate::audit::{AuditDraft, DecisionEntry, KcvEntry, Outcome};
 use crate::hierarchy::Kcv;
+use crate::hierarchy::KeyRecord;
 use crate::policy::{Decision, Identity, Operation};
-use crate::store::KeyRecord;
 
 use super::NodeError;
 
@@ -69,6 +69,19 @@ impl Request {
         self.audit
             .params
             .insert(name.chars().take(64).collect(), value);
+    }
+
+    /// Records a field as the caller sent it (as [`Request::param`]), then reads it with
+    /// `read` (one of [`super::input`]'s readers): a malformed value is refused and the record
+    /// still shows it.
+    pub fn read<T>(
+        &mut self,
+        name: &str,
+        sent: &str,
+        read: impl FnOnce(&str) -> Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
+        self.param(name, sent);
+        read(sent)
     }
 
     /// Records the policy decision.

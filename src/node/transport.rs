@@ -6,11 +6,13 @@ use std::time::SystemTime;
 use secrecy::SecretString;
 
 use crate::hierarchy::{Algorithm, KeyId, KeyState, KeyTypeName, Region};
+use crate::hierarchy::{KeyFilter, KeyRecord};
 use crate::hsm::transport::CardToken;
 use crate::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use crate::policy::Operation;
-use crate::store::{KeyFilter, KeyOrigin, KeyRecord, TransportKeyRow, now_rfc3339};
+use crate::store::{KeyOrigin, now_rfc3339};
 use crate::transport::{Package, PackageHeader};
+use crate::transport::{TransportKey, TransportRole};
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -140,14 +142,11 @@ impl Transport<'_> {
     pub fn issue_card(
         &self,
         req: &mut Request,
-        region: &str,
+        region: Region,
         card_label: &str,
         card_pin: &SecretString,
         ceremony_id: Option<&str>,
-    ) -> Result<TransportKeyRow, NodeError> {
-        req.param("region", region);
-        req.param("card", card_label);
-        let region = Region::parse(region)?;
+    ) -> Result<TransportKey, NodeError> {
         self.core
             .authorize(req, Operation::Export, Some(TRANSPORT), &region)?;
         // The approving ceremony and its result, when the policy puts issuing under dual control.
@@ -223,7 +222,14 @@ impl Transport<'_> {
             .core
             .token
             .issue_transport_key(&so_pin, &card, &card_id)?;
-        self.record_transport(req, card_id, region, "issued", &kcv, ceremony_id)
+        self.record_transport(
+            req,
+            card_id,
+            region,
+            TransportRole::Issued,
+            &kcv,
+            ceremony_id,
+        )
     }
 
     /// Loads the transport key of `card_id` from the card into this node's token, if its KCV is
@@ -234,7 +240,7 @@ impl Transport<'_> {
         card: &CardAccess<'_>,
         card_id: &str,
         expected_kcv: &str,
-    ) -> Result<TransportKeyRow, NodeError> {
+    ) -> Result<TransportKey, NodeError> {
         req.param("card", card.label);
         req.param("card_id", card_id);
         req.param("expected_kcv", expected_kcv);
@@ -302,7 +308,7 @@ impl Transport<'_> {
             req,
             card_id.to_string(),
             self.core.region(),
-            "loaded",
+            TransportRole::Loaded,
             &kcv,
             None,
         )?;
@@ -318,16 +324,16 @@ impl Transport<'_> {
         req: &mut Request,
         card_id: String,
         region: Region,
-        role: &str,
+        role: TransportRole,
         kcv: &crate::hierarchy::Kcv,
         ceremony_id: Option<&str>,
-    ) -> Result<TransportKeyRow, NodeError> {
+    ) -> Result<TransportKey, NodeError> {
         req.key_id(&card_id);
         req.kcv(&card_id, kcv);
-        let row = TransportKeyRow {
+        let row = TransportKey {
             card_id,
-            region: region.to_string(),
-            role: role.into(),
+            region,
+            role,
             kcv: kcv.to_hex(),
             ceremony_id: ceremony_id.map(str::to_string),
             created_at: now_rfc3339(),
@@ -354,10 +360,7 @@ impl Transport<'_> {
     }
 
     /// Transport keys this node issued or loaded.
-    pub fn list_transport_keys(
-        &self,
-        req: &mut Request,
-    ) -> Result<Vec<TransportKeyRow>, NodeError> {
+    pub fn list_transport_keys(&self, req: &mut Request) -> Result<Vec<TransportKey>, NodeError> {
         self.core
             .authorize(req, Operation::Read, None, &self.core.region())?;
         Ok(self.core.store.transport_keys()?)
@@ -368,15 +371,12 @@ impl Transport<'_> {
     pub fn export_key(
         &self,
         req: &mut Request,
-        key_id: &str,
-        recipient: &str,
+        key_id: &KeyId,
+        recipient: Region,
         card_id: Option<&str>,
     ) -> Result<Vec<u8>, NodeError> {
-        req.param("key_id", key_id);
-        req.param("recipient_region", recipient);
-        let key = self.core.key_record(&KeyId::parse(key_id)?)?;
+        let key = self.core.key_record(key_id)?;
         req.key(&key);
-        let recipient = Region::parse(recipient)?;
         self.core.authorize(
             req,
             Operation::Export,
@@ -415,8 +415,8 @@ impl Transport<'_> {
             .transport_keys()?
             .into_iter()
             .find(|t| {
-                t.role == "issued"
-                    && t.region == recipient.as_str()
+                t.role == TransportRole::Issued
+                    && t.region == recipient
                     && card_id.is_none_or(|c| c == t.card_id)
             })
             .ok_or_else(|| {
@@ -483,7 +483,7 @@ impl Transport<'_> {
             .core
             .store
             .transport_key(&h.card_id)?
-            .filter(|t| t.role == "loaded")
+            .filter(|t| t.role == TransportRole::Loaded)
             .ok_or_else(|| {
                 NodeError::FailedPrecondition(format!(
                     "no transport key of card {} is loaded here: the package was wrapped for \

@@ -31,13 +31,14 @@ use std::time::{Duration, SystemTime};
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;
 
+// The key's record is a domain value; the store's modules take it from here.
+use crate::hierarchy::{KeyFilter, KeyRecord};
 pub use ceremony::CeremonyRow;
 pub use error::StoreError;
 pub use group_commit::CommitStats;
 use group_commit::GroupCommit;
-pub use record::{KeyFilter, KeyRecord};
 pub use traits::{AuditLog, CeremonyStore, KeyRegistry, Store, StoreHealth, TransportStore};
-pub use transport::{KeyOrigin, TransportKeyRow};
+pub use transport::KeyOrigin;
 
 /// How long a statement waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -4,7 +4,7 @@
 //! where a second one plugs in: PostgreSQL, so that several hkms servers of one node can share
 //! one database. The node core is to hold its store as `Arc<dyn Store>`, so every trait here is
 //! object safe (no generic method, no `Self` in a signature) and speaks only hkms's own types:
-//! rows as [`KeyRecord`], [`CeremonyRow`], [`TransportKeyRow`], log records as
+//! rows as [`KeyRecord`], [`CeremonyRow`], [`TransportKey`], log records as
 //! [`AuditDraft`] in and [`AuditRecord`] out, errors as [`StoreError`], whose database errors
 //! are boxed.
 //!
@@ -63,9 +63,9 @@
 //!
 //! Calls block the calling thread; the server runs them on blocking threads.
 
-use super::{
-    CeremonyRow, CommitStats, KeyFilter, KeyOrigin, KeyRecord, StoreError, TransportKeyRow,
-};
+use crate::transport::TransportKey;
+
+use super::{CeremonyRow, CommitStats, KeyFilter, KeyOrigin, KeyRecord, StoreError};
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
@@ -207,15 +207,15 @@ pub trait TransportStore: Send + Sync {
     /// record is written.
     fn insert_transport_key_audited(
         &self,
-        row: &TransportKeyRow,
+        row: &TransportKey,
         draft: &AuditDraft,
     ) -> Result<AuditRecord, StoreError>;
 
     /// Every transport key, newest (last recorded) first.
-    fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError>;
+    fn transport_keys(&self) -> Result<Vec<TransportKey>, StoreError>;
 
     /// The transport key of one card, by exact id (no pattern), if recorded.
-    fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError>;
+    fn transport_key(&self, card_id: &str) -> Result<Option<TransportKey>, StoreError>;
 
     /// Whether the package with this id was imported already.
     fn package_imported(&self, package_id: &str) -> Result<bool, StoreError>;
@@ -296,8 +296,9 @@ mod tests {
     use super::Store;
     use crate::audit::AuditDraft;
     use crate::audit::record::{GENESIS, line_hash};
+    use crate::hierarchy::KeyFilter;
+    use crate::store::SqliteStore;
     use crate::store::test_support::root_record;
-    use crate::store::{KeyFilter, SqliteStore};
 
     fn draft(rpc: &str) -> AuditDraft {
         AuditDraft {

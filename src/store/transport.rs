@@ -7,23 +7,8 @@ use super::audit::append_in;
 use super::keys::insert_in;
 use super::{KeyRecord, SqliteStore, StoreError, TransportStore};
 use crate::audit::{AuditDraft, AuditRecord};
-
-/// A transport key this node issued onto a card (ministry, province) or loaded from one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransportKeyRow {
-    /// The card's id, also in the key's label `hkms/transport/<card_id>`.
-    pub card_id: String,
-    /// The recipient region of the card.
-    pub region: String,
-    /// "issued" or "loaded".
-    pub role: String,
-    /// KCV of the transport key.
-    pub kcv: String,
-    /// The ceremony that approved issuing it.
-    pub ceremony_id: Option<String>,
-    /// RFC 3339.
-    pub created_at: String,
-}
+use crate::hierarchy::Region;
+use crate::transport::{TransportKey, TransportRole};
 
 /// Where an imported key came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +40,7 @@ macro_rules! select_transport_keys {
 impl TransportStore for SqliteStore {
     fn insert_transport_key_audited(
         &self,
-        row: &TransportKeyRow,
+        row: &TransportKey,
         draft: &AuditDraft,
     ) -> Result<AuditRecord, StoreError> {
         self.write("recording a transport key", |tx| {
@@ -64,8 +49,8 @@ impl TransportStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     row.card_id,
-                    row.region,
-                    row.role,
+                    row.region.as_str(),
+                    row.role.as_str(),
                     row.kcv,
                     row.ceremony_id,
                     row.created_at
@@ -82,11 +67,11 @@ impl TransportStore for SqliteStore {
         })
     }
 
-    fn transport_keys(&self) -> Result<Vec<TransportKeyRow>, StoreError> {
+    fn transport_keys(&self) -> Result<Vec<TransportKey>, StoreError> {
         self.select_transport_keys(select_transport_keys!(""), [])
     }
 
-    fn transport_key(&self, card_id: &str) -> Result<Option<TransportKeyRow>, StoreError> {
+    fn transport_key(&self, card_id: &str) -> Result<Option<TransportKey>, StoreError> {
         Ok(self
             .select_transport_keys(select_transport_keys!("WHERE card_id = ?1"), [card_id])?
             .pop())
@@ -147,25 +132,41 @@ impl SqliteStore {
         &self,
         sql: &'static str,
         args: P,
-    ) -> Result<Vec<TransportKeyRow>, StoreError> {
+    ) -> Result<Vec<TransportKey>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn
             .prepare_cached(sql)
             .map_err(StoreError::sqlite("listing transport keys"))?;
         let rows = stmt
             .query_map(args, |r| {
-                Ok(TransportKeyRow {
-                    card_id: r.get(0)?,
-                    region: r.get(1)?,
-                    role: r.get(2)?,
-                    kcv: r.get(3)?,
-                    ceremony_id: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .map_err(StoreError::sqlite("listing transport keys"))?;
-        rows.map(|r| r.map_err(StoreError::sqlite("listing transport keys")))
-            .collect()
+        rows.map(|r| {
+            let (card_id, region, role, kcv, ceremony_id, created_at) =
+                r.map_err(StoreError::sqlite("listing transport keys"))?;
+            let corrupt = |what: String| StoreError::Corrupt {
+                id: card_id.clone(),
+                what,
+            };
+            Ok(TransportKey {
+                region: Region::parse(&region).map_err(|e| corrupt(e.to_string()))?,
+                role: TransportRole::parse(&role)
+                    .ok_or_else(|| corrupt(format!("transport key role `{role}`")))?,
+                card_id,
+                kcv,
+                ceremony_id,
+                created_at,
+            })
+        })
+        .collect()
     }
 }
 
@@ -174,11 +175,11 @@ mod tests {
     use super::*;
     use crate::store::{AuditLog, KeyRegistry};
 
-    fn card(card_id: &str, region: &str) -> TransportKeyRow {
-        TransportKeyRow {
+    fn card(card_id: &str, region: &str) -> TransportKey {
+        TransportKey {
             card_id: card_id.into(),
-            region: region.into(),
-            role: "issued".into(),
+            region: Region::parse(region).unwrap(),
+            role: TransportRole::Issued,
             kcv: "ABCDEF".into(),
             ceremony_id: None,
             created_at: super::super::now_rfc3339(),

@@ -564,7 +564,7 @@ pub fn plant(
     let region = Region::parse(at.region).expect("region");
     let now = hkms::store::now_rfc3339();
     at.store
-        .insert_key(&hkms::store::KeyRecord {
+        .insert_key(&hkms::hierarchy::KeyRecord {
             ck_label: id.ck_label(),
             id: id.clone(),
             key_type: KeyTypeName::parse(key_type).expect("type"),

@@ -8,13 +8,13 @@ use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
+use crate::hierarchy::KeyRecord;
 use crate::hierarchy::{KeyId, KeyTypeSpec};
 use crate::hsm::{Lifetime, SecretKeySpec};
-use crate::store::KeyRecord;
 
 use super::super::{NodeError, Request};
 use super::state::now_secs;
-use super::{Ceremonies, Ceremony, CeremonyState};
+use super::{Ceremonies, Ceremony, CeremonyId, CeremonyState};
 
 /// One custodian's clear component, wiped on drop.
 type Component = (String, Zeroizing<Vec<u8>>);
@@ -29,10 +29,11 @@ impl Ceremonies<'_> {
     pub fn enter_component(
         &self,
         req: &mut Request,
-        id: &str,
+        id: &CeremonyId,
         component: Zeroizing<Vec<u8>>,
         kcv: &str,
     ) -> Result<Ceremony, NodeError> {
+        let id = id.as_str();
         let c = self.ceremony_for_action(req, id)?;
         let parts: usize = c.action.components().ok_or_else(|| {
             NodeError::FailedPrecondition(format!("ceremony {id} takes no components"))

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::hierarchy::KeyRecord;
 use crate::hierarchy::KeyTypeSpec;
 use crate::policy::{Identity, Operation, Policy};
-use crate::store::{CeremonyRow, KeyRecord, now_rfc3339};
+use crate::store::{CeremonyRow, now_rfc3339};
 
 mod action;
 mod components;
@@ -19,7 +20,7 @@ pub use action::CeremonyAction;
 pub(crate) use components::PendingComponents;
 pub(crate) use state::check_ceremony_id;
 use state::now_secs;
-pub use state::{Ceremony, CeremonyState};
+pub use state::{Ceremony, CeremonyId, CeremonyState};
 
 use super::keys::needs_quorum_state;
 use super::{Core, Keys, NodeError, Request};
@@ -57,23 +58,9 @@ impl Ceremonies<'_> {
     pub fn open_ceremony(
         &self,
         req: &mut Request,
-        operation: &str,
-        params: BTreeMap<String, String>,
+        action: CeremonyAction,
     ) -> Result<Ceremony, NodeError> {
-        req.param("operation", operation);
-        // Every ceremony takes a handful; more is refused before the record lists them.
-        const MAX_PARAMS: usize = 8;
-        if params.len() > MAX_PARAMS {
-            return Err(NodeError::InvalidArgument(format!(
-                "{} ceremony parameters; a ceremony takes at most {MAX_PARAMS}",
-                params.len()
-            )));
-        }
-        for (k, v) in &params {
-            req.param(k, v.clone());
-        }
-        let op: Operation = operation.parse().map_err(NodeError::InvalidArgument)?;
-        let action = CeremonyAction::parse(op, &params)?;
+        let op = action.operation();
         let key_type = self.check_ceremony_request(req, &action)?;
         let policy = self.core.policy();
         let quorum = policy.quorum(op, key_type.as_deref()).ok_or_else(|| {
@@ -190,7 +177,12 @@ impl Ceremonies<'_> {
     }
 
     /// Approves a ceremony; when the quorum is met it runs at once.
-    pub fn approve_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+    pub fn approve_ceremony(
+        &self,
+        req: &mut Request,
+        id: &CeremonyId,
+    ) -> Result<Ceremony, NodeError> {
+        let id = id.as_str();
         let c = self.ceremony_for_action(req, id)?;
         let me = req.caller.to_uri();
         if c.action.components().is_some() {
@@ -226,7 +218,12 @@ impl Ceremonies<'_> {
     }
 
     /// Cancels an open ceremony (its opener or an officer who may approve).
-    pub fn cancel_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
+    pub fn cancel_ceremony(
+        &self,
+        req: &mut Request,
+        id: &CeremonyId,
+    ) -> Result<Ceremony, NodeError> {
+        let id = id.as_str();
         self.ceremony_for_action(req, id)?;
         // The change and its record in one commit; when it was not open any more, the
         // request's failure is recorded when it ends.
@@ -253,30 +250,21 @@ impl Ceremonies<'_> {
     }
 
     /// One ceremony (officers and auditors).
-    pub fn get_ceremony(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
-        req.param("ceremony", id);
+    pub fn get_ceremony(&self, req: &mut Request, id: &CeremonyId) -> Result<Ceremony, NodeError> {
         self.authorize_ceremony_read(req)?;
-        self.ceremony(id)
+        self.ceremony(id.as_str())
     }
 
     /// Ceremonies, newest first, optionally in one state.
     pub fn list_ceremonies(
         &self,
         req: &mut Request,
-        state: &str,
+        state: Option<CeremonyState>,
     ) -> Result<Vec<Ceremony>, NodeError> {
-        if !state.is_empty() {
-            req.param("state", state);
-            CeremonyState::parse(state).map_err(|_| {
-                NodeError::InvalidArgument(format!(
-                    "unknown ceremony state `{state}` (open, running, done, failed, cancelled, expired, used)"
-                ))
-            })?;
-        }
         self.authorize_ceremony_read(req)?;
         self.core
             .store
-            .list_ceremonies((!state.is_empty()).then_some(state))?
+            .list_ceremonies(state.map(CeremonyState::as_str))?
             .into_iter()
             .map(|r| self.to_ceremony(r))
             .collect()
@@ -301,8 +289,6 @@ impl Ceremonies<'_> {
 
     /// Loads an open, unexpired ceremony for approving, entering or cancelling.
     fn ceremony_for_action(&self, req: &mut Request, id: &str) -> Result<Ceremony, NodeError> {
-        req.param("ceremony", id);
-        check_ceremony_id(id)?;
         req.ceremony(id);
         self.core
             .authorize(req, Operation::Approve, None, &self.core.region())?;

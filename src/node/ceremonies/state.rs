@@ -38,7 +38,7 @@ impl CeremonyState {
         }
     }
 
-    pub(super) fn parse(s: &str) -> Result<CeremonyState, NodeError> {
+    pub(crate) fn parse(s: &str) -> Result<CeremonyState, NodeError> {
         [
             CeremonyState::Open,
             CeremonyState::Running,
@@ -85,6 +85,29 @@ pub(super) fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A ceremony's id: `c-` and 32 hex digits, as the node makes them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CeremonyId(String);
+
+impl CeremonyId {
+    /// Reads an id, refusing anything else before it reaches a record or a query.
+    pub fn parse(text: &str) -> Result<CeremonyId, NodeError> {
+        check_ceremony_id(text)?;
+        Ok(CeremonyId(text.to_string()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CeremonyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Refuses anything but a ceremony id as the node makes them (`c-` and 32 hex digits), before

@@ -14,10 +14,11 @@ pub use log::{SIGNING_LABEL, Signing};
 pub(crate) use policy::PolicyCell;
 
 use crate::config::NodeConfig;
+use crate::hierarchy::KeyRecord;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
 use crate::hsm::{Pkcs11Token, Token};
 use crate::policy::{Decision, Operation, Policy};
-use crate::store::{KeyRecord, SqliteStore, Store};
+use crate::store::{SqliteStore, Store};
 
 use super::{NodeError, Request};
 

@@ -2,8 +2,9 @@
 //! holds, registering a new HSM key with its record (or destroying it), and sealing a key
 //! package with a MAC made in the HSM.
 
+use crate::hierarchy::KeyRecord;
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName};
-use crate::store::{KeyRecord, now_rfc3339};
+use crate::store::now_rfc3339;
 use crate::transport::{Package, PackageHeader};
 
 use super::super::{NodeError, Request};

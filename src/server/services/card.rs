@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{CardAnswer, CardPackages, CardRequest, Node, NodeError};
+use crate::node::{CardAnswer, CardPackages, CardRequest, Node, NodeError, input};
 use crate::policy::Identity;
 use crate::proto;
 use crate::proto::card_service_server::CardService;
@@ -68,11 +68,16 @@ impl CardApi {
                 let cardholder_id = Zeroizing::new(std::mem::take(&mut r.cardholder_id));
                 let agent = Zeroizing::new(std::mem::take(&mut r.agent_id));
                 let agent_id = (!agent.is_empty()).then_some(agent);
+                req.param("command", command.as_str());
+                req.param("card_serial", &r.card_serial);
+                req.param("served_by", &r.served_by);
+                req.param("agent", agent_id.is_some().to_string());
+                let serial = input::card_serial(&r.card_serial)?;
                 n.cards().card_command(
                     req,
                     CardRequest {
                         command,
-                        serial: r.card_serial,
+                        serial,
                         challenge: r.challenge,
                         pin,
                         served_by: r.served_by,
@@ -266,8 +271,10 @@ async fn personalise_batch(
                 &request_id,
                 msgs,
                 |n, req, m| {
-                    n.cards()
-                        .personalise_card(req, &m.bureau_card_id, &m.card_serial)
+                    req.param("card_serial", &m.card_serial);
+                    req.param("bureau_card_id", &m.bureau_card_id);
+                    let serial = input::card_serial(&m.card_serial)?;
+                    n.cards().personalise_card(req, &m.bureau_card_id, &serial)
                 },
             );
             // The HSM's turn ends here; the durable wait needs none.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::node::{Ceremony, Node};
+use crate::node::{Ceremony, Node, input};
 use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
@@ -74,8 +74,9 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::OpenCeremonyRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "OpenCeremony", request, |n, req, r| {
-            n.ceremonies()
-                .open_ceremony(req, &r.operation, r.params.into_iter().collect())
+            let params = r.params.into_iter().collect();
+            let action = input::ceremony_action(req, &r.operation, &params)?;
+            n.ceremonies().open_ceremony(req, action)
         })
         .await?;
         Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
@@ -86,7 +87,8 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "ApproveCeremony", request, |n, req, r| {
-            n.ceremonies().approve_ceremony(req, &r.id)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            n.ceremonies().approve_ceremony(req, &id)
         })
         .await?;
         Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
@@ -98,8 +100,8 @@ impl CeremonyService for CeremonyApi {
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "EnterComponent", request, |n, req, mut r| {
             let component = Zeroizing::new(std::mem::take(&mut r.component));
-            n.ceremonies()
-                .enter_component(req, &r.id, component, &r.kcv)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            n.ceremonies().enter_component(req, &id, component, &r.kcv)
         })
         .await?;
         Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
@@ -110,7 +112,8 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "CancelCeremony", request, |n, req, r| {
-            n.ceremonies().cancel_ceremony(req, &r.id)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            n.ceremonies().cancel_ceremony(req, &id)
         })
         .await?;
         Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
@@ -121,7 +124,8 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "GetCeremony", request, |n, req, r| {
-            n.ceremonies().get_ceremony(req, &r.id)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            n.ceremonies().get_ceremony(req, &id)
         })
         .await?;
         Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
@@ -132,7 +136,11 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::ListCeremoniesRequest>,
     ) -> Result<Response<proto::ListCeremoniesResponse>, Status> {
         let list = unary(&self.node, "ListCeremonies", request, |n, req, r| {
-            n.ceremonies().list_ceremonies(req, &r.state)
+            if !r.state.is_empty() {
+                req.param("state", &r.state);
+            }
+            let state = input::ceremony_state(&r.state)?;
+            n.ceremonies().list_ceremonies(req, state)
         })
         .await?;
         Ok(list

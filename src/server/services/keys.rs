@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
+use crate::hierarchy::KeyRecord;
+use crate::node::{Node, input};
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
-use crate::store::KeyRecord;
 
 use super::super::pipeline::{Batcher, unary};
 
@@ -57,7 +57,8 @@ impl KeyService for KeyApi {
         request: Request<proto::GenerateKeyRequest>,
     ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
         let key = unary(&self.node, "GenerateKey", request, |n, req, r| {
-            n.keys().generate_key(req, &r.key_type)
+            let key_type = req.read("key_type", &r.key_type, input::key_type)?;
+            n.keys().generate_key(req, &key_type)
         })
         .await?;
         Ok(key
@@ -72,7 +73,11 @@ impl KeyService for KeyApi {
         request: Request<proto::DeriveSubKeyRequest>,
     ) -> Result<Response<proto::DeriveSubKeyResponse>, Status> {
         let key = unary(&self.node, "DeriveSubKey", request, |n, req, r| {
-            n.keys().derive_sub_key(req, &r.parent_id, &r.region)
+            req.param("parent_id", &r.parent_id);
+            req.param("region", &r.region);
+            let parent = input::key_id(&r.parent_id)?;
+            let region = input::region(&r.region)?;
+            n.keys().derive_sub_key(req, &parent, region)
         })
         .await?;
         Ok(key
@@ -88,7 +93,10 @@ impl KeyService for KeyApi {
     ) -> Result<Response<proto::GetKeyResponse>, Status> {
         let key = self
             .gets
-            .run(request, |n, req, r| n.keys().get_key(req, &r.id))
+            .run(request, |n, req, r| {
+                let id = req.read("id", &r.id, input::key_id)?;
+                n.keys().get_key(req, &id)
+            })
             .await?;
         Ok(key
             .map(|k| proto::GetKeyResponse {
@@ -102,8 +110,18 @@ impl KeyService for KeyApi {
         request: Request<proto::ListKeysRequest>,
     ) -> Result<Response<proto::ListKeysResponse>, Status> {
         let keys = unary(&self.node, "ListKeys", request, |n, req, r| {
-            n.keys()
-                .list_keys(req, &r.tier, &r.region, &r.key_type, &r.state)
+            for (name, sent) in [
+                ("tier", &r.tier),
+                ("region", &r.region),
+                ("key_type", &r.key_type),
+                ("state", &r.state),
+            ] {
+                if !sent.is_empty() {
+                    req.param(name, sent);
+                }
+            }
+            let filter = input::key_filter(&r.tier, &r.region, &r.key_type, &r.state)?;
+            n.keys().list_keys(req, &filter)
         })
         .await?;
         Ok(keys
@@ -118,8 +136,17 @@ impl KeyService for KeyApi {
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
         let key = unary(&self.node, "ChangeKeyState", request, |n, req, r| {
-            let expected = (!r.expected_state.is_empty()).then_some(r.expected_state.as_str());
-            n.keys().change_key_state(req, &r.id, &r.state, expected)
+            req.param("id", &r.id);
+            req.param("state", &r.state);
+            if !r.expected_state.is_empty() {
+                req.param("expected_state", &r.expected_state);
+            }
+            let id = input::key_id(&r.id)?;
+            let next = input::key_state("state", &r.state)?;
+            let expected = (!r.expected_state.is_empty())
+                .then(|| input::key_state("expected state", &r.expected_state))
+                .transpose()?;
+            n.keys().change_key_state(req, &id, next, expected)
         })
         .await?;
         Ok(key

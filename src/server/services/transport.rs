@@ -5,10 +5,10 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
+use crate::node::{Node, input};
 use crate::proto;
 use crate::proto::transport_service_server::TransportService;
-use crate::store::TransportKeyRow;
+use crate::transport::TransportKey;
 
 use super::super::pipeline::{Batcher, unary};
 use super::keys::key_to_proto;
@@ -29,11 +29,11 @@ impl TransportApi {
     }
 }
 
-fn info(t: &TransportKeyRow) -> proto::TransportKeyInfo {
+fn info(t: &TransportKey) -> proto::TransportKeyInfo {
     proto::TransportKeyInfo {
         card_id: t.card_id.clone(),
-        region: t.region.clone(),
-        role: t.role.clone(),
+        region: t.region.to_string(),
+        role: t.role.to_string(),
         kcv: t.kcv.clone(),
         ceremony_id: t.ceremony_id.clone().unwrap_or_default(),
         created_at: t.created_at.clone(),
@@ -49,8 +49,11 @@ impl TransportService for TransportApi {
         let row = unary(&self.node, "IssueCard", request, |n, req, mut r| {
             let pin = SecretString::from(std::mem::take(&mut r.card_pin));
             let ceremony = (!r.ceremony_id.is_empty()).then_some(r.ceremony_id.as_str());
+            req.param("region", &r.region);
+            req.param("card", &r.card_label);
+            let region = input::region(&r.region)?;
             n.transport()
-                .issue_card(req, &r.region, &r.card_label, &pin, ceremony)
+                .issue_card(req, region, &r.card_label, &pin, ceremony)
         })
         .await?;
         Ok(row.map(|row| info(&row)).into_response())
@@ -98,8 +101,11 @@ impl TransportService for TransportApi {
             .exports
             .run(request, |n, req, r| {
                 let card = (!r.card_id.is_empty()).then_some(r.card_id.as_str());
-                n.transport()
-                    .export_key(req, &r.key_id, &r.recipient_region, card)
+                req.param("key_id", &r.key_id);
+                req.param("recipient_region", &r.recipient_region);
+                let key_id = input::key_id(&r.key_id)?;
+                let recipient = input::region(&r.recipient_region)?;
+                n.transport().export_key(req, &key_id, recipient, card)
             })
             .await?;
         Ok(package

@@ -1,0 +1,125 @@
+//! What callers send, read into the typed values the use cases take, with the errors callers
+//! see (INVALID_ARGUMENT, saying what is wrong). The gRPC services record each field as it was
+//! sent (`Request::param`) and then read it here, so a request refused for a malformed field
+//! still has a record that shows what came.
+
+use std::collections::BTreeMap;
+
+use crate::hierarchy::{CardSerial, KeyFilter, KeyId, KeyState, KeyTypeName, Region, Tier};
+use crate::policy::Operation;
+
+use super::{CeremonyAction, CeremonyId, CeremonyState, NodeError, Request};
+
+/// A key id (`k-` and 32 hex digits).
+pub fn key_id(text: &str) -> Result<KeyId, NodeError> {
+    Ok(KeyId::parse(text)?)
+}
+
+/// A GB/T 2260 region code.
+pub fn region(text: &str) -> Result<Region, NodeError> {
+    Ok(Region::parse(text)?)
+}
+
+/// A key type's name (whether the policy declares it is the use case's to say).
+pub fn key_type(text: &str) -> Result<KeyTypeName, NodeError> {
+    Ok(KeyTypeName::parse(text)?)
+}
+
+/// A key's lifecycle state, for the field `what` names.
+pub fn key_state(what: &str, text: &str) -> Result<KeyState, NodeError> {
+    text.parse()
+        .map_err(|e| NodeError::InvalidArgument(format!("{what}: {e}")))
+}
+
+/// A card's application serial number (16 hex digits).
+pub fn card_serial(text: &str) -> Result<CardSerial, NodeError> {
+    CardSerial::parse(text)
+        .map_err(|_| NodeError::InvalidArgument(crate::card::CardError::Serial.to_string()))
+}
+
+/// A ceremony id as the node makes them (`c-` and 32 hex digits).
+pub fn ceremony_id(text: &str) -> Result<CeremonyId, NodeError> {
+    CeremonyId::parse(text)
+}
+
+/// A ceremony state filter; empty is none.
+pub fn ceremony_state(text: &str) -> Result<Option<CeremonyState>, NodeError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    CeremonyState::parse(text).map(Some).map_err(|_| {
+        NodeError::InvalidArgument(format!(
+            "unknown ceremony state `{text}` (open, running, done, failed, cancelled, expired, used)"
+        ))
+    })
+}
+
+/// The filters of a key listing; an empty field filters nothing.
+pub fn key_filter(
+    tier: &str,
+    region: &str,
+    key_type: &str,
+    state: &str,
+) -> Result<KeyFilter, NodeError> {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(KeyFilter {
+        tier: some(tier)
+            .map(|t| t.parse::<Tier>())
+            .transpose()
+            .map_err(|e| NodeError::InvalidArgument(format!("tier filter: {e}")))?,
+        region: some(region).as_deref().map(Region::parse).transpose()?,
+        key_type: some(key_type)
+            .as_deref()
+            .map(KeyTypeName::parse)
+            .transpose()?,
+        state: some(state)
+            .map(|s| s.parse::<KeyState>())
+            .transpose()
+            .map_err(|e| NodeError::InvalidArgument(format!("state filter: {e}")))?,
+    })
+}
+
+/// The action of a ceremony to open: its operation and parameters, recorded as sent (a
+/// handful at most: more is refused before the record lists them) and read as one action.
+pub fn ceremony_action(
+    req: &mut Request,
+    operation: &str,
+    params: &BTreeMap<String, String>,
+) -> Result<CeremonyAction, NodeError> {
+    req.param("operation", operation);
+    const MAX_PARAMS: usize = 8;
+    if params.len() > MAX_PARAMS {
+        return Err(NodeError::InvalidArgument(format!(
+            "{} ceremony parameters; a ceremony takes at most {MAX_PARAMS}",
+            params.len()
+        )));
+    }
+    for (k, v) in params {
+        req.param(k, v.clone());
+    }
+    let op: Operation = operation.parse().map_err(NodeError::InvalidArgument)?;
+    CeremonyAction::parse(op, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_input_is_refused_as_invalid_argument() {
+        for e in [
+            key_id("k-1").unwrap_err(),
+            region("4401").unwrap_err(),
+            key_type("Card Master").unwrap_err(),
+            key_state("state", "gone").unwrap_err(),
+            card_serial("12").unwrap_err(),
+            ceremony_id("c-1").unwrap_err(),
+            ceremony_state("finished").unwrap_err(),
+            key_filter("county", "", "", "").unwrap_err(),
+        ] {
+            assert!(matches!(e, NodeError::InvalidArgument(_)), "{e:?}");
+        }
+        assert_eq!(key_filter("", "", "", "").unwrap(), KeyFilter::default());
+        assert_eq!(ceremony_state("").unwrap(), None);
+    }
+}
