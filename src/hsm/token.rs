@@ -48,7 +48,7 @@ pub trait Token: Send + Sync {
     fn generate_key(&self, spec: &SecretKeySpec) -> Result<Kcv, HsmError>;
 
     /// Diversifies the key `parent_label` (of `parent_algorithm`) with `factor` inside the token
-    /// into the key `child` describes (DESIGN.md §2), and returns the child's KCV. For a
+    /// into the key `child` describes (docs/design.md §3), and returns the child's KCV. For a
     /// region's or city's key below its parent.
     fn derive_key(
         &self,

@@ -24,7 +24,7 @@ impl Audit<'_> {
         Ok(self.core.store.audit_lines(from, to, limit)?)
     }
 
-    /// The next page of a `StreamRecords` stream whose request ([`Node::audit_lines`]) was
+    /// The next page of a `StreamRecords` stream whose request ([`Audit::audit_lines`]) was
     /// authorised and recorded: its later pages are part of that one request.
     pub fn audit_lines_after_first(
         &self,

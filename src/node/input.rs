@@ -98,7 +98,7 @@ pub fn ceremony_action(
         req.param(k, v.clone());
     }
     let op: Operation = operation.parse().map_err(NodeError::InvalidArgument)?;
-    CeremonyAction::parse(op, params)
+    CeremonyAction::parse_new(op, params)
 }
 
 #[cfg(test)]

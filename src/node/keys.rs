@@ -16,7 +16,7 @@ use crate::store::now_rfc3339;
 
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Core, NodeError, Request};
+use super::{Core, ErrorClass, NodeError, Request};
 
 /// The key use cases, over the node's core.
 pub struct Keys<'n> {
@@ -251,10 +251,9 @@ impl Keys<'_> {
                 record.id
             );
             // The state change is recorded; so is the HSM's failure to follow it.
-            let failed = NodeError::Internal(message);
-            self.core
-                .record(&req.side_draft("DestroyKeyObject", &failed))?;
-            return Err(failed);
+            let side = req.side_draft("DestroyKeyObject", ErrorClass::Internal, &message);
+            self.core.record(&side)?;
+            return Err(NodeError::Internal(message));
         }
         Ok(updated)
     }

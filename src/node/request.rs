@@ -1,6 +1,6 @@
 //! One request as the node sees it: who asks, and the audit record it is building. Every use
 //! case fills the record (decision, keys, KCVs); a change is written with its record in one
-//! transaction ([`super::Node::commit`]), and anything else (reads, refusals) is recorded by
+//! transaction ([`super::Core::commit`]), and anything else (reads, refusals) is recorded by
 //! the request pipeline when the request ends. Only the node marks a request recorded, and only
 //! once its record is durable: there is no way to say "recorded" without writing.
 
@@ -9,7 +9,7 @@ use crate::hierarchy::Kcv;
 use crate::hierarchy::KeyRecord;
 use crate::policy::{Decision, Identity, Operation};
 
-use super::NodeError;
+use super::{ErrorClass, NodeError};
 
 /// Longest parameter value kept in a record.
 pub const MAX_PARAM: usize = 128;
@@ -130,16 +130,21 @@ impl Request {
     }
 
     /// The record as it stands, with a successful outcome or `error`'s: for writing with a
-    /// change ([`super::Node::commit`]). Not public: a record leaves a request only to be written.
+    /// change ([`super::Core::commit`]). Not public: a record leaves a request only to be written.
     pub(super) fn draft(&self, error: Option<&NodeError>) -> AuditDraft {
         with_outcome(self.audit.clone(), error)
     }
 
-    /// The record of a second operation this request led to (`rpc`), which failed with
-    /// `error`: written on its own, beside the request's.
-    pub(super) fn side_draft(&self, rpc: &str, error: &NodeError) -> AuditDraft {
-        let mut d = with_outcome(self.audit.clone(), Some(error));
+    /// The record of a second operation this request led to (`rpc`), which failed (`class`,
+    /// `message`): written on its own, beside the request's.
+    pub(super) fn side_draft(&self, rpc: &str, class: ErrorClass, message: &str) -> AuditDraft {
+        let mut d = self.audit.clone();
         d.rpc = rpc.to_string();
+        d.outcome = Some(Outcome {
+            ok: false,
+            code: class.code_name().into(),
+            message: message.to_string(),
+        });
         d
     }
 

@@ -104,6 +104,24 @@ impl CeremonyAction {
         }
     }
 
+    /// [`CeremonyAction::parse`] for a ceremony being opened: also refuses a parameter the
+    /// action does not use (a parameter the officers approve must be one the ceremony runs
+    /// with). Stored ceremonies are read with `parse`, which leaves such extras out.
+    pub fn parse_new(op: Operation, params: &BTreeMap<String, String>) -> Result<Self, NodeError> {
+        let action = Self::parse(op, params)?;
+        let used = action.params();
+        if let Some(k) = params.keys().find(|k| !used.contains_key(*k)) {
+            return Err(NodeError::InvalidArgument(format!(
+                "ceremony parameter `{k}` is not used by this {op} ceremony (it takes: {})",
+                used.keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(action)
+    }
+
     /// The guarded operation.
     pub fn operation(&self) -> Operation {
         match self {
@@ -209,5 +227,20 @@ mod tests {
         assert!(refused(Operation::Manage, &[("state", "retired")]).contains("needs key_id"));
         assert!(refused(Operation::Manage, &[("action", "launch")]).contains("needs key_id"));
         assert!(refused(Operation::Read, &[]).contains("not run by ceremony"));
+    }
+
+    #[test]
+    fn a_new_ceremony_takes_only_the_parameters_its_action_runs_with() {
+        let reload = map(&[
+            ("action", "reload-policy"),
+            ("policy_sha256", &"ab".repeat(32)),
+            ("region", "440000"),
+        ]);
+        // A stored one loads (its extra is left out); a new one is refused.
+        assert!(CeremonyAction::parse(Operation::Manage, &reload).is_ok());
+        let err = CeremonyAction::parse_new(Operation::Manage, &reload).unwrap_err();
+        assert!(err.to_string().contains("`region` is not used"), "{err}");
+        let card = map(&[("action", "issue-card"), ("region", "440000")]);
+        assert!(CeremonyAction::parse_new(Operation::Manage, &card).is_ok());
     }
 }

@@ -157,7 +157,7 @@ impl Ceremonies<'_> {
         lapsed.len()
     }
 
-    /// How often [`Node::forget_lapsed_components`] should run: often enough that components
+    /// How often [`Ceremonies::forget_lapsed_components`] should run: often enough that components
     /// outlive their ceremony by little.
     pub fn component_sweep_every(&self) -> std::time::Duration {
         self.ttl.clamp(
@@ -239,6 +239,7 @@ impl Ceremonies<'_> {
     }
 }
 
+/// Whether two secrets are equal, in a time that does not depend on where they differ.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }

@@ -519,7 +519,7 @@ impl Ceremonies<'_> {
     }
 }
 
-/// Whether two secrets are equal, in a time that does not depend on where they differ.
+/// A made or changed key as a ceremony's result text.
 fn describe(key: &KeyRecord) -> String {
     format!(
         "key {} ({} {}) KCV {} ({}), state {}",

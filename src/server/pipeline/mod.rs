@@ -3,11 +3,12 @@
 //!
 //! A service file only translates between proto messages and use cases, and it cannot answer
 //! without this module:
-//! - the only way to a `tonic::Response` is [`Answer::into_response`] (clippy's
-//!   `disallowed-methods` refuses `tonic::Response::new` anywhere else), and only this module
-//!   makes an [`Answer`], once the request's record is durable;
+//! - the only ways to a `tonic::Response` are [`Answer::into_response`], which only this
+//!   module makes once the request's record is durable, and a stream's [`StreamStart::respond`],
+//!   whose items are each sent after their record (clippy's `disallowed-methods` refuses
+//!   `tonic::Response::new` and `from_parts` anywhere else);
 //! - a use case that changes something writes its record with the change
-//!   (`node::Node::commit`); every other request is recorded here before its answer, and a
+//!   (`node::Core::commit`); every other request is recorded here before its answer, and a
 //!   request whose record cannot be written is refused.
 //!
 //! Unary RPCs go through [`unary`], or through a [`Batcher`] for those served in batches;
@@ -88,7 +89,7 @@ pub(crate) struct StreamStart {
 impl StreamStart {
     /// The reply of a stream: the channel its items are sent on, each after its record.
     #[allow(clippy::disallowed_methods)] // a stream's reply carries no result of its own
-    pub fn respond<S>(&self, stream: S) -> Response<S> {
+    pub fn respond<S: futures_util::Stream>(&self, stream: S) -> Response<S> {
         Response::new(stream)
     }
 }
