@@ -5,6 +5,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "proto/hkms/v1/types.proto",
         "proto/hkms/v1/keys.proto",
         "proto/hkms/v1/policy.proto",
         "proto/hkms/v1/ceremony.proto",
