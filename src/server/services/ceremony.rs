@@ -10,6 +10,7 @@ use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
 use super::super::pipeline::unary;
+use super::convert::as_node_str;
 
 /// The ceremony service over one node.
 pub struct CeremonyApi {
@@ -47,7 +48,7 @@ pub async fn sweep_components(node: Arc<Node>) {
 pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
     proto::CeremonyInfo {
         id: c.id.clone(),
-        operation: c.action.operation().as_str().to_string(),
+        operation: proto::Operation::from(c.action.operation()).into(),
         params: c.action.params().into_iter().collect(),
         opener: c.opener.clone(),
         quorum: c.quorum,
@@ -61,7 +62,7 @@ pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
             .collect(),
         created_at: c.created_at.clone(),
         expires_at: c.expires_at,
-        state: c.state.as_str().to_string(),
+        state: proto::CeremonyState::from(c.state).into(),
         result: c.result.clone(),
         components_entered: u32::try_from(c.components_entered).unwrap_or(u32::MAX),
     }
@@ -74,8 +75,11 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::OpenCeremonyRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "OpenCeremony", request, |n, req, r| {
-            n.ceremonies()
-                .open_ceremony(req, &r.operation, r.params.into_iter().collect())
+            n.ceremonies().open_ceremony(
+                req,
+                as_node_str::<proto::Operation>(r.operation)?,
+                r.params.into_iter().collect(),
+            )
         })
         .await?;
         Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
@@ -132,7 +136,8 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::ListCeremoniesRequest>,
     ) -> Result<Response<proto::ListCeremoniesResponse>, Status> {
         let list = unary(&self.node, "ListCeremonies", request, |n, req, r| {
-            n.ceremonies().list_ceremonies(req, &r.state)
+            n.ceremonies()
+                .list_ceremonies(req, as_node_str::<proto::CeremonyState>(r.state)?)
         })
         .await?;
         Ok(list

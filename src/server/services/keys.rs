@@ -10,6 +10,7 @@ use crate::proto::key_service_server::KeyService;
 use crate::store::KeyRecord;
 
 use super::super::pipeline::{Batcher, unary};
+use super::convert::as_node_str;
 
 /// The key service over one node.
 pub struct KeyApi {
@@ -32,8 +33,8 @@ pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
     proto::Key {
         id: r.id.to_string(),
         key_type: r.key_type.as_str().to_string(),
-        algorithm: r.algorithm.as_str().to_string(),
-        tier: r.tier.as_str().to_string(),
+        algorithm: proto::Algorithm::from(r.algorithm).into(),
+        tier: proto::Tier::from(r.tier).into(),
         region: r.region.to_string(),
         parent_id: r
             .parent_id
@@ -42,9 +43,9 @@ pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
             .unwrap_or_default(),
         factor: r.factor.as_ref().map(|f| f.to_hex()).unwrap_or_default(),
         kcv: r.kcv.to_hex(),
-        kcv_method: r.kcv.method.as_str().to_string(),
+        kcv_method: proto::KcvMethod::from(r.kcv.method).into(),
         version: r.version,
-        state: r.state.as_str().to_string(),
+        state: proto::KeyState::from(r.state).into(),
         created_at: r.created_at.clone(),
         updated_at: r.updated_at.clone(),
     }
@@ -102,8 +103,13 @@ impl KeyService for KeyApi {
         request: Request<proto::ListKeysRequest>,
     ) -> Result<Response<proto::ListKeysResponse>, Status> {
         let keys = unary(&self.node, "ListKeys", request, |n, req, r| {
-            n.keys()
-                .list_keys(req, &r.tier, &r.region, &r.key_type, &r.state)
+            n.keys().list_keys(
+                req,
+                as_node_str::<proto::Tier>(r.tier)?,
+                &r.region,
+                &r.key_type,
+                as_node_str::<proto::KeyState>(r.state)?,
+            )
         })
         .await?;
         Ok(keys
@@ -118,8 +124,14 @@ impl KeyService for KeyApi {
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
         let key = unary(&self.node, "ChangeKeyState", request, |n, req, r| {
-            let expected = (!r.expected_state.is_empty()).then_some(r.expected_state.as_str());
-            n.keys().change_key_state(req, &r.id, &r.state, expected)
+            let expected =
+                Some(as_node_str::<proto::KeyState>(r.expected_state)?).filter(|e| !e.is_empty());
+            n.keys().change_key_state(
+                req,
+                &r.id,
+                as_node_str::<proto::KeyState>(r.state)?,
+                expected,
+            )
         })
         .await?;
         Ok(key

@@ -11,6 +11,7 @@ use crate::proto::transport_service_server::TransportService;
 use crate::store::TransportKeyRow;
 
 use super::super::pipeline::{Batcher, unary};
+use super::convert::transport_key_role;
 use super::keys::key_to_proto;
 
 /// The transport service over one node.
@@ -33,7 +34,7 @@ fn info(t: &TransportKeyRow) -> proto::TransportKeyInfo {
     proto::TransportKeyInfo {
         card_id: t.card_id.clone(),
         region: t.region.clone(),
-        role: t.role.clone(),
+        role: transport_key_role(&t.role).into(),
         kcv: t.kcv.clone(),
         ceremony_id: t.ceremony_id.clone().unwrap_or_default(),
         created_at: t.created_at.clone(),
