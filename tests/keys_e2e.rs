@@ -470,12 +470,21 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut reflection = ServerReflectionClient::new(node.channel().await);
-    let request = ServerReflectionRequest {
+    let ask = |message: MessageRequest| ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+        message_request: Some(message),
     };
+    let requests = [
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "hkms.v1.KeyService".into(),
+        )),
+        ask(MessageRequest::FileContainingSymbol(
+            "hkms.v1.KeyState".into(),
+        )),
+    ];
     let mut stream = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+        .server_reflection_info(tokio_stream::iter(requests))
         .await
         .expect("reflection")
         .into_inner();
@@ -485,6 +494,32 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == "hkms.v1.KeyService"), "{names:?}");
+
+    // A client without the .proto files (grpcurl) finds the service's file, the file it
+    // imports for the enums, and the enums in it.
+    /// The name and imports of a `google.protobuf.FileDescriptorProto`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileHead {
+        #[prost(string, optional, tag = "1")]
+        name: Option<String>,
+        #[prost(string, repeated, tag = "3")]
+        dependency: Vec<String>,
+    }
+    let mut file = async || {
+        let response = stream.next().await.expect("an answer").expect("ok");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        let [file] = files.file_descriptor_proto.as_slice() else {
+            panic!("{} files", files.file_descriptor_proto.len());
+        };
+        <FileHead as prost::Message>::decode(file.as_slice()).expect("a file descriptor")
+    };
+    let keys = file().await;
+    assert_eq!(keys.name.as_deref(), Some("hkms/v1/keys.proto"));
+    assert_eq!(keys.dependency, ["hkms/v1/types.proto"]);
+    let types = file().await;
+    assert_eq!(types.name.as_deref(), Some("hkms/v1/types.proto"));
 }
 
 #[tokio::test]
