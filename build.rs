@@ -5,6 +5,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "proto/hkms/v1/types.proto",
         "proto/hkms/v1/keys.proto",
         "proto/hkms/v1/policy.proto",
         "proto/hkms/v1/ceremony.proto",
@@ -18,8 +19,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("hkms_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure()
-        .type_attribute(".hkms.v1.Key", "#[derive(serde::Serialize)]")
-        .compile_fds(fds)?;
+    tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }

@@ -16,7 +16,7 @@ async fn open(node: &TestNode, params: &[(&str, &str)]) -> proto::CeremonyInfo {
     ceremonies(node, &node.officer.clone())
         .await
         .open_ceremony(proto::OpenCeremonyRequest {
-            operation: "generate".into(),
+            operation: hkms::proto::Operation::Generate.into(),
             params: params
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -75,8 +75,8 @@ async fn a_national_key_needs_two_distinct_officers_of_three() {
     let node = TestNode::start("national", "000000");
     let opened = open(&node, &[("key_type", "card-master")]).await;
     assert_eq!(
-        (opened.state.as_str(), opened.quorum, opened.approvals.len()),
-        ("open", 2, 1)
+        (opened.state(), opened.quorum, opened.approvals.len()),
+        (proto::CeremonyState::Open, 2, 1)
     );
 
     // One approval is not enough: nothing is generated.
@@ -102,7 +102,12 @@ async fn a_national_key_needs_two_distinct_officers_of_three() {
     let done = approve(&node, &node.second_officer(), &opened.id)
         .await
         .expect("second officer");
-    assert_eq!(done.state, "done", "{}", done.result);
+    assert_eq!(
+        done.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        done.result
+    );
     assert_eq!(done.approvals.len(), 2);
     let id = key_id_in(&done.result).expect("key id");
     let key = node
@@ -138,11 +143,19 @@ async fn approvals_survive_a_restart() {
         .await
         .expect("status")
         .into_inner();
-    assert_eq!((status.state.as_str(), status.approvals.len()), ("open", 1));
+    assert_eq!(
+        (status.state(), status.approvals.len()),
+        (proto::CeremonyState::Open, 1)
+    );
     let done = approve(&node, &node.second_officer(), &opened.id)
         .await
         .expect("approve after restart");
-    assert_eq!(done.state, "done", "{}", done.result);
+    assert_eq!(
+        done.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        done.result
+    );
     assert_eq!(key_count(&node).await, 1);
 }
 
@@ -164,7 +177,7 @@ async fn an_expired_ceremony_cannot_run_and_a_cancelled_one_neither() {
         .await
         .expect("status")
         .into_inner();
-    assert_eq!(status.state, "expired");
+    assert_eq!(status.state(), hkms::proto::CeremonyState::Expired);
     assert_eq!(key_count(&node).await, 0);
     // The approval that found it expired is recorded once, with the change it made.
     assert_eq!(
@@ -188,7 +201,7 @@ async fn an_expired_ceremony_cannot_run_and_a_cancelled_one_neither() {
         .await
         .expect("cancel")
         .into_inner();
-    assert_eq!(cancelled.state, "cancelled");
+    assert_eq!(cancelled.state(), hkms::proto::CeremonyState::Cancelled);
     let err = approve(&node, &third_officer(&node), &opened.id)
         .await
         .expect_err("cancelled");
@@ -269,8 +282,8 @@ async fn a_key_entered_by_two_custodians_has_the_kcv_of_their_combined_component
         .await
         .expect("first component");
     assert_eq!(
-        (first.state.as_str(), first.components_entered),
-        ("open", 1)
+        (first.state(), first.components_entered),
+        (proto::CeremonyState::Open, 1)
     );
     // Split knowledge: a component of zeros, or one equal to another, would leave the key
     // to the other custodian alone.
@@ -291,7 +304,12 @@ async fn a_key_entered_by_two_custodians_has_the_kcv_of_their_combined_component
     let done = enter(node.second_officer(), c2.clone(), aes_kcv(&c2))
         .await
         .expect("second component");
-    assert_eq!(done.state, "done", "{}", done.result);
+    assert_eq!(
+        done.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        done.result
+    );
     assert!(
         done.result.contains(&aes_kcv(&combined)),
         "{} vs {}",
@@ -346,7 +364,7 @@ async fn components_of_a_ceremony_that_lapsed_are_not_kept_and_too_few_are_refus
     let err = ceremonies(&node, &node.officer.clone())
         .await
         .open_ceremony(proto::OpenCeremonyRequest {
-            operation: "generate".into(),
+            operation: hkms::proto::Operation::Generate.into(),
             params: [("key_type", "card-master"), ("components", "2")]
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -121,7 +121,7 @@ async fn ceremony_client(node_chan: (Channel, Channel), n: usize, done: Arc<Atom
     for _ in 0..n {
         let opened = match opener
             .open_ceremony(proto::OpenCeremonyRequest {
-                operation: "generate".into(),
+                operation: hkms::proto::Operation::Generate.into(),
                 params: [("key_type".to_string(), "card-master".to_string())].into(),
             })
             .await
@@ -145,7 +145,7 @@ async fn ceremony_client(node_chan: (Channel, Channel), n: usize, done: Arc<Atom
                 let c = r.into_inner();
                 got.acks
                     .push(Ack::Ceremony("ApproveCeremony", opened.id.clone()));
-                if c.state != "done" {
+                if c.state() != hkms::proto::CeremonyState::Done {
                     got.stopped_by = Some(Status::internal(c.result));
                     break;
                 }
@@ -379,7 +379,7 @@ async fn top_up(
             packages.extend(got.packages);
         } else if let Some(root) = all
             .iter()
-            .filter(|k| k.tier == "national")
+            .filter(|k| k.tier() == hkms::proto::Tier::National)
             .filter(fresh)
             .find(|r| {
                 !all.iter()
@@ -413,9 +413,17 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
 
     // A transport card for Guangdong, issued by the ministry and loaded at Guangdong.
     let approved = ministry
-        .ceremony("manage", &[("action", "issue-card"), ("region", "440000")])
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("action", "issue-card"), ("region", "440000")],
+        )
         .await;
-    assert_eq!(approved.state, "done", "{}", approved.result);
+    assert_eq!(
+        approved.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        approved.result
+    );
     let card = TransportServiceClient::new(ministry.channel().await)
         .issue_card(proto::IssueCardRequest {
             region: "440000".into(),
@@ -474,7 +482,10 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
                         .iter()
                         .map(|k| (k.parent_id.clone(), k.region.clone()))
                         .collect();
-                    let mut roots: Vec<_> = all.iter().filter(|k| k.tier == "national").collect();
+                    let mut roots: Vec<_> = all
+                        .iter()
+                        .filter(|k| k.tier() == hkms::proto::Tier::National)
+                        .collect();
                     roots.sort_by_key(|k| k.version);
                     let work: VecDeque<(String, String)> = PROVINCES
                         .iter()

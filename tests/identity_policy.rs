@@ -150,15 +150,15 @@ async fn auditor_lists_everything_and_changes_nothing() {
     let err = auditor
         .change_key_state(proto::ChangeKeyStateRequest {
             id: root.id.clone(),
-            state: "retired".into(),
-            expected_state: String::new(),
+            state: proto::KeyState::Retired.into(),
+            expected_state: proto::KeyState::Unspecified.into(),
         })
         .await
         .expect_err("auditor retires");
     assert_eq!(err.code(), Code::PermissionDenied);
     let after = list(&mut node.client().await).await;
     assert_eq!(after.len(), 3);
-    assert!(after.iter().all(|k| k.state == "active"));
+    assert!(after.iter().all(|k| k.state() == proto::KeyState::Active));
 }
 
 #[tokio::test]
@@ -265,7 +265,12 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
     assert_ne!(changed, original);
     std::fs::write(&policy_path, &changed).expect("write");
     let done = reload_by_ceremony(&node, &policy_path).await;
-    assert_eq!(done.state, "done", "{}", done.result);
+    assert_eq!(
+        done.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        done.result
+    );
     assert!(
         done.result.contains(&sha256_hex(changed.as_bytes())),
         "{}",
@@ -285,7 +290,7 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
     )
     .expect("write");
     let failed = reload_by_ceremony(&node, &policy_path).await;
-    assert_eq!(failed.state, "failed");
+    assert_eq!(failed.state(), hkms::proto::CeremonyState::Failed);
     assert!(
         failed.result.contains("policy.toml line"),
         "{}",
@@ -315,7 +320,12 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
         std::fs::write(&policy_path, &original).expect("swap the file")
     })
     .await;
-    assert_eq!(swapped.state, "failed", "{}", swapped.result);
+    assert_eq!(
+        swapped.state(),
+        hkms::proto::CeremonyState::Failed,
+        "{}",
+        swapped.result
+    );
     assert!(
         swapped
             .result
@@ -329,7 +339,7 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
     );
     let err = CeremonyServiceClient::new(node.channel_as(ADMIN).await)
         .open_ceremony(proto::OpenCeremonyRequest {
-            operation: "manage".into(),
+            operation: hkms::proto::Operation::Manage.into(),
             params: [
                 ("action".to_string(), "reload-policy".to_string()),
                 ("policy_sha256".to_string(), approved.clone()),
@@ -383,7 +393,7 @@ async fn a_ceremony_open_when_the_quorum_rose_needs_the_new_quorum() {
     // Opened under 2 of 3: the opener's approval is the first.
     let opened = CeremonyServiceClient::new(node.channel().await)
         .open_ceremony(proto::OpenCeremonyRequest {
-            operation: "generate".into(),
+            operation: hkms::proto::Operation::Generate.into(),
             params: [("key_type".to_string(), "card-master".to_string())]
                 .into_iter()
                 .collect(),
@@ -416,9 +426,19 @@ async fn a_ceremony_open_when_the_quorum_rose_needs_the_new_quorum() {
         }
     };
     let second = approve(node.second_officer()).await;
-    assert_eq!(second.state, "open", "{}", second.result);
+    assert_eq!(
+        second.state(),
+        hkms::proto::CeremonyState::Open,
+        "{}",
+        second.result
+    );
     let third = approve(node.officer.replace("/test-officer", "/third-officer")).await;
-    assert_eq!(third.state, "done", "{}", third.result);
+    assert_eq!(
+        third.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        third.result
+    );
 }
 
 /// The ministry's node on a copy of the default policy: the node, the copy's path, its text.
@@ -454,7 +474,7 @@ async fn reload_approved(
     let mut admin = CeremonyServiceClient::new(node.channel_as(ADMIN).await);
     let opened = admin
         .open_ceremony(proto::OpenCeremonyRequest {
-            operation: "manage".into(),
+            operation: hkms::proto::Operation::Manage.into(),
             params: [
                 ("action".to_string(), "reload-policy".to_string()),
                 ("policy_sha256".to_string(), sha256.to_string()),

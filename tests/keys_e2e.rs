@@ -26,17 +26,17 @@ async fn ministry_generates_and_derives_down_to_the_city() {
     let mut c = node.client().await;
 
     let root = node.generate("card-master").await;
-    assert_eq!(root.tier, "national");
+    assert_eq!(root.tier(), proto::Tier::National);
     assert_eq!(root.region, "000000");
     assert_eq!(root.parent_id, "");
-    assert_eq!(root.state, "active");
-    assert_eq!(root.kcv_method, "aes-cmac");
+    assert_eq!(root.state(), proto::KeyState::Active);
+    assert_eq!(root.kcv_method(), proto::KcvMethod::AesCmac);
     assert!(is_kcv(&root.kcv), "{}", root.kcv);
 
     let gd = derive(&mut c, &root.id, "440000")
         .await
         .expect("derive 440000");
-    assert_eq!(gd.tier, "provincial");
+    assert_eq!(gd.tier(), proto::Tier::Provincial);
     assert_eq!(gd.parent_id, root.id);
     assert_eq!(gd.factor, "0000000000440000");
     assert_eq!(gd.version, root.version);
@@ -45,7 +45,7 @@ async fn ministry_generates_and_derives_down_to_the_city() {
     let gz = derive(&mut c, &gd.id, "440100")
         .await
         .expect("derive 440100");
-    assert_eq!(gz.tier, "municipal");
+    assert_eq!(gz.tier(), proto::Tier::Municipal);
     assert_eq!(gz.region, "440100");
     assert_eq!(gz.parent_id, gd.id);
     assert_eq!(gz.factor, "0000000000440100");
@@ -55,7 +55,7 @@ async fn ministry_generates_and_derives_down_to_the_city() {
     let municipal = list(
         &mut c,
         proto::ListKeysRequest {
-            tier: "municipal".into(),
+            tier: proto::Tier::Municipal.into(),
             ..all()
         },
     )
@@ -69,7 +69,7 @@ async fn ministry_generates_and_derives_down_to_the_city() {
         proto::ListKeysRequest {
             region: "440000".into(),
             key_type: "card-master".into(),
-            state: "active".into(),
+            state: proto::KeyState::Active.into(),
             ..all()
         },
     )
@@ -101,10 +101,10 @@ async fn legacy_3des_family_is_diversified_into_des2() {
     let node = TestNode::start("national", "000000");
     let mut c = node.client().await;
     let root = node.generate("legacy-card-master").await;
-    assert_eq!(root.algorithm, "des2");
-    assert_eq!(root.kcv_method, "des3-cmac");
+    assert_eq!(root.algorithm(), proto::Algorithm::Des2);
+    assert_eq!(root.kcv_method(), proto::KcvMethod::Des3Cmac);
     let child = derive(&mut c, &root.id, "440000").await.expect("derive");
-    assert_eq!(child.algorithm, "des2");
+    assert_eq!(child.algorithm(), proto::Algorithm::Des2);
     assert!(is_kcv(&child.kcv));
 }
 
@@ -199,18 +199,27 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
 
     let err = c
         .list_keys(proto::ListKeysRequest {
-            state: "sleeping".into(),
+            state: 99, // no KeyState: a newer client's, or garbage
             ..all()
         })
         .await
         .expect_err("bad filter");
     assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("99"), "{}", err.message());
 
     // Deriving from a retired key is refused.
     let retired = node
-        .ceremony("manage", &[("key_id", &gd.id), ("state", "retired")])
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("key_id", &gd.id), ("state", "retired")],
+        )
         .await;
-    assert_eq!(retired.state, "done", "{}", retired.result);
+    assert_eq!(
+        retired.state(),
+        proto::CeremonyState::Done,
+        "{}",
+        retired.result
+    );
     let err = derive(&mut c, &gd.id, "440100")
         .await
         .expect_err("retired parent");
@@ -239,7 +248,7 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
     let node = TestNode::start("national", "000000");
     let mut c = node.client().await;
     let k = node.generate("pin-unblock").await;
-    let state = |to: &'static str, expect: &'static str| {
+    let state = |to: proto::KeyState, expect: proto::KeyState| {
         let mut c = c.clone();
         let id = k.id.clone();
         async move {
@@ -252,20 +261,27 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
             .map(|r| r.into_inner().key.expect("key"))
         }
     };
-    assert_eq!(
-        state("suspended", "").await.expect("suspend").state,
-        "suspended"
-    );
-    let err = state("active", "active")
+    use proto::KeyState::{Active, Retired, Suspended, Unspecified};
+    // A new state is needed: UNSPECIFIED is refused, as an empty state string was.
+    let err = state(Unspecified, Unspecified)
         .await
-        .expect_err("stale expectation");
+        .expect_err("no new state");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert_eq!(
+        state(Suspended, Unspecified)
+            .await
+            .expect("suspend")
+            .state(),
+        Suspended
+    );
+    let err = state(Active, Active).await.expect_err("stale expectation");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(
-        state("active", "suspended").await.expect("resume").state,
-        "active"
+        state(Active, Suspended).await.expect("resume").state(),
+        Active
     );
     // Retiring and destroying are under dual control: refused directly, done by ceremony.
-    let err = state("retired", "")
+    let err = state(Retired, Unspecified)
         .await
         .expect_err("retire without a ceremony");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -275,7 +291,7 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
         hkms::proto::ceremony_service_client::CeremonyServiceClient::new(node.channel().await);
     let err = ceremonies
         .open_ceremony(proto::OpenCeremonyRequest {
-            operation: "manage".into(),
+            operation: proto::Operation::Manage.into(),
             params: [("key_id", k.id.as_str()), ("state", "destroyed")]
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -285,17 +301,33 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
         .expect_err("active cannot be destroyed");
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     let retired = node
-        .ceremony("manage", &[("key_id", &k.id), ("state", "retired")])
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("key_id", &k.id), ("state", "retired")],
+        )
         .await;
-    assert_eq!(retired.state, "done", "{}", retired.result);
-    let err = state("active", "")
+    assert_eq!(
+        retired.state(),
+        proto::CeremonyState::Done,
+        "{}",
+        retired.result
+    );
+    let err = state(Active, Unspecified)
         .await
         .expect_err("no way back from retired");
     assert_eq!(err.code(), Code::FailedPrecondition);
     let destroyed = node
-        .ceremony("manage", &[("key_id", &k.id), ("state", "destroyed")])
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("key_id", &k.id), ("state", "destroyed")],
+        )
         .await;
-    assert_eq!(destroyed.state, "done", "{}", destroyed.result);
+    assert_eq!(
+        destroyed.state(),
+        proto::CeremonyState::Done,
+        "{}",
+        destroyed.result
+    );
     assert!(
         destroyed.result.contains("state destroyed"),
         "{}",
@@ -344,7 +376,7 @@ async fn provincial_node_generates_only_what_its_tier_may() {
         .into_inner()
         .key
         .expect("key");
-    assert_eq!(local.tier, "provincial");
+    assert_eq!(local.tier(), proto::Tier::Provincial);
     assert_eq!(local.region, "440000");
     let err = derive(&mut c, &local.id, "440100")
         .await
@@ -438,12 +470,21 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
     let mut reflection = ServerReflectionClient::new(node.channel().await);
-    let request = ServerReflectionRequest {
+    let ask = |message: MessageRequest| ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
+        message_request: Some(message),
     };
+    let requests = [
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol(
+            "hkms.v1.KeyService".into(),
+        )),
+        ask(MessageRequest::FileContainingSymbol(
+            "hkms.v1.KeyState".into(),
+        )),
+    ];
     let mut stream = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+        .server_reflection_info(tokio_stream::iter(requests))
         .await
         .expect("reflection")
         .into_inner();
@@ -453,6 +494,32 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == "hkms.v1.KeyService"), "{names:?}");
+
+    // A client without the .proto files (grpcurl) finds the service's file, the file it
+    // imports for the enums, and the enums in it.
+    /// The name and imports of a `google.protobuf.FileDescriptorProto`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileHead {
+        #[prost(string, optional, tag = "1")]
+        name: Option<String>,
+        #[prost(string, repeated, tag = "3")]
+        dependency: Vec<String>,
+    }
+    let mut file = async || {
+        let response = stream.next().await.expect("an answer").expect("ok");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        let [file] = files.file_descriptor_proto.as_slice() else {
+            panic!("{} files", files.file_descriptor_proto.len());
+        };
+        <FileHead as prost::Message>::decode(file.as_slice()).expect("a file descriptor")
+    };
+    let keys = file().await;
+    assert_eq!(keys.name.as_deref(), Some("hkms/v1/keys.proto"));
+    assert_eq!(keys.dependency, ["hkms/v1/types.proto"]);
+    let types = file().await;
+    assert_eq!(types.name.as_deref(), Some("hkms/v1/types.proto"));
 }
 
 #[tokio::test]
@@ -476,7 +543,7 @@ async fn oversized_input_is_refused_with_a_short_status_and_a_short_record() {
     let err =
         hkms::proto::ceremony_service_client::CeremonyServiceClient::new(node.channel().await)
             .open_ceremony(proto::OpenCeremonyRequest {
-                operation: "generate".into(),
+                operation: proto::Operation::Generate.into(),
                 params,
             })
             .await

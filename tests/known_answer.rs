@@ -111,8 +111,8 @@ async fn derived_kcvs_equal_the_software_computation() {
     let dp = derive(&node, des_id.as_str(), "440000").await;
     let dm = derive(&node, &dp.id, "440100").await;
     assert_eq!(
-        (dp.kcv.as_str(), dp.kcv_method.as_str()),
-        (des_kcv(&des_gd).as_str(), "des3-cmac")
+        (dp.kcv.as_str(), dp.kcv_method()),
+        (des_kcv(&des_gd).as_str(), hkms::proto::KcvMethod::Des3Cmac)
     );
     assert_eq!(dm.kcv, des_kcv(&des_gz));
 

@@ -66,9 +66,17 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
 
     // The city's officers approve and issue the bureau's card.
     let approved = city
-        .ceremony("manage", &[("action", "issue-card"), ("region", "440100")])
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("action", "issue-card"), ("region", "440100")],
+        )
         .await;
-    assert_eq!(approved.state, "done", "{}", approved.result);
+    assert_eq!(
+        approved.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        approved.result
+    );
     let card = proto::transport_service_client::TransportServiceClient::new(city.channel().await)
         .issue_card(proto::IssueCardRequest {
             region: "440100".into(),

@@ -129,7 +129,7 @@ async fn officers(node: Chans, team: usize, until: Instant, shared: SharedRef) -
             &opener,
             "OpenCeremony",
             open.open_ceremony(proto::OpenCeremonyRequest {
-                operation: "generate".into(),
+                operation: hkms::proto::Operation::Generate.into(),
                 params: [("key_type".to_string(), "card-master".to_string())].into(),
             })
             .await,
@@ -149,9 +149,12 @@ async fn officers(node: Chans, team: usize, until: Instant, shared: SharedRef) -
         *t.counts
             .entry((approver.clone(), "ExecuteCeremony".into(), "OK".into()))
             .or_default() += 1;
-        if done.state != "done" {
-            t.unexpected
-                .push(format!("ceremony {}: {}", done.state, done.result));
+        if done.state() != hkms::proto::CeremonyState::Done {
+            t.unexpected.push(format!(
+                "ceremony {}: {}",
+                done.state().as_str_name(),
+                done.result
+            ));
             break;
         }
         let root = support::key_id_in(&done.result).expect("key id");
@@ -433,7 +436,10 @@ async fn a_bounded_soak_of_every_role_ends_with_registry_log_and_token_in_agreem
     // Setup (not counted): Guangdong's transport card at the ministry, a first root, and the
     // city's PIN keys made under dual control.
     let approved = ministry
-        .ceremony("manage", &[("action", "issue-card"), ("region", "440000")])
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("action", "issue-card"), ("region", "440000")],
+        )
         .await;
     TransportServiceClient::new(ministry.channel().await)
         .issue_card(proto::IssueCardRequest {

@@ -22,9 +22,17 @@ const GZ_SYSTEM: &str = "hkms://system/municipal/440100/gz-kms";
 /// Opens an issue-card ceremony for `region` and has two officers of the node approve it.
 async fn approve_card(node: &TestNode, region: &str) -> String {
     let done = node
-        .ceremony("manage", &[("action", "issue-card"), ("region", region)])
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("action", "issue-card"), ("region", region)],
+        )
         .await;
-    assert_eq!(done.state, "done", "{}", done.result);
+    assert_eq!(
+        done.state(),
+        hkms::proto::CeremonyState::Done,
+        "{}",
+        done.result
+    );
     done.id
 }
 
@@ -142,8 +150,8 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     // Ministry: Guangdong's card, Guangdong's sub-key, its package.
     let gd_card = issue(&ministry, "440000", "card-gd").await;
     assert_eq!(
-        (gd_card.region.as_str(), gd_card.role.as_str()),
-        ("440000", "issued")
+        (gd_card.region.as_str(), gd_card.role()),
+        ("440000", proto::TransportKeyRole::Issued)
     );
     let gd_key = derive_as(&ministry, &ministry.officer, &root_id, "440000").await;
     assert_eq!(gd_key.kcv, aes_kcv(&gd_value));
@@ -195,8 +203,8 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
         .await
         .expect("Guangdong imports");
     assert_eq!(
-        (gd_imported.kcv.as_str(), gd_imported.tier.as_str()),
-        (gd_key.kcv.as_str(), "provincial")
+        (gd_imported.kcv.as_str(), gd_imported.tier()),
+        (gd_key.kcv.as_str(), proto::Tier::Provincial)
     );
     let gz_key = derive_as(&guangdong, GD_SYSTEM, &gd_imported.id, "440100").await;
     let gz_card = issue(&guangdong, "440100", "card-gz").await;

@@ -468,7 +468,7 @@ fn derive_sub_key(b: &mut Bench, sweep: &Sweep) -> Option<Best> {
                 let request = proto::DeriveSubKeyRequest { parent_id, region };
                 let outcome = match client.derive_sub_key(request).await {
                     Ok(r) => match &r.get_ref().key {
-                        Some(k) if k.tier == "municipal" => Ok(()),
+                        Some(k) if k.tier() == proto::Tier::Municipal => Ok(()),
                         other => Err(format!("unexpected answer {other:?}")),
                     },
                     Err(s) => Err(format!("{:?}: {}", s.code(), s.message())),

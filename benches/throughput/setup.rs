@@ -527,7 +527,10 @@ pub fn issue_card(
 ) -> String {
     rt.block_on(async {
         let done = node
-            .ceremony("manage", &[("action", "issue-card"), ("region", region)])
+            .ceremony(
+                hkms::proto::Operation::Manage,
+                &[("action", "issue-card"), ("region", region)],
+            )
             .await;
         TransportServiceClient::new(node.channel().await)
             .issue_card(proto::IssueCardRequest {

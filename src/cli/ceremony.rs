@@ -8,8 +8,9 @@ use zeroize::Zeroizing;
 
 use crate::proto;
 use crate::proto::ceremony_service_client::CeremonyServiceClient;
+use crate::server::services::convert::word;
 
-use super::client::{ClientArgs, status};
+use super::client::{ClientArgs, enum_arg, status};
 use super::secret::read_secret;
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +80,7 @@ pub enum CeremonyCommand {
     },
     /// List ceremonies, newest first.
     List {
-        /// Only this state (open, running, done, failed, cancelled, expired).
+        /// Only this state (open, running, done, failed, cancelled, expired, used).
         #[arg(long, default_value = "")]
         state: String,
         #[command(flatten)]
@@ -116,12 +117,10 @@ impl CeremonyCommand {
                         params.insert(k.to_string(), v);
                     }
                 }
+                let operation = enum_arg::<proto::Operation>("--op", &op)?;
                 let mut c = CeremonyServiceClient::new(client.channel().await?);
                 let info = c
-                    .open_ceremony(proto::OpenCeremonyRequest {
-                        operation: op,
-                        params,
-                    })
+                    .open_ceremony(proto::OpenCeremonyRequest { operation, params })
                     .await
                     .map_err(status)?
                     .into_inner();
@@ -169,6 +168,7 @@ impl CeremonyCommand {
                 show(&info, client.json)
             }
             CeremonyCommand::List { state, client } => {
+                let state = enum_arg::<proto::CeremonyState>("--state", &state)?;
                 let mut c = CeremonyServiceClient::new(client.channel().await?);
                 let list = c
                     .list_ceremonies(proto::ListCeremoniesRequest { state })
@@ -195,6 +195,8 @@ fn read_component() -> anyhow::Result<Zeroizing<Vec<u8>>> {
 }
 
 fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
+    let operation = word::<proto::Operation>(c.operation);
+    let state = word::<proto::CeremonyState>(c.state);
     if json {
         let approvals: Vec<_> = c
             .approvals
@@ -204,9 +206,9 @@ fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({
-                "id": c.id, "operation": c.operation, "params": c.params, "opener": c.opener,
+                "id": c.id, "operation": operation, "params": c.params, "opener": c.opener,
                 "quorum": c.quorum, "approvals": approvals, "created_at": c.created_at,
-                "expires_at": c.expires_at, "state": c.state, "result": c.result,
+                "expires_at": c.expires_at, "state": state, "result": c.result,
                 "components_entered": c.components_entered,
             })
         );
@@ -214,8 +216,8 @@ fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
     }
     let mut params: Vec<_> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     params.sort();
-    println!("ceremony {}  {} {}", c.id, c.operation, params.join(" "));
-    println!("  state     {}", c.state);
+    println!("ceremony {}  {} {}", c.id, operation, params.join(" "));
+    println!("  state     {}", state);
     println!("  opened by {} at {}", c.opener, c.created_at);
     println!("  approvals {} of {}", c.approvals.len(), c.quorum);
     for a in &c.approvals {

@@ -8,6 +8,8 @@ use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use zeroize::Zeroizing;
 
+use crate::server::services::convert::{WireEnum, from_word};
+
 /// Where the dev PKI of `scripts/dev-up` lives, relative to the working directory.
 pub const DEV_PKI: &str = ".hkms/pki";
 
@@ -83,6 +85,15 @@ impl ClientArgs {
             anyhow::anyhow!("cannot reach hkms at {url}: {e} (is `hkms serve` running?)")
         })
     }
+}
+
+/// The enum field for a word given to `arg` (`--tier municipal`): the node's words, and the
+/// empty word for none (UNSPECIFIED), as the string fields took them before they were enums.
+/// Another word is refused here, before anything is sent.
+pub fn enum_arg<P: WireEnum>(arg: &str, word: &str) -> anyhow::Result<i32> {
+    from_word::<P>(word)
+        .map(Into::into)
+        .map_err(|e| anyhow::anyhow!("{arg}: {e}"))
 }
 
 /// A gRPC status as a CLI error.

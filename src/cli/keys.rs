@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use crate::proto;
 use crate::proto::key_service_client::KeyServiceClient;
 
-use super::client::{ClientArgs, status};
+use super::client::{ClientArgs, enum_arg, status};
 use super::output::{print_key, print_keys};
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +114,8 @@ impl KeysCommand {
                 state,
                 client,
             } => {
+                let tier = enum_arg::<proto::Tier>("--tier", &tier)?;
+                let state = enum_arg::<proto::KeyState>("--state", &state)?;
                 let mut c = connect(&client).await?;
                 let r = c
                     .list_keys(proto::ListKeysRequest {
@@ -141,12 +143,15 @@ impl KeysCommand {
                 expect,
                 client,
             } => {
+                let state = enum_arg::<proto::KeyState>("state", &state)?;
+                let expected_state =
+                    enum_arg::<proto::KeyState>("--expect", &expect.unwrap_or_default())?;
                 let mut c = connect(&client).await?;
                 let r = c
                     .change_key_state(proto::ChangeKeyStateRequest {
                         id,
                         state,
-                        expected_state: expect.unwrap_or_default(),
+                        expected_state,
                     })
                     .await
                     .map_err(status)?;

@@ -8,6 +8,7 @@ use clap::Subcommand;
 
 use crate::proto;
 use crate::proto::transport_service_client::TransportServiceClient;
+use crate::server::services::convert::word;
 use crate::transport::Package;
 
 use super::client::{ClientArgs, status};
@@ -86,16 +87,17 @@ pub enum PackageCommand {
 }
 
 fn show(t: &proto::TransportKeyInfo, json: bool) {
+    let role = word::<proto::TransportKeyRole>(t.role);
     if json {
         println!(
             "{}",
-            serde_json::json!({"card_id": t.card_id, "region": t.region, "role": t.role,
+            serde_json::json!({"card_id": t.card_id, "region": t.region, "role": role,
                 "kcv": t.kcv, "ceremony_id": t.ceremony_id, "created_at": t.created_at})
         );
     } else {
         println!(
             "{}  {}  {}  KCV {}  {}",
-            t.card_id, t.region, t.role, t.kcv, t.created_at
+            t.card_id, t.region, role, t.kcv, t.created_at
         );
     }
 }

@@ -249,7 +249,7 @@ impl TestNode {
     /// the finished ceremony.
     pub async fn ceremony(
         &self,
-        operation: &str,
+        operation: hkms::proto::Operation,
         params: &[(&str, &str)],
     ) -> hkms::proto::CeremonyInfo {
         let mut opener = CeremonyServiceClient::new(self.channel().await);
@@ -274,8 +274,15 @@ impl TestNode {
 
     /// Generates a key under dual control (as the default policy asks for national keys).
     pub async fn generate(&self, key_type: &str) -> hkms::proto::Key {
-        let done = self.ceremony("generate", &[("key_type", key_type)]).await;
-        assert_eq!(done.state, "done", "{}", done.result);
+        let done = self
+            .ceremony(hkms::proto::Operation::Generate, &[("key_type", key_type)])
+            .await;
+        assert_eq!(
+            done.state(),
+            hkms::proto::CeremonyState::Done,
+            "{}",
+            done.result
+        );
         let id = key_id_in(&done.result).expect("key id in the ceremony result");
         self.client()
             .await
@@ -793,7 +800,7 @@ pub async fn registered_labels(
         .into_inner()
         .transport_keys;
     keys.iter()
-        .filter(|k| k.state != "destroyed")
+        .filter(|k| k.state() != hkms::proto::KeyState::Destroyed)
         .map(|k| format!("hkms/{}", k.id))
         .chain(cards.iter().flat_map(|c| {
             [

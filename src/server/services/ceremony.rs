@@ -10,6 +10,7 @@ use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
 use super::super::pipeline::unary;
+use super::convert::as_node_str;
 
 /// The ceremony service over one node.
 pub struct CeremonyApi {
@@ -47,7 +48,7 @@ pub async fn sweep_components(node: Arc<Node>) {
 pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
     proto::CeremonyInfo {
         id: c.id.clone(),
-        operation: c.action.operation().as_str().to_string(),
+        operation: proto::Operation::from(c.action.operation()).into(),
         params: c.action.params().into_iter().collect(),
         opener: c.opener.clone(),
         quorum: c.quorum,
@@ -61,7 +62,7 @@ pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
             .collect(),
         created_at: c.created_at.clone(),
         expires_at: c.expires_at,
-        state: c.state.as_str().to_string(),
+        state: proto::CeremonyState::from(c.state).into(),
         result: c.result.clone(),
         components_entered: u32::try_from(c.components_entered).unwrap_or(u32::MAX),
     }
@@ -74,8 +75,9 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::OpenCeremonyRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "OpenCeremony", request, |n, req, r| {
+            let operation = as_node_str::<proto::Operation>(r.operation)?;
             let params = r.params.into_iter().collect();
-            let action = input::ceremony_action(req, &r.operation, &params)?;
+            let action = input::ceremony_action(req, operation, &params)?;
             n.ceremonies().open_ceremony(req, action)
         })
         .await?;
@@ -136,10 +138,11 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::ListCeremoniesRequest>,
     ) -> Result<Response<proto::ListCeremoniesResponse>, Status> {
         let list = unary(&self.node, "ListCeremonies", request, |n, req, r| {
-            if !r.state.is_empty() {
-                req.param("state", &r.state);
+            let state = as_node_str::<proto::CeremonyState>(r.state)?;
+            if !state.is_empty() {
+                req.param("state", state);
             }
-            let state = input::ceremony_state(&r.state)?;
+            let state = input::ceremony_state(state)?;
             n.ceremonies().list_ceremonies(req, state)
         })
         .await?;

@@ -10,6 +10,7 @@ use crate::proto;
 use crate::proto::key_service_server::KeyService;
 
 use super::super::pipeline::{Batcher, unary};
+use super::convert::as_node_str;
 
 /// The key service over one node.
 pub struct KeyApi {
@@ -32,8 +33,8 @@ pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
     proto::Key {
         id: r.id.to_string(),
         key_type: r.key_type.as_str().to_string(),
-        algorithm: r.algorithm.as_str().to_string(),
-        tier: r.tier.as_str().to_string(),
+        algorithm: proto::Algorithm::from(r.algorithm).into(),
+        tier: proto::Tier::from(r.tier).into(),
         region: r.region.to_string(),
         parent_id: r
             .parent_id
@@ -42,9 +43,9 @@ pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
             .unwrap_or_default(),
         factor: r.factor.as_ref().map(|f| f.to_hex()).unwrap_or_default(),
         kcv: r.kcv.to_hex(),
-        kcv_method: r.kcv.method.as_str().to_string(),
+        kcv_method: proto::KcvMethod::from(r.kcv.method).into(),
         version: r.version,
-        state: r.state.as_str().to_string(),
+        state: proto::KeyState::from(r.state).into(),
         created_at: r.created_at.clone(),
         updated_at: r.updated_at.clone(),
     }
@@ -110,17 +111,21 @@ impl KeyService for KeyApi {
         request: Request<proto::ListKeysRequest>,
     ) -> Result<Response<proto::ListKeysResponse>, Status> {
         let keys = unary(&self.node, "ListKeys", request, |n, req, r| {
+            // Enum fields arrive as numbers: an unknown one is refused here; UNSPECIFIED is
+            // the empty word, no filter.
+            let tier = as_node_str::<proto::Tier>(r.tier)?;
+            let state = as_node_str::<proto::KeyState>(r.state)?;
             for (name, sent) in [
-                ("tier", &r.tier),
-                ("region", &r.region),
-                ("key_type", &r.key_type),
-                ("state", &r.state),
+                ("tier", tier),
+                ("region", r.region.as_str()),
+                ("key_type", r.key_type.as_str()),
+                ("state", state),
             ] {
                 if !sent.is_empty() {
                     req.param(name, sent);
                 }
             }
-            let filter = input::key_filter(&r.tier, &r.region, &r.key_type, &r.state)?;
+            let filter = input::key_filter(tier, &r.region, &r.key_type, state)?;
             n.keys().list_keys(req, &filter)
         })
         .await?;
@@ -136,15 +141,17 @@ impl KeyService for KeyApi {
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
         let key = unary(&self.node, "ChangeKeyState", request, |n, req, r| {
+            let state = as_node_str::<proto::KeyState>(r.state)?;
+            let expected = as_node_str::<proto::KeyState>(r.expected_state)?;
             req.param("id", &r.id);
-            req.param("state", &r.state);
-            if !r.expected_state.is_empty() {
-                req.param("expected_state", &r.expected_state);
+            req.param("state", state);
+            if !expected.is_empty() {
+                req.param("expected_state", expected);
             }
             let id = input::key_id(&r.id)?;
-            let next = input::key_state("state", &r.state)?;
-            let expected = (!r.expected_state.is_empty())
-                .then(|| input::key_state("expected state", &r.expected_state))
+            let next = input::key_state("state", state)?;
+            let expected = (!expected.is_empty())
+                .then(|| input::key_state("expected state", expected))
                 .transpose()?;
             n.keys().change_key_state(req, &id, next, expected)
         })

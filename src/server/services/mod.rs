@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod card;
 pub mod ceremony;
+pub mod convert;
 pub mod keys;
 pub mod policy;
 pub mod transport;

@@ -33,7 +33,7 @@ fn info(t: &TransportKey) -> proto::TransportKeyInfo {
     proto::TransportKeyInfo {
         card_id: t.card_id.clone(),
         region: t.region.to_string(),
-        role: t.role.to_string(),
+        role: proto::TransportKeyRole::from(t.role).into(),
         kcv: t.kcv.clone(),
         ceremony_id: t.ceremony_id.clone().unwrap_or_default(),
         created_at: t.created_at.clone(),
