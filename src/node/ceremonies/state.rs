@@ -25,6 +25,17 @@ pub enum CeremonyState {
 }
 
 impl CeremonyState {
+    /// Every state, in the order a ceremony can reach them.
+    pub const ALL: [CeremonyState; 7] = [
+        CeremonyState::Open,
+        CeremonyState::Running,
+        CeremonyState::Done,
+        CeremonyState::Failed,
+        CeremonyState::Cancelled,
+        CeremonyState::Expired,
+        CeremonyState::Used,
+    ];
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,18 +50,10 @@ impl CeremonyState {
     }
 
     pub(crate) fn parse(s: &str) -> Result<CeremonyState, NodeError> {
-        [
-            CeremonyState::Open,
-            CeremonyState::Running,
-            CeremonyState::Done,
-            CeremonyState::Failed,
-            CeremonyState::Cancelled,
-            CeremonyState::Expired,
-            CeremonyState::Used,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
-        .ok_or_else(|| NodeError::Internal(format!("ceremony state `{s}` in the registry")))
+        CeremonyState::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| NodeError::Internal(format!("ceremony state `{s}` in the registry")))
     }
 }
 
