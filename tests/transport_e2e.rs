@@ -433,9 +433,48 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     let out = guangzhou.cli_as(GZ_SYSTEM, &["transport", "list"]);
     assert!(stdout(&out).contains(&gz_card.card_id), "{}", stdout(&out));
 
-    // Offline inspection shows the header and nothing secret.
+    // The province exports with the CLI, its credentials given as flags (not the environment);
+    // --key is the caller's TLS key, --key-id the key to export.
+    let pki = guangdong.dir.path().join("pki");
     let file = tokens.path().join("gz.pkg");
-    std::fs::write(&file, export(&guangdong, &gz_key.id, "440100").await).expect("write");
+    let flag = |name: &str| pki.join(name).display().to_string();
+    let (cert, key, ca) = (flag("officer.pem"), flag("officer.key"), flag("ca.pem"));
+    let export_cli = |credentials: &[&str]| {
+        std::process::Command::new(support::hkms_bin())
+            .args([
+                "package", "export", "--key-id", &gz_key.id, "--region", "440100",
+            ])
+            .arg("--out")
+            .arg(&file)
+            .args(["--server", &guangdong.url()])
+            .args(credentials)
+            // No dev PKI here to fall back on.
+            .current_dir(tokens.path())
+            .env_remove("HKMS_CERT")
+            .env_remove("HKMS_KEY")
+            .env_remove("HKMS_CA")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("hkms package export")
+    };
+    // A certificate alone is refused before connecting, naming what is missing.
+    let out = export_cli(&["--cert", &cert]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        support::stderr(&out).contains("--cert given without the rest"),
+        "{}",
+        support::stderr(&out)
+    );
+    assert!(!file.exists());
+    let out = export_cli(&["--cert", &cert, "--key", &key, "--ca", &ca]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    assert!(stdout(&out).contains("gz.pkg"), "{}", stdout(&out));
+    let exported =
+        hkms::transport::Package::decode(&std::fs::read(&file).expect("read")).expect("a package");
+    assert_eq!(exported.header.source_key_id, gz_key.id);
+    assert_eq!(exported.header.recipient_region, "440100");
+
+    // Offline inspection shows the header and nothing secret.
     let o = std::process::Command::new(support::hkms_bin())
         .args(["package", "inspect", &file.display().to_string()])
         .output()

@@ -57,9 +57,9 @@ pub enum TransportCommand {
 pub enum PackageCommand {
     /// Wrap a sub-key for its region into a package file.
     Export {
-        /// The key to export.
+        /// The id of the key to export (`--key` names the caller's TLS key).
         #[arg(long)]
-        key: String,
+        key_id: String,
         /// The recipient region (the key's own region).
         #[arg(long)]
         region: String,
@@ -169,7 +169,7 @@ impl PackageCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             PackageCommand::Export {
-                key,
+                key_id,
                 region,
                 card_id,
                 out,
@@ -178,7 +178,7 @@ impl PackageCommand {
                 let mut c = TransportServiceClient::new(client.channel().await?);
                 let p = c
                     .export_key(proto::ExportKeyRequest {
-                        key_id: key,
+                        key_id,
                         recipient_region: region,
                         card_id: card_id.unwrap_or_default(),
                     })
