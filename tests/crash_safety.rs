@@ -7,8 +7,9 @@
 //!
 //! Two nodes: the ministry (ceremonies, derivations, exports) and Guangdong (imports of the
 //! ministry's packages). A "random point" is: after a random number of acknowledged requests of
-//! the flow, plus a random delay of 0-10 ms. The schedule is seeded: the seed is printed, and
-//! `HKMS_CRASH_SEED=N` repeats it.
+//! the flow, plus a random delay of 0-10 ms. The schedule is seeded: the same fixed seed in
+//! every normal run; the seed is printed, `HKMS_CRASH_SEED=N` repeats a run and
+//! `HKMS_RANDOM_SEEDS=1` asks for a new random schedule.
 //!
 //! A single test: it reads the tokens through this process's PKCS#11 module.
 
@@ -399,7 +400,7 @@ async fn top_up(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknowledged() {
-    let mut rng = XorShift::from_env("HKMS_CRASH_SEED");
+    let mut rng = XorShift::from_env("HKMS_CRASH_SEED", 20_261_207);
     let tokens = tempfile::tempdir().expect("tempdir");
     let softhsm = tokens.path().join("softhsm");
     let t_ministry = make_token(&softhsm, "ministry");

@@ -262,7 +262,29 @@ mod tests {
         assert!(matches!(Package::decode(&b), Err(PackageError::Header(_))));
     }
 
+    /// Fixed in a normal run; `PROPTEST_RNG_SEED=N` repeats a run and `HKMS_RANDOM_SEEDS=1`
+    /// asks for a new seed (printed either way), as in the tests/ folder.
+    fn rng_seed() -> proptest::test_runner::RngSeed {
+        let asked = std::env::var("PROPTEST_RNG_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        let random =
+            std::env::var_os("HKMS_RANDOM_SEEDS").is_some_and(|v| !v.is_empty() && v != "0");
+        let seed = match asked {
+            Some(seed) => seed,
+            None if random => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+            None => 1,
+        };
+        eprintln!("seed: PROPTEST_RNG_SEED={seed}");
+        proptest::test_runner::RngSeed::Fixed(seed)
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig { rng_seed: rng_seed(), ..ProptestConfig::default() })]
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = Package::decode(&bytes);

@@ -825,24 +825,36 @@ pub fn orphan_report(node: &TestNode) -> (Vec<String>, usize, String) {
     (orphans, missing, text + &stderr(&o))
 }
 
+/// Asks every seeded test (crash schedules, soak clients, property tests) for a new random
+/// seed instead of its fixed one: `HKMS_RANDOM_SEEDS=1 cargo test`.
+pub const RANDOM_SEEDS: &str = "HKMS_RANDOM_SEEDS";
+
+/// The seed of a test: the number in `env` when it holds one (to repeat a run); a new one from
+/// the clock when [`RANDOM_SEEDS`] is set; otherwise `fixed`, so that a normal run does the same
+/// every time. The seed is printed either way, so that a failing run can be repeated.
+pub fn test_seed(env: &str, fixed: u64) -> u64 {
+    let seed = match std::env::var(env).ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => seed,
+        None if std::env::var_os(RANDOM_SEEDS).is_some_and(|v| !v.is_empty() && v != "0") => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        }
+        None => fixed,
+    };
+    eprintln!("seed: {env}={seed}");
+    seed
+}
+
 /// A tiny seeded xorshift64* generator for random but reproducible test schedules.
 pub struct XorShift(u64);
 
 impl XorShift {
-    /// Seeded from `env` when it holds a number, otherwise from the clock; the seed is printed
-    /// so that a failing run can be repeated.
-    pub fn from_env(env: &str) -> XorShift {
-        let seed = std::env::var(env)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("random schedule: {env}={seed}");
-        XorShift(seed.max(1))
+    /// Seeded by [`test_seed`]: `fixed` in a normal run, `env` to repeat a run, random when
+    /// [`RANDOM_SEEDS`] asks for it.
+    pub fn from_env(env: &str, fixed: u64) -> XorShift {
+        XorShift(test_seed(env, fixed).max(1))
     }
 
     /// Seeded with `seed` (for one client of a seeded schedule).
