@@ -7,8 +7,9 @@
 //!
 //! Two nodes: the ministry (ceremonies, derivations, exports) and Guangdong (imports of the
 //! ministry's packages). A "random point" is: after a random number of acknowledged requests of
-//! the flow, plus a random delay of 0-10 ms. The schedule is seeded: the seed is printed, and
-//! `HKMS_CRASH_SEED=N` repeats it.
+//! the flow, plus a random delay of 0-10 ms. The schedule is seeded: the same fixed seed in
+//! every normal run; the seed is printed, `HKMS_CRASH_SEED=N` repeats a run and
+//! `HKMS_RANDOM_SEEDS=1` asks for a new random schedule.
 //!
 //! A single test: it reads the tokens through this process's PKCS#11 module.
 
@@ -399,7 +400,7 @@ async fn top_up(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknowledged() {
-    let mut rng = XorShift::from_env("HKMS_CRASH_SEED");
+    let mut rng = XorShift::from_env("HKMS_CRASH_SEED", 20_261_207);
     let tokens = tempfile::tempdir().expect("tempdir");
     let softhsm = tokens.path().join("softhsm");
     let t_ministry = make_token(&softhsm, "ministry");
@@ -456,6 +457,8 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
     let mut orphans_seen = 0;
     let bundles = tempfile::tempdir().expect("tempdir");
     let mut n = 0;
+    // Kills that came after at least one acknowledged request, and kills that cut one short.
+    let (mut kills_after_acks, mut kills_that_cut) = (0, 0);
 
     for round in 0..ROUNDS {
         for flow in ["ceremony", "derive", "export", "import"] {
@@ -581,6 +584,8 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
                 }
             }
             n += 1;
+            kills_after_acks += usize::from(count > 0);
+            kills_that_cut += usize::from(cut > 0);
             let (node, auditor) = if target == "ministry" {
                 (&ministry, AUDITOR)
             } else {
@@ -602,6 +607,20 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
         }
     }
     assert!(kills.values().all(|k| *k == ROUNDS) && n >= 20, "{kills:?}");
+    // The kills tested something: most came after acknowledged requests and cut others short
+    // (a kill may come after none, or after the last, by the schedule).
+    eprintln!(
+        "{kills_after_acks} of {n} kills came after acknowledged requests, \
+         {kills_that_cut} cut requests short"
+    );
+    assert!(
+        kills_after_acks * 2 >= n,
+        "only {kills_after_acks} of {n} kills came after an acknowledged request"
+    );
+    assert!(
+        kills_that_cut * 2 >= n,
+        "only {kills_that_cut} of {n} kills cut a request short"
+    );
 
     // The orphan check's cleanup leaves token and registry in exact agreement. It needs the
     // node to itself: with the server running it destroys nothing.

@@ -7,11 +7,18 @@ use hkms::audit::verify::verify_bundle;
 use hkms::hierarchy::{Factor, KeyId, Region};
 use hkms::policy::{Identity, Policy};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
+
+mod support;
 
 const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: RngSeed::Fixed(support::test_seed("PROPTEST_RNG_SEED", 1)),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn region_codes_parse_or_refuse(code in ".{0,10}") {

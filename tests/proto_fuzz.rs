@@ -15,7 +15,7 @@ mod support;
 
 use hkms::proto;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
 use support::{TestNode, stdout};
@@ -447,6 +447,7 @@ fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases,
         failure_persistence: None,
+        rng_seed: RngSeed::Fixed(support::test_seed("PROPTEST_RNG_SEED", 1)),
         ..Config::default()
     })
 }

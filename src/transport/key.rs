@@ -65,4 +65,10 @@ mod tests {
         }
         assert_eq!(TransportRole::parse("Issued"), None);
     }
+
+    #[test]
+    fn a_role_displays_as_its_stored_name() {
+        assert_eq!(TransportRole::Issued.to_string(), "issued");
+        assert_eq!(TransportRole::Loaded.to_string(), "loaded");
+    }
 }

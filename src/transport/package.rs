@@ -262,7 +262,53 @@ mod tests {
         assert!(matches!(Package::decode(&b), Err(PackageError::Header(_))));
     }
 
+    #[test]
+    fn the_length_limits_are_inclusive() {
+        // A header of exactly 4096 bytes (JSON may end in spaces) and a wrapped key of exactly
+        // 512 decode; one byte more of either is refused as too long.
+        let at_limit = |header_len: usize, wrapped_len: usize| {
+            let mut p = package();
+            p.header_bytes.resize(header_len, b' ');
+            p.wrapped = vec![7; wrapped_len];
+            p
+        };
+        let p = at_limit(MAX_HEADER, MAX_WRAPPED);
+        assert_eq!(Package::decode(&p.encode().unwrap()), Ok(p));
+        let p = at_limit(MAX_HEADER + 1, MAX_WRAPPED);
+        assert_eq!(
+            Package::decode(&p.encode().unwrap()),
+            Err(PackageError::TooLong("header"))
+        );
+        let p = at_limit(MAX_HEADER, MAX_WRAPPED + 1);
+        assert_eq!(
+            Package::decode(&p.encode().unwrap()),
+            Err(PackageError::TooLong("wrapped key"))
+        );
+    }
+
+    /// Fixed in a normal run; `PROPTEST_RNG_SEED=N` repeats a run and `HKMS_RANDOM_SEEDS=1`
+    /// asks for a new seed (printed either way), as in the tests/ folder.
+    fn rng_seed() -> proptest::test_runner::RngSeed {
+        let asked = std::env::var("PROPTEST_RNG_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok());
+        let random =
+            std::env::var_os("HKMS_RANDOM_SEEDS").is_some_and(|v| !v.is_empty() && v != "0");
+        let seed = match asked {
+            Some(seed) => seed,
+            None if random => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+            None => 1,
+        };
+        eprintln!("seed: PROPTEST_RNG_SEED={seed}");
+        proptest::test_runner::RngSeed::Fixed(seed)
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig { rng_seed: rng_seed(), ..ProptestConfig::default() })]
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = Package::decode(&bytes);

@@ -728,11 +728,62 @@ pub fn verified_records(node: &TestNode, auditor: &str, out: &Path) -> Vec<serde
         stdout(&v),
         stderr(&v)
     );
+    chain_by_sha2(out);
     std::fs::read_to_string(out.join("records.jsonl"))
         .expect("records.jsonl")
         .lines()
         .map(|l| serde_json::from_str(l).expect("record"))
         .collect()
+}
+
+/// Recomputes every record hash of an exported bundle with the `sha2` crate, following the
+/// words of docs/audit-format.md §2 rather than hkms's `line_hash`: a record's hash is the
+/// SHA-256 of its line's bytes without the newline, as 64 lowercase hex digits; record 1's
+/// `prev` is 64 zeros and every other record's `prev` is the hash of the line before it; every
+/// checkpoint's `head` is the hash of its record. Returns the hashes in line order.
+pub fn chain_by_sha2(bundle: &Path) -> Vec<String> {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read_to_string(bundle.join("records.jsonl")).expect("records.jsonl");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "records.jsonl does not end with a newline"
+    );
+    let mut hashes: Vec<String> = Vec::new();
+    let mut first_seq = None;
+    for (i, line) in text.split_terminator('\n').enumerate() {
+        let r: serde_json::Value = serde_json::from_str(line).expect("record");
+        let seq = r["seq"].as_u64().expect("seq");
+        let first = *first_seq.get_or_insert(seq);
+        assert_eq!(seq, first + i as u64, "line {} holds record {seq}", i + 1);
+        let prev = r["prev"].as_str().expect("prev");
+        match hashes.last() {
+            Some(h) => assert_eq!(
+                prev, h,
+                "record {seq}: prev is not the hash of the line before"
+            ),
+            None if seq == 1 => assert_eq!(prev, "0".repeat(64), "record 1: prev is not GENESIS"),
+            // A partial export: the first prev points outside the bundle.
+            None => {}
+        }
+        hashes.push(hex::encode(Sha256::digest(line.as_bytes())));
+    }
+    let checkpoints =
+        std::fs::read_to_string(bundle.join("checkpoints.jsonl")).expect("checkpoints.jsonl");
+    for line in checkpoints.lines() {
+        let c: serde_json::Value = serde_json::from_str(line).expect("checkpoint");
+        let seq = c["seq"].as_u64().expect("seq");
+        if let Some(h) = first_seq
+            .and_then(|f| seq.checked_sub(f))
+            .and_then(|i| hashes.get(i as usize))
+        {
+            assert_eq!(
+                c["head"],
+                h.as_str(),
+                "checkpoint {seq}: head is not its record's hash"
+            );
+        }
+    }
+    hashes
 }
 
 /// The slot of the token labelled `label`, as this process's PKCS#11 module sees it.
@@ -832,24 +883,36 @@ pub fn orphan_report(node: &TestNode) -> (Vec<String>, usize, String) {
     (orphans, missing, text + &stderr(&o))
 }
 
+/// Asks every seeded test (crash schedules, soak clients, property tests) for a new random
+/// seed instead of its fixed one: `HKMS_RANDOM_SEEDS=1 cargo test`.
+pub const RANDOM_SEEDS: &str = "HKMS_RANDOM_SEEDS";
+
+/// The seed of a test: the number in `env` when it holds one (to repeat a run); a new one from
+/// the clock when [`RANDOM_SEEDS`] is set; otherwise `fixed`, so that a normal run does the same
+/// every time. The seed is printed either way, so that a failing run can be repeated.
+pub fn test_seed(env: &str, fixed: u64) -> u64 {
+    let seed = match std::env::var(env).ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => seed,
+        None if std::env::var_os(RANDOM_SEEDS).is_some_and(|v| !v.is_empty() && v != "0") => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        }
+        None => fixed,
+    };
+    eprintln!("seed: {env}={seed}");
+    seed
+}
+
 /// A tiny seeded xorshift64* generator for random but reproducible test schedules.
 pub struct XorShift(u64);
 
 impl XorShift {
-    /// Seeded from `env` when it holds a number, otherwise from the clock; the seed is printed
-    /// so that a failing run can be repeated.
-    pub fn from_env(env: &str) -> XorShift {
-        let seed = std::env::var(env)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("random schedule: {env}={seed}");
-        XorShift(seed.max(1))
+    /// Seeded by [`test_seed`]: `fixed` in a normal run, `env` to repeat a run, random when
+    /// [`RANDOM_SEEDS`] asks for it.
+    pub fn from_env(env: &str, fixed: u64) -> XorShift {
+        XorShift(test_seed(env, fixed).max(1))
     }
 
     /// Seeded with `seed` (for one client of a seeded schedule).
