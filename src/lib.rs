@@ -1,7 +1,8 @@
 //! hkms: a hierarchical key management service in front of PKCS#11 HSMs, for a national smart
 //! card programme. The HSM does the cryptography and holds every key; hkms keeps the key
 //! hierarchy (national → provincial → municipal), decides who may ask for what, and records it.
-//! See docs/design.md for the design and docs/architecture.md for the layout: each module below is one layer.
+//! See docs/design.md for the design and docs/architecture.md for the layout: each module
+//! below is one layer.
 
 #![deny(missing_docs)]
 
