@@ -461,7 +461,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     let out = export_cli(&["--cert", &cert]);
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(
-        support::stderr(&out).contains("--cert given without the rest"),
+        support::stderr(&out).contains("--cert given without --key"),
         "{}",
         support::stderr(&out)
     );

@@ -34,27 +34,21 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// The caller's certificate, key and CA: all three as given, or, when none is given, the
-    /// dev officer's from `scripts/dev-up`. Some but not all is refused: a certificate paired
-    /// with the dev officer's key would fail later with an unreadable TLS error.
+    /// The caller's certificate, key and CA, each as given or else from the dev PKI of
+    /// `scripts/dev-up`. The certificate and its key come together or not at all: a
+    /// certificate paired with the dev officer's key would fail later with an unreadable TLS
+    /// error.
     fn credentials(&self) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
-        if let (Some(cert), Some(key), Some(ca)) = (&self.cert, &self.key, &self.ca) {
-            return Ok((cert.clone(), key.clone(), ca.clone()));
-        }
-        let given: Vec<&str> = [
-            (self.cert.is_some(), "--cert"),
-            (self.key.is_some(), "--key"),
-            (self.ca.is_some(), "--ca"),
-        ]
-        .into_iter()
-        .filter_map(|(set, flag)| set.then_some(flag))
-        .collect();
-        if !given.is_empty() {
-            anyhow::bail!(
-                "{} given without the rest: pass --cert, --key and --ca together (or HKMS_CERT, \
-                 HKMS_KEY, HKMS_CA), or none of them to use the dev PKI in {DEV_PKI}/",
-                given.join(" and ")
-            );
+        match (&self.cert, &self.key) {
+            (Some(_), None) => anyhow::bail!(
+                "--cert given without --key: pass the certificate's private key with --key (or \
+                 HKMS_KEY), or neither to act as the dev officer"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "--key given without --cert: pass the key's certificate with --cert (or \
+                 HKMS_CERT), or neither to act as the dev officer"
+            ),
+            _ => {}
         }
         let dev = Path::new(DEV_PKI);
         let pick =
