@@ -17,8 +17,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use cipher::{Array, BlockCipherEncrypt, KeyInit};
 use cmac::{Cmac, Mac};
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
@@ -28,7 +26,7 @@ use hkms::hsm::mechanisms::{
     AES_CMAC, AES_KEY_WRAP_PAD, MechanismNumber, allowed_mechanisms_attribute,
 };
 use hkms::hsm::transport::{CardToken, transport_label};
-use hkms::hsm::{HsmConfig, Lifetime, PinSource, Pkcs11Token, SecretKeySpec, TokenLocator};
+use hkms::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use hkms::transport::{Package, PackageHeader};
 use secrecy::SecretString;
 use support::{SO_PIN, USER_PIN, aes_kcv, make_token, slot_of};
@@ -131,17 +129,6 @@ fn software_package(header: &[u8], wrapped: &[u8], mac_key: &[u8]) -> Vec<u8> {
     let mac = cmac_aes128(mac_key, &out);
     out.extend_from_slice(&mac);
     out
-}
-
-fn open(token: &support::Token, label: &str) -> Pkcs11Token {
-    Pkcs11Token::open(&HsmConfig {
-        module: token.module.clone(),
-        locator: TokenLocator::by_label(label),
-        pin: PinSource::File(token.pin_file.clone()),
-        sessions: 2,
-        session_wait: Duration::from_secs(5),
-    })
-    .expect("open token")
 }
 
 /// Plants the fixed keys: the sub-key (exportable, hkms's template) and the issuer's trusted
@@ -266,8 +253,8 @@ fn packages_made_by_hkms_on_softhsm2_equal_the_software_known_answers() {
     make_token(&softhsm, "card-440000");
     let sub_label = "hkms/kat-sub-key";
     plant(&ministry_token, &transport, &sub_key, sub_label);
-    let ministry = open(&ministry_token, "ministry");
-    let province = open(&ministry_token, "province");
+    let ministry = support::open_token(&ministry_token, "ministry");
+    let province = support::open_token(&ministry_token, "province");
     let card = CardToken::open(
         &ministry_token.module,
         &TokenLocator::by_label("card-440000"),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hkms::hierarchy::{Algorithm, Usage};
 use hkms::hsm::transport::CardToken;
-use hkms::hsm::{HsmConfig, Lifetime, PinSource, Pkcs11Token, SecretKeySpec, TokenLocator};
+use hkms::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use hkms::proto;
 use hkms::store::SqliteStore;
 use hkms::transport::Package;
@@ -259,14 +259,7 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
     );
 
     // The bureau loads its card into its own token, authenticates and unwraps every package.
-    let bureau = Pkcs11Token::open(&HsmConfig {
-        module: t_city.module.clone(),
-        locator: TokenLocator::by_label("bureau-hsm"),
-        pin: PinSource::File(t_city.pin_file.clone()),
-        sessions: 2,
-        session_wait: Duration::from_secs(5),
-    })
-    .expect("bureau token");
+    let bureau = support::open_token(&t_city, "bureau-hsm");
     let bureau_card = CardToken::open(
         &t_city.module,
         &TokenLocator::by_label("bureau-card"),

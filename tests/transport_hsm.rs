@@ -6,24 +6,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use hkms::hierarchy::{Algorithm, Factor, Region, Usage};
 use hkms::hsm::transport::CardToken;
-use hkms::hsm::{HsmConfig, Lifetime, PinSource, Pkcs11Token, SecretKeySpec, TokenLocator};
+use hkms::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use secrecy::SecretString;
 use support::{SO_PIN, USER_PIN, make_token};
-
-fn open(token: &support::Token, label: &str) -> Pkcs11Token {
-    Pkcs11Token::open(&HsmConfig {
-        module: token.module.clone(),
-        locator: TokenLocator::by_label(label),
-        pin: PinSource::File(token.pin_file.clone()),
-        sessions: 2,
-        session_wait: Duration::from_secs(5),
-    })
-    .expect("open token")
-}
 
 fn spec(label: &str, exportable: bool) -> SecretKeySpec {
     SecretKeySpec {
@@ -46,8 +33,8 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
     // SAFETY: the only test of this binary; set before anything loads the module.
     unsafe { std::env::set_var("SOFTHSM2_CONF", &ministry_token.conf) };
 
-    let ministry = open(&ministry_token, "ministry");
-    let province = open(&ministry_token, "province");
+    let ministry = support::open_token(&ministry_token, "ministry");
+    let province = support::open_token(&ministry_token, "province");
     let user_pin = SecretString::from(USER_PIN);
     let so_pin = SecretString::from(SO_PIN);
     let card = CardToken::open(

@@ -590,6 +590,19 @@ pub fn plant(
     id
 }
 
+/// Opens token `label` of `token`'s folder as hkms's HSM layer does (its user PIN file, two
+/// sessions, a 5 s session wait), for tests that drive the HSM layer directly.
+pub fn open_token(token: &Token, label: &str) -> hkms::hsm::Pkcs11Token {
+    hkms::hsm::Pkcs11Token::open(&hkms::hsm::HsmConfig {
+        module: token.module.clone(),
+        locator: hkms::hsm::TokenLocator::by_label(label),
+        pin: hkms::hsm::PinSource::File(token.pin_file.clone()),
+        sessions: 2,
+        session_wait: Duration::from_secs(5),
+    })
+    .expect("open token")
+}
+
 /// Loads and initialises the PKCS#11 module in this test process for the token folder of
 /// `token`. Only for test binaries that hold a single test (SOFTHSM2_CONF is process-wide).
 pub fn init_pkcs11(token: &Token) -> cryptoki::context::Pkcs11 {
