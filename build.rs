@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("hkms_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // A body that does not decode is the caller's error (src/proto/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::proto::codec::ApiCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

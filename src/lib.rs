@@ -19,11 +19,14 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod wiping_alloc;
 
 /// The public gRPC API, generated from `proto/hkms/v1/`.
 #[allow(missing_docs)]
 pub mod proto {
     tonic::include_proto!("hkms.v1");
+
+    pub mod codec;
 
     /// Encoded descriptors of the API, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["audit", "card", "transport", "durable"],
     &["policy"],
     &["hierarchy"],
-    &["proto"],
+    &["proto", "wiping_alloc"],
 ];
 
 /// A module path, `["node", "core", "log"]`; the crate root is `[]`.

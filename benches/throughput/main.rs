@@ -29,6 +29,12 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
+/// The server's allocator (src/main.rs), so the bare front-end and the raw loop pay for the
+/// wipe on free as the node does.
+#[global_allocator]
+static ALLOCATOR: hkms::wiping_alloc::WipeOnFree<mimalloc::MiMalloc> =
+    hkms::wiping_alloc::WipeOnFree(mimalloc::MiMalloc);
+
 mod bare;
 mod calls;
 mod memory;

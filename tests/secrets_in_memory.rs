@@ -1,0 +1,226 @@
+//! Secrets leave the server's memory when their requests end: after a window's PIN unblock and
+//! reload (card PINs, cardholder and agent ID numbers) and a key entered by two custodians
+//! (clear components), the test closes its connections and scans every writable mapping of
+//! the running `hkms serve` process (`/proc/<pid>/mem`) for the planted values, in the forms
+//! the server held them: text, PIN blocks, component bytes and the combined key.
+//!
+//! What may stay, and is not scanned for: values inside the token library's own memory
+//! (SoftHSM2 wipes its secure buffers itself).
+
+mod support;
+
+use std::io::{Read, Seek, SeekFrom};
+use std::time::{Duration, Instant};
+
+use hkms::proto::{
+    self, card_service_client::CardServiceClient, ceremony_service_client::CeremonyServiceClient,
+};
+use hkms::store::SqliteStore;
+use support::{PlantSpot, TestNode, aes_child, aes_kcv, make_token, node_config};
+
+const WINDOW: &str = "hkms://window/municipal/440100/counter-1";
+const UNBLOCK_PIN: &str = "804613";
+const RELOAD_PIN: &str = "593017";
+const CARDHOLDER_ID: &str = "HKMSWIPE7Q3Z9X1CARDHOLDER";
+const AGENT_ID: &str = "HKMSWIPE5K8M2AGENTIDNUMBER";
+
+/// Where `needle` occurs in the writable memory of process `pid`: one line per hit naming the
+/// mapping.
+fn find_in_memory(pid: u32, needle: &[u8]) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/pid/mem");
+    let mut hits = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        // Writable mappings: heap, stacks, anonymous memory. Read-only ones are the program's
+        // and libraries' code and constants.
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let name = fields.nth(3).unwrap_or("[anonymous]");
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let start = u64::from_str_radix(start, 16).expect("start");
+        let end = u64::from_str_radix(end, 16).expect("end");
+        let mut at = start;
+        while at < end {
+            // In chunks that overlap by the needle's length, so nothing straddles unseen.
+            let len = (end - at).min(1 << 22) as usize;
+            let mut buf = vec![0u8; len];
+            if mem.seek(SeekFrom::Start(at)).is_err() || mem.read_exact(&mut buf).is_err() {
+                break;
+            }
+            if let Some(i) = memchr::memmem::find(&buf, needle) {
+                hits.push(format!("{:#x} in {name} ({perms})", at + i as u64));
+            }
+            if at + len as u64 >= end {
+                break;
+            }
+            at += (len - needle.len()) as u64;
+        }
+    }
+    hits
+}
+
+/// The scan reads the server's heap: the node's folder, which it holds for its whole life, is
+/// found.
+fn assert_scan_sees_the_heap(node: &TestNode, pid: u32) {
+    use std::os::unix::ffi::OsStrExt;
+    let folder = node.dir.path().as_os_str().as_bytes();
+    assert!(
+        !find_in_memory(pid, folder).is_empty(),
+        "the scan cannot see the server's memory"
+    );
+}
+
+/// Scans until none of `secrets` is found or 10 s have passed (the server frees a closed
+/// connection's buffers on its own schedule); returns what is still there.
+fn left_in_memory(pid: u32, secrets: &[(&str, Vec<u8>)]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<String> = secrets
+            .iter()
+            .flat_map(|(what, value)| {
+                find_in_memory(pid, value)
+                    .into_iter()
+                    .map(move |hit| format!("{what} at {hit}"))
+            })
+            .collect();
+        if found.is_empty() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn card_request(pin: &str) -> proto::CardCommandRequest {
+    proto::CardCommandRequest {
+        card_serial: "1234567890ABCDEF".into(),
+        challenge: "0123456789ABCDEF".into(),
+        pin: pin.into(),
+        served_by: "Li Wei".into(),
+        cardholder_id: CARDHOLDER_ID.into(),
+        agent_id: AGENT_ID.into(),
+    }
+}
+
+/// Runs `client` on a runtime of its own and drops it after, as a client program that exits:
+/// its connections close, and the server ends its side of them.
+fn as_a_client_program<F: std::future::Future<Output = ()>>(client: F) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(client);
+    drop(runtime);
+}
+
+#[test]
+fn pins_and_id_numbers_are_gone_from_memory_once_the_window_disconnects() {
+    // A city node with known card masters.
+    let tokens = tempfile::tempdir().expect("tempdir");
+    let token = make_token(&tokens.path().join("softhsm"), "guangzhou");
+    let pkcs11 = support::init_pkcs11(&token);
+    let root = hex::decode("00112233445566778899AABBCCDDEEFF").expect("hex");
+    let master = aes_child(&aes_child(&root, "440000"), "440100");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
+    let at = PlantSpot {
+        pkcs11: &pkcs11,
+        token: &token.label,
+        store: &store,
+        region: "440100",
+    };
+    support::plant_aes(&at, "pin-unblock", &master);
+    support::plant_aes(&at, "pin-reload", &master);
+    drop(store);
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        node_config("440100", "municipal", "440100", &token),
+    )
+    .expect("config");
+    let node = TestNode::start_in(dir, token, config);
+    let pid = node.pid().expect("running");
+
+    as_a_client_program(async {
+        let mut window = CardServiceClient::new(node.channel_as(WINDOW).await);
+        window
+            .unblock_pin(card_request(UNBLOCK_PIN))
+            .await
+            .expect("unblock");
+        window
+            .reload_pin(card_request(RELOAD_PIN))
+            .await
+            .expect("reload");
+    });
+    let secrets = [
+        ("the unblock PIN", UNBLOCK_PIN.as_bytes().to_vec()),
+        ("the reload PIN", RELOAD_PIN.as_bytes().to_vec()),
+        ("the unblock PIN block", pin_block_prefix(UNBLOCK_PIN)),
+        ("the reload PIN block", pin_block_prefix(RELOAD_PIN)),
+        ("the cardholder's ID", CARDHOLDER_ID.as_bytes().to_vec()),
+        ("the agent's ID", AGENT_ID.as_bytes().to_vec()),
+    ];
+    assert_scan_sees_the_heap(&node, pid);
+    let left = left_in_memory(pid, &secrets);
+    assert!(
+        left.is_empty(),
+        "still in the server's memory:\n{}",
+        left.join("\n")
+    );
+}
+
+#[test]
+fn key_components_are_gone_from_memory_once_the_custodians_disconnect() {
+    let node = TestNode::start("national", "000000");
+    let pid = node.pid().expect("running");
+    let c1 = hex::decode("5A17C3E9024BD86F31A0E47C9B2D5F86").expect("hex");
+    let c2 = hex::decode("C4E21B7F9A0356D8E7B4196A2C5F0D33").expect("hex");
+    let combined: Vec<u8> = c1.iter().zip(&c2).map(|(a, b)| a ^ b).collect();
+    as_a_client_program(async {
+        let mut officer = CeremonyServiceClient::new(node.channel().await);
+        let opened = officer
+            .open_ceremony(proto::OpenCeremonyRequest {
+                operation: proto::Operation::Generate.into(),
+                params: [("key_type", "card-master"), ("components", "2")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await
+            .expect("open")
+            .into_inner();
+        let mut second = CeremonyServiceClient::new(node.channel_as(&node.second_officer()).await);
+        for (client, part) in [(&mut officer, &c1), (&mut second, &c2)] {
+            client
+                .enter_component(proto::EnterComponentRequest {
+                    id: opened.id.clone(),
+                    component: part.clone(),
+                    kcv: aes_kcv(part),
+                })
+                .await
+                .expect("component");
+        }
+    });
+    assert_scan_sees_the_heap(&node, pid);
+    let left = left_in_memory(
+        pid,
+        &[
+            ("the first component", c1),
+            ("the second component", c2),
+            ("the combined key", combined),
+        ],
+    );
+    assert!(
+        left.is_empty(),
+        "still in the server's memory:\n{}",
+        left.join("\n")
+    );
+}
+
+/// The PIN's length and BCD digits, as the command's PIN block starts.
+fn pin_block_prefix(pin: &str) -> Vec<u8> {
+    hkms::card::pin_block(pin)[..1 + pin.len() / 2].to_vec()
+}
