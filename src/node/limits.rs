@@ -110,11 +110,11 @@ impl Recent {
     }
 
     /// When the count falls below `limit` again; `None` when it never will (a limit of 0).
-    fn frees_at(&self, span: Span, limit: u32) -> Option<u64> {
+    fn frees_at(&self, span: Span, limit: u64) -> Option<u64> {
         if limit == 0 {
             return None;
         }
-        let must_leave = (self.count() + 1).saturating_sub(u64::from(limit));
+        let must_leave = (self.count() + 1).saturating_sub(limit);
         let mut left = 0u64;
         for &(slot, n) in &self.slots {
             left += u64::from(n);
@@ -240,12 +240,17 @@ impl fmt::Display for LimitRefusal {
         )?;
         match (self.frees_at, self.wait_secs) {
             (Some(at), Some(wait)) => {
-                let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at);
-                write!(
-                    f,
-                    "; the next command is counted from {} (in {wait} s)",
-                    humantime::format_rfc3339_seconds(at)
-                )
+                let at = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+                );
+                match limit {
+                    CardLimit::TrackedWindows | CardLimit::TrackedCards => write!(
+                        f,
+                        "; it frees up as the counted ones fall silent, by {at} at the latest \
+                         (in {wait} s)"
+                    ),
+                    _ => write!(f, "; the next command is counted from {at} (in {wait} s)"),
+                }
             }
             _ => f.write_str(
                 "; a limit of 0 allows no command: it frees up only when the policy raises it",
@@ -394,7 +399,7 @@ fn check(
     let refusal = |limit: CardLimit, recent: Option<&Recent>| {
         let value = limit.value(limits);
         let frees_at = recent
-            .and_then(|r| r.frees_at(limit.span(), u32::try_from(value).unwrap_or(u32::MAX)))
+            .and_then(|r| r.frees_at(limit.span(), value))
             .map(|t| t.max(now));
         Some(LimitRefusal {
             limit,
@@ -406,13 +411,14 @@ fn check(
     let over = |recent: Option<&Recent>, limit: CardLimit| {
         recent.map_or(0, Recent::count) >= limit.value(limits)
     };
-    // A caps' refusal frees up at the next sweep at the earliest.
+    // A cap frees up when a counted caller or card falls silent: within 24 hours, since
+    // nothing new is counted while the map is full.
     let cap = |limit: CardLimit| {
         Some(LimitRefusal {
             limit,
             value: limit.value(limits),
-            frees_at: Some(now + 1),
-            wait_secs: Some(1),
+            frees_at: Some(now.saturating_add(DAY.secs())),
+            wait_secs: Some(DAY.secs()),
         })
     };
     let callers_full = counts.callers.len() >= MAX_TRACKED_CALLERS;
@@ -663,6 +669,7 @@ mod tests {
         }
         let r = refused.expect("the cap refuses");
         assert_eq!(r.limit, CardLimit::TrackedCards);
+        assert!(r.to_string().contains("at the latest"), "{r}");
         assert_eq!(lim.tracked().1, MAX_TRACKED_CARDS);
         // A card already counted is still served.
         let known = {
@@ -702,7 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_names_no_card_and_no_caller_secret() {
+    fn a_refusal_names_no_card() {
         let l = limits(100, 100, 1, 100);
         let lim = CardLimiter::default();
         let serial = *b"\x12\x34\x56\x78\x90\xAB\xCD\xEF";
