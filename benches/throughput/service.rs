@@ -14,7 +14,6 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::report::{CpuUse, Outcome, Row, Run, print_floor_line};
 use crate::setup::{Bench, card_request};
-use crate::support::TestNode;
 use crate::{Settings, Sweep, WINDOW, personalise_serial};
 
 /// Runs `count` operations numbered `first..first + count` on tokio tasks, one per client,
@@ -114,28 +113,8 @@ where
     run
 }
 
-/// The node's metrics text (`/metrics` on the loopback port it logged at start).
-pub fn scrape(node: &TestNode) -> String {
-    use std::io::{Read, Write};
-    let log = node.log();
-    let Some(addr) = log
-        .find("metrics on http://")
-        .map(|i| &log[i + "metrics on http://".len()..])
-        .and_then(|rest| rest.split('/').next())
-    else {
-        return String::new();
-    };
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
-}
+/// The node's metrics text.
+pub use crate::support::scrape;
 
 /// One UnblockPin for card `i` through `client`, its APDU checked for length.
 pub async fn unblock_call(

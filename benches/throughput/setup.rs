@@ -496,6 +496,10 @@ pub fn node_dir(token: &Token, tier: &str, region: &str) -> (tempfile::TempDir, 
     let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
     // Every bench node may issue cards (the city its bureau's, the ministry Guangdong's).
     let text = support::with_so_pin(node_config(region, tier, region, token), token);
+    // One window asks for thousands of commands, for the same cards at every level: the card
+    // limits would refuse them.
+    let policy = support::policy_with_card_limits(dir.path(), support::LOAD_CARD_LIMITS);
+    let text = support::with_policy(text, &policy);
     // Metrics on: the bench reads from them where the server's time goes.
     let text = text + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     std::fs::write(dir.path().join("node.toml"), text).expect("config");

@@ -63,6 +63,8 @@ impl PolicyCommand {
                         p.quorums.len(),
                         p.sha256
                     );
+                    // Absent or not, the limits in force: the defaults are not "no limit".
+                    println!("{}", p.card_limits.describe());
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

@@ -14,6 +14,7 @@ use crate::hierarchy::{CardSerial, KeyTypeName};
 use crate::policy::Operation;
 use crate::transport::TransportRole;
 
+use super::limits::{CardLimiter, unix_now};
 use super::{Core, NodeError, Request};
 
 /// The card service use cases, over the node's core.
@@ -23,6 +24,8 @@ pub struct Cards<'n> {
     pub(super) id_salt: &'n [u8; 32],
     /// How long a personalisation package can be imported.
     pub(super) package_ttl: std::time::Duration,
+    /// The node's counts of card commands, against the policy's `[card_limits]`.
+    pub(super) limiter: &'n CardLimiter,
 }
 
 /// What the window asks for.
@@ -130,6 +133,21 @@ impl Cards<'_> {
         card::check_pin(&c.pin, pins.min_length, pins.max_length)
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         let master = self.card_master(key_type)?;
+        // Last of the checks: only a command the node would make counts against its limits,
+        // and a refused one (here or above) counts nowhere. Limits of the policy in force now,
+        // counts since the node started.
+        let limits = self.core.policy().card_limits;
+        self.limiter
+            .admit(
+                &limits,
+                &req.caller.to_string(),
+                serial.as_bytes(),
+                unix_now(),
+            )
+            .map_err(|refusal| {
+                req.param("card_limit", refusal.limit.as_str());
+                NodeError::ResourceExhausted(refusal)
+            })?;
         req.key(&master);
         let block = card::pin_block(&c.pin);
         let apdu = self.core.token.card_command(

@@ -4,6 +4,8 @@ use crate::hierarchy::HierarchyError;
 use crate::hsm::{HsmError, HsmErrorKind};
 use crate::store::StoreError;
 
+use super::LimitRefusal;
+
 /// Why a key operation did not happen. Messages never contain key material or PINs.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -22,6 +24,10 @@ pub enum NodeError {
     /// The request is well-formed but the system is not in a state that allows it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A velocity limit refused the request (card commands): the message names the limit, its
+    /// value and when it frees up.
+    #[error("{0}")]
+    ResourceExhausted(LimitRefusal),
     /// The HSM refused or failed.
     #[error("HSM: {0}")]
     Hsm(HsmError),
@@ -50,6 +56,8 @@ pub enum ErrorClass {
     FailedPrecondition,
     /// The policy says no.
     PermissionDenied,
+    /// A velocity limit says not now.
+    ResourceExhausted,
     /// Try again later.
     Unavailable,
     /// The service's fault.
@@ -57,11 +65,12 @@ pub enum ErrorClass {
 }
 
 /// Every class with its gRPC code number and canonical name (google.rpc.Code).
-const CLASSES: [(ErrorClass, i32, &str); 8] = [
+const CLASSES: [(ErrorClass, i32, &str); 9] = [
     (ErrorClass::InvalidArgument, 3, "INVALID_ARGUMENT"),
     (ErrorClass::NotFound, 5, "NOT_FOUND"),
     (ErrorClass::AlreadyExists, 6, "ALREADY_EXISTS"),
     (ErrorClass::PermissionDenied, 7, "PERMISSION_DENIED"),
+    (ErrorClass::ResourceExhausted, 8, "RESOURCE_EXHAUSTED"),
     (ErrorClass::FailedPrecondition, 9, "FAILED_PRECONDITION"),
     (ErrorClass::Internal, 13, "INTERNAL"),
     (ErrorClass::Unavailable, 14, "UNAVAILABLE"),
@@ -111,6 +120,7 @@ impl NodeError {
             NodeError::AlreadyExists(_) => ErrorClass::AlreadyExists,
             NodeError::FailedPrecondition(_) => ErrorClass::FailedPrecondition,
             NodeError::PermissionDenied(_) => ErrorClass::PermissionDenied,
+            NodeError::ResourceExhausted(_) => ErrorClass::ResourceExhausted,
             NodeError::Hsm(e) => match e.kind() {
                 HsmErrorKind::Unavailable => ErrorClass::Unavailable,
                 HsmErrorKind::FailedPrecondition => ErrorClass::FailedPrecondition,

@@ -20,6 +20,7 @@ mod error;
 mod exclusive;
 pub mod input;
 mod keys;
+mod limits;
 mod orphans;
 mod policies;
 mod request;
@@ -35,6 +36,7 @@ pub use core::{Core, SIGNING_LABEL, Signing};
 pub use error::{ErrorClass, NodeError};
 pub use exclusive::ExclusiveUse;
 pub use keys::Keys;
+pub use limits::{CardLimit, CardLimiter, LimitRefusal, MAX_TRACKED_CALLERS, MAX_TRACKED_CARDS};
 pub use orphans::OrphanReport;
 pub use policies::Policies;
 pub use request::Request;
@@ -57,6 +59,9 @@ pub struct Node {
     package_ttl: Duration,
     /// Salt of the ID-number hashes in card service records.
     id_salt: [u8; 32],
+    /// Card commands counted against the policy's `[card_limits]`: only in memory (a restart
+    /// starts them at zero), kept across policy reloads.
+    card_limiter: CardLimiter,
     /// Client certificates revoked by the lists the server loaded: refused on every request,
     /// also on connections opened before the list.
     revoked: RwLock<Arc<RevokedCerts>>,
@@ -76,6 +81,7 @@ impl Node {
             cards: transport::CardSettings::new(config.so_pin.clone(), config.card_module.clone()),
             package_ttl: config.package_ttl,
             id_salt,
+            card_limiter: CardLimiter::default(),
             revoked: RwLock::default(),
         })
     }
@@ -124,6 +130,7 @@ impl Node {
             core: &self.core,
             id_salt: &self.id_salt,
             package_ttl: self.package_ttl,
+            limiter: &self.card_limiter,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod engine;
 mod identity;
+mod limits;
 mod operation;
 mod revoked;
 mod rules;
@@ -15,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 pub use engine::Decision;
 pub use identity::{IDENTITY_SCHEME, Identity, Role};
+pub use limits::CardLimits;
 pub use operation::Operation;
 pub use revoked::RevokedCerts;
 pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, PinRules, Quorum, Rule, TRANSPORT_KEY_TYPE};
@@ -76,6 +78,8 @@ pub struct Policy {
     pub quorums: Vec<Quorum>,
     /// Card PIN rules.
     pub pins: PinRules,
+    /// Velocity limits on card commands (the defaults when the file has no `[card_limits]`).
+    pub card_limits: CardLimits,
     /// SHA-256 of the file's bytes, hex: tells auditors which policy decided.
     pub sha256: String,
     /// Where it was loaded from.
@@ -90,11 +94,13 @@ impl Policy {
         let catalogue = KeyTypeCatalogue::from_toml_str(text, origin)?;
         let (rules, quorums) = rules::parse(text, origin, &catalogue)?;
         let pins = rules::parse_pins(text, origin)?;
+        let card_limits = limits::parse_card_limits(text, origin)?;
         Ok(Policy {
             catalogue,
             rules,
             quorums,
             pins,
+            card_limits,
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
             origin: origin.to_string(),
             text: text.to_string(),

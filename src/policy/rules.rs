@@ -105,6 +105,9 @@ struct RawPolicy {
     /// Read by [`parse_pins`].
     #[allow(dead_code)]
     card_pins: Option<toml::Value>,
+    /// Read by [`super::limits::parse_card_limits`].
+    #[allow(dead_code)]
+    card_limits: Option<toml::Value>,
 }
 
 /// Card PIN rules of the policy (`[card_pins]`).

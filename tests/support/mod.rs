@@ -35,6 +35,43 @@ pub fn default_policy() -> PathBuf {
     repo().join("policies/default.toml")
 }
 
+/// `[card_limits]` that no load test reaches: soaks and benchmarks measure the node, not its
+/// limits (tests/card_limits.rs tests those).
+pub const LOAD_CARD_LIMITS: &str = "per_window_per_minute = 4294967295
+per_window_per_day = 4294967295
+per_card_per_day = 4294967295
+per_node_per_minute = 4294967295
+";
+
+/// The default policy with its `[card_limits]` section replaced by one whose body is `limits`,
+/// written to `dir/policy.toml`; returns that path.
+pub fn policy_with_card_limits(dir: &Path, limits: &str) -> PathBuf {
+    let text = std::fs::read_to_string(default_policy()).expect("default policy");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            skipping = line.trim() == "[card_limits]";
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!("\n[card_limits]\n{limits}\n"));
+    let path = dir.join("policy.toml");
+    std::fs::create_dir_all(dir).expect("policy folder");
+    std::fs::write(&path, out).expect("write policy");
+    path
+}
+
+/// A node config text (from [`node_config`]) that loads the policy at `policy` instead.
+pub fn with_policy(text: String, policy: &Path) -> String {
+    let default = format!("policy = \"{}\"", default_policy().display());
+    assert!(text.contains(&default), "a config from node_config");
+    text.replace(&default, &format!("policy = \"{}\"", policy.display()))
+}
+
 /// A SoftHSM2 token folder made by softhsm-setup/make-token.sh.
 #[derive(Debug, Clone)]
 pub struct Token {
@@ -712,8 +749,27 @@ pub fn with_so_pin(text: String, token: &Token) -> String {
 /// Starts a node of `tier`/`region` on an existing token in a fresh folder; with `so`, it
 /// may issue transport key cards.
 pub fn start_on(token: &Token, tier: &str, region: &str, so: bool) -> TestNode {
+    start_on_with(token, tier, region, so, None)
+}
+
+/// [`start_on`] with the default policy's card limits out of a load test's way
+/// ([`LOAD_CARD_LIMITS`]).
+pub fn start_on_for_load(token: &Token, tier: &str, region: &str, so: bool) -> TestNode {
+    start_on_with(token, tier, region, so, Some(LOAD_CARD_LIMITS))
+}
+
+fn start_on_with(
+    token: &Token,
+    tier: &str,
+    region: &str,
+    so: bool,
+    card_limits: Option<&str>,
+) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut text = node_config(region, tier, region, token);
+    if let Some(limits) = card_limits {
+        text = with_policy(text, &policy_with_card_limits(dir.path(), limits));
+    }
     if so {
         text = with_so_pin(text, token);
     }
@@ -945,4 +1001,28 @@ impl XorShift {
     pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
+}
+
+/// The node's metrics text (`/metrics` on the loopback port it logged at start; a node whose
+/// config has `[metrics] listen = "127.0.0.1:0"`), or "" when it serves none.
+pub fn scrape(node: &TestNode) -> String {
+    use std::io::{Read, Write};
+    let log = node.log();
+    let Some(addr) = log
+        .find("metrics on http://")
+        .map(|i| &log[i + "metrics on http://".len()..])
+        .and_then(|rest| rest.split('/').next())
+    else {
+        return String::new();
+    };
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
 }

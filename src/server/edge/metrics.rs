@@ -1,6 +1,7 @@
 //! Prometheus metrics, on their own plain-HTTP port that only loopback may use: requests by
 //! RPC and status, their latency, HSM call latency by call and mechanism, session pool use,
-//! the audit queue and policy denials. Names and labels are in `docs/operations.md`.
+//! the audit queue, policy denials and card command limit refusals. Names and labels are in
+//! `docs/operations.md`.
 //!
 //! The rest of the code records through the `metrics` facade; without a recorder installed
 //! (tests, CLI) those calls cost next to nothing.
@@ -55,6 +56,10 @@ fn describe() {
     describe_counter!(
         "hkms_policy_denials_total",
         "Requests the policy refused, by RPC"
+    );
+    describe_counter!(
+        "hkms_card_limit_refusals_total",
+        "Card commands refused by a velocity limit ([card_limits]), by limit"
     );
     describe_histogram!(
         "hkms_hsm_call_duration_seconds",
@@ -117,6 +122,12 @@ pub(crate) fn request(rpc: &'static str, code: &'static str, elapsed: Duration) 
     if code == "PERMISSION_DENIED" {
         metrics::counter!("hkms_policy_denials_total", "rpc" => rpc).increment(1);
     }
+}
+
+/// Counts one card command refused by the velocity limit `limit` (its `[card_limits]` field
+/// name, or `tracked_windows` / `tracked_cards`); called where its audit record is written.
+pub(crate) fn card_limit_refusal(limit: &'static str) {
+    metrics::counter!("hkms_card_limit_refusals_total", "limit" => limit).increment(1);
 }
 
 /// Serves `GET /metrics` on `listener` until the process ends.

@@ -150,7 +150,13 @@ fn answer<T>(
             let status = to_status(&e);
             // The status's message: cut like the record's, however much the caller sent.
             let error = status.message();
-            tracing::warn!(%request_id, rpc, %caller, code = ?status.code(), error, "refused");
+            if matches!(e, NodeError::ResourceExhausted(_)) {
+                // A flood over a limit must not flood the log: the limiter logs one alert per
+                // caller and limit period; each refusal is in the ceremony log and the metrics.
+                tracing::debug!(%request_id, rpc, %caller, code = ?status.code(), error, "refused");
+            } else {
+                tracing::warn!(%request_id, rpc, %caller, code = ?status.code(), error, "refused");
+            }
             Err(status)
         }
     }

@@ -117,6 +117,9 @@ fn count<T>(rpc: &'static str, result: &Result<T, NodeError>, start: Instant) {
         Err(e) => e.class().code_name(),
     };
     metrics::request(rpc, code, start.elapsed());
+    if let Err(NodeError::ResourceExhausted(refusal)) = result {
+        metrics::card_limit_refusal(refusal.limit.as_str());
+    }
 }
 
 /// The error of a request whose record could not be written.

@@ -39,6 +39,12 @@ mod tests {
             NodeError::AlreadyExists("x".into()),
             NodeError::FailedPrecondition("x".into()),
             NodeError::PermissionDenied("x".into()),
+            NodeError::ResourceExhausted(crate::node::LimitRefusal {
+                limit: crate::node::CardLimit::PerCardPerDay,
+                value: 10,
+                frees_at: Some(1),
+                wait_secs: Some(1),
+            }),
             NodeError::Internal("x".into()),
             NodeError::Hsm(crate::hsm::HsmError::SessionLost {
                 function: "f".into(),
@@ -64,6 +70,7 @@ mod tests {
                 | ErrorClass::AlreadyExists
                 | ErrorClass::FailedPrecondition
                 | ErrorClass::PermissionDenied
+                | ErrorClass::ResourceExhausted
                 | ErrorClass::Unavailable
                 | ErrorClass::Internal => true,
             };
@@ -71,7 +78,7 @@ mod tests {
         }
         assert_eq!(
             ErrorClass::all().count(),
-            8,
+            9,
             "every class is in the table once"
         );
         for class in ErrorClass::all() {
