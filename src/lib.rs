@@ -19,6 +19,7 @@ pub mod policy;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod untrusted_text;
 pub mod wiping_alloc;
 
 /// The public gRPC API, generated from `proto/hkms/v1/`.

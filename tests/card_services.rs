@@ -257,6 +257,18 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
         .into_inner()
         .apdu;
     assert_eq!(card.process(&foreign), CardSays::BadMac);
+    // A window operator's name that would read backwards in a report is refused.
+    for name in ["Li \u{202E}ieW", "Li\u{200B}Wei", "Li\nWei"] {
+        let mut spoofed = request(SERIAL, "0011223344556677", "246810");
+        spoofed.served_by = name.into();
+        let err = gz_window
+            .unblock_pin(spoofed)
+            .await
+            .expect_err("spoofed name");
+        assert_eq!(err.code(), Code::InvalidArgument, "{name:?}: {err:?}");
+        assert!(err.message().contains("served_by"), "{}", err.message());
+    }
+
     // And a window cannot use another city's node at all.
     let mut sz_at_gz = CardServiceClient::new(gz.channel_as(SZ_WINDOW).await);
     let err = sz_at_gz

@@ -728,3 +728,64 @@ async fn lists_with(node: &TestNode, cert: &hkms::pki::IssuedCert) -> Result<(),
         .await
         .map_err(|e| e.to_string())
 }
+
+#[tokio::test]
+async fn a_newline_or_override_in_a_certificate_cannot_forge_a_log_line() {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+    let node = TestNode::start("national", "000000");
+    // The node's CA signs certificates whose SAN URI no hkms tool would write.
+    let (_, ca_pem) = x509_parser::pem::parse_x509_pem(node.ca.cert_pem().as_bytes()).expect("pem");
+    let ca_cert = ca_pem.parse_x509().expect("CA certificate");
+    let ca_name = ca_cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .expect("CA common name")
+        .to_string();
+    let mut ca_params = CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, ca_name);
+    let issuer = Issuer::new(
+        ca_params,
+        KeyPair::from_pem(&node.ca.key_pem()).expect("CA key"),
+    );
+    for uri in [
+        "hkms://officer/national/000000/x\nINFO FORGED: key exported",
+        "hkms://officer/national/000000/x\u{1b}[2K\rFORGED",
+        "hkms://officer/national/000000/x\0\tFORGED",
+    ] {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().expect("IA5"))];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(node.ca.cert_pem()))
+            .identity(tonic::transport::Identity::from_pem(
+                cert.pem(),
+                key.serialize_pem(),
+            ));
+        let channel = node
+            .try_channel(tls)
+            .await
+            .expect("TLS accepts the CA's certificate");
+        let err = KeyServiceClient::new(channel)
+            .get_key(proto::GetKeyRequest { id: "k-1".into() })
+            .await
+            .expect_err("not an identity");
+        assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+        assert!(
+            !hkms::untrusted_text::has_invisible(err.message()),
+            "{:?}",
+            err.message()
+        );
+    }
+    let log = node.log();
+    assert!(log.contains("FORGED"), "the refusals are logged: {log}");
+    for line in log.lines().filter(|l| l.contains("FORGED")) {
+        assert!(line.contains("unauthenticated"), "a forged line: {line:?}");
+        assert!(!hkms::untrusted_text::has_invisible(line), "{line:?}");
+    }
+}

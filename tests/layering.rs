@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["audit", "card", "transport", "durable"],
     &["policy"],
     &["hierarchy"],
-    &["proto", "wiping_alloc"],
+    &["proto", "untrusted_text", "wiping_alloc"],
 ];
 
 /// A module path, `["node", "core", "log"]`; the crate root is `[]`.

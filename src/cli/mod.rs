@@ -7,6 +7,7 @@ mod card;
 mod ceremony;
 mod client;
 mod keys;
+mod logging;
 mod output;
 mod pki;
 mod policy;
@@ -176,23 +177,9 @@ fn forbid_core_dumps() {
 
 async fn serve(config: PathBuf, log_json: bool) -> anyhow::Result<ExitCode> {
     let config = crate::config::NodeConfig::load(&config)?;
-    init_logging(log_json || config.log_json);
+    logging::init(log_json || config.log_json);
     crate::server::serve(config, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HKMS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (tests in one process) keeps the first subscriber.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 async fn shutdown_signal() {

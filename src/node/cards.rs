@@ -107,9 +107,15 @@ impl Cards<'_> {
         let challenge = card::parse_challenge(&c.challenge)
             .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         let served_by = c.served_by.trim();
-        if served_by.is_empty() || served_by.len() > 64 || served_by.chars().any(char::is_control) {
+        // Recorded and shown in reports: nothing invisible, nothing that reorders the text.
+        if served_by.is_empty()
+            || served_by.len() > 64
+            || crate::untrusted_text::has_invisible(served_by)
+        {
             return Err(NodeError::InvalidArgument(
-                "served_by must name the window operator (1-64 printable characters)".into(),
+                "served_by must name the window operator: 1-64 bytes of visible characters (no \
+                 control, bidi or zero-width characters)"
+                    .into(),
             ));
         }
         if !valid_id_number(&c.cardholder_id) {

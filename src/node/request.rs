@@ -25,7 +25,8 @@ fn with_outcome(mut draft: AuditDraft, error: Option<&NodeError>) -> AuditDraft 
         Some(e) => Outcome {
             ok: false,
             code: e.class().code_name().into(),
-            message: e.to_string(),
+            // Errors quote what the caller sent; recorded escaped, as parameters are.
+            message: crate::untrusted_text::escape(&e.to_string()).into_owned(),
         },
     });
     draft
@@ -65,10 +66,12 @@ impl Request {
     /// Adds a request parameter to the record (never a secret). Values are cut to
     /// [`MAX_PARAM`] characters: the log records requests, it does not store what callers send.
     pub fn param(&mut self, name: &str, value: impl Into<String>) {
-        let value = crate::audit::record::cut(&value.into(), MAX_PARAM);
-        self.audit
-            .params
-            .insert(name.chars().take(64).collect(), value);
+        // Recorded as the caller sent it, but never raw: a newline or a bidi override would
+        // change how the record reads in a report.
+        use crate::untrusted_text::escape;
+        let value = crate::audit::record::cut(&escape(&value.into()), MAX_PARAM);
+        let name: String = name.chars().take(64).collect();
+        self.audit.params.insert(escape(&name).into_owned(), value);
     }
 
     /// Records a field as the caller sent it (as [`Request::param`]), then reads it with
@@ -162,5 +165,29 @@ impl Request {
     /// `None` when the record is durable already.
     pub fn into_unwritten_record(self, error: Option<&NodeError>) -> Option<AuditDraft> {
         (!self.recorded).then(|| with_outcome(self.audit, error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_caller_sent_is_recorded_escaped() {
+        let caller = Identity::from_uri("hkms://window/municipal/440100/counter-1").unwrap();
+        let mut req = Request::new(caller, "n", "UnblockPin", "r-1");
+        req.param("served_by", "Li \u{202E}ieW\nseq=7");
+        req.param("na\tme", "x");
+        let record = req
+            .into_unwritten_record(Some(&NodeError::InvalidArgument("bad `a\u{2066}b`".into())))
+            .unwrap();
+        assert_eq!(record.params["served_by"], "Li \\u{202e}ieW\\nseq=7");
+        assert_eq!(record.params["na\\tme"], "x");
+        let outcome = record.outcome.unwrap();
+        assert!(
+            outcome.message.contains("bad `a\\u{2066}b`"),
+            "{}",
+            outcome.message
+        );
     }
 }

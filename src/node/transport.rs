@@ -109,13 +109,8 @@ impl Transport<'_> {
     /// caller's to mend (the card, its PIN), not the node's configuration.
     fn open_card(&self, label: &str, pin: &SecretString) -> Result<CardToken, NodeError> {
         use crate::hsm::HsmError;
-        use secrecy::ExposeSecret;
-        if pin.expose_secret().is_empty() {
-            // Sent on, an empty PIN would cost one of the card's tries.
-            return Err(NodeError::InvalidArgument(format!(
-                "no PIN was given for card `{label}`"
-            )));
-        }
+        check_card_label(label)?;
+        check_card_pin(label, "PIN", pin)?;
         CardToken::open(&self.cards.module, &TokenLocator::by_label(label), pin).map_err(
             |e| match e {
                 HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
@@ -268,12 +263,8 @@ impl Transport<'_> {
                 "give the KCV the issuer printed with the card (6 hex digits)".into(),
             ));
         }
-        if secrecy::ExposeSecret::expose_secret(card.so_pin).is_empty() {
-            return Err(NodeError::InvalidArgument(format!(
-                "no security officer PIN was given for card `{}`; loading needs it",
-                card.label
-            )));
-        }
+        check_card_label(card.label)?;
+        check_card_pin(card.label, "security officer PIN", card.so_pin)?;
         // One card job at a time: a second load of this card must find the first one's row.
         let _card_work = self.card_work();
         if self.core.store.transport_key(card_id)?.is_some() {
@@ -598,6 +589,89 @@ impl Transport<'_> {
                 let _ = self.core.token.destroy_key(&record.ck_label);
                 Err(e)
             }
+        }
+    }
+}
+
+/// The longest card label: PKCS#11 token labels are 32 bytes.
+const MAX_CARD_LABEL: usize = 32;
+
+/// The longest card PIN sent to a card. Longer ones are refused here: sent on, a wrong PIN
+/// costs one of the card's tries, and nothing is gained by handing a token megabytes.
+pub(crate) const MAX_CARD_PIN: usize = 64;
+
+/// A card label the node may name in its log: 1-32 bytes, nothing invisible.
+fn check_card_label(label: &str) -> Result<(), NodeError> {
+    if label.is_empty()
+        || label.len() > MAX_CARD_LABEL
+        || crate::untrusted_text::has_invisible(label)
+    {
+        return Err(NodeError::InvalidArgument(format!(
+            "a card label is 1-{MAX_CARD_LABEL} bytes of visible characters, as printed on \
+             the card; got {} bytes",
+            label.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A card PIN worth a try on the card: given, and at most [`MAX_CARD_PIN`] bytes.
+fn check_card_pin(label: &str, which: &str, pin: &SecretString) -> Result<(), NodeError> {
+    let len = secrecy::ExposeSecret::expose_secret(pin).len();
+    if len == 0 {
+        // Sent on, an empty PIN would cost one of the card's tries.
+        return Err(NodeError::InvalidArgument(format!(
+            "no {which} was given for card `{label}`"
+        )));
+    }
+    if len > MAX_CARD_PIN {
+        return Err(NodeError::InvalidArgument(format!(
+            "the {which} given for card `{label}` is {len} bytes; a card PIN is at most \
+             {MAX_CARD_PIN} (it was not tried on the card)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn card_pins_are_bounded_before_any_card_sees_them() {
+        let pin = |s: &str| SecretString::from(s.to_string());
+        assert!(check_card_pin("card-1", "PIN", &pin("123456")).is_ok());
+        assert!(check_card_pin("card-1", "PIN", &pin(&"9".repeat(MAX_CARD_PIN))).is_ok());
+        let empty = check_card_pin("card-1", "PIN", &pin("")).unwrap_err();
+        assert!(empty.to_string().contains("no PIN was given"), "{empty}");
+        let huge = "7".repeat(1 << 20);
+        let err = check_card_pin("card-1", "PIN", &pin(&huge)).unwrap_err();
+        assert!(matches!(err, NodeError::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("not tried on the card"), "{err}");
+        assert!(
+            !err.to_string().contains("7777"),
+            "the PIN is not repeated: {err}"
+        );
+        let long = "7".repeat(MAX_CARD_PIN + 1);
+        assert!(check_card_pin("card-1", "PIN", &pin(&long)).is_err());
+    }
+
+    #[test]
+    fn card_labels_are_short_and_visible() {
+        assert!(check_card_label("transport-440000-01").is_ok());
+        assert!(check_card_label(&"x".repeat(32)).is_ok());
+        for bad in [
+            "",
+            &"x".repeat(33),
+            "card\n1",
+            "card\u{202E}1",
+            "card\u{200B}",
+        ] {
+            let err = check_card_label(bad).unwrap_err();
+            assert!(
+                matches!(err, NodeError::InvalidArgument(_)),
+                "{bad:?}: {err}"
+            );
         }
     }
 }

@@ -81,21 +81,30 @@ pub struct Identity {
 impl Identity {
     /// Reads `hkms://ROLE/TIER/REGION/NAME`; every part is checked.
     pub fn from_uri(uri: &str) -> Result<Identity, String> {
+        // Errors quote the URI; it comes from a certificate, so never raw, and never long.
+        let cut: String = uri.chars().take(160).collect();
+        let shown = crate::untrusted_text::escape(&cut);
         let rest = uri
             .strip_prefix(IDENTITY_SCHEME)
-            .ok_or_else(|| format!("identity `{uri}` must start with {IDENTITY_SCHEME}"))?;
+            .ok_or_else(|| format!("identity `{shown}` must start with {IDENTITY_SCHEME}"))?;
         let parts: Vec<&str> = rest.split('/').collect();
         let [role, tier, region, name] = parts.as_slice() else {
             return Err(format!(
-                "identity `{uri}` must have four parts: {IDENTITY_SCHEME}ROLE/TIER/REGION/NAME"
+                "identity `{shown}` must have four parts: {IDENTITY_SCHEME}ROLE/TIER/REGION/NAME"
             ));
         };
-        let role: Role = role.parse()?;
-        let tier: Tier = tier.parse().map_err(|e| format!("identity `{uri}`: {e}"))?;
-        let region = Region::parse(region).map_err(|e| format!("identity `{uri}`: {e}"))?;
+        let role: Role = role.parse().map_err(|_: String| {
+            format!(
+                "identity `{shown}`: unknown role (roles: officer, system, window, auditor, admin)"
+            )
+        })?;
+        let tier: Tier = tier
+            .parse()
+            .map_err(|e| format!("identity `{shown}`: {e}"))?;
+        let region = Region::parse(region).map_err(|e| format!("identity `{shown}`: {e}"))?;
         if region.tier() != tier {
             return Err(format!(
-                "identity `{uri}`: region {region} is {} but the tier says {tier}",
+                "identity `{shown}`: region {region} is {} but the tier says {tier}",
                 region.tier()
             ));
         }
@@ -106,7 +115,7 @@ impl Identity {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !valid_name {
             return Err(format!(
-                "identity `{uri}`: the name must be 1-64 characters of letters, digits, '.', '_' or '-'"
+                "identity `{shown}`: the name must be 1-64 characters of letters, digits, '.', '_' or '-'"
             ));
         }
         Ok(Identity {
@@ -135,6 +144,21 @@ impl fmt::Display for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_uri_is_quoted_escaped_and_short() {
+        for uri in [
+            "hkms://officer/national/000000/a\nFAKE LOG LINE",
+            "hkms://off\ticer/national/000000/a",
+            "hkms://officer/national/000000/\u{202E}x",
+            "nope\0://x",
+        ] {
+            let err = Identity::from_uri(uri).unwrap_err();
+            assert!(!crate::untrusted_text::has_invisible(&err), "{err:?}");
+        }
+        let long = format!("hkms://officer/national/000000/{}", "a".repeat(100_000));
+        assert!(Identity::from_uri(&long).unwrap_err().len() < 400);
+    }
 
     #[test]
     fn reads_and_writes_the_uri_form() {
