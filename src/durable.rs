@@ -8,6 +8,36 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Creates `dir` (and any missing parent) for its owner only, or tightens an existing `dir` to
+/// that: a node's data folder holds its registry, its log and its lock.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    if fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes `path` a file for its owner only: created empty with mode 0600 when missing, tightened
+/// when looser. For files another library fills (SQLite's database, whose mode SQLite copies to
+/// its WAL and shared-memory files).
+pub fn private_file(path: &Path) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path`, replacing what is there. The file is created with `mode`; for
 /// secrets (no group or other bits) the mode is set exactly, whatever the umask.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {

@@ -99,4 +99,19 @@ mod tests {
             assert!(is_invisible(c), "{:x}", c as u32);
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_text_holds_nothing_invisible_and_keeps_the_visible_in_order(
+            text in "\\PC*|.*|[\\x00-\\x20\\u{200b}-\\u{200f}\\u{202a}-\\u{202e}a]*"
+        ) {
+            let shown = escape(&text);
+            proptest::prop_assert!(!has_invisible(&shown));
+            let mut rest = shown.chars();
+            for c in text.chars().filter(|c| !is_invisible(*c)) {
+                proptest::prop_assert!(rest.any(|s| s == c), "{c:?} lost from {text:?}");
+            }
+            proptest::prop_assert_eq!(has_invisible(&text), matches!(shown, Cow::Owned(_)));
+        }
+    }
 }

@@ -176,6 +176,12 @@ fn forbid_core_dumps() {
 }
 
 async fn serve(config: PathBuf, log_json: bool) -> anyhow::Result<ExitCode> {
+    // Whatever the server creates (registry, journals, exports, checkpoints) is its user's
+    // alone; the files that matter also set their modes themselves.
+    // SAFETY: umask only swaps the process's file mode mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let config = crate::config::NodeConfig::load(&config)?;
     logging::init(log_json || config.log_json);
     crate::server::serve(config, shutdown_signal()).await?;

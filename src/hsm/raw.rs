@@ -19,6 +19,21 @@ use cryptoki_sys::{
 use super::HsmError;
 use super::timing::CallTimer;
 
+/// The most bytes hkms allocates for a length a token reports: the values it reads (labels,
+/// allowed mechanisms, wrapped keys) are far smaller, and a faulty or hostile module must not
+/// make the node allocate what it likes.
+pub(crate) const MAX_TOKEN_OUTPUT: usize = 64 * 1024;
+
+/// `len` as reported by the token, if it is within [`MAX_TOKEN_OUTPUT`].
+fn bounded_len(what: &str, len: cryptoki_sys::CK_ULONG) -> Result<usize, HsmError> {
+    usize::try_from(len)
+        .ok()
+        .filter(|n| *n <= MAX_TOKEN_OUTPUT)
+        .ok_or_else(|| HsmError::Unexpected {
+            what: format!("{what} ({len} bytes; hkms reads at most {MAX_TOKEN_OUTPUT})"),
+        })
+}
+
 /// A second handle on a PKCS#11 module that `cryptoki` has loaded and initialised, with the
 /// module's function list, for the calls `cryptoki` cannot make as hkms needs them. Public,
 /// with the calls the node makes per request, for the throughput bench's raw baseline.
@@ -186,7 +201,7 @@ impl RawModule {
         if rv != CKR_OK {
             return Err(HsmError::from_rv("C_GetAttributeValue", rv));
         }
-        let mut value = vec![0u8; query.ulValueLen as usize];
+        let mut value = vec![0u8; bounded_len("attribute length", query.ulValueLen)?];
         query.pValue = value.as_mut_ptr().cast();
         // SAFETY: `value` has the room the token asked for and outlives the call.
         let rv = unsafe { f(session, object, &mut query, 1) };
@@ -296,7 +311,7 @@ impl RawModule {
         if rv != CKR_OK {
             return Err(HsmError::from_rv("C_WrapKey", rv));
         }
-        let mut out = vec![0u8; len as usize];
+        let mut out = vec![0u8; bounded_len("wrapped key length", len)?];
         // SAFETY: `out` has the room the token asked for.
         let rv = unsafe {
             f(
@@ -424,5 +439,23 @@ impl RawModule {
             return Err(HsmError::from_rv("C_DeriveKey", rv));
         }
         Ok(handle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_reported_length_is_bounded_before_anything_is_allocated() {
+        assert_eq!(bounded_len("attribute length", 40).unwrap(), 40);
+        assert_eq!(
+            bounded_len("attribute length", MAX_TOKEN_OUTPUT as _).unwrap(),
+            MAX_TOKEN_OUTPUT
+        );
+        for huge in [MAX_TOKEN_OUTPUT as u64 + 1, u64::MAX - 1] {
+            let err = bounded_len("wrapped key length", huge as _).unwrap_err();
+            assert!(err.to_string().contains("at most 65536"), "{err}");
+        }
     }
 }

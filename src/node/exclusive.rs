@@ -4,6 +4,7 @@
 //! is on the token before its row commits; seen from outside, it looks like an orphan.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::NodeError;
@@ -21,7 +22,7 @@ pub struct ExclusiveUse {
 impl ExclusiveUse {
     /// Takes the node in `data_dir` for `what`, or says who has it.
     pub fn take(data_dir: &Path, what: &str) -> Result<ExclusiveUse, NodeError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        crate::durable::private_dir(data_dir).map_err(|e| {
             NodeError::Internal(format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let path = data_dir.join(LOCK_FILE);
@@ -29,6 +30,7 @@ impl ExclusiveUse {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|e| NodeError::Internal(format!("cannot open {}: {e}", path.display())))?;
         match file.try_lock() {

@@ -24,6 +24,16 @@ pub enum StoreError {
         /// Why the system refused.
         source: std::io::Error,
     },
+    /// The registry file or a journal beside it could not be made private.
+    #[error(
+        "cannot make {path} readable by hkms's user only (mode 0600): {source}; check who owns the data folder"
+    )]
+    PrivateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why the system refused.
+        source: std::io::Error,
+    },
 
     /// The database file could not be opened or configured.
     #[error(

@@ -53,15 +53,36 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// `path` with `suffix` added to its file name (`registry.sqlite-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 impl SqliteStore {
     /// Opens (or creates) the registry at `path`, creating its folder if needed, and brings
     /// the schema up to date. Refuses a database written by a newer hkms.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateFolder {
+            crate::durable::private_dir(folder).map_err(|source| StoreError::CreateFolder {
                 path: folder.to_path_buf(),
                 source,
             })?;
+        }
+        // The registry and the journals SQLite makes beside it (same mode) are the owner's
+        // alone, whatever the umask.
+        for file in [
+            path.to_path_buf(),
+            sibling(path, "-wal"),
+            sibling(path, "-shm"),
+        ] {
+            if file == path || file.exists() {
+                crate::durable::private_file(&file).map_err(|source| StoreError::PrivateFile {
+                    path: file.clone(),
+                    source,
+                })?;
+            }
         }
         let open_err = StoreError::open(path);
         let conn = Connection::open(path).map_err(&open_err)?;
@@ -269,6 +290,31 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
+    }
+
+    #[test]
+    fn the_registry_its_journals_and_its_folder_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("data");
+        let path = folder.join("registry.sqlite");
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert_key(&root_record("card-master")).unwrap();
+        assert_eq!(mode(&folder), 0o700);
+        for file in [path.clone(), sibling(&path, "-wal"), sibling(&path, "-shm")] {
+            assert!(file.exists(), "{}", file.display());
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(store);
+        // Files and a folder left readable by an older version are tightened on open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert_key(&root_record("pin-unblock")).unwrap();
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&sibling(&path, "-wal")), 0o600);
     }
 
     #[test]
