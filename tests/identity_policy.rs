@@ -50,6 +50,24 @@ fn denied(r: Result<proto::Key, tonic::Status>, what: &str) -> String {
     e.message().to_string()
 }
 
+/// A refusal that says no more than a missing key would: NOT_FOUND, naming the caller's
+/// rights and not the key's type or region.
+fn hidden(r: Result<proto::Key, tonic::Status>, what: &str) -> String {
+    let e = r.expect_err(what);
+    assert_eq!(e.code(), Code::NotFound, "{what}: {}", e.message());
+    assert!(
+        e.message().starts_with("no key k-"),
+        "{what}: {}",
+        e.message()
+    );
+    assert!(
+        !e.message().contains("card-master"),
+        "{what}: {}",
+        e.message()
+    );
+    e.message().to_string()
+}
+
 /// A ministry node with a card master key diversified for Guangdong and Guangxi.
 async fn ministry() -> (TestNode, proto::Key, proto::Key, proto::Key) {
     let node = TestNode::start("national", "000000");
@@ -72,15 +90,18 @@ async fn provincial_system_derives_only_its_own_cities_and_sees_only_its_keys() 
         .await
         .expect("Guangzhou");
     assert_eq!(gz.region, "440100");
-    let why = denied(
+    // Keys the province may not derive from are answered as keys that do not exist.
+    let why = hidden(
         derive(&mut gd_system, &gx.id, "450100").await,
         "Nanning is not Guangdong's",
     );
-    assert!(
-        why.contains("role system at 440000 may not derive card-master for 450100"),
-        "{why}"
+    let missing = format!("k-{}", "0".repeat(32));
+    let none = hidden(
+        derive(&mut gd_system, &missing, "450100").await,
+        "a key that does not exist",
     );
-    denied(
+    assert_eq!(why.replace(&gx.id, "K"), none.replace(&missing, "K"));
+    hidden(
         derive(&mut gd_system, &root.id, "450000").await,
         "province cannot derive provinces",
     );
@@ -104,7 +125,17 @@ async fn provincial_system_derives_only_its_own_cities_and_sees_only_its_keys() 
         .get_key(proto::GetKeyRequest { id: gx.id.clone() })
         .await
         .expect_err("Guangxi's key");
-    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    let none = gd_system
+        .get_key(proto::GetKeyRequest {
+            id: missing.clone(),
+        })
+        .await
+        .expect_err("no such key");
+    assert_eq!(
+        (none.code(), none.message().replace(&missing, "K")),
+        (err.code(), err.message().replace(&gx.id, "K"))
+    );
 }
 
 #[tokio::test]
@@ -115,12 +146,17 @@ async fn municipal_window_cannot_generate_or_derive_national_keys() {
         generate(&mut window, "card-master").await,
         "window generates",
     );
+    // A window may derive nothing: the same refusal for a key that exists and one that
+    // does not, naming no key.
     let why = denied(
         derive(&mut window, &root.id, "440000").await,
         "window derives",
     );
+    let missing = format!("k-{}", "0".repeat(32));
+    let none = denied(derive(&mut window, &missing, "440000").await, "no such key");
+    assert_eq!(why, none);
     assert!(
-        why.contains("role window at 440100 may not derive card-master for 440000"),
+        why.contains("no rule of the policy lets hkms://window/municipal/440100/counter-1 derive"),
         "{why}"
     );
     denied(

@@ -78,15 +78,31 @@ impl Tally {
 
     /// Counts a request that the policy must refuse.
     fn denied<T>(&mut self, actor: &str, rpc: &str, r: Result<tonic::Response<T>, Status>) {
+        self.refused_with(Code::PermissionDenied, actor, rpc, r);
+    }
+
+    /// Counts a request on a key the policy keeps from the caller: refused as if the key
+    /// did not exist.
+    fn hidden<T>(&mut self, actor: &str, rpc: &str, r: Result<tonic::Response<T>, Status>) {
+        self.refused_with(Code::NotFound, actor, rpc, r);
+    }
+
+    fn refused_with<T>(
+        &mut self,
+        expected: Code,
+        actor: &str,
+        rpc: &str,
+        r: Result<tonic::Response<T>, Status>,
+    ) {
         let code = r.as_ref().err().map_or(Code::Ok, Status::code);
         *self
             .counts
             .entry((actor.into(), rpc.into(), code_name(code).into()))
             .or_default() += 1;
         self.denied += 1;
-        if code != Code::PermissionDenied {
+        if code != expected {
             self.unexpected
-                .push(format!("{actor} {rpc} should be denied, got {code:?}"));
+                .push(format!("{actor} {rpc} should be {expected:?}, got {code:?}"));
         }
     }
 
@@ -329,7 +345,7 @@ async fn denied_at_ministry(node: Chans, until: Instant, shared: SharedRef) -> T
                 region: "440000".into(),
             })
             .await;
-        t.denied(&guangxi, "DeriveSubKey", r);
+        t.hidden(&guangxi, "DeriveSubKey", r);
         let r = as_auditor
             .derive_sub_key(proto::DeriveSubKeyRequest {
                 parent_id: root,

@@ -205,6 +205,16 @@ impl Cards<'_> {
         serial: &CardSerial,
     ) -> Result<CardPackages, NodeError> {
         let factor = serial.factor();
+        // Allowed first: which bureau cards exist is no answer for a caller who may not export.
+        for command in [CardCommand::Unblock, CardCommand::Reload] {
+            // Card keys leave the HSM (wrapped for the bureau): an export, not a window's use.
+            self.core.authorize(
+                req,
+                Operation::Export,
+                Some(command.key_type()),
+                &self.core.region(),
+            )?;
+        }
         let bureau = self
             .core
             .store
@@ -219,9 +229,6 @@ impl Cards<'_> {
         let mut out = Vec::new();
         for command in [CardCommand::Unblock, CardCommand::Reload] {
             let key_type = command.key_type();
-            // Card keys leave the HSM (wrapped for the bureau): an export, not a window's use.
-            self.core
-                .authorize(req, Operation::Export, Some(key_type), &self.core.region())?;
             let master = self.card_master(key_type)?;
             let (wrapped, kcv) =
                 self.core

@@ -95,14 +95,9 @@ impl Keys<'_> {
         parent_id: &KeyId,
         region: Region,
     ) -> Result<KeyRecord, NodeError> {
-        let parent = self.core.key_record(parent_id)?;
-        req.key(&parent);
-        self.core.authorize(
-            req,
-            Operation::Derive,
-            Some(parent.key_type.as_str()),
-            &region,
-        )?;
+        let parent =
+            self.core
+                .authorize_on_key(req, Operation::Derive, parent_id, Some(&region))?;
         if !parent.state.may_derive() {
             return Err(NodeError::FailedPrecondition(format!(
                 "key {parent_id} is {}; only an active key can be diversified",
@@ -179,10 +174,7 @@ impl Keys<'_> {
 
     /// One key's record.
     pub fn get_key(&self, req: &mut Request, id: &KeyId) -> Result<KeyRecord, NodeError> {
-        let record = self.core.key_record(id)?;
-        self.core.authorize_key(req, Operation::Read, &record)?;
-        req.key(&record);
-        Ok(record)
+        self.core.authorize_on_key(req, Operation::Read, id, None)
     }
 
     /// Keys matching `filter` that the caller may read (others are left out).
@@ -217,9 +209,9 @@ impl Keys<'_> {
         next: KeyState,
         expected: Option<KeyState>,
     ) -> Result<KeyRecord, NodeError> {
-        let record = self.core.key_record(id)?;
-        req.key(&record);
-        self.core.authorize_key(req, Operation::Manage, &record)?;
+        let record = self
+            .core
+            .authorize_on_key(req, Operation::Manage, id, None)?;
         if needs_quorum_state(next) {
             self.core
                 .require_no_ceremony(Operation::Manage, Some(record.key_type.as_str()))?;

@@ -366,14 +366,9 @@ impl Transport<'_> {
         recipient: Region,
         card_id: Option<&str>,
     ) -> Result<Vec<u8>, NodeError> {
-        let key = self.core.key_record(key_id)?;
-        req.key(&key);
-        self.core.authorize(
-            req,
-            Operation::Export,
-            Some(key.key_type.as_str()),
-            &recipient,
-        )?;
+        let key = self
+            .core
+            .authorize_on_key(req, Operation::Export, key_id, Some(&recipient))?;
         if key.region != recipient {
             return Err(NodeError::InvalidArgument(format!(
                 "key {} was made for {}; a package for {recipient} cannot carry it",

@@ -129,6 +129,15 @@ impl Policy {
         engine::decide(self, who, op, key_type, target)
     }
 
+    /// Whether some rule lets `who`'s role and tier do `op` at all, whatever the key and
+    /// region. A refusal on one key can then be answered like a missing key, so that a caller
+    /// cannot learn which keys exist from the answers.
+    pub fn may_ever(&self, who: &Identity, op: Operation) -> bool {
+        self.rules.iter().any(|r| {
+            r.operations.contains(&op) && r.roles.contains(&who.role) && r.tiers.contains(&who.tier)
+        })
+    }
+
     /// The quorum an operation on a key type needs, if it is a ceremony.
     pub fn quorum(&self, op: Operation, key_type: Option<&str>) -> Option<&Quorum> {
         self.quorums

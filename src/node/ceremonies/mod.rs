@@ -162,15 +162,16 @@ impl Ceremonies<'_> {
                 Ok(None)
             }
             CeremonyAction::ChangeKeyState { key_id, state } => {
-                let record = self.core.key_record(key_id)?;
                 if !needs_quorum_state(*state) {
                     return Err(NodeError::InvalidArgument(format!(
                         "a manage ceremony retires or destroys a key; `{state}` is done directly"
                     )));
                 }
+                // Allowed first: the key's state is no answer for a caller who may not see it.
+                let record = self
+                    .core
+                    .authorize_on_key(req, Operation::Manage, key_id, None)?;
                 record.state.transition(*state)?;
-                req.key(&record);
-                self.core.authorize_key(req, Operation::Manage, &record)?;
                 Ok(Some(record.key_type.as_str().to_string()))
             }
         }

@@ -148,14 +148,42 @@ impl Core {
         self.authorize(req, op, key_type, &self.region)
     }
 
-    /// [`Core::authorize`] for an operation on a registered key: its type, its region.
-    pub fn authorize_key(
+    /// Reads the registered key `id` and asks the policy about `op` on it, for `target` (or
+    /// the key's own region). A caller the policy refuses gets the answer a missing key gets,
+    /// so answers tell no one which keys exist: NOT_FOUND when the policy lets them do `op` to
+    /// some key, PERMISSION_DENIED naming no key when it never does. The record keeps the real
+    /// decision and the server log its reason.
+    pub(crate) fn authorize_on_key(
         &self,
         req: &mut Request,
         op: Operation,
-        key: &KeyRecord,
-    ) -> Result<Decision, NodeError> {
-        self.authorize(req, op, Some(key.key_type.as_str()), &key.region)
+        id: &crate::hierarchy::KeyId,
+        target: Option<&Region>,
+    ) -> Result<KeyRecord, NodeError> {
+        let hidden = |req: &Request| {
+            if self.policy().may_ever(&req.caller, op) {
+                let target = target.map(|t| format!(" for {t}")).unwrap_or_default();
+                NodeError::NotFound(format!(
+                    "no key {id} that {} may {op}{target} on this node",
+                    req.caller
+                ))
+            } else {
+                NodeError::PermissionDenied(format!(
+                    "denied: no rule of the policy lets {} {op} any key on this node",
+                    req.caller
+                ))
+            }
+        };
+        let Some(record) = self.store.get_key(id)? else {
+            return Err(hidden(req));
+        };
+        req.key(&record);
+        let region = target.unwrap_or(&record.region);
+        match self.authorize(req, op, Some(record.key_type.as_str()), region) {
+            Ok(_) => Ok(record),
+            Err(NodeError::PermissionDenied(_)) => Err(hidden(req)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Refuses a direct request for an operation the policy puts under dual control.
