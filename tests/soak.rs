@@ -101,8 +101,9 @@ impl Tally {
             .or_default() += 1;
         self.denied += 1;
         if code != expected {
-            self.unexpected
-                .push(format!("{actor} {rpc} should be {expected:?}, got {code:?}"));
+            self.unexpected.push(format!(
+                "{actor} {rpc} should be {expected:?}, got {code:?}"
+            ));
         }
     }
 

@@ -669,4 +669,24 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn a_card_pin_reaches_the_card_only_within_its_bounds(
+            len in 0usize..300,
+            label in "\\PC{0,40}|[a-z0-9-]{1,32}"
+        ) {
+            let pin = SecretString::from("5".repeat(len));
+            let label_ok = check_card_label(&label).is_ok();
+            proptest::prop_assert_eq!(
+                label_ok,
+                (1..=MAX_CARD_LABEL).contains(&label.len())
+                    && !crate::untrusted_text::has_invisible(&label)
+            );
+            proptest::prop_assert_eq!(
+                check_card_pin("card", "PIN", &pin).is_ok(),
+                (1..=MAX_CARD_PIN).contains(&len)
+            );
+        }
+    }
 }
