@@ -201,6 +201,19 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
         "{report}"
     );
     assert!(report.contains(&root.kcv), "{report}");
+    // A 2-of-2 ceremony: the opener's approval counts, as it did at the node.
+    assert!(
+        report.contains("**Outcome:** executed, 2 approvals"),
+        "{report}"
+    );
+    let refused = report
+        .split("## Refused requests")
+        .nth(1)
+        .expect("refusals");
+    assert!(
+        refused.contains("### `PERMISSION_DENIED`") && refused.contains(WINDOW),
+        "{refused}"
+    );
 
     // No PIN and no key value anywhere in the bundle, the registry or the log lines.
     let mut hay = Vec::new();

@@ -310,6 +310,8 @@ async fn a_key_entered_by_two_custodians_has_the_kcv_of_their_combined_component
         "{}",
         done.result
     );
+    // Once done, the components are gone from memory; the count stays (each was an approval).
+    assert_eq!(done.components_entered, 2);
     assert!(
         done.result.contains(&aes_kcv(&combined)),
         "{} vs {}",

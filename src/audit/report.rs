@@ -2,7 +2,7 @@
 //!
 //! It reads records that [`super::verify::verify_bundle`] has already checked; it proves
 //! nothing itself, it only tells the story: each ceremony from opening to outcome, the key
-//! operations made outside ceremonies, and who was refused how often.
+//! operations made outside ceremonies, and who was refused how, how often.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +17,8 @@ const APPROVE: &str = "ApproveCeremony";
 const ENTER: &str = "EnterComponent";
 /// RPC that cancels a ceremony.
 const CANCEL: &str = "CancelCeremony";
+/// RPC whose records (one per card) carry the card keys made for the personalisation bureau.
+const PERSONALISE: &str = "PersonaliseCards";
 /// The record the node writes when a ceremony's operation runs.
 const EXECUTE: &str = "ExecuteCeremony";
 /// Status code of a ceremony that ran out of time.
@@ -35,8 +37,8 @@ pub fn parse_records(lines: &[String]) -> Result<Vec<AuditRecord>, VerifyError> 
 }
 
 /// The Markdown report of `records` (in seq order): every ceremony from opening to outcome, in
-/// order of first appearance; the successful key operations outside ceremonies; the number of
-/// denied requests per actor.
+/// order of first appearance; the successful key operations outside ceremonies; every refused
+/// request, by status code and caller.
 pub fn ceremony_report(records: &[AuditRecord]) -> String {
     let mut out = String::from("# Ceremony report\n\n");
     match (records.first(), records.last()) {
@@ -71,6 +73,7 @@ pub fn ceremony_report(records: &[AuditRecord]) -> String {
     let others: Vec<&AuditRecord> = records
         .iter()
         .filter(|r| r.ceremony.is_none() && r.result.ok && !r.key_ids.is_empty())
+        .filter(|r| r.rpc != PERSONALISE)
         .collect();
     if others.is_empty() {
         out.push_str("None.\n");
@@ -87,26 +90,8 @@ pub fn ceremony_report(records: &[AuditRecord]) -> String {
         ));
     }
 
-    out.push_str("\n## Denied requests\n\n");
-    let mut denied: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for r in records.iter().filter(|r| is_denied(r)) {
-        denied.entry(r.actor.as_str()).or_default().push(r.seq);
-    }
-    if denied.is_empty() {
-        out.push_str("None.\n");
-    }
-    for (who, seqs) in denied {
-        let mut listed: Vec<String> = seqs.iter().take(MAX_LISTED).map(u64::to_string).collect();
-        if seqs.len() > MAX_LISTED {
-            listed.push("…".into());
-        }
-        out.push_str(&format!(
-            "- {}: {} (records {})\n",
-            actor_name(who),
-            seqs.len(),
-            listed.join(", ")
-        ));
-    }
+    personalisation_section(&mut out, records);
+    refused_section(&mut out, records);
     out
 }
 
@@ -177,6 +162,11 @@ fn ceremony_section(out: &mut String, id: &str, recs: &[&AuditRecord]) {
         let at = format!("at {} (record {})", r.time, r.seq);
         match event(r) {
             Event::Open => {
+                // The node counts the opener's approval when they may approve (records name it;
+                // older ones do not, and count only the approvals that follow).
+                if r.result.ok && r.params.get("opener_approved").is_some_and(|v| v == "true") {
+                    approvers.push(actor(r));
+                }
                 out.push_str(&format!(
                     "- **Opened** by {} {at}: {}\n",
                     actor(r),
@@ -224,6 +214,11 @@ fn ceremony_section(out: &mut String, id: &str, recs: &[&AuditRecord]) {
                 ));
             }
             Event::Execute => {
+                // The run names the approvals it ran on: they are the count.
+                let named = approvers_named(r);
+                if !named.is_empty() {
+                    approvers = named;
+                }
                 if r.result.ok {
                     executed.push(r);
                 } else {
@@ -283,13 +278,126 @@ fn ceremony_section(out: &mut String, id: &str, recs: &[&AuditRecord]) {
     out.push_str(&format!("\n**Outcome:** {outcome}.\n"));
 }
 
-/// Whether the request was refused (by the policy, or for want of an identity).
-fn is_denied(r: &AuditRecord) -> bool {
-    r.decision.as_ref().is_some_and(|d| !d.allowed)
-        || matches!(
-            r.result.code.as_str(),
-            "PERMISSION_DENIED" | "UNAUTHENTICATED"
-        )
+/// The approvers an `ExecuteCeremony` record names (`approver_1`, `approver_2`, …; older
+/// records list them space-separated in `approvers`), as the report shows actors.
+fn approvers_named(r: &AuditRecord) -> Vec<String> {
+    let mut numbered: Vec<(u32, &String)> = r
+        .params
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("approver_")?.parse().ok()?, v)))
+        .collect();
+    numbered.sort();
+    let names: Vec<&str> = if numbered.is_empty() {
+        r.params
+            .get("approvers")
+            .map(|all| all.split(' ').filter(|a| !a.is_empty()).collect())
+            .unwrap_or_default()
+    } else {
+        numbered.into_iter().map(|(_, v)| v.as_str()).collect()
+    };
+    names.into_iter().map(actor_name).collect()
+}
+
+/// Cards personalised, per master key their card keys were derived from: one line per master,
+/// not one per card.
+fn personalisation_section(out: &mut String, records: &[AuditRecord]) {
+    out.push_str("\n## Card personalisation\n\n");
+    let mut per_master: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r.rpc == PERSONALISE && r.result.ok && r.params.contains_key("card_serial"))
+    {
+        for key in &r.key_ids {
+            per_master.entry(key.as_str()).or_default().push(r.seq);
+        }
+    }
+    if per_master.is_empty() {
+        out.push_str("None.\n");
+    }
+    for (master, seqs) in per_master {
+        let (first, last) = (seqs.first().copied(), seqs.last().copied());
+        out.push_str(&format!(
+            "- master {}: {} card{} (records {} to {})\n",
+            code(master),
+            seqs.len(),
+            if seqs.len() == 1 { "" } else { "s" },
+            first.unwrap_or_default(),
+            last.unwrap_or_default()
+        ));
+    }
+}
+
+/// Every request that did not succeed, grouped by status code (the policy's refusals, then
+/// missing identities, then attempts that skip a rule such as dual control, then bad input,
+/// then the rest), and within a code by caller.
+fn refused_section(out: &mut String, records: &[AuditRecord]) {
+    out.push_str("\n## Refused requests\n");
+    let mut by_code: BTreeMap<(usize, &str), BTreeMap<&str, Vec<u64>>> = BTreeMap::new();
+    for r in records.iter().filter(|r| !r.result.ok) {
+        let code = r.result.code.as_str();
+        by_code
+            .entry((code_rank(code), code))
+            .or_default()
+            .entry(r.actor.as_str())
+            .or_default()
+            .push(r.seq);
+    }
+    if by_code.is_empty() {
+        out.push_str("\nNone.\n");
+    }
+    for ((_, status), callers) in by_code {
+        let total: usize = callers.values().map(Vec::len).sum();
+        out.push_str(&format!(
+            "\n### {} ({total}): {}\n\n",
+            code(status),
+            code_meaning(status)
+        ));
+        for (who, seqs) in callers {
+            let mut listed: Vec<String> =
+                seqs.iter().take(MAX_LISTED).map(u64::to_string).collect();
+            if seqs.len() > MAX_LISTED {
+                listed.push("…".into());
+            }
+            out.push_str(&format!(
+                "- {}: {} (records {})\n",
+                actor_name(who),
+                seqs.len(),
+                listed.join(", ")
+            ));
+        }
+    }
+}
+
+/// Where a status code's refusals stand in the report: what an auditor looks at first.
+fn code_rank(code: &str) -> usize {
+    const ORDER: [&str; 6] = [
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+        "FAILED_PRECONDITION",
+        "RESOURCE_EXHAUSTED",
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+    ];
+    ORDER.iter().position(|c| *c == code).unwrap_or(ORDER.len())
+}
+
+/// What a refusal with this code says about the caller's attempt.
+fn code_meaning(code: &str) -> &'static str {
+    match code {
+        "PERMISSION_DENIED" => "refused by the policy",
+        "UNAUTHENTICATED" => "no usable identity (certificate refused or revoked)",
+        "FAILED_PRECONDITION" => {
+            "not possible in the node's state, or an attempt to skip a rule such as dual control"
+        }
+        "RESOURCE_EXHAUSTED" => "over a card command limit",
+        "INVALID_ARGUMENT" => "malformed or wrong input",
+        "NOT_FOUND" => "no such key or ceremony, or one the caller may not see",
+        "ALREADY_EXISTS" => "done already (a second approval, a package imported twice)",
+        "DEADLINE_EXCEEDED" => "too late (a ceremony that expired)",
+        "UNAVAILABLE" => "the node or its token was not available",
+        "INTERNAL" => "a fault of the node",
+        _ => "other",
+    }
 }
 
 /// How a request ended, with its message and the policy's reason when it was denied. Both can
@@ -346,22 +454,14 @@ fn kcvs_inline(r: &AuditRecord) -> String {
     format!("; {}", v.join(", "))
 }
 
-/// A Markdown code span that shows `s` as it is: control characters escaped, a fence longer
+/// A Markdown code span that shows `s` as it is: invisible characters escaped, a fence longer
 /// than any run of backticks inside (CommonMark), so a value cannot break the report's layout.
 fn code(s: &str) -> String {
     if s.is_empty() {
         return "(empty)".into();
     }
-    let text: String = s
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect();
+    // Controls, bidi overrides and zero-width characters escaped: shown, never obeyed.
+    let text = crate::untrusted_text::escape(s);
     let (mut longest, mut run) = (0, 0);
     for c in text.chars() {
         run = if c == '`' { run + 1 } else { 0 };
@@ -610,6 +710,111 @@ mod tests {
     }
 
     #[test]
+    fn the_openers_approval_and_the_approvers_the_run_names_are_counted() {
+        let mut records = generate_ceremony();
+        records[0]
+            .params
+            .insert("opener_approved".into(), "true".into());
+        let mut again = Vec::new();
+        for r in &records {
+            again.push(AuditDraft {
+                request_id: r.request_id.clone(),
+                node: r.node.clone(),
+                actor: r.actor.clone(),
+                rpc: r.rpc.clone(),
+                operation: r.operation.clone(),
+                params: r.params.clone(),
+                key_ids: r.key_ids.clone(),
+                kcvs: r.kcvs.clone(),
+                decision: r.decision.clone(),
+                policy_sha256: r.policy_sha256.clone(),
+                ceremony: r.ceremony.clone(),
+                outcome: Some(r.result.clone()),
+            });
+        }
+        let report = ceremony_report(&chain(again.clone()));
+        assert!(
+            report.contains(&format!(
+                "**Outcome:** executed, 3 approvals (`{OPENER}`, `{APPROVER_1}`, `{APPROVER_2}`)"
+            )),
+            "{report}"
+        );
+        // The run's own list is the count (here, what a policy reload left in force).
+        let exec = again.iter_mut().find(|d| d.rpc == EXECUTE).unwrap();
+        exec.params.insert("approver_2".into(), APPROVER_2.into());
+        exec.params.insert("approver_1".into(), OPENER.into());
+        let report = ceremony_report(&chain(again));
+        assert!(
+            report.contains(&format!(
+                "**Outcome:** executed, 2 approvals (`{OPENER}`, `{APPROVER_2}`)"
+            )),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn personalised_cards_are_summed_per_master_key() {
+        let card = |n: u32| {
+            let mut r = d(APPROVER_1, PERSONALISE, None, ok());
+            r.params = p(&[("card_serial", &format!("{n:016X}"))]);
+            r.key_ids = vec!["k-unblock".into(), "k-reload".into()];
+            r
+        };
+        let report = ceremony_report(&chain(vec![card(1), card(2), card(3)]));
+        let cards = report.split("## Card personalisation").nth(1).unwrap();
+        assert!(
+            cards.contains("- master `k-unblock`: 3 cards (records 1 to 3)"),
+            "{cards}"
+        );
+        assert!(cards.contains("- master `k-reload`: 3 cards"), "{cards}");
+        let others = report.split("## Other key operations").nth(1).unwrap();
+        assert!(others.starts_with("\n\nNone."), "{others}");
+    }
+
+    #[test]
+    fn every_class_of_refusal_is_listed_policy_refusals_first() {
+        let mut records: Vec<AuditDraft> = Vec::new();
+        let fail = |code: &str| Outcome {
+            ok: false,
+            code: code.into(),
+            message: "m".into(),
+        };
+        records.push(d(
+            INTRUDER,
+            "GenerateKey",
+            None,
+            fail("FAILED_PRECONDITION"),
+        ));
+        records.push(d(INTRUDER, "DeriveSubKey", None, fail("INVALID_ARGUMENT")));
+        records.push(d(APPROVER_1, "GetKey", None, fail("PERMISSION_DENIED")));
+        records.push(d(INTRUDER, "UnblockPin", None, fail("RESOURCE_EXHAUSTED")));
+        records.push(d(
+            INTRUDER,
+            "GenerateKey",
+            None,
+            fail("FAILED_PRECONDITION"),
+        ));
+        let report = ceremony_report(&chain(records));
+        let refused = report.split("## Refused requests").nth(1).unwrap();
+        let at = |what: &str| {
+            refused
+                .find(what)
+                .unwrap_or_else(|| panic!("{what}: {refused}"))
+        };
+        assert!(at("### `PERMISSION_DENIED` (1)") < at("### `FAILED_PRECONDITION` (2)"));
+        assert!(at("### `FAILED_PRECONDITION` (2)") < at("### `RESOURCE_EXHAUSTED` (1)"));
+        assert!(at("### `RESOURCE_EXHAUSTED` (1)") < at("### `INVALID_ARGUMENT` (1)"));
+        assert!(
+            refused.contains(&format!("- `{INTRUDER}`: 2 (records 1, 5)")),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("skip a rule such as dual control"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn ceremonies_come_in_order_of_first_appearance_with_their_outcome() {
         let report = ceremony_report(&generate_ceremony());
         let one = report.find("### Ceremony `cer-1`").unwrap();
@@ -628,13 +833,18 @@ mod tests {
         assert!(others.contains(&format!("`{APPROVER_1}` `DeriveSubKey` (record 6): keys `reg-1`; `reg-1` KCV `0B0B0B` (aes-cmac)")), "{others}");
         // The denied read is not a key operation that happened.
         assert!(
-            !others.split("## Denied").next().unwrap().contains("GetKey"),
+            !others
+                .split("## Refused")
+                .next()
+                .unwrap()
+                .contains("GetKey"),
             "{others}"
         );
-        let denied = report.split("## Denied requests").nth(1).unwrap();
+        let refused = report.split("## Refused requests").nth(1).unwrap();
+        let denied = refused.split("### `PERMISSION_DENIED` (2)").nth(1).unwrap();
         assert!(
             denied.contains(&format!("- `{INTRUDER}`: 2 (records 3, 7)")),
-            "{denied}"
+            "{refused}"
         );
     }
 

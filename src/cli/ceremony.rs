@@ -219,12 +219,17 @@ fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
     println!("ceremony {}  {} {}", c.id, operation, params.join(" "));
     println!("  state     {}", state);
     println!("  opened by {} at {}", c.opener, c.created_at);
-    println!("  approvals {} of {}", c.approvals.len(), c.quorum);
+    match c.params.get("components") {
+        // Custodians approve by entering their component: the components are what it waits for.
+        Some(parts) => println!(
+            "  components {} of {parts} entered (each is its custodian's approval; the policy \
+             asks at least {})",
+            c.components_entered, c.quorum
+        ),
+        None => println!("  approvals {} of {}", c.approvals.len(), c.quorum),
+    }
     for a in &c.approvals {
         println!("    {} at {}", a.approver, a.approved_at);
-    }
-    if c.params.contains_key("components") {
-        println!("  components entered {}", c.components_entered);
     }
     if !c.result.is_empty() {
         println!("  result    {}", c.result);

@@ -230,6 +230,8 @@ impl Cards<'_> {
         for command in [CardCommand::Unblock, CardCommand::Reload] {
             let key_type = command.key_type();
             let master = self.card_master(key_type)?;
+            // The record names the master each card key came from.
+            req.key(&master);
             let (wrapped, kcv) =
                 self.core
                     .token

@@ -96,6 +96,8 @@ impl Ceremonies<'_> {
         {
             approvals.push((opener.clone(), now.clone()));
         }
+        // The report counts the opener's approval from this, as the node did.
+        req.param("opener_approved", (!approvals.is_empty()).to_string());
         let row = CeremonyRow {
             id: id.clone(),
             operation: op.as_str().to_string(),
@@ -341,9 +343,15 @@ impl Ceremonies<'_> {
         let operation: Operation = r.operation.parse().map_err(NodeError::Internal)?;
         let action = CeremonyAction::parse(operation, &params)
             .map_err(|e| NodeError::Internal(format!("ceremony {} in the registry: {e}", r.id)))?;
+        let state = CeremonyState::parse(&r.state)?;
+        // Held in memory while open; after that, each custodian's entry is their approval.
+        let components_entered = match (state, action.components()) {
+            (CeremonyState::Open, _) | (_, None) => self.components_entered(&r.id).len(),
+            (_, Some(_)) => r.approvals.len(),
+        };
         Ok(Ceremony {
-            components_entered: self.components_entered(&r.id).len(),
-            state: CeremonyState::parse(&r.state)?,
+            components_entered,
+            state,
             id: r.id,
             action,
             opener: r.opener,
@@ -432,14 +440,10 @@ impl Ceremonies<'_> {
             exec.param(&k, v);
         }
         exec.param("opener", c.opener.clone());
-        exec.param(
-            "approvers",
-            c.approvals
-                .iter()
-                .map(|(a, _)| a.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+        // One parameter per approver: a joined list would be cut at the parameter limit.
+        for (n, (approver, _)) in c.approvals.iter().enumerate() {
+            exec.param(&format!("approver_{}", n + 1), approver.clone());
+        }
         let outcome = self.execute(&mut exec, &c);
         // Whatever happens from here, the components were for this one run.
         self.forget_components(id);
