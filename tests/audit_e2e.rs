@@ -104,7 +104,7 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
         &dir.path().join("x").display().to_string(),
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("PermissionDenied"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("PERMISSION_DENIED"), "{}", stderr(&o));
 
     let bundle = dir.path().join("bundle");
     let key_sha256 = export(&node, &bundle);

@@ -440,7 +440,7 @@ async fn cli_prints_tables_and_json() {
     let out = node.cli(&["keys", "show", "k-00000000000000000000000000000000"]);
     assert!(!out.status.success());
     assert!(
-        support::stderr(&out).contains("NotFound"),
+        support::stderr(&out).contains("NOT_FOUND"),
         "{}",
         support::stderr(&out)
     );

@@ -68,3 +68,61 @@ fn explain_allows_a_province_its_cities_and_denies_another_province() {
         stdout(&out)
     );
 }
+
+#[test]
+fn explain_exits_2_on_an_error_and_needs_the_policy_file_named() {
+    let policy = default_policy().display().to_string();
+    let base = [
+        "policy",
+        "explain",
+        "--as",
+        "hkms://system/provincial/440000/gd-kms",
+        "--op",
+        "derive",
+        "--region",
+    ];
+    // No relative default that only works inside the repository: the file is named.
+    let mut args = base.to_vec();
+    args.push("440100");
+    let out = std::process::Command::new(support::hkms_bin())
+        .args(&args)
+        .env_remove("HKMS_POLICY")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", support::stderr(&out));
+    assert!(
+        support::stderr(&out).contains("--policy"),
+        "{}",
+        support::stderr(&out)
+    );
+    // A region that is not one, or a missing file: an error (2), not a denial (1).
+    for (region, file) in [
+        ("44", policy.as_str()),
+        ("440100", "/nonexistent/policy.toml"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([region, "--policy", file]);
+        let out = hkms(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{region} {file}: {}",
+            stdout(&out)
+        );
+    }
+    // JSON for programs.
+    let mut args = base.to_vec();
+    args.extend([
+        "450100",
+        "--key-type",
+        "card-master",
+        "--policy",
+        &policy,
+        "--json",
+    ]);
+    let out = hkms(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["policy_sha256"].as_str().map(str::len), Some(64));
+}

@@ -482,9 +482,32 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
     let text = stdout(&o);
     assert!(o.status.success(), "{text}");
     assert!(
-        text.contains("\"recipient_region\": \"440100\"") && text.contains(&gz_key.kcv),
+        text.lines()
+            .any(|l| l.starts_with("recipient_region") && l.ends_with(" 440100"))
+            && text.contains(&gz_key.kcv),
         "{text}"
     );
+    let o = std::process::Command::new(support::hkms_bin())
+        .args(["package", "inspect", "--json", &file.display().to_string()])
+        .output()
+        .expect("inspect --json");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["header"]["recipient_region"], "440100");
+    assert_eq!(v["header"]["kcv"], gz_key.kcv.as_str());
+    // A file that is not there is named.
+    let missing = file.with_file_name("missing.pkg");
+    for cmd in ["inspect", "import"] {
+        let o = std::process::Command::new(support::hkms_bin())
+            .args(["package", cmd, &missing.display().to_string()])
+            .output()
+            .expect("run");
+        assert!(!o.status.success());
+        assert!(
+            support::stderr(&o).contains(&missing.display().to_string()),
+            "{cmd}: {}",
+            support::stderr(&o)
+        );
+    }
 
     // Every key on every node's token follows the attribute rules; no registry holds key bytes.
     for node in [&ministry, &guangdong, &guangzhou] {

@@ -111,7 +111,48 @@ pub fn enum_arg<P: WireEnum>(arg: &str, word: &str) -> anyhow::Result<i32> {
         .map_err(|e| anyhow::anyhow!("{arg}: {e}"))
 }
 
-/// A gRPC status as a CLI error.
+/// A gRPC status as a CLI error, with the code's canonical name (`FAILED_PRECONDITION`), as
+/// the records, the metrics and the API's documentation write it.
 pub fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
+    anyhow::anyhow!("{}: {}", canonical_code(s.code()), s.message())
+}
+
+/// The canonical name of a gRPC status code.
+pub fn canonical_code(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_print_by_their_canonical_names() {
+        let e = status(tonic::Status::failed_precondition("needs a ceremony"));
+        assert_eq!(e.to_string(), "FAILED_PRECONDITION: needs a ceremony");
+        // The node's own names for the codes it answers with are the same.
+        for class in crate::node::ErrorClass::all() {
+            let code = tonic::Code::from_i32(class.grpc_code());
+            assert_eq!(canonical_code(code), class.code_name());
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `hkms pki ...`: a dev and test PKI (a throw-away CA on disk). Production nodes use the
-//! programme's real CA; see README "Identity".
+//! programme's real CA; see docs/identity-and-policy.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

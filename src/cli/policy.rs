@@ -15,12 +15,16 @@ use super::client::{ClientArgs, status};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Check a policy file; errors name the file, the line and what to fix.
+    /// Check a policy file; errors name the file, the line and what to fix (exit 0 good,
+    /// 1 refused).
     Check {
         /// The policy file.
         file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
-    /// Explain what the policy decides for one request (exit 0 allowed, 1 denied).
+    /// Explain what the policy decides for one request (exit 0 allowed, 1 denied, 2 error).
     Explain {
         /// The caller, as in its certificate: hkms://ROLE/TIER/REGION/NAME.
         #[arg(long = "as")]
@@ -34,9 +38,12 @@ pub enum PolicyCommand {
         /// The target region.
         #[arg(long)]
         region: String,
-        /// The policy file.
-        #[arg(long, default_value = "policies/default.toml")]
+        /// The policy file (the node config's `[node] policy`).
+        #[arg(long, env = "HKMS_POLICY")]
         policy: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the policy in force on a node (its SHA-256, key types, rules).
     Show {
@@ -54,7 +61,19 @@ impl PolicyCommand {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            PolicyCommand::Check { file } => match Policy::load(&file) {
+            PolicyCommand::Check { file, json } => match Policy::load(&file) {
+                Ok(p) if json => {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "ok": true, "file": file, "sha256": p.sha256,
+                            "key_types": p.catalogue.names().count(), "rules": p.rules.len(),
+                            "ceremonies": p.quorums.len(),
+                            "card_limits": p.card_limits.describe(),
+                        })
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
                 Ok(p) => {
                     println!(
                         "policy OK: {} key types, {} rules, {} ceremonies, sha256 {}",
@@ -68,7 +87,14 @@ impl PolicyCommand {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    println!("policy refused: {e}");
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"ok": false, "file": file, "error": e.to_string()})
+                        );
+                    } else {
+                        println!("policy refused: {e}");
+                    }
                     Ok(ExitCode::FAILURE)
                 }
             },
@@ -78,14 +104,36 @@ impl PolicyCommand {
                 key_type,
                 region,
                 policy,
+                json,
             } => {
-                let who = Identity::from_uri(&identity).map_err(anyhow::Error::msg)?;
-                let op: Operation = op.parse().map_err(anyhow::Error::msg)?;
-                let region = Region::parse(&region)?;
-                let policy = Policy::load(&policy)?;
-                let d = policy.decide(&who, op, key_type.as_deref(), &region);
-                println!("{}", d.reason);
-                println!("policy sha256 {}", policy.sha256);
+                // 1 is the answer "denied"; a question that cannot be answered is 2.
+                let decided = (|| -> anyhow::Result<_> {
+                    let who = Identity::from_uri(&identity).map_err(anyhow::Error::msg)?;
+                    let op: Operation = op.parse().map_err(anyhow::Error::msg)?;
+                    let region = Region::parse(&region)?;
+                    let policy = Policy::load(&policy)?;
+                    let d = policy.decide(&who, op, key_type.as_deref(), &region);
+                    Ok((d, policy.sha256))
+                })();
+                let (d, sha256) = match decided {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        eprintln!("hkms: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "allowed": d.allowed, "rule": d.rule, "reason": d.reason,
+                            "policy_sha256": sha256,
+                        })
+                    );
+                } else {
+                    println!("{}", d.reason);
+                    println!("policy sha256 {sha256}");
+                }
                 Ok(if d.allowed {
                     ExitCode::SUCCESS
                 } else {

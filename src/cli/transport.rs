@@ -83,7 +83,15 @@ pub enum PackageCommand {
     Inspect {
         /// The package file.
         file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+/// A package file's bytes; the error names the file.
+fn read_package(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("cannot read the package {}", file.display()))
 }
 
 fn show(t: &proto::TransportKeyInfo, json: bool) {
@@ -192,7 +200,7 @@ impl PackageCommand {
                 println!("wrote {} ({} bytes)", out.display(), p.len());
             }
             PackageCommand::Import { file, client } => {
-                let bytes = std::fs::read(&file)?;
+                let bytes = read_package(&file)?;
                 let mut c = TransportServiceClient::new(client.channel().await?);
                 let key = c
                     .import_key(proto::ImportKeyRequest { package: bytes })
@@ -203,15 +211,36 @@ impl PackageCommand {
                     .ok_or_else(|| anyhow::anyhow!("the server answered without a key"))?;
                 print_key(&key, client.json)?;
             }
-            PackageCommand::Inspect { file } => {
-                let bytes = std::fs::read(&file)?;
-                let p = Package::decode(&bytes)?;
-                println!("{}", serde_json::to_string_pretty(&p.header)?);
-                println!(
-                    "wrapped key: {} bytes (RFC 5649); MAC: {}",
-                    p.wrapped.len(),
-                    hex::encode_upper(p.mac)
-                );
+            PackageCommand::Inspect { file, json } => {
+                let bytes = read_package(&file)?;
+                let p = Package::decode(&bytes)
+                    .with_context(|| format!("{} is not a key package", file.display()))?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "header": p.header, "wrapped_len": p.wrapped.len(),
+                            "mac": hex::encode_upper(p.mac),
+                        })
+                    );
+                } else {
+                    let header = serde_json::to_value(&p.header)?;
+                    if let Some(fields) = header.as_object() {
+                        for (name, value) in fields {
+                            let value = value
+                                .as_str()
+                                .map_or_else(|| value.to_string(), String::from);
+                            println!("{name:<17} {value}");
+                        }
+                    }
+                    println!(
+                        "{:<17} {} bytes (RFC 5649)\n{:<17} {}",
+                        "wrapped key",
+                        p.wrapped.len(),
+                        "mac",
+                        hex::encode_upper(p.mac)
+                    );
+                }
             }
         }
         Ok(ExitCode::SUCCESS)
