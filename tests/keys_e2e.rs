@@ -432,6 +432,16 @@ async fn cli_prints_tables_and_json() {
     let table = stdout(&out);
     assert!(table.contains("KCV") && table.contains(&id), "{table}");
 
+    let out = node.cli(&["keys", "list", "--tree"]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let tree = stdout(&out);
+    let lines: Vec<&str> = tree.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("000000 card-master {id}")),
+        "{tree}"
+    );
+    assert!(lines[1].starts_with("└─ 440000 card-master k-"), "{tree}");
+
     let out = node.cli(&["keys", "list", "--tier", "provincial", "--json"]);
     let keys: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(keys.as_array().map(Vec::len), Some(1));

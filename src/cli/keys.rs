@@ -47,6 +47,9 @@ pub enum KeysCommand {
         /// Only this state.
         #[arg(long, default_value = "")]
         state: String,
+        /// Show the hierarchy as a tree (national → provincial → municipal).
+        #[arg(long, conflicts_with = "json")]
+        tree: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -112,6 +115,7 @@ impl KeysCommand {
                 region,
                 key_type,
                 state,
+                tree,
                 client,
             } => {
                 let tier = enum_arg::<proto::Tier>("--tier", &tier)?;
@@ -126,7 +130,12 @@ impl KeysCommand {
                     })
                     .await
                     .map_err(status)?;
-                print_keys(&r.into_inner().keys, client.json)?;
+                let keys = r.into_inner().keys;
+                if tree {
+                    print!("{}", super::output::key_tree(&keys));
+                } else {
+                    print_keys(&keys, client.json)?;
+                }
                 Ok(ExitCode::SUCCESS)
             }
             KeysCommand::Show { id, client } => {

@@ -83,6 +83,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::TokenCommand,
     },
+    /// Print a shell completion script: `hkms completions bash > /etc/bash_completion.d/hkms`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Runs the command line; the process exit code is the result.
@@ -115,6 +120,18 @@ pub fn main() -> ExitCode {
             Command::Transport { command } => command.run().await,
             Command::Package { command } => command.run().await,
             Command::Token { command } => command.run(),
+            Command::Completions { shell } => {
+                use clap::CommandFactory;
+                use std::io::Write;
+                // Made in memory first: a closed pipe (`| head`) is an error, not a panic.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "hkms", &mut script);
+                match std::io::stdout().write_all(&script) {
+                    Ok(()) => Ok(ExitCode::SUCCESS),
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                    Err(e) => Err(anyhow::anyhow!("cannot write the completion script: {e}")),
+                }
+            }
         }
     });
     match result {

@@ -81,6 +81,78 @@ pub fn print_keys(keys: &[Key], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The keys as a tree, national → provincial → municipal: each key under its parent, children
+/// by region. A key whose parent is not among `keys` (another node's, or filtered out) is a
+/// root, marked with its parent's id.
+pub fn key_tree(keys: &[Key]) -> String {
+    use std::collections::{BTreeMap, HashSet};
+    let ids: HashSet<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let mut children: BTreeMap<&str, Vec<&Key>> = BTreeMap::new();
+    let mut roots: Vec<&Key> = Vec::new();
+    for k in keys {
+        if ids.contains(k.parent_id.as_str()) {
+            children.entry(k.parent_id.as_str()).or_default().push(k);
+        } else {
+            roots.push(k);
+        }
+    }
+    let order = |v: &mut Vec<&Key>| {
+        v.sort_by(|a, b| (&a.region, &a.key_type, &a.id).cmp(&(&b.region, &b.key_type, &b.id)))
+    };
+    order(&mut roots);
+    for v in children.values_mut() {
+        order(v);
+    }
+    fn line(k: &Key) -> String {
+        format!(
+            "{} {} {} v{} {} KCV {}",
+            k.region,
+            k.key_type,
+            k.id,
+            k.version,
+            word::<proto::KeyState>(k.state),
+            k.kcv
+        )
+    }
+    fn walk(
+        out: &mut String,
+        k: &Key,
+        prefix: &str,
+        last: bool,
+        children: &BTreeMap<&str, Vec<&Key>>,
+    ) {
+        out.push_str(&format!(
+            "{prefix}{} {}\n",
+            if last { "└─" } else { "├─" },
+            line(k)
+        ));
+        let below = format!("{prefix}{}", if last { "   " } else { "│  " });
+        let kids = children
+            .get(k.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (i, c) in kids.iter().enumerate() {
+            walk(out, c, &below, i + 1 == kids.len(), children);
+        }
+    }
+    let mut out = String::new();
+    for root in roots {
+        out.push_str(&line(root));
+        if !root.parent_id.is_empty() {
+            out.push_str(&format!(" (parent {} not listed)", root.parent_id));
+        }
+        out.push('\n');
+        let kids = children
+            .get(root.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (i, c) in kids.iter().enumerate() {
+            walk(&mut out, c, "", i + 1 == kids.len(), &children);
+        }
+    }
+    out
+}
+
 /// Prints one key: JSON object, or the table with one row.
 pub fn print_key(key: &Key, json: bool) -> anyhow::Result<()> {
     if json {
@@ -88,4 +160,51 @@ pub fn print_key(key: &Key, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     print_keys(std::slice::from_ref(key), false)
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+
+    fn key(id: &str, parent: &str, region: &str) -> Key {
+        Key {
+            id: id.into(),
+            parent_id: parent.into(),
+            region: region.into(),
+            key_type: "card-master".into(),
+            kcv: "ABCDEF".into(),
+            version: 1,
+            ..Key::default()
+        }
+    }
+
+    #[test]
+    fn children_hang_under_their_parents_by_region() {
+        let keys = [
+            key("k-gz", "k-gd", "440100"),
+            key("k-root", "", "000000"),
+            key("k-gx", "k-root", "450000"),
+            key("k-gd", "k-root", "440000"),
+            key("k-sz", "k-gd", "440300"),
+            key("k-far", "k-elsewhere", "320000"),
+        ];
+        let tree = key_tree(&keys);
+        let lines: Vec<&str> = tree.lines().collect();
+        assert!(lines[0].starts_with("000000 card-master k-root"), "{tree}");
+        assert!(lines[1].starts_with("├─ 440000 card-master k-gd"), "{tree}");
+        assert!(
+            lines[2].starts_with("│  ├─ 440100 card-master k-gz"),
+            "{tree}"
+        );
+        assert!(
+            lines[3].starts_with("│  └─ 440300 card-master k-sz"),
+            "{tree}"
+        );
+        assert!(lines[4].starts_with("└─ 450000 card-master k-gx"), "{tree}");
+        assert!(
+            lines[5].contains("k-far") && lines[5].ends_with("(parent k-elsewhere not listed)"),
+            "{tree}"
+        );
+        assert_eq!(lines.len(), 6);
+    }
 }
