@@ -1,6 +1,6 @@
 //! ID numbers (the cardholder's, an agent's) as card service records carry them: never in
 //! clear, but as a MAC computed in the HSM with a key that never leaves it
-//! (docs/card-commands.md §6). This module is pure: it checks an ID number, lays out the bytes
+//! (docs/card-commands.md §9). This module is pure: it checks an ID number, lays out the bytes
 //! the HSM MACs, and computes the salted hash that records made before ID MACs carry.
 
 use sha2::{Digest, Sha256};

@@ -173,7 +173,7 @@ async fn find_id(
     if !found.legacy_searched {
         println!(
             "records made before ID MACs (cardholder_id_hash, agent_id_hash) were not searched: \
-             this node has no id-salt (docs/card-commands.md §6)"
+             this node has no id-salt (docs/card-commands.md §9)"
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -62,7 +62,7 @@ pub const LEGACY_SALT_FILE: &str = "id-salt";
 /// with it, an auditor's lookup (`Audit::find_id_number`) also finds those records. It is never
 /// made any more: a node that never had one has no such records. A salt that is there but
 /// unreadable, or not 32 bytes, stops the node, so that old records do not silently stop
-/// matching; an operator who moved it off the host (docs/card-commands.md §6) gets lookups of
+/// matching; an operator who moved it off the host (docs/card-commands.md §9) gets lookups of
 /// ID MACs only.
 pub(crate) fn load_legacy_salt(
     data_dir: &Path,
@@ -74,7 +74,7 @@ pub(crate) fn load_legacy_salt(
         Err(e) => {
             return Err(NodeError::FailedPrecondition(format!(
                 "cannot read the ID salt {} of records made before ID MACs: {e}; fix its \
-                 permissions, or move it off the host (docs/card-commands.md §6)",
+                 permissions, or move it off the host (docs/card-commands.md §9)",
                 path.display()
             )));
         }
