@@ -53,8 +53,8 @@ async fn every_key_on_the_token_follows_the_attribute_rules() {
 
     ministry.stop();
     city.stop();
-    // Each token also holds the ceremony log's signing key (a private key).
-    for (node, count) in [(&ministry, made + 1), (&city, 4 + 1)] {
+    // Each token also holds the ceremony log's signing key (a private key) and the ID MAC key.
+    for (node, count) in [(&ministry, made + 2), (&city, 4 + 2)] {
         let out = node.cli(&["token", "audit"]);
         let text = stdout(&out);
         assert!(out.status.success(), "{text}");

@@ -452,8 +452,12 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
     let has = |needle: &str| all.windows(needle.len()).any(|w| w == needle.as_bytes());
     assert!(has(SERIAL), "the card serial is recorded");
     assert!(
-        has("cardholder_id_hash") && has("agent_id_hash"),
-        "the ID hashes are recorded"
+        has("cardholder_id_mac") && has("agent_id_mac"),
+        "the ID MACs are recorded"
+    );
+    assert!(
+        !has("cardholder_id_hash") && !has("agent_id_hash"),
+        "no salted hash is recorded any more"
     );
     for secret in [
         "246810",

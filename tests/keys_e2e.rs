@@ -338,7 +338,7 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
     assert_eq!(kept.len(), 1);
     let audit = node.cli(&["token", "audit"]);
     assert!(
-        stdout(&audit).contains("checked 1 key objects"),
+        stdout(&audit).contains("checked 2 key objects"),
         "{}",
         stdout(&audit)
     );

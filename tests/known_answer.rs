@@ -120,7 +120,7 @@ async fn derived_kcvs_equal_the_software_computation() {
     let audit = node.cli(&["token", "audit"]);
     assert!(audit.status.success(), "{}", support::stdout(&audit));
     assert!(
-        support::stdout(&audit).contains("checked 7 key objects"),
+        support::stdout(&audit).contains("checked 8 key objects"),
         "{}",
         support::stdout(&audit)
     );

@@ -2,7 +2,7 @@
 //! careless tool or an attacker with the PIN could) for each attribute rule of
 //! docs/design.md §3.5, breaking that rule and only that one. `hkms token audit` must exit
 //! non-zero and name every planted object with its rule, and nothing else: the node's own keys
-//! (one generated, plus the ceremony log's signing key) still pass.
+//! (one generated, the ceremony log's signing key and the ID MAC key) still pass.
 //!
 //! This checks the whole path an operator relies on: reading the attributes off a real token
 //! (`object_facts`/`read_facts` in src/hsm/), the rules, and the CLI's output and exit status.
@@ -181,11 +181,11 @@ async fn token_audit_names_every_planted_object_with_the_rule_it_breaks() {
     let out = node.cli(&["token", "audit"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    // Each planted object, plus the generated key and the log's signing key.
+    // Each planted object, plus the generated key, the log's signing key and the ID MAC key.
     assert!(
         text.contains(&format!(
             "checked {} key objects on token hkms-test: {} violations",
-            objects.len() + 2,
+            objects.len() + 3,
             objects.len()
         )),
         "{text}"

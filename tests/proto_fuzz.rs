@@ -74,7 +74,7 @@ enum Kind {
 }
 
 /// Every method of the hkms services.
-const METHODS: [(&str, Kind); 24] = [
+const METHODS: [(&str, Kind); 25] = [
     ("/hkms.v1.KeyService/GenerateKey", Kind::Unary),
     ("/hkms.v1.KeyService/DeriveSubKey", Kind::Unary),
     ("/hkms.v1.KeyService/GetKey", Kind::Unary),
@@ -91,6 +91,7 @@ const METHODS: [(&str, Kind); 24] = [
     ("/hkms.v1.AuditService/StreamRecords", Kind::ServerStream),
     ("/hkms.v1.AuditService/GetCheckpoints", Kind::Unary),
     ("/hkms.v1.AuditService/GetPublicKey", Kind::Unary),
+    ("/hkms.v1.AuditService/FindIdNumber", Kind::Unary),
     ("/hkms.v1.CardService/UnblockPin", Kind::Unary),
     ("/hkms.v1.CardService/ReloadPin", Kind::Unary),
     ("/hkms.v1.CardService/PersonaliseCards", Kind::BidiStream),
@@ -343,6 +344,12 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
         .encode_to_vec(),
         proto::GetCheckpointsRequest { seal: false }.encode_to_vec(),
         proto::GetPublicKeyRequest {}.encode_to_vec(),
+        // The fuzzing officer may not look ID numbers up.
+        proto::FindIdNumberRequest {
+            id_number: "44010619900101123X".into(),
+            from_seq: 0,
+        }
+        .encode_to_vec(),
         card.encode_to_vec(),
         card.encode_to_vec(),
         proto::PersonaliseRequest {

@@ -1,5 +1,6 @@
 //! Secrets leave the server's memory when their requests end: after a window's PIN unblock and
-//! reload (card PINs, cardholder and agent ID numbers) and a key entered by two custodians
+//! reload (card PINs, cardholder and agent ID numbers), an auditor's lookup of an ID number
+//! (in another case than the window typed it) and a key entered by two custodians
 //! (clear components), the test closes its connections and scans every writable mapping of
 //! the running `hkms serve` process (`/proc/<pid>/mem`) for the planted values, in the forms
 //! the server held them: text, PIN blocks, component bytes and the combined key.
@@ -13,12 +14,14 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use hkms::proto::{
-    self, card_service_client::CardServiceClient, ceremony_service_client::CeremonyServiceClient,
+    self, audit_service_client::AuditServiceClient, card_service_client::CardServiceClient,
+    ceremony_service_client::CeremonyServiceClient,
 };
 use hkms::store::SqliteStore;
 use support::{PlantSpot, TestNode, aes_child, aes_kcv, make_token, node_config};
 
 const WINDOW: &str = "hkms://window/municipal/440100/counter-1";
+const AUDITOR: &str = "hkms://auditor/municipal/440100/auditor-1";
 const UNBLOCK_PIN: &str = "804613";
 const RELOAD_PIN: &str = "593017";
 const CARDHOLDER_ID: &str = "HKMSWIPE7Q3Z9X1CARDHOLDER";
@@ -154,6 +157,16 @@ fn pins_and_id_numbers_are_gone_from_memory_once_the_window_disconnects() {
             .reload_pin(card_request(RELOAD_PIN))
             .await
             .expect("reload");
+        let mut auditor = AuditServiceClient::new(node.channel_as(AUDITOR).await);
+        let found = auditor
+            .find_id_number(proto::FindIdNumberRequest {
+                id_number: CARDHOLDER_ID.to_ascii_lowercase(),
+                from_seq: 0,
+            })
+            .await
+            .expect("look the cardholder up")
+            .into_inner();
+        assert_eq!(found.seqs.len(), 2, "{found:?}");
     });
     let secrets = [
         ("the unblock PIN", UNBLOCK_PIN.as_bytes().to_vec()),
@@ -162,6 +175,10 @@ fn pins_and_id_numbers_are_gone_from_memory_once_the_window_disconnects() {
         ("the reload PIN block", pin_block_prefix(RELOAD_PIN)),
         ("the cardholder's ID", CARDHOLDER_ID.as_bytes().to_vec()),
         ("the agent's ID", AGENT_ID.as_bytes().to_vec()),
+        (
+            "the looked-up ID",
+            CARDHOLDER_ID.to_ascii_lowercase().into_bytes(),
+        ),
     ];
     assert_scan_sees_the_heap(&node, pid);
     let left = left_in_memory(pid, &secrets);

@@ -4,6 +4,13 @@
 
 use zeroize::Zeroizing;
 
+mod id_number;
+
+pub use id_number::{
+    AGENT_ID_HASH, AGENT_ID_MAC, CARDHOLDER_ID_HASH, CARDHOLDER_ID_MAC, ID_MAC_CONTEXT, IdNumber,
+    LEGACY_SALT_LEN,
+};
+
 /// AES block size.
 pub const BLOCK: usize = 16;
 /// Length of the card's GET CHALLENGE answer.
@@ -57,6 +64,9 @@ pub enum CardError {
     /// The challenge is not 8 bytes of hex.
     #[error("the card challenge must be 16 hex digits (the 8 bytes GET CHALLENGE returned)")]
     Challenge,
+    /// An ID number is not 1-32 ASCII letters or digits; says whose (`cardholder's`, ...).
+    #[error("the {0} ID number must be 1-32 letters or digits")]
+    IdNumber(&'static str),
     /// The PIN is not made of digits of an allowed length.
     #[error("the PIN must be {} digits", if min == max { format!("exactly {min}") } else { format!("{min} to {max}") })]
     Pin {

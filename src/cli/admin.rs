@@ -78,6 +78,8 @@ fn info(config: &Path) -> anyhow::Result<ExitCode> {
         crate::hsm::mechanisms::DES3_ECB_ENCRYPT_DATA,
         crate::hsm::mechanisms::AES_CMAC,
         crate::hsm::mechanisms::DES3_CMAC,
+        crate::hsm::mechanisms::GENERIC_SECRET_KEY_GEN,
+        crate::hsm::mechanisms::SHA256_HMAC,
     ] {
         let name = crate::hsm::mechanisms::mechanism_name(m);
         println!("  {name:<28} {}", if c.has(m) { "yes" } else { "no" });

@@ -15,6 +15,7 @@ use crate::proto;
 use crate::proto::audit_service_client::AuditServiceClient;
 
 use super::client::{ClientArgs, status};
+use super::secret::{read_secret, read_secret_file};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -40,6 +41,19 @@ pub enum AuditCommand {
     Report {
         /// The bundle folder.
         bundle: PathBuf,
+    },
+    /// Have the node compute an ID number's MAC and list the card service records that carry
+    /// it. The number is asked for without echo, or read from standard input or --id-file;
+    /// never from the command line. The lookup is recorded with the MAC, not the number.
+    FindId {
+        /// A file whose first line is the ID number (instead of standard input).
+        #[arg(long, value_name = "FILE")]
+        id_file: Option<PathBuf>,
+        /// Records from this sequence number on (to go on after an answer that had more).
+        #[arg(long, default_value_t = 0)]
+        from_seq: u64,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -96,6 +110,11 @@ impl AuditCommand {
                     }
                 }
             }
+            AuditCommand::FindId {
+                id_file,
+                from_seq,
+                client,
+            } => find_id(id_file, from_seq, client).await,
             AuditCommand::Report { bundle } => {
                 let b = read_bundle(&bundle)?;
                 let records = parse_records(&b.record_lines)?;
@@ -104,6 +123,60 @@ impl AuditCommand {
             }
         }
     }
+}
+
+async fn find_id(
+    id_file: Option<PathBuf>,
+    from_seq: u64,
+    client: ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut id = match &id_file {
+        Some(path) => read_secret_file("ID number", path)?,
+        None => read_secret("ID number")?,
+    };
+    let request = proto::FindIdNumberRequest {
+        // Moved, not copied: the only plain copy is the message's own.
+        id_number: std::mem::take(&mut *id),
+        from_seq,
+    };
+    let mut c = AuditServiceClient::new(client.channel().await?);
+    let found = c
+        .find_id_number(request)
+        .await
+        .map_err(status)?
+        .into_inner();
+    if client.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "id_mac": found.id_mac,
+                "seqs": found.seqs,
+                "more": found.more,
+                "legacy_searched": found.legacy_searched,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("ID MAC  {}", found.id_mac);
+    if found.seqs.is_empty() {
+        println!("no record from {} on carries it", from_seq.max(1));
+    } else {
+        let list: Vec<String> = found.seqs.iter().map(u64::to_string).collect();
+        println!("records {}", list.join(" "));
+    }
+    if let (true, Some(last)) = (found.more, found.seqs.last()) {
+        println!(
+            "more records carry it: run again with --from-seq {}",
+            last.saturating_add(1)
+        );
+    }
+    if !found.legacy_searched {
+        println!(
+            "records made before ID MACs (cardholder_id_hash, agent_id_hash) were not searched: \
+             this node has no id-salt (docs/card-commands.md §9)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {

@@ -24,7 +24,7 @@ pub struct CardArgs {
     /// The window operator serving the cardholder.
     #[arg(long)]
     served_by: String,
-    /// The cardholder's ID number (recorded only as a salted hash).
+    /// The cardholder's ID number (recorded only as its ID MAC, made in the HSM).
     #[arg(long)]
     cardholder_id: String,
     /// The agent's ID number, when an agent acts for the cardholder.

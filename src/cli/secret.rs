@@ -1,7 +1,12 @@
-//! Reading a secret (PIN, key component) from the operator: prompted without echo on a
-//! terminal, or one line from standard input when scripted. Held in zeroized memory.
+//! Reading a secret (PIN, key component, ID number) from the operator: prompted without echo
+//! on a terminal, one line from standard input when scripted, or the first line of a file the
+//! operator names. Never from the command line, where `ps` shows it to every user of the host.
+//! Held in zeroized memory.
 
 use std::io::{BufRead, IsTerminal};
+use std::path::Path;
+
+use anyhow::Context;
 
 use anyhow::bail;
 use zeroize::Zeroizing;
@@ -32,6 +37,17 @@ fn read_secret_line(prompt: &str, input: &mut impl BufRead) -> anyhow::Result<Ze
     non_empty(prompt, &line)
 }
 
+/// The first line of the file at `path`, trimmed, as [`read_secret`] takes a line: for scripts
+/// that keep the secret in a file of their own (mode 0600) rather than pipe it.
+pub fn read_secret_file(prompt: &str, path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .with_context(|| format!("cannot read the {prompt} file {}", path.display()))?,
+    );
+    read_secret_line(prompt, &mut bytes.as_slice())
+        .with_context(|| format!("in {}", path.display()))
+}
+
 fn non_empty(prompt: &str, text: &str) -> anyhow::Result<Zeroizing<String>> {
     let text = text.trim();
     if text.is_empty() {
@@ -49,6 +65,23 @@ mod tests {
         let mut input = "  123456 \nrest\n".as_bytes();
         let pin = read_secret_line("card PIN", &mut input).unwrap();
         assert_eq!(pin.as_str(), "123456");
+    }
+
+    #[test]
+    fn a_file_gives_its_first_line_and_an_empty_file_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        std::fs::write(&path, "44010619900101123X\n").unwrap();
+        let id = read_secret_file("ID number", &path).unwrap();
+        assert_eq!(id.as_str(), "44010619900101123X");
+        std::fs::write(&path, "").unwrap();
+        let err = format!("{:#}", read_secret_file("ID number", &path).unwrap_err());
+        assert!(err.contains("no ID number"), "{err}");
+        let err = format!(
+            "{:#}",
+            read_secret_file("ID number", &dir.path().join("none")).unwrap_err()
+        );
+        assert!(err.contains("cannot read the ID number file"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The attribute audit: reads every key object on the token and checks the docs/design.md §3.5 rules,
 //! so that a key that could leave in clear is found even if something other than hkms made it.
 
-use super::mechanisms::{MechanismNumber, mechanism_name, safe_for_derive_parent};
+use super::mechanisms::{MechanismNumber, SHA256_HMAC, mechanism_name, safe_for_derive_parent};
+use super::templates::ID_MAC_LABEL;
 
 /// The security-relevant attributes of one key object (`None`: the token did not say).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -10,6 +11,8 @@ pub struct ObjectFacts {
     pub label: String,
     /// "secret-key" or "private-key".
     pub class: String,
+    /// `CKA_KEY_TYPE`, as its `CKK_*` name (`None`: the token did not say).
+    pub key_type: Option<String>,
     /// `CKA_TOKEN`.
     pub token: Option<bool>,
     /// `CKA_PRIVATE` (a public object is usable without logging in).
@@ -18,6 +21,13 @@ pub struct ObjectFacts {
     pub sensitive: Option<bool>,
     /// `CKA_EXTRACTABLE`.
     pub extractable: Option<bool>,
+    /// `CKA_ALWAYS_SENSITIVE`: the value was never readable, since the key was made.
+    pub always_sensitive: Option<bool>,
+    /// `CKA_NEVER_EXTRACTABLE`: the key could never be wrapped out, since it was made.
+    pub never_extractable: Option<bool>,
+    /// `CKA_LOCAL`: the key was generated in the token (not created from a value, unwrapped or
+    /// derived).
+    pub local: Option<bool>,
     /// `CKA_WRAP_WITH_TRUSTED`.
     pub wrap_with_trusted: Option<bool>,
     /// `CKA_TRUSTED`.
@@ -30,6 +40,8 @@ pub struct ObjectFacts {
     pub decrypt: Option<bool>,
     /// `CKA_SIGN`.
     pub sign: Option<bool>,
+    /// `CKA_VERIFY`.
+    pub verify: Option<bool>,
     /// `CKA_WRAP`.
     pub wrap: Option<bool>,
     /// `CKA_UNWRAP`.
@@ -74,6 +86,18 @@ pub const RULE_PUBLIC_FIXED: &str =
     "a public secret key (CKA_PRIVATE=false) has CKA_MODIFIABLE=false";
 /// Rule: only trusted transport keys wrap.
 pub const RULE_WRAP_ONLY_TRUSTED: &str = "only a CKA_TRUSTED transport key has CKA_WRAP=true";
+/// Rule: the ID MAC key was generated in the token and has never been readable or extractable:
+/// a key created from a value, or ever readable (CKA_LOCAL, CKA_ALWAYS_SENSITIVE or
+/// CKA_NEVER_EXTRACTABLE false), may be known to whoever made it, who could then test every ID
+/// number against the log offline.
+pub const RULE_ID_MAC_IN_TOKEN: &str = "the ID MAC key (hkms/id-mac) was generated in the token and never left it: CKA_LOCAL=true, CKA_EXTRACTABLE=false, CKA_NEVER_EXTRACTABLE=true, CKA_ALWAYS_SENSITIVE=true";
+/// Rule: the ID MAC key computes HMAC-SHA-256 and nothing else. Verify would serve as well as
+/// sign to test guessed ID numbers; encrypt, derive or wrap would let its value out.
+pub const RULE_ID_MAC_SIGN_ONLY: &str = "the ID MAC key (hkms/id-mac) is a CKK_GENERIC_SECRET with CKA_SIGN only (no CKA_VERIFY, CKA_ENCRYPT, CKA_DECRYPT, CKA_DERIVE, CKA_WRAP, CKA_UNWRAP), limited by CKA_ALLOWED_MECHANISMS to CKM_SHA256_HMAC";
+/// Rule: the ID MAC key is a private token object that nobody can change (no session can
+/// turn another usage on).
+pub const RULE_ID_MAC_FIXED: &str =
+    "the ID MAC key (hkms/id-mac) is a private secret key with CKA_MODIFIABLE=false";
 
 /// Checks one object; an empty list means it follows every rule.
 pub fn check(o: &ObjectFacts) -> Vec<Violation> {
@@ -149,7 +173,68 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
             format!("CKA_TRUSTED={:?}", o.trusted),
         );
     }
+    if o.label == ID_MAC_LABEL {
+        check_id_mac_key(o, &mut fail);
+    }
     out
+}
+
+/// The ID MAC key's own rules, on top of every key's.
+fn check_id_mac_key(o: &ObjectFacts, fail: &mut impl FnMut(&'static str, String)) {
+    let is = |v: Option<bool>, want: bool| v == Some(want);
+    let wrong = |pairs: &[(&str, Option<bool>, bool)]| -> Vec<String> {
+        pairs
+            .iter()
+            .filter(|(_, v, want)| !is(*v, *want))
+            .map(|(n, v, _)| format!("{n}={v:?}"))
+            .collect()
+    };
+    let found = wrong(&[
+        ("CKA_LOCAL", o.local, true),
+        ("CKA_EXTRACTABLE", o.extractable, false),
+        ("CKA_NEVER_EXTRACTABLE", o.never_extractable, true),
+        ("CKA_ALWAYS_SENSITIVE", o.always_sensitive, true),
+    ]);
+    if !found.is_empty() {
+        fail(RULE_ID_MAC_IN_TOKEN, found.join(" "));
+    }
+    let mut found = wrong(&[
+        ("CKA_SIGN", o.sign, true),
+        ("CKA_VERIFY", o.verify, false),
+        ("CKA_ENCRYPT", o.encrypt, false),
+        ("CKA_DECRYPT", o.decrypt, false),
+        ("CKA_DERIVE", o.derive, false),
+        ("CKA_WRAP", o.wrap, false),
+        ("CKA_UNWRAP", o.unwrap, false),
+    ]);
+    if o.key_type.as_deref() != Some("CKK_GENERIC_SECRET") {
+        found.push(format!("CKA_KEY_TYPE={:?}", o.key_type));
+    }
+    match o.allowed_mechanisms.as_deref() {
+        Some([SHA256_HMAC]) => {}
+        Some(list) => found.push(format!(
+            "CKA_ALLOWED_MECHANISMS=[{}]",
+            list.iter()
+                .map(|m| mechanism_name(*m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => found.push("no CKA_ALLOWED_MECHANISMS".into()),
+    }
+    if !found.is_empty() {
+        fail(RULE_ID_MAC_SIGN_ONLY, found.join(" "));
+    }
+    let mut found = wrong(&[
+        ("CKA_MODIFIABLE", o.modifiable, false),
+        ("CKA_PRIVATE", o.private, true),
+        ("CKA_TOKEN", o.token, true),
+    ]);
+    if o.class != "secret-key" {
+        found.push(format!("class {}", o.class));
+    }
+    if !found.is_empty() {
+        fail(RULE_ID_MAC_FIXED, found.join(" "));
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +260,11 @@ mod tests {
             private: Some(true),
             allowed_mechanisms: Some(vec![AES_ECB_ENCRYPT_DATA, AES_CMAC]),
             modifiable: Some(true),
+            key_type: Some("CKK_AES".into()),
+            always_sensitive: Some(true),
+            never_extractable: Some(true),
+            local: Some(false),
+            verify: Some(false),
         }
     }
 
@@ -277,6 +367,129 @@ mod tests {
             ..wrap_only
         };
         assert_eq!(rules(&changeable), vec![RULE_PUBLIC_FIXED]);
+    }
+
+    /// The ID MAC key as `hsm::id_mac` makes it.
+    fn good_id_mac_key() -> ObjectFacts {
+        ObjectFacts {
+            label: ID_MAC_LABEL.into(),
+            class: "secret-key".into(),
+            key_type: Some("CKK_GENERIC_SECRET".into()),
+            token: Some(true),
+            private: Some(true),
+            sensitive: Some(true),
+            extractable: Some(false),
+            always_sensitive: Some(true),
+            never_extractable: Some(true),
+            local: Some(true),
+            wrap_with_trusted: Some(true),
+            trusted: Some(false),
+            derive: Some(false),
+            encrypt: Some(false),
+            decrypt: Some(false),
+            sign: Some(true),
+            verify: Some(false),
+            wrap: Some(false),
+            unwrap: Some(false),
+            allowed_mechanisms: Some(vec![SHA256_HMAC]),
+            modifiable: Some(false),
+        }
+    }
+
+    #[test]
+    fn the_id_mac_key_as_made_passes() {
+        assert!(check(&good_id_mac_key()).is_empty());
+    }
+
+    #[test]
+    fn an_id_mac_key_that_could_leave_or_was_ever_readable_is_flagged() {
+        for o in [
+            ObjectFacts {
+                extractable: Some(true),
+                ..good_id_mac_key()
+            },
+            ObjectFacts {
+                never_extractable: Some(false),
+                ..good_id_mac_key()
+            },
+            ObjectFacts {
+                always_sensitive: Some(false),
+                ..good_id_mac_key()
+            },
+            ObjectFacts {
+                always_sensitive: None,
+                ..good_id_mac_key()
+            },
+            // Created from a value: whoever had the value has the key.
+            ObjectFacts {
+                local: Some(false),
+                ..good_id_mac_key()
+            },
+        ] {
+            assert_eq!(rules(&o), vec![RULE_ID_MAC_IN_TOKEN], "{o:?}");
+        }
+        let o = ObjectFacts {
+            sensitive: Some(false),
+            always_sensitive: Some(false),
+            ..good_id_mac_key()
+        };
+        assert_eq!(rules(&o), vec![RULE_SENSITIVE, RULE_ID_MAC_IN_TOKEN]);
+    }
+
+    #[test]
+    fn an_id_mac_key_with_any_other_usage_is_flagged() {
+        let with = |f: fn(&mut ObjectFacts)| {
+            let mut o = good_id_mac_key();
+            f(&mut o);
+            o
+        };
+        for o in [
+            with(|o| o.verify = Some(true)),
+            with(|o| o.encrypt = Some(true)),
+            with(|o| o.decrypt = Some(true)),
+            with(|o| o.unwrap = Some(true)),
+            with(|o| o.sign = Some(false)),
+            with(|o| o.key_type = Some("CKK_AES".into())),
+            with(|o| o.allowed_mechanisms = None),
+            with(|o| o.allowed_mechanisms = Some(vec![SHA256_HMAC, cryptoki_sys::CKM_SHA_1_HMAC])),
+        ] {
+            assert_eq!(rules(&o), vec![RULE_ID_MAC_SIGN_ONLY], "{o:?}");
+        }
+        // Deriving or wrapping breaks the general rules as well.
+        let o = with(|o| o.derive = Some(true));
+        assert!(rules(&o).contains(&RULE_ID_MAC_SIGN_ONLY));
+        let o = with(|o| o.wrap = Some(true));
+        assert!(rules(&o).contains(&RULE_ID_MAC_SIGN_ONLY));
+    }
+
+    #[test]
+    fn a_changeable_or_public_id_mac_key_is_flagged() {
+        let o = ObjectFacts {
+            modifiable: Some(true),
+            ..good_id_mac_key()
+        };
+        assert_eq!(rules(&o), vec![RULE_ID_MAC_FIXED]);
+        let o = ObjectFacts {
+            token: Some(false),
+            ..good_id_mac_key()
+        };
+        assert_eq!(rules(&o), vec![RULE_ID_MAC_FIXED]);
+        // Public: open to any session, and so flagged by the general rule too.
+        let o = ObjectFacts {
+            private: Some(false),
+            ..good_id_mac_key()
+        };
+        assert_eq!(rules(&o), vec![RULE_PUBLIC_ONLY_WRAPS, RULE_ID_MAC_FIXED]);
+    }
+
+    #[test]
+    fn the_id_mac_rules_apply_to_that_label_only() {
+        let o = ObjectFacts {
+            label: "hkms/k-other".into(),
+            verify: Some(true),
+            ..good_id_mac_key()
+        };
+        assert!(check(&o).is_empty());
     }
 
     #[test]

@@ -113,6 +113,13 @@ impl Capabilities {
     pub fn require_derive(&self, algorithm: Algorithm) -> Result<(), HsmError> {
         self.require(mechanisms::derive_mechanism(algorithm))
     }
+
+    /// Checks that the token can make and use the ID MAC key (`hsm::id_mac`): a generic
+    /// secret generated in the token, and HMAC-SHA-256 with it.
+    pub fn require_id_mac(&self) -> Result<(), HsmError> {
+        self.require(mechanisms::GENERIC_SECRET_KEY_GEN)?;
+        self.require(mechanisms::SHA256_HMAC)
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +260,25 @@ mod tests {
             cryptoki_sys::CKM_DES3_CMAC_GENERAL,
         ]);
         assert!(c.require_generate(Algorithm::Des2, Usage::Mac).is_ok());
+    }
+
+    #[test]
+    fn the_id_mac_needs_generic_secret_generation_and_hmac_sha256() {
+        let both = caps(vec![
+            mechanisms::GENERIC_SECRET_KEY_GEN,
+            mechanisms::SHA256_HMAC,
+        ]);
+        assert!(both.require_id_mac().is_ok());
+        let err = caps(vec![mechanisms::GENERIC_SECRET_KEY_GEN])
+            .require_id_mac()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CKM_SHA256_HMAC"), "{err}");
+        let err = caps(vec![mechanisms::SHA256_HMAC])
+            .require_id_mac()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CKM_GENERIC_SECRET_KEY_GEN"), "{err}");
     }
 
     #[test]

@@ -98,6 +98,21 @@ pub enum HsmError {
         /// How many objects carry it.
         count: usize,
     },
+    /// A fixed object of the node (the ID MAC key) breaks the rules hkms makes it under: made
+    /// outside hkms, or changed since. Using it could hand its value, or an oracle for it, to
+    /// whoever made it.
+    #[error(
+        "the token's {label} breaks the rules hkms makes it under ({broken}); hkms will not use \
+         it. Restore the token from a backup; or destroy that object with the token's tools and \
+         restart, which makes a new key (ID numbers recorded so far then no longer match new \
+         records)"
+    )]
+    UnsafeKey {
+        /// The object's label.
+        label: String,
+        /// The broken rules, as the attribute audit words them (attribute names, never values).
+        broken: String,
+    },
     /// No session became free in time.
     #[error(
         "all {size} HSM sessions stayed busy for {waited_ms} ms; retry, or raise `sessions` in [token]"
@@ -159,7 +174,8 @@ impl HsmError {
             | HsmError::BadUri(_)
             | HsmError::PinSource(_)
             | HsmError::PinIncorrect
-            | HsmError::PinLocked => HsmErrorKind::Configuration,
+            | HsmError::PinLocked
+            | HsmError::UnsafeKey { .. } => HsmErrorKind::Configuration,
             HsmError::Unsupported { .. } => HsmErrorKind::FailedPrecondition,
             HsmError::KeyNotFound { .. } => HsmErrorKind::NotFound,
             HsmError::DuplicateLabel { .. } | HsmError::Unexpected { .. } => HsmErrorKind::Internal,

@@ -36,6 +36,10 @@ pub const AES_GCM: MechanismNumber = cryptoki_sys::CKM_AES_GCM;
 pub const AES_KEY_WRAP_PAD: MechanismNumber = cryptoki_sys::CKM_AES_KEY_WRAP_PAD;
 /// RFC 5649 padded key wrap, as PKCS#11 3.0 tokens such as Kryoptic number it.
 pub const AES_KEY_WRAP_KWP: MechanismNumber = cryptoki_sys::CKM_AES_KEY_WRAP_KWP;
+/// HMAC-SHA-256: the MAC of ID numbers in card service records (`hsm::id_mac`).
+pub const SHA256_HMAC: MechanismNumber = cryptoki_sys::CKM_SHA256_HMAC;
+/// Generation of a generic secret (`CKK_GENERIC_SECRET`): the ID MAC key.
+pub const GENERIC_SECRET_KEY_GEN: MechanismNumber = cryptoki_sys::CKM_GENERIC_SECRET_KEY_GEN;
 
 /// The derive mechanism of an algorithm's diversification family.
 pub fn derive_mechanism(algorithm: Algorithm) -> MechanismNumber {
@@ -115,6 +119,8 @@ pub fn metric_label(mechanism: MechanismNumber) -> &'static str {
         DES2_KEY_GEN => "CKM_DES2_KEY_GEN",
         AES_KEY_WRAP_PAD => "CKM_AES_KEY_WRAP_PAD",
         AES_KEY_WRAP_KWP => "CKM_AES_KEY_WRAP_KWP",
+        SHA256_HMAC => "CKM_SHA256_HMAC",
+        GENERIC_SECRET_KEY_GEN => "CKM_GENERIC_SECRET_KEY_GEN",
         cryptoki_sys::CKM_AES_ECB => "CKM_AES_ECB",
         cryptoki_sys::CKM_AES_CBC => "CKM_AES_CBC",
         cryptoki_sys::CKM_ECDSA => "CKM_ECDSA",
@@ -139,6 +145,8 @@ pub fn mechanism_name(mechanism: MechanismNumber) -> String {
         (AES_GCM, "CKM_AES_GCM"),
         (AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"),
         (AES_KEY_WRAP_KWP, "CKM_AES_KEY_WRAP_KWP"),
+        (SHA256_HMAC, "CKM_SHA256_HMAC"),
+        (GENERIC_SECRET_KEY_GEN, "CKM_GENERIC_SECRET_KEY_GEN"),
     ];
     known
         .iter()

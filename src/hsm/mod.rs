@@ -8,6 +8,7 @@ pub mod capabilities;
 mod card;
 mod error;
 mod handles;
+pub mod id_mac;
 pub mod locator;
 pub mod mechanisms;
 pub mod pin;
@@ -36,6 +37,7 @@ use secrecy::SecretString;
 pub use attribute_audit::{ObjectFacts, Violation};
 pub use capabilities::{Capabilities, KeySizes};
 pub use error::{HsmError, HsmErrorKind};
+pub use id_mac::{ID_MAC_LABEL, ID_MAC_LEN, IdMacKey};
 pub use locator::TokenLocator;
 pub use pin::PinSource;
 pub use recovery::DEFAULT_SESSION_OBJECT_BUDGET;
@@ -708,6 +710,11 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
         AttributeType::Wrap,
         AttributeType::Unwrap,
         AttributeType::Modifiable,
+        AttributeType::KeyType,
+        AttributeType::AlwaysSensitive,
+        AttributeType::NeverExtractable,
+        AttributeType::Local,
+        AttributeType::Verify,
     ];
     let mut facts = ObjectFacts {
         class: class.to_string(),
@@ -729,6 +736,11 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
             Attribute::Sign(v) => facts.sign = Some(v),
             Attribute::Wrap(v) => facts.wrap = Some(v),
             Attribute::Modifiable(v) => facts.modifiable = Some(v),
+            Attribute::KeyType(k) => facts.key_type = Some(k.to_string()),
+            Attribute::AlwaysSensitive(v) => facts.always_sensitive = Some(v),
+            Attribute::NeverExtractable(v) => facts.never_extractable = Some(v),
+            Attribute::Local(v) => facts.local = Some(v),
+            Attribute::Verify(v) => facts.verify = Some(v),
             _ => {}
         }
     }

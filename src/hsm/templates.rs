@@ -134,6 +134,42 @@ pub fn audit_signing_templates(label: &str, id: &[u8]) -> (Vec<Attribute>, Vec<A
     (public, private)
 }
 
+/// `CKA_LABEL` of the ID MAC key, one of the node's fixed objects (`hsm::id_mac`).
+pub const ID_MAC_LABEL: &str = "hkms/id-mac";
+
+/// Length of the ID MAC key in bytes: HMAC-SHA-256's block-size-independent strength is its
+/// output length, and SoftHSM2 refuses HMAC-SHA-256 keys shorter than that.
+pub const ID_MAC_KEY_LEN: u64 = 32;
+
+/// The template of the ID MAC key (`hsm::id_mac`): a generic secret made in the token that can
+/// compute HMAC-SHA-256 and nothing else. Whoever could read it, or verify, encrypt, derive or
+/// wrap with it, could test the ~10^11 possible ID numbers against the log offline; so it is
+/// sensitive, never extractable, signs only with `CKM_SHA256_HMAC`, and cannot be changed.
+pub fn id_mac_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::ValueLen(ID_MAC_KEY_LEN.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        // Not extractable anyway; should that ever be got around, it still needs a trusted key.
+        Attribute::WrapWithTrusted(true),
+        Attribute::Sign(true),
+        Attribute::Verify(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Derive(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Modifiable(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(label.as_bytes().to_vec()),
+        allowed_mechanisms_attribute(&[super::mechanisms::SHA256_HMAC]),
+    ]
+}
+
 /// The template of a generated key: as [`secret_key_template`], and never modifiable, so no
 /// session can widen its usage afterwards.
 pub fn generate_template(spec: &SecretKeySpec) -> Vec<Attribute> {
@@ -202,6 +238,32 @@ mod tests {
         assert!(has(&t, &Attribute::WrapWithTrusted(true)));
         let t = secret_key_template(&spec(Usage::Derive, false));
         assert!(has(&t, &Attribute::Extractable(false)));
+    }
+
+    #[test]
+    fn the_id_mac_key_signs_with_hmac_only_and_never_leaves() {
+        let t = id_mac_template("hkms/id-mac");
+        for want in [
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Modifiable(false),
+            Attribute::Private(true),
+            Attribute::Token(true),
+            Attribute::Sign(true),
+            Attribute::Verify(false),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Derive(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+        ] {
+            assert!(has(&t, &want), "{want:?}");
+        }
+        assert!(has(
+            &t,
+            &allowed_mechanisms_attribute(&[crate::hsm::mechanisms::SHA256_HMAC])
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use crate::card::{BLOCK, CHALLENGE_LEN, CardCommand};
 use crate::hierarchy::{Algorithm, Factor, Kcv};
 
+use super::id_mac::{ID_MAC_LEN, IdMacKey};
 use super::transport::CardToken;
 use super::{Capabilities, HsmError, ObjectFacts, Pkcs11Token, SecretKeySpec};
 
@@ -93,6 +94,17 @@ pub trait Token: Send + Sync {
     /// Signs a SHA-256 `digest` with the signing pair `label` (ECDSA P-256); returns r || s,
     /// 64 bytes. For the ceremony log's checkpoints.
     fn sign_digest(&self, label: &str, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError>;
+
+    /// Makes the ID MAC key (`hkms/id-mac`: HMAC-SHA-256, sensitive, never extractable, sign
+    /// only, not modifiable) unless the token has it, and checks the one it has against the
+    /// attribute audit's rules. Run at start: a second object under the label, a key that
+    /// breaks a rule ([`HsmError::UnsafeKey`]) or a token without HMAC-SHA-256
+    /// ([`HsmError::Unsupported`]) is an error.
+    fn ensure_id_mac_key(&self) -> Result<IdMacKey, HsmError>;
+
+    /// HMAC-SHA-256 of `data` under the ID MAC key, computed in the token: how ID numbers are
+    /// recorded, and how an auditor finds the records of one.
+    fn id_mac(&self, data: &[u8]) -> Result<[u8; ID_MAC_LEN], HsmError>;
 
     /// Builds the complete command APDU for one card: derives the card's key from
     /// `master_label` and its `serial`, encrypts `pin_block` and MACs the command over
@@ -270,6 +282,14 @@ impl Token for Pkcs11Token {
 
     fn sign_digest(&self, label: &str, digest: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
         Pkcs11Token::sign_digest(self, label, digest)
+    }
+
+    fn ensure_id_mac_key(&self) -> Result<IdMacKey, HsmError> {
+        Pkcs11Token::ensure_id_mac_key(self)
+    }
+
+    fn id_mac(&self, data: &[u8]) -> Result<[u8; ID_MAC_LEN], HsmError> {
+        Pkcs11Token::id_mac(self, data)
     }
 
     fn card_command(

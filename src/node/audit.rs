@@ -1,14 +1,41 @@
 //! The ceremony log for auditors: its records, its checkpoints and the public key that signs
-//! them. Every read is a `read-audit` decision at the node's region.
+//! them. Every read is a `read-audit` decision at the node's region; finding the records of one
+//! ID number is a `find-id` decision.
 
-use crate::audit::Checkpoint;
+use crate::audit::{AuditRecord, Checkpoint};
+use crate::card::{
+    AGENT_ID_HASH, AGENT_ID_MAC, CARDHOLDER_ID_HASH, CARDHOLDER_ID_MAC, IdNumber, LEGACY_SALT_LEN,
+};
 use crate::policy::Operation;
 
 use super::{Core, NodeError, Request, Signing};
 
+/// The most sequence numbers one lookup returns; past it, the answer says there are more.
+pub const MAX_ID_RECORDS: usize = 1000;
+
+/// How many records a lookup reads per turn on the registry's reader, which card services
+/// share: a long log is searched in turns, not in one go that would hold them up.
+const SEARCH_TURN: u64 = 10_000;
+
 /// The auditor's use cases, over the node's core.
 pub struct Audit<'n> {
     pub(super) core: &'n Core,
+    /// The salt of the ID hashes in records made before ID MACs, if the node has it.
+    pub(super) legacy_salt: Option<&'n [u8; LEGACY_SALT_LEN]>,
+}
+
+/// What an auditor's lookup of one ID number found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdNumberRecords {
+    /// Hex of the number's ID MAC (64 digits), as card service records carry it.
+    pub id_mac: String,
+    /// The sequence numbers of the records that carry it, as cardholder or agent, ascending;
+    /// on a node that kept its `id-salt`, also of older records that carry its salted hash.
+    pub seqs: Vec<u64>,
+    /// More records carry it after the last one here: ask again from the next number.
+    pub more: bool,
+    /// Whether records made before ID MACs were searched too (the node has their salt).
+    pub legacy_searched: bool,
 }
 
 impl Audit<'_> {
@@ -58,5 +85,107 @@ impl Audit<'_> {
             return Err(e);
         }
         Ok(self.core.store.checkpoints()?)
+    }
+
+    /// Has the token compute `id`'s MAC and finds the records from `from_seq` on whose
+    /// cardholder or agent carries it (or, where the node kept its salt, whose older record
+    /// carries its salted hash). The request's own record carries the MAC, never the number.
+    pub fn find_id_number(
+        &self,
+        req: &mut Request,
+        id: &IdNumber,
+        from_seq: u64,
+    ) -> Result<IdNumberRecords, NodeError> {
+        // Before the decision: a refused lookup still shows whose number was asked for.
+        let id_mac = self.core.id_mac(id)?;
+        req.param("id_mac", id_mac.clone());
+        self.core.authorize_here(req, Operation::FindId, None)?;
+        let legacy = self
+            .legacy_salt
+            .map(|salt| id.legacy_hashes(salt))
+            .unwrap_or_default();
+        let mut wanted: Vec<(&str, &str)> =
+            vec![(CARDHOLDER_ID_MAC, &id_mac), (AGENT_ID_MAC, &id_mac)];
+        for hash in &legacy {
+            wanted.push((CARDHOLDER_ID_HASH, hash));
+            wanted.push((AGENT_ID_HASH, hash));
+        }
+        let mut needles: Vec<&str> = vec![&id_mac];
+        needles.extend(legacy.iter().map(String::as_str));
+        let head = self.core.store.audit_head()?.map_or(0, |(seq, _)| seq);
+        let mut seqs = Vec::new();
+        let mut more = false;
+        let mut from = from_seq.max(1);
+        'turns: while from <= head {
+            let to = from.saturating_add(SEARCH_TURN - 1).min(head);
+            for (seq, line) in self.core.store.audit_lines_containing(from, to, &needles)? {
+                if carries(&line, &wanted) {
+                    if seqs.len() == MAX_ID_RECORDS {
+                        more = true;
+                        break 'turns;
+                    }
+                    seqs.push(seq);
+                }
+            }
+            match to.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        req.param("from_seq", from_seq.to_string());
+        req.param("found", seqs.len().to_string());
+        req.param("legacy_searched", self.legacy_salt.is_some().to_string());
+        Ok(IdNumberRecords {
+            id_mac,
+            seqs,
+            more,
+            legacy_searched: self.legacy_salt.is_some(),
+        })
+    }
+}
+
+/// Whether a record line carries one of `wanted` (parameter, value) exactly: the search only
+/// found the value somewhere in the line.
+fn carries(line: &str, wanted: &[(&str, &str)]) -> bool {
+    serde_json::from_str::<AuditRecord>(line).is_ok_and(|r| {
+        wanted
+            .iter()
+            .any(|(name, value)| r.params.get(*name).is_some_and(|v| v == value))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditDraft;
+
+    fn line(params: &[(&str, &str)]) -> String {
+        let mut d = AuditDraft::default();
+        for (k, v) in params {
+            d.params.insert(k.to_string(), v.to_string());
+        }
+        AuditRecord::from_draft(&d, 1, "2026-01-01T00:00:00.000Z".into(), "0".repeat(64))
+            .to_line()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_record_carries_the_value_only_under_an_id_parameter() {
+        let mac = "ab".repeat(32);
+        let wanted = [
+            (CARDHOLDER_ID_MAC, mac.as_str()),
+            (AGENT_ID_MAC, mac.as_str()),
+        ];
+        assert!(carries(&line(&[(CARDHOLDER_ID_MAC, &mac)]), &wanted));
+        assert!(carries(&line(&[(AGENT_ID_MAC, &mac)]), &wanted));
+        // The value elsewhere in the record: a lookup's own record, a filter, a served_by.
+        assert!(!carries(&line(&[("id_mac", &mac)]), &wanted));
+        assert!(!carries(&line(&[("served_by", &mac)]), &wanted));
+        // Another number's MAC.
+        assert!(!carries(
+            &line(&[(CARDHOLDER_ID_MAC, &"cd".repeat(32))]),
+            &wanted
+        ));
+        assert!(!carries("not a record", &wanted));
     }
 }

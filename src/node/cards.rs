@@ -1,14 +1,13 @@
 //! Card services at a city's service window: the PIN UNBLOCK / PIN RELOAD command for one card,
 //! made in the HSM from the city's own master key and the card's serial. The PIN is held in
 //! zeroized memory and never recorded; the cardholder's and agent's ID numbers are recorded
-//! only as salted hashes.
+//! only as their MAC under the token's ID MAC key (`Core::id_mac`), which never leaves it.
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::card::{self, CardCommand};
+use crate::card::{self, AGENT_ID_MAC, CARDHOLDER_ID_MAC, CardCommand, IdNumber, LEGACY_SALT_LEN};
 use crate::hierarchy::KeyRecord;
 use crate::hierarchy::{CardSerial, KeyTypeName};
 use crate::policy::Operation;
@@ -20,8 +19,6 @@ use super::{Core, NodeError, Request};
 /// The card service use cases, over the node's core.
 pub struct Cards<'n> {
     pub(super) core: &'n Core,
-    /// Salt of the ID-number hashes in card service records.
-    pub(super) id_salt: &'n [u8; 32],
     /// How long a personalisation package can be imported.
     pub(super) package_ttl: std::time::Duration,
     /// The node's counts of card commands, against the policy's `[card_limits]`.
@@ -40,9 +37,9 @@ pub struct CardRequest {
     pub pin: Zeroizing<String>,
     /// The window operator who served the cardholder.
     pub served_by: String,
-    /// The cardholder's ID number (recorded as a salted hash).
+    /// The cardholder's ID number (recorded as its ID MAC).
     pub cardholder_id: Zeroizing<String>,
-    /// The agent's ID number when an agent acts for the cardholder (salted hash).
+    /// The agent's ID number when an agent acts for the cardholder (its ID MAC).
     pub agent_id: Option<Zeroizing<String>>,
 }
 
@@ -57,50 +54,42 @@ pub struct CardAnswer {
     pub master_version: u32,
 }
 
-/// The node's salt for ID numbers: 32 random bytes made once in the data folder.
-pub(crate) fn load_salt(data_dir: &Path) -> Result<[u8; 32], NodeError> {
-    let path = data_dir.join("id-salt");
-    let err = |e: std::io::Error| {
-        NodeError::FailedPrecondition(format!("cannot use the ID salt {}: {e}", path.display()))
-    };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            return bytes.as_slice().try_into().map_err(|_| {
-                NodeError::FailedPrecondition(format!(
-                    "the ID salt {} is not 32 bytes; restore it from backup (hashes depend on it)",
-                    path.display()
-                ))
-            });
+/// The file in the data folder where nodes from before ID MACs kept the salt of their ID
+/// hashes.
+pub const LEGACY_SALT_FILE: &str = "id-salt";
+
+/// The salt of the ID hashes that records made before ID MACs carry, if this node has one:
+/// with it, an auditor's lookup (`Audit::find_id_number`) also finds those records. It is never
+/// made any more: a node that never had one has no such records. A salt that is there but
+/// unreadable, or not 32 bytes, stops the node, so that old records do not silently stop
+/// matching; an operator who moved it off the host (docs/card-commands.md §9) gets lookups of
+/// ID MACs only.
+pub(crate) fn load_legacy_salt(
+    data_dir: &Path,
+) -> Result<Option<Zeroizing<[u8; LEGACY_SALT_LEN]>>, NodeError> {
+    let path = data_dir.join(LEGACY_SALT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(NodeError::FailedPrecondition(format!(
+                "cannot read the ID salt {} of records made before ID MACs: {e}; fix its \
+                 permissions, or move it off the host (docs/card-commands.md §9)",
+                path.display()
+            )));
         }
-        // Made only when there is none: an unreadable one is an error, not a reason for a new one.
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-        Err(_) => {}
-    }
-    let mut salt = [0u8; 32];
-    getrandom(&mut salt).map_err(err)?;
-    std::fs::create_dir_all(data_dir).map_err(err)?;
-    // Whole or not at all, and durable before the first hash depends on it.
-    crate::durable::write_new_file(&path, &salt, 0o600).map_err(err)?;
-    Ok(salt)
-}
-
-fn getrandom(buf: &mut [u8]) -> Result<(), std::io::Error> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
-}
-
-fn valid_id_number(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric())
+    };
+    let salt: [u8; LEGACY_SALT_LEN] = bytes.as_slice().try_into().map_err(|_| {
+        NodeError::FailedPrecondition(format!(
+            "the ID salt {} is not {LEGACY_SALT_LEN} bytes; restore it from backup (the ID \
+             hashes of records made before ID MACs depend on it), or move it off the host",
+            path.display()
+        ))
+    })?;
+    Ok(Some(Zeroizing::new(salt)))
 }
 
 impl Cards<'_> {
-    fn id_hash(&self, id: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.id_salt);
-        h.update(id.as_bytes());
-        hex::encode(&h.finalize()[..16])
-    }
-
     /// Builds the PIN UNBLOCK or PIN RELOAD command for one card of this city.
     pub fn card_command(&self, req: &mut Request, c: CardRequest) -> Result<CardAnswer, NodeError> {
         let serial = c.serial.factor();
@@ -118,19 +107,19 @@ impl Cards<'_> {
                     .into(),
             ));
         }
-        if !valid_id_number(&c.cardholder_id) {
-            return Err(NodeError::InvalidArgument(
-                "the cardholder's ID number must be 1-32 letters or digits".into(),
-            ));
-        }
-        req.param("cardholder_id_hash", self.id_hash(&c.cardholder_id));
-        if let Some(agent) = &c.agent_id {
-            if !valid_id_number(agent) {
-                return Err(NodeError::InvalidArgument(
-                    "the agent's ID number must be 1-32 letters or digits".into(),
-                ));
-            }
-            req.param("agent_id_hash", self.id_hash(agent));
+        // Both checked before either is MACed; recorded before the decision, so that a refused
+        // request still shows whose card was asked for.
+        let cardholder = IdNumber::parse(&c.cardholder_id, "cardholder's")
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let agent = c
+            .agent_id
+            .as_ref()
+            .map(|a| IdNumber::parse(a, "agent's"))
+            .transpose()
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        req.param(CARDHOLDER_ID_MAC, self.core.id_mac(&cardholder)?);
+        if let Some(agent) = &agent {
+            req.param(AGENT_ID_MAC, self.core.id_mac(agent)?);
         }
         let key_type = c.command.key_type();
         self.core
@@ -266,29 +255,35 @@ impl Cards<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn the_salt_is_made_once_kept_private_and_never_remade_over_a_bad_one() {
+    fn no_salt_is_made_for_a_node_without_one() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let first = load_salt(&dir).unwrap();
-        assert_eq!(load_salt(&dir).unwrap(), first);
-        let path = dir.join("id-salt");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert!(load_legacy_salt(&dir).unwrap().is_none());
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(load_legacy_salt(&dir).unwrap().is_none());
+        assert!(!dir.join(LEGACY_SALT_FILE).exists());
+    }
 
-        // Cut short (a crash while it was written by an older build): refused, not remade.
+    #[test]
+    fn an_existing_salt_is_read_and_a_bad_one_stops_the_node() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let path = dir.join(LEGACY_SALT_FILE);
+        std::fs::write(&path, [9u8; 32]).unwrap();
+        assert_eq!(*load_legacy_salt(dir).unwrap().unwrap(), [9u8; 32]);
+
+        // Cut short: refused, and left as it is.
         std::fs::write(&path, b"").unwrap();
-        let err = load_salt(&dir).unwrap_err();
+        let err = load_legacy_salt(dir).unwrap_err();
         assert!(err.to_string().contains("not 32 bytes"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"");
 
-        // Unreadable: an error about reading it, not a new salt beside it.
+        // Unreadable: an error about reading it.
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
-        let err = load_salt(&dir).unwrap_err();
-        assert!(err.to_string().contains("cannot use the ID salt"), "{err}");
-        assert!(path.is_dir());
+        let err = load_legacy_salt(dir).unwrap_err();
+        assert!(err.to_string().contains("cannot read the ID salt"), "{err}");
     }
 }

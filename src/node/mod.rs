@@ -29,7 +29,7 @@ mod transport;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-pub use audit::Audit;
+pub use audit::{Audit, IdNumberRecords};
 pub use cards::{CardAnswer, CardPackages, CardRequest, Cards};
 pub use ceremonies::{Ceremonies, Ceremony, CeremonyAction, CeremonyId, CeremonyState};
 pub use core::{Core, SIGNING_LABEL, Signing};
@@ -57,8 +57,9 @@ pub struct Node {
     cards: transport::CardSettings,
     /// How long a key package can be imported.
     package_ttl: Duration,
-    /// Salt of the ID-number hashes in card service records.
-    id_salt: [u8; 32],
+    /// The salt of the ID hashes in records made before ID MACs, if this node has one: only for
+    /// auditors' lookups of those records; nothing new is hashed with it.
+    legacy_salt: Option<zeroize::Zeroizing<[u8; crate::card::LEGACY_SALT_LEN]>>,
     /// Card commands counted against the policy's `[card_limits]`: only in memory (a restart
     /// starts them at zero), kept across policy reloads.
     card_limiter: CardLimiter,
@@ -72,7 +73,7 @@ impl Node {
     /// here means the node must not serve; the error says what to fix.
     pub fn open(config: &NodeConfig) -> Result<Node, NodeError> {
         let core = Core::open(config)?;
-        let id_salt = cards::load_salt(&config.data_dir)?;
+        let legacy_salt = cards::load_legacy_salt(&config.data_dir)?;
         Ok(Node {
             core,
             generating: Mutex::new(()),
@@ -80,7 +81,7 @@ impl Node {
             ceremony_ttl: config.ceremony_ttl,
             cards: transport::CardSettings::new(config.so_pin.clone(), config.card_module.clone()),
             package_ttl: config.package_ttl,
-            id_salt,
+            legacy_salt,
             card_limiter: CardLimiter::default(),
             revoked: RwLock::default(),
         })
@@ -128,7 +129,6 @@ impl Node {
     pub fn cards(&self) -> Cards<'_> {
         Cards {
             core: &self.core,
-            id_salt: &self.id_salt,
             package_ttl: self.package_ttl,
             limiter: &self.card_limiter,
         }
@@ -136,7 +136,10 @@ impl Node {
 
     /// The ceremony log for auditors.
     pub fn audit(&self) -> Audit<'_> {
-        Audit { core: &self.core }
+        Audit {
+            core: &self.core,
+            legacy_salt: self.legacy_salt.as_deref(),
+        }
     }
 
     /// The policy in force and its reloads.

@@ -34,6 +34,8 @@ impl Keys<'_> {
             .filter(|l| l.starts_with(LABEL_PREFIX))
             .collect();
         let mut live: BTreeSet<String> = self.core.store.labels()?.into_iter().collect();
+        // The node's own fixed secret key, made at start, with no registry row.
+        live.insert(crate::hsm::ID_MAC_LABEL.to_string());
         // Transport keys are registered in their own table.
         for t in self.core.store.transport_keys()? {
             live.insert(crate::hsm::transport::transport_label(&t.card_id));

@@ -459,6 +459,51 @@ mod tests {
             "440100",
             false,
         ),
+        // Looking up an ID number: auditors of the city and above it; nobody else.
+        (
+            "auditor/municipal/440100/x",
+            "find-id",
+            None,
+            "440100",
+            true,
+        ),
+        ("auditor/national/000000/x", "find-id", None, "440100", true),
+        (
+            "auditor/provincial/440000/x",
+            "find-id",
+            None,
+            "440100",
+            true,
+        ),
+        (
+            "auditor/provincial/450000/x",
+            "find-id",
+            None,
+            "440100",
+            false,
+        ),
+        (
+            "auditor/municipal/440300/x",
+            "find-id",
+            None,
+            "440100",
+            false,
+        ),
+        (
+            "window/municipal/440100/w",
+            "find-id",
+            None,
+            "440100",
+            false,
+        ),
+        (
+            "officer/municipal/440100/a",
+            "find-id",
+            None,
+            "440100",
+            false,
+        ),
+        ("admin/municipal/440100/a", "find-id", None, "440100", false),
     ];
 
     #[test]

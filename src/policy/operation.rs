@@ -20,6 +20,9 @@ pub enum Operation {
     Read,
     /// Read the ceremony log.
     ReadAudit,
+    /// Have the node compute an ID number's MAC and find the card service records that carry
+    /// it: a step past reading the log (which shows only MACs), so a rule of its own.
+    FindId,
     /// Approve a ceremony.
     Approve,
     /// Change a key's state, reload the policy, other node management.
@@ -28,7 +31,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Operation::Generate,
         Operation::Derive,
         Operation::Export,
@@ -36,6 +39,7 @@ impl Operation {
         Operation::Use,
         Operation::Read,
         Operation::ReadAudit,
+        Operation::FindId,
         Operation::Approve,
         Operation::Manage,
     ];
@@ -50,6 +54,7 @@ impl Operation {
             Operation::Use => "use",
             Operation::Read => "read",
             Operation::ReadAudit => "read-audit",
+            Operation::FindId => "find-id",
             Operation::Approve => "approve",
             Operation::Manage => "manage",
         }
@@ -57,7 +62,10 @@ impl Operation {
 
     /// Whether the operation only reads.
     pub fn is_read_only(self) -> bool {
-        matches!(self, Operation::Read | Operation::ReadAudit)
+        matches!(
+            self,
+            Operation::Read | Operation::ReadAudit | Operation::FindId
+        )
     }
 }
 

@@ -325,7 +325,7 @@ fn check_rule(r: RawRule, line: usize, catalogue: &KeyTypeCatalogue) -> Result<R
     // A role's kind bounds what any policy may give it.
     for role in &roles {
         let allowed: &[Operation] = match role {
-            Role::Auditor => &[Operation::Read, Operation::ReadAudit],
+            Role::Auditor => &[Operation::Read, Operation::ReadAudit, Operation::FindId],
             Role::Window => &[Operation::Use, Operation::Read],
             Role::Admin => &[Operation::Manage, Operation::Read, Operation::ReadAudit],
             Role::Officer | Role::System => &Operation::ALL,
@@ -477,6 +477,20 @@ mod tests {
             1,
         );
         assert!(err(&text).contains("role window may never derive"));
+        // Looking up ID numbers is an auditor's step, never a window's or an admin's.
+        let text = DEFAULT.replacen(
+            "operations = [\"use\"]",
+            "operations = [\"use\", \"find-id\"]",
+            1,
+        );
+        assert!(err(&text).contains("role window may never find-id"));
+        let text = DEFAULT.replacen(
+            "operations = [\"manage\", \"read\"]",
+            "operations = [\"manage\", \"read\", \"find-id\"]",
+            1,
+        );
+        assert_ne!(text, DEFAULT);
+        assert!(err(&text).contains("role admin may never find-id"));
     }
 
     #[test]
@@ -529,6 +543,7 @@ mod tests {
             "use",
             "read",
             "read-audit",
+            "find-id",
             "approve",
         ] {
             let text = DEFAULT.replacen("[ceremonies.manage]", &format!("[ceremonies.{op}]"), 1);

@@ -120,6 +120,45 @@ impl AuditLog for SqliteStore {
         .collect()
     }
 
+    fn audit_lines_containing(
+        &self,
+        from: u64,
+        to: u64,
+        needles: &[&str],
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let needles: Vec<&str> = needles.iter().copied().filter(|n| !n.is_empty()).collect();
+        if needles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let needles = serde_json::to_string(&needles).map_err(|e| StoreError::Corrupt {
+            id: "search".into(),
+            what: format!("cannot encode the search: {e}"),
+        })?;
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, line FROM audit_log WHERE seq >= ?1 AND seq <= ?2 \
+                 AND EXISTS (SELECT 1 FROM json_each(?3) WHERE instr(line, value) > 0) \
+                 ORDER BY seq",
+            )
+            .map_err(StoreError::sqlite("searching the ceremony log"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    i64::try_from(from).unwrap_or(i64::MAX),
+                    i64::try_from(to).unwrap_or(i64::MAX),
+                    needles
+                ],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            )
+            .map_err(StoreError::sqlite("searching the ceremony log"))?;
+        rows.map(|r| {
+            r.map(|(s, l)| (s.max(0) as u64, l))
+                .map_err(StoreError::sqlite("searching the ceremony log"))
+        })
+        .collect()
+    }
+
     fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let line = serde_json::to_string(checkpoint).map_err(|e| StoreError::Corrupt {
             id: format!("checkpoint {}", checkpoint.seq),
@@ -203,6 +242,37 @@ mod tests {
         assert_eq!(
             store.audit_head().unwrap().unwrap(),
             (2, line_hash(&lines[1].1))
+        );
+    }
+
+    #[test]
+    fn a_search_returns_the_lines_in_range_that_contain_a_needle() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        for (rpc, value) in [("A", "aaaa"), ("B", "bbbb"), ("C", "aaaa"), ("D", "cccc")] {
+            let mut d = draft(rpc);
+            d.params.insert("p".into(), value.into());
+            store.append_audit(&d).unwrap();
+        }
+        let seqs = |from, to, needles: &[&str]| -> Vec<u64> {
+            store
+                .audit_lines_containing(from, to, needles)
+                .unwrap()
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect()
+        };
+        assert_eq!(seqs(1, u64::MAX, &["aaaa"]), [1, 3]);
+        assert_eq!(seqs(1, u64::MAX, &["aaaa", "cccc"]), [1, 3, 4]);
+        assert_eq!(seqs(2, 3, &["aaaa", "cccc"]), [3]);
+        assert_eq!(seqs(1, u64::MAX, &["zzzz"]), Vec::<u64>::new());
+        // An empty needle would match every line: it matches none.
+        assert_eq!(seqs(1, u64::MAX, &[""]), Vec::<u64>::new());
+        assert_eq!(seqs(1, u64::MAX, &[]), Vec::<u64>::new());
+        let lines = store.audit_lines_containing(1, 1, &["aaaa"]).unwrap();
+        assert_eq!(
+            lines,
+            store.audit_lines(1, 1, 1).unwrap(),
+            "exactly as stored"
         );
     }
 

@@ -255,6 +255,17 @@ pub trait AuditLog: Send + Sync {
         limit: usize,
     ) -> Result<Vec<(u64, String)>, StoreError>;
 
+    /// The record lines with `from <= seq <= to` whose text contains any of `needles` (empty
+    /// ones are ignored; none at all finds nothing), in order, exactly as stored. For an
+    /// auditor's search: the caller reads the lines to check where each needle stands, and
+    /// keeps each range small, since this reads every line in it.
+    fn audit_lines_containing(
+        &self,
+        from: u64,
+        to: u64,
+        needles: &[&str],
+    ) -> Result<Vec<(u64, String)>, StoreError>;
+
     /// Stores a signed checkpoint, in one durable transaction. Never over an earlier one: a
     /// second checkpoint at the same sequence number, or one at a number the log does not
     /// hold, is refused.

@@ -901,7 +901,8 @@ pub fn token_secret_labels(pkcs11: &cryptoki::context::Pkcs11, label: &str) -> V
 }
 
 /// The token labels the node's registry accounts for, read through the API as `reader` (who
-/// must read every key): live key rows, plus each transport card's key and package MAC key.
+/// must read every key): live key rows, plus each transport card's key and package MAC key,
+/// plus the node's own ID MAC key (made at start, with no row).
 pub async fn registered_labels(
     node: &TestNode,
     reader: &str,
@@ -928,6 +929,7 @@ pub async fn registered_labels(
                 hkms::hsm::transport::package_mac_label(&c.card_id),
             ]
         }))
+        .chain([hkms::hsm::ID_MAC_LABEL.to_string()])
         .collect()
 }
 

@@ -13,10 +13,11 @@ use std::time::Duration;
 pub use log::{SIGNING_LABEL, Signing};
 pub(crate) use policy::PolicyCell;
 
+use crate::card::IdNumber;
 use crate::config::NodeConfig;
 use crate::hierarchy::KeyRecord;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
-use crate::hsm::{Pkcs11Token, Token};
+use crate::hsm::{HsmError, ID_MAC_LABEL, IdMacKey, Pkcs11Token, Token};
 use crate::policy::{Decision, Operation, Policy};
 use crate::store::{SqliteStore, Store};
 
@@ -53,6 +54,7 @@ impl Core {
         token.seal_issuer_keys()?;
         let last_checkpoint = store.last_checkpoint()?;
         let signing = Signing::load(token.as_ref(), last_checkpoint.as_ref())?;
+        ensure_id_mac_key(token.as_ref())?;
         let sealed = last_checkpoint.map_or(0, |c| c.seq);
         Ok(Core {
             name: config.name.clone(),
@@ -206,6 +208,20 @@ impl Core {
         }
     }
 
+    /// The hex of `id`'s MAC (HMAC-SHA-256 under the token's ID MAC key, 64 digits): how a
+    /// record carries an ID number, and what an auditor looks records up by.
+    pub(crate) fn id_mac(&self, id: &IdNumber) -> Result<String, NodeError> {
+        match self.token.id_mac(&id.mac_input()) {
+            Ok(mac) => Ok(hex::encode(mac)),
+            Err(HsmError::KeyNotFound { .. }) => Err(NodeError::FailedPrecondition(format!(
+                "the token has lost the ID MAC key {ID_MAC_LABEL} since the node started; \
+                 restore the token (a restart would make a new key, and ID numbers recorded \
+                 so far would no longer match new records)"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The key type `name` as the policy in force declares it.
     pub(crate) fn key_type(policy: &Policy, name: &str) -> Result<KeyTypeSpec, NodeError> {
         policy.catalogue.get(name).cloned().ok_or_else(|| {
@@ -214,5 +230,27 @@ impl Core {
                 policy.catalogue.names().collect::<Vec<_>>().join(", ")
             ))
         })
+    }
+}
+
+/// Makes the ID MAC key on a token that has none, and refuses one that breaks its rules or
+/// shares its label. A token without HMAC-SHA-256 still serves everything else: card
+/// commands and ID lookups then fail, naming the mechanism.
+fn ensure_id_mac_key(token: &dyn Token) -> Result<(), NodeError> {
+    match token.ensure_id_mac_key() {
+        Ok(IdMacKey::Made) => {
+            tracing::info!(label = ID_MAC_LABEL, "made the ID MAC key in the token");
+            Ok(())
+        }
+        Ok(IdMacKey::Found) => Ok(()),
+        Err(HsmError::Unsupported { what }) => {
+            tracing::warn!(
+                missing = %what,
+                "the token cannot make the ID MAC key: card commands and ID number lookups \
+                 will be refused"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
 
 use crate::audit::AuditRecord;
-use crate::node::Node;
+use crate::card::IdNumber;
+use crate::node::{Node, NodeError};
 use crate::proto;
 use crate::proto::audit_service_server::AuditService;
 
@@ -119,6 +121,29 @@ impl AuditService for AuditApi {
                 fingerprint: s.fingerprint,
                 sha256: s.sha256,
                 node,
+            })
+            .into_response())
+    }
+
+    async fn find_id_number(
+        &self,
+        request: Request<proto::FindIdNumberRequest>,
+    ) -> Result<Response<proto::FindIdNumberResponse>, Status> {
+        let found = unary(&self.node, "FindIdNumber", request, |n, req, mut r| {
+            // The number leaves the message at once, into memory that is wiped on drop; the
+            // record gets its MAC, never the number.
+            let given = Zeroizing::new(std::mem::take(&mut r.id_number));
+            let id = IdNumber::parse(&given, "looked-up")
+                .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            n.audit().find_id_number(req, &id, r.from_seq)
+        })
+        .await?;
+        Ok(found
+            .map(|f| proto::FindIdNumberResponse {
+                id_mac: f.id_mac,
+                seqs: f.seqs,
+                more: f.more,
+                legacy_searched: f.legacy_searched,
             })
             .into_response())
     }

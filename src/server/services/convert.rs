@@ -309,6 +309,7 @@ impl From<Operation> for proto::Operation {
             Operation::Use => proto::Operation::Use,
             Operation::Read => proto::Operation::Read,
             Operation::ReadAudit => proto::Operation::ReadAudit,
+            Operation::FindId => proto::Operation::FindId,
             Operation::Approve => proto::Operation::Approve,
             Operation::Manage => proto::Operation::Manage,
         }
@@ -328,6 +329,7 @@ impl TryFrom<proto::Operation> for Operation {
             proto::Operation::Use => Ok(Operation::Use),
             proto::Operation::Read => Ok(Operation::Read),
             proto::Operation::ReadAudit => Ok(Operation::ReadAudit),
+            proto::Operation::FindId => Ok(Operation::FindId),
             proto::Operation::Approve => Ok(Operation::Approve),
             proto::Operation::Manage => Ok(Operation::Manage),
         }
