@@ -406,7 +406,7 @@ async fn id_numbers_are_recorded_as_token_macs_that_only_auditors_can_look_up() 
     let out = node.cli_as_with_input(WINDOW, &["audit", "find-id"], Some(&format!("{AGENT}\n")));
     assert!(!out.status.success());
     assert!(
-        support::stderr(&out).contains("PermissionDenied"),
+        support::stderr(&out).contains("PERMISSION_DENIED"),
         "{}",
         support::stderr(&out)
     );
