@@ -146,6 +146,18 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
         .and_then(|rest| rest.get(..64))
         .expect("export prints the key's SHA-256");
     assert!(sha256.starts_with(fp), "{said}");
+    let as_json = node.cli_as(
+        AUDITOR,
+        &[
+            "audit",
+            "export",
+            "--json",
+            "--out",
+            &dir.path().join("b3").display().to_string(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&as_json)).expect("export --json");
+    assert_eq!(v["key_sha256"], sha256);
     let verify_pinned = |expected: &str| {
         std::process::Command::new(support::hkms_bin())
             .args([
@@ -161,6 +173,23 @@ async fn an_auditor_exports_a_bundle_that_verifies_offline_and_reports_the_cerem
     let o = verify_pinned(sha256);
     assert!(o.status.success(), "{}", stdout(&o));
     assert!(stdout(&o).contains(sha256), "{}", stdout(&o));
+    // The same verdict as JSON, for programs; the exit codes do not change.
+    for (pin, verdict, code) in [(Some(sha256), "OK", 0), (None, "UNPINNED", 3)] {
+        let mut args = vec!["audit", "verify", "--json"];
+        let bundle_arg = bundle.display().to_string();
+        args.push(&bundle_arg);
+        if let Some(pin) = pin {
+            args.extend(["--expect-key-sha256", pin]);
+        }
+        let o = std::process::Command::new(support::hkms_bin())
+            .args(&args)
+            .output()
+            .expect("verify --json");
+        assert_eq!(o.status.code(), Some(code), "{}", stdout(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+        assert_eq!(v["verdict"], verdict);
+        assert_eq!(v["key_sha256"], sha256);
+    }
     // The 6-digit fingerprint alone cannot vouch for the key: a usage error (2), not BROKEN.
     let o = verify_pinned(fp);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));

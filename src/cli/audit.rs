@@ -36,6 +36,9 @@ pub enum AuditCommand {
         /// officers or its ceremony minutes, not from the bundle.
         #[arg(long, alias = "expect-fingerprint", value_name = "SHA256")]
         expect_key_sha256: Option<String>,
+        /// Print the verdict as JSON (same exit codes).
+        #[arg(long)]
+        json: bool,
     },
     /// A readable ceremony report (Markdown) from a bundle; verify the bundle first.
     Report {
@@ -65,6 +68,7 @@ impl AuditCommand {
             AuditCommand::Verify {
                 bundle,
                 expect_key_sha256,
+                json,
             } => {
                 // A mistyped key is the auditor's slip, not a broken bundle: exit 2, not 1.
                 if let Some(given) = &expect_key_sha256
@@ -74,7 +78,32 @@ impl AuditCommand {
                     return Ok(ExitCode::from(2));
                 }
                 let b = read_bundle(&bundle)?;
-                match verify_bundle(&b, expect_key_sha256.as_deref()) {
+                let verdict = verify_bundle(&b, expect_key_sha256.as_deref());
+                if json {
+                    let pinned = expect_key_sha256.is_some();
+                    let (text, code) = match &verdict {
+                        Ok(r) => (
+                            serde_json::json!({
+                                "verdict": if pinned { "OK" } else { "UNPINNED" },
+                                "first_seq": r.first_seq, "last_seq": r.last_seq,
+                                "records": r.records, "checkpoints": r.checkpoints,
+                                "sealed_up_to": r.sealed_up_to,
+                                "key_fingerprint": r.key_fingerprint,
+                                "key_sha256": r.key_sha256, "notes": r.notes,
+                            }),
+                            if pinned { 0 } else { 3 },
+                        ),
+                        Err(e) => (
+                            serde_json::json!({
+                                "verdict": "BROKEN", "place": e.place, "message": e.message,
+                            }),
+                            1,
+                        ),
+                    };
+                    println!("{text}");
+                    return Ok(ExitCode::from(code));
+                }
+                match verdict {
                     Ok(r) => {
                         // A forger re-signs with a key of their own and ships it in the
                         // bundle: without the pin, consistency proves nothing about who signed.
@@ -230,6 +259,16 @@ async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {
         public_key_pem: key.spki_pem,
     };
     write_bundle(&out, &bundle)?;
+    if client.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "first_seq": bundle.manifest.first_seq, "last_seq": sealed, "node": key.node,
+                "bundle": out, "key_fingerprint": key.fingerprint, "key_sha256": key.sha256,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "exported records {}..{} of node {} to {} (key {}, SHA-256 {})",
         bundle.manifest.first_seq,
