@@ -206,6 +206,23 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
         (gd_imported.kcv.as_str(), gd_imported.tier()),
         (gd_key.kcv.as_str(), proto::Tier::Provincial)
     );
+    // `keys show` names where an imported key came from.
+    let out = guangdong.cli_as(GD_SYSTEM, &["keys", "show", &gd_imported.id]);
+    assert!(out.status.success(), "{}", support::stderr(&out));
+    let shown = stdout(&out);
+    let header = hkms::transport::Package::decode(&gd_package)
+        .expect("decode")
+        .header;
+    assert!(
+        shown.contains(&format!("imported from node {}", header.issuer_node))
+            && shown.contains(&gd_key.id)
+            && shown.contains(&header.package_id)
+            && shown.contains(&header.card_id),
+        "{shown}"
+    );
+    let out = guangdong.cli_as(GD_SYSTEM, &["keys", "show", &gd_imported.id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["origin"]["package_id"], header.package_id.as_str());
     let gz_key = derive_as(&guangdong, GD_SYSTEM, &gd_imported.id, "440100").await;
     let gz_card = issue(&guangdong, "440100", "card-gz").await;
     let gz_package = export(&guangdong, &gz_key.id, "440100").await;

@@ -27,6 +27,9 @@ struct KeyJson<'a> {
     state: Cow<'static, str>,
     created_at: &'a str,
     updated_at: &'a str,
+    /// An imported key's issuer, package and card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<serde_json::Value>,
 }
 
 impl<'a> From<&'a Key> for KeyJson<'a> {
@@ -45,6 +48,12 @@ impl<'a> From<&'a Key> for KeyJson<'a> {
             state: word::<proto::KeyState>(k.state),
             created_at: &k.created_at,
             updated_at: &k.updated_at,
+            origin: k.origin.as_ref().map(|o| {
+                serde_json::json!({
+                    "issuer_node": o.issuer_node, "issuer_key_id": o.issuer_key_id,
+                    "package_id": o.package_id, "parent_kcv": o.parent_kcv, "card_id": o.card_id,
+                })
+            }),
         }
     }
 }
@@ -159,7 +168,14 @@ pub fn print_key(key: &Key, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&KeyJson::from(key))?);
         return Ok(());
     }
-    print_keys(std::slice::from_ref(key), false)
+    print_keys(std::slice::from_ref(key), false)?;
+    if let Some(o) = &key.origin {
+        println!(
+            "imported from node {} (its key {}), package {}, wrapped under card {}; parent KCV {}",
+            o.issuer_node, o.issuer_key_id, o.package_id, o.card_id, o.parent_kcv
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -172,9 +172,15 @@ impl Keys<'_> {
         )
     }
 
-    /// One key's record.
-    pub fn get_key(&self, req: &mut Request, id: &KeyId) -> Result<KeyRecord, NodeError> {
-        self.core.authorize_on_key(req, Operation::Read, id, None)
+    /// One key's record, and where it came from when it was imported.
+    pub fn get_key(
+        &self,
+        req: &mut Request,
+        id: &KeyId,
+    ) -> Result<(KeyRecord, Option<crate::store::KeyOrigin>), NodeError> {
+        let record = self.core.authorize_on_key(req, Operation::Read, id, None)?;
+        let origin = self.core.store.key_origin(id.as_str())?;
+        Ok((record, origin))
     }
 
     /// Keys matching `filter` that the caller may read (others are left out).

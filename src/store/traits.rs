@@ -220,6 +220,9 @@ pub trait TransportStore: Send + Sync {
     /// Whether the package with this id was imported already.
     fn package_imported(&self, package_id: &str) -> Result<bool, StoreError>;
 
+    /// Where an imported key came from (`None` for a key made on this node).
+    fn key_origin(&self, key_id: &str) -> Result<Option<KeyOrigin>, StoreError>;
+
     /// Registers an imported key, where it came from and `draft`'s record, in one durable
     /// transaction; returns the record as chained. A package is imported once: a second import
     /// of the same package, even one racing the first, is [`StoreError::PackageImported`] and

@@ -90,6 +90,26 @@ impl TransportStore for SqliteStore {
         Ok(found.is_some())
     }
 
+    fn key_origin(&self, key_id: &str) -> Result<Option<KeyOrigin>, StoreError> {
+        let conn = self.lock()?;
+        conn.query_row_cached(
+            "SELECT origin_node, origin_key_id, package_id, parent_kcv, card_id \
+             FROM key_origins WHERE key_id = ?1",
+            [key_id],
+            |r| {
+                Ok(KeyOrigin {
+                    origin_node: r.get(0)?,
+                    origin_key_id: r.get(1)?,
+                    package_id: r.get(2)?,
+                    parent_kcv: r.get(3)?,
+                    card_id: r.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading key origins"))
+    }
+
     fn insert_imported_key_audited(
         &self,
         record: &KeyRecord,
@@ -232,5 +252,8 @@ mod tests {
         );
         assert_eq!(store.get_key(&second.id).unwrap(), None);
         assert_eq!(store.audit_head().unwrap(), head);
+        // The imported key's origin is found by its id; the refused one has none.
+        assert_eq!(store.key_origin(first.id.as_str()).unwrap(), Some(origin));
+        assert_eq!(store.key_origin(second.id.as_str()).unwrap(), None);
     }
 }

@@ -15,7 +15,7 @@ use super::convert::as_node_str;
 /// The key service over one node.
 pub struct KeyApi {
     node: Arc<Node>,
-    gets: Batcher<KeyRecord>,
+    gets: Batcher<(KeyRecord, Option<crate::store::KeyOrigin>)>,
 }
 
 impl KeyApi {
@@ -48,6 +48,7 @@ pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
         state: proto::KeyState::from(r.state).into(),
         created_at: r.created_at.clone(),
         updated_at: r.updated_at.clone(),
+        origin: None,
     }
 }
 
@@ -100,8 +101,17 @@ impl KeyService for KeyApi {
             })
             .await?;
         Ok(key
-            .map(|k| proto::GetKeyResponse {
-                key: Some(key_to_proto(&k)),
+            .map(|(k, origin)| proto::GetKeyResponse {
+                key: Some(proto::Key {
+                    origin: origin.map(|o| proto::KeyOrigin {
+                        issuer_node: o.origin_node,
+                        issuer_key_id: o.origin_key_id,
+                        package_id: o.package_id,
+                        parent_kcv: o.parent_kcv,
+                        card_id: o.card_id,
+                    }),
+                    ..key_to_proto(&k)
+                }),
             })
             .into_response())
     }
