@@ -649,4 +649,51 @@ mod tests {
         assert!(der_from_raw_signature(&[0u8; 64]).is_err());
         assert!(der_from_raw_signature(&[1u8; 63]).is_err());
     }
+    #[test]
+    fn write_creates_missing_parent_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("exports").join("2026").join("b");
+        let b = sample();
+        write_bundle(&dir, &b).unwrap();
+        assert_eq!(read_bundle(&dir).unwrap(), b);
+    }
+
+    #[test]
+    fn a_record_line_with_a_newline_is_named_by_its_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = sample();
+        b.record_lines[1] = "{\"b\":\n2}".into();
+        let err = write_bundle(&tmp.path().join("b"), &b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BundleError::Malformed {
+                    file: RECORDS_FILE,
+                    line: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_io_error_not_a_missing_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("b");
+        write_bundle(&dir, &sample()).unwrap();
+        fs::remove_file(dir.join(MANIFEST_FILE)).unwrap();
+        fs::create_dir(dir.join(MANIFEST_FILE)).unwrap();
+        let err = read_bundle(&dir).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BundleError::Io {
+                    action: "reading",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }

@@ -265,4 +265,12 @@ mod tests {
             "hkms-audit-checkpoint/v1 ministry 7 ab 2026-01-01T00:00:00Z"
         );
     }
+    #[test]
+    fn record_times_are_rfc_3339_utc_with_milliseconds() {
+        let t = now_millis();
+        assert_eq!(t.len(), "2026-01-01T00:00:00.000Z".len(), "{t}");
+        assert!(t.ends_with('Z'), "{t}");
+        assert_eq!(&t[19..20], ".", "{t}");
+        humantime::parse_rfc3339(&t).unwrap();
+    }
 }

@@ -873,4 +873,132 @@ mod tests {
         let e = parse_records(&b.record_lines).unwrap_err();
         assert_eq!(e.place, "records.jsonl line 4");
     }
+    #[test]
+    fn a_ceremony_expires_by_its_rpc_or_its_deadline_code() {
+        let deadline = Outcome {
+            ok: false,
+            code: EXPIRED_CODE.into(),
+            message: String::new(),
+        };
+        let report = ceremony_report(&chain(vec![
+            d(OPENER, OPEN, Some("cer-6"), ok()),
+            d(OPENER, "ExpireCeremony", Some("cer-6"), ok()),
+            d(OPENER, OPEN, Some("cer-7"), ok()),
+            d(APPROVER_1, APPROVE, Some("cer-7"), deadline),
+        ]));
+        assert!(
+            report.contains("**Expired**, found by `ExpireCeremony`"),
+            "{report}"
+        );
+        assert!(
+            report.contains(&format!(
+                "**Expired**, found by `ApproveCeremony` of `{APPROVER_1}`"
+            )),
+            "{report}"
+        );
+        assert_eq!(
+            report
+                .matches("**Outcome:** expired, no approvals.")
+                .count(),
+            2,
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_denied_requests_line_lists_at_most_20_records() {
+        let twenty = ceremony_report(&chain(
+            (0..20)
+                .map(|_| d(INTRUDER, "GetKey", None, denied()))
+                .collect(),
+        ));
+        let want: Vec<String> = (1..=20).map(|s| s.to_string()).collect();
+        assert!(
+            twenty.contains(&format!(
+                "- `{INTRUDER}`: 20 (records {})\n",
+                want.join(", ")
+            )),
+            "{twenty}"
+        );
+        let more = ceremony_report(&chain(
+            (0..21)
+                .map(|_| d(INTRUDER, "GetKey", None, denied()))
+                .collect(),
+        ));
+        assert!(
+            more.contains(&format!(
+                "- `{INTRUDER}`: 21 (records {}, …)\n",
+                want.join(", ")
+            )),
+            "{more}"
+        );
+    }
+
+    #[test]
+    fn a_ceremony_record_with_kcvs_is_its_execution_and_others_are_listed_as_they_are() {
+        let mut made = d(APPROVER_2, "GenerateKey", Some("cer-8"), ok());
+        made.kcvs = vec![KcvEntry {
+            key_id: "k-8".into(),
+            kcv: "ABCDEF".into(),
+            method: "aes-cmac".into(),
+        }];
+        let report = ceremony_report(&chain(vec![
+            d(APPROVER_1, "GetCeremony", Some("cer-8"), ok()),
+            made,
+        ]));
+        assert!(
+            report.contains("- The opening is not in these records"),
+            "{report}"
+        );
+        assert!(
+            report.contains(&format!("- `GetCeremony` by `{APPROVER_1}` at ")),
+            "{report}"
+        );
+        assert!(
+            report.contains(&format!("**Executed** `GenerateKey` by `{APPROVER_2}`")),
+            "{report}"
+        );
+        // No key ids on the record: no keys line.
+        assert!(!report.contains("  - keys:"), "{report}");
+        assert!(
+            report.contains("**Outcome:** executed, no approvals: `k-8` KCV `ABCDEF`."),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn an_opened_ceremony_does_not_say_its_opening_is_missing_and_shows_its_keys() {
+        let report = ceremony_report(&generate_ceremony());
+        assert!(
+            !report.contains("opening is not in these records"),
+            "{report}"
+        );
+        assert!(report.contains("  - keys: `nat-master-1`\n"), "{report}");
+    }
+
+    #[test]
+    fn only_refused_requests_are_denied() {
+        let mut allowed = d(APPROVER_1, "GetKey", None, ok());
+        allowed.decision = Some(DecisionEntry {
+            allowed: true,
+            rule: Some("read-own-and-below".into()),
+            reason: "allowed".into(),
+        });
+        let mut refused = d(INTRUDER, "GetKey", None, ok());
+        refused.decision = Some(DecisionEntry {
+            allowed: false,
+            rule: None,
+            reason: "denied".into(),
+        });
+        let report = ceremony_report(&chain(vec![allowed.clone()]));
+        let denied = report.split("## Denied requests").nth(1).unwrap();
+        assert_eq!(denied, "\n\nNone.\n", "{report}");
+        let report = ceremony_report(&chain(vec![allowed, refused]));
+        let denied = report.split("## Denied requests").nth(1).unwrap();
+        assert_eq!(
+            denied,
+            format!("\n\n- `{INTRUDER}`: 1 (records 2)\n"),
+            "{report}"
+        );
+    }
 }

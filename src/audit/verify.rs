@@ -952,4 +952,65 @@ mod tests {
         write_bundle(std::path::Path::new(&dir), &b).unwrap();
         println!("wrote {dir}, key fingerprint {}", key.fingerprint);
     }
+    #[test]
+    fn a_checkpoint_before_a_partial_export_is_noted_and_one_on_its_first_record_seals_it() {
+        let (mut b, key) = clean();
+        b.record_lines.drain(..10);
+        b.manifest.first_seq = 11;
+        b.manifest.record_count = 10;
+        let report = verify_bundle(&b, Some(&key.sha256)).unwrap();
+        assert_eq!(report.sealed_up_to, 20);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n
+                    .starts_with("checkpoint 1 seals record 10, before the bundle's first record")),
+            "{report:?}"
+        );
+        // A bundle of only record 20, sealed by the checkpoint on it.
+        let (mut b, key) = clean();
+        b.record_lines.drain(..19);
+        b.checkpoints.remove(0);
+        b.manifest.first_seq = 20;
+        b.manifest.record_count = 1;
+        let report = verify_bundle(&b, Some(&key.sha256)).unwrap();
+        assert_eq!((report.first_seq, report.sealed_up_to), (20, 20));
+        assert!(
+            !report
+                .notes
+                .iter()
+                .any(|n| n.contains("before the bundle's first record")),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn an_expected_sha256_must_be_hex_digits() {
+        for bad in [
+            "G".repeat(64),
+            "GGGGGG".into(),
+            format!("{}x", "A".repeat(63)),
+        ] {
+            let e = parse_expected_sha256(&bad).unwrap_err();
+            assert_eq!(e.place, "the expected key");
+            assert!(e.message.starts_with("not a SHA-256"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_expected_sha256(&"ab".repeat(32)).unwrap(),
+            "AB".repeat(32)
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_verifies_only_with_the_key_that_signed_it() {
+        let (b, key) = clean();
+        let cp = &b.checkpoints[1];
+        assert!(checkpoint_verifies(cp, &key.pem));
+        assert!(!checkpoint_verifies(cp, &TestKey::new().pem));
+        assert!(!checkpoint_verifies(cp, "not a key"));
+        let mut changed = cp.clone();
+        changed.seq -= 1;
+        assert!(!checkpoint_verifies(&changed, &key.pem));
+    }
 }

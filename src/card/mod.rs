@@ -231,4 +231,70 @@ mod tests {
         assert!(parse_challenge("00112233").is_err());
         assert!(parse_challenge("zz11223344556677").is_err());
     }
+    #[test]
+    fn each_command_has_its_own_key_type_header_and_name() {
+        assert_eq!(CardCommand::Unblock.key_type(), "pin-unblock");
+        assert_eq!(CardCommand::Reload.key_type(), "pin-reload");
+        assert_eq!(CardCommand::Unblock.header(), [0x84, 0x24, 0x00, 0x00]);
+        assert_eq!(CardCommand::Reload.header(), [0x84, 0x5E, 0x00, 0x00]);
+        assert_eq!(CardCommand::Unblock.as_str(), "unblock");
+        assert_eq!(CardCommand::Reload.as_str(), "reload");
+    }
+
+    #[test]
+    fn pin_lengths_are_checked_at_both_ends() {
+        assert!(check_pin("1234", 4, 12).is_ok());
+        assert!(check_pin("123", 4, 12).is_err());
+        assert!(check_pin("123456789012", 4, 12).is_ok());
+        assert!(check_pin("1234567890123", 4, 12).is_err());
+        assert!(check_pin("123456", 6, 6).is_ok());
+        assert!(check_pin("1234567", 6, 6).is_err());
+        assert_eq!(
+            check_pin("12345", 6, 6).unwrap_err().to_string(),
+            "the PIN must be exactly 6 digits"
+        );
+    }
+
+    #[test]
+    fn the_challenge_is_read_as_its_bytes() {
+        assert_eq!(
+            parse_challenge(" 0011223344556677\n"),
+            Ok([0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77])
+        );
+        assert_eq!(
+            parse_challenge("001122334455667788"),
+            Err(CardError::Challenge)
+        );
+    }
+
+    #[test]
+    fn the_mac_iv_is_the_challenge_then_zeros() {
+        assert_eq!(
+            mac_iv(&[1, 2, 3, 4, 5, 6, 7, 8]),
+            [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn the_apdu_is_header_lc_block_and_mac() {
+        let a = apdu(CardCommand::Unblock, &[0xAA; 16], &[1, 2, 3, 4]);
+        let mut want = vec![0x84, 0x24, 0x00, 0x00, 0x14];
+        want.extend_from_slice(&[0xAA; 16]);
+        want.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(a, want);
+        let m = mac_input(CardCommand::Reload, &[0x55; 16]);
+        assert_eq!(&m[..5], &[0x84, 0x5E, 0x00, 0x00, 0x14]);
+        assert_eq!(&m[5..21], &[0x55; 16]);
+    }
+
+    #[test]
+    fn an_odd_pin_needs_its_f_pad_nibble() {
+        let mut b = *pin_block("12345");
+        assert_eq!(b[3], 0x5F);
+        b[3] = 0x50;
+        assert!(pin_from_block(&b).is_none());
+        let mut b = *pin_block("123");
+        b[2] = 0x30;
+        assert!(pin_from_block(&b).is_none());
+    }
 }

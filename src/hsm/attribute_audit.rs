@@ -500,4 +500,37 @@ mod tests {
         };
         assert_eq!(rules(&o), vec![RULE_WRAP_ONLY_TRUSTED]);
     }
+    #[test]
+    fn a_key_that_cannot_leave_needs_no_wrap_with_trusted() {
+        let o = ObjectFacts {
+            extractable: Some(false),
+            wrap_with_trusted: Some(false),
+            ..good_parent()
+        };
+        assert!(check(&o).is_empty(), "{:?}", check(&o));
+    }
+
+    #[test]
+    fn a_derive_parent_with_an_empty_mechanism_list_is_flagged() {
+        let o = ObjectFacts {
+            allowed_mechanisms: Some(vec![]),
+            ..good_parent()
+        };
+        let v = check(&o);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].rule, RULE_DERIVE_SIGN_LIMITED);
+        assert_eq!(v[0].found, "empty CKA_ALLOWED_MECHANISMS");
+    }
+
+    #[test]
+    fn a_violation_reads_label_rule_and_finding() {
+        let o = ObjectFacts {
+            sensitive: Some(false),
+            ..good_parent()
+        };
+        assert_eq!(
+            check(&o)[0].to_string(),
+            format!("hkms/k: {RULE_SENSITIVE} (found: CKA_SENSITIVE=Some(false))")
+        );
+    }
 }

@@ -274,4 +274,105 @@ mod tests {
         assert!(!t.iter().any(|a| matches!(a, Attribute::ValueLen(_))));
         assert!(has(&t, &Attribute::KeyType(KeyType::DES2)));
     }
+    #[test]
+    fn aes_keys_state_their_length() {
+        let t = secret_key_template(&spec(Usage::Derive, false));
+        assert!(has(&t, &Attribute::KeyType(KeyType::AES)));
+        assert!(has(&t, &Attribute::ValueLen(16.into())));
+        let mut s = spec(Usage::Encrypt, false);
+        s.algorithm = Algorithm::Aes256;
+        assert!(has(
+            &secret_key_template(&s),
+            &Attribute::ValueLen(32.into())
+        ));
+    }
+
+    #[test]
+    fn a_generated_key_is_its_secret_template_made_unmodifiable() {
+        let s = spec(Usage::Derive, true);
+        let derived = secret_key_template(&s);
+        // SoftHSM2 refuses CKA_MODIFIABLE in derive and unwrap templates.
+        assert!(
+            !derived
+                .iter()
+                .any(|a| matches!(a, Attribute::Modifiable(_)))
+        );
+        let generated = generate_template(&s);
+        assert_eq!(generated.len(), derived.len() + 1);
+        assert!(derived.iter().all(|a| has(&generated, a)));
+        assert!(has(&generated, &Attribute::Modifiable(false)));
+    }
+
+    #[test]
+    fn a_window_card_key_only_encrypts_and_never_leaves() {
+        let t = card_key_template("card/0011", false);
+        for want in [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(16.into()),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(false),
+            Attribute::Sign(false),
+            Attribute::Derive(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Label(b"card/0011".to_vec()),
+            allowed_mechanisms_attribute(&[cryptoki_sys::CKM_AES_ECB, cryptoki_sys::CKM_AES_CBC]),
+        ] {
+            assert!(has(&t, &want), "{want:?}");
+        }
+    }
+
+    #[test]
+    fn a_card_key_for_the_bureau_leaves_only_wrapped_and_signs_only_its_kcv() {
+        let t = card_key_template("card/0011", true);
+        for want in [
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(true),
+            Attribute::WrapWithTrusted(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+            Attribute::Sign(true),
+            Attribute::Derive(false),
+            allowed_mechanisms_attribute(&[crate::hsm::mechanisms::AES_CMAC]),
+        ] {
+            assert!(has(&t, &want), "{want:?}");
+        }
+    }
+
+    #[test]
+    fn the_audit_signing_key_signs_only_and_never_leaves_or_changes() {
+        let (public, private) = audit_signing_templates("hkms/audit", &[7, 8]);
+        for want in [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Modifiable(false),
+            Attribute::Verify(true),
+            Attribute::EcParams(P256_PARAMS.to_vec()),
+            Attribute::Label(b"hkms/audit".to_vec()),
+            Attribute::Id(vec![7, 8]),
+        ] {
+            assert!(has(&public, &want), "public: {want:?}");
+        }
+        for want in [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Derive(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Modifiable(false),
+            Attribute::Label(b"hkms/audit".to_vec()),
+            Attribute::Id(vec![7, 8]),
+        ] {
+            assert!(has(&private, &want), "private: {want:?}");
+        }
+    }
 }

@@ -579,4 +579,32 @@ mod tests {
             d.reason
         );
     }
+    #[test]
+    fn the_closest_rule_is_the_first_that_fails_fewest_checks() {
+        // For an officer of the ministry using card-master: pin-services fails 3 checks
+        // (roles, tiers, key types), use-a 2 (roles, tiers), use-b and use-c 1 (tiers) each.
+        let mut text = DEFAULT.to_string();
+        for (id, role, tier) in [
+            ("use-a", "window", "municipal"),
+            ("use-b", "officer", "municipal"),
+            ("use-c", "officer", "provincial"),
+        ] {
+            text.push_str(&format!(
+                "\n[[rules]]\nid = \"{id}\"\noperations = [\"use\"]\nroles = [\"{role}\"]\n\
+                 tiers = [\"{tier}\"]\nkey_types = [\"card-master\"]\nregions = [\"self\"]\n"
+            ));
+        }
+        let p = Policy::parse(&text, "x.toml").unwrap();
+        let who = Identity::from_uri("hkms://officer/national/000000/a").unwrap();
+        let d = p.decide(&who, Operation::Use, Some("card-master"), &Region::NATIONAL);
+        assert!(!d.allowed);
+        let line = text.lines().position(|l| l == "id = \"use-b\"").unwrap();
+        assert!(
+            d.reason.ends_with(&format!(
+                "(no rule allows it; closest: rule use-b (line {line}) is for tiers municipal)"
+            )),
+            "{}",
+            d.reason
+        );
+    }
 }

@@ -167,6 +167,7 @@ mod tests {
         assert_eq!(id.tier, Tier::Municipal);
         assert_eq!(id.region.as_str(), "440100");
         assert_eq!(id.to_uri(), "hkms://window/municipal/440100/counter-3");
+        assert_eq!(id.to_string(), "hkms://window/municipal/440100/counter-3");
     }
 
     #[test]

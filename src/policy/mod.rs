@@ -145,3 +145,26 @@ impl Policy {
             .find(|q| q.operation == op && q.key_types.covers(key_type))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT: &str = include_str!("../../policies/default.toml");
+
+    #[test]
+    fn a_quorum_applies_to_its_own_operation_and_key_types_only() {
+        let p = Policy::parse(DEFAULT, "default.toml").unwrap();
+        let generate = p.quorum(Operation::Generate, Some("card-master")).unwrap();
+        assert_eq!(generate.operation, Operation::Generate);
+        // `[ceremonies.manage]` covers every key type, but not generation.
+        assert!(
+            p.quorum(Operation::Generate, Some("local-special"))
+                .is_none()
+        );
+        // `[ceremonies.generate]` covers card-master, but not derivation.
+        assert!(p.quorum(Operation::Derive, Some("card-master")).is_none());
+        let manage = p.quorum(Operation::Manage, None).unwrap();
+        assert_eq!(manage.operation, Operation::Manage);
+    }
+}

@@ -89,3 +89,17 @@ impl FromStr for Operation {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_two_reads_are_read_only() {
+        let read_only: Vec<Operation> = Operation::ALL
+            .into_iter()
+            .filter(|o| o.is_read_only())
+            .collect();
+        assert_eq!(read_only, vec![Operation::Read, Operation::ReadAudit]);
+    }
+}

@@ -100,4 +100,19 @@ mod tests {
         let none = RevokedCerts::from_crls([]).unwrap();
         assert!(none.is_empty());
     }
+    #[test]
+    fn every_listed_certificate_is_counted() {
+        let ca = DevCa::create("test").unwrap();
+        let who = Identity::from_uri("hkms://auditor/national/000000/a").unwrap();
+        let one = ca.issue_client(Some(&who), Validity::days(1)).unwrap();
+        let two = ca.issue_client(Some(&who), Validity::days(1)).unwrap();
+        let crl_pem = ca
+            .revocation_list(&[one.cert_pem.as_str(), two.cert_pem.as_str()], 1, 30)
+            .unwrap();
+        let crl = CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes()).unwrap();
+        let revoked = RevokedCerts::from_crls([crl.as_ref()]).unwrap();
+        assert_eq!(revoked.len(), 2);
+        assert!(!revoked.is_empty());
+        assert!(revoked.revoked_serial(&der(&two.cert_pem)).is_some());
+    }
 }

@@ -400,6 +400,9 @@ fn check_rule(r: RawRule, line: usize, catalogue: &KeyTypeCatalogue) -> Result<R
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{KeyTypes, PinRules};
     use crate::policy::Policy;
 
     const DEFAULT: &str = include_str!("../../policies/default.toml");
@@ -565,5 +568,116 @@ mod tests {
             err(&DEFAULT.replacen("roles = [\"window\"]", "roles = []", 1))
                 .contains("`roles` is empty")
         );
+    }
+    #[test]
+    fn card_pin_rules_are_read_and_must_fit_the_pin_block() {
+        let p = Policy::parse(DEFAULT, "p.toml").unwrap();
+        assert_eq!(
+            p.pins,
+            PinRules {
+                min_length: 6,
+                max_length: 6
+            }
+        );
+        let with = |min: usize, max: usize| {
+            DEFAULT.replacen(
+                "min_length = 6\nmax_length = 6",
+                &format!("min_length = {min}\nmax_length = {max}"),
+                1,
+            )
+        };
+        for (min, max) in [(4, 12), (4, 4), (12, 12), (5, 9)] {
+            let p = Policy::parse(&with(min, max), "p.toml").unwrap();
+            assert_eq!((p.pins.min_length, p.pins.max_length), (min, max));
+        }
+        for (min, max) in [(3, 12), (3, 3), (7, 6), (6, 13), (13, 13)] {
+            let e = err(&with(min, max));
+            assert!(
+                e.contains(&format!("[card_pins] {min}..{max} digits is not usable")),
+                "{min}..{max}: {e}"
+            );
+        }
+        // Without the section: 6 to 12 digits.
+        let without = DEFAULT.replacen("[card_pins]\nmin_length = 6\nmax_length = 6\n", "", 1);
+        assert_ne!(without, DEFAULT);
+        let p = Policy::parse(&without, "p.toml").unwrap();
+        assert_eq!((p.pins.min_length, p.pins.max_length), (6, 12));
+    }
+
+    #[test]
+    fn key_types_are_described_as_a_policy_writes_them() {
+        let k = KeyTypes {
+            any: true,
+            none: true,
+            transport: true,
+            named: BTreeSet::new(),
+        };
+        assert_eq!(k.describe(), "*, transport, none");
+        let k = KeyTypes {
+            named: BTreeSet::from(["pin-reload".to_string(), "card-master".to_string()]),
+            ..KeyTypes::default()
+        };
+        assert_eq!(k.describe(), "card-master, pin-reload");
+    }
+    #[test]
+    fn a_quorum_is_1_to_16_officers_and_at_most_all_of_them() {
+        let with = |m: u32, n: u32| {
+            DEFAULT.replacen(
+                "quorum = 2\nofficers = 3",
+                &format!("quorum = {m}\nofficers = {n}"),
+                1,
+            )
+        };
+        for (m, n) in [(1, 1), (2, 2), (16, 16), (1, 16)] {
+            let p = Policy::parse(&with(m, n), "p.toml").unwrap();
+            let q = p
+                .quorum(crate::policy::Operation::Generate, Some("card-master"))
+                .unwrap();
+            assert_eq!((q.approvals, q.officers), (m, n));
+        }
+        for (m, n) in [(0, 3), (3, 2), (1, 17), (17, 17)] {
+            let e = err(&with(m, n));
+            assert!(
+                e.contains(&format!("quorum {m} of {n} is not a valid M-of-N")),
+                "{m} of {n}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_generate_rule_cannot_cover_no_key_type_or_transport_keys() {
+        for entry in ["none", "transport"] {
+            let text = DEFAULT.replacen(
+                "key_types = [\"local-special\", \"local-file-key\"]",
+                &format!("key_types = [\"{entry}\"]"),
+                1,
+            );
+            assert_ne!(text, DEFAULT);
+            assert!(err(&text).contains("must name its key types"), "{entry}");
+        }
+    }
+
+    #[test]
+    fn a_derive_rule_may_name_diversified_types_for_regions_below() {
+        let named = DEFAULT.replacen(
+            "tiers = [\"provincial\"]\nkey_types = [\"*\"]",
+            "tiers = [\"provincial\"]\nkey_types = [\"card-master\", \"pin-unblock\"]",
+            1,
+        );
+        assert_ne!(named, DEFAULT);
+        Policy::parse(&named, "p.toml").unwrap();
+        let own_only = DEFAULT.replacen(
+            "key_types = [\"*\"]\nregions = [\"children\"]",
+            "key_types = [\"*\"]\nregions = [\"self\"]",
+            1,
+        );
+        assert_ne!(own_only, DEFAULT);
+        assert!(err(&own_only).contains("`self` alone can never match"));
+        let own_and_children = DEFAULT.replacen(
+            "key_types = [\"*\"]\nregions = [\"children\"]",
+            "key_types = [\"*\"]\nregions = [\"self\", \"children\"]",
+            1,
+        );
+        Policy::parse(&own_and_children, "p.toml").unwrap();
     }
 }

@@ -90,4 +90,12 @@ mod tests {
         assert!(!RegionScope::Descendants.covers(&gz, &gd));
         assert!(RegionScope::Any.covers(&gz, &nation));
     }
+
+    #[test]
+    fn scopes_are_named_as_in_policy_files() {
+        for scope in RegionScope::ALL {
+            assert_eq!(scope.to_string().parse::<RegionScope>(), Ok(scope));
+        }
+        assert_eq!(RegionScope::Own.to_string(), "self");
+    }
 }
