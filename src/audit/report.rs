@@ -977,27 +977,29 @@ mod tests {
     }
 
     #[test]
-    fn only_refused_requests_are_denied() {
+    fn only_refused_requests_are_listed_as_refused() {
         let mut allowed = d(APPROVER_1, "GetKey", None, ok());
         allowed.decision = Some(DecisionEntry {
             allowed: true,
             rule: Some("read-own-and-below".into()),
             reason: "allowed".into(),
         });
-        let mut refused = d(INTRUDER, "GetKey", None, ok());
+        let mut refused = d(INTRUDER, "GetKey", None, denied());
         refused.decision = Some(DecisionEntry {
             allowed: false,
             rule: None,
             reason: "denied".into(),
         });
         let report = ceremony_report(&chain(vec![allowed.clone()]));
-        let denied = report.split("## Denied requests").nth(1).unwrap();
-        assert_eq!(denied, "\n\nNone.\n", "{report}");
+        let listed = report.split("## Refused requests").nth(1).unwrap();
+        assert_eq!(listed, "\n\nNone.\n", "{report}");
         let report = ceremony_report(&chain(vec![allowed, refused]));
-        let denied = report.split("## Denied requests").nth(1).unwrap();
+        let listed = report.split("## Refused requests").nth(1).unwrap();
         assert_eq!(
-            denied,
-            format!("\n\n- `{INTRUDER}`: 1 (records 2)\n"),
+            listed,
+            format!(
+                "\n\n### `PERMISSION_DENIED` (1): refused by the policy\n\n- `{INTRUDER}`: 1 (records 2)\n"
+            ),
             "{report}"
         );
     }
