@@ -146,15 +146,36 @@ pub const ID_MAC_KEY_LEN: u64 = 32;
 /// wrap with it, could test the ~10^11 possible ID numbers against the log offline; so it is
 /// sensitive, never extractable, signs only with `CKM_SHA256_HMAC`, and cannot be changed.
 pub fn id_mac_template(label: &str) -> Vec<Attribute> {
+    let mut t = mac_only_key_template(
+        KeyType::GENERIC_SECRET,
+        ID_MAC_KEY_LEN,
+        label,
+        label.as_bytes(),
+        super::mechanisms::SHA256_HMAC,
+    );
+    t.push(Attribute::Modifiable(false));
+    t
+}
+
+/// A private token key that computes MACs with `mechanism` and does nothing else: no verify,
+/// encrypt, decrypt, derive, wrap or unwrap; sensitive and never extractable (and wrappable
+/// only under a trusted key, should that ever be got around). The ID MAC key and a card's
+/// package MAC key.
+pub fn mac_only_key_template(
+    key_type: KeyType,
+    len: u64,
+    label: &str,
+    id: &[u8],
+    mechanism: super::mechanisms::MechanismNumber,
+) -> Vec<Attribute> {
     vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::ValueLen(ID_MAC_KEY_LEN.into()),
+        Attribute::KeyType(key_type),
+        Attribute::ValueLen(len.into()),
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        // Not extractable anyway; should that ever be got around, it still needs a trusted key.
         Attribute::WrapWithTrusted(true),
         Attribute::Sign(true),
         Attribute::Verify(false),
@@ -163,10 +184,9 @@ pub fn id_mac_template(label: &str) -> Vec<Attribute> {
         Attribute::Derive(false),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
-        Attribute::Modifiable(false),
         Attribute::Label(label.as_bytes().to_vec()),
-        Attribute::Id(label.as_bytes().to_vec()),
-        allowed_mechanisms_attribute(&[super::mechanisms::SHA256_HMAC]),
+        Attribute::Id(id.to_vec()),
+        allowed_mechanisms_attribute(&[mechanism]),
     ]
 }
 

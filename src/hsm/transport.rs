@@ -466,26 +466,13 @@ impl Pkcs11Token {
                 mechanisms::AES_ECB_ENCRYPT_DATA,
                 transport.handle(),
                 MAC_KEY_DATA,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(16.into()),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::WrapWithTrusted(true),
-                    Attribute::Sign(true),
-                    Attribute::Verify(false),
-                    Attribute::Encrypt(false),
-                    Attribute::Decrypt(false),
-                    Attribute::Derive(false),
-                    Attribute::Wrap(false),
-                    Attribute::Unwrap(false),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                    Attribute::Id(card_id.as_bytes().to_vec()),
-                    allowed_mechanisms_attribute(&[mechanisms::AES_CMAC]),
-                ],
+                &super::templates::mac_only_key_template(
+                    KeyType::AES,
+                    16,
+                    &label,
+                    card_id.as_bytes(),
+                    mechanisms::AES_CMAC,
+                ),
             )?;
             Ok(())
         })
