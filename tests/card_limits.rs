@@ -16,8 +16,7 @@
 mod support;
 
 use hkms::proto::{self, card_service_client::CardServiceClient};
-use hkms::store::SqliteStore;
-use support::{PlantSpot, TestNode, make_token, node_config};
+use support::{TestNode, make_token, node_config};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -87,17 +86,14 @@ async fn card_commands_over_a_limit_are_refused_recorded_and_alerted_once() {
     let token = make_token(&tokens.path().join("softhsm"), "guangzhou");
     let pkcs11 = support::init_pkcs11(&token);
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
-        let at = PlantSpot {
-            pkcs11: &pkcs11,
-            token: &token.label,
-            store: &store,
-            region: "440100",
-        };
-        support::plant_aes(&at, "pin-unblock", &[0x11; 16]);
-        support::plant_aes(&at, "pin-reload", &[0x22; 16]);
-    }
+    support::plant_card_masters(
+        &pkcs11,
+        &token,
+        dir.path(),
+        "440100",
+        &[0x11; 16],
+        &[0x22; 16],
+    );
     let policy = support::policy_with_card_limits(dir.path(), &limits(4));
     let text = support::with_policy(
         node_config("440100", "municipal", "440100", &token),
@@ -258,22 +254,12 @@ async fn card_commands_over_a_limit_are_refused_recorded_and_alerted_once() {
             .success()
     );
     let want = sha256_hex(policy_text.as_bytes());
-    let mut reloaded = false;
     let mut reader =
         hkms::proto::policy_service_client::PolicyServiceClient::new(node.channel().await);
-    for _ in 0..100 {
-        let info = reader
-            .get_policy(proto::GetPolicyRequest {})
-            .await
-            .expect("get policy")
-            .into_inner();
-        if info.sha256 == want {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(reloaded, "SIGHUP did not reload the policy");
+    assert!(
+        support::policy_in_force(&mut reader, &want).await,
+        "SIGHUP did not reload the policy"
+    );
     for n in 10..=11 {
         unblock(&mut a, &serial(1, n))
             .await

@@ -9,8 +9,7 @@
 mod support;
 
 use hkms::proto::{self, card_service_client::CardServiceClient};
-use hkms::store::SqliteStore;
-use support::{PlantSpot, TestNode, aes_child, aes_ecb, factor_block, make_token, node_config};
+use support::{TestNode, aes_child, aes_ecb, factor_block, make_token, node_config};
 use tonic::Code;
 
 /// What the card says to a command.
@@ -190,17 +189,7 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
         (&sz_token, "440300", [&sz_unblock, &sz_reload]),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
-        let at = PlantSpot {
-            pkcs11: &pkcs11,
-            token: &token.label,
-            store: &store,
-            region,
-        };
-        for (key_type, value) in ["pin-unblock", "pin-reload"].into_iter().zip(masters) {
-            support::plant_aes(&at, key_type, value);
-        }
-        drop(store);
+        support::plant_card_masters(&pkcs11, token, dir.path(), region, masters[0], masters[1]);
         let config = dir.path().join("node.toml");
         std::fs::write(&config, node_config(region, "municipal", region, token)).expect("config");
         nodes.push(TestNode::start_in(dir, token.clone(), config));

@@ -17,8 +17,7 @@ use hkms::proto::{
     self, audit_service_client::AuditServiceClient, card_service_client::CardServiceClient,
     ceremony_service_client::CeremonyServiceClient,
 };
-use hkms::store::SqliteStore;
-use support::{PlantSpot, TestNode, aes_child, aes_kcv, make_token, node_config};
+use support::{TestNode, aes_child, aes_kcv, make_token, node_config};
 
 const WINDOW: &str = "hkms://window/municipal/440100/counter-1";
 const AUDITOR: &str = "hkms://auditor/municipal/440100/auditor-1";
@@ -27,45 +26,62 @@ const RELOAD_PIN: &str = "593017";
 const CARDHOLDER_ID: &str = "HKMSWIPE7Q3Z9X1CARDHOLDER";
 const AGENT_ID: &str = "HKMSWIPE5K8M2AGENTIDNUMBER";
 
-/// Where `needle` occurs in the writable memory of process `pid`: one line per hit naming the
-/// mapping.
-fn find_in_memory(pid: u32, needle: &[u8]) -> Vec<String> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/pid/mem");
-    let mut hits = Vec::new();
-    for line in maps.lines() {
+/// The writable mappings of process `pid` that hold any memory (`/proc/PID/smaps`, `Rss` above
+/// zero): heap, stacks, anonymous memory; reserved but untouched address space is left out.
+fn writable_mappings(pid: u32) -> Vec<(u64, u64, String)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut out: Vec<(u64, u64, String)> = Vec::new();
+    let mut current: Option<(u64, u64, String)> = None;
+    for line in smaps.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        // Writable mappings: heap, stacks, anonymous memory. Read-only ones are the program's
-        // and libraries' code and constants.
-        if !perms.starts_with("rw") {
-            continue;
+        let first = fields.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        {
+            let perms = fields.next().unwrap_or_default();
+            let name = fields.nth(3).unwrap_or("[anonymous]");
+            // Read-only mappings are the program's and libraries' code and constants.
+            current = perms
+                .starts_with("rw")
+                .then(|| (start, end, format!("{name} ({perms})")));
+        } else if first == "Rss:"
+            && fields.next().is_some_and(|kb| kb != "0")
+            && let Some(mapping) = current.take()
+        {
+            out.push(mapping);
         }
-        let name = fields.nth(3).unwrap_or("[anonymous]");
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let start = u64::from_str_radix(start, 16).expect("start");
-        let end = u64::from_str_radix(end, 16).expect("end");
+    }
+    out
+}
+
+/// Where each of `needles` occurs in the writable memory of process `pid`: one line per hit,
+/// naming the needle and the mapping. Each byte is read once, whatever the number of needles.
+fn find_in_memory(pid: u32, needles: &[(&str, &[u8])]) -> Vec<String> {
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).expect("open /proc/pid/mem");
+    let overlap = needles.iter().map(|(_, n)| n.len()).max().unwrap_or(0);
+    let mut hits = Vec::new();
+    for (start, end, name) in writable_mappings(pid) {
         let mut at = start;
         while at < end {
-            // In chunks that overlap by the needle's length, so nothing straddles unseen.
+            // In chunks that overlap by the longest needle, so nothing straddles unseen.
             let len = (end - at).min(1 << 22) as usize;
             let mut buf = vec![0u8; len];
             if mem.seek(SeekFrom::Start(at)).is_err() || mem.read_exact(&mut buf).is_err() {
                 break;
             }
-            if let Some(i) = memchr::memmem::find(&buf, needle) {
-                hits.push(format!("{:#x} in {name} ({perms})", at + i as u64));
+            for (what, needle) in needles {
+                if let Some(i) = memchr::memmem::find(&buf, needle) {
+                    hits.push(format!("{what} at {:#x} in {name}", at + i as u64));
+                }
             }
-            if at + len as u64 >= end {
+            if at + len as u64 >= end || len <= overlap {
                 break;
             }
-            at += (len - needle.len()) as u64;
+            at += (len - overlap) as u64;
         }
     }
+    hits.dedup();
     hits
 }
 
@@ -75,7 +91,7 @@ fn assert_scan_sees_the_heap(node: &TestNode, pid: u32) {
     use std::os::unix::ffi::OsStrExt;
     let folder = node.dir.path().as_os_str().as_bytes();
     assert!(
-        !find_in_memory(pid, folder).is_empty(),
+        !find_in_memory(pid, &[("the node's folder", folder)]).is_empty(),
         "the scan cannot see the server's memory"
     );
 }
@@ -85,14 +101,8 @@ fn assert_scan_sees_the_heap(node: &TestNode, pid: u32) {
 fn left_in_memory(pid: u32, secrets: &[(&str, Vec<u8>)]) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let found: Vec<String> = secrets
-            .iter()
-            .flat_map(|(what, value)| {
-                find_in_memory(pid, value)
-                    .into_iter()
-                    .map(move |hit| format!("{what} at {hit}"))
-            })
-            .collect();
+        let needles: Vec<(&str, &[u8])> = secrets.iter().map(|(w, v)| (*w, v.as_slice())).collect();
+        let found = find_in_memory(pid, &needles);
         if found.is_empty() || Instant::now() > deadline {
             return found;
         }
@@ -128,16 +138,7 @@ fn pins_and_id_numbers_are_gone_from_memory_once_the_window_disconnects() {
     let root = hex::decode("00112233445566778899AABBCCDDEEFF").expect("hex");
     let master = aes_child(&aes_child(&root, "440000"), "440100");
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("data/registry.sqlite")).expect("store");
-    let at = PlantSpot {
-        pkcs11: &pkcs11,
-        token: &token.label,
-        store: &store,
-        region: "440100",
-    };
-    support::plant_aes(&at, "pin-unblock", &master);
-    support::plant_aes(&at, "pin-reload", &master);
-    drop(store);
+    support::plant_card_masters(&pkcs11, &token, dir.path(), "440100", &master, &master);
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,

@@ -695,6 +695,48 @@ pub fn plant_aes(at: &PlantSpot<'_>, key_type: &str, value: &[u8]) -> hkms::hier
     plant(at, key_type, hkms::hierarchy::Algorithm::Aes128, value, kcv)
 }
 
+/// Plants known `pin-unblock` and `pin-reload` masters of city `region` on `token` and in the
+/// registry of the node folder `dir`, as a city node that imported them holds them.
+pub fn plant_card_masters(
+    pkcs11: &cryptoki::context::Pkcs11,
+    token: &Token,
+    dir: &Path,
+    region: &str,
+    unblock: &[u8],
+    reload: &[u8],
+) {
+    let store =
+        hkms::store::SqliteStore::open(&dir.join("data/registry.sqlite")).expect("registry");
+    let at = PlantSpot {
+        pkcs11,
+        token: &token.label,
+        store: &store,
+        region,
+    };
+    plant_aes(&at, "pin-unblock", unblock);
+    plant_aes(&at, "pin-reload", reload);
+}
+
+/// Waits (at most 5 s) until the node's policy in force has SHA-256 `want`: a SIGHUP reload
+/// is done between requests. Whether it came.
+pub async fn policy_in_force(
+    client: &mut hkms::proto::policy_service_client::PolicyServiceClient<Channel>,
+    want: &str,
+) -> bool {
+    for _ in 0..100 {
+        let info = client
+            .get_policy(hkms::proto::GetPolicyRequest {})
+            .await
+            .expect("get policy")
+            .into_inner();
+        if info.sha256 == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// DeriveSubKey through a client.
 pub async fn try_derive(
     c: &mut KeyServiceClient<Channel>,
