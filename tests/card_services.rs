@@ -299,6 +299,11 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
     )
     .expect("cert");
     hkms::pki::write_issued(&pki, "window", &window_cert).expect("write");
+    // ID numbers from files, out of `ps`'s sight, as window software gives them.
+    let ids = tempfile::tempdir().expect("tempdir");
+    let (holder_file, agent_file) = (ids.path().join("holder"), ids.path().join("agent"));
+    std::fs::write(&holder_file, "44010619900101123X\n").expect("write");
+    std::fs::write(&agent_file, "440106198001011234\n").expect("write");
     let mut child = cli
         .args([
             "card",
@@ -309,10 +314,10 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
             &challenge,
             "--served-by",
             "Li Wei",
-            "--cardholder-id",
-            "44010619900101123X",
-            "--agent-id",
-            "440106198001011234",
+            "--cardholder-id-file",
+            holder_file.to_str().expect("path"),
+            "--agent-id-file",
+            agent_file.to_str().expect("path"),
         ])
         .env("HKMS_SERVER", gz.url())
         .env("HKMS_CERT", pki.join("window.pem"))
@@ -340,6 +345,22 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
     );
     let apdu = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).expect("hex APDU");
     assert_eq!(card.process(&apdu), CardSays::Ok);
+    // The node saw the same cardholder as in the gRPC requests: one ID MAC in every record.
+    let bundle = ids.path().join("bundle");
+    let records =
+        support::verified_records(gz, "hkms://auditor/municipal/440100/auditor-1", &bundle);
+    let macs: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r["rpc"] == "UnblockPin" && r["result"]["ok"] == true)
+        .filter_map(|r| r["params"]["cardholder_id_mac"].as_str())
+        .collect();
+    assert_eq!(macs.len(), 1, "{macs:?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["rpc"] == "UnblockPin" && r["params"]["agent_id_mac"].is_string()),
+        "the agent from the file is recorded"
+    );
 
     // The worked example of docs/card-commands.md, byte for byte.
     let example = gz_window

@@ -10,7 +10,7 @@ use crate::proto;
 use crate::proto::card_service_client::CardServiceClient;
 
 use super::client::{ClientArgs, status};
-use super::secret::read_secret;
+use super::secret::{read_secret, read_secret_file};
 
 /// The card and the people at the window.
 #[derive(Debug, Args)]
@@ -24,12 +24,20 @@ pub struct CardArgs {
     /// The window operator serving the cardholder.
     #[arg(long)]
     served_by: String,
-    /// The cardholder's ID number (recorded only as its ID MAC, made in the HSM).
-    #[arg(long)]
-    cardholder_id: String,
+    /// The cardholder's ID number (recorded only as its ID MAC, made in the HSM). On the
+    /// command line `ps` shows it to the host's other users: window software should use
+    /// --cardholder-id-file or the API.
+    #[arg(long, required_unless_present = "cardholder_id_file")]
+    cardholder_id: Option<String>,
+    /// A file whose first line is the cardholder's ID number (instead of --cardholder-id).
+    #[arg(long, value_name = "FILE", conflicts_with = "cardholder_id")]
+    cardholder_id_file: Option<std::path::PathBuf>,
     /// The agent's ID number, when an agent acts for the cardholder.
     #[arg(long)]
     agent_id: Option<String>,
+    /// A file whose first line is the agent's ID number (instead of --agent-id).
+    #[arg(long, value_name = "FILE", conflicts_with = "agent_id")]
+    agent_id_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -154,6 +162,16 @@ impl CardCommand {
                 client,
             } => return personalise(serials, bureau_card, out, quiet, client).await,
         };
+        // ID numbers from files are read into wiped memory, as the PIN is.
+        let mut cardholder_id = match (&a.cardholder_id_file, a.cardholder_id) {
+            (Some(file), _) => read_secret_file("cardholder's ID number", file)?,
+            (None, Some(id)) => zeroize::Zeroizing::new(id),
+            (None, None) => anyhow::bail!("give --cardholder-id-file or --cardholder-id"),
+        };
+        let mut agent_id = match (&a.agent_id_file, a.agent_id) {
+            (Some(file), _) => read_secret_file("agent's ID number", file)?,
+            (None, id) => zeroize::Zeroizing::new(id.unwrap_or_default()),
+        };
         let mut pin = read_secret(if unblock {
             "cardholder's PIN"
         } else {
@@ -165,8 +183,8 @@ impl CardCommand {
             // Moved, not copied: the only plain copy is the message's own.
             pin: std::mem::take(&mut *pin),
             served_by: a.served_by,
-            cardholder_id: a.cardholder_id,
-            agent_id: a.agent_id.unwrap_or_default(),
+            cardholder_id: std::mem::take(&mut *cardholder_id),
+            agent_id: std::mem::take(&mut *agent_id),
         };
         let mut c = CardServiceClient::new(a.client.channel().await?);
         let answer = if unblock {
