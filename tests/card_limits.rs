@@ -245,14 +245,7 @@ async fn card_commands_over_a_limit_are_refused_recorded_and_alerted_once() {
         .expect("policy")
         .replace("per_window_per_day = 4", "per_window_per_day = 6");
     std::fs::write(&policy, &policy_text).expect("write policy");
-    let pid = node.pid().expect("pid").to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    node.hang_up();
     let want = sha256_hex(policy_text.as_bytes());
     let mut reader =
         hkms::proto::policy_service_client::PolicyServiceClient::new(node.channel().await);

@@ -389,14 +389,7 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
 
     // SIGHUP (the host administrator's path) reloads too.
     std::fs::write(&policy_path, &original).expect("write");
-    let pid = node.pid().expect("pid").to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    node.hang_up();
     let want = sha256_hex(original.as_bytes());
     assert!(
         support::policy_in_force(&mut admin, &want).await,
@@ -712,12 +705,7 @@ fn use_crl(node: &TestNode) {
 /// Sends SIGHUP and waits until the log says `line` for the `times`-th time after it.
 fn hang_up(node: &TestNode, line: &str, times: usize) {
     let before = node.log().matches(line).count();
-    let pid = node.pid().expect("pid").to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
+    node.hang_up();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while node.log().matches(line).count() < before + times {
         assert!(

@@ -437,6 +437,16 @@ impl TestNode {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends the server SIGHUP (reload the policy and TLS files), as a host administrator does.
+    pub fn hang_up(&self) {
+        let pid = self.pid().expect("the server is running").to_string();
+        let sent = Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -HUP {pid}");
+    }
+
     /// Whether the server process is still running (it has not exited or crashed).
     pub fn running(&mut self) -> bool {
         self.child
