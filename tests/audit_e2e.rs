@@ -620,3 +620,62 @@ async fn a_node_does_not_seal_a_log_changed_under_it() {
     assert!(!ok, "{out}");
     assert!(out.starts_with("BROKEN"), "{out}");
 }
+
+#[tokio::test]
+async fn time_filters_compare_instants_and_refuse_what_is_not_a_time() {
+    use time::format_description::well_known::Rfc3339;
+    let (node, _) = busy_node().await;
+    let a =
+        hkms::proto::audit_service_client::AuditServiceClient::new(node.channel_as(AUDITOR).await);
+    // Each stream is itself recorded: the range is fixed to the records there at the start.
+    let lines = |since: &str, until: &str, to_seq: u64| {
+        let req = proto::StreamRecordsRequest {
+            since: since.into(),
+            until: until.into(),
+            to_seq,
+            ..Default::default()
+        };
+        let mut a = a.clone();
+        async move {
+            let mut stream = a.stream_records(req).await?.into_inner();
+            let mut got = Vec::new();
+            while let Some(r) = tokio_stream::StreamExt::next(&mut stream).await {
+                got.push(r?.line);
+            }
+            Ok::<_, tonic::Status>(got)
+        }
+    };
+    let all = lines("", "", 0).await.expect("all");
+    assert!(all.len() >= 5, "{all:?}");
+    let last = all.len() as u64;
+    // The third record's time, as the log writes it (UTC, milliseconds).
+    let third: serde_json::Value = serde_json::from_str(&all[2]).expect("record");
+    let at = third["time"].as_str().expect("time").to_string();
+    let instant = time::OffsetDateTime::parse(&at, &Rfc3339).expect("RFC 3339");
+    let from_third = lines(&at, "", last).await.expect("since");
+    assert!(from_third.len() <= all.len() - 2 && !from_third.is_empty());
+    assert_eq!(from_third[0], all[all.len() - from_third.len()]);
+    // The same instant at +08:00 selects the same records.
+    let offset = instant
+        .to_offset(time::UtcOffset::from_hms(8, 0, 0).expect("offset"))
+        .format(&Rfc3339)
+        .expect("format");
+    assert!(offset.ends_with("+08:00"), "{offset}");
+    assert_eq!(lines(&offset, "", last).await.expect("offset"), from_third);
+    // The second it falls in, written without a fraction, is at or before it.
+    let second = instant
+        .replace_nanosecond(0)
+        .expect("second")
+        .format(&Rfc3339)
+        .expect("format");
+    assert!(lines(&second, "", last).await.expect("second").len() >= from_third.len());
+    // `until` is exclusive: before and since split the range.
+    let before = lines("", &at, last).await.expect("until");
+    assert_eq!(before.len() + from_third.len(), all.len());
+    // Not a time: refused, not an empty answer.
+    for bad in ["yesterday", "2026-13-01T00:00:00Z", "1700000000"] {
+        let err = lines(bad, "", last).await.expect_err(bad);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
+        assert!(err.message().contains("RFC 3339"), "{}", err.message());
+    }
+}

@@ -31,6 +31,19 @@ pub fn key_state(what: &str, text: &str) -> Result<KeyState, NodeError> {
         .map_err(|e| NodeError::InvalidArgument(format!("{what}: {e}")))
 }
 
+/// An instant written in RFC 3339, with `Z` or an offset (`2026-03-01T09:00:00Z`,
+/// `2026-03-01T17:00:00.250+08:00`): audit time filters compare instants, never text.
+pub fn instant(text: &str) -> Result<time::OffsetDateTime, NodeError> {
+    time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            NodeError::InvalidArgument(format!(
+                "`{}` is not an RFC 3339 time; write e.g. 2026-03-01T09:00:00Z or \
+                 2026-03-01T17:00:00+08:00",
+                crate::untrusted_text::escape(&text.chars().take(64).collect::<String>())
+            ))
+        })
+}
+
 /// A card's application serial number (16 hex digits).
 pub fn card_serial(text: &str) -> Result<CardSerial, NodeError> {
     CardSerial::parse(text)

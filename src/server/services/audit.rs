@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::AuditRecord;
 use crate::card::IdNumber;
-use crate::node::{Node, NodeError};
+use crate::node::{Node, NodeError, input};
 use crate::proto;
 use crate::proto::audit_service_server::AuditService;
 
@@ -29,25 +29,46 @@ impl AuditApi {
     }
 }
 
-/// Whether a record passes the request's filters.
-fn matches(f: &proto::StreamRecordsRequest, line: &str) -> bool {
-    let plain = f.since.is_empty()
-        && f.until.is_empty()
-        && f.key_id.is_empty()
-        && f.actor.is_empty()
-        && f.operation.is_empty();
-    if plain {
-        return true;
+/// The filters of a `StreamRecords` request, read: times as instants.
+struct RecordFilter {
+    from_seq: u64,
+    to_seq: u64,
+    since: Option<time::OffsetDateTime>,
+    until: Option<time::OffsetDateTime>,
+    key_id: String,
+    actor: String,
+    operation: String,
+}
+
+impl RecordFilter {
+    /// Whether a record passes. Record times are RFC 3339 UTC to the millisecond; they are
+    /// compared with the filter's instants as instants (an offset, a shorter or longer
+    /// fraction all mean what they say).
+    fn matches(&self, line: &str) -> bool {
+        let plain = self.since.is_none()
+            && self.until.is_none()
+            && self.key_id.is_empty()
+            && self.actor.is_empty()
+            && self.operation.is_empty();
+        if plain {
+            return true;
+        }
+        let Ok(r) = serde_json::from_str::<AuditRecord>(line) else {
+            return false;
+        };
+        let at = || input::instant(&r.time).ok();
+        (self
+            .since
+            .is_none_or(|since| at().is_some_and(|t| t >= since)))
+            && (self
+                .until
+                .is_none_or(|until| at().is_some_and(|t| t < until)))
+            && (self.key_id.is_empty() || r.key_ids.contains(&self.key_id))
+            && (self.actor.is_empty() || r.actor == self.actor)
+            && (self.operation.is_empty()
+                || r.operation == self.operation
+                || r.rpc == self.operation)
     }
-    let Ok(r) = serde_json::from_str::<AuditRecord>(line) else {
-        return false;
-    };
-    // RFC 3339 UTC strings of one format compare in time order.
-    (f.since.is_empty() || r.time.as_str() >= f.since.as_str())
-        && (f.until.is_empty() || r.time.as_str() < f.until.as_str())
-        && (f.key_id.is_empty() || r.key_ids.contains(&f.key_id))
-        && (f.actor.is_empty() || r.actor == f.actor)
-        && (f.operation.is_empty() || r.operation == f.operation || r.rpc == f.operation)
 }
 
 #[tonic::async_trait]
@@ -61,8 +82,6 @@ impl AuditService for AuditApi {
         // The first page is read inside the audited, authorised request; later pages follow.
         let first = unary(&self.node, "StreamRecords", request, |n, req, f| {
             for (k, v) in [
-                ("since", &f.since),
-                ("until", &f.until),
                 ("key_id", &f.key_id),
                 ("actor", &f.actor),
                 ("operation", &f.operation),
@@ -71,9 +90,29 @@ impl AuditService for AuditApi {
                     req.param(k, v.clone());
                 }
             }
-            let to = if f.to_seq == 0 { u64::MAX } else { f.to_seq };
-            let page = n.audit().audit_lines(req, f.from_seq.max(1), to, PAGE)?;
-            Ok((f, page))
+            let when = |req: &mut crate::node::Request, name: &str, sent: &str| {
+                (!sent.is_empty())
+                    .then(|| req.read(name, sent, input::instant))
+                    .transpose()
+            };
+            let filter = RecordFilter {
+                since: when(req, "since", &f.since)?,
+                until: when(req, "until", &f.until)?,
+                from_seq: f.from_seq,
+                to_seq: f.to_seq,
+                key_id: f.key_id,
+                actor: f.actor,
+                operation: f.operation,
+            };
+            let to = if filter.to_seq == 0 {
+                u64::MAX
+            } else {
+                filter.to_seq
+            };
+            let page = n
+                .audit()
+                .audit_lines(req, filter.from_seq.max(1), to, PAGE)?;
+            Ok((filter, page))
         })
         .await?;
         let node = Arc::clone(&self.node);
@@ -153,7 +192,7 @@ impl AuditService for AuditApi {
 /// pass `filter`, until the range ends or the client goes away.
 async fn stream_pages(
     node: Arc<Node>,
-    filter: proto::StreamRecordsRequest,
+    filter: RecordFilter,
     mut page: Vec<(u64, String)>,
     tx: tokio::sync::mpsc::Sender<Result<proto::AuditRecordLine, Status>>,
 ) {
@@ -165,7 +204,7 @@ async fn stream_pages(
     while let Some(last) = page.last().map(|(s, _)| *s) {
         let full = page.len() == PAGE;
         for (seq, line) in page {
-            if matches(&filter, &line)
+            if filter.matches(&line)
                 && tx
                     .send(Ok(proto::AuditRecordLine { seq, line }))
                     .await
