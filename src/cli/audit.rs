@@ -79,8 +79,10 @@ impl AuditCommand {
                 }
                 let b = read_bundle(&bundle)?;
                 let verdict = verify_bundle(&b, expect_key_sha256.as_deref());
+                // A forger re-signs with a key of their own and ships it in the bundle:
+                // without the pin, consistency proves nothing about who signed.
+                let pinned = expect_key_sha256.is_some();
                 if json {
-                    let pinned = expect_key_sha256.is_some();
                     let (text, code) = match &verdict {
                         Ok(r) => (
                             serde_json::json!({
@@ -105,9 +107,6 @@ impl AuditCommand {
                 }
                 match verdict {
                     Ok(r) => {
-                        // A forger re-signs with a key of their own and ships it in the
-                        // bundle: without the pin, consistency proves nothing about who signed.
-                        let pinned = expect_key_sha256.is_some();
                         println!(
                             "{}: records {}..{} ({}), {} checkpoints, sealed up to {}, key {} \
                              (SHA-256 {})",

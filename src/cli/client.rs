@@ -117,27 +117,23 @@ pub fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", canonical_code(s.code()), s.message())
 }
 
-/// The canonical name of a gRPC status code.
+/// The canonical name of a gRPC status code: hkms's own answers by the node's one status
+/// table ([`ErrorClass`](crate::node::ErrorClass)), the others (the gRPC library's: a
+/// deadline, a cancelled call, an unknown method) by name here.
 pub fn canonical_code(code: tonic::Code) -> &'static str {
     use tonic::Code;
+    if let Some(class) = crate::node::ErrorClass::from_grpc_code(code as i32) {
+        return class.code_name();
+    }
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
         Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
         Code::Aborted => "ABORTED",
         Code::OutOfRange => "OUT_OF_RANGE",
         Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
     }
 }
 
@@ -149,6 +145,9 @@ mod tests {
     fn codes_print_by_their_canonical_names() {
         let e = status(tonic::Status::failed_precondition("needs a ceremony"));
         assert_eq!(e.to_string(), "FAILED_PRECONDITION: needs a ceremony");
+        let e = status(tonic::Status::deadline_exceeded("too slow"));
+        assert_eq!(e.to_string(), "DEADLINE_EXCEEDED: too slow");
+        assert_eq!(canonical_code(tonic::Code::Unimplemented), "UNIMPLEMENTED");
         // The node's own names for the codes it answers with are the same.
         for class in crate::node::ErrorClass::all() {
             let code = tonic::Code::from_i32(class.grpc_code());

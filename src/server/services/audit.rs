@@ -56,13 +56,14 @@ impl RecordFilter {
         let Ok(r) = serde_json::from_str::<AuditRecord>(line) else {
             return false;
         };
-        let at = || input::instant(&r.time).ok();
+        // Parsed once, and only when a time filter asks for it.
+        let at = (self.since.is_some() || self.until.is_some())
+            .then(|| input::instant(&r.time).ok())
+            .flatten();
         (self
             .since
-            .is_none_or(|since| at().is_some_and(|t| t >= since)))
-            && (self
-                .until
-                .is_none_or(|until| at().is_some_and(|t| t < until)))
+            .is_none_or(|since| at.is_some_and(|t| t >= since)))
+            && (self.until.is_none_or(|until| at.is_some_and(|t| t < until)))
             && (self.key_id.is_empty() || r.key_ids.contains(&self.key_id))
             && (self.actor.is_empty() || r.actor == self.actor)
             && (self.operation.is_empty()
