@@ -25,7 +25,7 @@ use hkms::hierarchy::{Algorithm, Usage};
 use hkms::hsm::mechanisms::{
     AES_CMAC, AES_KEY_WRAP_PAD, MechanismNumber, allowed_mechanisms_attribute,
 };
-use hkms::hsm::transport::{CardToken, transport_label};
+use hkms::hsm::transport::{CardToken, PackageKeys, transport_label};
 use hkms::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use hkms::transport::{Package, PackageHeader};
 use secrecy::SecretString;
@@ -270,7 +270,12 @@ fn packages_made_by_hkms_on_softhsm2_equal_the_software_known_answers() {
 
     // The card carries the transport key; the recipient derives its own MAC key.
     let (mine, theirs) = province
-        .load_transport_key(&card, &SecretString::from(SO_PIN), CARD_ID)
+        .load_transport_key(
+            &card,
+            &SecretString::from(SO_PIN),
+            CARD_ID,
+            PackageKeys::SubKeys,
+        )
         .expect("load the card");
     assert_eq!(hex::encode_upper(mine.value), kcv_aes256(&transport));
     assert_eq!(mine, theirs);

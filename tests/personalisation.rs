@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use hkms::hierarchy::{Algorithm, Usage};
-use hkms::hsm::transport::CardToken;
+use hkms::hsm::transport::{CardToken, PackageKeys};
 use hkms::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use hkms::proto;
 use hkms::store::SqliteStore;
@@ -278,6 +278,7 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
             &bureau_card,
             &secrecy::SecretString::from(support::SO_PIN),
             &card.card_id,
+            PackageKeys::CardKeys,
         )
         .expect("load");
     assert_eq!(kcv.to_hex(), card.kcv);

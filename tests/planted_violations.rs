@@ -18,8 +18,9 @@ use std::collections::BTreeSet;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use hkms::hsm::attribute_audit::{
-    RULE_DERIVE_NO_CIPHER, RULE_DERIVE_SIGN_LIMITED, RULE_EXTRACTABLE_TRUSTED_ONLY,
-    RULE_PUBLIC_FIXED, RULE_PUBLIC_ONLY_WRAPS, RULE_SENSITIVE, RULE_WRAP_ONLY_TRUSTED,
+    RULE_DERIVE_NO_CIPHER, RULE_DERIVE_SIGN_LIMITED, RULE_EXTRACTABLE_TRUSTED_ONLY, RULE_FIXED,
+    RULE_PUBLIC_ONLY_WRAPS, RULE_PUBLIC_UNDESTROYABLE, RULE_SENSITIVE, RULE_UNWRAP_FIXES_CHILDREN,
+    RULE_WRAP_ONLY_TRUSTED,
 };
 use support::{TestNode, USER_PIN, make_token, node_config, stdout};
 
@@ -35,6 +36,7 @@ struct Flags {
     wrap: bool,
     unwrap: bool,
     modifiable: bool,
+    destroyable: bool,
     /// CKA_ALLOWED_MECHANISMS set to CMAC only (hkms's KCV mechanism).
     limited: bool,
 }
@@ -49,6 +51,7 @@ const CLEAN: Flags = Flags {
     wrap: false,
     unwrap: false,
     modifiable: false,
+    destroyable: false,
     limited: false,
 };
 
@@ -91,22 +94,39 @@ fn planted() -> Vec<(&'static str, Flags, &'static str)> {
             RULE_DERIVE_SIGN_LIMITED,
         ),
         (
-            "planted/public-unwraps",
+            "planted/public-derives",
             Flags {
                 private: false,
-                unwrap: true,
+                derive: true,
+                limited: true,
                 ..CLEAN
             },
             RULE_PUBLIC_ONLY_WRAPS,
         ),
         (
-            "planted/public-modifiable",
+            "planted/public-destroyable",
             Flags {
                 private: false,
+                destroyable: true,
+                ..CLEAN
+            },
+            RULE_PUBLIC_UNDESTROYABLE,
+        ),
+        (
+            "planted/modifiable",
+            Flags {
                 modifiable: true,
                 ..CLEAN
             },
-            RULE_PUBLIC_FIXED,
+            RULE_FIXED,
+        ),
+        (
+            "planted/unwraps-unfixed",
+            Flags {
+                unwrap: true,
+                ..CLEAN
+            },
+            RULE_UNWRAP_FIXES_CHILDREN,
         ),
         (
             "planted/wraps-untrusted",
@@ -137,6 +157,7 @@ fn template(label: &str, f: &Flags, n: u8) -> Vec<Attribute> {
         Attribute::Verify(false),
         Attribute::Wrap(f.wrap),
         Attribute::Unwrap(f.unwrap),
+        Attribute::Destroyable(f.destroyable),
         Attribute::Modifiable(f.modifiable),
     ];
     if f.limited {

@@ -10,6 +10,7 @@ mod support;
 
 use hkms::proto::{self, transport_service_client::TransportServiceClient};
 use hkms::store::SqliteStore;
+use support::transport::{approve_card, export, export_for, import, issue, load, try_load};
 use support::{
     PlantSpot, SO_PIN, TestNode, USER_PIN, aes_child, aes_kcv, derive_as, key_count, make_token,
     node_config, stdout,
@@ -18,92 +19,6 @@ use tonic::Code;
 
 const GD_SYSTEM: &str = "hkms://system/provincial/440000/gd-kms";
 const GZ_SYSTEM: &str = "hkms://system/municipal/440100/gz-kms";
-
-/// Opens an issue-card ceremony for `region` and has two officers of the node approve it.
-async fn approve_card(node: &TestNode, region: &str) -> String {
-    let done = node
-        .ceremony(
-            hkms::proto::Operation::Manage,
-            &[("action", "issue-card"), ("region", region)],
-        )
-        .await;
-    assert_eq!(
-        done.state(),
-        hkms::proto::CeremonyState::Done,
-        "{}",
-        done.result
-    );
-    done.id
-}
-
-async fn issue(node: &TestNode, region: &str, card: &str) -> proto::TransportKeyInfo {
-    let ceremony = approve_card(node, region).await;
-    TransportServiceClient::new(node.channel().await)
-        .issue_card(proto::IssueCardRequest {
-            region: region.into(),
-            card_label: card.into(),
-            card_pin: USER_PIN.into(),
-            ceremony_id: ceremony,
-        })
-        .await
-        .expect("issue card")
-        .into_inner()
-}
-
-async fn try_load(
-    node: &TestNode,
-    who: &str,
-    card: &str,
-    issued: &proto::TransportKeyInfo,
-    kcv: &str,
-    so_pin: &str,
-) -> Result<proto::TransportKeyInfo, tonic::Status> {
-    TransportServiceClient::new(node.channel_as(who).await)
-        .load_card(proto::LoadCardRequest {
-            card_label: card.into(),
-            card_pin: USER_PIN.into(),
-            card_id: issued.card_id.clone(),
-            card_so_pin: so_pin.into(),
-            expected_kcv: kcv.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn load(
-    node: &TestNode,
-    who: &str,
-    card: &str,
-    issued: &proto::TransportKeyInfo,
-) -> proto::TransportKeyInfo {
-    try_load(node, who, card, issued, &issued.kcv, SO_PIN)
-        .await
-        .expect("load card")
-}
-
-async fn export_for(node: &TestNode, key_id: &str, region: &str, card: &str) -> Vec<u8> {
-    TransportServiceClient::new(node.channel().await)
-        .export_key(proto::ExportKeyRequest {
-            key_id: key_id.into(),
-            recipient_region: region.into(),
-            card_id: card.into(),
-        })
-        .await
-        .expect("export")
-        .into_inner()
-        .package
-}
-
-async fn export(node: &TestNode, key_id: &str, region: &str) -> Vec<u8> {
-    export_for(node, key_id, region, "").await
-}
-
-async fn import(node: &TestNode, who: &str, package: Vec<u8>) -> Result<proto::Key, tonic::Status> {
-    TransportServiceClient::new(node.channel_as(who).await)
-        .import_key(proto::ImportKeyRequest { package })
-        .await
-        .map(|r| r.into_inner().key.expect("key"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused() {

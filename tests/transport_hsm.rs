@@ -7,7 +7,7 @@
 mod support;
 
 use hkms::hierarchy::{Algorithm, Factor, Region, Usage};
-use hkms::hsm::transport::CardToken;
+use hkms::hsm::transport::{CardToken, PackageKeys};
 use hkms::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use secrecy::SecretString;
 use support::{SO_PIN, USER_PIN, make_token};
@@ -58,16 +58,23 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
     // The card and its user PIN are not enough to get the key out: no key the card's user can
     // make may wrap it (CKA_WRAP_WITH_TRUSTED).
     the_card_user_cannot_wrap_the_transport_key(&ministry_token, "card-440000", "card-0001");
-    // The issuer's public copy can be turned to nothing but wrapping.
+    // Once its card is registered, the issuer's public copy is sealed: it can be turned to
+    // nothing but wrapping, and not destroyed.
+    ministry.seal_issuer_key("card-0001").expect("seal");
     the_issuers_copy_cannot_be_changed(&ministry_token, "ministry", "card-0001");
 
     // A wrong card security officer PIN is refused, and the card keeps its key.
     let err = province
-        .load_transport_key(&card, &SecretString::from("wrong-so-pin"), "card-0001")
+        .load_transport_key(
+            &card,
+            &SecretString::from("wrong-so-pin"),
+            "card-0001",
+            PackageKeys::SubKeys,
+        )
         .expect_err("wrong card SO PIN");
     assert!(err.to_string().contains("security officer PIN"), "{err}");
     let (at_province, on_card2) = province
-        .load_transport_key(&card, &so_pin, "card-0001")
+        .load_transport_key(&card, &so_pin, "card-0001", PackageKeys::SubKeys)
         .expect("load");
     assert_eq!(at_province, at_ministry);
     assert_eq!(on_card2, on_card);
@@ -154,9 +161,12 @@ fn a_card_carries_a_transport_key_and_a_sub_key_crosses_wrapped() {
             Ok(())
         })
         .expect("a legacy issuer key");
-    assert_eq!(ministry.seal_issuer_keys().expect("seal"), 1);
+    // Not registered: only stripped to wrapping, and left destroyable for the operator.
+    assert_eq!(ministry.seal_issuer_keys(&[]).expect("strip"), 0);
+    let registered = ["legacy".to_string()];
+    assert_eq!(ministry.seal_issuer_keys(&registered).expect("seal"), 1);
     the_issuers_copy_cannot_be_changed(&ministry_token, "ministry", "legacy");
-    assert_eq!(ministry.seal_issuer_keys().expect("again"), 0);
+    assert_eq!(ministry.seal_issuer_keys(&registered).expect("again"), 0);
 
     // Every key on both tokens still follows the attribute rules.
     for hsm in [&ministry, &province] {
@@ -263,11 +273,16 @@ fn the_issuers_copy_cannot_be_changed(token: &support::Token, slot: &str, card_i
             "a copy with {attempt:?} was made"
         );
     }
+    assert!(
+        session.destroy_object(*key).is_err(),
+        "the issuer's transport key was destroyed"
+    );
     let facts = session
         .get_attributes(
             *key,
             &[
                 AttributeType::Modifiable,
+                AttributeType::Destroyable,
                 AttributeType::Trusted,
                 AttributeType::Unwrap,
                 AttributeType::Derive,
@@ -278,6 +293,7 @@ fn the_issuers_copy_cannot_be_changed(token: &support::Token, slot: &str, card_i
         facts,
         [
             Attribute::Modifiable(false),
+            Attribute::Destroyable(false),
             Attribute::Trusted(true),
             Attribute::Unwrap(false),
             Attribute::Derive(false),

@@ -8,7 +8,8 @@ use clap::Subcommand;
 
 use crate::config::NodeConfig;
 use crate::hsm::{Pkcs11Token, attribute_audit};
-use crate::node::{ExclusiveUse, Node};
+use crate::node::{ExclusiveUse, Node, OrphanReport, reconcile};
+use crate::store::SqliteStore;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -43,8 +44,11 @@ fn open_hsm(config: &Path) -> anyhow::Result<Pkcs11Token> {
 }
 
 fn audit(config: &Path) -> anyhow::Result<ExitCode> {
-    let hsm = open_hsm(config)?;
-    let objects = hsm.object_facts()?;
+    let config = NodeConfig::load(config)?;
+    // The token and registry alone, not the node: the audit must work on a token the node
+    // refuses to start on.
+    let token = Pkcs11Token::open(&config.hsm)?;
+    let objects = token.object_facts()?;
     let mut violations = 0;
     for o in &objects {
         for v in attribute_audit::check(o) {
@@ -52,10 +56,26 @@ fn audit(config: &Path) -> anyhow::Result<ExitCode> {
             println!("VIOLATION {v}");
         }
     }
+    // A registered object that is gone breaks the node as surely as a weak one.
+    let database = config.database_path();
+    let report = if database.exists() {
+        let store = SqliteStore::open(&database)?;
+        reconcile(&token, &store)?
+    } else {
+        OrphanReport::default()
+    };
+    for m in &report.missing_transport {
+        violations += 1;
+        println!("MISSING {}", missing_transport_line(m));
+    }
+    for r in &report.missing {
+        violations += 1;
+        println!("MISSING {}", missing_key_line(r));
+    }
     println!(
         "checked {} key objects on token {}: {} violations",
         objects.len(),
-        hsm.capabilities().label,
+        token.capabilities().label,
         violations
     );
     Ok(if violations == 0 {
@@ -114,31 +134,46 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
         }
     }
     for r in &report.missing {
-        println!(
-            "MISSING {}  ({} {}; row says {}, key not on the token)",
-            r.id,
-            r.key_type.as_str(),
-            r.region,
-            r.state
-        );
+        println!("MISSING {}", missing_key_line(r));
     }
+    for m in &report.missing_transport {
+        println!("MISSING {}", missing_transport_line(m));
+    }
+    let missing = report.missing.len() + report.missing_transport.len();
     if destroy && !report.orphans.is_empty() {
         let n = node.keys().destroy_orphans()?;
         println!("destroyed {n} orphan objects");
-        return Ok(if report.missing.is_empty() {
+        return Ok(if missing == 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         });
     }
-    println!(
-        "{} orphans, {} missing",
-        report.orphans.len(),
-        report.missing.len()
-    );
-    Ok(if report.orphans.is_empty() && report.missing.is_empty() {
+    println!("{} orphans, {missing} missing", report.orphans.len());
+    Ok(if report.orphans.is_empty() && missing == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn missing_key_line(r: &crate::hierarchy::KeyRecord) -> String {
+    format!(
+        "{}  ({} {}; row says {}, key not on the token)",
+        r.id,
+        r.key_type.as_str(),
+        r.region,
+        r.state
+    )
+}
+
+fn missing_transport_line(m: &crate::node::MissingTransport) -> String {
+    format!(
+        "{}  (the {} of card {} for {}, {}; not on the token: issue a new card)",
+        m.label,
+        m.what,
+        m.card.card_id,
+        m.card.region,
+        m.card.role.as_str()
+    )
 }

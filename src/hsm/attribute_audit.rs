@@ -50,6 +50,10 @@ pub struct ObjectFacts {
     pub allowed_mechanisms: Option<Vec<MechanismNumber>>,
     /// `CKA_MODIFIABLE`.
     pub modifiable: Option<bool>,
+    /// `CKA_DESTROYABLE`.
+    pub destroyable: Option<bool>,
+    /// The flags of `CKA_UNWRAP_TEMPLATE` (`CKA_*` name, value), when the object has one.
+    pub unwrap_template: Option<Vec<(String, bool)>>,
 }
 
 /// One broken rule on one object.
@@ -80,10 +84,17 @@ pub const RULE_DERIVE_SIGN_LIMITED: &str = "a derive parent is limited by CKA_AL
 pub const RULE_EXTRACTABLE_TRUSTED_ONLY: &str = "an extractable key has CKA_WRAP_WITH_TRUSTED=true";
 /// Rule: a public secret key (usable without login) can do nothing but wrap.
 pub const RULE_PUBLIC_ONLY_WRAPS: &str = "a public secret key (CKA_PRIVATE=false) has no CKA_DERIVE, CKA_SIGN, CKA_UNWRAP, CKA_ENCRYPT or CKA_DECRYPT";
-/// Rule: a public secret key cannot be changed: any session, logged in or not, may change a
-/// modifiable public object, and turn its unwrapping or derivation back on.
-pub const RULE_PUBLIC_FIXED: &str =
-    "a public secret key (CKA_PRIVATE=false) has CKA_MODIFIABLE=false";
+/// Rule: no key can be changed: whoever holds the user PIN (and, for a public object, any
+/// session) could otherwise turn on a usage hkms left out (encrypt on a derive key gives its
+/// children in clear) or change its label.
+pub const RULE_FIXED: &str = "every secret or private key has CKA_MODIFIABLE=false";
+/// Rule: a public secret key cannot be destroyed: any session, logged in or not, may destroy a
+/// public object that allows it, and cut the node off from a card.
+pub const RULE_PUBLIC_UNDESTROYABLE: &str =
+    "a public secret key (CKA_PRIVATE=false) has CKA_DESTROYABLE=false";
+/// Rule: a key that unwraps fixes what it unwraps: without `CKA_UNWRAP_TEMPLATE`, whoever holds
+/// the user PIN unwraps any package (packages are not secret) into a key they can read.
+pub const RULE_UNWRAP_FIXES_CHILDREN: &str = "a secret key with CKA_UNWRAP has a CKA_UNWRAP_TEMPLATE with CKA_SENSITIVE=true, CKA_EXTRACTABLE=false, and either CKA_DERIVE=false or CKA_ENCRYPT=false and CKA_DECRYPT=false";
 /// Rule: only trusted transport keys wrap.
 pub const RULE_WRAP_ONLY_TRUSTED: &str = "only a CKA_TRUSTED transport key has CKA_WRAP=true";
 /// Rule: the ID MAC key was generated in the token and has never been readable or extractable:
@@ -160,12 +171,18 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
         if !found.is_empty() {
             fail(RULE_PUBLIC_ONLY_WRAPS, found.join(", "));
         }
-        if o.modifiable != Some(false) {
+        if o.destroyable != Some(false) {
             fail(
-                RULE_PUBLIC_FIXED,
-                format!("CKA_MODIFIABLE={:?}", o.modifiable),
+                RULE_PUBLIC_UNDESTROYABLE,
+                format!("CKA_DESTROYABLE={:?}", o.destroyable),
             );
         }
+    }
+    if o.modifiable != Some(false) {
+        fail(RULE_FIXED, format!("CKA_MODIFIABLE={:?}", o.modifiable));
+    }
+    if o.class == "secret-key" && yes(o.unwrap) {
+        check_unwrap_template(o, &mut fail);
     }
     if yes(o.wrap) && !yes(o.trusted) {
         fail(
@@ -177,6 +194,30 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
         check_id_mac_key(o, &mut fail);
     }
     out
+}
+
+/// A secret key that unwraps: what its template must fix.
+fn check_unwrap_template(o: &ObjectFacts, fail: &mut impl FnMut(&'static str, String)) {
+    let Some(template) = &o.unwrap_template else {
+        fail(RULE_UNWRAP_FIXES_CHILDREN, "no CKA_UNWRAP_TEMPLATE".into());
+        return;
+    };
+    let fixed = |name: &str, want: bool| template.iter().any(|(n, v)| n == name && *v == want);
+    // A child that cannot derive is a leaf; one that can must not encrypt its children's data.
+    let children: &[(&str, bool)] = if fixed("CKA_DERIVE", false) {
+        &[]
+    } else {
+        &[("CKA_ENCRYPT", false), ("CKA_DECRYPT", false)]
+    };
+    let wrong: Vec<String> = [("CKA_SENSITIVE", true), ("CKA_EXTRACTABLE", false)]
+        .iter()
+        .chain(children)
+        .filter(|(name, want)| !fixed(name, *want))
+        .map(|(name, _)| format!("{name} not fixed"))
+        .collect();
+    if !wrong.is_empty() {
+        fail(RULE_UNWRAP_FIXES_CHILDREN, wrong.join(", "));
+    }
 }
 
 /// The ID MAC key's own rules, on top of every key's.
@@ -259,7 +300,9 @@ mod tests {
             unwrap: Some(false),
             private: Some(true),
             allowed_mechanisms: Some(vec![AES_ECB_ENCRYPT_DATA, AES_CMAC]),
-            modifiable: Some(true),
+            modifiable: Some(false),
+            destroyable: None,
+            unwrap_template: None,
             key_type: Some("CKK_AES".into()),
             always_sensitive: Some(true),
             never_extractable: Some(true),
@@ -347,7 +390,7 @@ mod tests {
     fn a_public_key_that_can_derive_or_unwrap_is_flagged() {
         let o = ObjectFacts {
             private: Some(false),
-            modifiable: Some(false),
+            destroyable: Some(false),
             ..good_parent()
         };
         assert_eq!(rules(&o), vec![RULE_PUBLIC_ONLY_WRAPS]);
@@ -358,15 +401,70 @@ mod tests {
             wrap: Some(true),
             trusted: Some(true),
             modifiable: Some(false),
+            destroyable: Some(false),
             ..good_parent()
         };
         assert!(check(&wrap_only).is_empty());
         // The same key left modifiable could be turned back into one that unwraps.
         let changeable = ObjectFacts {
             modifiable: Some(true),
+            ..wrap_only.clone()
+        };
+        assert_eq!(rules(&changeable), vec![RULE_FIXED]);
+        // Or destroyed by a session that never logged in.
+        let destroyable = ObjectFacts {
+            destroyable: Some(true),
             ..wrap_only
         };
-        assert_eq!(rules(&changeable), vec![RULE_PUBLIC_FIXED]);
+        assert_eq!(rules(&destroyable), vec![RULE_PUBLIC_UNDESTROYABLE]);
+    }
+
+    #[test]
+    fn a_key_that_unwraps_must_fix_what_it_unwraps() {
+        let flags =
+            |pairs: &[(&str, bool)]| Some(pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect());
+        let loaded = ObjectFacts {
+            derive: Some(false),
+            sign: Some(false),
+            unwrap: Some(true),
+            allowed_mechanisms: None,
+            unwrap_template: flags(&[
+                ("CKA_SENSITIVE", true),
+                ("CKA_EXTRACTABLE", false),
+                ("CKA_ENCRYPT", false),
+                ("CKA_DECRYPT", false),
+                ("CKA_DERIVE", true),
+            ]),
+            ..good_parent()
+        };
+        assert!(check(&loaded).is_empty(), "{:?}", check(&loaded));
+        let none = ObjectFacts {
+            unwrap_template: None,
+            ..loaded.clone()
+        };
+        assert_eq!(rules(&none), vec![RULE_UNWRAP_FIXES_CHILDREN]);
+        let loose = ObjectFacts {
+            unwrap_template: flags(&[("CKA_SENSITIVE", true), ("CKA_ENCRYPT", true)]),
+            ..loaded
+        };
+        let found = check(&loose);
+        assert_eq!(found.len(), 1);
+        assert!(
+            found[0].found.contains("CKA_EXTRACTABLE not fixed")
+                && found[0].found.contains("CKA_ENCRYPT not fixed"),
+            "{}",
+            found[0].found
+        );
+        // A leaf (no derive) may encrypt.
+        let leaves = ObjectFacts {
+            unwrap_template: flags(&[
+                ("CKA_SENSITIVE", true),
+                ("CKA_EXTRACTABLE", false),
+                ("CKA_DERIVE", false),
+            ]),
+            ..loose
+        };
+        assert!(check(&leaves).is_empty(), "{:?}", check(&leaves));
     }
 
     /// The ID MAC key as `hsm::id_mac` makes it.
@@ -393,6 +491,8 @@ mod tests {
             unwrap: Some(false),
             allowed_mechanisms: Some(vec![SHA256_HMAC]),
             modifiable: Some(false),
+            destroyable: Some(true),
+            unwrap_template: None,
         }
     }
 
@@ -447,7 +547,6 @@ mod tests {
             with(|o| o.verify = Some(true)),
             with(|o| o.encrypt = Some(true)),
             with(|o| o.decrypt = Some(true)),
-            with(|o| o.unwrap = Some(true)),
             with(|o| o.sign = Some(false)),
             with(|o| o.key_type = Some("CKK_AES".into())),
             with(|o| o.allowed_mechanisms = None),
@@ -460,6 +559,8 @@ mod tests {
         assert!(rules(&o).contains(&RULE_ID_MAC_SIGN_ONLY));
         let o = with(|o| o.wrap = Some(true));
         assert!(rules(&o).contains(&RULE_ID_MAC_SIGN_ONLY));
+        let o = with(|o| o.unwrap = Some(true));
+        assert!(rules(&o).contains(&RULE_ID_MAC_SIGN_ONLY));
     }
 
     #[test]
@@ -468,7 +569,7 @@ mod tests {
             modifiable: Some(true),
             ..good_id_mac_key()
         };
-        assert_eq!(rules(&o), vec![RULE_ID_MAC_FIXED]);
+        assert_eq!(rules(&o), vec![RULE_FIXED, RULE_ID_MAC_FIXED]);
         let o = ObjectFacts {
             token: Some(false),
             ..good_id_mac_key()
@@ -479,7 +580,14 @@ mod tests {
             private: Some(false),
             ..good_id_mac_key()
         };
-        assert_eq!(rules(&o), vec![RULE_PUBLIC_ONLY_WRAPS, RULE_ID_MAC_FIXED]);
+        assert_eq!(
+            rules(&o),
+            vec![
+                RULE_PUBLIC_ONLY_WRAPS,
+                RULE_PUBLIC_UNDESTROYABLE,
+                RULE_ID_MAC_FIXED
+            ]
+        );
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl Pkcs11Token {
                 Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
                 Algorithm::Des2 => Mechanism::Des2KeyGen,
             };
-            let template = templates::generate_template(spec);
+            let template = templates::secret_key_template(spec);
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -300,9 +300,10 @@ impl Pkcs11Token {
                 });
             }
             let s = self.session_for(spec.lifetime)?;
-            let mut template = templates::generate_template(spec);
+            let mut template = templates::secret_key_template(spec);
             template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
             template.push(Attribute::Value(value.to_vec()));
+            let mut template = templates::sealed(template);
             let created = s.create_object(&template);
             // The template's copy of the value is wiped before anything else happens.
             for a in template.iter_mut() {
@@ -415,6 +416,20 @@ impl Pkcs11Token {
                             cryptoki_sys::CKA_ALLOWED_MECHANISMS,
                         )?
                         .map(|b| mechanisms::parse_allowed_mechanisms(&b));
+                    facts.unwrap_template = self
+                        .inner
+                        .raw
+                        .template_flags(
+                            s.handle(),
+                            object.handle(),
+                            cryptoki_sys::CKA_UNWRAP_TEMPLATE,
+                        )?
+                        .map(|flags| {
+                            flags
+                                .into_iter()
+                                .map(|(t, v)| (attribute_name(t), v))
+                                .collect()
+                        });
                     out.push(facts);
                 }
             }
@@ -710,6 +725,7 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
         AttributeType::Wrap,
         AttributeType::Unwrap,
         AttributeType::Modifiable,
+        AttributeType::Destroyable,
         AttributeType::KeyType,
         AttributeType::AlwaysSensitive,
         AttributeType::NeverExtractable,
@@ -736,6 +752,7 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
             Attribute::Sign(v) => facts.sign = Some(v),
             Attribute::Wrap(v) => facts.wrap = Some(v),
             Attribute::Modifiable(v) => facts.modifiable = Some(v),
+            Attribute::Destroyable(v) => facts.destroyable = Some(v),
             Attribute::KeyType(k) => facts.key_type = Some(k.to_string()),
             Attribute::AlwaysSensitive(v) => facts.always_sensitive = Some(v),
             Attribute::NeverExtractable(v) => facts.never_extractable = Some(v),
@@ -745,4 +762,27 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
         }
     }
     Ok(facts)
+}
+
+/// The `CKA_*` name of a boolean attribute the attribute audit reads in templates; others as
+/// their number.
+fn attribute_name(t: cryptoki_sys::CK_ATTRIBUTE_TYPE) -> String {
+    use cryptoki_sys::*;
+    let name = match t {
+        CKA_SENSITIVE => "CKA_SENSITIVE",
+        CKA_EXTRACTABLE => "CKA_EXTRACTABLE",
+        CKA_ENCRYPT => "CKA_ENCRYPT",
+        CKA_DECRYPT => "CKA_DECRYPT",
+        CKA_WRAP => "CKA_WRAP",
+        CKA_UNWRAP => "CKA_UNWRAP",
+        CKA_DERIVE => "CKA_DERIVE",
+        CKA_SIGN => "CKA_SIGN",
+        CKA_VERIFY => "CKA_VERIFY",
+        CKA_MODIFIABLE => "CKA_MODIFIABLE",
+        CKA_WRAP_WITH_TRUSTED => "CKA_WRAP_WITH_TRUSTED",
+        CKA_TOKEN => "CKA_TOKEN",
+        CKA_PRIVATE => "CKA_PRIVATE",
+        _ => return format!("CKA_0x{t:x}"),
+    };
+    name.to_string()
 }

@@ -34,6 +34,69 @@ fn bounded_len(what: &str, len: cryptoki_sys::CK_ULONG) -> Result<usize, HsmErro
         })
 }
 
+/// An attribute whose value is itself a template, which `cryptoki`'s `Attribute` cannot hold:
+/// `CKA_UNWRAP_TEMPLATE` or `CKA_DERIVE_TEMPLATE`, fixing what the keys a key makes will be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NestedTemplate {
+    /// The attribute type (`CKA_UNWRAP_TEMPLATE`, `CKA_DERIVE_TEMPLATE`).
+    pub kind: cryptoki_sys::CK_ATTRIBUTE_TYPE,
+    /// The attributes every key made through it must be given.
+    pub attributes: Vec<Attribute>,
+}
+
+/// A template as the C array a call takes. Nested templates go just before a final
+/// `CKA_MODIFIABLE=false`, which must stay last (see `templates::sealed`). The values point
+/// into the `Attribute`s borrowed, and the nested arrays into buffers owned here.
+pub(crate) struct CTemplate<'a> {
+    outer: Vec<CK_ATTRIBUTE>,
+    // Each inner array's heap buffer does not move when the Vec is moved in here.
+    _inner: Vec<Vec<CK_ATTRIBUTE>>,
+    _borrowed: std::marker::PhantomData<&'a [Attribute]>,
+}
+
+impl<'a> CTemplate<'a> {
+    /// `template` with `nested` added.
+    pub(crate) fn new(template: &'a [Attribute], nested: &'a [NestedTemplate]) -> CTemplate<'a> {
+        let sealed_last = matches!(template.last(), Some(Attribute::Modifiable(_)));
+        let (body, tail) = template.split_at(template.len() - usize::from(sealed_last));
+        let mut outer: Vec<CK_ATTRIBUTE> = body.iter().map(CK_ATTRIBUTE::from).collect();
+        let mut inner = Vec::with_capacity(nested.len());
+        for n in nested {
+            let mut array: Vec<CK_ATTRIBUTE> =
+                n.attributes.iter().map(CK_ATTRIBUTE::from).collect();
+            outer.push(CK_ATTRIBUTE {
+                type_: n.kind,
+                pValue: array.as_mut_ptr().cast(),
+                ulValueLen: (array.len() * std::mem::size_of::<CK_ATTRIBUTE>()) as CK_ULONG,
+            });
+            inner.push(array);
+        }
+        outer.extend(tail.iter().map(CK_ATTRIBUTE::from));
+        CTemplate {
+            outer,
+            _inner: inner,
+            _borrowed: std::marker::PhantomData,
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut CK_ATTRIBUTE {
+        self.outer.as_mut_ptr()
+    }
+
+    fn len(&self) -> CK_ULONG {
+        self.outer.len() as CK_ULONG
+    }
+}
+
+/// A mechanism without parameters.
+pub(crate) fn plain_mechanism(mechanism: CK_MECHANISM_TYPE) -> CK_MECHANISM {
+    CK_MECHANISM {
+        mechanism,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    }
+}
+
 /// A second handle on a PKCS#11 module that `cryptoki` has loaded and initialised, with the
 /// module's function list, for the calls `cryptoki` cannot make as hkms needs them. Public,
 /// with the calls the node makes per request, for the throughput bench's raw baseline.
@@ -330,31 +393,101 @@ impl RawModule {
         Ok(out)
     }
 
-    /// `C_UnwrapKey` with a parameterless mechanism into a key made from `template`.
+    /// The boolean attributes of an attribute whose value is a template (`CKA_UNWRAP_TEMPLATE`,
+    /// `CKA_DERIVE_TEMPLATE`) of `object`: `None` when it has none. Attributes of other sizes
+    /// are left out: hkms's rules look only at the flags.
+    pub(crate) fn template_flags(
+        &self,
+        session: CK_SESSION_HANDLE,
+        object: CK_OBJECT_HANDLE,
+        attribute: cryptoki_sys::CK_ATTRIBUTE_TYPE,
+    ) -> Result<Option<Vec<(cryptoki_sys::CK_ATTRIBUTE_TYPE, bool)>>, HsmError> {
+        let f = self
+            .functions()
+            .C_GetAttributeValue
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_GetAttributeValue".into(),
+            })?;
+        let get = |query: &mut CK_ATTRIBUTE| {
+            // SAFETY: `query` points to a buffer of `ulValueLen` bytes, or to none.
+            let rv = unsafe { f(session, object, query, 1) };
+            match rv {
+                CKR_OK => Ok(true),
+                cryptoki_sys::CKR_ATTRIBUTE_TYPE_INVALID => Ok(false),
+                _ => Err(HsmError::from_rv("C_GetAttributeValue", rv)),
+            }
+        };
+        // 1. The array's length.
+        let mut query = CK_ATTRIBUTE {
+            type_: attribute,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        if !get(&mut query)? || query.ulValueLen == cryptoki_sys::CK_UNAVAILABLE_INFORMATION {
+            return Ok(None);
+        }
+        let bytes = bounded_len("attribute template length", query.ulValueLen)?;
+        let count = bytes / std::mem::size_of::<CK_ATTRIBUTE>();
+        // 2. Each element's type and length, then 3. their values.
+        let empty = CK_ATTRIBUTE {
+            type_: 0,
+            pValue: std::ptr::null_mut(),
+            ulValueLen: 0,
+        };
+        let mut items = vec![empty; count];
+        let mut query = CK_ATTRIBUTE {
+            type_: attribute,
+            pValue: items.as_mut_ptr().cast(),
+            ulValueLen: (count * std::mem::size_of::<CK_ATTRIBUTE>()) as CK_ULONG,
+        };
+        get(&mut query)?;
+        let mut values: Vec<Vec<u8>> = Vec::with_capacity(count);
+        for item in items.iter_mut() {
+            let len = bounded_len("attribute length", item.ulValueLen)?;
+            let mut v = vec![0u8; len];
+            item.pValue = v.as_mut_ptr().cast();
+            values.push(v);
+        }
+        let mut query = CK_ATTRIBUTE {
+            type_: attribute,
+            pValue: items.as_mut_ptr().cast(),
+            ulValueLen: (count * std::mem::size_of::<CK_ATTRIBUTE>()) as CK_ULONG,
+        };
+        get(&mut query)?;
+        Ok(Some(
+            items
+                .iter()
+                .zip(&values)
+                .filter(|(item, v)| item.ulValueLen == 1 && v.len() == 1)
+                .map(|(item, v)| (item.type_, v[0] != 0))
+                .collect(),
+        ))
+    }
+
+    /// `C_UnwrapKey` with `mechanism` into a key made from `template`, where `nested` adds the
+    /// attributes whose value is a template (see [`CTemplate`]).
     pub(crate) fn unwrap_key(
         &self,
         session: CK_SESSION_HANDLE,
-        mechanism: CK_MECHANISM_TYPE,
+        mechanism: &CK_MECHANISM,
         unwrapping: CK_OBJECT_HANDLE,
         wrapped: &[u8],
         template: &[Attribute],
+        nested: &[NestedTemplate],
     ) -> Result<CK_OBJECT_HANDLE, HsmError> {
-        let _timer = CallTimer::with("C_UnwrapKey", mechanism);
+        let _timer = CallTimer::with("C_UnwrapKey", mechanism.mechanism);
         let f = self
             .functions()
             .C_UnwrapKey
             .ok_or_else(|| HsmError::Unsupported {
                 what: "C_UnwrapKey".into(),
             })?;
-        let mut mech = CK_MECHANISM {
-            mechanism,
-            pParameter: std::ptr::null_mut(),
-            ulParameterLen: 0,
-        };
+        let mut mech = *mechanism;
         let mut input = wrapped.to_vec();
-        let mut attrs: Vec<CK_ATTRIBUTE> = template.iter().map(CK_ATTRIBUTE::from).collect();
+        let mut attrs = CTemplate::new(template, nested);
         let mut handle: CK_OBJECT_HANDLE = 0;
-        // SAFETY: the mechanism, the wrapped bytes and the template outlive the call.
+        // SAFETY: the mechanism (and the parameter it points to, which the caller keeps), the
+        // wrapped bytes and the template with its nested arrays outlive the call.
         let rv = unsafe {
             f(
                 session,
@@ -363,7 +496,7 @@ impl RawModule {
                 input.as_mut_ptr(),
                 input.len() as CK_ULONG,
                 attrs.as_mut_ptr(),
-                attrs.len() as CK_ULONG,
+                attrs.len(),
                 &mut handle,
             )
         };

@@ -35,9 +35,9 @@ pub struct SecretKeySpec {
     pub lifetime: Lifetime,
 }
 
-/// The attribute list for `C_GenerateKey` or `C_DeriveKey` of a secret key. `CKA_MODIFIABLE`
-/// is not in it: SoftHSM2 refuses it in derive and unwrap templates; generation adds it
-/// ([`generate_template`]).
+/// The attribute list for `C_GenerateKey`, `C_DeriveKey`, `C_UnwrapKey` or `C_CreateObject` of
+/// a secret key. It ends with `CKA_MODIFIABLE=false`: no session can widen the key's usage
+/// afterwards (see [`sealed`]).
 pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
     let derive = spec.usage == Usage::Derive;
     let encrypt = spec.usage == Usage::Encrypt;
@@ -64,6 +64,15 @@ pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
     if let Some(len) = value_len(spec.algorithm) {
         attrs.push(Attribute::ValueLen(len.into()));
     }
+    sealed(attrs)
+}
+
+/// `attrs` with `CKA_MODIFIABLE=false` as its last attribute. Last, because SoftHSM2 applies a
+/// derive or unwrap template in order and refuses every attribute that comes after it; and
+/// whatever the token, a key made modifiable could be given back the usages hkms left out.
+pub fn sealed(mut attrs: Vec<Attribute>) -> Vec<Attribute> {
+    attrs.retain(|a| !matches!(a, Attribute::Modifiable(_)));
+    attrs.push(Attribute::Modifiable(false));
     attrs
 }
 
@@ -78,7 +87,7 @@ pub fn card_key_template(label: &str, for_export: bool) -> Vec<Attribute> {
     } else {
         &[cryptoki_sys::CKM_AES_ECB, cryptoki_sys::CKM_AES_CBC]
     };
-    vec![
+    sealed(vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::ValueLen(16.into()),
@@ -96,7 +105,7 @@ pub fn card_key_template(label: &str, for_export: bool) -> Vec<Attribute> {
         Attribute::Unwrap(false),
         Attribute::Label(label.as_bytes().to_vec()),
         allowed_mechanisms_attribute(allowed),
-    ]
+    ])
 }
 
 /// DER of the named curve P-256 (secp256r1, OID 1.2.840.10045.3.1.7) for `CKA_EC_PARAMS`.
@@ -146,21 +155,19 @@ pub const ID_MAC_KEY_LEN: u64 = 32;
 /// wrap with it, could test the ~10^11 possible ID numbers against the log offline; so it is
 /// sensitive, never extractable, signs only with `CKM_SHA256_HMAC`, and cannot be changed.
 pub fn id_mac_template(label: &str) -> Vec<Attribute> {
-    let mut t = mac_only_key_template(
+    mac_only_key_template(
         KeyType::GENERIC_SECRET,
         ID_MAC_KEY_LEN,
         label,
         label.as_bytes(),
         super::mechanisms::SHA256_HMAC,
-    );
-    t.push(Attribute::Modifiable(false));
-    t
+    )
 }
 
 /// A private token key that computes MACs with `mechanism` and does nothing else: no verify,
 /// encrypt, decrypt, derive, wrap or unwrap; sensitive and never extractable (and wrappable
-/// only under a trusted key, should that ever be got around). The ID MAC key and a card's
-/// package MAC key.
+/// only under a trusted key, should that ever be got around), and never modifiable. The ID MAC
+/// key and a card's package MAC key.
 pub fn mac_only_key_template(
     key_type: KeyType,
     len: u64,
@@ -168,7 +175,7 @@ pub fn mac_only_key_template(
     id: &[u8],
     mechanism: super::mechanisms::MechanismNumber,
 ) -> Vec<Attribute> {
-    vec![
+    sealed(vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(key_type),
         Attribute::ValueLen(len.into()),
@@ -187,15 +194,7 @@ pub fn mac_only_key_template(
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.to_vec()),
         allowed_mechanisms_attribute(&[mechanism]),
-    ]
-}
-
-/// The template of a generated key: as [`secret_key_template`], and never modifiable, so no
-/// session can widen its usage afterwards.
-pub fn generate_template(spec: &SecretKeySpec) -> Vec<Attribute> {
-    let mut t = secret_key_template(spec);
-    t.push(Attribute::Modifiable(false));
-    t
+    ])
 }
 
 fn key_type(algorithm: Algorithm) -> KeyType {
@@ -308,19 +307,17 @@ mod tests {
     }
 
     #[test]
-    fn a_generated_key_is_its_secret_template_made_unmodifiable() {
-        let s = spec(Usage::Derive, true);
-        let derived = secret_key_template(&s);
-        // SoftHSM2 refuses CKA_MODIFIABLE in derive and unwrap templates.
-        assert!(
-            !derived
-                .iter()
-                .any(|a| matches!(a, Attribute::Modifiable(_)))
-        );
-        let generated = generate_template(&s);
-        assert_eq!(generated.len(), derived.len() + 1);
-        assert!(derived.iter().all(|a| has(&generated, a)));
-        assert!(has(&generated, &Attribute::Modifiable(false)));
+    fn every_held_key_ends_unmodifiable() {
+        for usage in [Usage::Derive, Usage::Encrypt, Usage::Mac] {
+            let t = secret_key_template(&spec(usage, true));
+            assert_eq!(t.last(), Some(&Attribute::Modifiable(false)), "{usage:?}");
+            let modifiable = t.iter().filter(|a| matches!(a, Attribute::Modifiable(_)));
+            assert_eq!(modifiable.count(), 1);
+        }
+        let t = id_mac_template(ID_MAC_LABEL);
+        assert_eq!(t.last(), Some(&Attribute::Modifiable(false)));
+        let t = sealed(vec![Attribute::Modifiable(true), Attribute::Sign(true)]);
+        assert_eq!(t, vec![Attribute::Sign(true), Attribute::Modifiable(false)]);
     }
 
     #[test]

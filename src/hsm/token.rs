@@ -128,9 +128,14 @@ pub trait Token: Send + Sync {
         card_id: &str,
     ) -> Result<(Vec<u8>, Kcv), HsmError>;
 
-    /// Seals every issuer's copy of a transport key that an earlier hkms left modifiable, so
-    /// that it can wrap and nothing else; returns how many. Run at start.
-    fn seal_issuer_keys(&self) -> Result<usize, HsmError>;
+    /// Seals every issuer's copy of a transport key left modifiable whose card is `registered`
+    /// (card ids), so that it can wrap and nothing else, for good; returns how many. Run at
+    /// start.
+    fn seal_issuer_keys(&self, registered: &[String]) -> Result<usize, HsmError>;
+
+    /// Seals the issuer's copy of the transport key of `card_id` once its card is registered:
+    /// from then on no session can change or destroy it.
+    fn seal_issuer_key(&self, card_id: &str) -> Result<(), HsmError>;
 
     /// Issues a transport key for `card_id` onto `card` with the token's security officer
     /// (`so_pin`); returns its KCV here and on the card, which agree.
@@ -147,7 +152,8 @@ pub trait Token: Send + Sync {
 
     /// Loads the transport key of `card_id` from `card` into this token, the card's security
     /// officer (`card_so_pin`) trusting this token's wrapping key for it; returns its KCV here
-    /// and on the card. The card keeps its copy until [`Token::spend_card_copy`].
+    /// and on the card; a node's copy unwraps only diversified sub-keys. The card keeps its
+    /// copy until [`Token::spend_card_copy`].
     fn load_transport_key(
         &self,
         card: &CardToken,
@@ -312,8 +318,12 @@ impl Token for Pkcs11Token {
         Pkcs11Token::export_card_key(self, master_label, serial, card_id)
     }
 
-    fn seal_issuer_keys(&self) -> Result<usize, HsmError> {
-        Pkcs11Token::seal_issuer_keys(self)
+    fn seal_issuer_keys(&self, registered: &[String]) -> Result<usize, HsmError> {
+        Pkcs11Token::seal_issuer_keys(self, registered)
+    }
+
+    fn seal_issuer_key(&self, card_id: &str) -> Result<(), HsmError> {
+        Pkcs11Token::seal_issuer_key(self, card_id)
     }
 
     fn issue_transport_key(
@@ -335,7 +345,13 @@ impl Token for Pkcs11Token {
         card_so_pin: &SecretString,
         card_id: &str,
     ) -> Result<(Kcv, Kcv), HsmError> {
-        Pkcs11Token::load_transport_key(self, card, card_so_pin, card_id)
+        Pkcs11Token::load_transport_key(
+            self,
+            card,
+            card_so_pin,
+            card_id,
+            super::transport::PackageKeys::SubKeys,
+        )
     }
 
     fn spend_card_copy(&self, card: &CardToken, card_id: &str) -> Result<(), HsmError> {

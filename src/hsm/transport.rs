@@ -18,9 +18,11 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
+use cryptoki_sys::CK_MECHANISM;
 use secrecy::SecretString;
 
 use super::mechanisms::{self, allowed_mechanisms_attribute};
+use super::raw::{NestedTemplate, plain_mechanism};
 use super::{HsmError, Pkcs11Token, TokenLocator, find_key, find_slot, load_module, login_user};
 use crate::hierarchy::{Algorithm, Kcv, KcvMethod};
 
@@ -233,10 +235,52 @@ fn transport_key_template(
         ]),
     ];
     if issuer {
+        // Sealed after its copy is on the card and registered (`seal_issuer_key`): until then
+        // the security officer still takes usages away from it.
         t.push(Attribute::Trusted(true));
         t.push(Attribute::ValueLen(32.into()));
+        t
+    } else {
+        super::templates::sealed(t)
     }
-    t
+}
+
+/// What the packages under a card's transport key carry, which its loaded copy fixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageKeys {
+    /// Diversified sub-keys, for a node: derive keys, never able to encrypt.
+    SubKeys,
+    /// Card keys, for a personalisation bureau: leaves, never able to derive.
+    CardKeys,
+}
+
+/// What every key unwrapped under a recipient's transport key must be (`CKA_UNWRAP_TEMPLATE`):
+/// sensitive, kept in this HSM for good, unchangeable, and either a derive key that cannot
+/// encrypt or a leaf that cannot derive. Without it, whoever holds the token's user PIN could
+/// unwrap any package (packages are not secret) into a key they can read, or encrypt a
+/// region's data block with a sub-key and get its child in clear. SoftHSM2 refuses an unwrap
+/// whose template does not give each of these the same value.
+fn package_key_unwrap_template(keys: PackageKeys) -> NestedTemplate {
+    let mut attributes = vec![
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::WrapWithTrusted(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+    ];
+    match keys {
+        PackageKeys::SubKeys => attributes.extend([
+            Attribute::Derive(true),
+            Attribute::Encrypt(false),
+            Attribute::Decrypt(false),
+        ]),
+        PackageKeys::CardKeys => attributes.push(Attribute::Derive(false)),
+    }
+    attributes.push(Attribute::Modifiable(false));
+    NestedTemplate {
+        kind: cryptoki_sys::CKA_UNWRAP_TEMPLATE,
+        attributes,
+    }
 }
 
 /// The label of the package MAC key derived from a card's transport key.
@@ -381,7 +425,7 @@ impl Pkcs11Token {
                 });
             }
             self.make_package_mac_key(card_id)?;
-            self.seal_issuer_key(&label)?;
+            self.strip_issuer_key(&label)?;
             Ok((mine, theirs))
         })();
         if finished.is_err() {
@@ -392,9 +436,11 @@ impl Pkcs11Token {
         finished
     }
 
-    /// Seals every issuer's copy of a transport key that is still modifiable: those issued
-    /// before hkms sealed them at issuance. Run at start; returns how many it sealed.
-    pub fn seal_issuer_keys(&self) -> Result<usize, HsmError> {
+    /// Seals every issuer's copy of a transport key that is still modifiable and whose card is
+    /// `registered` (a node stopped between registering a card and sealing its key, or an
+    /// earlier hkms); strips the others to wrapping only, leaving them destroyable for the
+    /// operator (`hkms keys orphans`). Run at start; returns how many it sealed.
+    pub fn seal_issuer_keys(&self, registered: &[String]) -> Result<usize, HsmError> {
         let labels = self.guarded(|| {
             let s = self.session()?;
             let found = s.find_objects(&[
@@ -416,21 +462,25 @@ impl Pkcs11Token {
             }
             Ok(labels)
         })?;
+        let mut count = 0;
         for label in &labels {
-            self.seal_issuer_key(label)?;
-            tracing::warn!(%label, "sealed an issuer's transport key left modifiable by an earlier hkms");
+            let card_id = label.strip_prefix(TRANSPORT_LABEL_PREFIX).unwrap_or(label);
+            if registered.iter().any(|r| r == card_id) {
+                self.seal_issuer_key(card_id)?;
+                count += 1;
+                tracing::warn!(%label, "sealed an issuer's transport key that was left modifiable");
+            } else {
+                self.strip_issuer_key(label)?;
+                tracing::warn!(%label, "an issuer's transport key has no registered card: it can only wrap now; destroy it (see `hkms keys orphans`)");
+            }
         }
-        Ok(labels.len())
+        Ok(count)
     }
 
-    /// Leaves the issuer's copy of a transport key able to wrap and nothing else, for good.
-    ///
-    /// It is a public object (only the SO can make it trusted), and any session of the token,
-    /// even one that never logged in, may change a public object that is modifiable: turn
-    /// CKA_UNWRAP or CKA_DERIVE back on and read the packages wrapped under it. So it is
-    /// replaced by a copy that cannot be modified (a copy keeps CKA_TRUSTED). A copy of that
-    /// copy cannot differ from it either.
-    fn seal_issuer_key(&self, label: &str) -> Result<(), HsmError> {
+    /// Leaves the issuer's copy of a transport key able to wrap and nothing else; until
+    /// [`Pkcs11Token::seal_issuer_key`], it can still be destroyed (a card whose registration
+    /// failed is taken back).
+    fn strip_issuer_key(&self, label: &str) -> Result<(), HsmError> {
         self.guarded(|| {
             let s = self.writing_session()?;
             let key = find_on(&s, label)?;
@@ -444,12 +494,34 @@ impl Pkcs11Token {
                     Attribute::Decrypt(false),
                 ],
             )?;
-            let sealed = s.copy_object(key, &[Attribute::Modifiable(false)])?;
+            Ok(())
+        })
+    }
+
+    /// Makes the issuer's copy of the transport key of `card_id` what it stays for good: able
+    /// to wrap and nothing else, unchangeable and undestroyable.
+    ///
+    /// It is a public object (only the SO can make it trusted), and any session of the token,
+    /// even one that never logged in, may change or destroy a public object that allows it:
+    /// turn CKA_UNWRAP or CKA_DERIVE back on and read the packages wrapped under it, or destroy
+    /// it and cut the province off. So it is replaced by a copy that can be neither modified
+    /// nor destroyed (a copy keeps CKA_TRUSTED). A copy of that copy cannot differ from it.
+    pub fn seal_issuer_key(&self, card_id: &str) -> Result<(), HsmError> {
+        let label = transport_label(card_id);
+        self.strip_issuer_key(&label)?;
+        self.guarded(|| {
+            let s = self.writing_session()?;
+            let key = find_on(&s, &label)?;
+            let sealed = s.copy_object(
+                key,
+                &[Attribute::Destroyable(false), Attribute::Modifiable(false)],
+            )?;
             if let Err(e) = s.destroy_object(key) {
+                // Left to the next start's sealing; the copy would make the label ambiguous.
                 let _ = s.destroy_object(sealed);
                 return Err(e.into());
             }
-            self.inner.handles.forget(label);
+            self.inner.handles.forget(&label);
             Ok(())
         })
     }
@@ -488,14 +560,16 @@ impl Pkcs11Token {
     }
 
     /// Loads the transport key of `card_id` from `card` into this token (unwrap and derive only);
-    /// returns its KCV here and on the card. The card's security officer makes this HSM's
-    /// wrapping key trusted on the card for it. The card keeps its copy until
-    /// [`Pkcs11Token::spend_card_copy`], so a load whose record fails can be done again.
+    /// returns its KCV here and on the card; the copy here unwraps only `keys`. The card's
+    /// security officer makes this HSM's wrapping key trusted on the card for it. The card
+    /// keeps its copy until [`Pkcs11Token::spend_card_copy`], so a load whose record fails can
+    /// be done again.
     pub fn load_transport_key(
         &self,
         card: &CardToken,
         card_so_pin: &SecretString,
         card_id: &str,
+        keys: PackageKeys,
     ) -> Result<(Kcv, Kcv), HsmError> {
         let wrap_pad = self.wrap_pad()?;
         let label = transport_label(card_id);
@@ -533,13 +607,16 @@ impl Pkcs11Token {
             let wrapped = wrapped?;
             let s = self.writing_session()?;
             same_generation(&s)?;
-            let key = s.unwrap_key(
-                &oaep(),
-                priv_key,
+            let oaep = oaep();
+            let key = self.inner.raw.unwrap_key(
+                s.handle(),
+                &CK_MECHANISM::from(&oaep),
+                priv_key.handle(),
                 &wrapped,
                 &transport_key_template(&label, card_id, wrap_pad, TransportRole::Recipient),
+                &[package_key_unwrap_template(keys)],
             )?;
-            self.kcv_or_destroy(&s, key.handle(), Algorithm::Aes256)
+            self.kcv_or_destroy(&s, key, Algorithm::Aes256)
         })();
         // Session objects of a pooled session: any session of this login may destroy them. In
         // another generation their session is closed, and they are gone with it.
@@ -618,10 +695,11 @@ impl Pkcs11Token {
             template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
             let key = self.inner.raw.unwrap_key(
                 s.handle(),
-                mech,
+                &plain_mechanism(mech),
                 transport.handle(),
                 wrapped,
                 &template,
+                &[],
             )?;
             self.kcv_or_destroy(&s, key, spec.algorithm)
         })

@@ -37,7 +37,7 @@ pub use error::{ErrorClass, NodeError};
 pub use exclusive::ExclusiveUse;
 pub use keys::Keys;
 pub use limits::{CardLimit, CardLimiter, LimitRefusal, MAX_TRACKED_CALLERS, MAX_TRACKED_CARDS};
-pub use orphans::OrphanReport;
+pub use orphans::{MissingTransport, OrphanReport, reconcile};
 pub use policies::Policies;
 pub use request::Request;
 pub use transport::{CardAccess, Transport};

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use secrecy::SecretString;
 
-use crate::hierarchy::{Algorithm, KeyId, KeyState, KeyTypeName, Region};
+use crate::hierarchy::{Algorithm, KeyId, KeyState, KeyTypeName, Region, Usage};
 use crate::hierarchy::{KeyFilter, KeyRecord};
 use crate::hsm::transport::CardToken;
 use crate::hsm::{Lifetime, SecretKeySpec, TokenLocator};
@@ -217,14 +217,20 @@ impl Transport<'_> {
             .core
             .token
             .issue_transport_key(&so_pin, &card, &card_id)?;
-        self.record_transport(
+        let row = self.record_transport(
             req,
             card_id,
             region,
             TransportRole::Issued,
             &kcv,
             ceremony_id,
-        )
+        )?;
+        // Registered, so kept for good: sealed against change and destruction. The card is
+        // issued either way; a key left unsealed is sealed at the next start.
+        if let Err(e) = self.core.token.seal_issuer_key(&row.card_id) {
+            tracing::error!(card_id = %row.card_id, error = %e, "the issuer's transport key is registered but not sealed; the node seals it at its next start");
+        }
+        Ok(row)
     }
 
     /// Loads the transport key of `card_id` from the card into this node's token, if its KCV is
@@ -437,11 +443,23 @@ impl Transport<'_> {
         };
         req.param("package_id", header.package_id.clone());
         req.param("card_id", card.card_id.clone());
-        let wrapped = self
-            .core
-            .token
-            .wrap_for_transport(&card.card_id, &key.ck_label)?;
-        self.core.seal_package(header, wrapped)
+        let seal = || -> Result<Vec<u8>, NodeError> {
+            let wrapped = self
+                .core
+                .token
+                .wrap_for_transport(&card.card_id, &key.ck_label)?;
+            self.core.seal_package(header.clone(), wrapped)
+        };
+        // A remembered handle of an object destroyed since fails once; then the token is
+        // searched again, and says what is gone.
+        let sealed = match seal() {
+            Err(NodeError::Hsm(e)) if e.is_invalid_handle() => seal(),
+            other => other,
+        };
+        sealed.map_err(|e| match e {
+            NodeError::Hsm(h) => card_objects_gone(h, &card),
+            other => other,
+        })
     }
 
     /// Checks and imports a key package made for this node.
@@ -507,6 +525,26 @@ impl Transport<'_> {
                 h.algorithm,
                 h.key_type,
                 spec.algorithm.as_str()
+            )));
+        }
+        // A package carries a diversified sub-key: a derive key, which the loaded transport
+        // key's unwrap template insists on.
+        if spec.usage != Usage::Derive || h.usage != Usage::Derive.as_str() {
+            return Err(NodeError::InvalidArgument(format!(
+                "the package carries a `{}` key of usage {}; packages carry only diversified \
+                 sub-keys, whose usage is derive",
+                h.key_type, h.usage
+            )));
+        }
+        // The wrapped length gives the key's length away: a longer key under the header's
+        // algorithm would be unwrapped as it is.
+        let expected = crate::transport::wrapped_len(algorithm.key_len());
+        if pkg.wrapped.len() != expected {
+            return Err(NodeError::InvalidArgument(format!(
+                "the package's wrapped key is {} bytes, and a wrapped {} key is {expected}: the \
+                 key is not the length its header says; nothing was imported",
+                pkg.wrapped.len(),
+                algorithm.as_str()
             )));
         }
         if self.core.store.package_imported(&h.package_id)? {
@@ -586,6 +624,28 @@ impl Transport<'_> {
             }
         }
     }
+}
+
+/// A failure because the card's transport key or package MAC key is gone from the token
+/// (destroyed outside hkms): the card is of no more use, which the issuer must be told.
+fn card_objects_gone(e: crate::hsm::HsmError, card: &TransportKey) -> NodeError {
+    use crate::hsm::HsmError;
+    use crate::hsm::transport::{package_mac_label, transport_label};
+    let what = match &e {
+        HsmError::KeyNotFound { label } if *label == transport_label(&card.card_id) => {
+            "transport key"
+        }
+        HsmError::KeyNotFound { label } if *label == package_mac_label(&card.card_id) => {
+            "package MAC key"
+        }
+        _ => return NodeError::Hsm(e),
+    };
+    NodeError::FailedPrecondition(format!(
+        "the {what} of card {} for {} is no longer on this node's token (destroyed outside \
+         hkms; `hkms keys orphans` lists what is missing); issue a new card for {} (`hkms \
+         transport issue-card`)",
+        card.card_id, card.region, card.region
+    ))
 }
 
 /// The longest card label: PKCS#11 token labels are 32 bytes.

@@ -4,4 +4,4 @@ mod key;
 pub mod package;
 
 pub use key::{TransportKey, TransportRole};
-pub use package::{Package, PackageError, PackageHeader};
+pub use package::{Package, PackageError, PackageHeader, wrapped_len};

@@ -25,6 +25,12 @@ const MAX_HEADER: usize = 4096;
 /// Largest wrapped key accepted (RFC 5649 of a 32-byte key is 40 bytes).
 const MAX_WRAPPED: usize = 512;
 
+/// The length of a `key_len`-byte key wrapped with RFC 5649: an 8-byte integrity block, and
+/// the key padded to a multiple of 8 bytes (a key of 8 bytes or less makes one 16-byte block).
+pub fn wrapped_len(key_len: usize) -> usize {
+    (8 + key_len.div_ceil(8) * 8).max(16)
+}
+
 /// What a package says about its key. Everything here is bound by the MAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +202,16 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rfc5649_lengths() {
+        assert_eq!(wrapped_len(16), 24);
+        assert_eq!(wrapped_len(24), 32);
+        assert_eq!(wrapped_len(32), 40);
+        assert_eq!(wrapped_len(5), 16);
+        assert_eq!(wrapped_len(17), 32);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

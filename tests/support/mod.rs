@@ -16,6 +16,8 @@ use hkms::proto::key_service_client::KeyServiceClient;
 use tempfile::TempDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+pub mod transport;
+
 /// The user PIN every test token gets.
 pub const USER_PIN: &str = "user-pin-4711";
 /// The SO PIN every test token gets.

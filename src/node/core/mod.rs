@@ -51,7 +51,13 @@ impl Core {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path())?);
         let token: Arc<dyn Token> = Arc::new(Pkcs11Token::open(&config.hsm)?);
         // Before anything is served: a modifiable public transport key is open to any session.
-        token.seal_issuer_keys()?;
+        let issued: Vec<String> = store
+            .transport_keys()?
+            .into_iter()
+            .filter(|t| t.role == crate::transport::TransportRole::Issued)
+            .map(|t| t.card_id)
+            .collect();
+        token.seal_issuer_keys(&issued)?;
         let last_checkpoint = store.last_checkpoint()?;
         let signing = Signing::load(token.as_ref(), last_checkpoint.as_ref())?;
         ensure_id_mac_key(token.as_ref())?;
