@@ -12,18 +12,24 @@ use crate::node::{ExclusiveUse, Node};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Check every key object on the token against the docs/design.md §3.5 attribute rules; exits 1
-    /// if any object breaks one.
+    /// Check every key object on the token against the docs/design.md §3.5 attribute rules
+    /// (exit 0 none broken, 1 some object breaks one, 2 error).
     Audit {
         /// The node config file.
         #[arg(long, env = "HKMS_CONFIG")]
         config: std::path::PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the token and the mechanisms hkms uses.
     Info {
         /// The node config file.
         #[arg(long, env = "HKMS_CONFIG")]
         config: std::path::PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -31,8 +37,10 @@ impl TokenCommand {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            TokenCommand::Audit { config } => audit(&config),
-            TokenCommand::Info { config } => info(&config),
+            TokenCommand::Audit { config, json } => {
+                Ok(super::exit_2_on_error(audit(&config, json)))
+            }
+            TokenCommand::Info { config, json } => info(&config, json),
         }
     }
 }
@@ -42,61 +50,93 @@ fn open_hsm(config: &Path) -> anyhow::Result<Pkcs11Token> {
     Ok(Pkcs11Token::open(&config.hsm)?)
 }
 
-fn audit(config: &Path) -> anyhow::Result<ExitCode> {
+fn audit(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let hsm = open_hsm(config)?;
     let objects = hsm.object_facts()?;
-    let mut violations = 0;
-    for o in &objects {
-        for v in attribute_audit::check(o) {
-            violations += 1;
+    let violations: Vec<String> = objects
+        .iter()
+        .flat_map(attribute_audit::check)
+        .map(|v| v.to_string())
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "token": hsm.capabilities().label, "objects": objects.len(),
+                "violations": violations,
+            })
+        );
+    } else {
+        for v in &violations {
             println!("VIOLATION {v}");
         }
+        println!(
+            "checked {} key objects on token {}: {} violations",
+            objects.len(),
+            hsm.capabilities().label,
+            violations.len()
+        );
     }
-    println!(
-        "checked {} key objects on token {}: {} violations",
-        objects.len(),
-        hsm.capabilities().label,
-        violations
-    );
-    Ok(if violations == 0 {
+    Ok(if violations.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn info(config: &Path) -> anyhow::Result<ExitCode> {
+/// The mechanisms `token info` reports on.
+const REPORTED_MECHANISMS: [crate::hsm::mechanisms::MechanismNumber; 6] = [
+    crate::hsm::mechanisms::AES_ECB_ENCRYPT_DATA,
+    crate::hsm::mechanisms::DES3_ECB_ENCRYPT_DATA,
+    crate::hsm::mechanisms::AES_CMAC,
+    crate::hsm::mechanisms::DES3_CMAC,
+    crate::hsm::mechanisms::GENERIC_SECRET_KEY_GEN,
+    crate::hsm::mechanisms::SHA256_HMAC,
+];
+
+fn info(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use crate::hsm::mechanisms::mechanism_name;
     let hsm = open_hsm(config)?;
     let c = hsm.capabilities();
+    if json {
+        let used: serde_json::Map<String, serde_json::Value> = REPORTED_MECHANISMS
+            .iter()
+            .map(|m| (mechanism_name(*m), c.has(*m).into()))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "token": c.label, "manufacturer": c.manufacturer, "model": c.model,
+                "serial": c.serial, "mechanisms": c.mechanisms.len(), "used": used,
+                "wrap_pad": c.wrap_pad.map(mechanism_name),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("token:        {}", c.label);
     println!("manufacturer: {}", c.manufacturer);
     println!("model:        {}", c.model);
     println!("serial:       {}", c.serial);
     println!("mechanisms:   {}", c.mechanisms.len());
-    for m in [
-        crate::hsm::mechanisms::AES_ECB_ENCRYPT_DATA,
-        crate::hsm::mechanisms::DES3_ECB_ENCRYPT_DATA,
-        crate::hsm::mechanisms::AES_CMAC,
-        crate::hsm::mechanisms::DES3_CMAC,
-        crate::hsm::mechanisms::GENERIC_SECRET_KEY_GEN,
-        crate::hsm::mechanisms::SHA256_HMAC,
-    ] {
-        let name = crate::hsm::mechanisms::mechanism_name(m);
+    for m in REPORTED_MECHANISMS {
+        let name = mechanism_name(m);
         println!("  {name:<28} {}", if c.has(m) { "yes" } else { "no" });
     }
     match c.wrap_pad {
-        Some(m) => println!(
-            "  RFC 5649 wrap: {}",
-            crate::hsm::mechanisms::mechanism_name(m)
-        ),
+        Some(m) => println!("  RFC 5649 wrap: {}", mechanism_name(m)),
         None => println!("  RFC 5649 wrap: no"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `hkms keys orphans`: reports (and with `destroy`, removes) token keys without a live row,
-/// and lists rows whose key is missing. Exits 1 when anything was found and left.
-pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
+/// and lists rows whose key is missing. Exits 1 when anything was found and left, 2 when it
+/// could not look.
+pub fn orphans(config: &Path, destroy: bool, json: bool) -> ExitCode {
+    super::exit_2_on_error(find_orphans(config, destroy, json))
+}
+
+fn find_orphans(config: &Path, destroy: bool, json: bool) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(config)?;
     // Destroying needs the node to itself: a key its server is making looks like an orphan.
     let _exclusive = destroy
@@ -104,6 +144,36 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let node = Node::open(&config)?;
     let report = node.keys().find_orphans()?;
+    let destroyed = if destroy && !report.orphans.is_empty() {
+        Some(node.keys().destroy_orphans()?)
+    } else {
+        None
+    };
+    // What is left: destroyed orphans are gone, missing rows stay until an officer acts.
+    let clean = report.missing.is_empty() && (destroyed.is_some() || report.orphans.is_empty());
+    if json {
+        let missing: Vec<_> = report
+            .missing
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id.to_string(), "key_type": r.key_type.as_str(),
+                    "region": r.region.to_string(), "state": r.state.to_string(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "orphans": report.orphans, "missing": missing, "destroyed": destroyed,
+            })
+        );
+        return Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     for label in &report.orphans {
         if label.is_empty() {
             println!(
@@ -122,21 +192,15 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
             r.state
         );
     }
-    if destroy && !report.orphans.is_empty() {
-        let n = node.keys().destroy_orphans()?;
-        println!("destroyed {n} orphan objects");
-        return Ok(if report.missing.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+    match destroyed {
+        Some(n) => println!("destroyed {n} orphan objects"),
+        None => println!(
+            "{} orphans, {} missing",
+            report.orphans.len(),
+            report.missing.len()
+        ),
     }
-    println!(
-        "{} orphans, {} missing",
-        report.orphans.len(),
-        report.missing.len()
-    );
-    Ok(if report.orphans.is_empty() && report.missing.is_empty() {
+    Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -50,16 +50,24 @@ impl ClientArgs {
             ),
             _ => {}
         }
+        // The dev files are looked for only in the working directory (a dev checkout's
+        // root): anywhere else a missing flag is an error, never a file found by chance.
         let dev = Path::new(DEV_PKI);
         let pick =
             |given: &Option<PathBuf>, dev_file: &str, flag: &str| -> anyhow::Result<PathBuf> {
                 match given {
                     Some(p) => Ok(p.clone()),
-                    None if dev.join(dev_file).exists() => Ok(dev.join(dev_file)),
-                    None => anyhow::bail!(
-                        "no {flag} given and no dev PKI in {DEV_PKI}/: pass --cert, --key and --ca \
-                     (or HKMS_CERT, HKMS_KEY, HKMS_CA)"
-                    ),
+                    None if dev.join(dev_file).is_file() => Ok(dev.join(dev_file)),
+                    None => {
+                        let here = std::env::current_dir()
+                            .map(|d| d.join(DEV_PKI).display().to_string())
+                            .unwrap_or_else(|_| DEV_PKI.to_string());
+                        anyhow::bail!(
+                            "no {flag} given, and no dev PKI file {here}/{dev_file} to fall back \
+                             on (only a dev checkout's root has one): pass --cert, --key and \
+                             --ca (or HKMS_CERT, HKMS_KEY, HKMS_CA)"
+                        )
+                    }
                 }
             };
         Ok((
