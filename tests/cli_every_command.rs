@@ -93,6 +93,25 @@ fn ministry_and_province_run_every_client_command_with_their_own_files() {
         arg(&ca)
     ))
     .fails(1, &["cannot read nobody.pem", "No such file"]);
+    // Files that hold the wrong thing are named too, not left to TLS's "transport error".
+    let (ca_file, other_key) = (arg(&ca), arg(&second.key));
+    sh.run(&format!(
+        "keys list --server {url} --cert {cert} --key {cert} --ca {ca_file}"
+    ))
+    .fails(1, &[&format!("{cert} is not a PEM private key")]);
+    sh.run(&format!(
+        "keys list --server {url} --cert {cert} --key {other_key} --ca {ca_file}"
+    ))
+    .fails(
+        1,
+        &[&format!(
+            "the key {other_key} is not the key of the certificate {cert}"
+        )],
+    );
+    sh.run(&format!(
+        "keys list --server {url} --cert {cert} --key {key} --ca {key}"
+    ))
+    .fails(1, &[&format!("{key} holds no PEM CA certificate")]);
     sh.run(&format!(
         "keys list --server http://{} --cert {cert} --key {key} --ca {}",
         m.addr,
