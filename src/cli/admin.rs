@@ -13,18 +13,24 @@ use crate::store::SqliteStore;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Check every key object on the token against the docs/design.md §3.5 attribute rules; exits 1
-    /// if any object breaks one.
+    /// Check every key object on the token against the docs/design.md §3.5 attribute rules
+    /// (exit 0 none broken, 1 some object breaks one, 2 error).
     Audit {
         /// The node config file.
         #[arg(long, env = "HKMS_CONFIG")]
         config: std::path::PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the token and the mechanisms hkms uses.
     Info {
         /// The node config file.
         #[arg(long, env = "HKMS_CONFIG")]
         config: std::path::PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -32,8 +38,10 @@ impl TokenCommand {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            TokenCommand::Audit { config } => audit(&config),
-            TokenCommand::Info { config } => info(&config),
+            TokenCommand::Audit { config, json } => {
+                Ok(super::exit_2_on_error(audit(&config, json)))
+            }
+            TokenCommand::Info { config, json } => info(&config, json),
         }
     }
 }
@@ -43,80 +51,107 @@ fn open_hsm(config: &Path) -> anyhow::Result<Pkcs11Token> {
     Ok(Pkcs11Token::open(&config.hsm)?)
 }
 
-fn audit(config: &Path) -> anyhow::Result<ExitCode> {
+fn audit(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(config)?;
     // The token and registry alone, not the node: the audit must work on a token the node
     // refuses to start on.
     let token = Pkcs11Token::open(&config.hsm)?;
     let objects = token.object_facts()?;
-    let mut violations = 0;
-    for o in &objects {
-        for v in attribute_audit::check(o) {
-            violations += 1;
-            println!("VIOLATION {v}");
-        }
-    }
+    let violations: Vec<String> = objects
+        .iter()
+        .flat_map(attribute_audit::check)
+        .map(|v| v.to_string())
+        .collect();
     // A registered object that is gone breaks the node as surely as a weak one.
     let database = config.database_path();
     let report = if database.exists() {
-        let store = SqliteStore::open(&database)?;
-        reconcile(&token, &store)?
+        reconcile(&token, &SqliteStore::open(&database)?)?
     } else {
         OrphanReport::default()
     };
-    for m in &report.missing_transport {
-        violations += 1;
-        println!("MISSING {}", missing_transport_line(m));
+    let missing = missing_lines(&report);
+    let label = &token.capabilities().label;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "token": label, "objects": objects.len(),
+                "violations": violations, "missing": missing_json(&report),
+            })
+        );
+    } else {
+        for v in &violations {
+            println!("VIOLATION {v}");
+        }
+        for m in &missing {
+            println!("MISSING {m}");
+        }
+        println!(
+            "checked {} key objects on token {label}: {} violations",
+            objects.len(),
+            violations.len() + missing.len()
+        );
     }
-    for r in &report.missing {
-        violations += 1;
-        println!("MISSING {}", missing_key_line(r));
-    }
-    println!(
-        "checked {} key objects on token {}: {} violations",
-        objects.len(),
-        token.capabilities().label,
-        violations
-    );
-    Ok(if violations == 0 {
+    Ok(if violations.is_empty() && missing.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn info(config: &Path) -> anyhow::Result<ExitCode> {
+/// The mechanisms `token info` reports on.
+const REPORTED_MECHANISMS: [crate::hsm::mechanisms::MechanismNumber; 6] = [
+    crate::hsm::mechanisms::AES_ECB_ENCRYPT_DATA,
+    crate::hsm::mechanisms::DES3_ECB_ENCRYPT_DATA,
+    crate::hsm::mechanisms::AES_CMAC,
+    crate::hsm::mechanisms::DES3_CMAC,
+    crate::hsm::mechanisms::GENERIC_SECRET_KEY_GEN,
+    crate::hsm::mechanisms::SHA256_HMAC,
+];
+
+fn info(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use crate::hsm::mechanisms::mechanism_name;
     let hsm = open_hsm(config)?;
     let c = hsm.capabilities();
+    if json {
+        let used: serde_json::Map<String, serde_json::Value> = REPORTED_MECHANISMS
+            .iter()
+            .map(|m| (mechanism_name(*m), c.has(*m).into()))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "token": c.label, "manufacturer": c.manufacturer, "model": c.model,
+                "serial": c.serial, "mechanisms": c.mechanisms.len(), "used": used,
+                "wrap_pad": c.wrap_pad.map(mechanism_name),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("token:        {}", c.label);
     println!("manufacturer: {}", c.manufacturer);
     println!("model:        {}", c.model);
     println!("serial:       {}", c.serial);
     println!("mechanisms:   {}", c.mechanisms.len());
-    for m in [
-        crate::hsm::mechanisms::AES_ECB_ENCRYPT_DATA,
-        crate::hsm::mechanisms::DES3_ECB_ENCRYPT_DATA,
-        crate::hsm::mechanisms::AES_CMAC,
-        crate::hsm::mechanisms::DES3_CMAC,
-        crate::hsm::mechanisms::GENERIC_SECRET_KEY_GEN,
-        crate::hsm::mechanisms::SHA256_HMAC,
-    ] {
-        let name = crate::hsm::mechanisms::mechanism_name(m);
+    for m in REPORTED_MECHANISMS {
+        let name = mechanism_name(m);
         println!("  {name:<28} {}", if c.has(m) { "yes" } else { "no" });
     }
     match c.wrap_pad {
-        Some(m) => println!(
-            "  RFC 5649 wrap: {}",
-            crate::hsm::mechanisms::mechanism_name(m)
-        ),
+        Some(m) => println!("  RFC 5649 wrap: {}", mechanism_name(m)),
         None => println!("  RFC 5649 wrap: no"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `hkms keys orphans`: reports (and with `destroy`, removes) token keys without a live row,
-/// and lists rows whose key is missing. Exits 1 when anything was found and left.
-pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
+/// and lists rows whose key is missing. Exits 1 when anything was found and left, 2 when it
+/// could not look.
+pub fn orphans(config: &Path, destroy: bool, json: bool) -> ExitCode {
+    super::exit_2_on_error(find_orphans(config, destroy, json))
+}
+
+fn find_orphans(config: &Path, destroy: bool, json: bool) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(config)?;
     // Destroying needs the node to itself: a key its server is making looks like an orphan.
     let _exclusive = destroy
@@ -124,6 +159,27 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let node = Node::open(&config)?;
     let report = node.keys().find_orphans()?;
+    let destroyed = if destroy && !report.orphans.is_empty() {
+        Some(node.keys().destroy_orphans()?)
+    } else {
+        None
+    };
+    // What is left: destroyed orphans are gone, missing rows stay until an officer acts.
+    let missing = missing_lines(&report);
+    let clean = missing.is_empty() && (destroyed.is_some() || report.orphans.is_empty());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "orphans": report.orphans, "missing": missing_json(&report), "destroyed": destroyed,
+            })
+        );
+        return Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     for label in &report.orphans {
         if label.is_empty() {
             println!(
@@ -133,47 +189,69 @@ pub fn orphans(config: &Path, destroy: bool) -> anyhow::Result<ExitCode> {
             println!("ORPHAN  {label}  (on the token, no live registry row)");
         }
     }
-    for r in &report.missing {
-        println!("MISSING {}", missing_key_line(r));
+    for m in &missing {
+        println!("MISSING {m}");
     }
-    for m in &report.missing_transport {
-        println!("MISSING {}", missing_transport_line(m));
+    match destroyed {
+        Some(n) => println!("destroyed {n} orphan objects"),
+        None => println!(
+            "{} orphans, {} missing",
+            report.orphans.len(),
+            missing.len()
+        ),
     }
-    let missing = report.missing.len() + report.missing_transport.len();
-    if destroy && !report.orphans.is_empty() {
-        let n = node.keys().destroy_orphans()?;
-        println!("destroyed {n} orphan objects");
-        return Ok(if missing == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
-    }
-    println!("{} orphans, {missing} missing", report.orphans.len());
-    Ok(if report.orphans.is_empty() && missing == 0 {
+    Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-fn missing_key_line(r: &crate::hierarchy::KeyRecord) -> String {
-    format!(
-        "{}  ({} {}; row says {}, key not on the token)",
-        r.id,
-        r.key_type.as_str(),
-        r.region,
-        r.state
-    )
+/// One line per registered key or card object missing from the token, for people and JSON.
+fn missing_lines(report: &OrphanReport) -> Vec<String> {
+    let keys = report.missing.iter().map(|r| {
+        format!(
+            "{}  ({} {}; row says {}, key not on the token)",
+            r.id,
+            r.key_type.as_str(),
+            r.region,
+            r.state
+        )
+    });
+    let cards = report.missing_transport.iter().map(|m| {
+        format!(
+            "{}  (the {} of card {} for {}, {}; not on the token: issue a new card)",
+            m.label,
+            m.what,
+            m.card.card_id,
+            m.card.region,
+            m.card.role.as_str()
+        )
+    });
+    keys.chain(cards).collect()
 }
 
-fn missing_transport_line(m: &crate::node::MissingTransport) -> String {
-    format!(
-        "{}  (the {} of card {} for {}, {}; not on the token: issue a new card)",
-        m.label,
-        m.what,
-        m.card.card_id,
-        m.card.region,
-        m.card.role.as_str()
-    )
+/// The missing objects as JSON: `keys` (registry rows) and `card_objects` (transport cards).
+fn missing_json(report: &OrphanReport) -> serde_json::Value {
+    let keys: Vec<_> = report
+        .missing
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id.to_string(), "key_type": r.key_type.as_str(),
+                "region": r.region.to_string(), "state": r.state.to_string(),
+            })
+        })
+        .collect();
+    let cards: Vec<_> = report
+        .missing_transport
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "label": m.label, "what": m.what, "card_id": m.card.card_id,
+                "region": m.card.region.to_string(), "role": m.card.role.as_str(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys, "card_objects": cards })
 }

@@ -28,7 +28,8 @@ pub enum AuditCommand {
         client: ClientArgs,
     },
     /// Verify a bundle offline; names the first broken place (exit 1). Without the node's key
-    /// SHA-256 it checks only that the bundle agrees with itself (exit 3, UNPINNED).
+    /// SHA-256 it checks only that the bundle agrees with itself (exit 3, UNPINNED); exit 2 is
+    /// a question it cannot answer (no such folder, a mistyped SHA-256).
     Verify {
         /// The bundle folder.
         bundle: PathBuf,
@@ -77,8 +78,19 @@ impl AuditCommand {
                     eprintln!("hkms: --expect-key-sha256: {}", e.message);
                     return Ok(ExitCode::from(2));
                 }
-                let b = read_bundle(&bundle)?;
-                let verdict = verify_bundle(&b, expect_key_sha256.as_deref());
+                // No such folder is a wrong path (exit 2); a folder whose files are missing or
+                // malformed is a broken bundle (exit 1), with the file named.
+                if !bundle.is_dir() {
+                    eprintln!("hkms: {} is not a bundle folder", bundle.display());
+                    return Ok(ExitCode::from(2));
+                }
+                let verdict = match read_bundle(&bundle) {
+                    Ok(b) => verify_bundle(&b, expect_key_sha256.as_deref()),
+                    Err(e) => Err(crate::audit::verify::VerifyError {
+                        place: bundle.display().to_string(),
+                        message: e.to_string(),
+                    }),
+                };
                 // A forger re-signs with a key of their own and ships it in the bundle:
                 // without the pin, consistency proves nothing about who signed.
                 let pinned = expect_key_sha256.is_some();

@@ -83,8 +83,10 @@ async fn personalise(
     client: ClientArgs,
 ) -> anyhow::Result<ExitCode> {
     use tokio_stream::StreamExt;
-    std::fs::create_dir_all(&out)?;
-    let text = std::fs::read_to_string(&serials)?;
+    let text = std::fs::read_to_string(&serials)
+        .with_context(|| format!("cannot read the serials file {}", serials.display()))?;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("cannot create the package folder {}", out.display()))?;
     let mut all: Vec<String> = Vec::new();
     for s in text.lines().map(str::trim).filter(|s| !s.is_empty()) {
         let s = s.to_ascii_uppercase();
@@ -102,7 +104,7 @@ async fn personalise(
         .cloned()
         .collect();
     let skipped = all.len() - todo.len();
-    let bar = if quiet {
+    let bar = if quiet || client.json {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new(todo.len() as u64)
@@ -124,6 +126,7 @@ async fn personalise(
         .map_err(status)?
         .into_inner();
     let (mut done, mut failed) = (0usize, 0usize);
+    let mut failures = Vec::new();
     while let Some(answer) = answers.next().await {
         let a = answer.map_err(status)?;
         if a.error.is_empty() {
@@ -136,11 +139,21 @@ async fn personalise(
         } else {
             failed += 1;
             bar.suspend(|| eprintln!("{}: {}", a.card_serial, a.error));
+            failures.push(serde_json::json!({"serial": a.card_serial, "error": a.error}));
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("personalised {done} cards, skipped {skipped} already done, {failed} failed");
+    if client.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "personalised": done, "skipped": skipped, "failed": failures, "out": out,
+            })
+        );
+    } else {
+        println!("personalised {done} cards, skipped {skipped} already done, {failed} failed");
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -64,7 +64,8 @@ pub enum CeremonyCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show one ceremony.
+    /// Show one ceremony (also `ceremony show`).
+    #[command(visible_alias = "show")]
     Status {
         /// The ceremony id.
         id: String,
@@ -175,8 +176,14 @@ impl CeremonyCommand {
                     .await
                     .map_err(status)?
                     .into_inner();
+                if client.json {
+                    // One array, `[]` when there is none, as `keys list --json` prints.
+                    let all: Vec<_> = list.ceremonies.iter().map(ceremony_json).collect();
+                    println!("{}", serde_json::Value::Array(all));
+                    return Ok(ExitCode::SUCCESS);
+                }
                 for info in &list.ceremonies {
-                    show(info, client.json)?;
+                    show(info, false)?;
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -194,26 +201,29 @@ fn read_component() -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(out)
 }
 
+/// A ceremony as `--json` prints it, enums as words.
+fn ceremony_json(c: &proto::CeremonyInfo) -> serde_json::Value {
+    let approvals: Vec<_> = c
+        .approvals
+        .iter()
+        .map(|a| serde_json::json!({"approver": a.approver, "approved_at": a.approved_at}))
+        .collect();
+    serde_json::json!({
+        "id": c.id, "operation": word::<proto::Operation>(c.operation), "params": c.params,
+        "opener": c.opener, "quorum": c.quorum, "approvals": approvals,
+        "created_at": c.created_at, "expires_at": c.expires_at,
+        "state": word::<proto::CeremonyState>(c.state), "result": c.result,
+        "components_entered": c.components_entered,
+    })
+}
+
 fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
-    let operation = word::<proto::Operation>(c.operation);
-    let state = word::<proto::CeremonyState>(c.state);
     if json {
-        let approvals: Vec<_> = c
-            .approvals
-            .iter()
-            .map(|a| serde_json::json!({"approver": a.approver, "approved_at": a.approved_at}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "id": c.id, "operation": operation, "params": c.params, "opener": c.opener,
-                "quorum": c.quorum, "approvals": approvals, "created_at": c.created_at,
-                "expires_at": c.expires_at, "state": state, "result": c.result,
-                "components_entered": c.components_entered,
-            })
-        );
+        println!("{}", ceremony_json(c));
         return Ok(ExitCode::SUCCESS);
     }
+    let operation = word::<proto::Operation>(c.operation);
+    let state = word::<proto::CeremonyState>(c.state);
     let mut params: Vec<_> = c.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     params.sort();
     println!("ceremony {}  {} {}", c.id, operation, params.join(" "));

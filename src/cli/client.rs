@@ -50,16 +50,24 @@ impl ClientArgs {
             ),
             _ => {}
         }
+        // The dev files are looked for only in the working directory (a dev checkout's
+        // root): anywhere else a missing flag is an error, never a file found by chance.
         let dev = Path::new(DEV_PKI);
         let pick =
             |given: &Option<PathBuf>, dev_file: &str, flag: &str| -> anyhow::Result<PathBuf> {
                 match given {
                     Some(p) => Ok(p.clone()),
-                    None if dev.join(dev_file).exists() => Ok(dev.join(dev_file)),
-                    None => anyhow::bail!(
-                        "no {flag} given and no dev PKI in {DEV_PKI}/: pass --cert, --key and --ca \
-                     (or HKMS_CERT, HKMS_KEY, HKMS_CA)"
-                    ),
+                    None if dev.join(dev_file).is_file() => Ok(dev.join(dev_file)),
+                    None => {
+                        let here = std::env::current_dir()
+                            .map(|d| d.join(DEV_PKI).display().to_string())
+                            .unwrap_or_else(|_| DEV_PKI.to_string());
+                        anyhow::bail!(
+                            "no {flag} given, and no dev PKI file {here}/{dev_file} to fall back \
+                             on (only a dev checkout's root has one): pass --cert, --key and \
+                             --ca (or HKMS_CERT, HKMS_KEY, HKMS_CA)"
+                        )
+                    }
                 }
             };
         Ok((
@@ -88,6 +96,7 @@ impl ClientArgs {
         let cert_pem = read(&cert)?;
         let key_pem = Zeroizing::new(read(&key)?);
         let ca_pem = read(&ca)?;
+        check_tls_files((&cert, &cert_pem), (&key, &key_pem), (&ca, &ca_pem))?;
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(ca_pem))
             .identity(Identity::from_pem(cert_pem, key_pem.as_slice()));
@@ -100,6 +109,41 @@ impl ClientArgs {
             anyhow::anyhow!("cannot reach hkms at {url}: {e} (is `hkms serve` running?)")
         })
     }
+}
+
+/// Checks the caller's TLS files before the connection uses them, so that a wrong file is
+/// named (the TLS library's own error says only "transport error"): each holds what it should,
+/// and the key is the certificate's.
+fn check_tls_files(
+    (cert, cert_pem): (&Path, &[u8]),
+    (key, key_pem): (&Path, &[u8]),
+    (ca, ca_pem): (&Path, &[u8]),
+) -> anyhow::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = |path: &Path, pem: &[u8], what: &str| -> anyhow::Result<Vec<_>> {
+        let all = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("{} is not a PEM {what}: {e}", path.display()))?;
+        if all.is_empty() {
+            anyhow::bail!("{} holds no PEM {what}", path.display());
+        }
+        Ok(all)
+    };
+    let chain = certs(cert, cert_pem, "certificate")?;
+    certs(ca, ca_pem, "CA certificate")?;
+    let private = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| anyhow::anyhow!("{} is not a PEM private key: {e}", key.display()))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => anyhow::anyhow!(
+            "the key {} is not the key of the certificate {}",
+            key.display(),
+            cert.display()
+        ),
+        e => anyhow::anyhow!("{} with {}: {e}", cert.display(), key.display()),
+    })?;
+    Ok(())
 }
 
 /// The enum field for a word given to `arg` (`--tier municipal`): the node's words, and the
@@ -140,6 +184,48 @@ pub fn canonical_code(code: tonic::Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_tls_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::write_dev_pki(dir.path(), "test").unwrap();
+        let ca = crate::pki::DevCa::from_pem(
+            &std::fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
+            &std::fs::read_to_string(dir.path().join("ca.key")).unwrap(),
+        )
+        .unwrap();
+        let issue = || {
+            ca.issue_client(None, crate::pki::Validity::days(1))
+                .unwrap()
+        };
+        let (a, b) = (issue(), issue());
+        let ca_pem = ca.cert_pem();
+        let (cert, key, ca_file) = (
+            Path::new("me.pem"),
+            Path::new("me.key"),
+            Path::new("ca.pem"),
+        );
+        let check = |cert_pem: &str, key_pem: &str, ca_pem: &str| {
+            check_tls_files(
+                (cert, cert_pem.as_bytes()),
+                (key, key_pem.as_bytes()),
+                (ca_file, ca_pem.as_bytes()),
+            )
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(check(&a.cert_pem, &a.key_pem, ca_pem), Ok(()));
+        let err = check("junk", &a.key_pem, ca_pem).unwrap_err();
+        assert!(err.contains("me.pem holds no PEM certificate"), "{err}");
+        let err = check(&a.cert_pem, &a.key_pem, "").unwrap_err();
+        assert!(err.contains("ca.pem holds no PEM CA certificate"), "{err}");
+        let err = check(&a.cert_pem, &a.cert_pem, ca_pem).unwrap_err();
+        assert!(err.contains("me.key is not a PEM private key"), "{err}");
+        let err = check(&a.cert_pem, &b.key_pem, ca_pem).unwrap_err();
+        assert!(
+            err.contains("the key me.key is not the key of the certificate me.pem"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn codes_print_by_their_canonical_names() {

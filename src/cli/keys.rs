@@ -72,7 +72,8 @@ pub enum KeysCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Compare token and registry (local admin: opens them directly; see docs/architecture.md).
+    /// Compare token and registry (local admin: opens them directly; see docs/architecture.md):
+    /// exit 0 they agree, 1 orphans or missing keys found (and left), 2 error.
     Orphans {
         /// The node config file.
         #[arg(long, env = "HKMS_CONFIG")]
@@ -80,6 +81,9 @@ pub enum KeysCommand {
         /// Destroy the orphan keys found on the token.
         #[arg(long)]
         destroy: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -166,7 +170,11 @@ impl KeysCommand {
                     .map_err(status)?;
                 show(r.into_inner().key, client.json)
             }
-            KeysCommand::Orphans { config, destroy } => super::admin::orphans(&config, destroy),
+            KeysCommand::Orphans {
+                config,
+                destroy,
+                json,
+            } => Ok(super::admin::orphans(&config, destroy, json)),
         }
     }
 }

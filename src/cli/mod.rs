@@ -137,12 +137,34 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // Our errors embed their causes in their own message; printing the chain would
-            // repeat them.
-            eprintln!("hkms: {e}");
+            eprintln!("hkms: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line. Most of our errors embed their cause in their own
+/// message, so a cause already said is not said again; a context such as "cannot read the
+/// package FILE" gets its cause ("No such file or directory") after it.
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+/// For commands whose exit code 1 is an answer (broken, found, refused): an error that kept
+/// the command from answering is exit 2, printed as `main` prints errors.
+pub(crate) fn exit_2_on_error(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("hkms: {}", error_text(&e));
+        ExitCode::from(2)
+    })
 }
 
 /// Caps glibc's malloc (SoftHSM2's and SQLite's; hkms's own allocations go to mimalloc, see
@@ -225,4 +247,23 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_names_its_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(io).context("cannot read the package /x/p.pkg");
+        assert_eq!(
+            error_text(&e),
+            "cannot read the package /x/p.pkg: No such file or directory"
+        );
+        // A message that already says its cause does not say it twice.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io).context("cannot read /x: gone");
+        assert_eq!(error_text(&e), "cannot read /x: gone");
+    }
 }

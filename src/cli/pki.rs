@@ -20,6 +20,9 @@ pub enum PkiCommand {
         /// The node's region; the dev officer and admin belong to it.
         #[arg(long, default_value = "000000")]
         region: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Issue a client certificate for an identity with the dev CA in DIR.
     Issue {
@@ -35,6 +38,9 @@ pub enum PkiCommand {
         /// Days of validity.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a revocation list of the dev CA in DIR that revokes the given certificates, for a
     /// node's `[tls] client_crl` (send the node SIGHUP to apply it).
@@ -54,6 +60,9 @@ pub enum PkiCommand {
         /// Days until the next list is due.
         #[arg(long, default_value_t = 30)]
         days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -61,25 +70,40 @@ impl PkiCommand {
     /// Runs the command.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            PkiCommand::Init { dir, region } => {
+            PkiCommand::Init { dir, region, json } => {
+                // A bad region is refused before anything is written.
+                let parsed = crate::hierarchy::Region::parse(&region)?;
                 let paths = write_dev_pki(&dir, &region)?;
-                let region = crate::hierarchy::Region::parse(&region)?;
+                let mut issued = Vec::new();
                 for (role, stem) in [("officer", "dev-officer"), ("admin", "dev-admin")] {
                     if dir.join(format!("{stem}.pem")).exists() {
                         continue;
                     }
                     let id = Identity::from_uri(&format!(
-                        "hkms://{role}/{}/{region}/{stem}",
-                        region.tier()
+                        "hkms://{role}/{}/{parsed}/{stem}",
+                        parsed.tier()
                     ))
                     .map_err(anyhow::Error::msg)?;
-                    issue(&dir, &id, stem, 365)?;
+                    issued.push(issue(&dir, &id, stem, 365)?);
                 }
-                println!(
-                    "dev PKI in {}: CA {}",
-                    dir.display(),
-                    paths.ca_cert.display()
-                );
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "dir": dir, "ca": paths.ca_cert, "server_cert": paths.server_cert,
+                            "server_key": paths.server_key, "issued": issued,
+                        })
+                    );
+                } else {
+                    for i in &issued {
+                        println!("{}: {} {}", i.identity, i.cert.display(), i.key.display());
+                    }
+                    println!(
+                        "dev PKI in {}: CA {}",
+                        dir.display(),
+                        paths.ca_cert.display()
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
             PkiCommand::Issue {
@@ -87,9 +111,16 @@ impl PkiCommand {
                 identity,
                 out,
                 days,
+                json,
             } => {
-                let id = Identity::from_uri(&identity).map_err(anyhow::Error::msg)?;
-                issue(&dir, &id, &out, days)?;
+                let id = Identity::from_uri(&identity)
+                    .map_err(|e| anyhow::anyhow!("--identity: {e}"))?;
+                let i = issue(&dir, &id, &out, days)?;
+                if json {
+                    println!("{}", serde_json::to_string(&i)?);
+                } else {
+                    println!("{}: {} {}", i.identity, i.cert.display(), i.key.display());
+                }
                 Ok(ExitCode::SUCCESS)
             }
             PkiCommand::Revoke {
@@ -98,6 +129,7 @@ impl PkiCommand {
                 number,
                 out,
                 days,
+                json,
             } => {
                 let pems = certs
                     .iter()
@@ -110,11 +142,18 @@ impl PkiCommand {
                 let crl = load_ca(&dir)?.revocation_list(&pems, number, i64::from(days))?;
                 crate::durable::write_file(&out, crl.as_bytes(), 0o644)
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-                println!(
-                    "{}: revocation list {number}, {} certificates",
-                    out.display(),
-                    pems.len()
-                );
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"out": out, "number": number, "revoked": certs})
+                    );
+                } else {
+                    println!(
+                        "{}: revocation list {number}, {} certificates",
+                        out.display(),
+                        pems.len()
+                    );
+                }
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -136,10 +175,21 @@ fn load_ca(dir: &std::path::Path) -> anyhow::Result<DevCa> {
     Ok(DevCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?)
 }
 
-fn issue(dir: &std::path::Path, id: &Identity, stem: &str, days: u32) -> anyhow::Result<()> {
+/// A certificate `pki issue` (or `init`) wrote.
+#[derive(serde::Serialize)]
+struct Issued {
+    identity: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn issue(dir: &std::path::Path, id: &Identity, stem: &str, days: u32) -> anyhow::Result<Issued> {
     let ca = load_ca(dir)?;
     let cert = ca.issue_client(Some(id), Validity::days(days))?;
-    let (pem, key) = write_issued(dir, stem, &cert)?;
-    println!("{id}: {} {}", pem.display(), key.display());
-    Ok(())
+    let (cert, key) = write_issued(dir, stem, &cert)?;
+    Ok(Issued {
+        identity: id.to_string(),
+        cert,
+        key,
+    })
 }

@@ -94,18 +94,24 @@ fn read_package(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(file).with_context(|| format!("cannot read the package {}", file.display()))
 }
 
+/// A transport key as `--json` prints it.
+fn transport_json(t: &proto::TransportKeyInfo) -> serde_json::Value {
+    serde_json::json!({"card_id": t.card_id, "region": t.region,
+        "role": word::<proto::TransportKeyRole>(t.role), "kcv": t.kcv,
+        "ceremony_id": t.ceremony_id, "created_at": t.created_at})
+}
+
 fn show(t: &proto::TransportKeyInfo, json: bool) {
-    let role = word::<proto::TransportKeyRole>(t.role);
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"card_id": t.card_id, "region": t.region, "role": role,
-                "kcv": t.kcv, "ceremony_id": t.ceremony_id, "created_at": t.created_at})
-        );
+        println!("{}", transport_json(t));
     } else {
         println!(
             "{}  {}  {}  KCV {}  {}",
-            t.card_id, t.region, role, t.kcv, t.created_at
+            t.card_id,
+            t.region,
+            word::<proto::TransportKeyRole>(t.role),
+            t.kcv,
+            t.created_at
         );
     }
 }
@@ -163,8 +169,14 @@ impl TransportCommand {
                     .await
                     .map_err(status)?
                     .into_inner();
-                for t in &list.transport_keys {
-                    show(t, client.json);
+                if client.json {
+                    // One array, `[]` when there is none, as `keys list --json` prints.
+                    let all: Vec<_> = list.transport_keys.iter().map(transport_json).collect();
+                    println!("{}", serde_json::Value::Array(all));
+                } else {
+                    for t in &list.transport_keys {
+                        show(t, false);
+                    }
                 }
             }
         }
@@ -197,7 +209,16 @@ impl PackageCommand {
                 // Whole or not at all, and never over an earlier package.
                 crate::durable::write_new_file(&out, &p, 0o644)
                     .with_context(|| format!("cannot write {}", out.display()))?;
-                println!("wrote {} ({} bytes)", out.display(), p.len());
+                if client.json {
+                    // The header as `package inspect --json` shows it (package id, key, KCVs).
+                    let header = Package::decode(&p).ok().map(|d| d.header);
+                    println!(
+                        "{}",
+                        serde_json::json!({"out": out, "bytes": p.len(), "header": header})
+                    );
+                } else {
+                    println!("wrote {} ({} bytes)", out.display(), p.len());
+                }
             }
             PackageCommand::Import { file, client } => {
                 let bytes = read_package(&file)?;

@@ -2,6 +2,8 @@
 //! `hkms serve` processes on 127.0.0.1, and clients that use the public gRPC API or the CLI.
 #![allow(dead_code)]
 
+pub mod shell;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
