@@ -212,9 +212,10 @@ fn report(
         ),
         other => other.with_context(|| format!("writing the report to {}", file.display()))?,
     }
+    // The verifier's message may quote a record: shown, never obeyed by the terminal.
     eprintln!(
         "{}; report written to {}",
-        verification.summary(),
+        crate::untrusted_text::escape(&verification.summary()),
         file.display()
     );
     Ok(code)
