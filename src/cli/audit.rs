@@ -1,7 +1,7 @@
 //! `hkms audit ...`: export the ceremony log as a self-contained bundle (auditors), verify a
 //! bundle offline with no HSM and no server, and turn a bundle into a ceremony report.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,7 +9,7 @@ use clap::Subcommand;
 use tokio_stream::StreamExt;
 
 use crate::audit::bundle::{BUNDLE_FORMAT, Bundle, Manifest, read_bundle, write_bundle};
-use crate::audit::report::{ceremony_report, parse_records};
+use crate::audit::report::{Verification, html_report, parse_records, verified_report};
 use crate::audit::verify::verify_bundle;
 use crate::proto;
 use crate::proto::audit_service_client::AuditServiceClient;
@@ -41,10 +41,23 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A readable ceremony report (Markdown) from a bundle; verify the bundle first.
+    /// A readable ceremony report from a bundle, with the verdict of its verification at the
+    /// top: Markdown on standard output, or one self-contained HTML file with --html. Exit 1
+    /// when the bundle does not verify (the report then says where, and shows no record).
     Report {
         /// The bundle folder.
         bundle: PathBuf,
+        /// SHA-256 of the node's signing key (64 hex digits), as for `audit verify`: without
+        /// it the report says UNPINNED.
+        #[arg(long, value_name = "SHA256")]
+        expect_key_sha256: Option<String>,
+        /// Write the report as one self-contained HTML file (no script, nothing loaded from
+        /// the network) to FILE instead of Markdown to standard output.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Replace FILE when it exists (by default an existing file is never overwritten).
+        #[arg(long, requires = "html")]
+        force: bool,
     },
     /// Have the node compute an ID number's MAC and list the card service records that carry
     /// it. The number is asked for without echo, or read from standard input or --id-file;
@@ -155,14 +168,69 @@ impl AuditCommand {
                 from_seq,
                 client,
             } => find_id(id_file, from_seq, client).await,
-            AuditCommand::Report { bundle } => {
-                let b = read_bundle(&bundle)?;
-                let records = parse_records(&b.record_lines)?;
-                print!("{}", ceremony_report(&records));
-                Ok(ExitCode::SUCCESS)
-            }
+            AuditCommand::Report {
+                bundle,
+                expect_key_sha256,
+                html,
+                force,
+            } => report(&bundle, expect_key_sha256.as_deref(), html, force),
         }
     }
+}
+
+/// `audit report`: verifies the bundle, then writes the report of its records.
+fn report(
+    bundle: &Path,
+    expect_key_sha256: Option<&str>,
+    html: Option<PathBuf>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(given) = expect_key_sha256
+        && let Err(e) = crate::audit::verify::parse_expected_sha256(given)
+    {
+        eprintln!("hkms: --expect-key-sha256: {}", e.message);
+        return Ok(ExitCode::from(2));
+    }
+    let b = read_bundle(bundle)?;
+    let verification = Verification::of(&b, expect_key_sha256);
+    // The records of a bundle that does not verify are not reported, and need not parse.
+    let records = if verification.verdict.records_hold() {
+        parse_records(&b.record_lines)?
+    } else {
+        Vec::new()
+    };
+    let code = if verification.verdict.records_hold() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
+    let Some(file) = html else {
+        print!("{}", verified_report(&verification, &records));
+        return Ok(code);
+    };
+    let now = crate::audit::record::now_millis();
+    let page = html_report(&verification, &records, &now);
+    // An auditor's earlier report is never replaced by mistake: --force to replace it.
+    let written = if force {
+        crate::durable::write_file(&file, page.as_bytes(), 0o644)
+    } else {
+        crate::durable::write_new_file(&file, page.as_bytes(), 0o644)
+    };
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => anyhow::bail!(
+            "{} exists: a report is not replaced unless you pass --force; choose another name \
+             or remove it first",
+            file.display()
+        ),
+        other => other.with_context(|| format!("writing the report to {}", file.display()))?,
+    }
+    // The verifier's message may quote a record: shown, never obeyed by the terminal.
+    eprintln!(
+        "{}; report written to {}",
+        crate::untrusted_text::escape(&verification.summary()),
+        file.display()
+    );
+    Ok(code)
 }
 
 async fn find_id(

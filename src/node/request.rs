@@ -116,6 +116,17 @@ impl Request {
         self.kcv(&key.id.to_string(), &key.kcv);
     }
 
+    /// Records a key the request made: its id and KCV, and its type, region and parent as
+    /// parameters, so that the log alone tells the key hierarchy (docs/audit-format.md §1).
+    pub fn made_key(&mut self, key: &KeyRecord) {
+        self.key(key);
+        self.param("key_type", key.key_type.as_str());
+        self.param("region", key.region.as_str());
+        if let Some(parent) = &key.parent_id {
+            self.param("parent_id", parent.to_string());
+        }
+    }
+
     /// Records the id of a key the request touched (a registry key or a transport card's).
     pub fn key_id(&mut self, id: &str) {
         if !self.audit.key_ids.iter().any(|k| k == id) {

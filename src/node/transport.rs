@@ -602,7 +602,7 @@ impl Transport<'_> {
             kcv,
             h.version,
         );
-        req.key(&record);
+        req.made_key(&record);
         let origin = KeyOrigin {
             origin_node: h.issuer_node.clone(),
             origin_key_id: h.source_key_id.clone(),

@@ -53,7 +53,7 @@ impl Core {
         req: &mut Request,
         record: KeyRecord,
     ) -> Result<KeyRecord, NodeError> {
-        req.key(&record);
+        req.made_key(&record);
         let registered = self.commit(req, None, |d| {
             self.store
                 .insert_key_audited(&record, d)

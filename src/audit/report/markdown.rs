@@ -1,80 +1,78 @@
-//! The ceremony report: what happened, for people (auditors, key custodians), in Markdown.
+//! The ceremony report in Markdown, for people (auditors, key custodians): what happened, as
+//! [`super::model`] works it out from the records.
 //!
-//! It reads records that [`super::verify::verify_bundle`] has already checked; it proves
-//! nothing itself, it only tells the story: each ceremony from opening to outcome, the key
-//! operations made outside ceremonies, and who was refused how, how often.
+//! It tells the story: each ceremony from opening to outcome, the key operations made outside
+//! ceremonies, and who was refused how, how often. It proves nothing itself; the command
+//! verifies the bundle first and puts the verdict at the top ([`super::verdict`]).
 
-use std::collections::BTreeMap;
+use super::model::{self, Ceremony, CeremonyOutcome, EventKind};
+use super::verdict::Verification;
+use crate::audit::record::{AuditRecord, Outcome};
 
-use super::record::{AuditRecord, Outcome};
-use super::verify::{VerifyError, parse_record_line};
+/// The title every form of the report starts with.
+const TITLE: &str = "# Ceremony report\n\n";
 
-/// RPC that opens a ceremony.
-const OPEN: &str = "OpenCeremony";
-/// RPC that approves a ceremony.
-const APPROVE: &str = "ApproveCeremony";
-/// RPC by which a custodian enters a key component (it counts as their approval).
-const ENTER: &str = "EnterComponent";
-/// RPC that cancels a ceremony.
-const CANCEL: &str = "CancelCeremony";
-/// RPC whose records (one per card) carry the card keys made for the personalisation bureau.
-const PERSONALISE: &str = "PersonaliseCards";
-/// The record the node writes when a ceremony's operation runs.
-const EXECUTE: &str = "ExecuteCeremony";
-/// Status code of a ceremony that ran out of time.
-const EXPIRED_CODE: &str = "DEADLINE_EXCEEDED";
-/// How many record numbers a denied-requests line lists before it stops.
-const MAX_LISTED: usize = 20;
-
-/// Parses record lines (as in `records.jsonl`) for the report; a line that is not a record is
-/// named as the verifier names it ("records.jsonl line L").
-pub fn parse_records(lines: &[String]) -> Result<Vec<AuditRecord>, VerifyError> {
-    lines
-        .iter()
-        .enumerate()
-        .map(|(i, line)| parse_record_line(i + 1, line))
-        .collect()
+/// The report of a bundle: the verdict of its verification first, then, when it verifies,
+/// [`ceremony_report`] of its records. A bundle that does not verify gets the verdict alone:
+/// its records cannot be relied on.
+pub fn verified_report(v: &Verification, records: &[AuditRecord]) -> String {
+    let mut out = String::from(TITLE);
+    out.push_str(&format!("**Verification: {}.** ", v.verdict.word()));
+    out.push_str(v.meaning());
+    out.push_str(&format!("\n\n- verifier: {}\n", code(&v.summary())));
+    out.push_str(&format!(
+        "- audit key: fingerprint {} (manifest), SHA-256 {}\n",
+        code(&v.manifest_fingerprint),
+        v.key_sha256.as_deref().map_or("unreadable".into(), code)
+    ));
+    out.push_str(&match (&v.expected_sha256, v.key_matches()) {
+        (Some(given), Some(true)) => format!("- SHA-256 given: {}, matches\n", code(given)),
+        (Some(given), _) => format!("- SHA-256 given: {}, does NOT match\n", code(given)),
+        (None, _) => "- SHA-256 given: none (--expect-key-sha256)\n".to_string(),
+    });
+    for n in v.notes() {
+        out.push_str(&format!("- note: {}\n", code(n)));
+    }
+    out.push('\n');
+    if v.verdict.records_hold() {
+        let report = ceremony_report(records);
+        out.push_str(report.strip_prefix(TITLE).unwrap_or(&report));
+    }
+    out
 }
 
 /// The Markdown report of `records` (in seq order): every ceremony from opening to outcome, in
 /// order of first appearance; the successful key operations outside ceremonies; every refused
 /// request, by status code and caller.
 pub fn ceremony_report(records: &[AuditRecord]) -> String {
-    let mut out = String::from("# Ceremony report\n\n");
-    match (records.first(), records.last()) {
-        (Some(first), Some(last)) => {
-            let mut nodes: Vec<&str> = records.iter().map(|r| r.node.as_str()).collect();
-            nodes.sort_unstable();
-            nodes.dedup();
-            let nodes: Vec<String> = nodes.into_iter().map(code).collect();
+    let mut out = String::from(TITLE);
+    match model::span(records) {
+        Some(span) => {
+            let nodes: Vec<String> = span.nodes.into_iter().map(code).collect();
             out.push_str(&format!(
                 "Records {} to {} ({} records), {} to {}, node {}.\n",
-                first.seq,
-                last.seq,
-                records.len(),
-                first.time,
-                last.time,
+                span.first.seq,
+                span.last.seq,
+                span.count,
+                span.first.time,
+                span.last.time,
                 nodes.join(", ")
             ));
         }
-        _ => out.push_str("No records.\n"),
+        None => out.push_str("No records.\n"),
     }
 
     out.push_str("\n## Ceremonies\n");
-    let ceremonies = group_ceremonies(records);
+    let ceremonies = model::ceremonies(records);
     if ceremonies.is_empty() {
         out.push_str("\nNo ceremonies in these records.\n");
     }
-    for (id, recs) in &ceremonies {
-        ceremony_section(&mut out, id, recs);
+    for c in &ceremonies {
+        ceremony_section(&mut out, c);
     }
 
     out.push_str("\n## Other key operations\n\n");
-    let others: Vec<&AuditRecord> = records
-        .iter()
-        .filter(|r| r.ceremony.is_none() && r.result.ok && !r.key_ids.is_empty())
-        .filter(|r| r.rpc != PERSONALISE)
-        .collect();
+    let others = model::other_key_operations(records);
     if others.is_empty() {
         out.push_str("None.\n");
     }
@@ -95,59 +93,12 @@ pub fn ceremony_report(records: &[AuditRecord]) -> String {
     out
 }
 
-/// The records of each ceremony, ceremonies in order of first appearance.
-fn group_ceremonies(records: &[AuditRecord]) -> Vec<(&str, Vec<&AuditRecord>)> {
-    let mut groups: Vec<(&str, Vec<&AuditRecord>)> = Vec::new();
-    for r in records {
-        let Some(id) = r.ceremony.as_deref() else {
-            continue;
-        };
-        match groups.iter_mut().find(|(g, _)| *g == id) {
-            Some((_, recs)) => recs.push(r),
-            None => groups.push((id, vec![r])),
-        }
-    }
-    groups
-}
-
-/// What a record is to its ceremony.
-enum Event {
-    Open,
-    Approve,
-    Component,
-    Cancel,
-    Expire,
-    Execute,
-    Other,
-}
-
-/// Classifies a ceremony's record. The node finds a ceremony expired when someone acts on it
-/// too late: that request fails with a message saying so, and is the expiry's record.
-fn event(r: &AuditRecord) -> Event {
-    let expired = r.rpc.contains("Expire")
-        || r.result.code == EXPIRED_CODE
-        || (!r.result.ok && r.result.message.contains("expired"));
-    match r.rpc.as_str() {
-        _ if expired => Event::Expire,
-        OPEN => Event::Open,
-        APPROVE => Event::Approve,
-        ENTER => Event::Component,
-        CANCEL => Event::Cancel,
-        EXECUTE => Event::Execute,
-        _ if !r.kcvs.is_empty() => Event::Execute,
-        _ => Event::Other,
-    }
-}
-
 /// One ceremony: its timeline, then its outcome in one sentence.
-fn ceremony_section(out: &mut String, id: &str, recs: &[&AuditRecord]) {
-    out.push_str(&format!("\n### Ceremony {}\n\n", code(id)));
-    if !recs.iter().any(|r| r.rpc == OPEN) {
+fn ceremony_section(out: &mut String, c: &Ceremony<'_>) {
+    out.push_str(&format!("\n### Ceremony {}\n\n", code(c.id)));
+    if !c.opened {
         out.push_str("- The opening is not in these records (an earlier part of the log).\n");
     }
-    let mut approvers: Vec<String> = Vec::new();
-    let mut executed: Vec<&AuditRecord> = Vec::new();
-    let (mut cancelled, mut expired, mut failed) = (false, false, false);
     let kcv_lines = |out: &mut String, r: &AuditRecord| {
         for k in &r.kcvs {
             out.push_str(&format!(
@@ -158,159 +109,86 @@ fn ceremony_section(out: &mut String, id: &str, recs: &[&AuditRecord]) {
             ));
         }
     };
-    for r in recs {
+    for e in &c.events {
+        let r = e.record;
         let at = format!("at {} (record {})", r.time, r.seq);
-        match event(r) {
-            Event::Open => {
-                // The node counts the opener's approval when they may approve (records name it;
-                // older ones do not, and count only the approvals that follow).
-                if r.result.ok && r.params.get("opener_approved").is_some_and(|v| v == "true") {
-                    approvers.push(actor(r));
-                }
-                out.push_str(&format!(
-                    "- **Opened** by {} {at}: {}\n",
-                    actor(r),
-                    result(&r.result, r)
-                ));
+        let (who, how) = (actor(r), result(&r.result, r));
+        match e.kind {
+            EventKind::Open => {
+                out.push_str(&format!("- **Opened** by {who} {at}: {how}\n"));
                 out.push_str(&format!("  - operation: {}\n", code(&r.operation)));
                 out.push_str(&format!("  - parameters: {}\n", params(r)));
             }
-            Event::Approve => {
-                if r.result.ok {
-                    approvers.push(actor(r));
-                }
-                out.push_str(&format!(
-                    "- **Approval** by {} {at}: {}\n",
-                    actor(r),
-                    result(&r.result, r)
-                ));
+            EventKind::Approve => {
+                out.push_str(&format!("- **Approval** by {who} {at}: {how}\n"));
             }
-            Event::Component => {
-                if r.result.ok {
-                    approvers.push(actor(r));
-                }
-                out.push_str(&format!(
-                    "- **Component entered** by {} {at}: {}\n",
-                    actor(r),
-                    result(&r.result, r)
-                ));
+            EventKind::Component => {
+                out.push_str(&format!("- **Component entered** by {who} {at}: {how}\n"));
                 kcv_lines(out, r);
             }
-            Event::Cancel => {
-                cancelled |= r.result.ok;
+            EventKind::Cancel => {
+                out.push_str(&format!("- **Cancelled** by {who} {at}: {how}\n"));
+            }
+            EventKind::Expire => {
                 out.push_str(&format!(
-                    "- **Cancelled** by {} {at}: {}\n",
-                    actor(r),
-                    result(&r.result, r)
+                    "- **Expired**, found by {} of {who} {at}: {how}\n",
+                    code(&r.rpc)
                 ));
             }
-            Event::Expire => {
-                expired = true;
+            EventKind::Execute => {
                 out.push_str(&format!(
-                    "- **Expired**, found by {} of {} {at}: {}\n",
-                    code(&r.rpc),
-                    actor(r),
-                    result(&r.result, r)
-                ));
-            }
-            Event::Execute => {
-                // The run names the approvals it ran on: they are the count.
-                let named = approvers_named(r);
-                if !named.is_empty() {
-                    approvers = named;
-                }
-                if r.result.ok {
-                    executed.push(r);
-                } else {
-                    failed = true;
-                }
-                out.push_str(&format!(
-                    "- **Executed** {} by {} {at}: {}\n",
-                    code(&r.rpc),
-                    actor(r),
-                    result(&r.result, r)
+                    "- **Executed** {} by {who} {at}: {how}\n",
+                    code(&r.rpc)
                 ));
                 if !r.key_ids.is_empty() {
                     out.push_str(&format!("  - keys: {}\n", list(&r.key_ids)));
                 }
                 kcv_lines(out, r);
             }
-            Event::Other => {
-                out.push_str(&format!(
-                    "- {} by {} {at}: {}\n",
-                    code(&r.rpc),
-                    actor(r),
-                    result(&r.result, r)
-                ));
+            EventKind::Other => {
+                out.push_str(&format!("- {} by {who} {at}: {how}\n", code(&r.rpc)));
             }
         }
     }
-    let approvals = if approvers.is_empty() {
+    let approvals = if c.approvers.is_empty() {
         "no approvals".to_string()
     } else {
-        let plural = if approvers.len() == 1 { "" } else { "s" };
+        let plural = if c.approvers.len() == 1 { "" } else { "s" };
+        let names: Vec<String> = c.approvers.iter().map(|a| actor_name(a)).collect();
         format!(
             "{} approval{plural} ({})",
-            approvers.len(),
-            approvers.join(", ")
+            c.approvers.len(),
+            names.join(", ")
         )
     };
-    let outcome = if !executed.is_empty() {
-        let kcvs: Vec<String> = executed
-            .iter()
-            .flat_map(|r| r.kcvs.iter())
-            .map(|k| format!("{} KCV {}", code(&k.key_id), code(&k.kcv)))
-            .collect();
-        if kcvs.is_empty() {
-            format!("executed, {approvals}")
-        } else {
-            format!("executed, {approvals}: {}", kcvs.join(", "))
+    let outcome = match &c.outcome {
+        CeremonyOutcome::Executed(runs) => {
+            let kcvs: Vec<String> = runs
+                .iter()
+                .flat_map(|r| r.kcvs.iter())
+                .map(|k| format!("{} KCV {}", code(&k.key_id), code(&k.kcv)))
+                .collect();
+            if kcvs.is_empty() {
+                format!("executed, {approvals}")
+            } else {
+                format!("executed, {approvals}: {}", kcvs.join(", "))
+            }
         }
-    } else if cancelled {
-        format!("cancelled, {approvals}")
-    } else if expired {
-        format!("expired, {approvals}")
-    } else if failed {
-        format!("failed, {approvals} (see above)")
-    } else {
-        format!("no outcome in these records (still open, or later in the log), {approvals}")
+        CeremonyOutcome::Cancelled => format!("cancelled, {approvals}"),
+        CeremonyOutcome::Expired => format!("expired, {approvals}"),
+        CeremonyOutcome::Failed => format!("failed, {approvals} (see above)"),
+        CeremonyOutcome::Pending => {
+            format!("no outcome in these records (still open, or later in the log), {approvals}")
+        }
     };
     out.push_str(&format!("\n**Outcome:** {outcome}.\n"));
-}
-
-/// The approvers an `ExecuteCeremony` record names (`approver_1`, `approver_2`, …; older
-/// records list them space-separated in `approvers`), as the report shows actors.
-fn approvers_named(r: &AuditRecord) -> Vec<String> {
-    let mut numbered: Vec<(u32, &String)> = r
-        .params
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("approver_")?.parse().ok()?, v)))
-        .collect();
-    numbered.sort();
-    let names: Vec<&str> = if numbered.is_empty() {
-        r.params
-            .get("approvers")
-            .map(|all| all.split(' ').filter(|a| !a.is_empty()).collect())
-            .unwrap_or_default()
-    } else {
-        numbered.into_iter().map(|(_, v)| v.as_str()).collect()
-    };
-    names.into_iter().map(actor_name).collect()
 }
 
 /// Cards personalised, per master key their card keys were derived from: one line per master,
 /// not one per card.
 fn personalisation_section(out: &mut String, records: &[AuditRecord]) {
     out.push_str("\n## Card personalisation\n\n");
-    let mut per_master: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for r in records
-        .iter()
-        .filter(|r| r.rpc == PERSONALISE && r.result.ok && r.params.contains_key("card_serial"))
-    {
-        for key in &r.key_ids {
-            per_master.entry(key.as_str()).or_default().push(r.seq);
-        }
-    }
+    let per_master = model::personalised_per_master(records);
     if per_master.is_empty() {
         out.push_str("None.\n");
     }
@@ -327,76 +205,28 @@ fn personalisation_section(out: &mut String, records: &[AuditRecord]) {
     }
 }
 
-/// Every request that did not succeed, grouped by status code (the policy's refusals, then
-/// missing identities, then attempts that skip a rule such as dual control, then bad input,
-/// then the rest), and within a code by caller.
+/// Every request that did not succeed, by status code and caller ([`model::refused`]).
 fn refused_section(out: &mut String, records: &[AuditRecord]) {
     out.push_str("\n## Refused requests\n");
-    let mut by_code: BTreeMap<(usize, &str), BTreeMap<&str, Vec<u64>>> = BTreeMap::new();
-    for r in records.iter().filter(|r| !r.result.ok) {
-        let code = r.result.code.as_str();
-        by_code
-            .entry((code_rank(code), code))
-            .or_default()
-            .entry(r.actor.as_str())
-            .or_default()
-            .push(r.seq);
-    }
-    if by_code.is_empty() {
+    let groups = model::refused(records);
+    if groups.is_empty() {
         out.push_str("\nNone.\n");
     }
-    for ((_, status), callers) in by_code {
-        let total: usize = callers.values().map(Vec::len).sum();
+    for g in groups {
         out.push_str(&format!(
-            "\n### {} ({total}): {}\n\n",
-            code(status),
-            code_meaning(status)
+            "\n### {} ({}): {}\n\n",
+            code(g.code),
+            g.total(),
+            model::code_meaning(g.code)
         ));
-        for (who, seqs) in callers {
-            let mut listed: Vec<String> =
-                seqs.iter().take(MAX_LISTED).map(u64::to_string).collect();
-            if seqs.len() > MAX_LISTED {
-                listed.push("…".into());
-            }
+        for c in g.callers {
             out.push_str(&format!(
                 "- {}: {} (records {})\n",
-                actor_name(who),
-                seqs.len(),
-                listed.join(", ")
+                actor_name(c.actor),
+                c.seqs.len(),
+                model::listed(&c.seqs).join(", ")
             ));
         }
-    }
-}
-
-/// Where a status code's refusals stand in the report: what an auditor looks at first.
-fn code_rank(code: &str) -> usize {
-    const ORDER: [&str; 6] = [
-        "PERMISSION_DENIED",
-        "UNAUTHENTICATED",
-        "FAILED_PRECONDITION",
-        "RESOURCE_EXHAUSTED",
-        "INVALID_ARGUMENT",
-        "NOT_FOUND",
-    ];
-    ORDER.iter().position(|c| *c == code).unwrap_or(ORDER.len())
-}
-
-/// What a refusal with this code says about the caller's attempt.
-fn code_meaning(code: &str) -> &'static str {
-    match code {
-        "PERMISSION_DENIED" => "refused by the policy",
-        "UNAUTHENTICATED" => "no usable identity (certificate refused or revoked)",
-        "FAILED_PRECONDITION" => {
-            "not possible in the node's state, or an attempt to skip a rule such as dual control"
-        }
-        "RESOURCE_EXHAUSTED" => "over a card command limit",
-        "INVALID_ARGUMENT" => "malformed or wrong input",
-        "NOT_FOUND" => "no such key or ceremony, or one the caller may not see",
-        "ALREADY_EXISTS" => "done already (a second approval, a package imported twice)",
-        "DEADLINE_EXCEEDED" => "too late (a ceremony that expired)",
-        "UNAVAILABLE" => "the node or its token was not available",
-        "INTERNAL" => "a fault of the node",
-        _ => "other",
     }
 }
 
@@ -478,107 +308,11 @@ fn code(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{AuditDraft, DecisionEntry, GENESIS, KcvEntry, line_hash};
-    use crate::audit::verify::fixture::{NODE, clean, params as p};
-
-    const OPENER: &str = "hkms://officer/national/000000/alice";
-    const APPROVER_1: &str = "hkms://officer/national/000000/bob";
-    const APPROVER_2: &str = "hkms://officer/national/000000/carol";
-    const INTRUDER: &str = "hkms://operator/regional/000001/mallory";
-
-    fn ok() -> Outcome {
-        Outcome {
-            ok: true,
-            code: "OK".into(),
-            message: String::new(),
-        }
-    }
-
-    fn denied() -> Outcome {
-        Outcome {
-            ok: false,
-            code: "PERMISSION_DENIED".into(),
-            message: "not allowed".into(),
-        }
-    }
-
-    fn d(actor: &str, rpc: &str, ceremony: Option<&str>, outcome: Outcome) -> AuditDraft {
-        AuditDraft {
-            request_id: format!("req-{rpc}"),
-            node: NODE.into(),
-            actor: actor.into(),
-            rpc: rpc.into(),
-            ceremony: ceremony.map(str::to_string),
-            outcome: Some(outcome),
-            ..AuditDraft::default()
-        }
-    }
-
-    fn chain(drafts: Vec<AuditDraft>) -> Vec<AuditRecord> {
-        let mut prev = GENESIS.to_string();
-        let mut out = Vec::new();
-        for (i, draft) in drafts.iter().enumerate() {
-            let seq = i as u64 + 1;
-            let r = AuditRecord::from_draft(
-                draft,
-                seq,
-                format!("2026-03-01T09:00:{seq:02}.000Z"),
-                prev,
-            );
-            prev = line_hash(&r.to_line().unwrap());
-            out.push(r);
-        }
-        out
-    }
-
-    fn generate_ceremony() -> Vec<AuditRecord> {
-        let mut open = d(OPENER, OPEN, Some("cer-1"), ok());
-        open.operation = "generate".into();
-        open.params = p(&[("key_type", "national-master"), ("region", "000000")]);
-        let mut refused = d(INTRUDER, APPROVE, Some("cer-1"), denied());
-        refused.decision = Some(DecisionEntry {
-            allowed: false,
-            rule: None,
-            reason: "operators may not approve ceremonies".into(),
-        });
-        let mut exec = d(OPENER, EXECUTE, Some("cer-1"), ok());
-        exec.key_ids = vec!["nat-master-1".into()];
-        exec.kcvs = vec![KcvEntry {
-            key_id: "nat-master-1".into(),
-            kcv: "9F3A1C".into(),
-            method: "aes-cmac".into(),
-        }];
-        let mut outside = d(APPROVER_1, "DeriveSubKey", None, ok());
-        outside.key_ids = vec!["reg-1".into()];
-        outside.kcvs = vec![KcvEntry {
-            key_id: "reg-1".into(),
-            kcv: "0B0B0B".into(),
-            method: "aes-cmac".into(),
-        }];
-        let mut read = d(INTRUDER, "GetKey", None, denied());
-        read.key_ids = vec!["nat-master-1".into()];
-        chain(vec![
-            open,
-            d(APPROVER_1, APPROVE, Some("cer-1"), ok()),
-            refused,
-            d(APPROVER_2, APPROVE, Some("cer-1"), ok()),
-            exec,
-            outside,
-            read,
-            d(OPENER, OPEN, Some("cer-2"), ok()),
-            d(OPENER, CANCEL, Some("cer-2"), ok()),
-        ])
-    }
-
-    fn component(custodian: &str, n: u32, kcv: &str) -> AuditDraft {
-        let mut c = d(custodian, ENTER, Some("cer-3"), ok());
-        c.kcvs = vec![KcvEntry {
-            key_id: format!("component-{n}"),
-            kcv: kcv.into(),
-            method: "aes-cmac".into(),
-        }];
-        c
-    }
+    use crate::audit::record::{AuditDraft, DecisionEntry, KcvEntry};
+    use crate::audit::report::model::{APPROVE, EXECUTE, EXPIRED_CODE, OPEN, PERSONALISE};
+    use crate::audit::report::parse_records;
+    use crate::audit::report::test_records::*;
+    use crate::audit::verify::fixture::{clean, params as p};
 
     #[test]
     fn components_count_as_approvals_and_show_their_kcvs() {
@@ -1002,5 +736,40 @@ mod tests {
             ),
             "{report}"
         );
+    }
+
+    #[test]
+    fn the_verdict_comes_first_and_a_broken_bundle_shows_no_record() {
+        let (b, _) = clean();
+        let records = parse_records(&b.record_lines).unwrap();
+        let v = crate::audit::report::Verification::of(&b, None);
+        let report = verified_report(&v, &records);
+        assert!(
+            report.starts_with("# Ceremony report\n\n**Verification: UNPINNED.** "),
+            "{report}"
+        );
+        assert!(report.contains("- SHA-256 given: none"), "{report}");
+        assert!(
+            report.contains("\nRecords 1 to 20 (20 records)"),
+            "{report}"
+        );
+        let sha = v.key_sha256.clone().unwrap();
+        let pinned = verified_report(
+            &crate::audit::report::Verification::of(&b, Some(&sha)),
+            &records,
+        );
+        assert!(pinned.contains("**Verification: VERIFIED.**"), "{pinned}");
+        assert!(
+            pinned.contains(&format!("- SHA-256 given: `{sha}`, matches")),
+            "{pinned}"
+        );
+        let mut cut = b.clone();
+        cut.record_lines.pop();
+        let broken = verified_report(
+            &crate::audit::report::Verification::of(&cut, Some(&sha)),
+            &records,
+        );
+        assert!(broken.contains("**Verification: BROKEN.**"), "{broken}");
+        assert!(!broken.contains("## Ceremonies"), "{broken}");
     }
 }
