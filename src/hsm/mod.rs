@@ -595,6 +595,17 @@ pub(crate) fn load_module(path: &std::path::Path) -> Result<Pkcs11, HsmError> {
     }
 }
 
+/// Whether two module paths name one library file: the loader hands out one copy of it, with
+/// one PKCS#11 state, for both (a symlink, such as Debian's `/usr/lib/softhsm/libsofthsm2.so`,
+/// is the file it points to). Paths that cannot be read are compared as written.
+pub fn same_module(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
+    }
+}
+
 /// The one initialised token the locator names; errors list the tokens present.
 pub(crate) fn find_slot(
     ctx: &Pkcs11,
