@@ -19,6 +19,7 @@ mod signing;
 pub mod templates;
 mod timing;
 mod token;
+pub mod token_init;
 pub mod transport;
 
 use std::path::PathBuf;
