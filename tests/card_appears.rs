@@ -71,3 +71,59 @@ async fn a_card_made_after_the_node_started_is_found_without_a_restart() {
     let out = ministry.cli(&["keys", "list"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Moves the one token folder of a card made in `from` (its own SoftHSM2 folder) into `to`.
+fn insert_card(from: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf {
+    let tokens = from.join("tokens");
+    let folder = std::fs::read_dir(&tokens)
+        .expect("card tokens")
+        .next()
+        .expect("one card token")
+        .expect("entry")
+        .file_name();
+    let target = to.join("tokens").join(&folder);
+    std::fs::rename(tokens.join(&folder), &target).expect("insert the card");
+    target
+}
+
+/// A ministry issues cards one after the other: each is inserted (its token folder moved into
+/// the node's), issued, and taken out again; the module still lists the one taken out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_taken_out_leaves_the_next_one_usable() {
+    let tokens = tempfile::tempdir().expect("tempdir");
+    let softhsm = tokens.path().join("softhsm");
+    let ministry = start_on(
+        &make_token(&softhsm, "ministry"),
+        "national",
+        "000000",
+        true,
+    );
+    let pin = format!("{USER_PIN}\n");
+    for (region, label) in [("440000", "card-gd"), ("450000", "card-gx")] {
+        let made = make_token(&tokens.path().join(label), label);
+        let card = insert_card(made.conf.parent().expect("card folder"), &softhsm);
+        let approval = ministry
+            .ceremony(
+                hkms::proto::Operation::Manage,
+                &[("action", "issue-card"), ("region", region)],
+            )
+            .await;
+        let out = ministry.cli_as_with_input(
+            &ministry.officer,
+            &[
+                "transport",
+                "issue-card",
+                "--region",
+                region,
+                "--card",
+                label,
+                "--ceremony",
+                &approval.id,
+            ],
+            Some(&pin),
+        );
+        assert!(out.status.success(), "{label}: {}", stderr(&out));
+        // Taken out of the reader, to the province.
+        std::fs::rename(&card, tokens.path().join(label).join("gone")).expect("take out");
+    }
+}

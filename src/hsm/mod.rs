@@ -607,7 +607,8 @@ pub fn same_module(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
-/// The one initialised token the locator names; errors list the tokens present.
+/// The one initialised token the locator names; errors list the tokens present. Slots whose
+/// token cannot be read are passed over.
 pub(crate) fn find_slot(
     ctx: &Pkcs11,
     locator: &TokenLocator,
@@ -615,7 +616,15 @@ pub(crate) fn find_slot(
     let mut matching = Vec::new();
     let mut present = Vec::new();
     for slot in ctx.get_slots_with_token()? {
-        let info = ctx.get_token_info(slot)?;
+        // A token taken out since the module listed it (a card moved on: SoftHSM2 keeps its
+        // slot until the next C_Initialize, and its info then fails) is not present.
+        let info = match ctx.get_token_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(slot = slot.id(), error = %e, "a slot whose token cannot be read is skipped");
+                continue;
+            }
+        };
         if !info.token_initialized() {
             continue;
         }
