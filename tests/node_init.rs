@@ -103,6 +103,16 @@ fn a_node_made_by_node_init_serves_and_a_second_run_keeps_everything() {
     .map(|f| read(&node.join(f)))
     .collect();
     assert_eq!(before, after);
+    // The config's token stays the node's token.
+    let mut relabelled = args.to_vec();
+    relabelled.extend(["--token-label", "hkms-other"]);
+    let out = node_init(tmp.path(), &relabelled);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("uses the token `hkms-node-440000`"),
+        "{}",
+        stderr(&out)
+    );
 
     // It serves, and a caller of its region reaches it.
     let token = Token {

@@ -129,21 +129,6 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         Tier::National => "ministry".to_string(),
         _ => format!("node-{region}"),
     });
-    let label = args
-        .token_label
-        .clone()
-        .unwrap_or_else(|| format!("hkms-{name}"));
-    let module = match &args.module {
-        Some(m) => m.clone(),
-        None => SOFTHSM_MODULES
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .context(
-                "SoftHSM2 is not installed (no libsofthsm2.so where Debian puts it): run \
-                 softhsm-setup/install.sh or `apt-get install softhsm2`, or give --module",
-            )?,
-    };
     let mut report = Report::default();
     let dir_made = !args.dir.exists();
     make_dir(&args.dir)?;
@@ -166,6 +151,45 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         Some(config)
     } else {
         None
+    };
+
+    let default_label = args
+        .token_label
+        .clone()
+        .unwrap_or_else(|| format!("hkms-{name}"));
+    let default_module = || match &args.module {
+        Some(m) => Ok(m.clone()),
+        None => SOFTHSM_MODULES
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context(
+                "SoftHSM2 is not installed (no libsofthsm2.so where Debian puts it): run \
+                 softhsm-setup/install.sh or `apt-get install softhsm2`, or give --module",
+            ),
+    };
+    // A node set up before keeps its token: the one its config names.
+    let (label, module) = match &existing {
+        None => (default_label, default_module()?),
+        Some(config) => {
+            let Some(label) = config.hsm.locator.token.clone() else {
+                bail!(
+                    "{} names its token by a URI without a label; node init checks tokens by \
+                     label only",
+                    config_path.display()
+                );
+            };
+            if args.token_label.as_ref().is_some_and(|l| *l != label) {
+                bail!(
+                    "{} uses the token `{label}`: give --token-label {label}, or none",
+                    config_path.display()
+                );
+            }
+            (
+                label,
+                args.module.clone().unwrap_or(config.hsm.module.clone()),
+            )
+        }
     };
 
     // The token: SoftHSM2's configuration, the PINs, the token itself.
