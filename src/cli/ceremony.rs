@@ -44,6 +44,9 @@ pub enum CeremonyCommand {
         /// the node's file); the reload fails if the file differs when the ceremony runs.
         #[arg(long)]
         policy_sha256: Option<String>,
+        /// Print only the new ceremony's id (for scripts).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -102,6 +105,7 @@ impl CeremonyCommand {
                 action,
                 region,
                 policy_sha256,
+                quiet,
                 client,
             } => {
                 let mut params = HashMap::new();
@@ -125,6 +129,10 @@ impl CeremonyCommand {
                     .await
                     .map_err(status)?
                     .into_inner();
+                if quiet {
+                    println!("{}", info.id);
+                    return Ok(ExitCode::SUCCESS);
+                }
                 show(&info, client.json)
             }
             CeremonyCommand::Approve { id, client } => {

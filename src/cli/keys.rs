@@ -19,6 +19,9 @@ pub enum KeysCommand {
         /// The key type, e.g. card-master.
         #[arg(long = "type")]
         key_type: String,
+        /// Print only the new key's id (for scripts).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -30,6 +33,9 @@ pub enum KeysCommand {
         /// The child region code, e.g. 440000.
         #[arg(long)]
         region: String,
+        /// Print only the new key's id (for scripts).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -50,6 +56,9 @@ pub enum KeysCommand {
         /// Show the hierarchy as a tree (national → provincial → municipal).
         #[arg(long, conflicts_with = "json")]
         tree: bool,
+        /// Print only the keys' ids, one a line (for scripts).
+        #[arg(short, long, conflicts_with_all = ["json", "tree"])]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -91,17 +100,22 @@ impl KeysCommand {
     /// Runs the command.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            KeysCommand::Generate { key_type, client } => {
+            KeysCommand::Generate {
+                key_type,
+                quiet,
+                client,
+            } => {
                 let mut c = connect(&client).await?;
                 let r = c
                     .generate_key(proto::GenerateKeyRequest { key_type })
                     .await
                     .map_err(status)?;
-                show(r.into_inner().key, client.json)
+                show_new(r.into_inner().key, client.json, quiet)
             }
             KeysCommand::Derive {
                 parent,
                 region,
+                quiet,
                 client,
             } => {
                 let mut c = connect(&client).await?;
@@ -112,7 +126,7 @@ impl KeysCommand {
                     })
                     .await
                     .map_err(status)?;
-                show(r.into_inner().key, client.json)
+                show_new(r.into_inner().key, client.json, quiet)
             }
             KeysCommand::List {
                 tier,
@@ -120,6 +134,7 @@ impl KeysCommand {
                 key_type,
                 state,
                 tree,
+                quiet,
                 client,
             } => {
                 let tier = enum_arg::<proto::Tier>("--tier", &tier)?;
@@ -135,7 +150,11 @@ impl KeysCommand {
                     .await
                     .map_err(status)?;
                 let keys = r.into_inner().keys;
-                if tree {
+                if quiet {
+                    for k in &keys {
+                        println!("{}", k.id);
+                    }
+                } else if tree {
                     print!("{}", super::output::key_tree(&keys));
                 } else {
                     print_keys(&keys, client.json)?;
@@ -181,6 +200,16 @@ impl KeysCommand {
 
 async fn connect(args: &ClientArgs) -> anyhow::Result<KeyServiceClient<Channel>> {
     Ok(KeyServiceClient::new(args.channel().await?))
+}
+
+/// A key the command made: shown, or with `quiet` only its id.
+fn show_new(key: Option<proto::Key>, json: bool, quiet: bool) -> anyhow::Result<ExitCode> {
+    if quiet {
+        let key = key.context("the server answered without a key")?;
+        println!("{}", key.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    show(key, json)
 }
 
 fn show(key: Option<proto::Key>, json: bool) -> anyhow::Result<ExitCode> {

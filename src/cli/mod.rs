@@ -8,6 +8,7 @@ mod ceremony;
 mod client;
 mod keys;
 mod logging;
+mod node_init;
 mod output;
 mod pki;
 mod policy;
@@ -73,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: transport::PackageCommand,
     },
+    /// Set up a node: `hkms node init --dir DIR --region CODE ...`.
+    Node {
+        #[command(subcommand)]
+        command: node_init::NodeCommand,
+    },
     /// A dev and test PKI: CA, server and caller certificates.
     Pki {
         #[command(subcommand)]
@@ -93,7 +99,12 @@ enum Command {
 /// Runs the command line; the process exit code is the result.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Serve { .. }) {
+    let command = match cli.command {
+        // Before any thread starts: it sets this process's SOFTHSM2_CONF.
+        Command::Node { command } => return exit_code(command.run()),
+        other => other,
+    };
+    if matches!(command, Command::Serve { .. }) {
         limit_malloc_arenas();
         raise_open_file_limit();
         forbid_core_dumps();
@@ -109,7 +120,8 @@ pub fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
+            Command::Node { .. } => Err(anyhow::anyhow!("`hkms node` runs before the runtime")),
             Command::Serve { config, log_json } => serve(config, log_json).await,
             Command::Keys { command } => command.run().await,
             Command::Policy { command } => command.run().await,
@@ -134,6 +146,11 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    exit_code(result)
+}
+
+/// A command's result as the process's exit code, its error printed.
+fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -28,6 +28,10 @@ pub enum TransportCommand {
         /// The done `manage` ceremony (action issue-card) that approved it.
         #[arg(long)]
         ceremony: Option<String>,
+        /// Print only the card id and the KCV, separated by a space: what the recipient needs
+        /// to load the card (for scripts).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -43,11 +47,17 @@ pub enum TransportCommand {
         /// The KCV printed when it was issued, as the issuer gave it to you.
         #[arg(long)]
         kcv: String,
+        /// Print only the card id (for scripts).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Transport keys this node issued or loaded.
     List {
+        /// Print only the card ids, one a line (for scripts).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -76,6 +86,9 @@ pub enum PackageCommand {
     Import {
         /// The package file.
         file: PathBuf,
+        /// Print only the imported key's id (for scripts).
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -124,6 +137,7 @@ impl TransportCommand {
                 region,
                 card,
                 ceremony,
+                quiet,
                 client,
             } => {
                 let mut pin = read_secret("card PIN")?;
@@ -138,12 +152,17 @@ impl TransportCommand {
                     .await
                     .map_err(status)?
                     .into_inner();
-                show(&t, client.json);
+                if quiet {
+                    println!("{} {}", t.card_id, t.kcv);
+                } else {
+                    show(&t, client.json);
+                }
             }
             TransportCommand::LoadCard {
                 card,
                 card_id,
                 kcv,
+                quiet,
                 client,
             } => {
                 let mut pin = read_secret("card PIN")?;
@@ -160,16 +179,24 @@ impl TransportCommand {
                     .await
                     .map_err(status)?
                     .into_inner();
-                show(&t, client.json);
+                if quiet {
+                    println!("{}", t.card_id);
+                } else {
+                    show(&t, client.json);
+                }
             }
-            TransportCommand::List { client } => {
+            TransportCommand::List { quiet, client } => {
                 let mut c = TransportServiceClient::new(client.channel().await?);
                 let list = c
                     .list_transport_keys(proto::ListTransportKeysRequest {})
                     .await
                     .map_err(status)?
                     .into_inner();
-                if client.json {
+                if quiet {
+                    for t in &list.transport_keys {
+                        println!("{}", t.card_id);
+                    }
+                } else if client.json {
                     // One array, `[]` when there is none, as `keys list --json` prints.
                     let all: Vec<_> = list.transport_keys.iter().map(transport_json).collect();
                     println!("{}", serde_json::Value::Array(all));
@@ -220,7 +247,11 @@ impl PackageCommand {
                     println!("wrote {} ({} bytes)", out.display(), p.len());
                 }
             }
-            PackageCommand::Import { file, client } => {
+            PackageCommand::Import {
+                file,
+                quiet,
+                client,
+            } => {
                 let bytes = read_package(&file)?;
                 let mut c = TransportServiceClient::new(client.channel().await?);
                 let key = c
@@ -230,7 +261,11 @@ impl PackageCommand {
                     .into_inner()
                     .key
                     .ok_or_else(|| anyhow::anyhow!("the server answered without a key"))?;
-                print_key(&key, client.json)?;
+                if quiet {
+                    println!("{}", key.id);
+                } else {
+                    print_key(&key, client.json)?;
+                }
             }
             PackageCommand::Inspect { file, json } => {
                 let bytes = read_package(&file)?;

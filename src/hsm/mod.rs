@@ -19,6 +19,7 @@ mod signing;
 pub mod templates;
 mod timing;
 mod token;
+pub mod token_init;
 pub mod transport;
 
 use std::path::PathBuf;
@@ -610,7 +611,19 @@ pub(crate) fn load_module(path: &std::path::Path) -> Result<Pkcs11, HsmError> {
     }
 }
 
-/// The one initialised token the locator names; errors list the tokens present.
+/// Whether two module paths name one library file: the loader hands out one copy of it, with
+/// one PKCS#11 state, for both (a symlink, such as Debian's `/usr/lib/softhsm/libsofthsm2.so`,
+/// is the file it points to). Paths that cannot be read are compared as written.
+pub fn same_module(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
+    }
+}
+
+/// The one initialised token the locator names; errors list the tokens present. Slots whose
+/// token cannot be read are passed over.
 pub(crate) fn find_slot(
     ctx: &Pkcs11,
     locator: &TokenLocator,
@@ -618,7 +631,15 @@ pub(crate) fn find_slot(
     let mut matching = Vec::new();
     let mut present = Vec::new();
     for slot in ctx.get_slots_with_token()? {
-        let info = ctx.get_token_info(slot)?;
+        // A token taken out since the module listed it (a card moved on: SoftHSM2 keeps its
+        // slot until the next C_Initialize, and its info then fails) is not present.
+        let info = match ctx.get_token_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(slot = slot.id(), error = %e, "a slot whose token cannot be read is skipped");
+                continue;
+            }
+        };
         if !info.token_initialized() {
             continue;
         }

@@ -360,6 +360,44 @@ impl Pkcs11Token {
             .store(budget, Ordering::Relaxed);
     }
 
+    /// Initialises the module again so that tokens that appeared since it was initialised
+    /// are seen: SoftHSM2 reads its token folder only in `C_Initialize`, so a transport key
+    /// card made after the node started stays "not present" until then. Waits for the
+    /// requests in flight and refills the pool, as the session-object recycle does (which it
+    /// also stands for). A card job calls it, under its module hold and before it opens the
+    /// card, when the card is not found.
+    pub fn rescan_tokens(&self) -> Result<(), HsmError> {
+        let inner = &self.inner;
+        if inner.recycling.swap(true, Ordering::AcqRel) {
+            return Err(HsmError::Reconnecting {
+                detail: "the PKCS#11 module is being initialised again".into(),
+            });
+        }
+        let kept = inner.session_object_kept.swap(false, Ordering::AcqRel);
+        let spent = inner.session_objects.swap(0, Ordering::Relaxed);
+        let result = self.recycle();
+        match &result {
+            Ok(generation) => tracing::info!(
+                token = %inner.caps.label,
+                generation,
+                "PKCS#11 module initialised again to find tokens that appeared since"
+            ),
+            Err(e) => {
+                if kept {
+                    inner.session_object_kept.store(true, Ordering::Release);
+                }
+                inner.session_objects.fetch_add(spent, Ordering::Relaxed);
+                tracing::warn!(
+                    token = %inner.caps.label,
+                    error = %e,
+                    "cannot initialise the PKCS#11 module again to look for new tokens"
+                );
+            }
+        }
+        inner.recycling.store(false, Ordering::Release);
+        result.map(|_| ())
+    }
+
     /// The session pool's generation: it grows with every rebuild and every recycle.
     pub fn pool_generation(&self) -> u64 {
         self.inner.pool.generation()
@@ -385,7 +423,7 @@ impl Pkcs11Token {
 
 /// `C_Finalize` (a library finalized already is fine) and `C_Initialize` again. Every session
 /// of the old generation is closed by now (`wait_until_returned`).
-fn reinitialise(ctx: &Pkcs11) -> Result<(), HsmError> {
+pub(crate) fn reinitialise(ctx: &Pkcs11) -> Result<(), HsmError> {
     match ctx.clone().finalize() {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
         Err(e) => return Err(e.into()),

@@ -191,6 +191,13 @@ pub trait Token: Send + Sync {
     /// module again to free destroyed session objects); called when a card job ends, holding
     /// no session. A no-op when nothing is due.
     fn recycle_if_due(&self);
+
+    /// Makes tokens that appeared since the module was initialised visible to it, for a card
+    /// job whose card is not found and whose cards sit in the token's module. On SoftHSM2, which
+    /// reads its token folder only at start, the module is initialised again (requests in
+    /// flight finish first; new ones wait). Called under the card job's [`ModuleHold`], holding
+    /// no session. A token whose module sees new tokens by itself does nothing.
+    fn rescan_tokens(&self) -> Result<(), HsmError>;
 }
 
 /// What [`Token::hold_module`] returns: the hold ends when it is dropped.
@@ -381,6 +388,10 @@ impl Token for Pkcs11Token {
 
     fn recycle_if_due(&self) {
         Pkcs11Token::recycle_if_due(self)
+    }
+
+    fn rescan_tokens(&self) -> Result<(), HsmError> {
+        Pkcs11Token::rescan_tokens(self)
     }
 }
 

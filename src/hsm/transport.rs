@@ -56,6 +56,15 @@ impl CardToken {
         })
     }
 
+    /// Initialises the card module `module` again so that cards inserted since are seen
+    /// (SoftHSM2 reads its token folder only in `C_Initialize`). Only for a card module that is
+    /// not the node's token module ([`super::same_module`]): that one is the token's to
+    /// re-initialise ([`Pkcs11Token::rescan_tokens`]). No card session may be open.
+    pub fn rescan(module: &std::path::Path) -> Result<(), HsmError> {
+        let ctx = load_module(module)?;
+        super::recovery::reinitialise(&ctx)
+    }
+
     /// Has the card's security officer create `public` on the card as a trusted wrapping key
     /// (a public session object: only the SO can set `CKA_TRUSTED`), then logs the user back
     /// in. The card's transport key can be wrapped by no other key.

@@ -79,7 +79,11 @@ impl Node {
             generating: Mutex::new(()),
             components: ceremonies::PendingComponents::default(),
             ceremony_ttl: config.ceremony_ttl,
-            cards: transport::CardSettings::new(config.so_pin.clone(), config.card_module.clone()),
+            cards: transport::CardSettings::new(
+                config.so_pin.clone(),
+                config.card_module.clone(),
+                &config.hsm.module,
+            ),
             package_ttl: config.package_ttl,
             legacy_salt,
             card_limiter: CardLimiter::default(),

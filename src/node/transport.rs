@@ -28,16 +28,24 @@ pub(crate) struct CardSettings {
     so_pin: Option<crate::hsm::PinSource>,
     /// The PKCS#11 module of transport key cards.
     module: PathBuf,
+    /// Whether that module is the node token's own library (one PKCS#11 state for both).
+    shares_token_module: bool,
     /// Serialises card work: two loads of one card must not both unwrap its key, and a card
     /// login (user, then SO) is the whole process's.
     one_at_a_time: Mutex<()>,
 }
 
 impl CardSettings {
-    /// Cards through `module`, with the node's SO PIN source when it issues cards.
-    pub(crate) fn new(so_pin: Option<crate::hsm::PinSource>, module: PathBuf) -> CardSettings {
+    /// Cards through `module`, with the node's SO PIN source when it issues cards;
+    /// `token_module` is the node token's module.
+    pub(crate) fn new(
+        so_pin: Option<crate::hsm::PinSource>,
+        module: PathBuf,
+        token_module: &std::path::Path,
+    ) -> CardSettings {
         CardSettings {
             so_pin,
+            shares_token_module: crate::hsm::same_module(&module, token_module),
             module,
             one_at_a_time: Mutex::new(()),
         }
@@ -111,25 +119,42 @@ impl Transport<'_> {
         use crate::hsm::HsmError;
         check_card_label(label)?;
         check_card_pin(label, "PIN", pin)?;
-        CardToken::open(&self.cards.module, &TokenLocator::by_label(label), pin).map_err(
-            |e| match e {
-                HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
-                    "no card labelled `{label}` is present; insert it, or check its label"
-                )),
-                HsmError::AmbiguousToken { count, .. } => NodeError::FailedPrecondition(format!(
-                    "{count} cards labelled `{label}` are present; leave only the one to use"
-                )),
-                HsmError::PinIncorrect => NodeError::InvalidArgument(format!(
-                    "card `{label}` refused its PIN (CKR_PIN_INCORRECT); check the PIN: each \
+        let locator = TokenLocator::by_label(label);
+        let opened = match CardToken::open(&self.cards.module, &locator, pin) {
+            // A card inserted since the module was initialised may be unseen yet (SoftHSM2
+            // reads its token folder only then): look once more, after initialising it again.
+            Err(HsmError::TokenNotFound { .. }) => {
+                self.rescan_cards()?;
+                CardToken::open(&self.cards.module, &locator, pin)
+            }
+            other => other,
+        };
+        opened.map_err(|e| match e {
+            HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
+                "no card labelled `{label}` is present; insert it, or check its label"
+            )),
+            HsmError::AmbiguousToken { count, .. } => NodeError::FailedPrecondition(format!(
+                "{count} cards labelled `{label}` are present; leave only the one to use"
+            )),
+            HsmError::PinIncorrect => NodeError::InvalidArgument(format!(
+                "card `{label}` refused its PIN (CKR_PIN_INCORRECT); check the PIN: each \
                      wrong try counts towards locking the card"
-                )),
-                HsmError::PinLocked => NodeError::FailedPrecondition(format!(
-                    "the PIN of card `{label}` is locked (CKR_PIN_LOCKED); its security officer \
+            )),
+            HsmError::PinLocked => NodeError::FailedPrecondition(format!(
+                "the PIN of card `{label}` is locked (CKR_PIN_LOCKED); its security officer \
                      must reset it"
-                )),
-                other => NodeError::from(other),
-            },
-        )
+            )),
+            other => NodeError::from(other),
+        })
+    }
+
+    /// Has the card module look for cards again; called under the card job, with no card open.
+    fn rescan_cards(&self) -> Result<(), crate::hsm::HsmError> {
+        if self.cards.shares_token_module {
+            self.core.token.rescan_tokens()
+        } else {
+            CardToken::rescan(&self.cards.module)
+        }
     }
 
     /// Issues a transport key for `region` onto the card `card_label`. Under dual control the
