@@ -294,6 +294,17 @@ async fn every_kind_of_tampering_is_found_and_named() {
         std::fs::write(b.join("manifest.json"), m.to_string()).expect("write");
     });
     assert!(out.contains("logs of two nodes"), "{out}");
+    // A node name with terminal controls reaches the auditor's terminal escaped.
+    let out = case("hostile node name", &|b| {
+        let m = std::fs::read_to_string(b.join("manifest.json")).expect("manifest");
+        let mut m: serde_json::Value = serde_json::from_str(&m).expect("json");
+        m["node"] = serde_json::Value::from("gz\u{1b}]0;owned\u{7}\u{1b}[2J");
+        std::fs::write(b.join("manifest.json"), m.to_string()).expect("write");
+    });
+    assert!(
+        out.contains("logs of two nodes") && !out.contains('\u{1b}') && !out.contains('\u{7}'),
+        "{out:?}"
+    );
 
     let out = case("changed", &|b| {
         let mut l = lines(&recs(b));

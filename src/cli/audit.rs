@@ -145,7 +145,7 @@ impl AuditCommand {
                             r.key_sha256
                         );
                         for n in &r.notes {
-                            println!("note: {n}");
+                            println!("note: {}", crate::untrusted_text::escape(n));
                         }
                         if !pinned {
                             println!(
@@ -158,7 +158,9 @@ impl AuditCommand {
                         Ok(ExitCode::SUCCESS)
                     }
                     Err(e) => {
-                        println!("BROKEN at {e}");
+                        // It may quote the bundle, which anyone could have written.
+                        let said = e.to_string();
+                        println!("BROKEN at {}", crate::untrusted_text::escape(&said));
                         Ok(ExitCode::FAILURE)
                     }
                 }
