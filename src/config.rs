@@ -164,6 +164,8 @@ struct RawToken {
     sessions: usize,
     #[serde(default = "default_session_wait_ms")]
     session_wait_ms: u64,
+    #[serde(default)]
+    require_sealed: bool,
 }
 
 fn default_sessions() -> usize {
@@ -209,6 +211,9 @@ pub struct NodeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Log JSON lines (for a log shipper) instead of text.
     pub log_json: bool,
+    /// Refuse to start on a token that lets any attack of the token probe through (the
+    /// production setting; see docs/tokens.md).
+    pub require_sealed: bool,
 }
 
 impl NodeConfig {
@@ -259,6 +264,7 @@ impl NodeConfig {
             )
         })?;
         let t = raw.token;
+        let t_require_sealed = t.require_sealed;
         let locator = match (t.label, t.uri) {
             (Some(label), None) => TokenLocator::by_label(&label),
             (None, Some(uri)) => {
@@ -378,6 +384,7 @@ impl NodeConfig {
             package_ttl: Duration::from_secs(raw.transport.package_ttl_days.saturating_mul(86_400)),
             metrics_listen,
             log_json: raw.log.json,
+            require_sealed: t_require_sealed,
         })
     }
 

@@ -23,7 +23,19 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show the token and the mechanisms hkms uses.
+    /// Try the known PKCS#11 attacks (derive, unwrap or wrap a key into clear; change,
+    /// copy, read or destroy a sealed key) on throw-away keys made with hkms's own templates,
+    /// with the node's user PIN; one row per attack: LEAKS or HOLDS, and what holds it. Leaves
+    /// no object on the token (exit 0 every attack holds, 1 some attack leaks, 2 error).
+    Probe {
+        /// The node config file.
+        #[arg(long, env = "HKMS_CONFIG")]
+        config: std::path::PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the token, the mechanisms hkms uses, and the token probe's verdict.
     Info {
         /// The node config file.
         #[arg(long, env = "HKMS_CONFIG")]
@@ -40,6 +52,9 @@ impl TokenCommand {
         match self {
             TokenCommand::Audit { config, json } => {
                 Ok(super::exit_2_on_error(audit(&config, json)))
+            }
+            TokenCommand::Probe { config, json } => {
+                Ok(super::exit_2_on_error(probe(&config, json)))
             }
             TokenCommand::Info { config, json } => info(&config, json),
         }
@@ -99,6 +114,59 @@ fn audit(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn probe(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let hsm = open_hsm(config)?;
+    let report = hsm.probe_attacks()?;
+    if json {
+        let attacks: Vec<_> = report
+            .attacks
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "attack": a.name, "tried": a.tried, "token_did": a.token_did,
+                    "verdict": a.verdict.as_str(), "held_by": a.held_by,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "token": hsm.capabilities().label, "sealed": report.sealed(),
+                "attacks": attacks,
+            })
+        );
+    } else {
+        for a in &report.attacks {
+            println!("{:<5}  {}", a.verdict.as_str(), a.name);
+            println!("       tried:     {}", a.tried);
+            println!("       token did: {}", a.token_did);
+            println!("       held by:   {}", a.held_by);
+        }
+        println!("{}", probe_summary(&hsm.capabilities().label, &report));
+    }
+    Ok(if report.sealed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// One line: how many attacks held on which token.
+fn probe_summary(token: &str, report: &crate::hsm::ProbeReport) -> String {
+    let leaks = report.leaks().len();
+    if leaks == 0 {
+        format!(
+            "token {token}: all {} attacks hold (sealed)",
+            report.attacks.len()
+        )
+    } else {
+        format!(
+            "token {token}: {leaks} of {} attacks leak (not sealed; docs/tokens.md)",
+            report.attacks.len()
+        )
+    }
+}
+
 /// The mechanisms `token info` reports on.
 const REPORTED_MECHANISMS: [crate::hsm::mechanisms::MechanismNumber; 6] = [
     crate::hsm::mechanisms::AES_ECB_ENCRYPT_DATA,
@@ -113,6 +181,8 @@ fn info(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     use crate::hsm::mechanisms::mechanism_name;
     let hsm = open_hsm(config)?;
     let c = hsm.capabilities();
+    let probe = hsm.probe_attacks()?;
+    let leaks: Vec<&str> = probe.leaks().iter().map(|a| a.name.as_str()).collect();
     if json {
         let used: serde_json::Map<String, serde_json::Value> = REPORTED_MECHANISMS
             .iter()
@@ -124,6 +194,7 @@ fn info(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 "token": c.label, "manufacturer": c.manufacturer, "model": c.model,
                 "serial": c.serial, "mechanisms": c.mechanisms.len(), "used": used,
                 "wrap_pad": c.wrap_pad.map(mechanism_name),
+                "probe": {"sealed": probe.sealed(), "attacks": probe.attacks.len(), "leaks": leaks},
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -140,6 +211,10 @@ fn info(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     match c.wrap_pad {
         Some(m) => println!("  RFC 5649 wrap: {}", mechanism_name(m)),
         None => println!("  RFC 5649 wrap: no"),
+    }
+    println!("probe:        {}", probe_summary(&c.label, &probe));
+    for name in &leaks {
+        println!("  LEAKS {name}  (hkms token probe says what was tried)");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -506,6 +506,41 @@ impl RawModule {
         Ok(handle)
     }
 
+    /// `C_GenerateKey` with a parameterless `mechanism` into a key made from `template`, where
+    /// `nested` adds the attributes whose value is a template (see [`CTemplate`]).
+    pub(crate) fn generate_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mechanism: CK_MECHANISM_TYPE,
+        template: &[Attribute],
+        nested: &[NestedTemplate],
+    ) -> Result<CK_OBJECT_HANDLE, HsmError> {
+        let _timer = CallTimer::with("C_GenerateKey", mechanism);
+        let f = self
+            .functions()
+            .C_GenerateKey
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_GenerateKey".into(),
+            })?;
+        let mut mech = plain_mechanism(mechanism);
+        let mut attrs = CTemplate::new(template, nested);
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: the mechanism and the template with its nested arrays outlive the call.
+        let rv = unsafe {
+            f(
+                session,
+                &mut mech,
+                attrs.as_mut_ptr(),
+                attrs.len(),
+                &mut handle,
+            )
+        };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_GenerateKey", rv));
+        }
+        Ok(handle)
+    }
+
     /// `C_DestroyObject`.
     pub fn destroy_object(
         &self,

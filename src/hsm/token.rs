@@ -128,6 +128,10 @@ pub trait Token: Send + Sync {
         card_id: &str,
     ) -> Result<(Vec<u8>, Kcv), HsmError>;
 
+    /// Tries the known PKCS#11 attacks on throw-away keys made with hkms's templates and
+    /// says which the token stops (`probe.rs`); leaves no object behind.
+    fn probe_attacks(&self) -> Result<super::ProbeReport, HsmError>;
+
     /// Seals every issuer's copy of a transport key left modifiable whose card is `registered`
     /// (card ids), so that it can wrap and nothing else, for good; returns how many. Run at
     /// start.
@@ -323,6 +327,10 @@ impl Token for Pkcs11Token {
         card_id: &str,
     ) -> Result<(Vec<u8>, Kcv), HsmError> {
         Pkcs11Token::export_card_key(self, master_label, serial, card_id)
+    }
+
+    fn probe_attacks(&self) -> Result<super::ProbeReport, HsmError> {
+        Pkcs11Token::probe_attacks(self)
     }
 
     fn seal_issuer_keys(&self, registered: &[String]) -> Result<usize, HsmError> {

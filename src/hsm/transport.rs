@@ -199,7 +199,7 @@ fn find_on(s: &Session, label: &str) -> Result<ObjectHandle, HsmError> {
 
 /// Which end of a card a transport key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TransportRole {
+pub(super) enum TransportRole {
     /// The issuing node's copy: made by the security officer, trusted (it alone may wrap keys
     /// that carry CKA_WRAP_WITH_TRUSTED), a public object, extractable only until it is on the
     /// card.
@@ -211,7 +211,7 @@ enum TransportRole {
 /// The template of an AES-256 transport key on a node's token. Both ends can derive the
 /// package MAC key and compute the KCV; `CKA_ALLOWED_MECHANISMS` keeps them to that and to
 /// RFC 5649.
-fn transport_key_template(
+pub(super) fn transport_key_template(
     label: &str,
     card_id: &str,
     wrap_pad: cryptoki_sys::CK_MECHANISM_TYPE,
@@ -269,7 +269,7 @@ pub enum PackageKeys {
 /// unwrap any package (packages are not secret) into a key they can read, or encrypt a
 /// region's data block with a sub-key and get its child in clear. SoftHSM2 refuses an unwrap
 /// whose template does not give each of these the same value.
-fn package_key_unwrap_template(keys: PackageKeys) -> NestedTemplate {
+pub(super) fn package_key_unwrap_template(keys: PackageKeys) -> NestedTemplate {
     let mut attributes = vec![
         Attribute::Sensitive(true),
         Attribute::Extractable(false),

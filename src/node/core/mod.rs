@@ -17,7 +17,7 @@ use crate::card::IdNumber;
 use crate::config::NodeConfig;
 use crate::hierarchy::KeyRecord;
 use crate::hierarchy::{KeyTypeSpec, Region, Tier};
-use crate::hsm::{HsmError, ID_MAC_LABEL, IdMacKey, Pkcs11Token, Token};
+use crate::hsm::{HsmError, ID_MAC_LABEL, IdMacKey, Pkcs11Token, ProbeReport, Token};
 use crate::policy::{Decision, Operation, Policy};
 use crate::store::{SqliteStore, Store};
 
@@ -40,6 +40,40 @@ pub struct Core {
     /// Set when the ceremony log was found changed outside hkms: nothing is sealed any more
     /// until a restart (and no request pays for the check again).
     log_changed: OnceLock<String>,
+    /// The token probe's findings at start (`hsm::probe`).
+    probe: ProbeReport,
+}
+
+/// Runs the token probe and says what it found; with `require_sealed`, a token that lets any
+/// attack through is refused.
+fn token_verdict(token: &dyn Token, require_sealed: bool) -> Result<ProbeReport, NodeError> {
+    let report = token.probe_attacks()?;
+    let leaks: Vec<String> = report
+        .leaks()
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.token_did))
+        .collect();
+    if leaks.is_empty() {
+        tracing::info!(
+            attacks = report.attacks.len(),
+            "token probe: every attack holds"
+        );
+    } else if require_sealed {
+        return Err(NodeError::FailedPrecondition(format!(
+            "the token lets {} of {} probed attacks through: {}; [token] require_sealed = true \
+             refuses such a token (see docs/tokens.md, and `hkms token probe`)",
+            leaks.len(),
+            report.attacks.len(),
+            leaks.join("; ")
+        )));
+    } else {
+        tracing::warn!(
+            leaks = %leaks.join("; "),
+            "token probe: the token lets attacks through to whoever holds its user PIN; set \
+             [token] require_sealed = true in production, on a token that stops them (docs/tokens.md)"
+        );
+    }
+    Ok(report)
 }
 
 impl Core {
@@ -58,6 +92,7 @@ impl Core {
             .map(|t| t.card_id)
             .collect();
         token.seal_issuer_keys(&issued)?;
+        let probe = token_verdict(token.as_ref(), config.require_sealed)?;
         let last_checkpoint = store.last_checkpoint()?;
         let signing = Signing::load(token.as_ref(), last_checkpoint.as_ref())?;
         ensure_id_mac_key(token.as_ref())?;
@@ -74,7 +109,13 @@ impl Core {
             checkpoint_every: config.checkpoint_every,
             checkpoint_interval: config.checkpoint_interval,
             log_changed: OnceLock::new(),
+            probe,
         })
+    }
+
+    /// What the token probe found at start.
+    pub fn token_probe(&self) -> &ProbeReport {
+        &self.probe
     }
 
     /// The node's name from its config.

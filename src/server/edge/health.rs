@@ -1,6 +1,7 @@
 //! gRPC health that reports the token and the registry, not just the process: `token` and
 //! `store` are their own service names, and the overall status ("") and `hkms.v1.KeyService`
-//! are SERVING only while both answer.
+//! are SERVING only while both answer. `token-sealed` says whether every attack of the token
+//! probe held at start (docs/tokens.md); it does not make the node unhealthy.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,8 @@ use crate::node::Node;
 pub const TOKEN: &str = "token";
 /// Health service name of the registry check.
 pub const STORE: &str = "store";
+/// Health service name of the token probe's verdict: SERVING when every attack held.
+pub const TOKEN_SEALED: &str = "token-sealed";
 /// Health service name of the key service.
 pub const KEY_SERVICE: &str = "hkms.v1.KeyService";
 
@@ -33,6 +36,9 @@ pub async fn check_once(node: &Arc<Node>, reporter: &HealthReporter) {
     };
     reporter.set_service_status(TOKEN, status(token)).await;
     reporter.set_service_status(STORE, status(store)).await;
+    reporter
+        .set_service_status(TOKEN_SEALED, status(node.core().token_probe().sealed()))
+        .await;
     reporter
         .set_service_status(KEY_SERVICE, status(token && store))
         .await;

@@ -68,6 +68,10 @@ fn describe() {
     );
     describe_gauge!("hkms_hsm_sessions", "HSM sessions of the pool, by state");
     describe_gauge!(
+        "hkms_token_probe_attacks",
+        "Attacks of the token probe run at start, by verdict (holds, leaks); see docs/tokens.md"
+    );
+    describe_gauge!(
         "hkms_audit_queue_depth",
         "Writes (each with its audit record) waiting for their durable commit"
     );
@@ -164,6 +168,11 @@ fn refresh_gauges(node: &Node) {
     let (busy, size) = node.core().token().session_use();
     metrics::gauge!("hkms_hsm_sessions", "state" => "busy").set(busy as f64);
     metrics::gauge!("hkms_hsm_sessions", "state" => "idle").set(size.saturating_sub(busy) as f64);
+    let probe = node.core().token_probe();
+    let leaks = probe.leaks().len();
+    metrics::gauge!("hkms_token_probe_attacks", "verdict" => "leaks").set(leaks as f64);
+    metrics::gauge!("hkms_token_probe_attacks", "verdict" => "holds")
+        .set(probe.attacks.len().saturating_sub(leaks) as f64);
     let stats = node.core().commit_stats();
     metrics::gauge!("hkms_audit_queue_depth").set(stats.pending() as f64);
     metrics::counter!("hkms_audit_commits_total").absolute(stats.commits());
