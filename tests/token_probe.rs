@@ -111,6 +111,11 @@ async fn the_probe_names_what_leaks_and_a_sealed_node_refuses_softhsm2() {
         text.contains("1 of 9 attacks leak") && text.contains("LEAKS derive-to-clear"),
         "{text}"
     );
+    // SoftHSM2 2.6.1 does not take CKA_DERIVE_TEMPLATE, so hkms sets none there.
+    let out = node.cli(&["token", "info", "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(info["derive_template"], false, "{info}");
+    assert_eq!(info["probe"]["sealed"], false, "{info}");
 
     // The node started with the dev default says so in its health; told to require a sealed
     // token, it refuses to start and names the attack.

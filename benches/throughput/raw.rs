@@ -153,6 +153,7 @@ impl Raw {
                 master.handle(),
                 &serial.data_block(),
                 &hkms::hsm::templates::card_key_template(&label, false),
+                &[],
             )
             .map_err(|e| e.to_string())?;
         let built = (|| -> Result<Vec<u8>, HsmError> {
@@ -209,6 +210,7 @@ impl Raw {
                     parent.handle(),
                     &block,
                     &template,
+                    &[],
                 )
                 .and_then(|key| {
                     m.sign(s.handle(), CKM_AES_CMAC, key, &[0u8; 16])
@@ -291,6 +293,7 @@ impl Raw {
                     master.handle(),
                     &factor.data_block(),
                     &hkms::hsm::templates::card_key_template(&label, true),
+                    &[],
                 )
                 .map_err(|e| e.to_string())?;
             let out = m

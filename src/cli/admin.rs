@@ -194,6 +194,7 @@ fn info(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 "token": c.label, "manufacturer": c.manufacturer, "model": c.model,
                 "serial": c.serial, "mechanisms": c.mechanisms.len(), "used": used,
                 "wrap_pad": c.wrap_pad.map(mechanism_name),
+                "derive_template": c.derive_template,
                 "probe": {"sealed": probe.sealed(), "attacks": probe.attacks.len(), "leaks": leaks},
             })
         );
@@ -212,6 +213,14 @@ fn info(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         Some(m) => println!("  RFC 5649 wrap: {}", mechanism_name(m)),
         None => println!("  RFC 5649 wrap: no"),
     }
+    println!(
+        "  CKA_DERIVE_TEMPLATE: {}",
+        if c.derive_template {
+            "taken (hkms sets it on every derive key)"
+        } else {
+            "not taken by this token"
+        }
+    );
     println!("probe:        {}", probe_summary(&c.label, &probe));
     for name in &leaks {
         println!("  LEAKS {name}  (hkms token probe says what was tried)");

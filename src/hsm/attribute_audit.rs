@@ -54,6 +54,9 @@ pub struct ObjectFacts {
     pub destroyable: Option<bool>,
     /// The flags of `CKA_UNWRAP_TEMPLATE` (`CKA_*` name, value), when the object has one.
     pub unwrap_template: Option<Vec<(String, bool)>>,
+    /// The flags of `CKA_DERIVE_TEMPLATE`, when the object has one (a token that does not take
+    /// the attribute, as SoftHSM2 2.6.1, never has one).
+    pub derive_template: Option<Vec<(String, bool)>>,
 }
 
 /// One broken rule on one object.
@@ -92,6 +95,9 @@ pub const RULE_FIXED: &str = "every secret or private key has CKA_MODIFIABLE=fal
 /// public object that allows it, and cut the node off from a card.
 pub const RULE_PUBLIC_UNDESTROYABLE: &str =
     "a public secret key (CKA_PRIVATE=false) has CKA_DESTROYABLE=false";
+/// Rule: a derive key's `CKA_DERIVE_TEMPLATE`, where it has one, keeps its children secret.
+pub const RULE_DERIVE_FIXES_CHILDREN: &str =
+    "a CKA_DERIVE_TEMPLATE fixes CKA_SENSITIVE=true and CKA_MODIFIABLE=false";
 /// Rule: a key that unwraps fixes what it unwraps: without `CKA_UNWRAP_TEMPLATE`, whoever holds
 /// the user PIN unwraps any package (packages are not secret) into a key they can read.
 pub const RULE_UNWRAP_FIXES_CHILDREN: &str = "a secret key with CKA_UNWRAP has a CKA_UNWRAP_TEMPLATE with CKA_SENSITIVE=true, CKA_EXTRACTABLE=false, and either CKA_DERIVE=false or CKA_ENCRYPT=false and CKA_DECRYPT=false";
@@ -183,6 +189,16 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
     }
     if o.class == "secret-key" && yes(o.unwrap) {
         check_unwrap_template(o, &mut fail);
+    }
+    if let Some(template) = &o.derive_template {
+        let wrong: Vec<String> = [("CKA_SENSITIVE", true), ("CKA_MODIFIABLE", false)]
+            .iter()
+            .filter(|(name, want)| !template.iter().any(|(n, v)| n == name && v == want))
+            .map(|(name, _)| format!("{name} not fixed"))
+            .collect();
+        if !wrong.is_empty() {
+            fail(RULE_DERIVE_FIXES_CHILDREN, wrong.join(", "));
+        }
     }
     if yes(o.wrap) && !yes(o.trusted) {
         fail(
@@ -303,6 +319,7 @@ mod tests {
             modifiable: Some(false),
             destroyable: None,
             unwrap_template: None,
+            derive_template: None,
             key_type: Some("CKK_AES".into()),
             always_sensitive: Some(true),
             never_extractable: Some(true),
@@ -455,6 +472,17 @@ mod tests {
             "{}",
             found[0].found
         );
+        // A derive template, where the token keeps one, must keep the children secret.
+        let derives = ObjectFacts {
+            derive_template: flags(&[("CKA_SENSITIVE", false), ("CKA_MODIFIABLE", false)]),
+            ..good_parent()
+        };
+        assert_eq!(rules(&derives), vec![RULE_DERIVE_FIXES_CHILDREN]);
+        let fixed = ObjectFacts {
+            derive_template: flags(&[("CKA_SENSITIVE", true), ("CKA_MODIFIABLE", false)]),
+            ..good_parent()
+        };
+        assert!(check(&fixed).is_empty());
         // A leaf (no derive) may encrypt.
         let leaves = ObjectFacts {
             unwrap_template: flags(&[
@@ -493,6 +521,7 @@ mod tests {
             modifiable: Some(false),
             destroyable: Some(true),
             unwrap_template: None,
+            derive_template: None,
         }
     }
 

@@ -49,6 +49,9 @@ pub struct Capabilities {
     /// The AES key sizes `CKM_AES_KEY_GEN` generates (`C_GetMechanismInfo`); `None` when the
     /// token lists no AES key generation or would not say.
     pub aes_key_sizes: Option<KeySizes>,
+    /// Whether the token takes `CKA_DERIVE_TEMPLATE` in a key's template (SoftHSM2 2.6.1 does
+    /// not: `CKR_ATTRIBUTE_TYPE_INVALID`); found by trying at start.
+    pub derive_template: bool,
 }
 
 impl Capabilities {
@@ -135,6 +138,7 @@ mod tests {
             wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
             mechanisms,
             aes_key_sizes: None,
+            derive_template: false,
         }
     }
 

@@ -29,6 +29,7 @@ impl Pkcs11Token {
                 master.handle(),
                 &serial.data_block(),
                 &templates::card_key_template(&label, false),
+                &[],
             )?;
             let built = (|| -> Result<Vec<u8>, HsmError> {
                 let encrypted: [u8; BLOCK] = raw
@@ -92,6 +93,7 @@ impl Pkcs11Token {
                 master.handle(),
                 &serial.data_block(),
                 &templates::card_key_template(&label, true),
+                &[],
             )?;
             let out = self.kcv_of(&s, key, Algorithm::Aes128).and_then(|kcv| {
                 let wrapped = raw.wrap_key(s.handle(), wrap, transport.handle(), key)?;

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
+
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -151,6 +151,12 @@ impl Pkcs11Token {
             );
         }
         let sessions = open_sessions(&ctx, slot, limit, &pin)?;
+        let mut caps = caps;
+        // In a session of its own: a token that refuses the key may still leave an empty
+        // session object, which closing the session takes.
+        caps.derive_template = ctx
+            .open_rw_session(slot)
+            .is_ok_and(|s| templates::accepts_derive_template(&raw, s.handle()));
         let budget = recovery::DEFAULT_SESSION_OBJECT_BUDGET;
         Ok(Pkcs11Token {
             inner: Arc::new(Inner {
@@ -171,6 +177,19 @@ impl Pkcs11Token {
         })
     }
 
+    /// The `CKA_DERIVE_TEMPLATE` a key of `usage` carries, where the token takes one: what
+    /// every key derived from it must be ([`templates::children_template`]).
+    pub(crate) fn children_template(
+        &self,
+        usage: crate::hierarchy::Usage,
+    ) -> Vec<raw::NestedTemplate> {
+        if self.inner.caps.derive_template && usage == crate::hierarchy::Usage::Derive {
+            vec![templates::children_template()]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// What the token is and offers.
     pub fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
@@ -185,20 +204,19 @@ impl Pkcs11Token {
                 .require_generate(spec.algorithm, spec.usage)?;
             let s = self.writing_session()?;
             let mechanism = match spec.algorithm {
-                Algorithm::Aes128 | Algorithm::Aes256 => Mechanism::AesKeyGen,
-                Algorithm::Des2 => Mechanism::Des2KeyGen,
+                Algorithm::Aes128 | Algorithm::Aes256 => cryptoki_sys::CKM_AES_KEY_GEN,
+                Algorithm::Des2 => cryptoki_sys::CKM_DES2_KEY_GEN,
             };
             let template = templates::secret_key_template(spec);
+            let nested = self.children_template(spec.usage);
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let made = {
-                    let _timer =
-                        timing::CallTimer::with("C_GenerateKey", mechanism.mechanism_type().into());
-                    s.generate_key(&mechanism, &template)
-                }
-                .map_err(HsmError::from)
-                .and_then(|key| self.kcv_or_destroy(&s, key.handle(), spec.algorithm));
+                let made = self
+                    .inner
+                    .raw
+                    .generate_key(s.handle(), mechanism, &template, &nested)
+                    .and_then(|key| self.kcv_or_destroy(&s, key, spec.algorithm));
                 match made {
                     // The same SoftHSM2 hiccup as in `derive_key` (softhsm/SoftHSMv2#573): retried
                     // the same way, after removing whatever carries the new key's label.
@@ -255,6 +273,7 @@ impl Pkcs11Token {
         let s = self.session_for(child.lifetime)?;
         let parent = self.key_handle(&s, parent_label)?;
         let template = templates::secret_key_template(child);
+        let nested = self.children_template(child.usage);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -267,6 +286,7 @@ impl Pkcs11Token {
                     parent.handle(),
                     &factor.data_block(),
                     &template,
+                    &nested,
                 )
                 .and_then(|handle| self.kcv_or_destroy(&s, handle, child.algorithm));
             match derived {
@@ -307,7 +327,11 @@ impl Pkcs11Token {
             template.retain(|a| !matches!(a, Attribute::ValueLen(_)));
             template.push(Attribute::Value(value.to_vec()));
             let mut template = templates::sealed(template);
-            let created = s.create_object(&template);
+            let created = self.inner.raw.create_object(
+                s.handle(),
+                &template,
+                &self.children_template(spec.usage),
+            );
             // The template's copy of the value is wiped before anything else happens.
             for a in template.iter_mut() {
                 if let Attribute::Value(v) = a {
@@ -315,7 +339,7 @@ impl Pkcs11Token {
                 }
             }
             let key = created?;
-            self.kcv_or_destroy(&s, key.handle(), spec.algorithm)
+            self.kcv_or_destroy(&s, key, spec.algorithm)
         })
     }
 
@@ -427,12 +451,16 @@ impl Pkcs11Token {
                             object.handle(),
                             cryptoki_sys::CKA_UNWRAP_TEMPLATE,
                         )?
-                        .map(|flags| {
-                            flags
-                                .into_iter()
-                                .map(|(t, v)| (attribute_name(t), v))
-                                .collect()
-                        });
+                        .map(named_flags);
+                    facts.derive_template = self
+                        .inner
+                        .raw
+                        .template_flags(
+                            s.handle(),
+                            object.handle(),
+                            cryptoki_sys::CKA_DERIVE_TEMPLATE,
+                        )?
+                        .map(named_flags);
                     out.push(facts);
                 }
             }
@@ -595,6 +623,7 @@ fn find_token(
         wrap_pad: Capabilities::pick_wrap_pad(&mechanisms),
         mechanisms,
         aes_key_sizes,
+        derive_template: false,
     };
     Ok((slot, caps))
 }
@@ -785,6 +814,14 @@ fn read_facts(s: &Session, object: ObjectHandle, class: &str) -> Result<ObjectFa
         }
     }
     Ok(facts)
+}
+
+/// A template's flags by `CKA_*` name.
+fn named_flags(flags: Vec<(cryptoki_sys::CK_ATTRIBUTE_TYPE, bool)>) -> Vec<(String, bool)> {
+    flags
+        .into_iter()
+        .map(|(t, v)| (attribute_name(t), v))
+        .collect()
 }
 
 /// The `CKA_*` name of a boolean attribute the attribute audit reads in templates; others as

@@ -166,7 +166,7 @@ impl Lab<'_> {
     ) -> Result<ObjectHandle, HsmError> {
         self.generate(
             &secret_key_template(&self.spec(name, usage, exportable)),
-            &[],
+            &self.token.children_template(usage),
         )
     }
 
@@ -207,6 +207,7 @@ impl Lab<'_> {
             parent.handle(),
             &[0x5a; 16],
             &template,
+            &[],
         );
         match derived {
             Err(e) => {
@@ -256,9 +257,10 @@ impl Lab<'_> {
             }
         }
         template.insert(template.len() - 1, Attribute::ValueLen(32.into()));
-        let nested = [super::transport::package_key_unwrap_template(
+        let mut nested = vec![super::transport::package_key_unwrap_template(
             super::transport::PackageKeys::SubKeys,
         )];
+        nested.extend(self.token.children_template(Usage::Derive));
         let tried_base = "C_UnwrapKey under a key made with hkms's template for a loaded \
                           transport key, of a package the probe wrapped under it";
         let setup = (|| -> Result<(cryptoki_sys::CK_OBJECT_HANDLE, Vec<u8>), HsmError> {

@@ -37,7 +37,7 @@ fn bounded_len(what: &str, len: cryptoki_sys::CK_ULONG) -> Result<usize, HsmErro
 /// An attribute whose value is itself a template, which `cryptoki`'s `Attribute` cannot hold:
 /// `CKA_UNWRAP_TEMPLATE` or `CKA_DERIVE_TEMPLATE`, fixing what the keys a key makes will be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NestedTemplate {
+pub struct NestedTemplate {
     /// The attribute type (`CKA_UNWRAP_TEMPLATE`, `CKA_DERIVE_TEMPLATE`).
     pub kind: cryptoki_sys::CK_ATTRIBUTE_TYPE,
     /// The attributes every key made through it must be given.
@@ -541,6 +541,30 @@ impl RawModule {
         Ok(handle)
     }
 
+    /// `C_CreateObject` from `template` (and `nested`, see [`CTemplate`]).
+    pub(crate) fn create_object(
+        &self,
+        session: CK_SESSION_HANDLE,
+        template: &[Attribute],
+        nested: &[NestedTemplate],
+    ) -> Result<CK_OBJECT_HANDLE, HsmError> {
+        let _timer = CallTimer::start("C_CreateObject", "none");
+        let f = self
+            .functions()
+            .C_CreateObject
+            .ok_or_else(|| HsmError::Unsupported {
+                what: "C_CreateObject".into(),
+            })?;
+        let mut attrs = CTemplate::new(template, nested);
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: the template with its nested arrays outlives the call.
+        let rv = unsafe { f(session, attrs.as_mut_ptr(), attrs.len(), &mut handle) };
+        if rv != CKR_OK {
+            return Err(HsmError::from_rv("C_CreateObject", rv));
+        }
+        Ok(handle)
+    }
+
     /// `C_DestroyObject`.
     pub fn destroy_object(
         &self,
@@ -570,6 +594,7 @@ impl RawModule {
         base: CK_OBJECT_HANDLE,
         data: &[u8],
         template: &[Attribute],
+        nested: &[NestedTemplate],
     ) -> Result<CK_OBJECT_HANDLE, HsmError> {
         let _timer = CallTimer::with("C_DeriveKey", mechanism);
         let f = self
@@ -589,17 +614,18 @@ impl RawModule {
             pParameter: (&mut params as *mut CK_KEY_DERIVATION_STRING_DATA).cast(),
             ulParameterLen: std::mem::size_of::<CK_KEY_DERIVATION_STRING_DATA>() as CK_ULONG,
         };
-        let mut attrs: Vec<CK_ATTRIBUTE> = template.iter().map(CK_ATTRIBUTE::from).collect();
+        let mut attrs = CTemplate::new(template, nested);
         let mut handle: CK_OBJECT_HANDLE = 0;
         // SAFETY: every pointer passed (mechanism, its parameter, the data, the template whose
-        // values borrow from `template`) outlives the call; `handle` receives one value.
+        // values borrow from `template` and `nested`) outlives the call; `handle` receives one
+        // value.
         let rv = unsafe {
             f(
                 session,
                 &mut mech,
                 base,
                 attrs.as_mut_ptr(),
-                attrs.len() as CK_ULONG,
+                attrs.len(),
                 &mut handle,
             )
         };

@@ -5,7 +5,10 @@
 
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 
+use cryptoki_sys::CK_SESSION_HANDLE;
+
 use super::mechanisms::{allowed_mechanisms, allowed_mechanisms_attribute};
+use super::raw::{NestedTemplate, RawModule};
 use crate::hierarchy::{Algorithm, Usage};
 
 /// Whether a key lives on the token or only as long as the session that made it.
@@ -65,6 +68,50 @@ pub fn secret_key_template(spec: &SecretKeySpec) -> Vec<Attribute> {
         attrs.push(Attribute::ValueLen(len.into()));
     }
     sealed(attrs)
+}
+
+/// What every key derived from an hkms derive key is, whatever it is for (a sub-key, a card
+/// key, a package MAC key): sensitive, wrappable only under a trusted key, never a wrapping
+/// key, unchangeable. As a parent's `CKA_DERIVE_TEMPLATE`, on a token that applies it, it
+/// stops a user-PIN holder from deriving a child in clear (see `probe.rs`).
+pub(crate) fn children_template() -> NestedTemplate {
+    NestedTemplate {
+        kind: cryptoki_sys::CKA_DERIVE_TEMPLATE,
+        attributes: vec![
+            Attribute::Sensitive(true),
+            Attribute::WrapWithTrusted(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Modifiable(false),
+        ],
+    }
+}
+
+/// Whether the token takes a `CKA_DERIVE_TEMPLATE` in a key's template: tried on a throw-away
+/// session key in `session`, destroyed at once. SoftHSM2 leaves an empty session object behind
+/// a refused one: the caller closes `session` afterwards.
+pub(crate) fn accepts_derive_template(raw: &RawModule, session: CK_SESSION_HANDLE) -> bool {
+    let made = raw.generate_key(
+        session,
+        cryptoki_sys::CKM_AES_KEY_GEN,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Derive(true),
+            Attribute::ValueLen(16.into()),
+        ],
+        &[children_template()],
+    );
+    match made {
+        Ok(key) => {
+            let _ = raw.destroy_object(session, key);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// `attrs` with `CKA_MODIFIABLE=false` as its last attribute. Last, because SoftHSM2 applies a

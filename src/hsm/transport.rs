@@ -554,6 +554,7 @@ impl Pkcs11Token {
                     card_id.as_bytes(),
                     mechanisms::AES_CMAC,
                 ),
+                &[],
             )?;
             Ok(())
         })
@@ -623,7 +624,12 @@ impl Pkcs11Token {
                 priv_key.handle(),
                 &wrapped,
                 &transport_key_template(&label, card_id, wrap_pad, TransportRole::Recipient),
-                &[package_key_unwrap_template(keys)],
+                &[
+                    vec![package_key_unwrap_template(keys)],
+                    // It derives its package MAC key.
+                    self.children_template(crate::hierarchy::Usage::Derive),
+                ]
+                .concat(),
             )?;
             self.kcv_or_destroy(&s, key, Algorithm::Aes256)
         })();
