@@ -505,6 +505,48 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == "hkms.v1.KeyService"), "{names:?}");
 
+    // The older v1alpha protocol, which the stock Python client speaks, lists the same.
+    {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut old = ServerReflectionClient::new(node.channel().await);
+        let mut stream = old
+            .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            }]))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner();
+        let response = stream.next().await.expect("one answer").expect("ok");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected v1alpha reflection answer");
+        };
+        assert!(
+            list.service.iter().any(|s| s.name == "hkms.v1.KeyService"),
+            "{:?}",
+            list.service
+        );
+    }
+
+    // A gzip-compressed request is taken, and the answer compressed for a client that asks.
+    let gzip = tonic::codec::CompressionEncoding::Gzip;
+    let listed = hkms::proto::key_service_client::KeyServiceClient::new(node.channel().await)
+        .send_compressed(gzip)
+        .accept_compressed(gzip)
+        .list_keys(hkms::proto::ListKeysRequest::default())
+        .await
+        .expect("a gzip request");
+    assert_eq!(
+        listed
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+
     // A client without the .proto files (grpcurl) finds the service's file, the file it
     // imports for the enums, and the enums in it.
     /// The name and imports of a `google.protobuf.FileDescriptorProto`.

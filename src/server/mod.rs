@@ -21,6 +21,9 @@ use crate::proto;
 use edge::{health, metrics};
 use services::{audit, card, ceremony, keys, policy, transport};
 
+/// The one compression hkms speaks besides none.
+const GZIP: tonic::codec::CompressionEncoding = tonic::codec::CompressionEncoding::Gzip;
+
 /// Why the server did not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -97,9 +100,16 @@ pub async fn serve(
     ));
     let sweeper = tokio::spawn(ceremony::sweep_components(Arc::clone(&node)));
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both versions: grpcurl speaks v1, the stock Python and many other clients v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection = reflection()
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
@@ -157,25 +167,48 @@ pub async fn serve(
         .max_concurrent_streams(256)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(proto::key_service_server::KeyServiceServer::new(
-            keys::KeyApi::new(Arc::clone(&node)),
-        ))
-        .add_service(proto::policy_service_server::PolicyServiceServer::new(
-            policy::PolicyApi::new(Arc::clone(&node)),
-        ))
-        .add_service(proto::ceremony_service_server::CeremonyServiceServer::new(
-            ceremony::CeremonyApi::new(Arc::clone(&node)),
-        ))
-        .add_service(proto::audit_service_server::AuditServiceServer::new(
-            audit::AuditApi::new(Arc::clone(&node)),
-        ))
-        .add_service(proto::card_service_server::CardServiceServer::new(
-            card::CardApi::new(Arc::clone(&node)),
-        ))
+        .add_service(reflection_v1alpha)
+        // Each service takes gzip-compressed requests (the size limit applies to the
+        // decompressed message) and compresses its answers for a client that asks.
+        .add_service(
+            proto::key_service_server::KeyServiceServer::new(keys::KeyApi::new(Arc::clone(&node)))
+                .accept_compressed(GZIP)
+                .send_compressed(GZIP),
+        )
+        .add_service(
+            proto::policy_service_server::PolicyServiceServer::new(policy::PolicyApi::new(
+                Arc::clone(&node),
+            ))
+            .accept_compressed(GZIP)
+            .send_compressed(GZIP),
+        )
+        .add_service(
+            proto::ceremony_service_server::CeremonyServiceServer::new(ceremony::CeremonyApi::new(
+                Arc::clone(&node),
+            ))
+            .accept_compressed(GZIP)
+            .send_compressed(GZIP),
+        )
+        .add_service(
+            proto::audit_service_server::AuditServiceServer::new(audit::AuditApi::new(Arc::clone(
+                &node,
+            )))
+            .accept_compressed(GZIP)
+            .send_compressed(GZIP),
+        )
+        .add_service(
+            proto::card_service_server::CardServiceServer::new(card::CardApi::new(Arc::clone(
+                &node,
+            )))
+            .accept_compressed(GZIP)
+            .send_compressed(GZIP),
+        )
         .add_service(
             proto::transport_service_server::TransportServiceServer::new(
                 transport::TransportApi::new(Arc::clone(&node)),
-            ),
+            )
+            .accept_compressed(GZIP)
+            .send_compressed(GZIP),
         )
         .serve_with_incoming_shutdown(tls::incoming(listener, tls), signal);
     let result = tokio::select! {
