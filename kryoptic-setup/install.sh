@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Kryoptic PKCS#11 module (a software token) from its crate on crates.io when it is
-# not built yet, then prints the module path. Idempotent and non-interactive (CI runs it with
+# not built yet, then prints the module path. Also installs OpenSC's pkcs11-tool, with which
+# make-token.sh initialises tokens. Idempotent and non-interactive (CI runs it with
 # no standard input); installs the Debian packages the build needs (through `sudo -n` when not
 # root) and builds with cargo into the repository's .cache/kryoptic/ (ignored by git), so a
 # second run does nothing.
@@ -9,6 +10,9 @@
 # store, AES, RSA, ECDSA and ECDH, hashes and HMAC, SP 800-108 KDFs, linked against the
 # system's OpenSSL. Kryoptic's `standard` set also has EdDSA, which needs OpenSSL 3.2; Debian
 # 12 has 3.0.
+#
+#   kryoptic-setup/install.sh             build when needed, print the module path
+#   kryoptic-setup/install.sh --no-build  print the module path, or fail saying to run the above
 set -euo pipefail
 
 version=1.5.4
@@ -19,12 +23,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${HKMS_KRYOPTIC_CACHE:-$(dirname "$here")/.cache/kryoptic}
 module=$cache/$version/libkryoptic_pkcs11.so
 
-if [ -r "$module" ]; then echo "$module"; exit 0; fi
-
 say() { echo "kryoptic-setup: $*" >&2; }
 
+if [ -r "$module" ] && command -v pkcs11-tool >/dev/null 2>&1; then echo "$module"; exit 0; fi
+if [ "${1:-}" = --no-build ]; then
+  say "Kryoptic $version is not built (no $module, or no pkcs11-tool): run kryoptic-setup/install.sh"
+  exit 1
+fi
+
 missing=()
-for pkg in libclang-dev libssl-dev libsqlite3-dev pkg-config curl ca-certificates; do
+for pkg in libclang-dev libssl-dev libsqlite3-dev pkg-config curl ca-certificates opensc; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
     missing+=("$pkg")
   fi
@@ -42,6 +50,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   "${sudo_cmd[@]}" apt-get update -qq >&2
   "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
+if [ -r "$module" ]; then echo "$module"; exit 0; fi
 command -v cargo >/dev/null 2>&1 || { say "cargo is missing: install the Rust toolchain"; exit 1; }
 
 src=$cache/src
