@@ -76,6 +76,19 @@ pub fn with_policy(text: String, policy: &Path) -> String {
     text.replace(&default, &format!("policy = \"{}\"", policy.display()))
 }
 
+/// Set to 1 to skip the tests that need Kryoptic (`scripts/test` then does not build it).
+pub const SKIP_KRYOPTIC: &str = "HKMS_SKIP_KRYOPTIC_TESTS";
+
+/// Whether the tests that need Kryoptic are to be skipped ([`SKIP_KRYOPTIC`]); says so when
+/// they are. Without it, such a test fails when Kryoptic is not built, saying to build it.
+pub fn kryoptic_skipped() -> bool {
+    let skip = std::env::var(SKIP_KRYOPTIC).is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("skipped: {SKIP_KRYOPTIC}=1");
+    }
+    skip
+}
+
 /// Which PKCS#11 implementation a test token is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
