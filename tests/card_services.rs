@@ -9,7 +9,7 @@
 mod support;
 
 use hkms::proto::{self, card_service_client::CardServiceClient};
-use support::{TestNode, aes_child, aes_ecb, factor_block, make_token, node_config};
+use support::{TestNode, aes_child, aes_ecb, factor_block, make_test_token, node_config};
 use tonic::Code;
 
 /// What the card says to a command.
@@ -180,8 +180,8 @@ async fn windows_unblock_and_reload_pins_that_only_the_right_card_accepts() {
 
     // Two city nodes, each with its own token (one SoftHSM2 folder) and registry.
     let tokens = tempfile::tempdir().expect("tempdir");
-    let gz_token = make_token(&tokens.path().join("softhsm"), "guangzhou");
-    let sz_token = make_token(&tokens.path().join("softhsm"), "shenzhen");
+    let gz_token = make_test_token(&tokens.path().join("softhsm"), "guangzhou");
+    let sz_token = make_test_token(&tokens.path().join("softhsm"), "shenzhen");
     let pkcs11 = support::init_pkcs11(&gz_token);
     let mut nodes = Vec::new();
     for (token, region, masters) in [

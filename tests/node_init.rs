@@ -115,8 +115,11 @@ fn a_node_made_by_node_init_serves_and_a_second_run_keeps_everything() {
     );
 
     // It serves, and a caller of its region reaches it.
+    let conf = node.join("softhsm/softhsm2.conf");
     let token = Token {
-        conf: node.join("softhsm/softhsm2.conf"),
+        kind: support::TokenKind::SoftHsm2,
+        env: vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
+        conf,
         module: "/unused".into(),
         label: "hkms-node-440000".into(),
         pin_file: pins[0].clone(),

@@ -68,6 +68,7 @@ async fn the_probe_names_what_leaks_and_a_sealed_node_refuses_softhsm2() {
         "unwrap-to-clear",
         "unwrap-to-encrypt",
         "wrap-under-own-key",
+        "self-trusted-key",
         "wrap-then-decrypt",
         "set-attribute",
         "copy-object",
@@ -76,7 +77,7 @@ async fn the_probe_names_what_leaks_and_a_sealed_node_refuses_softhsm2() {
     ] {
         want(holds, "HOLDS");
     }
-    assert_eq!(verdicts.len(), 9, "{report}");
+    assert_eq!(verdicts.len(), 10, "{report}");
     assert_eq!(
         object_count(&pkcs11, "probed"),
         before,
@@ -101,14 +102,14 @@ async fn the_probe_names_what_leaks_and_a_sealed_node_refuses_softhsm2() {
         text.contains("LEAKS  derive-to-clear/CKM_AES_ECB_ENCRYPT_DATA")
             && text.contains("HOLDS  unwrap-to-clear")
             && text.contains("CKA_UNWRAP_TEMPLATE of the loaded transport key")
-            && text.contains("1 of 9 attacks leak"),
+            && text.contains("1 of 10 attacks leak"),
         "{text}"
     );
     let out = node.cli(&["token", "info"]);
     let text = stdout(&out);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        text.contains("1 of 9 attacks leak") && text.contains("LEAKS derive-to-clear"),
+        text.contains("1 of 10 attacks leak") && text.contains("LEAKS derive-to-clear"),
         "{text}"
     );
     // SoftHSM2 2.6.1 does not take CKA_DERIVE_TEMPLATE, so hkms sets none there.

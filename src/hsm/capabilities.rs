@@ -67,13 +67,24 @@ impl Capabilities {
             .find(|m| mechanisms.contains(m))
     }
 
+    /// The token as messages name it: `"label" (manufacturer model)`.
+    pub fn describe(&self) -> String {
+        format!("\"{}\" ({} {})", self.label, self.manufacturer, self.model)
+    }
+
+    /// The refusal of something this token lacks, naming the token.
+    pub fn lacks(&self, what: impl Into<String>) -> HsmError {
+        HsmError::TokenLacks {
+            token: self.describe(),
+            what: what.into(),
+        }
+    }
+
     fn require(&self, mechanism: MechanismNumber) -> Result<(), HsmError> {
         if self.has(mechanism) {
             Ok(())
         } else {
-            Err(HsmError::Unsupported {
-                what: mechanism_name(mechanism),
-            })
+            Err(self.lacks(mechanism_name(mechanism)))
         }
     }
 
@@ -87,14 +98,12 @@ impl Capabilities {
             (algorithm, self.aes_key_sizes)
             && !sizes.fits_aes(algorithm.key_len())
         {
-            return Err(HsmError::Unsupported {
-                what: format!(
-                    "{}-byte keys with CKM_AES_KEY_GEN (it gives sizes {} to {})",
-                    algorithm.key_len(),
-                    sizes.min,
-                    sizes.max
-                ),
-            });
+            return Err(self.lacks(format!(
+                "{}-byte keys with CKM_AES_KEY_GEN (it gives sizes {} to {})",
+                algorithm.key_len(),
+                sizes.min,
+                sizes.max
+            )));
         }
         for m in mechanisms::allowed_mechanisms(algorithm, usage) {
             self.require(m)?;
@@ -291,5 +300,6 @@ mod tests {
         assert!(c.require_derive(Algorithm::Aes128).is_ok());
         let err = c.require_derive(Algorithm::Des2).unwrap_err().to_string();
         assert!(err.contains("CKM_DES3_ECB_ENCRYPT_DATA"), "{err}");
+        assert!(err.contains("token \"t\" (m x)"), "{err}");
     }
 }

@@ -80,6 +80,19 @@ pub enum HsmError {
         /// The missing capability.
         what: String,
     },
+    /// The node's token lacks a mechanism or a rule hkms needs for this request, as the token
+    /// itself said (its mechanism list, or its answer to a template): hkms refuses rather than
+    /// do the work another way.
+    #[error(
+        "token {token} does not offer {what}; hkms refuses what needs it: use a token that has \
+         it, or a key type that does not need it"
+    )]
+    TokenLacks {
+        /// The token, as `"label" (manufacturer model)`.
+        token: String,
+        /// The missing mechanism or rule, by its PKCS#11 name.
+        what: String,
+    },
     /// A key registered in the store was not found on the token.
     #[error(
         "key {label} is not on the token; the registry and the token disagree (run `hkms keys orphans`)"
@@ -176,7 +189,9 @@ impl HsmError {
             | HsmError::PinIncorrect
             | HsmError::PinLocked
             | HsmError::UnsafeKey { .. } => HsmErrorKind::Configuration,
-            HsmError::Unsupported { .. } => HsmErrorKind::FailedPrecondition,
+            HsmError::Unsupported { .. } | HsmError::TokenLacks { .. } => {
+                HsmErrorKind::FailedPrecondition
+            }
             HsmError::KeyNotFound { .. } => HsmErrorKind::NotFound,
             HsmError::DuplicateLabel { .. } | HsmError::Unexpected { .. } => HsmErrorKind::Internal,
             HsmError::PoolTimeout { .. }

@@ -417,6 +417,70 @@ impl Lab<'_> {
         }
     }
 
+    /// Makes a wrapping key the attacker marks `CKA_TRUSTED` (only the security officer may),
+    /// wraps an exportable hkms key under it and unwraps it into a readable one.
+    fn self_trusted_key(&self, wrap_pad: CK_MECHANISM_TYPE) -> Attack {
+        let tried = "C_GenerateKey, as the user, of an AES key with CKA_TRUSTED=true, CKA_WRAP and \
+                     CKA_UNWRAP; C_WrapKey of an exportable key made with hkms's template under \
+                     it; C_UnwrapKey of the result into a readable key";
+        let result = (|| -> Result<bool, HsmError> {
+            let victim = self.hkms_key("exportable-trusted", Usage::Derive, true)?;
+            let own = self.generate(
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(false),
+                    Attribute::Trusted(true),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                    Attribute::ValueLen(32.into()),
+                ],
+                &[],
+            )?;
+            let wrapped = self.token.inner.raw.wrap_key(
+                self.session.handle(),
+                wrap_pad,
+                own.handle(),
+                victim.handle(),
+            )?;
+            let clear = self.token.inner.raw.unwrap_key(
+                self.session.handle(),
+                &super::raw::plain_mechanism(wrap_pad),
+                own.handle(),
+                &wrapped,
+                &readable(KeyType::AES),
+                &[],
+            )?;
+            self.token.session_object_destroyed();
+            Ok(value_readable(&self.session, object(clear)))
+        })();
+        let (token_did, verdict, held_by) = match result {
+            Ok(true) => (
+                "made the trusted key, wrapped with it, and read the key in clear".to_string(),
+                Verdict::Leaks,
+                "nothing: the token lets the user set CKA_TRUSTED",
+            ),
+            Ok(false) => (
+                "made the trusted key and wrapped with it; the unwrapped copy stayed unreadable"
+                    .to_string(),
+                Verdict::Leaks,
+                "nothing: the token lets the user set CKA_TRUSTED (the key can leave wrapped)",
+            ),
+            Err(e) => (
+                refused(e),
+                Verdict::Holds,
+                "only the security officer sets CKA_TRUSTED",
+            ),
+        };
+        Attack {
+            name: "self-trusted-key".into(),
+            tried: tried.into(),
+            token_did,
+            verdict,
+            held_by: held_by.into(),
+        }
+    }
+
     /// Wraps an exportable hkms key with AES-ECB under a key the attacker made able to wrap
     /// and decrypt, then decrypts the result: the wrapped bytes are the key.
     fn wrap_then_decrypt(&self) -> Attack {
@@ -528,7 +592,12 @@ impl Lab<'_> {
                     tried: tried.into(),
                     token_did: "refused every change".into(),
                     verdict: Verdict::Holds,
-                    held_by: "CKA_MODIFIABLE=false on every key hkms makes".into(),
+                    held_by: if copy {
+                        "CKA_COPYABLE=false and CKA_MODIFIABLE=false on every key hkms makes"
+                    } else {
+                        "CKA_MODIFIABLE=false on every key hkms makes"
+                    }
+                    .into(),
                 }
             } else {
                 Attack {
@@ -536,7 +605,13 @@ impl Lab<'_> {
                     tried: tried.into(),
                     token_did: format!("accepted {}", accepted.join(", ")),
                     verdict: Verdict::Leaks,
-                    held_by: "nothing: the token does not enforce CKA_MODIFIABLE".into(),
+                    held_by: if copy {
+                        "nothing: the token enforces neither CKA_COPYABLE nor CKA_MODIFIABLE in a \
+                         copy"
+                    } else {
+                        "nothing: the token does not enforce CKA_MODIFIABLE"
+                    }
+                    .into(),
                 }
             });
         }
@@ -646,6 +721,7 @@ impl Pkcs11Token {
         if let Some(wrap_pad) = self.inner.caps.wrap_pad {
             report.attacks.extend(lab.unwrap_to_clear(wrap_pad));
             report.attacks.push(lab.wrap_under_own_key(wrap_pad));
+            report.attacks.push(lab.self_trusted_key(wrap_pad));
         }
         report.attacks.push(lab.wrap_then_decrypt());
         report.attacks.extend(lab.change_attributes());

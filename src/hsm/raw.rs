@@ -428,9 +428,11 @@ impl RawModule {
         }
         let bytes = bounded_len("attribute template length", query.ulValueLen)?;
         let count = bytes / std::mem::size_of::<CK_ATTRIBUTE>();
-        // 2. Each element's type and length, then 3. their values.
+        // 2. Each element's type and length, then 3. their values. Elements whose type is
+        // CK_UNAVAILABLE_INFORMATION ask for the types (PKCS#11 3.2; Kryoptic reads any other
+        // type as a request for that attribute, SoftHSM2 ignores the types given).
         let empty = CK_ATTRIBUTE {
-            type_: 0,
+            type_: cryptoki_sys::CK_UNAVAILABLE_INFORMATION,
             pValue: std::ptr::null_mut(),
             ulValueLen: 0,
         };

@@ -114,11 +114,14 @@ pub(crate) fn accepts_derive_template(raw: &RawModule, session: CK_SESSION_HANDL
     }
 }
 
-/// `attrs` with `CKA_MODIFIABLE=false` as its last attribute. Last, because SoftHSM2 applies a
-/// derive or unwrap template in order and refuses every attribute that comes after it; and
-/// whatever the token, a key made modifiable could be given back the usages hkms left out.
+/// `attrs` with `CKA_COPYABLE=false` and, last, `CKA_MODIFIABLE=false`: whatever the token, a
+/// key made modifiable could be given back the usages hkms left out, and a copy with other
+/// attributes is the same (Kryoptic 1.5.4 ignores `CKA_MODIFIABLE` in `C_CopyObject`).
+/// Modifiable last, because SoftHSM2 applies a derive or unwrap template in order and refuses
+/// every attribute that comes after it.
 pub fn sealed(mut attrs: Vec<Attribute>) -> Vec<Attribute> {
-    attrs.retain(|a| !matches!(a, Attribute::Modifiable(_)));
+    attrs.retain(|a| !matches!(a, Attribute::Modifiable(_) | Attribute::Copyable(_)));
+    attrs.push(Attribute::Copyable(false));
     attrs.push(Attribute::Modifiable(false));
     attrs
 }
@@ -364,7 +367,14 @@ mod tests {
         let t = id_mac_template(ID_MAC_LABEL);
         assert_eq!(t.last(), Some(&Attribute::Modifiable(false)));
         let t = sealed(vec![Attribute::Modifiable(true), Attribute::Sign(true)]);
-        assert_eq!(t, vec![Attribute::Sign(true), Attribute::Modifiable(false)]);
+        assert_eq!(
+            t,
+            vec![
+                Attribute::Sign(true),
+                Attribute::Copyable(false),
+                Attribute::Modifiable(false)
+            ]
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ const MAC_KEY_DATA: &[u8; 16] = b"hkms-pkg-mac-v1.";
 /// a SoftHSM2 token in tests).
 pub struct CardToken {
     session: Session,
+    /// The card as messages name it: `"label" (manufacturer model)`.
+    name: String,
     /// The user PIN, to log the user back in after the card's security officer.
     pin: SecretString,
     _ctx: Pkcs11,
@@ -46,11 +48,17 @@ impl CardToken {
         pin: &SecretString,
     ) -> Result<CardToken, HsmError> {
         let ctx = load_module(module)?;
-        let (slot, _) = find_slot(&ctx, locator)?;
+        let (slot, info) = find_slot(&ctx, locator)?;
         let session = ctx.open_rw_session(slot)?;
         login_user(&session, pin)?;
         Ok(CardToken {
             session,
+            name: format!(
+                "\"{}\" ({} {})",
+                info.label().trim_end(),
+                info.manufacturer_id().trim_end(),
+                info.model().trim_end()
+            ),
             pin: pin.clone(),
             _ctx: ctx,
         })
@@ -79,7 +87,12 @@ impl CardToken {
         }
         let trusted = match self.session.login(UserType::So, Some(so_pin)) {
             Ok(()) => {
-                let key = import_rsa_public(&self.session, public, true);
+                let key = import_rsa_public(&self.session, public, true).map_err(|e| {
+                    trust_refused(e, |what| HsmError::TokenLacks {
+                        token: format!("card {}", self.name),
+                        what: format!("{what} (loading a transport key card needs it)"),
+                    })
+                });
                 let _ = self.session.logout();
                 key
             }
@@ -154,6 +167,24 @@ fn rsa_public(s: &Session, key: ObjectHandle) -> Result<(Vec<u8>, Vec<u8>), HsmE
         _ => Err(HsmError::Unexpected {
             what: "RSA public key without modulus or exponent".into(),
         }),
+    }
+}
+
+/// What a token that will not mark a key trusted answers, as hkms's refusal: a transport key
+/// travels only under a key its security officer trusts (`CKA_WRAP_WITH_TRUSTED`), and hkms does
+/// not drop that rule for such a token. Kryoptic 1.5 never lets anyone set `CKA_TRUSTED` on a
+/// key.
+fn trust_refused(e: HsmError, lacks: impl FnOnce(&'static str) -> HsmError) -> HsmError {
+    match e {
+        HsmError::Pkcs11 { ref rv, .. }
+            if matches!(
+                rv.as_str(),
+                "AttributeTypeInvalid" | "AttributeReadOnly" | "AttributeValueInvalid"
+            ) =>
+        {
+            lacks("CKA_TRUSTED set by its security officer on a wrapping key")
+        }
+        other => other,
     }
 }
 
@@ -307,12 +338,11 @@ pub fn transport_label(card_id: &str) -> String {
 
 impl Pkcs11Token {
     pub(crate) fn wrap_pad(&self) -> Result<cryptoki_sys::CK_MECHANISM_TYPE, HsmError> {
-        self.inner
-            .caps
-            .wrap_pad
-            .ok_or_else(|| HsmError::Unsupported {
-                what: "RFC 5649 key wrap (CKM_AES_KEY_WRAP_PAD / CKM_AES_KEY_WRAP_KWP)".into(),
-            })
+        self.inner.caps.wrap_pad.ok_or_else(|| {
+            self.inner
+                .caps
+                .lacks("RFC 5649 key wrap (CKM_AES_KEY_WRAP_PAD / CKM_AES_KEY_WRAP_KWP)")
+        })
     }
 
     /// Runs `f` in a security-officer session. Every pooled session is held meanwhile (the
@@ -371,7 +401,13 @@ impl Pkcs11Token {
         let (card_pub, card_priv) = rsa_pair(&card.session, &format!("hkms/card-rsa/{card_id}"))?;
         let card_public = rsa_public(&card.session, card_pub)?;
         let wrapped = self.with_security_officer(so_pin, |so| {
-            let trusted = import_rsa_public(so, &card_public, true)?;
+            let trusted = import_rsa_public(so, &card_public, true).map_err(|e| {
+                trust_refused(e, |what| {
+                    self.inner
+                        .caps
+                        .lacks(format!("{what} (issuing a transport key card needs it)"))
+                })
+            })?;
             let key = so.generate_key(
                 &Mechanism::AesKeyGen,
                 &transport_key_template(&label, card_id, wrap_pad, TransportRole::Issuer),
@@ -514,7 +550,7 @@ impl Pkcs11Token {
     /// even one that never logged in, may change or destroy a public object that allows it:
     /// turn CKA_UNWRAP or CKA_DERIVE back on and read the packages wrapped under it, or destroy
     /// it and cut the province off. So it is replaced by a copy that can be neither modified
-    /// nor destroyed (a copy keeps CKA_TRUSTED). A copy of that copy cannot differ from it.
+    /// nor destroyed nor copied (a copy keeps CKA_TRUSTED).
     pub fn seal_issuer_key(&self, card_id: &str) -> Result<(), HsmError> {
         let label = transport_label(card_id);
         self.strip_issuer_key(&label)?;
@@ -523,7 +559,11 @@ impl Pkcs11Token {
             let key = find_on(&s, &label)?;
             let sealed = s.copy_object(
                 key,
-                &[Attribute::Destroyable(false), Attribute::Modifiable(false)],
+                &[
+                    Attribute::Destroyable(false),
+                    Attribute::Copyable(false),
+                    Attribute::Modifiable(false),
+                ],
             )?;
             if let Err(e) = s.destroy_object(key) {
                 // Left to the next start's sealing; the copy would make the label ambiguous.

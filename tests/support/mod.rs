@@ -1,4 +1,4 @@
-//! Test harness: real SoftHSM2 tokens in temporary folders (made by softhsm-setup/), real
+//! Test harness: real tokens in temporary folders (SoftHSM2 by softhsm-setup/, Kryoptic by kryoptic-setup/), real
 //! `hkms serve` processes on 127.0.0.1, and clients that use the public gRPC API or the CLI.
 #![allow(dead_code)]
 
@@ -76,11 +76,61 @@ pub fn with_policy(text: String, policy: &Path) -> String {
     text.replace(&default, &format!("policy = \"{}\"", policy.display()))
 }
 
-/// A SoftHSM2 token folder made by softhsm-setup/make-token.sh.
+/// Set to 1 to skip the tests that need Kryoptic (`scripts/test` then does not build it).
+pub const SKIP_KRYOPTIC: &str = "HKMS_SKIP_KRYOPTIC_TESTS";
+
+/// Whether the tests that need Kryoptic are to be skipped ([`SKIP_KRYOPTIC`]); says so when
+/// they are. Without it, such a test fails when Kryoptic is not built, saying to build it.
+pub fn kryoptic_skipped() -> bool {
+    let skip = std::env::var(SKIP_KRYOPTIC).is_ok_and(|v| v == "1");
+    if skip {
+        eprintln!("skipped: {SKIP_KRYOPTIC}=1");
+    }
+    skip
+}
+
+/// Which PKCS#11 implementation a test token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Debian's SoftHSM2 (softhsm-setup/).
+    SoftHsm2,
+    /// Kryoptic, built from its crate (kryoptic-setup/).
+    Kryoptic,
+}
+
+/// Chooses the token of [`TestNode::start`] and [`make_test_token`]: `softhsm2` (the default)
+/// or `kryoptic`.
+pub const TEST_TOKEN: &str = "HKMS_TEST_TOKEN";
+
+impl TokenKind {
+    /// The kind [`TEST_TOKEN`] names; SoftHSM2 when it is unset. Any other value fails the
+    /// test, rather than quietly running on SoftHSM2.
+    pub fn from_env() -> TokenKind {
+        match std::env::var(TEST_TOKEN).as_deref() {
+            Err(_) | Ok("") | Ok("softhsm2") => TokenKind::SoftHsm2,
+            Ok("kryoptic") => TokenKind::Kryoptic,
+            Ok(other) => panic!("{TEST_TOKEN}={other}: use softhsm2 or kryoptic"),
+        }
+    }
+
+    fn make_token_script(self) -> &'static str {
+        match self {
+            TokenKind::SoftHsm2 => "softhsm-setup/make-token.sh",
+            TokenKind::Kryoptic => "kryoptic-setup/make-token.sh",
+        }
+    }
+}
+
+/// A token folder made by the project's own setup script for its kind.
 #[derive(Debug, Clone)]
 pub struct Token {
-    /// SOFTHSM2_CONF for processes that use it.
+    /// The implementation.
+    pub kind: TokenKind,
+    /// The implementation's configuration file for this folder (SOFTHSM2_CONF, KRYOPTIC_CONF).
     pub conf: PathBuf,
+    /// The environment a process needs to reach the folder's tokens, as the setup script
+    /// printed it (its variables other than `HKMS_*`).
+    pub env: Vec<(String, String)>,
     /// The PKCS#11 module.
     pub module: PathBuf,
     /// Token label.
@@ -89,29 +139,67 @@ pub struct Token {
     pub pin_file: PathBuf,
 }
 
-/// Makes a token in `dir` through the project's own setup script.
+impl Token {
+    /// The variables of [`Token::env`], for `Command::envs`.
+    pub fn envs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// Makes a SoftHSM2 token in `dir` through the project's own setup script.
 pub fn make_token(dir: &Path, label: &str) -> Token {
-    let out = Command::new(repo().join("softhsm-setup/make-token.sh"))
+    make_token_of(TokenKind::SoftHsm2, dir, label)
+}
+
+/// Makes a token of the kind [`TEST_TOKEN`] names (SoftHSM2 by default) in `dir`.
+pub fn make_test_token(dir: &Path, label: &str) -> Token {
+    make_token_of(TokenKind::from_env(), dir, label)
+}
+
+/// Makes a token of `kind` in `dir` through the project's own setup script. Kryoptic must have
+/// been built (`kryoptic-setup/install.sh`, which `scripts/test` runs): the test fails saying so
+/// otherwise.
+pub fn make_token_of(kind: TokenKind, dir: &Path, label: &str) -> Token {
+    let script = kind.make_token_script();
+    let out = Command::new(repo().join(script))
         .arg(dir)
         .arg(label)
         .env("HKMS_USER_PIN", USER_PIN)
         .env("HKMS_SO_PIN", SO_PIN)
         .output()
-        .expect("run softhsm-setup/make-token.sh");
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
     assert!(
         out.status.success(),
-        "make-token.sh failed: {}",
+        "{script} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
+    let exports: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let var = |name: &str| -> String {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-            .unwrap_or_else(|| panic!("make-token.sh printed no {name}: {text}"))
-            .to_string()
+        exports
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{script} printed no {name}: {text}"))
     };
+    let env: Vec<(String, String)> = exports
+        .iter()
+        .filter(|(k, _)| !k.starts_with("HKMS_"))
+        .cloned()
+        .collect();
+    let conf = env
+        .first()
+        .map(|(_, v)| PathBuf::from(v))
+        .unwrap_or_else(|| panic!("{script} printed no configuration variable: {text}"));
     Token {
-        conf: var("SOFTHSM2_CONF").into(),
+        kind,
+        conf,
+        env,
         module: var("HKMS_PKCS11_MODULE").into(),
         label: var("HKMS_TOKEN_LABEL"),
         pin_file: var("HKMS_PIN_FILE").into(),
@@ -184,7 +272,7 @@ impl TestNode {
     /// Starts a node of this tier and region with a fresh token.
     pub fn start(tier: &str, region: &str) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
-        let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+        let token = make_test_token(&dir.path().join("token"), "hkms-test");
         let config = dir.path().join("node.toml");
         std::fs::write(&config, node_config(region, tier, region, &token)).expect("write config");
         TestNode::start_in(dir, token, config)
@@ -345,7 +433,7 @@ impl TestNode {
             .env("HKMS_CERT", pki.join("officer.pem"))
             .env("HKMS_KEY", pki.join("officer.key"))
             .env("HKMS_CA", pki.join("ca.pem"))
-            .env("SOFTHSM2_CONF", &self.token.conf)
+            .envs(self.token.envs())
             .env("HKMS_CONFIG", &self.config)
             .stdin(Stdio::null())
             .output()
@@ -380,7 +468,7 @@ impl TestNode {
             .env("HKMS_CERT", pki.join(format!("{stem}.pem")))
             .env("HKMS_KEY", pki.join(format!("{stem}.key")))
             .env("HKMS_CA", pki.join("ca.pem"))
-            .env("SOFTHSM2_CONF", &self.token.conf)
+            .envs(self.token.envs())
             .stdin(if input.is_some() {
                 Stdio::piped()
             } else {
@@ -484,7 +572,7 @@ pub fn try_spawn_server(
     let mut child = Command::new(hkms_bin())
         .args(["serve", "--config"])
         .arg(config)
-        .env("SOFTHSM2_CONF", &token.conf)
+        .envs(token.envs())
         .env("HKMS_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -568,7 +656,7 @@ pub fn aes_kcv(key: &[u8]) -> String {
 /// Starts a national node whose config gets `extra` appended (e.g. a `[ceremonies]` section).
 pub fn start_with_extra_config(extra: &str) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
-    let token = make_token(&dir.path().join("softhsm"), "hkms-test");
+    let token = make_test_token(&dir.path().join("token"), "hkms-test");
     let config = dir.path().join("node.toml");
     let text = node_config("ministry", "national", "000000", &token) + extra;
     std::fs::write(&config, text).expect("write config");
@@ -589,7 +677,7 @@ pub struct PlantSpot<'a> {
 
 /// Creates a known key on a token with hkms's own template (so it follows docs/design.md §3) and
 /// registers it, as a key carried over from an older system would be. The test process must
-/// point SOFTHSM2_CONF at the token first.
+/// point its module at the token first ([`init_pkcs11`]).
 pub fn plant(
     at: &PlantSpot<'_>,
     key_type: &str,
@@ -655,10 +743,13 @@ pub fn open_token(token: &Token, label: &str) -> hkms::hsm::Pkcs11Token {
 }
 
 /// Loads and initialises the PKCS#11 module in this test process for the token folder of
-/// `token`. Only for test binaries that hold a single test (SOFTHSM2_CONF is process-wide).
+/// `token`. Only for test binaries that hold a single test (the token's environment is
+/// process-wide, and a module reads it once, when first initialised).
 pub fn init_pkcs11(token: &Token) -> cryptoki::context::Pkcs11 {
-    // SAFETY: called by the only test of its binary, before any other thread reads the env.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", &token.conf) };
+    for (name, value) in token.envs() {
+        // SAFETY: called by the only test of its binary, before any other thread reads the env.
+        unsafe { std::env::set_var(name, value) };
+    }
     let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("module");
     pkcs11
         .initialize(cryptoki::context::CInitializeArgs::new(

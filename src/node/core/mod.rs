@@ -290,7 +290,7 @@ fn ensure_id_mac_key(token: &dyn Token) -> Result<(), NodeError> {
             Ok(())
         }
         Ok(IdMacKey::Found) => Ok(()),
-        Err(HsmError::Unsupported { what }) => {
+        Err(HsmError::Unsupported { what } | HsmError::TokenLacks { what, .. }) => {
             tracing::warn!(
                 missing = %what,
                 "the token cannot make the ID MAC key: card commands and ID number lookups \
