@@ -95,6 +95,10 @@ async fn a_softhsm2_ministry_sends_a_sub_key_to_a_kryoptic_province() {
     let gz_key = derive_as(&guangdong, GD_SYSTEM, &imported.id, "440100").await;
     assert_eq!(gz_key.kcv, aes_kcv(&gz_value));
 
+    // A holder of Guangdong's user PIN, beside the node, cannot get the imported key's children
+    // in clear (Kryoptic applies the derive template hkms set on the key), nor widen or copy it.
+    cannot_get_children_out(&t_gd, &imported.id);
+
     // Kryoptic → onward: issuing Guangzhou's card is refused, naming the token and what it
     // lacks, and leaves no card behind.
     let ceremony = approve_card(&guangdong, "440100").await;
@@ -136,4 +140,67 @@ async fn a_softhsm2_ministry_sends_a_sub_key_to_a_kryoptic_province() {
     assert!(text.contains(": 0 violations"), "{text}");
     let out = guangdong.cli(&["keys", "orphans"]);
     assert!(out.status.success(), "{}", stdout(&out));
+}
+
+/// Attacks 1 and 3 of issue 17 on the imported key `id`, with a raw PKCS#11 session on the
+/// Kryoptic token: derive a readable child; set or copy with other attributes. Each must fail.
+fn cannot_get_children_out(token: &support::Token, id: &str) {
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    for (name, value) in &token.env {
+        // SAFETY: the only test of this binary; the module reads it at its C_Initialize, next.
+        unsafe { std::env::set_var(name, value) };
+    }
+    let pkcs11 = cryptoki::context::Pkcs11::new(&token.module).expect("Kryoptic");
+    pkcs11
+        .initialize(cryptoki::context::CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ))
+        .expect("init");
+    let session = pkcs11
+        .open_rw_session(support::slot_of(&pkcs11, &token.label))
+        .expect("session");
+    session
+        .login(
+            cryptoki::session::UserType::User,
+            Some(&secrecy::SecretString::from(USER_PIN)),
+        )
+        .expect("login");
+    let label = hkms::hierarchy::KeyId::parse(id).expect("id").ck_label();
+    let [key] = session
+        .find_objects(&[Attribute::Label(label.into_bytes())])
+        .expect("find")[..]
+    else {
+        panic!("one imported key");
+    };
+    let raw = hkms::hsm::raw::RawModule::load(&token.module).expect("raw");
+    let child = raw.derive_encrypt_data(
+        session.handle(),
+        hkms::hsm::mechanisms::AES_ECB_ENCRYPT_DATA,
+        key.handle(),
+        &[0x44; 16],
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::ValueLen(16.into()),
+        ],
+        &[],
+    );
+    assert!(child.is_err(), "a readable child was derived: {child:?}");
+    for change in [Attribute::Encrypt(true), Attribute::Derive(false)] {
+        assert!(
+            session
+                .update_attributes(key, std::slice::from_ref(&change))
+                .is_err(),
+            "{change:?} was set"
+        );
+        assert!(
+            session
+                .copy_object(key, std::slice::from_ref(&change))
+                .is_err(),
+            "a copy with {change:?} was made"
+        );
+    }
 }

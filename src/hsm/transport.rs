@@ -754,7 +754,7 @@ impl Pkcs11Token {
                 transport.handle(),
                 wrapped,
                 &template,
-                &[],
+                &self.children_template(spec.usage),
             )?;
             self.kcv_or_destroy(&s, key, spec.algorithm)
         })
