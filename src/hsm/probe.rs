@@ -718,6 +718,20 @@ impl Pkcs11Token {
                 report.attacks.push(lab.derive_to_clear(mechanism, name));
             }
         }
+        // Every other mechanism the token lists for deriving: tried with a byte-string
+        // parameter, which a token may refuse as a wrong parameter before anything else;
+        // a derivation that works is found all the same.
+        for &mechanism in &self.inner.caps.mechanisms {
+            let derives = self
+                .inner
+                .raw
+                .mechanism_info(slot.id(), mechanism)
+                .is_ok_and(|info| info.flags & cryptoki_sys::CKF_DERIVE != 0);
+            if derives && !STRING_DERIVES.iter().any(|(m, _)| *m == mechanism) {
+                let name = mechanisms::mechanism_name(mechanism);
+                report.attacks.push(lab.derive_to_clear(mechanism, &name));
+            }
+        }
         if let Some(wrap_pad) = self.inner.caps.wrap_pad {
             report.attacks.extend(lab.unwrap_to_clear(wrap_pad));
             report.attacks.push(lab.wrap_under_own_key(wrap_pad));
