@@ -103,14 +103,7 @@ async fn a_user_pin_holder_cannot_get_keys_out_or_change_them() {
     let transport = format!("hkms/transport/{}", card.card_id);
     let package_mac = format!("hkms/package-mac/{}", card.card_id);
 
-    let user = |slot: &str| {
-        let s = pkcs11
-            .open_rw_session(support::slot_of(&pkcs11, slot))
-            .expect("session");
-        s.login(UserType::User, Some(&SecretString::from(USER_PIN)))
-            .expect("login");
-        s
-    };
+    let user = |slot: &str| support::user_session(&pkcs11, slot);
 
     // 2. Unwrapping a package (packages are not secret) under the loaded transport key into a
     // key the attacker can read, or one that encrypts (a sub-key that encrypts a region's data

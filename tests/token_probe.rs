@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use cryptoki::session::UserType;
 use secrecy::SecretString;
 use support::{TestNode, USER_PIN, make_token, node_config, stderr, stdout};
@@ -45,17 +43,7 @@ async fn the_probe_names_what_leaks_and_a_sealed_node_refuses_softhsm2() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["sealed"], false);
-    let verdicts: BTreeMap<String, String> = report["attacks"]
-        .as_array()
-        .expect("attacks")
-        .iter()
-        .map(|a| {
-            (
-                a["attack"].as_str().expect("name").to_string(),
-                a["verdict"].as_str().expect("verdict").to_string(),
-            )
-        })
-        .collect();
+    let verdicts = support::probe_verdicts(&report);
     let want = |name: &str, verdict: &str| {
         assert_eq!(
             verdicts.get(name).map(String::as_str),

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
 use support::{TestNode, TokenKind, make_token_of, node_config, stderr, stdout};
 
 #[test]
@@ -28,17 +26,7 @@ fn kryoptic_holds_derive_to_clear_and_leaks_a_self_trusted_key() {
     let out = node.cli(&["token", "probe", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let verdicts: BTreeMap<String, String> = report["attacks"]
-        .as_array()
-        .expect("attacks")
-        .iter()
-        .map(|a| {
-            (
-                a["attack"].as_str().expect("name").to_string(),
-                a["verdict"].as_str().expect("verdict").to_string(),
-            )
-        })
-        .collect();
+    let verdicts = support::probe_verdicts(&report);
     for (attack, verdict) in [
         ("derive-to-clear/CKM_AES_ECB_ENCRYPT_DATA", "HOLDS"),
         ("unwrap-to-clear", "HOLDS"),

@@ -156,15 +156,7 @@ fn cannot_get_children_out(token: &support::Token, id: &str) {
             cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
         ))
         .expect("init");
-    let session = pkcs11
-        .open_rw_session(support::slot_of(&pkcs11, &token.label))
-        .expect("session");
-    session
-        .login(
-            cryptoki::session::UserType::User,
-            Some(&secrecy::SecretString::from(USER_PIN)),
-        )
-        .expect("login");
+    let session = support::user_session(&pkcs11, &token.label);
     let label = hkms::hierarchy::KeyId::parse(id).expect("id").ck_label();
     let [key] = session
         .find_objects(&[Attribute::Label(label.into_bytes())])

@@ -106,6 +106,15 @@ fn object(handle: cryptoki_sys::CK_OBJECT_HANDLE) -> ObjectHandle {
     unsafe { ObjectHandle::new_from_raw(handle) }
 }
 
+/// What the token did when a key was wrapped out under the attacker's key.
+fn wrapped_out(read: bool) -> String {
+    if read {
+        "wrapped it, and read it back in clear".into()
+    } else {
+        "wrapped it (it can leave); the unwrapped copy stayed unreadable".into()
+    }
+}
+
 /// The `CKR_*` a failed call returned, or its message.
 fn refused(e: impl Into<HsmError>) -> String {
     match e.into() {
@@ -358,62 +367,68 @@ impl Lab<'_> {
         out
     }
 
+    /// Wraps an exportable hkms key under an AES key the attacker generates (with `extra` on
+    /// top of CKA_WRAP and CKA_UNWRAP), then unwraps the result into a readable key: `Ok(true)`
+    /// when its value was read.
+    fn wrap_out(
+        &self,
+        wrap_pad: CK_MECHANISM_TYPE,
+        name: &str,
+        extra: &[Attribute],
+    ) -> Result<bool, HsmError> {
+        let victim = self.hkms_key(name, Usage::Derive, true)?;
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+            Attribute::ValueLen(32.into()),
+        ];
+        template.extend_from_slice(extra);
+        let own = self.generate(&template, &[])?;
+        let wrapped = self.token.inner.raw.wrap_key(
+            self.session.handle(),
+            wrap_pad,
+            own.handle(),
+            victim.handle(),
+        )?;
+        let clear = self.token.inner.raw.unwrap_key(
+            self.session.handle(),
+            &super::raw::plain_mechanism(wrap_pad),
+            own.handle(),
+            &wrapped,
+            &readable(KeyType::AES),
+            &[],
+        )?;
+        self.token.session_object_destroyed();
+        Ok(value_readable(&self.session, object(clear)))
+    }
+
     /// Wraps an exportable hkms key under a key the attacker made, then unwraps it into a
     /// readable one with that same key.
     fn wrap_under_own_key(&self, wrap_pad: CK_MECHANISM_TYPE) -> Attack {
         let tried = "C_WrapKey of an exportable key made with hkms's template under an AES key \
                      the attacker generated (CKA_WRAP, CKA_UNWRAP), then C_UnwrapKey of the \
                      result into a readable key";
-        let result = (|| -> Result<String, HsmError> {
-            let victim = self.hkms_key("exportable", Usage::Derive, true)?;
-            let own = self.generate(
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Token(false),
-                    Attribute::Wrap(true),
-                    Attribute::Unwrap(true),
-                    Attribute::ValueLen(32.into()),
-                ],
-                &[],
-            )?;
-            let wrapped = self.token.inner.raw.wrap_key(
-                self.session.handle(),
-                wrap_pad,
-                own.handle(),
-                victim.handle(),
-            )?;
-            let clear = self.token.inner.raw.unwrap_key(
-                self.session.handle(),
-                &super::raw::plain_mechanism(wrap_pad),
-                own.handle(),
-                &wrapped,
-                &readable(KeyType::AES),
-                &[],
-            )?;
-            self.token.session_object_destroyed();
-            Ok(if value_readable(&self.session, object(clear)) {
-                "wrapped it, and read it back in clear".into()
-            } else {
-                "wrapped it; the unwrapped copy stayed unreadable".into()
-            })
-        })();
-        match result {
-            Ok(did) => Attack {
-                name: "wrap-under-own-key".into(),
-                tried: tried.into(),
-                verdict: Verdict::Leaks,
-                held_by: "nothing: the token does not enforce CKA_WRAP_WITH_TRUSTED".into(),
-                token_did: did,
-            },
-            Err(e) => Attack {
-                name: "wrap-under-own-key".into(),
-                tried: tried.into(),
-                token_did: refused(e),
-                verdict: Verdict::Holds,
-                held_by: "CKA_WRAP_WITH_TRUSTED: only a key the security officer trusts wraps it"
-                    .into(),
-            },
+        let (token_did, verdict, held_by) = match self.wrap_out(wrap_pad, "exportable", &[]) {
+            Ok(read) => (
+                wrapped_out(read),
+                Verdict::Leaks,
+                "nothing: the token does not enforce CKA_WRAP_WITH_TRUSTED",
+            ),
+            Err(e) => (
+                refused(e),
+                Verdict::Holds,
+                "CKA_WRAP_WITH_TRUSTED: only a key the security officer trusts wraps it",
+            ),
+        };
+        Attack {
+            name: "wrap-under-own-key".into(),
+            tried: tried.into(),
+            token_did,
+            verdict,
+            held_by: held_by.into(),
         }
     }
 
@@ -423,48 +438,12 @@ impl Lab<'_> {
         let tried = "C_GenerateKey, as the user, of an AES key with CKA_TRUSTED=true, CKA_WRAP and \
                      CKA_UNWRAP; C_WrapKey of an exportable key made with hkms's template under \
                      it; C_UnwrapKey of the result into a readable key";
-        let result = (|| -> Result<bool, HsmError> {
-            let victim = self.hkms_key("exportable-trusted", Usage::Derive, true)?;
-            let own = self.generate(
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Token(false),
-                    Attribute::Trusted(true),
-                    Attribute::Wrap(true),
-                    Attribute::Unwrap(true),
-                    Attribute::ValueLen(32.into()),
-                ],
-                &[],
-            )?;
-            let wrapped = self.token.inner.raw.wrap_key(
-                self.session.handle(),
-                wrap_pad,
-                own.handle(),
-                victim.handle(),
-            )?;
-            let clear = self.token.inner.raw.unwrap_key(
-                self.session.handle(),
-                &super::raw::plain_mechanism(wrap_pad),
-                own.handle(),
-                &wrapped,
-                &readable(KeyType::AES),
-                &[],
-            )?;
-            self.token.session_object_destroyed();
-            Ok(value_readable(&self.session, object(clear)))
-        })();
-        let (token_did, verdict, held_by) = match result {
-            Ok(true) => (
-                "made the trusted key, wrapped with it, and read the key in clear".to_string(),
+        let made = self.wrap_out(wrap_pad, "exportable-trusted", &[Attribute::Trusted(true)]);
+        let (token_did, verdict, held_by) = match made {
+            Ok(read) => (
+                wrapped_out(read),
                 Verdict::Leaks,
                 "nothing: the token lets the user set CKA_TRUSTED",
-            ),
-            Ok(false) => (
-                "made the trusted key and wrapped with it; the unwrapped copy stayed unreadable"
-                    .to_string(),
-                Verdict::Leaks,
-                "nothing: the token lets the user set CKA_TRUSTED (the key can leave wrapped)",
             ),
             Err(e) => (
                 refused(e),

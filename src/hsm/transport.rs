@@ -550,7 +550,7 @@ impl Pkcs11Token {
     /// even one that never logged in, may change or destroy a public object that allows it:
     /// turn CKA_UNWRAP or CKA_DERIVE back on and read the packages wrapped under it, or destroy
     /// it and cut the province off. So it is replaced by a copy that can be neither modified
-    /// nor destroyed nor copied (a copy keeps CKA_TRUSTED).
+    /// nor destroyed (a copy keeps CKA_TRUSTED).
     pub fn seal_issuer_key(&self, card_id: &str) -> Result<(), HsmError> {
         let label = transport_label(card_id);
         self.strip_issuer_key(&label)?;
@@ -559,11 +559,9 @@ impl Pkcs11Token {
             let key = find_on(&s, &label)?;
             let sealed = s.copy_object(
                 key,
-                &[
-                    Attribute::Destroyable(false),
-                    Attribute::Copyable(false),
-                    Attribute::Modifiable(false),
-                ],
+                // Not CKA_COPYABLE: SoftHSM2 takes it in no copy. A copy of this copy cannot
+                // differ from it (CKA_MODIFIABLE=false).
+                &[Attribute::Destroyable(false), Attribute::Modifiable(false)],
             )?;
             if let Err(e) = s.destroy_object(key) {
                 // Left to the next start's sealing; the copy would make the label ambiguous.

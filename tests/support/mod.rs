@@ -1175,3 +1175,33 @@ pub fn scrape(node: &TestNode) -> String {
     let _ = s.read_to_string(&mut text);
     text
 }
+
+/// A read-write session on the token labelled `label`, logged in as the user with the test
+/// PIN: what an attacker holding the node's PIN file gets.
+pub fn user_session(pkcs11: &cryptoki::context::Pkcs11, label: &str) -> cryptoki::session::Session {
+    let session = pkcs11
+        .open_rw_session(slot_of(pkcs11, label))
+        .expect("session");
+    session
+        .login(
+            cryptoki::session::UserType::User,
+            Some(&secrecy::SecretString::from(USER_PIN)),
+        )
+        .expect("login");
+    session
+}
+
+/// Each attack of a `hkms token probe --json` report with its verdict.
+pub fn probe_verdicts(report: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    report["attacks"]
+        .as_array()
+        .expect("attacks")
+        .iter()
+        .map(|a| {
+            (
+                a["attack"].as_str().expect("name").to_string(),
+                a["verdict"].as_str().expect("verdict").to_string(),
+            )
+        })
+        .collect()
+}
