@@ -250,6 +250,27 @@ async fn foreign_expired_and_identityless_certificates_are_refused() {
         err.message()
     );
 
+    // No client certificate at all: the caller is told so in gRPC terms, UNAUTHENTICATED
+    // (not a broken connection, which would look retryable), by every service.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(node.ca.cert_pem()));
+    let ch = node.try_channel(tls).await.expect("a connection");
+    let err = KeyServiceClient::new(ch.clone())
+        .list_keys(proto::ListKeysRequest::default())
+        .await
+        .expect_err("no certificate");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("no client certificate"),
+        "{}",
+        err.message()
+    );
+    let err = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect_err("health without a certificate");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
     let log = node.log();
     assert!(log.contains("TLS handshake refused"), "{log}");
 }

@@ -165,6 +165,10 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(256)
+        // Deny by default: no certificate, no service of any kind.
+        .layer(tonic::service::InterceptorLayer::new(
+            edge::identity::require_client_certificate,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

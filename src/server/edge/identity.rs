@@ -82,12 +82,26 @@ impl From<Status> for Refusal {
 pub const REVOKED: &str =
     "the client certificate has been revoked by its CA; ask the CA for a new one";
 
+/// What a caller without a client certificate is told, by every service (health and
+/// reflection included): nothing is served without mutual TLS.
+pub const NO_CLIENT_CERTIFICATE: &str = "no client certificate: hkms serves only over mutual TLS; \
+     present the certificate the programme CA issued you (`--cert`/`--key`)";
+
+/// Refuses, before any service, a request on a connection whose client presented no
+/// certificate (the TLS layer lets such a connection through only so that it can be told).
+pub fn require_client_certificate(request: Request<()>) -> Result<Request<()>, Status> {
+    match request.peer_certs() {
+        Some(certs) if !certs.is_empty() => Ok(request),
+        _ => Err(Status::unauthenticated(NO_CLIENT_CERTIFICATE)),
+    }
+}
+
 /// The identity of a request's caller, unless a certificate of its chain is revoked on
 /// `node`: the handshake checked the lists in force then, and a list loaded since may name it.
 pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Identity, Refusal> {
-    let certs = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("no client certificate: hkms serves only over mutual TLS")
-    })?;
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated(NO_CLIENT_CERTIFICATE))?;
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("the client presented no certificate"))?;

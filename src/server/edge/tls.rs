@@ -77,7 +77,12 @@ pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
             .map_err(|e| TlsError(format!("the client CRL {}: {e}", path.display())))?;
         verifier = verifier.with_crls(crls);
     }
+    // A certificate that is presented must verify (and not be revoked) for the handshake to
+    // succeed. One that is missing lets the handshake through, so that the caller is told in
+    // gRPC terms (UNAUTHENTICATED, `identity::require_client_certificate`) rather than with a
+    // broken connection that looks like a retryable UNAVAILABLE.
     let verifier = verifier
+        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError(format!("cannot build the client verifier: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
