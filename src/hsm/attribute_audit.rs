@@ -191,13 +191,12 @@ pub fn check(o: &ObjectFacts) -> Vec<Violation> {
         check_unwrap_template(o, &mut fail);
     }
     if let Some(template) = &o.derive_template {
-        let wrong: Vec<String> = [("CKA_SENSITIVE", true), ("CKA_MODIFIABLE", false)]
-            .iter()
-            .filter(|(name, want)| !template.iter().any(|(n, v)| n == name && v == want))
-            .map(|(name, _)| format!("{name} not fixed"))
-            .collect();
+        let wrong = unfixed(
+            template,
+            &[("CKA_SENSITIVE", true), ("CKA_MODIFIABLE", false)],
+        );
         if !wrong.is_empty() {
-            fail(RULE_DERIVE_FIXES_CHILDREN, wrong.join(", "));
+            fail(RULE_DERIVE_FIXES_CHILDREN, wrong);
         }
     }
     if yes(o.wrap) && !yes(o.trusted) {
@@ -218,22 +217,26 @@ fn check_unwrap_template(o: &ObjectFacts, fail: &mut impl FnMut(&'static str, St
         fail(RULE_UNWRAP_FIXES_CHILDREN, "no CKA_UNWRAP_TEMPLATE".into());
         return;
     };
-    let fixed = |name: &str, want: bool| template.iter().any(|(n, v)| n == name && *v == want);
     // A child that cannot derive is a leaf; one that can must not encrypt its children's data.
-    let children: &[(&str, bool)] = if fixed("CKA_DERIVE", false) {
-        &[]
-    } else {
-        &[("CKA_ENCRYPT", false), ("CKA_DECRYPT", false)]
-    };
-    let wrong: Vec<String> = [("CKA_SENSITIVE", true), ("CKA_EXTRACTABLE", false)]
-        .iter()
-        .chain(children)
-        .filter(|(name, want)| !fixed(name, *want))
-        .map(|(name, _)| format!("{name} not fixed"))
-        .collect();
-    if !wrong.is_empty() {
-        fail(RULE_UNWRAP_FIXES_CHILDREN, wrong.join(", "));
+    let mut wanted = vec![("CKA_SENSITIVE", true), ("CKA_EXTRACTABLE", false)];
+    if !unfixed(template, &[("CKA_DERIVE", false)]).is_empty() {
+        wanted.extend([("CKA_ENCRYPT", false), ("CKA_DECRYPT", false)]);
     }
+    let wrong = unfixed(template, &wanted);
+    if !wrong.is_empty() {
+        fail(RULE_UNWRAP_FIXES_CHILDREN, wrong);
+    }
+}
+
+/// Which of `wanted` (attribute, value) a template's flags do not fix, as "NAME not fixed, …"
+/// (empty when it fixes them all).
+fn unfixed(template: &[(String, bool)], wanted: &[(&str, bool)]) -> String {
+    wanted
+        .iter()
+        .filter(|(name, want)| !template.iter().any(|(n, v)| n == name && v == want))
+        .map(|(name, _)| format!("{name} not fixed"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The ID MAC key's own rules, on top of every key's.
