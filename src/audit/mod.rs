@@ -5,5 +5,6 @@ pub mod bundle;
 pub mod record;
 pub mod report;
 pub mod verify;
+pub mod witness;
 
 pub use record::{AuditDraft, AuditRecord, Checkpoint, DecisionEntry, KcvEntry, Outcome};

@@ -159,11 +159,7 @@ impl Core {
             return Err(log_changed_error(self.log_changed.get_or_init(|| what)));
         }
         let time = now_millis();
-        let message = Checkpoint::message(&self.name, seq, &head, &time);
-        let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
-        let raw = self.token.sign_digest(SIGNING_LABEL, &digest)?;
-        let der = der_from_raw_signature(&raw)
-            .map_err(|e| NodeError::Internal(format!("checkpoint signature: {e}")))?;
+        let der = self.sign_audit(&Checkpoint::message(&self.name, seq, &head, &time))?;
         let checkpoint = Checkpoint {
             v: FORMAT_VERSION,
             seq,
@@ -177,6 +173,15 @@ impl Core {
         *sealed = seq;
         tracing::info!(seq, "ceremony log checkpoint signed");
         Ok(Some(checkpoint))
+    }
+
+    /// Signs `message` with the node's audit key in its token (ECDSA P-256, SHA-256); returns
+    /// the DER signature. Checkpoints, export statements and a witness's cosignatures.
+    pub(crate) fn sign_audit(&self, message: &str) -> Result<Vec<u8>, NodeError> {
+        let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
+        let raw = self.token.sign_digest(SIGNING_LABEL, &digest)?;
+        der_from_raw_signature(&raw)
+            .map_err(|e| NodeError::Internal(format!("audit signature: {e}")))
     }
 
     /// Checks that the records since the last checkpoint still chain to it and up to `head`
