@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hkms/v1/audit.proto",
         "proto/hkms/v1/card.proto",
         "proto/hkms/v1/transport.proto",
+        "proto/hkms/v1/witness.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -56,6 +56,43 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    witnesses: Vec<RawWitness>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWitness {
+    name: String,
+    url: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default = "default_witness_retry")]
+    retry_secs: u64,
+}
+
+fn default_witness_retry() -> u64 {
+    10
+}
+
+/// A node that witnesses this node's log (`[[witnesses]]`): where it listens, the CA of its
+/// server certificate, and this node's client certificate and key at it (an identity
+/// `hkms://system/TIER/REGION/NAME` of this node's region, issued by the witness's CA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// `https://host:port`.
+    pub url: String,
+    /// The CA that signed the witness's server certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's client certificate at the witness (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// How long to wait before sending again after a failure, or to look for a new checkpoint.
+    pub retry: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,6 +251,8 @@ pub struct NodeConfig {
     /// Refuse to start on a token that lets any attack of the token probe through (the
     /// production setting; see docs/tokens.md).
     pub require_sealed: bool,
+    /// The nodes that witness this node's log.
+    pub witnesses: Vec<WitnessConfig>,
 }
 
 impl NodeConfig {
@@ -356,6 +395,29 @@ impl NodeConfig {
                     .into(),
             ));
         }
+        let mut witnesses = Vec::new();
+        for w in raw.witnesses {
+            if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+                return Err(invalid(format!(
+                    "[[witnesses]] {}: url `{}` must be https://host:port",
+                    w.name, w.url
+                )));
+            }
+            if w.retry_secs == 0 {
+                return Err(invalid(format!(
+                    "[[witnesses]] {}: retry_secs must be at least 1",
+                    w.name
+                )));
+            }
+            witnesses.push(WitnessConfig {
+                name: w.name,
+                url: w.url,
+                ca: base.join(w.ca),
+                cert: base.join(w.cert),
+                key: base.join(w.key),
+                retry: Duration::from_secs(w.retry_secs),
+            });
+        }
         Ok(NodeConfig {
             name: raw.node.name,
             tier,
@@ -385,6 +447,7 @@ impl NodeConfig {
             metrics_listen,
             log_json: raw.log.json,
             require_sealed: t_require_sealed,
+            witnesses,
         })
     }
 

@@ -2,6 +2,7 @@
 //! in the HSM; bundles that an auditor verifies offline with nothing but the public key.
 
 pub mod bundle;
+pub mod consistency;
 pub mod record;
 pub mod report;
 pub mod verify;

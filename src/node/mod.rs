@@ -9,7 +9,8 @@
 //!      ├─ transport()   → Transport    transport key cards, key packages (uses Ceremonies)
 //!      ├─ cards()       → Cards        PIN commands at the window, card personalisation
 //!      ├─ audit()       → Audit        the log for auditors
-//!      └─ policies()    → Policies     the policy in force, reloads, TLS reload records
+//!      ├─ policies()    → Policies     the policy in force, reloads, TLS reload records
+//!      └─ witness()     → Witness      checks and cosigns other nodes' checkpoints
 //! ```
 
 mod audit;
@@ -25,6 +26,7 @@ mod orphans;
 mod policies;
 mod request;
 mod transport;
+mod witness;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -41,6 +43,7 @@ pub use orphans::{MissingTransport, OrphanReport, reconcile};
 pub use policies::Policies;
 pub use request::Request;
 pub use transport::{CardAccess, Transport};
+pub use witness::{MAX_WITNESS_LINES, Witness, Witnessed, witnesses};
 
 use crate::config::NodeConfig;
 use crate::policy::RevokedCerts;
@@ -66,6 +69,8 @@ pub struct Node {
     /// Client certificates revoked by the lists the server loaded: refused on every request,
     /// also on connections opened before the list.
     revoked: RwLock<Arc<RevokedCerts>>,
+    /// One witnessing request at a time.
+    witnessing: Mutex<()>,
 }
 
 impl Node {
@@ -77,6 +82,7 @@ impl Node {
         Ok(Node {
             core,
             generating: Mutex::new(()),
+            witnessing: Mutex::new(()),
             components: ceremonies::PendingComponents::default(),
             ceremony_ttl: config.ceremony_ttl,
             cards: transport::CardSettings::new(
@@ -143,6 +149,14 @@ impl Node {
         Audit {
             core: &self.core,
             legacy_salt: self.legacy_salt.as_deref(),
+        }
+    }
+
+    /// This node as a witness of other nodes' logs.
+    pub fn witness(&self) -> Witness<'_> {
+        Witness {
+            core: &self.core,
+            lock: &self.witnessing,
         }
     }
 

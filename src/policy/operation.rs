@@ -27,11 +27,13 @@ pub enum Operation {
     Approve,
     /// Change a key's state, reload the policy, other node management.
     Manage,
+    /// Have this node check and cosign another node's ceremony log checkpoint (a witness).
+    Witness,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 10] = [
+    pub const ALL: [Operation; 11] = [
         Operation::Generate,
         Operation::Derive,
         Operation::Export,
@@ -42,6 +44,7 @@ impl Operation {
         Operation::FindId,
         Operation::Approve,
         Operation::Manage,
+        Operation::Witness,
     ];
 
     /// The name used in policy files.
@@ -57,6 +60,7 @@ impl Operation {
             Operation::FindId => "find-id",
             Operation::Approve => "approve",
             Operation::Manage => "manage",
+            Operation::Witness => "witness",
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod edge;
 pub mod pipeline;
 pub mod services;
+pub mod witnessing;
 
 pub use edge::tls;
 
@@ -19,7 +20,7 @@ use crate::node::{ExclusiveUse, Node, NodeError};
 use crate::proto;
 
 use edge::{health, metrics};
-use services::{audit, card, ceremony, keys, policy, transport};
+use services::{audit, card, ceremony, keys, policy, transport, witness};
 
 /// The one compression hkms speaks besides none.
 const GZIP: tonic::codec::CompressionEncoding = tonic::codec::CompressionEncoding::Gzip;
@@ -93,6 +94,17 @@ pub async fn serve(
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     health::check_once(&node, &reporter).await;
+    let witnessing: Vec<_> = config
+        .witnesses
+        .iter()
+        .map(|w| {
+            tokio::spawn(witnessing::send_forever(
+                Arc::clone(&node),
+                w.clone(),
+                reporter.clone(),
+            ))
+        })
+        .collect();
     let watcher = tokio::spawn(health::watch(
         Arc::clone(&node),
         reporter,
@@ -214,6 +226,13 @@ pub async fn serve(
             .accept_compressed(GZIP)
             .send_compressed(GZIP),
         )
+        .add_service(
+            proto::witness_service_server::WitnessServiceServer::new(witness::WitnessApi::new(
+                Arc::clone(&node),
+            ))
+            .accept_compressed(GZIP)
+            .send_compressed(GZIP),
+        )
         .serve_with_incoming_shutdown(tls::incoming(listener, tls), signal);
     let result = tokio::select! {
         r = server => r,
@@ -224,6 +243,9 @@ pub async fn serve(
     };
     watcher.abort();
     sweeper.abort();
+    for w in &witnessing {
+        w.abort();
+    }
     reloader.abort();
     sealer.abort();
     if let Some(metrics) = metrics {

@@ -85,6 +85,14 @@ const MIGRATIONS: &[&str] = &[
     // keys_by_type_region, which it replaces.
     "CREATE INDEX keys_newest_by_state ON keys (key_type, region, state, version);
     DROP INDEX keys_by_type_region;",
+    // 5: what this node, as a witness, verified of other nodes' logs.
+    "CREATE TABLE witnessed_logs (
+        node            TEXT    NOT NULL PRIMARY KEY,
+        node_key_sha256 TEXT    NOT NULL CHECK (length(node_key_sha256) = 64),
+        verified_seq    INTEGER NOT NULL CHECK (verified_seq >= 0),
+        verified_head   TEXT    NOT NULL CHECK (length(verified_head) = 64),
+        updated_at      TEXT    NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

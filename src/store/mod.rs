@@ -21,6 +21,7 @@ mod schema;
 mod test_support;
 mod traits;
 mod transport;
+mod witness;
 
 use std::fmt;
 use std::ops::Deref;
@@ -37,7 +38,9 @@ pub use ceremony::CeremonyRow;
 pub use error::StoreError;
 pub use group_commit::CommitStats;
 use group_commit::GroupCommit;
-pub use traits::{AuditLog, CeremonyStore, KeyRegistry, Store, StoreHealth, TransportStore};
+pub use traits::{
+    AuditLog, CeremonyStore, KeyRegistry, Store, StoreHealth, TransportStore, WitnessStore,
+};
 pub use transport::KeyOrigin;
 
 /// How long a statement waits for another process's lock before failing.

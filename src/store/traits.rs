@@ -66,6 +66,7 @@
 use crate::transport::TransportKey;
 
 use super::{CeremonyRow, CommitStats, KeyFilter, KeyOrigin, KeyRecord, StoreError};
+use crate::audit::consistency::Verified;
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
@@ -281,6 +282,22 @@ pub trait AuditLog: Send + Sync {
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
 }
 
+/// What this node, as a witness of other nodes' logs, has verified of each: kept with the
+/// records of the requests that advanced it, so a restart forgets nothing it cosigned.
+pub trait WitnessStore: Send + Sync {
+    /// How far the log of the node named `node` has been verified; `None` before first contact.
+    fn witnessed(&self, node: &str) -> Result<Option<Verified>, StoreError>;
+
+    /// Stores how far `node`'s log is verified, with the record of the request that got it
+    /// there, in one durable transaction.
+    fn set_witnessed_audited(
+        &self,
+        node: &str,
+        state: &Verified,
+        draft: &AuditDraft,
+    ) -> Result<AuditRecord, StoreError>;
+}
+
 /// What the health service and the metrics read about the store itself.
 pub trait StoreHealth: Send + Sync {
     /// Checks that the database answers a trivial query, for health probes.
@@ -295,11 +312,14 @@ pub trait StoreHealth: Send + Sync {
 /// database. Implemented for every type that implements the five parts; hold it as
 /// `Arc<dyn Store>`.
 pub trait Store:
-    Send + Sync + KeyRegistry + CeremonyStore + TransportStore + AuditLog + StoreHealth
+    Send + Sync + KeyRegistry + CeremonyStore + TransportStore + AuditLog + WitnessStore + StoreHealth
 {
 }
 
-impl<T> Store for T where T: KeyRegistry + CeremonyStore + TransportStore + AuditLog + StoreHealth {}
+impl<T> Store for T where
+    T: KeyRegistry + CeremonyStore + TransportStore + AuditLog + WitnessStore + StoreHealth
+{
+}
 
 #[cfg(test)]
 mod tests {

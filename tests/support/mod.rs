@@ -19,6 +19,7 @@ use tempfile::TempDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 pub mod transport;
+pub mod witness;
 
 /// The user PIN every test token gets.
 pub const USER_PIN: &str = "user-pin-4711";

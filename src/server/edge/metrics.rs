@@ -80,6 +80,14 @@ fn describe() {
         "Durable registry commits (group commits)"
     );
     describe_counter!("hkms_audit_writes_total", "Writes carried by those commits");
+    describe_counter!(
+        "hkms_witness_refusals_total",
+        "Checkpoints of other nodes this witness refused: a log rewritten, forked or cut back"
+    );
+    describe_gauge!(
+        "hkms_witness_backlog_records",
+        "Records of this node's log that a witness has not cosigned yet, by witness"
+    );
     describe_histogram!(
         "hkms_batch_requests",
         "Requests served back to back on one thread and committed together, by RPC"
@@ -132,6 +140,17 @@ pub(crate) fn request(rpc: &'static str, code: &'static str, elapsed: Duration) 
 /// name, or `tracked_windows` / `tracked_cards`); called where its audit record is written.
 pub(crate) fn card_limit_refusal(limit: &'static str) {
     metrics::counter!("hkms_card_limit_refusals_total", "limit" => limit).increment(1);
+}
+
+/// Counts one checkpoint this node, as a witness, refused.
+pub(crate) fn witness_refusal() {
+    metrics::counter!("hkms_witness_refusals_total").increment(1);
+}
+
+/// How many records of this node's log `witness` has not cosigned yet.
+pub(crate) fn witness_backlog(witness: &str, records: u64) {
+    metrics::gauge!("hkms_witness_backlog_records", "witness" => witness.to_string())
+        .set(records as f64);
 }
 
 /// Serves `GET /metrics` on `listener` until the process ends.

@@ -312,6 +312,7 @@ impl From<Operation> for proto::Operation {
             Operation::FindId => proto::Operation::FindId,
             Operation::Approve => proto::Operation::Approve,
             Operation::Manage => proto::Operation::Manage,
+            Operation::Witness => proto::Operation::Witness,
         }
     }
 }
@@ -332,6 +333,7 @@ impl TryFrom<proto::Operation> for Operation {
             proto::Operation::FindId => Ok(Operation::FindId),
             proto::Operation::Approve => Ok(Operation::Approve),
             proto::Operation::Manage => Ok(Operation::Manage),
+            proto::Operation::Witness => Ok(Operation::Witness),
         }
     }
 }

@@ -15,3 +15,4 @@ pub mod convert;
 pub mod keys;
 pub mod policy;
 pub mod transport;
+pub mod witness;
