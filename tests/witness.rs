@@ -116,3 +116,24 @@ async fn a_province_witnesses_only_its_own_cities() {
         .expect_err("only a node's system identity sends checkpoints");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ministry_is_witnessed_by_two_provinces() {
+    let guangdong = province_named("guangdong", "440000");
+    let guangxi = province_named("guangxi", "450000");
+    let ministry = witnessed_node(
+        "ministry",
+        "national",
+        "000000",
+        &[("guangdong", &guangdong), ("guangxi", &guangxi)],
+    );
+    busy(&ministry, 7).await;
+    for witness in ["guangdong", "guangxi"] {
+        wait_until(
+            &format!("{witness} cosigned the ministry's checkpoint"),
+            &[&ministry, &guangdong, &guangxi],
+            || cosigned_by(&ministry, witness),
+        )
+        .await;
+    }
+}

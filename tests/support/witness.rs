@@ -18,16 +18,21 @@ use super::{TestNode, make_test_token, node_config, scrape, stderr, stdout};
 pub const AUDITOR_PROVINCE: &str = "hkms://auditor/provincial/440000/witness-auditor";
 pub const AUDITOR_CITY: &str = "hkms://auditor/municipal/440100/city-auditor";
 
-/// The province, on a port that stays the same across restarts, with metrics.
+/// The province Guangdong, on a port that stays the same across restarts, with metrics.
 pub fn province() -> TestNode {
+    province_named("guangdong", "440000")
+}
+
+/// A province on a port that stays the same across restarts, with metrics.
+pub fn province_named(name: &str, region: &str) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = make_test_token(&dir.path().join("token"), "hkms-test");
     let config = dir.path().join("node.toml");
-    let text = node_config("guangdong", "provincial", "440000", &token)
-        + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let text =
+        node_config(name, "provincial", region, &token) + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     std::fs::write(&config, text).expect("write config");
     let node = TestNode::start_in(dir, token, config);
-    // Its next start listens where its witnessed cities look for it.
+    // Its next start listens where the nodes it witnesses look for it.
     let text = std::fs::read_to_string(&node.config).expect("config");
     let text = text.replacen(
         "listen = \"127.0.0.1:0\"",
@@ -38,39 +43,48 @@ pub fn province() -> TestNode {
     node
 }
 
-/// A city whose log `province` witnesses: a client certificate from the province's CA, and
-/// checkpoints every 5 records or every second.
+/// The city Guangzhou (or another city of `region`) whose log `province` witnesses.
 pub fn city_witnessed_by(province: &TestNode, region: &str) -> TestNode {
+    witnessed_node("guangzhou", "municipal", region, &[("guangdong", province)])
+}
+
+/// A node whose log `witnesses` (name, node) witness: for each, a client certificate from the
+/// witness's CA; checkpoints every 5 records or every second.
+pub fn witnessed_node(
+    name: &str,
+    tier: &str,
+    region: &str,
+    witnesses: &[(&str, &TestNode)],
+) -> TestNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = make_test_token(&dir.path().join("token"), "hkms-test");
-    let w = dir.path().join("witness");
-    std::fs::create_dir_all(&w).expect("mkdir");
-    let id = Identity::from_uri(&format!("hkms://system/municipal/{region}/city-node"))
-        .expect("identity");
-    let cert = province
-        .ca
-        .issue_client(Some(&id), Validity::days(1))
-        .expect("issue");
-    write_issued(&w, "client", &cert).expect("write client cert");
-    std::fs::write(w.join("ca.pem"), province.ca.cert_pem()).expect("write ca");
-    let config = dir.path().join("node.toml");
-    let text = node_config("guangzhou", "municipal", region, &token)
-        + &format!(
+    let mut text = node_config(name, tier, region, &token)
+        + "\n[audit]\ncheckpoint_every = 5\ncheckpoint_interval_secs = 1\n";
+    for (witness, node) in witnesses {
+        let w = dir.path().join(format!("witness-{witness}"));
+        std::fs::create_dir_all(&w).expect("mkdir");
+        let id = Identity::from_uri(&format!("hkms://system/{tier}/{region}/{name}-node"))
+            .expect("identity");
+        let cert = node
+            .ca
+            .issue_client(Some(&id), Validity::days(1))
+            .expect("issue");
+        write_issued(&w, "client", &cert).expect("write client cert");
+        std::fs::write(w.join("ca.pem"), node.ca.cert_pem()).expect("write ca");
+        text += &format!(
             r#"
-[audit]
-checkpoint_every = 5
-checkpoint_interval_secs = 1
-
 [[witnesses]]
-name = "guangdong"
-url = "{}"
-ca = "witness/ca.pem"
-cert = "witness/client.pem"
-key = "witness/client.key"
+name = "{witness}"
+url = "{url}"
+ca = "witness-{witness}/ca.pem"
+cert = "witness-{witness}/client.pem"
+key = "witness-{witness}/client.key"
 retry_secs = 1
 "#,
-            province.url()
+            url = node.url()
         );
+    }
+    let config = dir.path().join("node.toml");
     std::fs::write(&config, text).expect("write config");
     TestNode::start_in(dir, token, config)
 }
@@ -188,7 +202,12 @@ pub fn backlog(city: &TestNode) -> Option<u64> {
 }
 
 pub async fn cosigned(city: &TestNode) -> bool {
-    health(city, "witnessed/guangdong").await == ServingStatus::Serving
+    cosigned_by(city, "guangdong").await
+}
+
+/// Whether `witness` has cosigned `node`'s newest checkpoint (health `witnessed/NAME`).
+pub async fn cosigned_by(node: &TestNode, witness: &str) -> bool {
+    health(node, &format!("witnessed/{witness}")).await == ServingStatus::Serving
 }
 
 /// The audit key SHA-256 a node logged at start.
