@@ -279,3 +279,52 @@ async fn a_config_that_drops_the_audit_token_of_a_sealed_log_stops_the_start() {
     assert!(refused.contains("has no audit-signing key"), "{refused}");
     assert!(refused.contains("[audit.token]"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_key_signs_on_after_the_node_initialises_their_shared_module_again() {
+    let (dir, main, _audit, text) = folder(true);
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, support::with_so_pin(text, &main)).expect("config");
+    let node = TestNode::start_in(dir, main, config);
+    a_request(&node).await;
+    let key = export_and_verify(&node, &node.dir.path().join("before"), None);
+
+    // A card job that does not find its card has the node's token initialise the module
+    // again (SoftHSM2 reads its token folder only then): the audit token's sessions, in the
+    // same module, are closed under it.
+    let approval = node
+        .ceremony(
+            hkms::proto::Operation::Manage,
+            &[("action", "issue-card"), ("region", "440000")],
+        )
+        .await;
+    assert_eq!(approval.state(), hkms::proto::CeremonyState::Done);
+    let issue = [
+        "transport",
+        "issue-card",
+        "--region",
+        "440000",
+        "--card",
+        "card-absent",
+        "--ceremony",
+        &approval.id,
+    ];
+    let out = node.cli_as_with_input(&node.officer, &issue, Some(&format!("{USER_PIN}\n")));
+    assert!(
+        !out.status.success() && stderr(&out).contains("no card labelled `card-absent`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        node.log()
+            .contains("PKCS#11 module initialised again to find tokens"),
+        "{}",
+        node.log()
+    );
+
+    // The next seal still signs, with the same key.
+    assert_eq!(
+        export_and_verify(&node, &node.dir.path().join("after"), Some(&key)),
+        key
+    );
+}

@@ -87,8 +87,11 @@ impl AuditKey {
                 .as_ref()
                 .map(|main| main.hold_module());
             match self.token.sign_digest(SIGNING_LABEL, digest) {
-                Err(e) if self.own.is_some() && e.is_session_lost() => {
-                    tracing::info!(error = %e, "the audit token lost its sessions; signing again");
+                Err(e)
+                    if e.is_session_lost()
+                        && let Some(own) = &self.own =>
+                {
+                    tracing::info!(token = %own, error = %e, "the audit token lost its sessions; signing again");
                     self.token.sign_digest(SIGNING_LABEL, digest)
                 }
                 other => other,
@@ -104,16 +107,6 @@ impl AuditKey {
     /// Whether the audit key's token answers (the main token's check, when they are one).
     pub(crate) fn check_alive(&self) -> Result<(), HsmError> {
         self.token.check_alive()
-    }
-
-    /// The label of the audit key's own token, or `None` when the key is on the main token.
-    pub(crate) fn own_token(&self) -> Option<&str> {
-        self.own.as_deref()
-    }
-
-    /// The audit key's token, for the attribute audit.
-    pub(crate) fn token(&self) -> &dyn Token {
-        self.token.as_ref()
     }
 }
 

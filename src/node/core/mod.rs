@@ -167,17 +167,6 @@ impl Core {
         self.audit_key.check_alive().map_err(NodeError::from)
     }
 
-    /// The label of the audit key's own token (`[audit.token]`), or `None` when the key is on
-    /// the node's token.
-    pub fn audit_token_label(&self) -> Option<&str> {
-        self.audit_key.own_token()
-    }
-
-    /// The token that holds the audit key (the node's token when it has none of its own).
-    pub fn audit_token(&self) -> &dyn Token {
-        self.audit_key.token()
-    }
-
     /// How the registry's group commit is doing, for metrics.
     pub fn commit_stats(&self) -> &crate::store::CommitStats {
         self.store.commit_stats()
