@@ -129,6 +129,7 @@ impl Default for RawTransport {
 struct RawAudit {
     checkpoint_every: u64,
     checkpoint_interval_secs: u64,
+    token: Option<RawAuditToken>,
 }
 
 impl Default for RawAudit {
@@ -136,8 +137,31 @@ impl Default for RawAudit {
         RawAudit {
             checkpoint_every: 1000,
             checkpoint_interval_secs: 60,
+            token: None,
         }
     }
+}
+
+/// `[audit.token]`: the token of the audit-signing key, read as `[token]` is (no SO PIN: the
+/// node never does security-officer work there).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuditToken {
+    module: Option<PathBuf>,
+    label: Option<String>,
+    uri: Option<String>,
+    pin_env: Option<String>,
+    pin_file: Option<PathBuf>,
+    #[serde(default = "default_audit_sessions")]
+    sessions: usize,
+    #[serde(default = "default_session_wait_ms")]
+    session_wait_ms: u64,
+}
+
+/// The audit key signs a checkpoint now and then, an export or a cosignature: two sessions
+/// are plenty.
+fn default_audit_sessions() -> usize {
+    2
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +254,9 @@ pub struct NodeConfig {
     pub policy: PathBuf,
     /// How to reach the token.
     pub hsm: HsmConfig,
+    /// The token of the ceremony log's signing key, when it is not `hsm` (`[audit.token]`):
+    /// a token of its own with a PIN of its own, so that the application PIN cannot sign.
+    pub audit_token: Option<HsmConfig>,
     /// The server's certificate and the CA of its callers.
     pub tls: TlsFiles,
     /// A checkpoint is signed after this many records...
@@ -304,28 +331,8 @@ impl NodeConfig {
         })?;
         let t = raw.token;
         let t_require_sealed = t.require_sealed;
-        let locator = match (t.label, t.uri) {
-            (Some(label), None) => TokenLocator::by_label(&label),
-            (None, Some(uri)) => {
-                TokenLocator::from_uri(&uri).map_err(|e| invalid(format!("[token] uri: {e}")))?
-            }
-            _ => {
-                return Err(invalid(
-                    "[token] needs exactly one of `label` or `uri`".into(),
-                ));
-            }
-        };
-        let pin = match (t.pin_env, t.pin_file) {
-            (Some(var), None) => PinSource::Env(var),
-            (None, Some(file)) => PinSource::File(base.join(file)),
-            _ => {
-                return Err(invalid(
-                    "[token] needs exactly one of `pin_env` or `pin_file` (the PIN itself never \
-                     goes in the config)"
-                        .into(),
-                ));
-            }
-        };
+        let locator = token_locator("[token]", t.label, t.uri).map_err(&invalid)?;
+        let pin = pin_source("[token]", t.pin_env, t.pin_file, base).map_err(&invalid)?;
         if raw.audit.checkpoint_every == 0 || raw.audit.checkpoint_interval_secs == 0 {
             return Err(invalid(
                 "[audit] checkpoint_every and checkpoint_interval_secs must be at least 1".into(),
@@ -380,6 +387,17 @@ impl NodeConfig {
         if t.sessions == 0 || t.sessions > 256 {
             return Err(invalid("[token] sessions must be between 1 and 256".into()));
         }
+        let hsm = HsmConfig {
+            module: t.module,
+            locator,
+            pin,
+            sessions: t.sessions,
+            session_wait: Duration::from_millis(t.session_wait_ms),
+        };
+        let audit_token = match raw.audit.token {
+            None => None,
+            Some(a) => Some(audit_token(a, &hsm, base).map_err(&invalid)?),
+        };
         // The name goes into every record and into the checkpoints' signed message, whose
         // fields are separated by spaces.
         let name_ok = (1..=64).contains(&raw.node.name.len())
@@ -425,13 +443,8 @@ impl NodeConfig {
             listen,
             data_dir: base.join(raw.node.data_dir),
             policy: base.join(raw.node.policy),
-            hsm: HsmConfig {
-                module: t.module,
-                locator,
-                pin,
-                sessions: t.sessions,
-                session_wait: Duration::from_millis(t.session_wait_ms),
-            },
+            hsm,
+            audit_token,
             tls: TlsFiles {
                 cert: base.join(tls.cert),
                 key: base.join(tls.key),
@@ -455,6 +468,71 @@ impl NodeConfig {
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("registry.sqlite")
     }
+}
+
+/// Which token a section names: exactly one of `label` or `uri`.
+fn token_locator(
+    section: &str,
+    label: Option<String>,
+    uri: Option<String>,
+) -> Result<TokenLocator, String> {
+    match (label, uri) {
+        (Some(label), None) => Ok(TokenLocator::by_label(&label)),
+        (None, Some(uri)) => {
+            TokenLocator::from_uri(&uri).map_err(|e| format!("{section} uri: {e}"))
+        }
+        _ => Err(format!("{section} needs exactly one of `label` or `uri`")),
+    }
+}
+
+/// Where a section's user PIN comes from: exactly one of `pin_env` or `pin_file`.
+fn pin_source(
+    section: &str,
+    env: Option<String>,
+    file: Option<PathBuf>,
+    base: &Path,
+) -> Result<PinSource, String> {
+    match (env, file) {
+        (Some(var), None) => Ok(PinSource::Env(var)),
+        (None, Some(file)) => Ok(PinSource::File(base.join(file))),
+        _ => Err(format!(
+            "{section} needs exactly one of `pin_env` or `pin_file` (the PIN itself never goes \
+             in the config)"
+        )),
+    }
+}
+
+/// `[audit.token]` as an [`HsmConfig`]; its module defaults to `[token]`'s. A section naming
+/// `[token]`'s own token is refused: the key would stay under the application PIN while the
+/// config said otherwise.
+fn audit_token(a: RawAuditToken, main: &HsmConfig, base: &Path) -> Result<HsmConfig, String> {
+    const SECTION: &str = "[audit.token]";
+    let locator = token_locator(SECTION, a.label, a.uri)?;
+    let pin = pin_source(SECTION, a.pin_env, a.pin_file, base)?;
+    if a.sessions == 0 || a.sessions > 256 {
+        return Err(format!("{SECTION} sessions must be between 1 and 256"));
+    }
+    let module = a.module.unwrap_or_else(|| main.module.clone());
+    if module == main.module && locator == main.locator {
+        return Err(format!(
+            "{SECTION} names the token of [token] ({locator}): the audit key needs a token of its \
+             own with a PIN of its own; name that token, or leave {SECTION} out to keep the key \
+             on [token]"
+        ));
+    }
+    if pin == main.pin {
+        return Err(format!(
+            "{SECTION} reads its PIN from {pin}, as [token] does: the audit token's PIN must not \
+             be the application PIN; give it its own pin_file or pin_env"
+        ));
+    }
+    Ok(HsmConfig {
+        module,
+        locator,
+        pin,
+        sessions: a.sessions,
+        session_wait: Duration::from_millis(a.session_wait_ms),
+    })
 }
 
 /// A TOML error as "line N: message", without echoing the offending line: a misplaced secret
@@ -562,6 +640,54 @@ client_ca = "pki/ca.pem"
     fn unknown_field_names_the_line() {
         let err = parse(&GOOD.replace("name = \"ministry\"", "nmae = \"ministry\"")).unwrap_err();
         assert!(err.to_string().contains("line"), "{err}");
+    }
+
+    #[test]
+    fn the_audit_key_stays_on_the_token_unless_audit_token_is_given() {
+        assert!(parse(GOOD).unwrap().audit_token.is_none());
+        let own = format!(
+            "{GOOD}\n[audit]\ncheckpoint_every = 10\n\n[audit.token]\nlabel = \"hkms-audit\"\n\
+             pin_file = \"audit.pin\"\n"
+        );
+        let c = parse(&own).unwrap();
+        let a = c.audit_token.expect("[audit.token]");
+        assert_eq!(a.locator, TokenLocator::by_label("hkms-audit"));
+        assert_eq!(a.pin, PinSource::File("/etc/hkms/audit.pin".into()));
+        assert_eq!(a.module, c.hsm.module, "the module defaults to [token]'s");
+        assert_eq!(a.sessions, 2);
+        assert_eq!(c.checkpoint_every, 10);
+        let uri = format!(
+            "{GOOD}\n[audit.token]\nmodule = \"/opt/hsm/lib.so\"\nuri = \"pkcs11:token=a\"\n\
+             pin_env = \"AUDIT_PIN\"\n"
+        );
+        let a = parse(&uri).unwrap().audit_token.expect("[audit.token]");
+        assert_eq!(a.module, Path::new("/opt/hsm/lib.so"));
+        assert_eq!(a.pin, PinSource::Env("AUDIT_PIN".into()));
+    }
+
+    #[test]
+    fn an_audit_token_that_is_the_main_token_or_shares_its_pin_is_refused() {
+        let same = format!("{GOOD}\n[audit.token]\nlabel = \"hkms-dev\"\npin_file = \"a.pin\"\n");
+        let err = parse(&same).unwrap_err().to_string();
+        assert!(err.contains("names the token of [token]"), "{err}");
+        let same_pin =
+            format!("{GOOD}\n[audit.token]\nlabel = \"hkms-audit\"\npin_file = \"user.pin\"\n");
+        let err = parse(&same_pin).unwrap_err().to_string();
+        assert!(err.contains("must not be the application PIN"), "{err}");
+        for bad in [
+            "label = \"a\"\n",
+            "pin_file = \"a.pin\"\n",
+            "label = \"a\"\npin_file = \"a.pin\"\npin = \"1234\"\n",
+            "label = \"a\"\npin_file = \"a.pin\"\nso_pin_file = \"so.pin\"\n",
+            "label = \"a\"\npin_file = \"a.pin\"\nsessions = 0\n",
+        ] {
+            let err = parse(&format!("{GOOD}\n[audit.token]\n{bad}")).unwrap_err();
+            assert!(!err.to_string().contains("1234"), "{err}");
+            assert!(
+                err.to_string().contains("[audit.token]") || err.to_string().contains("line"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -241,3 +241,106 @@ fn a_token_whose_pin_file_is_gone_is_not_given_a_new_pin() {
     );
     assert!(!pin.exists());
 }
+
+#[test]
+fn audit_token_puts_the_audit_key_on_a_second_token_with_its_own_pin() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--dir",
+        "m",
+        "--region",
+        "000000",
+        "--dev-pki",
+        "pki",
+        "--listen",
+        "127.0.0.1:0",
+        "--audit-token",
+    ];
+    let out = node_init(tmp.path(), &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let node = tmp.path().join("m");
+    let said = stdout(&out);
+    assert!(said.contains("made  token `hkms-ministry-audit`"), "{said}");
+    assert!(
+        said.contains("not to the holder of the application PIN"),
+        "{said}"
+    );
+    let user = read(&node.join("softhsm/user.pin"));
+    for pin in ["softhsm/audit-user.pin", "softhsm/audit-so.pin"] {
+        let path = node.join(pin);
+        assert_eq!(mode(&path), 0o600, "{pin}");
+        let value = String::from_utf8(read(&path)).expect("PIN text");
+        assert_eq!(value.len(), 24, "a random PIN of 12 bytes in hex");
+        assert!(!said.contains(&value) && !stderr(&out).contains(&value));
+        assert_ne!(read(&path), user, "{pin} is the application PIN");
+    }
+    let config = std::fs::read_to_string(node.join("node.toml")).expect("config");
+    assert!(
+        config.contains(
+            "[audit.token]                     # the audit key's own token, with its own PIN\n\
+             label = \"hkms-ministry-audit\"\npin_file = \"softhsm/audit-user.pin\"\n"
+        ),
+        "{config}"
+    );
+
+    // A second run keeps both tokens and every PIN.
+    let again = node_init(tmp.path(), &args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(!stdout(&again).contains("  made "), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("kept  token `hkms-ministry-audit`"),
+        "{}",
+        stdout(&again)
+    );
+
+    // The node starts with its audit key on the audit token.
+    let conf = node.join("softhsm/softhsm2.conf");
+    let token = Token {
+        kind: support::TokenKind::SoftHsm2,
+        env: vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
+        conf,
+        module: "/unused".into(),
+        label: "hkms-ministry".into(),
+        pin_file: node.join("softhsm/user.pin"),
+    };
+    let (mut child, _addr) = try_spawn_server(&token, &node.join("node.toml"), &node)
+        .unwrap_or_else(|o| panic!("serve: {}", stderr(&o)));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(node.join("serve.log")).expect("serve.log");
+    assert!(
+        log.contains("the audit-signing key is on its own token")
+            && log.contains("hkms-ministry-audit"),
+        "{log}"
+    );
+
+    // A node set up without one does not get one later: its log's key is not moved.
+    let plain = tmp.path().join("p");
+    let out = node_init(
+        tmp.path(),
+        &["--dir", "p", "--region", "440000", "--dev-pki", "pki"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = read(&plain.join("node.toml"));
+    let out = node_init(
+        tmp.path(),
+        &[
+            "--dir",
+            "p",
+            "--region",
+            "440000",
+            "--dev-pki",
+            "pki",
+            "--audit-token",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("keeps the audit key on the token `hkms-node-440000`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read(&plain.join("node.toml")), before);
+}

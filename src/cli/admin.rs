@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
 
 use crate::config::NodeConfig;
@@ -77,6 +78,31 @@ fn audit(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
         .flat_map(attribute_audit::check)
         .map(|v| v.to_string())
         .collect();
+    // The audit key's own token is checked too, with its own PIN: its pair is a key hkms
+    // relies on as much as any other.
+    let audit_token = match &config.audit_token {
+        None => None,
+        Some(hsm) => {
+            let audit = Pkcs11Token::open(hsm).with_context(|| {
+                format!(
+                    "cannot open the audit token of [audit.token] ({}); it is checked with its \
+                     own PIN: run this where that PIN can be read",
+                    hsm.locator
+                )
+            })?;
+            let objects = audit.object_facts()?;
+            let violations: Vec<String> = objects
+                .iter()
+                .flat_map(attribute_audit::check)
+                .map(|v| v.to_string())
+                .collect();
+            Some((
+                audit.capabilities().label.clone(),
+                objects.len(),
+                violations,
+            ))
+        }
+    };
     // A registered object that is gone breaks the node as surely as a weak one.
     let database = config.database_path();
     let report = if database.exists() {
@@ -86,12 +112,17 @@ fn audit(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
     };
     let missing = missing_lines(&report);
     let label = &token.capabilities().label;
+    let audit_violations = audit_token.as_ref().map_or(0, |(_, _, v)| v.len());
     if json {
+        let audit_json = audit_token.as_ref().map(|(token, objects, violations)| {
+            serde_json::json!({ "token": token, "objects": objects, "violations": violations })
+        });
         println!(
             "{}",
             serde_json::json!({
                 "token": label, "objects": objects.len(),
                 "violations": violations, "missing": missing_json(&report),
+                "audit_token": audit_json,
             })
         );
     } else {
@@ -106,12 +137,23 @@ fn audit(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
             objects.len(),
             violations.len() + missing.len()
         );
+        if let Some((audit_label, count, audit_violations)) = &audit_token {
+            for v in audit_violations {
+                println!("VIOLATION {v} (on the audit token {audit_label})");
+            }
+            println!(
+                "checked {count} key objects on the audit token {audit_label}: {} violations",
+                audit_violations.len()
+            );
+        }
     }
-    Ok(if violations.is_empty() && missing.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if violations.is_empty() && missing.is_empty() && audit_violations == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 fn probe(config: &Path, json: bool) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,6 @@
 //! `hkms node init`: a ministry, provincial or municipal node set up in one folder, in one
-//! command: its SoftHSM2 token with random PINs, its TLS files, its policy, its data folder and
+//! command: its SoftHSM2 token with random PINs (with `--audit-token`, a second token with PINs
+//! of its own for the ceremony log's signing key), its TLS files, its policy, its data folder and
 //! its `node.toml`. Idempotent: each run makes what is missing and keeps what exists; it never
 //! replaces a PIN, a token, a certificate or the config (docs/roles/operator.md).
 
@@ -71,6 +72,12 @@ pub struct InitArgs {
     /// (the SO PIN file is made all the same: it is the token's).
     #[arg(long)]
     no_card_issuing: bool,
+    /// Keep the ceremony log's signing key on a second token of its own (`TOKEN-LABEL-audit`)
+    /// with its own random PINs (softhsm/audit-user.pin, softhsm/audit-so.pin), and write
+    /// `[audit.token]`: the application PIN then cannot sign the log. Only for a new node: a
+    /// log's key is never moved.
+    #[arg(long)]
+    audit_token: bool,
     /// Use the dev PKI in this folder (made by `hkms pki init`, or made here if missing): its
     /// CA is the client CA, its `server.pem` for localhost the node's certificate.
     #[arg(long, conflicts_with_all = ["ca", "server_cert", "server_key", "crl"])]
@@ -220,29 +227,26 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     unsafe {
         std::env::set_var("SOFTHSM2_CONF", &conf);
     }
-    let user_pin_file = softhsm.join("user.pin");
-    let so_pin_file = softhsm.join("so.pin");
-    if crate::hsm::token_init::token_exists(&module, &label)? {
-        for pin in [&user_pin_file, &so_pin_file] {
-            if !pin.exists() {
-                bail!(
-                    "the token `{label}` exists but {} is missing: restore it (node init never \
-                     makes a new PIN for an existing token)",
-                    pin.display()
-                );
-            }
-        }
-        report.kept(format!(
-            "{}, {} (the token's PINs)",
-            user_pin_file.display(),
-            so_pin_file.display()
-        ));
-        report.kept(format!("token `{label}`"));
-    } else {
-        let user_pin = pin_file(&user_pin_file, &mut report, "user PIN")?;
-        let so_pin = pin_file(&so_pin_file, &mut report, "security officer PIN")?;
-        let serial = crate::hsm::token_init::init_token(&module, &label, &so_pin, &user_pin)?;
-        report.made(format!("token `{label}` (serial {serial})"));
+    ensure_token(
+        &module,
+        &label,
+        &TokenPins {
+            user: softhsm.join("user.pin"),
+            so: softhsm.join("so.pin"),
+        },
+        &mut report,
+    )?;
+    let audit_label = audit_token_label(&args, existing.as_ref(), &config_path, &label)?;
+    if let Some(audit_label) = &audit_label {
+        ensure_token(
+            &module,
+            audit_label,
+            &TokenPins {
+                user: softhsm.join(AUDIT_USER_PIN),
+                so: softhsm.join("audit-so.pin"),
+            },
+            &mut report,
+        )?;
     }
 
     let data = dir.join("data");
@@ -280,6 +284,7 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
             module: &module,
             label: &label,
             so_pin: !args.no_card_issuing,
+            audit_label: audit_label.as_deref(),
             tls: &tls,
             metrics: args.metrics_listen.as_deref(),
         })?;
@@ -293,6 +298,14 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let config = NodeConfig::load(&config_path)?;
     crate::server::tls::load(&config.tls)?;
     drop(crate::hsm::Pkcs11Token::open(&config.hsm)?);
+    if let Some(audit) = &config.audit_token {
+        drop(crate::hsm::Pkcs11Token::open(audit).with_context(|| {
+            format!(
+                "cannot open the audit token of [audit.token] ({})",
+                audit.locator
+            )
+        })?);
+    }
 
     println!(
         "node {} ({tier} {region}) in {}:",
@@ -305,12 +318,105 @@ fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     if config.so_pin.is_none() {
         println!("It does not issue transport key cards (no so_pin_file in node.toml).");
     }
+    if let Some(audit_label) = &audit_label {
+        println!(
+            "The ceremony log's signing key goes on the token `{audit_label}`, whose PINs are \
+             {dir}/softhsm/{AUDIT_USER_PIN} and {dir}/softhsm/audit-so.pin: in production they \
+             belong to whoever keeps the audit key, not to the holder of the application PIN \
+             (docs/operations.md).",
+            dir = dir.display()
+        );
+    }
     println!(
         "Start it with:\n  SOFTHSM2_CONF={} hkms serve --config {}",
         conf.display(),
         config_path.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The audit token's user PIN file, in the node's softhsm/ folder.
+const AUDIT_USER_PIN: &str = "audit-user.pin";
+
+/// The longest token label PKCS#11 holds (`CK_TOKEN_INFO.label`, 32 bytes).
+const MAX_LABEL: usize = 32;
+
+/// Where a token's PINs are kept.
+struct TokenPins {
+    user: PathBuf,
+    so: PathBuf,
+}
+
+/// Makes the token `label` with random PINs in `pins`, unless the module has it; a token
+/// that exists keeps its PINs, which must be there (node init never gives a token new ones).
+fn ensure_token(
+    module: &Path,
+    label: &str,
+    pins: &TokenPins,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if crate::hsm::token_init::token_exists(module, label)? {
+        for pin in [&pins.user, &pins.so] {
+            if !pin.exists() {
+                bail!(
+                    "the token `{label}` exists but {} is missing: restore it (node init never \
+                     makes a new PIN for an existing token)",
+                    pin.display()
+                );
+            }
+        }
+        report.kept(format!(
+            "{}, {} (the PINs of token `{label}`)",
+            pins.user.display(),
+            pins.so.display()
+        ));
+        report.kept(format!("token `{label}`"));
+    } else {
+        if label.len() > MAX_LABEL {
+            bail!(
+                "the token label `{label}` is longer than {MAX_LABEL} bytes: give a shorter --token-label"
+            );
+        }
+        let user_pin = pin_file(&pins.user, report, &format!("user PIN of `{label}`"))?;
+        let so_pin = pin_file(
+            &pins.so,
+            report,
+            &format!("security officer PIN of `{label}`"),
+        )?;
+        let serial = crate::hsm::token_init::init_token(module, label, &so_pin, &user_pin)?;
+        report.made(format!("token `{label}` (serial {serial})"));
+    }
+    Ok(())
+}
+
+/// The label of the audit key's own token: the one an existing config names, or, with
+/// `--audit-token` on a new node, `LABEL-audit`. An existing config that keeps the key on the
+/// node's token is not changed: its log's key stays where it is.
+fn audit_token_label(
+    args: &InitArgs,
+    existing: Option<&NodeConfig>,
+    config_path: &Path,
+    label: &str,
+) -> anyhow::Result<Option<String>> {
+    match existing {
+        None => Ok(args.audit_token.then(|| format!("{label}-audit"))),
+        Some(config) => match &config.audit_token {
+            None if args.audit_token => bail!(
+                "{} keeps the audit key on the token `{label}`, and node init never rewrites a \
+                 config (nor moves a log's key): set up a new node folder with --audit-token",
+                config_path.display()
+            ),
+            None => Ok(None),
+            Some(audit) => match &audit.locator.token {
+                Some(audit_label) => Ok(Some(audit_label.clone())),
+                None => bail!(
+                    "{} names its audit token by a URI without a label; node init checks tokens \
+                     by label only",
+                    config_path.display()
+                ),
+            },
+        },
+    }
 }
 
 /// The PIN in `path`, made (random, mode 0600) when the file is missing.
@@ -425,6 +531,8 @@ struct ConfigValues<'a> {
     module: &'a Path,
     label: &'a str,
     so_pin: bool,
+    /// The audit key's own token, if it has one.
+    audit_label: Option<&'a str>,
     tls: &'a TlsPaths,
     metrics: Option<&'a str>,
 }
@@ -472,6 +580,13 @@ fn config_text(v: &ConfigValues<'_>) -> anyhow::Result<String> {
     );
     if let Some(crl) = &v.tls.client_crl {
         t += &format!("client_crl = {}\n", p(crl)?);
+    }
+    if let Some(audit_label) = v.audit_label {
+        t += &format!(
+            "\n[audit.token]                     # the audit key's own token, with its own PIN\n\
+             label = {}\npin_file = \"softhsm/{AUDIT_USER_PIN}\"\n",
+            toml_string(audit_label)
+        );
     }
     if let Some(metrics) = v.metrics {
         t += &format!("\n[metrics]\nlisten = {}\n", toml_string(metrics));

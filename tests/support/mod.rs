@@ -207,6 +207,42 @@ pub fn make_token_of(kind: TokenKind, dir: &Path, label: &str) -> Token {
     }
 }
 
+/// Makes a second SoftHSM2 token labelled `label` in the token folder of `token`, so that the
+/// one module (and `SOFTHSM2_CONF`) of `token` sees both, with its own user PIN `pin` kept in
+/// `FOLDER/LABEL.pin`; returns it (an audit token, `[audit.token]`).
+pub fn add_softhsm_token(token: &Token, label: &str, pin: &str) -> Token {
+    assert_eq!(token.kind, TokenKind::SoftHsm2, "SoftHSM2 tokens only");
+    let folder = token.conf.parent().expect("the token folder");
+    let pin_file = folder.join(format!("{label}.pin"));
+    std::fs::write(&pin_file, pin).expect("write the PIN file");
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--so-pin", SO_PIN, "--pin", pin])
+        .env("SOFTHSM2_CONF", &token.conf)
+        .output()
+        .expect("run softhsm2-util");
+    assert!(
+        out.status.success(),
+        "softhsm2-util --init-token {label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Token {
+        label: label.to_string(),
+        pin_file,
+        ..token.clone()
+    }
+}
+
+/// A node config text (from [`node_config`]) that keeps the audit key on `audit`
+/// (`[audit.token]`, the module of `[token]`).
+pub fn with_audit_token(text: String, audit: &Token) -> String {
+    format!(
+        "{text}\n[audit.token]\nlabel = \"{}\"\npin_file = \"{}\"\n",
+        audit.label,
+        audit.pin_file.display()
+    )
+}
+
 /// A node config text for a token, with its TLS files in `pki/` beside it.
 pub fn node_config(name: &str, tier: &str, region: &str, token: &Token) -> String {
     format!(

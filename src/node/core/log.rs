@@ -1,5 +1,6 @@
 //! The ceremony log as the node writes it: appending records (alone, in batches, or with the
-//! change they record), and signing checkpoints with the HSM's `audit-signing` key.
+//! change they record), and signing checkpoints with the HSM's `audit-signing` key (on the
+//! token `audit_key` says).
 
 use sha2::{Digest, Sha256};
 
@@ -28,20 +29,25 @@ pub struct Signing {
 }
 
 impl Signing {
-    /// Reads the pair's public half; makes the pair first when `sealed` is empty (the log has
-    /// no checkpoint yet). Otherwise the last checkpoint must verify with the token's key: a
-    /// node whose key was replaced (a token reset, another token) would sign on with a key no
+    /// Reads the pair's public half from `hsm` (`place` names it in errors: "the token", "the
+    /// audit token ..."); makes the pair first when `sealed` is empty (the log has no
+    /// checkpoint yet). Otherwise the last checkpoint must verify with the token's key: a node
+    /// whose key was replaced (a token reset, another token) would sign on with a key no
     /// auditor pinned, and its log could not be verified as one any more.
-    pub fn load(hsm: &dyn Token, sealed: Option<&Checkpoint>) -> Result<Signing, NodeError> {
+    pub fn load(
+        hsm: &dyn Token,
+        sealed: Option<&Checkpoint>,
+        place: &str,
+    ) -> Result<Signing, NodeError> {
         let point = hsm
             .signing_key(SIGNING_LABEL, sealed.is_none())
             .map_err(|e| match e {
-                crate::hsm::HsmError::KeyNotFound { .. } => NodeError::FailedPrecondition(
-                    "the ceremony log has checkpoints, but the token has no audit-signing key: \
-                     this is not the node's token, or its key was removed; restore the token \
-                     (hkms will not sign the log with a new key)"
-                        .into(),
-                ),
+                crate::hsm::HsmError::KeyNotFound { .. } => NodeError::FailedPrecondition(format!(
+                    "the ceremony log has checkpoints, but {place} has no audit-signing key: \
+                     this is not the node's token, or its key was removed, or the config no \
+                     longer names the token that holds it ([audit.token]); restore the token \
+                     or the config (hkms will not sign the log with a new key)"
+                )),
                 other => other.into(),
             })?;
         let spki_pem = spki_pem_from_point(&point)
@@ -52,9 +58,9 @@ impl Signing {
             && !crate::audit::verify::checkpoint_verifies(last, &spki_pem)
         {
             return Err(NodeError::FailedPrecondition(format!(
-                "checkpoint {} of the ceremony log was signed by key {}, not by the token's \
-                 audit-signing key {}: this is not the node's token, or its key was replaced; \
-                 restore the token (hkms will not sign the log with another key)",
+                "checkpoint {} of the ceremony log was signed by key {}, not by the \
+                 audit-signing key {} of {place}: this is not the node's token, or its key was \
+                 replaced; restore the token (hkms will not sign the log with another key)",
                 last.seq,
                 last.key_fingerprint,
                 spki_fingerprint(&der)
@@ -175,11 +181,12 @@ impl Core {
         Ok(Some(checkpoint))
     }
 
-    /// Signs `message` with the node's audit key in its token (ECDSA P-256, SHA-256); returns
-    /// the DER signature. Checkpoints, export statements and a witness's cosignatures.
+    /// Signs `message` with the node's audit key in its token (the node's, or the audit
+    /// token of `[audit.token]`; ECDSA P-256, SHA-256); returns the DER signature. Checkpoints,
+    /// export statements and a witness's cosignatures.
     pub(crate) fn sign_audit(&self, message: &str) -> Result<Vec<u8>, NodeError> {
         let digest: [u8; 32] = Sha256::digest(message.as_bytes()).into();
-        let raw = self.token.sign_digest(SIGNING_LABEL, &digest)?;
+        let raw = self.audit_key.sign_digest(&digest)?;
         der_from_raw_signature(&raw)
             .map_err(|e| NodeError::Internal(format!("audit signature: {e}")))
     }

@@ -3,6 +3,7 @@
 //! signing key. Use cases (`super::keys`, `super::ceremonies`, ...) borrow it; the core knows
 //! none of them.
 
+mod audit_key;
 mod log;
 mod policy;
 mod registry;
@@ -29,6 +30,8 @@ pub struct Core {
     tier: Tier,
     region: Region,
     pub(crate) token: Arc<dyn Token>,
+    /// The token of the ceremony log's signing key: `token`, or one of its own.
+    audit_key: audit_key::AuditKey,
     pub(crate) store: Arc<dyn Store>,
     /// The policy in force, and how a new one is put in force.
     pub(crate) policy: PolicyCell,
@@ -94,7 +97,8 @@ impl Core {
         token.seal_issuer_keys(&issued)?;
         let probe = token_verdict(token.as_ref(), config.require_sealed)?;
         let last_checkpoint = store.last_checkpoint()?;
-        let signing = Signing::load(token.as_ref(), last_checkpoint.as_ref())?;
+        let (audit_key, signing) =
+            audit_key::AuditKey::open(config, &token, last_checkpoint.as_ref())?;
         ensure_id_mac_key(token.as_ref())?;
         let sealed = last_checkpoint.map_or(0, |c| c.seq);
         Ok(Core {
@@ -102,6 +106,7 @@ impl Core {
             tier: config.tier,
             region: config.region,
             token,
+            audit_key,
             store,
             policy,
             signing,
@@ -154,6 +159,12 @@ impl Core {
             self.token.check_alive().map_err(NodeError::from),
             self.store.ping().map_err(NodeError::from),
         )
+    }
+
+    /// Whether the audit key's token answers, for health reporting: its own token's check
+    /// (which also drives the rebuild of its sessions), or the node's token's.
+    pub fn audit_token_health(&self) -> Result<(), NodeError> {
+        self.audit_key.check_alive().map_err(NodeError::from)
     }
 
     /// How the registry's group commit is doing, for metrics.

@@ -1,7 +1,10 @@
 //! gRPC health that reports the token and the registry, not just the process: `token` and
 //! `store` are their own service names, and the overall status ("") and `hkms.v1.KeyService`
 //! are SERVING only while both answer. `token-sealed` says whether every attack of the token
-//! probe held at start (docs/tokens.md); it does not make the node unhealthy.
+//! probe held at start (docs/tokens.md); it does not make the node unhealthy. `audit-token`
+//! says whether the token of the ceremony log's signing key answers (`[audit.token]`, or the
+//! node's token): without it checkpoints and exports fail, but every request is still
+//! recorded before it is answered, so it does not make the node unhealthy either.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +20,22 @@ pub const TOKEN: &str = "token";
 pub const STORE: &str = "store";
 /// Health service name of the token probe's verdict: SERVING when every attack held.
 pub const TOKEN_SEALED: &str = "token-sealed";
+/// Health service name of the audit key's token check.
+pub const AUDIT_TOKEN: &str = "audit-token";
 /// Health service name of the key service.
 pub const KEY_SERVICE: &str = "hkms.v1.KeyService";
 
 /// Checks once and publishes the result.
 pub async fn check_once(node: &Arc<Node>, reporter: &HealthReporter) {
     let n = Arc::clone(node);
-    let (token, store) = match tokio::task::spawn_blocking(move || n.core().health()).await {
-        Ok((t, s)) => (t.is_ok(), s.is_ok()),
-        Err(_) => (false, false),
+    let checked = tokio::task::spawn_blocking(move || {
+        let (token, store) = n.core().health();
+        (token, store, n.core().audit_token_health())
+    })
+    .await;
+    let (token, store, audit_token) = match checked {
+        Ok((t, s, a)) => (t.is_ok(), s.is_ok(), a.is_ok()),
+        Err(_) => (false, false, false),
     };
     let status = |ok: bool| {
         if ok {
@@ -36,6 +46,9 @@ pub async fn check_once(node: &Arc<Node>, reporter: &HealthReporter) {
     };
     reporter.set_service_status(TOKEN, status(token)).await;
     reporter.set_service_status(STORE, status(store)).await;
+    reporter
+        .set_service_status(AUDIT_TOKEN, status(audit_token))
+        .await;
     reporter
         .set_service_status(TOKEN_SEALED, status(node.core().token_probe().sealed()))
         .await;
