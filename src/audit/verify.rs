@@ -1147,7 +1147,7 @@ mod tests {
         assert!(
             report.notes.iter().any(|n| n
                 == "2 cosignatures by 1 witness were not checked: no witness key was pinned \
-                    (--witness-key-sha256)"),
+                    (`hkms audit verify --witness-key-sha256`)"),
             "{report:?}"
         );
         assert!(with_witnesses(&b, &key, &[&w]).is_err());
@@ -1506,15 +1506,20 @@ mod tests {
         assert_eq!(err(&b, None).place, "records.jsonl");
     }
 
-    /// Writes a sample bundle for trying docs/audit-format.md's openssl recipe by hand:
+    /// Writes a sample bundle, cosigned by witness `guangdong`, for trying docs/audit-format.md's
+    /// openssl recipes by hand (its worked examples come from one):
     /// `HKMS_SAMPLE_BUNDLE=/tmp/sample cargo test -- --ignored write_a_sample_bundle`.
     #[test]
     #[ignore = "writes a sample bundle for the openssl recipe"]
     fn write_a_sample_bundle() {
         let dir = std::env::var("HKMS_SAMPLE_BUNDLE").unwrap_or("/tmp/hkms-sample-bundle".into());
-        let (b, key) = clean();
+        let w = TestWitness::new("guangdong");
+        let (b, key) = witnessed(&w);
         write_bundle(std::path::Path::new(&dir), &b).unwrap();
-        println!("wrote {dir}, key fingerprint {}", key.fingerprint);
+        println!(
+            "wrote {dir}, key fingerprint {}, SHA-256 {}; witness key SHA-256 {}",
+            key.fingerprint, key.sha256, w.sha256
+        );
     }
     #[test]
     fn a_checkpoint_before_a_partial_export_is_noted_and_one_on_its_first_record_seals_it() {

@@ -47,7 +47,8 @@ pub struct SealedLog {
     /// With `seal`, the node's signed statement that the last checkpoint's record is its head;
     /// `None` without `seal`, for an empty log, or when the log was changed under the node.
     pub statement: Option<ExportStatement>,
-    /// The witnesses' cosignatures of checkpoints up to the last one, by seq then witness.
+    /// Every cosignature the node holds, by seq then witness, read before the seal: none is
+    /// past the last checkpoint unless the log was cut back under its witnesses.
     pub cosignatures: Vec<Cosignature>,
 }
 
@@ -87,6 +88,10 @@ impl Audit<'_> {
     /// ends the bundle (docs/audit-format.md §8).
     pub fn audit_checkpoints(&self, req: &mut Request, seal: bool) -> Result<SealedLog, NodeError> {
         self.core.authorize_here(req, Operation::ReadAudit, None)?;
+        // Read before the seal, so that each covers a checkpoint already sealed, at or before
+        // the one this export ends on; one past it means the log was cut back under the
+        // witness, and stays for the auditor's verifier to name.
+        let cosignatures = self.core.store.cosignatures()?;
         // A log changed under the node is exported as it is, without a new seal or a
         // statement: the auditor's verifier names where it breaks.
         if seal
@@ -96,19 +101,13 @@ impl Audit<'_> {
             return Err(e);
         }
         let checkpoints = self.core.store.checkpoints()?;
-        let last = checkpoints.last();
-        let statement = match last {
+        let statement = match checkpoints.last() {
             Some(cp) if seal && !self.core.log_is_changed() => {
                 req.param("stated_seq", cp.seq.to_string());
                 Some(self.core.export_statement(cp.seq, &cp.head)?)
             }
             _ => None,
         };
-        // Only cosignatures of what the bundle holds: a checkpoint sealed since, and cosigned
-        // at once, would otherwise seem past the bundle's end.
-        let end = last.map_or(0, |cp| cp.seq);
-        let mut cosignatures = self.core.store.cosignatures()?;
-        cosignatures.retain(|c| c.seq <= end);
         Ok(SealedLog {
             checkpoints,
             statement,

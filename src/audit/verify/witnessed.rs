@@ -205,7 +205,8 @@ pub(super) fn check_cosignatures(
         let plural =
             |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         notes.push(format!(
-            "{} by {} {} not checked: no witness key was pinned (--witness-key-sha256)",
+            "{} by {} {} not checked: no witness key was pinned (`hkms audit verify \
+             --witness-key-sha256`)",
             plural(cosignatures.len(), "cosignature", "cosignatures"),
             plural(witnesses.len(), "witness", "witnesses"),
             if cosignatures.len() == 1 {
