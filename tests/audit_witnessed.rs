@@ -129,9 +129,9 @@ fn the_worked_examples_check_with_openssl_alone() {
 
     // hkms agrees with the examples, and they are of one bundle: the witness cosigned the
     // head the node stated, and vouched for the node key shown.
-    c.verify().expect("the example cosignature verifies");
-    s.verify(&pem).expect("the example statement verifies");
     let (der, _) = public_key_point(&pem).expect("the example key");
+    c.verify().expect("the example cosignature verifies");
+    s.verify(&der).expect("the example statement verifies");
     assert_eq!(c.node_key_sha256, spki_sha256(&der));
     assert_eq!((&c.node, c.seq, &c.head), (&s.node, s.seq, &s.head));
 
@@ -186,9 +186,8 @@ async fn seal(audit: &mut AuditServiceClient<Channel>, key_pem: &str) -> Checkpo
         serde_json::from_str(answer.checkpoints.last().expect("a checkpoint")).expect("parse");
     let statement = ExportStatement::from_line(&answer.statement).expect("a statement");
     assert_eq!((statement.seq, &statement.head), (last.seq, &last.head));
-    statement
-        .verify(key_pem)
-        .expect("signed with the node's key");
+    let (der, _) = public_key_point(key_pem).expect("the node's key");
+    statement.verify(&der).expect("signed with the node's key");
     last
 }
 

@@ -338,7 +338,7 @@ pub fn verify_witnessed_bundle(
     // The node's statement of its head and the witnesses' cosignatures (doc steps 7 and 8).
     let log = witnessed::Verified {
         node: &manifest.node,
-        key_pem: &bundle.public_key_pem,
+        key_der: &spki_der,
         key_sha256: &sha256,
         fingerprint: &fingerprint,
         first_seq,

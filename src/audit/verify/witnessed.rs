@@ -46,8 +46,8 @@ pub struct WitnessSummary {
 pub(super) struct Verified<'a> {
     /// The node the manifest names.
     pub node: &'a str,
-    /// The bundle's key: SPKI PEM, SHA-256 and fingerprint.
-    pub key_pem: &'a str,
+    /// The bundle's key: SPKI DER, SHA-256 and fingerprint.
+    pub key_der: &'a [u8],
     pub key_sha256: &'a str,
     pub fingerprint: &'a str,
     /// Seq of the first and last record.
@@ -110,7 +110,7 @@ pub(super) fn check_statement(
             log.fingerprint
         ));
     }
-    if let Err(e) = s.verify(log.key_pem) {
+    if let Err(e) = s.verify(log.key_der) {
         return wrong(format!(
             "{e} with the bundle's public key: the statement is forged, or signed by another \
              key"
