@@ -3,7 +3,7 @@
 //! frozen in tests/vectors/audit-bundle/, is checked the way docs/audit-format.md tells an
 //! outside auditor to check one, without hkms's code:
 //!
-//! - every record's hash by the shell recipe of §8 (`sed -n 'Np' records.jsonl | tr -d '\n' |
+//! - every record's hash by the shell recipe of §10 (`sed -n 'Np' records.jsonl | tr -d '\n' |
 //!   sha256sum`) and by the `sha2` crate following §2's words, which must agree;
 //! - the chain (§2): record 1's `prev` is 64 zeros, every other `prev` is the hash of the line
 //!   before; the checkpoint's `head` is its record's hash and its signature verifies with
@@ -26,7 +26,7 @@ use support::stdout;
 /// SHA-256 of the bundle's key, written down once from §4's recipe:
 /// `openssl pkey -pubin -in public-key.pem -outform DER | sha256sum | tr a-f A-F`.
 const KEY_SHA256: &str = "5E23259D73D8A729D7578CABE563049A2BC6240B4C8406A8AF287D4DAB5E0C36";
-/// The hash of record 8 (the checkpoint's head), written down once from §8's recipe:
+/// The hash of record 8 (the checkpoint's head), written down once from §10's recipe:
 /// `sed -n '8p' records.jsonl | tr -d '\n' | sha256sum`.
 const HEAD_8: &str = "d402b290a883f99cb81d65892c3b78adaf558abb666393898f00253877a191b5";
 /// §4: the DER of every P-256 SPKI starts with this.
@@ -36,7 +36,7 @@ fn bundle() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/audit-bundle")
 }
 
-/// §8's shell recipe for the hash of line `n`.
+/// §10's shell recipe for the hash of line `n`.
 fn shell_line_hash(n: usize) -> String {
     let o = Command::new("sh")
         .arg("-c")
@@ -60,7 +60,7 @@ fn the_frozen_bundle_checks_by_the_documented_recipe_and_hkms_accepts_it() {
     let lines: Vec<&str> = text.split_terminator('\n').collect();
     assert_eq!(lines.len(), 8);
 
-    // §2 in the sha2 crate, and §8 in the shell, agree on every line.
+    // §2 in the sha2 crate, and §10 in the shell, agree on every line.
     let hashes = support::chain_by_sha2(&dir);
     for (i, line) in lines.iter().enumerate() {
         let by_sha2 = hex::encode(Sha256::digest(line.as_bytes()));
@@ -120,4 +120,10 @@ fn the_frozen_bundle_checks_by_the_documented_recipe_and_hkms_accepts_it() {
         .expect("run hkms audit verify");
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).starts_with("OK: records 1..8"), "{}", stdout(&o));
+    // Made before witnesses: four files, and the verifier says it has no statement.
+    assert!(
+        stdout(&o).contains("note: the bundle has no export statement (statement.json)"),
+        "{}",
+        stdout(&o)
+    );
 }

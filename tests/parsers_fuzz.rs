@@ -100,6 +100,8 @@ proptest! {
             record_lines: records,
             checkpoints: Vec::new(),
             public_key_pem: pem,
+            cosignatures: Vec::new(),
+            statement: None,
         };
         prop_assert!(verify_bundle(&bundle, None).is_err());
     }

@@ -17,6 +17,7 @@ use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::record::Checkpoint;
+use super::witness::{Cosignature, ExportStatement};
 
 /// The `format` of a bundle this code writes and reads.
 pub const BUNDLE_FORMAT: &str = "hkms-audit-bundle/v1";
@@ -28,6 +29,10 @@ pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
 pub const PUBLIC_KEY_FILE: &str = "public-key.pem";
 /// The manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The witnesses' cosignatures of the node's checkpoints, one JSON object per line, by seq.
+pub const COSIGNATURES_FILE: &str = "cosignatures.jsonl";
+/// The node's signed statement of its log's head at export, one JSON line.
+pub const STATEMENT_FILE: &str = "statement.json";
 
 /// DER of the SPKI of a P-256 key up to its point: SEQUENCE { SEQUENCE { id-ecPublicKey,
 /// prime256v1 }, BIT STRING (66 bytes: no unused bits, then the 65-byte point) }.
@@ -74,6 +79,12 @@ pub struct Bundle {
     pub checkpoints: Vec<Checkpoint>,
     /// The signing key as SPKI PEM.
     pub public_key_pem: String,
+    /// The witnesses' cosignatures of the checkpoints, in file order; none in a bundle made
+    /// before witnesses (which has no `cosignatures.jsonl`).
+    pub cosignatures: Vec<Cosignature>,
+    /// The node's statement of its head at export; `None` in a bundle made before statements,
+    /// or when the node signed none (its log was changed under it).
+    pub statement: Option<ExportStatement>,
 }
 
 /// Why a bundle could not be read or written, or a key or signature could not be converted.
@@ -139,7 +150,9 @@ pub enum BundleError {
 /// so an export never overwrites or mixes with an earlier one. A new folder appears with all
 /// its files or not at all; an existing empty one gets each file whole, `manifest.json` last
 /// ([`crate::durable::write_folder`]), so a bundle cut short by a crash has no manifest and
-/// `read_bundle` says so.
+/// `read_bundle` says so. `cosignatures.jsonl` is written (empty when there is none) when the
+/// bundle has a statement or cosignatures, `statement.json` when it has a statement: a bundle
+/// with neither is the four files of a bundle made before witnesses.
 pub fn write_bundle(dir: &Path, bundle: &Bundle) -> Result<(), BundleError> {
     let io_err = |action, path: &Path| {
         let path = path.to_path_buf();
@@ -181,6 +194,15 @@ pub fn write_bundle(dir: &Path, bundle: &Bundle) -> Result<(), BundleError> {
         checkpoints.push_str(&line);
         checkpoints.push('\n');
     }
+    let cosignatures: String = bundle
+        .cosignatures
+        .iter()
+        .map(|c| format!("{}\n", c.to_line()))
+        .collect();
+    let statement = bundle
+        .statement
+        .as_ref()
+        .map(|s| format!("{}\n", s.to_line()));
     let mut manifest = serde_json::to_string_pretty(&bundle.manifest).map_err(|source| {
         BundleError::Serialize {
             file: MANIFEST_FILE,
@@ -189,12 +211,18 @@ pub fn write_bundle(dir: &Path, bundle: &Bundle) -> Result<(), BundleError> {
     })?;
     manifest.push('\n');
 
-    let files = [
+    let mut files = vec![
         (RECORDS_FILE, records.as_bytes()),
         (CHECKPOINTS_FILE, checkpoints.as_bytes()),
         (PUBLIC_KEY_FILE, bundle.public_key_pem.as_bytes()),
-        (MANIFEST_FILE, manifest.as_bytes()),
     ];
+    if statement.is_some() || !bundle.cosignatures.is_empty() {
+        files.push((COSIGNATURES_FILE, cosignatures.as_bytes()));
+    }
+    if let Some(statement) = &statement {
+        files.push((STATEMENT_FILE, statement.as_bytes()));
+    }
+    files.push((MANIFEST_FILE, manifest.as_bytes()));
     crate::durable::write_folder(dir, &files, 0o644).map_err(io_err("writing", dir))
 }
 
@@ -231,12 +259,62 @@ pub fn read_bundle(dir: &Path) -> Result<Bundle, BundleError> {
     }
 
     let public_key_pem = read_text(dir, PUBLIC_KEY_FILE)?;
+
+    // Absent from bundles made before witnesses: the verifier says so.
+    let mut cosignatures = Vec::new();
+    if let Some(text) = read_optional_text(dir, COSIGNATURES_FILE)? {
+        for (i, line) in split_lines(COSIGNATURES_FILE, &text)?
+            .into_iter()
+            .enumerate()
+        {
+            let c = Cosignature::from_line(line).map_err(|message| BundleError::Malformed {
+                file: COSIGNATURES_FILE,
+                line: i + 1,
+                message,
+            })?;
+            cosignatures.push(c);
+        }
+    }
+    let statement = read_optional_text(dir, STATEMENT_FILE)?
+        .map(|text| read_statement(&text))
+        .transpose()?;
     Ok(Bundle {
         manifest,
         record_lines,
         checkpoints,
         public_key_pem,
+        cosignatures,
+        statement,
     })
+}
+
+/// Parses `statement.json`: one line, ended by a newline.
+fn read_statement(text: &str) -> Result<ExportStatement, BundleError> {
+    let lines = split_lines(STATEMENT_FILE, text)?;
+    let [line] = lines.as_slice() else {
+        return Err(BundleError::Malformed {
+            file: STATEMENT_FILE,
+            line: lines.len().min(2),
+            message: format!(
+                "the statement is one line, the file has {} (it was edited)",
+                lines.len()
+            ),
+        });
+    };
+    ExportStatement::from_line(line).map_err(|message| BundleError::Malformed {
+        file: STATEMENT_FILE,
+        line: 1,
+        message,
+    })
+}
+
+/// Reads a file that bundles made before witnesses lack: `None` when it is not there.
+fn read_optional_text(dir: &Path, file: &'static str) -> Result<Option<String>, BundleError> {
+    match read_text(dir, file) {
+        Ok(text) => Ok(Some(text)),
+        Err(BundleError::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads one file of the bundle as UTF-8, naming it when it is missing or unreadable.
@@ -460,7 +538,142 @@ mod tests {
                 signature: "3000".into(),
             }],
             public_key_pem: spki_pem_from_point(k.public_key().as_ref()).unwrap(),
+            cosignatures: Vec::new(),
+            statement: None,
         }
+    }
+
+    /// [`sample`] as an exporter with witnesses makes it: a cosignature and a statement.
+    fn witnessed() -> Bundle {
+        let mut b = sample();
+        b.cosignatures = vec![Cosignature {
+            v: 1,
+            node: "ministry".into(),
+            seq: 2,
+            head: "00".into(),
+            node_key_sha256: "AB".repeat(32),
+            witness: "guangdong".into(),
+            witness_key: "3059".into(),
+            time: "2026-01-01T00:00:01.000Z".into(),
+            signature: "3000".into(),
+        }];
+        b.statement = Some(ExportStatement {
+            v: 1,
+            node: "ministry".into(),
+            seq: 2,
+            head: "00".into(),
+            time: "2026-01-01T00:00:02.000Z".into(),
+            key_fingerprint: "ABCDEF".into(),
+            signature: "3000".into(),
+        });
+        b
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_witnessed_bundle_has_six_files_and_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("export");
+        let b = witnessed();
+        write_bundle(&dir, &b).unwrap();
+        assert_eq!(
+            names(&dir),
+            [
+                CHECKPOINTS_FILE,
+                COSIGNATURES_FILE,
+                MANIFEST_FILE,
+                PUBLIC_KEY_FILE,
+                RECORDS_FILE,
+                STATEMENT_FILE
+            ]
+        );
+        let statement = fs::read_to_string(dir.join(STATEMENT_FILE)).unwrap();
+        assert!(statement.starts_with("{\"v\":1,\"node\":\"ministry\",\"seq\":2,"));
+        assert_eq!(statement.lines().count(), 1);
+        assert!(statement.ends_with("}\n"));
+        let cosignatures = fs::read_to_string(dir.join(COSIGNATURES_FILE)).unwrap();
+        assert_eq!(cosignatures, format!("{}\n", b.cosignatures[0].to_line()));
+        assert_eq!(read_bundle(&dir).unwrap(), b);
+
+        // No cosignature yet: the file is there, empty.
+        let mut none = witnessed();
+        none.cosignatures.clear();
+        let dir = tmp.path().join("none");
+        write_bundle(&dir, &none).unwrap();
+        assert_eq!(fs::read(dir.join(COSIGNATURES_FILE)).unwrap(), b"");
+        assert_eq!(read_bundle(&dir).unwrap(), none);
+    }
+
+    #[test]
+    fn a_bundle_made_before_witnesses_has_four_files_and_reads_with_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("old");
+        write_bundle(&dir, &sample()).unwrap();
+        assert_eq!(
+            names(&dir),
+            [
+                CHECKPOINTS_FILE,
+                MANIFEST_FILE,
+                PUBLIC_KEY_FILE,
+                RECORDS_FILE
+            ]
+        );
+        let b = read_bundle(&dir).unwrap();
+        assert!(b.cosignatures.is_empty());
+        assert_eq!(b.statement, None);
+    }
+
+    #[test]
+    fn a_malformed_cosignature_or_statement_is_named_by_file_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("b");
+        let b = witnessed();
+        write_bundle(&dir, &b).unwrap();
+        let line = b.cosignatures[0].to_line();
+        fs::write(
+            dir.join(COSIGNATURES_FILE),
+            format!("{line}\n{}\n", line.replace("\"v\":1", "\"v\":2")),
+        )
+        .unwrap();
+        let err = read_bundle(&dir).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cosignatures.jsonl line 2: cosignature format version 2"),
+            "{err}"
+        );
+        fs::write(dir.join(COSIGNATURES_FILE), format!("{line}\n")).unwrap();
+
+        let statement = b.statement.as_ref().unwrap().to_line();
+        fs::write(
+            dir.join(STATEMENT_FILE),
+            format!("{statement}\n{statement}\n"),
+        )
+        .unwrap();
+        let err = read_bundle(&dir).unwrap_err().to_string();
+        assert!(
+            err.starts_with("statement.json line 2: the statement is one line"),
+            "{err}"
+        );
+        fs::write(
+            dir.join(STATEMENT_FILE),
+            statement.replace("\"v\":1", "\"w\":1") + "\n",
+        )
+        .unwrap();
+        let err = read_bundle(&dir).unwrap_err().to_string();
+        assert!(
+            err.starts_with("statement.json line 1: not a statement"),
+            "{err}"
+        );
+        fs::write(dir.join(STATEMENT_FILE), &statement).unwrap();
+        let err = read_bundle(&dir).unwrap_err().to_string();
+        assert!(err.contains("does not end with a newline"), "{err}");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! node's key fingerprint obtained independently (docs/audit-format.md, "Verification").
 //!
 //! It stops at the first broken place and names it exactly (record and line, or checkpoint,
-//! line and seq), because an auditor's next step is to look at that place.
+//! line and seq), because an auditor's next step is to look at that place. The export
+//! statement and the witnesses' cosignatures are checked last ([`witnessed`]).
+
+mod witnessed;
 
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 
@@ -11,6 +14,7 @@ use super::bundle::{
     public_key_point, spki_fingerprint, spki_sha256,
 };
 use super::record::{AuditRecord, Checkpoint, FORMAT_VERSION, GENESIS, line_hash};
+pub use witnessed::{StatedHead, WitnessSummary};
 
 /// What a verified bundle proves: which records, sealed up to where, by which key, and what
 /// could not be checked.
@@ -30,6 +34,14 @@ pub struct VerifyReport {
     pub key_fingerprint: String,
     /// SHA-256 of that key (SPKI DER), 64 hex digits.
     pub key_sha256: String,
+    /// What the node stated about its head at export; `None` for a bundle without a statement.
+    pub statement: Option<StatedHead>,
+    /// Number of cosignatures in the bundle.
+    pub cosignatures: usize,
+    /// The witnesses that cosigned, by key; only pinned ones are trusted.
+    pub witnesses: Vec<WitnessSummary>,
+    /// Whether witness keys were pinned, so that the cosignatures were checked.
+    pub witnesses_checked: bool,
     /// What the auditor should know but is not an error (a partial export, an unchecked key).
     pub notes: Vec<String>,
 }
@@ -74,16 +86,38 @@ pub(crate) fn parse_record_line(line: usize, text: &str) -> Result<AuditRecord, 
     })
 }
 
-/// Verifies `bundle`: key, record chain, checkpoints, seal of the tail, manifest.
+/// Verifies `bundle` with no witness key pinned: key, record chain, checkpoints, seal of the
+/// tail, manifest, and the export statement when there is one; the cosignatures are counted,
+/// not checked. See [`verify_witnessed_bundle`].
+pub fn verify_bundle(
+    bundle: &Bundle,
+    expect_sha256: Option<&str>,
+) -> Result<VerifyReport, VerifyError> {
+    verify_witnessed_bundle(bundle, expect_sha256, &[])
+}
+
+/// Verifies `bundle`: key, record chain, checkpoints, seal of the tail, manifest, export
+/// statement, and the cosignatures of the witnesses whose key SHA-256s are `witness_keys`.
 ///
 /// `expect_sha256` is the SHA-256 of the node's key (64 hex digits) as the auditor got it
 /// independently (from the node's operators, a ceremony minute, ...); without it, a bundle
 /// whose checkpoints were all re-signed with another key would also verify, and the report
 /// says so. A 6-digit fingerprint is refused there: it names a key but cannot vouch for one.
-pub fn verify_bundle(
+///
+/// `witness_keys` are the SHA-256s of witnesses' keys (64 hex digits each,
+/// [`parse_witness_key_sha256`]), also got independently. The node's host can re-sign a
+/// rewritten or cut log with the node's key, but cannot make a witness sign: with witness keys
+/// pinned, a bundle without a statement, a pinned witness without a cosignature, or a
+/// cosignature that disagrees with the records is broken.
+pub fn verify_witnessed_bundle(
     bundle: &Bundle,
     expect_sha256: Option<&str>,
+    witness_keys: &[String],
 ) -> Result<VerifyReport, VerifyError> {
+    let pinned = witness_keys
+        .iter()
+        .map(|k| parse_witness_key_sha256(k))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut notes = Vec::new();
     let manifest = &bundle.manifest;
     if manifest.format != BUNDLE_FORMAT {
@@ -301,6 +335,30 @@ pub fn verify_bundle(
         }
     }
 
+    // The node's statement of its head and the witnesses' cosignatures (doc steps 7 and 8).
+    let log = witnessed::Verified {
+        node: &manifest.node,
+        key_der: &spki_der,
+        key_sha256: &sha256,
+        fingerprint: &fingerprint,
+        first_seq,
+        last_seq,
+        hashes: &hashes,
+    };
+    let statement = witnessed::check_statement(
+        bundle.statement.as_ref(),
+        &log,
+        !pinned.is_empty(),
+        &mut notes,
+    )?;
+    let witnesses = witnessed::check_cosignatures(
+        &bundle.cosignatures,
+        &log,
+        statement.as_ref(),
+        &pinned,
+        &mut notes,
+    )?;
+
     Ok(VerifyReport {
         first_seq,
         last_seq,
@@ -309,8 +367,29 @@ pub fn verify_bundle(
         sealed_up_to,
         key_fingerprint: fingerprint,
         key_sha256: sha256,
+        statement,
+        cosignatures: bundle.cosignatures.len(),
+        witnesses,
+        witnesses_checked: !pinned.is_empty(),
         notes,
     })
+}
+
+/// A witness key's SHA-256 as the auditor typed it (`--witness-key-sha256`): exactly 64 hex
+/// digits, either case, returned in upper case. Nothing shorter or longer, no separators: a
+/// witness key is pinned whole or not at all.
+pub fn parse_witness_key_sha256(given: &str) -> Result<String, VerifyError> {
+    if given.len() == 64 && given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(given.to_ascii_uppercase());
+    }
+    Err(VerifyError::new(
+        "the witness key",
+        format!(
+            "\"{}\" is not the SHA-256 of a witness's key (64 hex digits, nothing else); ask \
+             the witness's officers for it",
+            crate::audit::record::cut(given, 80)
+        ),
+    ))
 }
 
 /// The auditor's expected SHA-256 in canonical form (64 uppercase hex digits); spaces and
@@ -465,6 +544,7 @@ pub(crate) mod fixture {
     use crate::audit::record::{
         AuditDraft, AuditRecord, Checkpoint, DecisionEntry, GENESIS, KcvEntry, Outcome, line_hash,
     };
+    use crate::audit::witness::{Cosignature, ExportStatement};
 
     /// The node of the fixture.
     pub const NODE: &str = "ministry";
@@ -518,6 +598,82 @@ pub(crate) mod fixture {
         pub fn sign(&self, seq: u64, head: &str) -> Checkpoint {
             self.sign_as(&self.fingerprint, seq, head)
         }
+
+        /// The export statement of head `seq`/`head`, signed with this key.
+        pub fn state(&self, seq: u64, head: &str) -> ExportStatement {
+            let time = "2026-03-01T11:00:00.000Z".to_string();
+            let msg = ExportStatement::message(NODE, seq, head, &time);
+            let sig = self
+                .pair
+                .sign(&SystemRandom::new(), msg.as_bytes())
+                .unwrap();
+            ExportStatement {
+                v: 1,
+                node: NODE.into(),
+                seq,
+                head: head.to_string(),
+                time,
+                key_fingerprint: self.fingerprint.clone(),
+                signature: hex::encode(sig.as_ref()),
+            }
+        }
+    }
+
+    /// A witness: its name and a fresh ring key, whose SHA-256 an auditor pins.
+    pub struct TestWitness {
+        pub name: String,
+        pub pair: EcdsaKeyPair,
+        /// The SPKI DER, hex, as cosignatures carry it.
+        pub key_hex: String,
+        /// SHA-256 of the SPKI DER, 64 uppercase hex digits.
+        pub sha256: String,
+    }
+
+    impl TestWitness {
+        pub fn new(name: &str) -> TestWitness {
+            let key = TestKey::new();
+            let (der, _) = public_key_point(&key.pem).unwrap();
+            TestWitness {
+                name: name.into(),
+                key_hex: hex::encode(der),
+                sha256: key.sha256,
+                pair: key.pair,
+            }
+        }
+
+        /// Its cosignature of `seq`/`head` of node `node`, whose key has `node_key_sha256`.
+        pub fn cosign_as(
+            &self,
+            node: &str,
+            node_key_sha256: &str,
+            seq: u64,
+            head: &str,
+        ) -> Cosignature {
+            let time = format!("2026-03-01T10:30:{:02}.000Z", seq % 60);
+            let msg = Cosignature::message(node, seq, head, node_key_sha256, &self.name, &time);
+            let sig = self
+                .pair
+                .sign(&SystemRandom::new(), msg.as_bytes())
+                .unwrap();
+            Cosignature {
+                v: 1,
+                node: node.into(),
+                seq,
+                head: head.into(),
+                node_key_sha256: node_key_sha256.into(),
+                witness: self.name.clone(),
+                witness_key: self.key_hex.clone(),
+                time,
+                signature: hex::encode(sig.as_ref()),
+            }
+        }
+
+        /// Its cosignature of record `seq` of `bundle` as the bundle has it, for the node
+        /// whose key is `key`.
+        pub fn cosign(&self, bundle: &Bundle, key: &TestKey, seq: u64) -> Cosignature {
+            let head = line_hash(&bundle.record_lines[seq as usize - 1]);
+            self.cosign_as(NODE, &key.sha256, seq, &head)
+        }
     }
 
     /// The draft of record `seq`: a mix of key operations, a ceremony and denials.
@@ -569,7 +725,8 @@ pub(crate) mod fixture {
         out
     }
 
-    /// The clean bundle and the key that signed it.
+    /// The clean bundle and the key that signed it, with the node's statement of its head
+    /// (record 20) and no cosignature.
     pub fn clean() -> (Bundle, TestKey) {
         let key = TestKey::new();
         let record_lines = lines(20);
@@ -587,11 +744,20 @@ pub(crate) mod fixture {
                 record_count: 20,
                 key_fingerprint: key.fingerprint.clone(),
             },
+            statement: Some(key.state(20, &line_hash(&record_lines[19]))),
             record_lines,
             checkpoints,
             public_key_pem: key.pem.clone(),
+            cosignatures: Vec::new(),
         };
         (bundle, key)
+    }
+
+    /// [`clean`] with the cosignatures of `witness` of both checkpoints (10 and 20).
+    pub fn witnessed(witness: &TestWitness) -> (Bundle, TestKey) {
+        let (mut b, key) = clean();
+        b.cosignatures = vec![witness.cosign(&b, &key, 10), witness.cosign(&b, &key, 20)];
+        (b, key)
     }
 
     /// Record line `seq` (1-based) of `b` as a record.
@@ -610,12 +776,409 @@ pub(crate) mod fixture {
 
 #[cfg(test)]
 mod tests {
-    use super::fixture::{TestKey, clean, lines, record};
+    use super::fixture::{TestKey, TestWitness, clean, lines, record, witnessed};
     use super::*;
     use crate::audit::bundle::{read_bundle, write_bundle};
 
     fn err(b: &Bundle, expect: Option<&str>) -> VerifyError {
         verify_bundle(b, expect).unwrap_err()
+    }
+
+    /// The verdict with `witnesses` pinned (and the node's key).
+    fn with_witnesses(
+        b: &Bundle,
+        key: &TestKey,
+        witnesses: &[&TestWitness],
+    ) -> Result<VerifyReport, VerifyError> {
+        let pins: Vec<String> = witnesses.iter().map(|w| w.sha256.clone()).collect();
+        verify_witnessed_bundle(b, Some(&key.sha256), &pins)
+    }
+
+    /// What a host with the node's key does after changing records: chains every record from
+    /// line `from` (0-based) on to the one before, re-signs every checkpoint on the new
+    /// hashes and states the new head, so that steps 1 to 7 pass.
+    fn rechain_and_resign(b: &mut Bundle, key: &TestKey, from: usize) {
+        for i in from.max(1)..b.record_lines.len() {
+            let mut r: AuditRecord = serde_json::from_str(&b.record_lines[i]).unwrap();
+            r.prev = line_hash(&b.record_lines[i - 1]);
+            b.record_lines[i] = r.to_line().unwrap();
+        }
+        let first = b.manifest.first_seq;
+        let head = |b: &Bundle, seq: u64| line_hash(&b.record_lines[(seq - first) as usize]);
+        b.checkpoints = b
+            .checkpoints
+            .iter()
+            .map(|cp| key.sign(cp.seq, &head(b, cp.seq)))
+            .collect();
+        let last = b.manifest.last_seq;
+        b.statement = Some(key.state(last, &head(b, last)));
+    }
+
+    #[test]
+    fn a_witnessed_bundle_verifies_with_its_witness_pinned() {
+        let w = TestWitness::new("guangdong");
+        let (b, key) = witnessed(&w);
+        let report = with_witnesses(&b, &key, &[&w]).unwrap();
+        assert!(report.notes.is_empty(), "{:?}", report.notes);
+        assert_eq!(report.statement.as_ref().map(|s| s.seq), Some(20));
+        assert_eq!((report.cosignatures, report.witnesses_checked), (2, true));
+        assert_eq!(
+            report.witnesses,
+            [WitnessSummary {
+                witness: "guangdong".into(),
+                key_sha256: w.sha256.clone(),
+                pinned: true,
+                cosignatures: 2,
+                last_seq: 20,
+            }]
+        );
+        // Pinned in lower case, it is the same key.
+        verify_witnessed_bundle(&b, Some(&key.sha256), &[w.sha256.to_lowercase()]).unwrap();
+        // Through its directory too.
+        let tmp = tempfile::tempdir().unwrap();
+        write_bundle(&tmp.path().join("b"), &b).unwrap();
+        let back = read_bundle(&tmp.path().join("b")).unwrap();
+        with_witnesses(&back, &key, &[&w]).unwrap();
+    }
+
+    #[test]
+    fn a_witness_key_is_64_hex_digits_and_nothing_else() {
+        let w = TestWitness::new("guangdong");
+        assert_eq!(
+            parse_witness_key_sha256(&w.sha256.to_lowercase()).unwrap(),
+            w.sha256
+        );
+        let spaced: String = w.sha256.chars().flat_map(|c| [c, ' ']).collect();
+        for bad in [
+            &w.sha256[..6],
+            &w.sha256[..63],
+            &format!("{}0", w.sha256),
+            &format!("{}G", &w.sha256[..63]),
+            &format!("{}:{}", &w.sha256[..32], &w.sha256[32..]),
+            spaced.trim(),
+            "",
+        ] {
+            let e = parse_witness_key_sha256(bad).unwrap_err();
+            assert_eq!(e.place, "the witness key", "{bad}");
+            assert!(e.message.contains("64 hex digits"), "{bad}: {e}");
+        }
+        let (b, key) = witnessed(&w);
+        let e = verify_witnessed_bundle(&b, Some(&key.sha256), &["ABC".into()]).unwrap_err();
+        assert_eq!(e.place, "the witness key");
+    }
+
+    #[test]
+    fn a_cosignature_whose_signature_does_not_verify_is_broken() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        // A cosignature changed after the witness signed it: another time.
+        b.cosignatures[1].time = "2026-03-01T10:31:00.000Z".into();
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert_eq!(
+            e.place,
+            "cosignature 2 (cosignatures.jsonl line 2, seq 20, witness guangdong)"
+        );
+        assert!(
+            e.message.starts_with(
+                "the signature does not verify with the witness key the cosignature carries"
+            ),
+            "{e}"
+        );
+        // One made by another key that carries the pinned witness's key.
+        let (mut b, key) = witnessed(&w);
+        let mallory = TestWitness::new("guangdong");
+        let mut forged = mallory.cosign(&b, &key, 20);
+        forged.witness_key = w.key_hex.clone();
+        b.cosignatures[1] = forged;
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert!(e.message.contains("forged"), "{e}");
+    }
+
+    #[test]
+    fn a_cosignature_of_another_node_or_another_node_key_is_broken() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        let head = b.cosignatures[0].head.clone();
+        b.cosignatures[0] = w.cosign_as("shenzhen", &key.sha256, 10, &head);
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert_eq!(
+            e.place,
+            "cosignature 1 (cosignatures.jsonl line 1, seq 10, witness guangdong)"
+        );
+        assert!(
+            e.message
+                .starts_with("the witness cosigned the log of node \"shenzhen\""),
+            "{e}"
+        );
+
+        let (mut b, key) = witnessed(&w);
+        let other = TestKey::new();
+        b.cosignatures[0] = w.cosign_as(fixture::NODE, &other.sha256, 10, &head);
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert!(
+            e.message.contains(&format!(
+                "signed by the node key with SHA-256 {}, but the bundle's key is {}",
+                other.sha256, key.sha256
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_node_key_replaced_everywhere_is_caught_by_a_pinned_witness_without_the_node_pin() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, _) = witnessed(&w);
+        // The forger's own key for every checkpoint and the statement, and a fixed manifest:
+        // the bundle agrees with itself, but the witness vouched for the node's real key.
+        let other = TestKey::new();
+        b.public_key_pem = other.pem.clone();
+        b.manifest.key_fingerprint = other.fingerprint.clone();
+        rechain_and_resign(&mut b, &other, 1);
+        verify_bundle(&b, None).unwrap();
+        let e = verify_witnessed_bundle(&b, None, std::slice::from_ref(&w.sha256)).unwrap_err();
+        assert!(
+            e.message
+                .contains("the bundle's log was re-signed with another key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_log_rewritten_after_the_witness_saw_it_is_broken() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        // Record 15 says another officer acted; every later record is re-chained and every
+        // checkpoint re-signed with the node's own key, as a host with its PIN can.
+        let mut r = record(&b, 15);
+        r.actor = "hkms://officer/national/000000/mallory".into();
+        b.record_lines[14] = r.to_line().unwrap();
+        rechain_and_resign(&mut b, &key, 15);
+        // Steps 1 to 7 pass: the node's key vouches for the rewritten log.
+        verify_bundle(&b, Some(&key.sha256)).unwrap();
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert_eq!(
+            e.place,
+            "cosignature 2 (cosignatures.jsonl line 2, seq 20, witness guangdong)"
+        );
+        assert!(
+            e.message
+                .starts_with("record 20 is not the one the witness cosigned"),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .ends_with("The log was rewritten after the witness saw it"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_log_cut_back_behind_a_cosigned_checkpoint_is_broken() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        // Records 16..20 and the checkpoint on 20 deleted; the node seals and states 15.
+        b.record_lines.truncate(15);
+        b.manifest.last_seq = 15;
+        b.manifest.record_count = 15;
+        b.checkpoints[1] = key.sign(15, &line_hash(&b.record_lines[14]));
+        b.statement = Some(key.state(15, &line_hash(&b.record_lines[14])));
+        verify_bundle(&b, Some(&key.sha256)).unwrap();
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert_eq!(
+            e.place,
+            "cosignature 2 (cosignatures.jsonl line 2, seq 20, witness guangdong)"
+        );
+        assert!(
+            e.message.starts_with(
+                "the head is behind a checkpoint the witness cosigned: it saw the log reach \
+                 record 20"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.message.contains(
+                "the bundle ends at record 15, and the node stated its head was record 15 at \
+                 export. Records 16..20 are missing: the log was cut back"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_statement_is_broken_with_witnesses_pinned_and_noted_without() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        b.statement = None;
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert_eq!(e.place, "statement.json");
+        assert!(
+            e.message.starts_with("the bundle has no export statement"),
+            "{e}"
+        );
+        let report = verify_bundle(&b, Some(&key.sha256)).unwrap();
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.starts_with("the bundle has no export statement")),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_statement_whose_signature_does_not_verify_is_broken_pinned_or_not() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        let s = b.statement.as_mut().unwrap();
+        s.time = "2026-03-01T11:00:01.000Z".into();
+        for result in [verify_bundle(&b, None), with_witnesses(&b, &key, &[&w])] {
+            let e = result.unwrap_err();
+            assert_eq!(e.place, "statement.json");
+            assert!(
+                e.message.starts_with(
+                    "the signature does not verify with the bundle's public key: the \
+                     statement is forged"
+                ),
+                "{e}"
+            );
+        }
+        // Signed by another key, under the bundle key's fingerprint.
+        let other = TestKey::new();
+        let mut forged = other.state(20, &b.checkpoints[1].head);
+        forged.key_fingerprint = key.fingerprint.clone();
+        b.statement = Some(forged);
+        assert!(err(&b, None).message.contains("forged"));
+    }
+
+    #[test]
+    fn a_statement_that_does_not_cover_the_bundle_is_broken() {
+        let (mut b, key) = clean();
+        let head_10 = b.checkpoints[0].head.clone();
+        // A statement of an earlier head: the bundle goes on past it.
+        b.statement = Some(key.state(10, &head_10));
+        let e = err(&b, None);
+        assert_eq!(e.place, "statement.json");
+        assert!(
+            e.message.starts_with(
+                "the node stated that its head was record 10 at export, but the bundle goes on \
+                 to record 20"
+            ),
+            "{e}"
+        );
+        // A head past the bundle's end: the bundle was cut.
+        b.statement = Some(key.state(25, &"ab".repeat(32)));
+        let e = err(&b, None);
+        assert!(e.message.contains("records 21..25 are missing"), "{e}");
+        // The right seq with another hash.
+        b.statement = Some(key.state(20, &head_10));
+        let e = err(&b, None);
+        assert!(
+            e.message
+                .ends_with("the statement does not cover this bundle"),
+            "{e}"
+        );
+        // Another node's statement.
+        let mut s = key.state(20, &b.checkpoints[1].head);
+        s.node = "guangzhou".into();
+        b.statement = Some(s);
+        assert!(err(&b, None).message.contains("the statement is of node"));
+    }
+
+    #[test]
+    fn a_pinned_witness_without_a_cosignature_is_broken() {
+        let w = TestWitness::new("guangdong");
+        let absent = TestWitness::new("guangxi");
+        let (b, key) = witnessed(&w);
+        let e = with_witnesses(&b, &key, &[&w, &absent]).unwrap_err();
+        assert_eq!(e.place, "cosignatures.jsonl");
+        assert_eq!(
+            e.message,
+            format!(
+                "no cosignature by the witness whose key SHA-256 is {}: the log in this bundle \
+                 was not witnessed by it (or its cosignatures were removed)",
+                absent.sha256
+            )
+        );
+        // A witness that signs under the pinned witness's name is not that witness.
+        let (mut b, key) = witnessed(&w);
+        b.cosignatures = vec![TestWitness::new("guangdong").cosign(&b, &key, 20)];
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert!(
+            e.message.starts_with("no cosignature by the witness"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cosignatures_of_witnesses_not_pinned_are_listed_but_not_trusted() {
+        let w = TestWitness::new("guangdong");
+        let stranger = TestWitness::new("somewhere");
+        let (mut b, key) = witnessed(&w);
+        // The stranger claims the log went on to record 30: not trusted, so no verdict on it.
+        b.cosignatures
+            .push(stranger.cosign_as(fixture::NODE, &key.sha256, 30, &"ab".repeat(32)));
+        let report = with_witnesses(&b, &key, &[&w]).unwrap();
+        assert_eq!(report.cosignatures, 3);
+        let listed: Vec<(&str, bool)> = report
+            .witnesses
+            .iter()
+            .map(|x| (x.witness.as_str(), x.pinned))
+            .collect();
+        assert_eq!(listed, [("guangdong", true), ("somewhere", false)]);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("\"somewhere\"") && n.contains("not trusted")),
+            "{report:?}"
+        );
+        // Pinned, the same cosignature says the log was cut back.
+        let e = with_witnesses(&b, &key, &[&w, &stranger]).unwrap_err();
+        assert!(e.message.starts_with("the head is behind"), "{e}");
+    }
+
+    #[test]
+    fn without_witness_keys_the_cosignatures_are_counted_not_checked() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        b.cosignatures[0].signature = "3000".into();
+        let report = verify_bundle(&b, Some(&key.sha256)).unwrap();
+        assert_eq!((report.cosignatures, report.witnesses_checked), (2, false));
+        assert!(
+            report.notes.iter().any(|n| n
+                == "2 cosignatures by 1 witness were not checked: no witness key was pinned \
+                    (`hkms audit verify --witness-key-sha256`)"),
+            "{report:?}"
+        );
+        assert!(with_witnesses(&b, &key, &[&w]).is_err());
+    }
+
+    #[test]
+    fn a_bundle_made_before_witnesses_verifies_and_says_it_has_no_statement() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = clean();
+        b.statement = None;
+        let report = verify_bundle(&b, Some(&key.sha256)).unwrap();
+        assert_eq!((report.statement.as_ref(), report.cosignatures), (None, 0));
+        assert_eq!(report.notes.len(), 1, "{report:?}");
+        assert!(report.notes[0].starts_with("the bundle has no export statement"));
+        let e = with_witnesses(&b, &key, &[&w]).unwrap_err();
+        assert_eq!(e.place, "statement.json");
+    }
+
+    #[test]
+    fn a_cosignature_before_a_partial_exports_first_record_is_noted() {
+        let w = TestWitness::new("guangdong");
+        let (mut b, key) = witnessed(&w);
+        b.record_lines.drain(..12);
+        b.manifest.first_seq = 13;
+        b.manifest.record_count = 8;
+        let report = with_witnesses(&b, &key, &[&w]).unwrap();
+        assert!(
+            report.notes.iter().any(|n| n
+                .starts_with("cosignature 1 covers record 10, before the bundle's first record")),
+            "{report:?}"
+        );
     }
 
     #[test]
@@ -798,6 +1361,7 @@ mod tests {
             .collect();
         b.public_key_pem = other.pem.clone();
         b.manifest.key_fingerprint = other.fingerprint.clone();
+        b.statement = Some(other.state(20, &b.checkpoints[1].head));
         // Consistent in itself, so only the independent fingerprint exposes it.
         verify_bundle(&b, None).unwrap();
         let e = err(&b, Some(&key.sha256));
@@ -942,15 +1506,20 @@ mod tests {
         assert_eq!(err(&b, None).place, "records.jsonl");
     }
 
-    /// Writes a sample bundle for trying docs/audit-format.md's openssl recipe by hand:
+    /// Writes a sample bundle, cosigned by witness `guangdong`, for trying docs/audit-format.md's
+    /// openssl recipes by hand (its worked examples come from one):
     /// `HKMS_SAMPLE_BUNDLE=/tmp/sample cargo test -- --ignored write_a_sample_bundle`.
     #[test]
     #[ignore = "writes a sample bundle for the openssl recipe"]
     fn write_a_sample_bundle() {
         let dir = std::env::var("HKMS_SAMPLE_BUNDLE").unwrap_or("/tmp/hkms-sample-bundle".into());
-        let (b, key) = clean();
+        let w = TestWitness::new("guangdong");
+        let (b, key) = witnessed(&w);
         write_bundle(std::path::Path::new(&dir), &b).unwrap();
-        println!("wrote {dir}, key fingerprint {}", key.fingerprint);
+        println!(
+            "wrote {dir}, key fingerprint {}, SHA-256 {}; witness key SHA-256 {}",
+            key.fingerprint, key.sha256, w.sha256
+        );
     }
     #[test]
     fn a_checkpoint_before_a_partial_export_is_noted_and_one_on_its_first_record_seals_it() {

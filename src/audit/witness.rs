@@ -6,8 +6,7 @@
 
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
-
-use super::bundle::{public_key_point, spki_sha256};
+use sha2::{Digest, Sha256};
 
 /// Format version of cosignatures and statements.
 pub const WITNESS_FORMAT_VERSION: u32 = 1;
@@ -63,10 +62,12 @@ impl Cosignature {
         )
     }
 
-    /// SHA-256 of the witness's key (64 uppercase hex digits), or why it is not a key.
+    /// SHA-256 of the witness's key (64 uppercase hex digits, as `bundle::spki_sha256`), or
+    /// why it is not a key. Computed here so that this module needs nothing of the bundle's,
+    /// which holds cosignatures.
     pub fn witness_key_sha256(&self) -> Result<String, String> {
         let der = self.witness_key_der()?;
-        Ok(spki_sha256(&der))
+        Ok(hex::encode_upper(Sha256::digest(&der)))
     }
 
     fn witness_key_der(&self) -> Result<Vec<u8>, String> {
@@ -132,9 +133,10 @@ impl ExportStatement {
         ExportStatement::message(&self.node, self.seq, &self.head, &self.time)
     }
 
-    /// Checks the signature with the node's key (SPKI PEM).
-    pub fn verify(&self, node_spki_pem: &str) -> Result<(), String> {
-        let (_, point) = public_key_point(node_spki_pem).map_err(|e| e.to_string())?;
+    /// Checks the signature with the node's key, its SPKI DER (`bundle::public_key_point`
+    /// reads it from a PEM).
+    pub fn verify(&self, node_spki_der: &[u8]) -> Result<(), String> {
+        let point = ec_point_of_spki(node_spki_der)?;
         verify_der_signature(&point, self.signed_message().as_bytes(), &self.signature)
     }
 

@@ -10,7 +10,8 @@ use tokio_stream::StreamExt;
 
 use crate::audit::bundle::{BUNDLE_FORMAT, Bundle, Manifest, read_bundle, write_bundle};
 use crate::audit::report::{Verification, html_report, parse_records, verified_report};
-use crate::audit::verify::verify_bundle;
+use crate::audit::verify::{VerifyReport, parse_witness_key_sha256, verify_witnessed_bundle};
+use crate::audit::witness::{Cosignature, ExportStatement};
 use crate::proto;
 use crate::proto::audit_service_client::AuditServiceClient;
 
@@ -19,7 +20,8 @@ use super::secret::{read_secret, read_secret_file};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Export the whole log, sealed by a fresh checkpoint, into a new folder.
+    /// Export the whole log, sealed by a fresh checkpoint, into a new folder, with the
+    /// witnesses' cosignatures and the node's signed statement of its head.
     Export {
         /// The bundle folder to create.
         #[arg(long)]
@@ -37,6 +39,12 @@ pub enum AuditCommand {
         /// officers or its ceremony minutes, not from the bundle.
         #[arg(long, alias = "expect-fingerprint", value_name = "SHA256")]
         expect_key_sha256: Option<String>,
+        /// SHA-256 of a witness's audit key (64 hex digits), as you got it from the witness's
+        /// officers; repeat for each witness. Then the bundle must carry the node's export
+        /// statement and a cosignature by each, and every cosignature must agree with the
+        /// records: a log rewritten or cut back after a witness saw it is BROKEN.
+        #[arg(long, value_name = "SHA256")]
+        witness_key_sha256: Vec<String>,
         /// Print the verdict as JSON (same exit codes).
         #[arg(long)]
         json: bool,
@@ -82,89 +90,14 @@ impl AuditCommand {
             AuditCommand::Verify {
                 bundle,
                 expect_key_sha256,
+                witness_key_sha256,
                 json,
-            } => {
-                // A mistyped key is the auditor's slip, not a broken bundle: exit 2, not 1.
-                if let Some(given) = &expect_key_sha256
-                    && let Err(e) = crate::audit::verify::parse_expected_sha256(given)
-                {
-                    eprintln!("hkms: --expect-key-sha256: {}", e.message);
-                    return Ok(ExitCode::from(2));
-                }
-                // No such folder is a wrong path (exit 2); a folder whose files are missing or
-                // malformed is a broken bundle (exit 1), with the file named.
-                if !bundle.is_dir() {
-                    eprintln!("hkms: {} is not a bundle folder", bundle.display());
-                    return Ok(ExitCode::from(2));
-                }
-                let verdict = match read_bundle(&bundle) {
-                    Ok(b) => verify_bundle(&b, expect_key_sha256.as_deref()),
-                    Err(e) => Err(crate::audit::verify::VerifyError {
-                        place: bundle.display().to_string(),
-                        message: e.to_string(),
-                    }),
-                };
-                // A forger re-signs with a key of their own and ships it in the bundle:
-                // without the pin, consistency proves nothing about who signed.
-                let pinned = expect_key_sha256.is_some();
-                if json {
-                    let (text, code) = match &verdict {
-                        Ok(r) => (
-                            serde_json::json!({
-                                "verdict": if pinned { "OK" } else { "UNPINNED" },
-                                "first_seq": r.first_seq, "last_seq": r.last_seq,
-                                "records": r.records, "checkpoints": r.checkpoints,
-                                "sealed_up_to": r.sealed_up_to,
-                                "key_fingerprint": r.key_fingerprint,
-                                "key_sha256": r.key_sha256, "notes": r.notes,
-                            }),
-                            if pinned { 0 } else { 3 },
-                        ),
-                        Err(e) => (
-                            serde_json::json!({
-                                "verdict": "BROKEN", "place": e.place, "message": e.message,
-                            }),
-                            1,
-                        ),
-                    };
-                    println!("{text}");
-                    return Ok(ExitCode::from(code));
-                }
-                match verdict {
-                    Ok(r) => {
-                        println!(
-                            "{}: records {}..{} ({}), {} checkpoints, sealed up to {}, key {} \
-                             (SHA-256 {})",
-                            if pinned { "OK" } else { "UNPINNED" },
-                            r.first_seq,
-                            r.last_seq,
-                            r.records,
-                            r.checkpoints,
-                            r.sealed_up_to,
-                            r.key_fingerprint,
-                            r.key_sha256
-                        );
-                        for n in &r.notes {
-                            println!("note: {}", crate::untrusted_text::escape(n));
-                        }
-                        if !pinned {
-                            println!(
-                                "the bundle agrees with itself, but it carries its own key: pass \
-                                 --expect-key-sha256 with the SHA-256 the node's officers give \
-                                 you, not the bundle"
-                            );
-                            return Ok(ExitCode::from(3));
-                        }
-                        Ok(ExitCode::SUCCESS)
-                    }
-                    Err(e) => {
-                        // It may quote the bundle, which anyone could have written.
-                        let said = e.to_string();
-                        println!("BROKEN at {}", crate::untrusted_text::escape(&said));
-                        Ok(ExitCode::FAILURE)
-                    }
-                }
-            }
+            } => verify(
+                &bundle,
+                expect_key_sha256.as_deref(),
+                &witness_key_sha256,
+                json,
+            ),
             AuditCommand::FindId {
                 id_file,
                 from_seq,
@@ -178,6 +111,152 @@ impl AuditCommand {
             } => report(&bundle, expect_key_sha256.as_deref(), html, force),
         }
     }
+}
+
+/// `audit verify`: the verdict, its details and its exit status (0 OK, 1 BROKEN, 2 a question
+/// it cannot answer, 3 UNPINNED).
+fn verify(
+    bundle: &Path,
+    expect_key_sha256: Option<&str>,
+    witness_keys: &[String],
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    // A mistyped key is the auditor's slip, not a broken bundle: exit 2, not 1.
+    if let Some(given) = expect_key_sha256
+        && let Err(e) = crate::audit::verify::parse_expected_sha256(given)
+    {
+        eprintln!("hkms: --expect-key-sha256: {}", e.message);
+        return Ok(ExitCode::from(2));
+    }
+    for given in witness_keys {
+        if let Err(e) = parse_witness_key_sha256(given) {
+            eprintln!(
+                "hkms: --witness-key-sha256: {}",
+                crate::untrusted_text::escape(&e.message)
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
+    // No such folder is a wrong path (exit 2); a folder whose files are missing or
+    // malformed is a broken bundle (exit 1), with the file named.
+    if !bundle.is_dir() {
+        eprintln!("hkms: {} is not a bundle folder", bundle.display());
+        return Ok(ExitCode::from(2));
+    }
+    let verdict = match read_bundle(bundle) {
+        Ok(b) => verify_witnessed_bundle(&b, expect_key_sha256, witness_keys),
+        Err(e) => Err(crate::audit::verify::VerifyError {
+            place: bundle.display().to_string(),
+            message: e.to_string(),
+        }),
+    };
+    // A forger re-signs with a key of their own and ships it in the bundle:
+    // without the pin, consistency proves nothing about who signed.
+    let pinned = expect_key_sha256.is_some();
+    if json {
+        let (text, code) = match &verdict {
+            Ok(r) => (verified_json(r, pinned), if pinned { 0 } else { 3 }),
+            Err(e) => (
+                serde_json::json!({
+                    "verdict": "BROKEN", "place": e.place, "message": e.message,
+                }),
+                1,
+            ),
+        };
+        println!("{text}");
+        return Ok(ExitCode::from(code));
+    }
+    let r = match verdict {
+        Ok(r) => r,
+        Err(e) => {
+            // It may quote the bundle, which anyone could have written.
+            let said = e.to_string();
+            println!("BROKEN at {}", crate::untrusted_text::escape(&said));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!(
+        "{}: records {}..{} ({}), {} checkpoints, sealed up to {}, key {} (SHA-256 {})",
+        if pinned { "OK" } else { "UNPINNED" },
+        r.first_seq,
+        r.last_seq,
+        r.records,
+        r.checkpoints,
+        r.sealed_up_to,
+        r.key_fingerprint,
+        r.key_sha256
+    );
+    for line in witness_lines(&r) {
+        println!("{}", crate::untrusted_text::escape(&line));
+    }
+    for n in &r.notes {
+        println!("note: {}", crate::untrusted_text::escape(n));
+    }
+    if !pinned {
+        println!(
+            "the bundle agrees with itself, but it carries its own key: pass \
+             --expect-key-sha256 with the SHA-256 the node's officers give \
+             you, not the bundle"
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The verdict of a bundle that verified, as `audit verify --json` prints it.
+fn verified_json(r: &VerifyReport, pinned: bool) -> serde_json::Value {
+    let witnesses: Vec<serde_json::Value> = r
+        .witnesses
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "witness": w.witness, "key_sha256": w.key_sha256, "pinned": w.pinned,
+                "cosignatures": w.cosignatures, "last_seq": w.last_seq,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "verdict": if pinned { "OK" } else { "UNPINNED" },
+        "first_seq": r.first_seq, "last_seq": r.last_seq,
+        "records": r.records, "checkpoints": r.checkpoints,
+        "sealed_up_to": r.sealed_up_to,
+        "key_fingerprint": r.key_fingerprint,
+        "key_sha256": r.key_sha256,
+        "statement": r.statement.as_ref().map(|s| serde_json::json!({
+            "seq": s.seq, "head": s.head, "time": s.time,
+        })),
+        "cosignatures": r.cosignatures,
+        "witnesses_checked": r.witnesses_checked,
+        "witnesses": witnesses,
+        "notes": r.notes,
+    })
+}
+
+/// The lines after the verdict about the statement and each witness.
+fn witness_lines(r: &VerifyReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(s) = &r.statement {
+        lines.push(format!(
+            "statement: the node stated at {} that its head was record {}, the bundle's last",
+            s.time, s.seq
+        ));
+    }
+    for w in &r.witnesses {
+        let what = match (r.witnesses_checked, w.pinned) {
+            (true, true) => "pinned; every cosignature agrees with the records",
+            (true, false) => "not pinned: listed, not trusted",
+            (false, _) => "not checked (no --witness-key-sha256)",
+        };
+        lines.push(format!(
+            "witness {} (key SHA-256 {}): {} cosignature{}, the last of record {}; {what}",
+            w.witness,
+            w.key_sha256,
+            w.cosignatures,
+            if w.cosignatures == 1 { "" } else { "s" },
+            w.last_seq
+        ));
+    }
+    lines
 }
 
 /// `audit report`: verifies the bundle, then writes the report of its records.
@@ -296,17 +375,27 @@ async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status)?
         .into_inner();
-    let lines = c
+    let sealed_log = c
         .get_checkpoints(proto::GetCheckpointsRequest { seal: true })
         .await
         .map_err(status)?
-        .into_inner()
-        .checkpoints;
-    let checkpoints = lines
+        .into_inner();
+    let checkpoints = sealed_log
+        .checkpoints
         .iter()
         .map(|l| serde_json::from_str(l))
         .collect::<Result<Vec<crate::audit::Checkpoint>, _>>()
         .context("the node sent a malformed checkpoint")?;
+    let cosignatures = sealed_log
+        .cosignatures
+        .iter()
+        .map(|l| Cosignature::from_line(l))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("the node sent a malformed cosignature: {e}"))?;
+    let statement = (!sealed_log.statement.is_empty())
+        .then(|| ExportStatement::from_line(&sealed_log.statement))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("the node sent a malformed export statement: {e}"))?;
     let Some(sealed) = checkpoints.last().map(|c| c.seq) else {
         anyhow::bail!("the node's log is empty: nothing to export");
     };
@@ -338,14 +427,25 @@ async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {
         record_lines,
         checkpoints,
         public_key_pem: key.spki_pem,
+        cosignatures,
+        statement,
     };
     write_bundle(&out, &bundle)?;
+    let stated = bundle.statement.as_ref().map(|s| s.seq);
+    if stated.is_none() {
+        eprintln!(
+            "hkms: the node signed no export statement of its head (its log was changed under \
+             it, or it is an older hkms): `hkms audit verify --witness-key-sha256` will refuse \
+             this bundle"
+        );
+    }
     if client.json {
         println!(
             "{}",
             serde_json::json!({
                 "first_seq": bundle.manifest.first_seq, "last_seq": sealed, "node": key.node,
                 "bundle": out, "key_fingerprint": key.fingerprint, "key_sha256": key.sha256,
+                "statement_seq": stated, "cosignatures": bundle.cosignatures.len(),
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -359,5 +459,17 @@ async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {
         key.fingerprint,
         key.sha256
     );
+    if let Some(seq) = stated {
+        println!(
+            "the node's statement of its head (record {seq}) ends the bundle, with {} \
+             cosignature{} by its witnesses",
+            bundle.cosignatures.len(),
+            if bundle.cosignatures.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! them. Every read is a `read-audit` decision at the node's region; finding the records of one
 //! ID number is a `find-id` decision.
 
+use crate::audit::witness::{Cosignature, ExportStatement};
 use crate::audit::{AuditRecord, Checkpoint};
 use crate::card::{
     AGENT_ID_HASH, AGENT_ID_MAC, CARDHOLDER_ID_HASH, CARDHOLDER_ID_MAC, IdNumber, LEGACY_SALT_LEN,
@@ -38,6 +39,19 @@ pub struct IdNumberRecords {
     pub legacy_searched: bool,
 }
 
+/// The log's checkpoints for an auditor, and what else an export carries.
+#[derive(Debug, Clone)]
+pub struct SealedLog {
+    /// Every checkpoint, by sequence number.
+    pub checkpoints: Vec<Checkpoint>,
+    /// With `seal`, the node's signed statement that the last checkpoint's record is its head;
+    /// `None` without `seal`, for an empty log, or when the log was changed under the node.
+    pub statement: Option<ExportStatement>,
+    /// Every cosignature the node holds, by seq then witness, read before the seal: none is
+    /// past the last checkpoint unless the log was cut back under its witnesses.
+    pub cosignatures: Vec<Cosignature>,
+}
+
 impl Audit<'_> {
     /// Record lines for an auditor, `from..=to`, at most `limit`.
     pub fn audit_lines(
@@ -68,23 +82,37 @@ impl Audit<'_> {
         Ok(self.core.signing().clone())
     }
 
-    /// Every checkpoint, for an auditor. With `seal`, the current head is sealed first, so
-    /// that an export ends on a checkpoint.
-    pub fn audit_checkpoints(
-        &self,
-        req: &mut Request,
-        seal: bool,
-    ) -> Result<Vec<Checkpoint>, NodeError> {
+    /// Every checkpoint, for an auditor, with the witnesses' cosignatures of them. With `seal`,
+    /// the current head is sealed first, so that an export ends on a checkpoint, and the node
+    /// states, signed, that this checkpoint's record is its head: the export statement that
+    /// ends the bundle (docs/audit-format.md §8).
+    pub fn audit_checkpoints(&self, req: &mut Request, seal: bool) -> Result<SealedLog, NodeError> {
         self.core.authorize_here(req, Operation::ReadAudit, None)?;
-        // A log changed under the node is exported as it is, without a new seal: the
-        // auditor's verifier names where it breaks.
+        // Read before the seal, so that each covers a checkpoint already sealed, at or before
+        // the one this export ends on; one past it means the log was cut back under the
+        // witness, and stays for the auditor's verifier to name.
+        let cosignatures = self.core.store.cosignatures()?;
+        // A log changed under the node is exported as it is, without a new seal or a
+        // statement: the auditor's verifier names where it breaks.
         if seal
             && let Err(e) = self.core.checkpoint()
             && !self.core.log_is_changed()
         {
             return Err(e);
         }
-        Ok(self.core.store.checkpoints()?)
+        let checkpoints = self.core.store.checkpoints()?;
+        let statement = match checkpoints.last() {
+            Some(cp) if seal && !self.core.log_is_changed() => {
+                req.param("stated_seq", cp.seq.to_string());
+                Some(self.core.export_statement(cp.seq, &cp.head)?)
+            }
+            _ => None,
+        };
+        Ok(SealedLog {
+            checkpoints,
+            statement,
+            cosignatures,
+        })
     }
 
     /// Has the token compute `id`'s MAC and finds the records from `from_seq` on whose

@@ -31,7 +31,7 @@ mod witness;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-pub use audit::{Audit, IdNumberRecords};
+pub use audit::{Audit, IdNumberRecords, SealedLog};
 pub use cards::{CardAnswer, CardPackages, CardRequest, Cards};
 pub use ceremonies::{Ceremonies, Ceremony, CeremonyAction, CeremonyId, CeremonyState};
 pub use core::{Core, SIGNING_LABEL, Signing};

@@ -58,7 +58,15 @@ pub async fn send_forever(node: Arc<Node>, witness: WitnessConfig, reporter: Hea
         .set_service_status(health.as_str(), ServingStatus::NotServing)
         .await;
     let mut client: Option<WitnessServiceClient<Channel>> = None;
-    let mut last: Option<Cosignature> = None;
+    // The newest cosignature kept from this witness: where a restart takes up again.
+    let mut last = {
+        let n = Arc::clone(&node);
+        let name = witness.name.clone();
+        tokio::task::spawn_blocking(move || last_cosigned(&n, &name))
+            .await
+            .ok()
+            .flatten()
+    };
     loop {
         let outcome = match client.as_mut() {
             Some(c) => send_once(&node, &witness, c, &mut last).await,
@@ -125,6 +133,17 @@ async fn backlog_is_sealed_part(node: &Arc<Node>, backlog: u64) -> bool {
     backlog <= unsealed
 }
 
+/// The newest cosignature this node keeps from the witness named `name`.
+fn last_cosigned(node: &Node, name: &str) -> Option<Cosignature> {
+    node.core()
+        .store
+        .cosignatures()
+        .ok()?
+        .into_iter()
+        .filter(|c| c.witness == name)
+        .max_by_key(|c| c.seq)
+}
+
 /// Records of the log after `cosigned`, the last record a witness cosigned.
 async fn backlog(node: &Arc<Node>, cosigned: u64) -> u64 {
     let n = Arc::clone(node);
@@ -173,7 +192,11 @@ async fn send_once(
     let Some(checkpoint) = checkpoint.map_err(|e| SendError::Local(e.to_string()))? else {
         return Ok(Sent::NothingToSend);
     };
-    if last.as_ref().is_some_and(|c| c.seq >= checkpoint.seq) {
+    // Sent already; a log behind what was cosigned is sent anyway, for the witness to refuse.
+    if last
+        .as_ref()
+        .is_some_and(|c| c.seq == checkpoint.seq && c.head == checkpoint.head)
+    {
         return Ok(Sent::UpToDate);
     }
     let line = serde_json::to_string(&checkpoint).map_err(|e| SendError::Local(e.to_string()))?;
@@ -252,7 +275,8 @@ async fn lines(node: &Arc<Node>, from: u64, to: u64) -> Result<Vec<String>, Send
     Ok(out)
 }
 
-/// Checks the cosignature covers the checkpoint sent and verifies, then stores it.
+/// Checks the cosignature covers the checkpoint sent and verifies, then keeps it (the export
+/// puts it in the bundle).
 async fn keep(
     node: &Arc<Node>,
     witness: &WitnessConfig,
@@ -279,5 +303,11 @@ async fn keep(
     }
     c.verify()
         .map_err(|e| SendError::Local(format!("the witness's cosignature: {e}")))?;
+    let n = Arc::clone(node);
+    let kept = c.clone();
+    tokio::task::spawn_blocking(move || n.core().store.insert_cosignature(&kept))
+        .await
+        .map_err(|e| SendError::Local(e.to_string()))?
+        .map_err(|e| SendError::Local(format!("cannot keep the cosignature: {e}")))?;
     Ok(c)
 }

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::CachedSql;
 use super::{AuditLog, SqliteStore, StoreError};
 use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
+use crate::audit::witness::Cosignature;
 
 /// The longest record line the log takes, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -205,6 +206,18 @@ impl AuditLog for SqliteStore {
             out.push(parse_checkpoint(seq, &line)?);
         }
         Ok(out)
+    }
+
+    fn insert_cosignature(&self, cosignature: &Cosignature) -> Result<bool, StoreError> {
+        self.store_cosignature(cosignature)
+    }
+
+    fn cosignatures(&self) -> Result<Vec<Cosignature>, StoreError> {
+        self.read_cosignatures()
+    }
+
+    fn last_cosigned_seq(&self, witness_key_sha256: &str) -> Result<Option<u64>, StoreError> {
+        self.read_last_cosigned_seq(witness_key_sha256)
     }
 }
 

@@ -152,6 +152,20 @@ pub enum StoreError {
         what: String,
     },
 
+    /// A witness's cosignature handed to the store cannot be stored as it is.
+    #[error(
+        "the cosignature of checkpoint {seq} by witness {witness} cannot be stored: {what}; \
+         check what the witness sent (it is not stored)"
+    )]
+    InvalidCosignature {
+        /// The witness's name, as the cosignature gives it.
+        witness: String,
+        /// The checkpoint it cosigns.
+        seq: u64,
+        /// What is wrong with it.
+        what: String,
+    },
+
     /// The key is not in the registry.
     #[error("key {id} is not in the registry; check the id (list keys to see which exist)")]
     NotFound {

@@ -93,6 +93,17 @@ const MIGRATIONS: &[&str] = &[
         verified_head   TEXT    NOT NULL CHECK (length(verified_head) = 64),
         updated_at      TEXT    NOT NULL
     ) STRICT;",
+    // 6: the cosignatures witnesses gave this node for its checkpoints, one per witness key
+    // and checkpoint. No foreign key to audit_checkpoints: a cosignature is the witness's word
+    // and stays when the log is cut back under it, which is how the cut shows.
+    "CREATE TABLE audit_cosignatures (
+        witness_key_sha256 TEXT    NOT NULL CHECK (length(witness_key_sha256) = 64),
+        seq                INTEGER NOT NULL CHECK (seq >= 1),
+        witness            TEXT    NOT NULL,
+        line               TEXT    NOT NULL,
+        PRIMARY KEY (witness_key_sha256, seq)
+    ) STRICT;
+    CREATE INDEX audit_cosignatures_by_seq ON audit_cosignatures (seq, witness);",
 ];
 
 /// The schema version this build writes.

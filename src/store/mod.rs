@@ -11,6 +11,7 @@
 
 mod audit;
 mod ceremony;
+mod cosignatures;
 mod error;
 mod group_commit;
 mod keys;

@@ -13,9 +13,10 @@
 //! The node uses about thirty operations; one trait of thirty methods is a list nobody reads.
 //! They are grouped by what they read and change: [`KeyRegistry`] (the keys), [`CeremonyStore`]
 //! (ceremonies and their approvals), [`TransportStore`] (transport key cards and where imported
-//! keys came from), [`AuditLog`] (the ceremony log and its checkpoints) and [`StoreHealth`] (the
-//! health probe and the commit counters). [`Store`] is all five, and every type that implements
-//! the five is a `Store`, so code holds one `dyn Store` and calls any of them on it.
+//! keys came from), [`AuditLog`] (the ceremony log, its checkpoints and their witnesses'
+//! cosignatures) and [`StoreHealth`] (the health probe and the commit counters). [`Store`] is
+//! all five, and every type that implements the five is a `Store`, so code holds one
+//! `dyn Store` and calls any of them on it.
 //!
 //! The split is by concern, not a menu: a backend implements all five over **one** database,
 //! because the `*_audited` calls of the first three write their change and the change's
@@ -67,6 +68,7 @@ use crate::transport::TransportKey;
 
 use super::{CeremonyRow, CommitStats, KeyFilter, KeyOrigin, KeyRecord, StoreError};
 use crate::audit::consistency::Verified;
+use crate::audit::witness::Cosignature;
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
@@ -236,8 +238,9 @@ pub trait TransportStore: Send + Sync {
     ) -> Result<AuditRecord, StoreError>;
 }
 
-/// The ceremony log: one hash chain of records, sealed now and then by signed checkpoints. The
-/// `*_audited` calls of the other traits append to the same chain.
+/// The ceremony log: one hash chain of records, sealed now and then by signed checkpoints, and
+/// the cosignatures of those checkpoints that witnesses sent back. The `*_audited` calls of the
+/// other traits append to the same chain.
 pub trait AuditLog: Send + Sync {
     /// Appends `draft`'s record alone (for a request that changed nothing), chained to the last
     /// one, in its own durable transaction; returns the record.
@@ -280,6 +283,23 @@ pub trait AuditLog: Send + Sync {
 
     /// Every checkpoint, by sequence number.
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// Stores a witness's cosignature of one of this node's checkpoints, in one durable
+    /// transaction, for exports to carry. One per witness key and sequence number: a retry, or
+    /// a second cosignature of the same checkpoint by the same key, is not stored and returns
+    /// `false` (the first stands); a new one returns `true`. The store does not check the
+    /// signature, nor that the checkpoint is this node's: the caller does, before storing.
+    /// Refuses a cosignature whose witness key is not hex or whose `seq` is 0
+    /// ([`StoreError::InvalidCosignature`]). A cosignature stays when the checkpoint it covers
+    /// is gone from the log.
+    fn insert_cosignature(&self, cosignature: &Cosignature) -> Result<bool, StoreError>;
+
+    /// Every stored cosignature, by sequence number, then witness name.
+    fn cosignatures(&self) -> Result<Vec<Cosignature>, StoreError>;
+
+    /// The highest sequence number cosigned by the witness whose key has this SHA-256 (of its
+    /// SPKI DER, 64 hex digits, either case); `None` when it cosigned none.
+    fn last_cosigned_seq(&self, witness_key_sha256: &str) -> Result<Option<u64>, StoreError>;
 }
 
 /// What this node, as a witness of other nodes' logs, has verified of each: kept with the

@@ -6,8 +6,9 @@
 //!
 //! No script, no network, no external asset: the CSS is inline and allowed by its hash in a
 //! Content-Security-Policy that forbids everything else, and `<details>` folds what is long.
-//! Every value from a record goes through [`esc`]. Bundles carry no witness cosignatures, so
-//! the report has no witness section.
+//! Every value from a record goes through [`esc`]. The report has no witness section: the
+//! witnesses' cosignatures are checked by `hkms audit verify --witness-key-sha256`, and the
+//! verdict's notes say when a bundle's were not.
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -567,6 +568,10 @@ mod tests {
                 sealed_up_to: 9,
                 key_fingerprint: "9643D4".into(),
                 key_sha256: "9643D4".repeat(10) + "ABCD",
+                statement: None,
+                cosignatures: 0,
+                witnesses: Vec::new(),
+                witnesses_checked: false,
                 notes: Vec::new(),
             }),
             node: "ministry".into(),
@@ -640,7 +645,7 @@ mod tests {
         for outside in ["<script", "http://", "https://", "src=", "url(", "@import"] {
             assert!(!page.contains(outside), "{outside}");
         }
-        // No witness data in bundles: no witness section.
+        // Witnesses are checked by `audit verify`: no witness section.
         assert!(!page.to_lowercase().contains("witness"));
     }
 

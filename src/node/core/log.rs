@@ -8,6 +8,7 @@ use crate::audit::bundle::{
     der_from_raw_signature, spki_fingerprint, spki_pem_from_point, spki_sha256,
 };
 use crate::audit::record::{FORMAT_VERSION, GENESIS, now_millis};
+use crate::audit::witness::{ExportStatement, WITNESS_FORMAT_VERSION};
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
 use crate::hsm::Token;
 
@@ -179,6 +180,23 @@ impl Core {
         *sealed = seq;
         tracing::info!(seq, "ceremony log checkpoint signed");
         Ok(Some(checkpoint))
+    }
+
+    /// The node's signed statement that its log's head is record `seq` with hash `head` (the
+    /// checkpoint an export ends on): what ties a bundle's end to the node's head, so that a
+    /// bundle stopping short of it shows (docs/audit-format.md §8).
+    pub fn export_statement(&self, seq: u64, head: &str) -> Result<ExportStatement, NodeError> {
+        let time = now_millis();
+        let der = self.sign_audit(&ExportStatement::message(&self.name, seq, head, &time))?;
+        Ok(ExportStatement {
+            v: WITNESS_FORMAT_VERSION,
+            node: self.name.clone(),
+            seq,
+            head: head.to_string(),
+            time,
+            key_fingerprint: self.signing.fingerprint.clone(),
+            signature: hex::encode(der),
+        })
     }
 
     /// Signs `message` with the node's audit key in its token (the node's, or the audit

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditRecord;
+use crate::audit::witness::{Cosignature, ExportStatement};
 use crate::card::IdNumber;
 use crate::node::{Node, NodeError, input};
 use crate::proto;
@@ -135,13 +136,22 @@ impl AuditService for AuditApi {
             n.audit().audit_checkpoints(req, r.seal)
         })
         .await?;
-        let answer = list.try_map(|list| {
-            let checkpoints = list
+        let answer = list.try_map(|log| {
+            let checkpoints = log
+                .checkpoints
                 .iter()
                 .map(serde_json::to_string)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Status::internal(format!("checkpoint encoding: {e}")))?;
-            Ok(proto::GetCheckpointsResponse { checkpoints })
+            Ok(proto::GetCheckpointsResponse {
+                checkpoints,
+                statement: log
+                    .statement
+                    .as_ref()
+                    .map(ExportStatement::to_line)
+                    .unwrap_or_default(),
+                cosignatures: log.cosignatures.iter().map(Cosignature::to_line).collect(),
+            })
         })?;
         Ok(answer.into_response())
     }
