@@ -30,10 +30,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The ministry's node on a copy of the default policy; the copy's path and text.
 fn ministry() -> (TestNode, PathBuf, String) {
+    let original = std::fs::read_to_string(support::default_policy()).expect("default policy");
+    ministry_with(original)
+}
+
+/// The ministry's node on its own policy file with `original`; the file's path and text.
+fn ministry_with(original: String) -> (TestNode, PathBuf, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = make_token(&dir.path().join("softhsm"), "hkms-test");
     let policy = dir.path().join("policy.toml");
-    let original = std::fs::read_to_string(support::default_policy()).expect("default policy");
     std::fs::write(&policy, &original).expect("copy policy");
     let config = dir.path().join("node.toml");
     let text = support::with_policy(
@@ -325,6 +330,50 @@ async fn a_reload_policy_ceremony_puts_the_weaker_policy_in_force() {
         "{}",
         alone.result
     );
+}
+
+#[tokio::test]
+async fn a_direct_reload_cannot_weaken_the_policy_either() {
+    // A policy that puts no quorum on reloading: an admin reloads directly.
+    let default = std::fs::read_to_string(support::default_policy()).expect("default policy");
+    let unguarded = default.replacen(
+        "key_types = [\"*\", \"none\"]\ndescription = \"Retiring",
+        "key_types = [\"*\"]\ndescription = \"Retiring",
+        1,
+    );
+    assert_ne!(unguarded, default);
+    let (node, policy, original) = ministry_with(unguarded);
+    let in_force = sha256_hex(original.as_bytes());
+
+    // A stronger file: reloaded.
+    let stronger = generate_quorum(&original, 3);
+    std::fs::write(&policy, &stronger).expect("write");
+    let info = policy_client(&node)
+        .await
+        .reload_policy(proto::ReloadPolicyRequest {})
+        .await
+        .expect("a stronger policy reloads")
+        .into_inner();
+    assert_eq!(info.sha256, sha256_hex(stronger.as_bytes()));
+
+    // A weaker one: refused, naming what it weakens; the policy in force stays.
+    std::fs::write(&policy, &original).expect("write");
+    let err = policy_client(&node)
+        .await
+        .reload_policy(proto::ReloadPolicyRequest {})
+        .await
+        .expect_err("a weaker policy reloads");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    assert!(
+        err.message()
+            .starts_with("a reload-policy ceremony is needed")
+            && err.message().contains("would drop from 3 of 3 to 2 of 3"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(sha_in_force(&node).await, sha256_hex(stronger.as_bytes()));
+    let refused = refusals(&node, ADMIN, &sha256_hex(stronger.as_bytes()), &in_force);
+    assert_eq!(refused.len(), 1, "{refused:?}");
 }
 
 async fn open_reload(node: &TestNode, sha256: &str) -> proto::CeremonyInfo {
