@@ -519,6 +519,25 @@ fn offline_commands_answer_from_any_folder() {
             .starts_with("hkms://window/municipal/440100/counter-1: pki/counter-1.pem"),
         "{window}"
     );
+    // pki key-sha256: the roster's name for a certificate, as pki issue gave it too.
+    let issued = sh
+        .run("pki issue --dir pki --identity hkms://officer/municipal/440100/alice --out alice --json")
+        .json();
+    let keys = sh
+        .run("pki key-sha256 --cert pki/alice.pem --cert pki/counter-1.pem --json")
+        .json();
+    assert_eq!(keys[0]["key_sha256"], issued["key_sha256"], "{keys}");
+    assert_eq!(
+        keys[1]["identity"],
+        "hkms://window/municipal/440100/counter-1"
+    );
+    assert!(
+        sh.run("pki key-sha256 --cert pki/alice.pem")
+            .ok()
+            .ends_with("pki/alice.pem  hkms://officer/municipal/440100/alice\n")
+    );
+    sh.run("pki key-sha256 --cert gone.pem")
+        .fails(1, &["gone.pem"]);
     let revoke = "pki revoke --dir pki --cert pki/counter-1.pem --out crl.pem --number";
     let crl = sh.run(&format!("{revoke} 1 --json")).json();
     assert_eq!(crl["number"], 1);

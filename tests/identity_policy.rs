@@ -408,15 +408,27 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
         .expect_err("the file on the node is another");
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
 
-    // SIGHUP (the host administrator's path) reloads too.
-    std::fs::write(&policy_path, &original).expect("write");
+    // SIGHUP (the host administrator's path) reloads too, a change that weakens nothing.
+    // (Giving legacy-card-master back to the generate rule would widen a rule under dual
+    // control, which only a ceremony may: tests/dual_control_floor.rs.)
+    let described = changed.replacen(
+        "description = \"Generating a national control key.\"",
+        "description = \"National control keys.\"",
+        1,
+    );
+    assert_ne!(described, changed);
+    std::fs::write(&policy_path, &described).expect("write");
     node.hang_up();
-    let want = sha256_hex(original.as_bytes());
+    let want = sha256_hex(described.as_bytes());
     assert!(
         support::policy_in_force(&mut admin, &want).await,
         "SIGHUP did not reload the policy"
     );
-    allowed_but_guarded(generate(&mut officer, "legacy-card-master").await);
+    denied(
+        generate(&mut officer, "legacy-card-master").await,
+        "the reloaded policy decides",
+    );
+    allowed_but_guarded(generate(&mut officer, "card-master").await);
 }
 
 /// A direct request the policy allows but dual control stops.

@@ -126,3 +126,72 @@ fn explain_exits_2_on_an_error_and_needs_the_policy_file_named() {
     assert_eq!(v["allowed"], false);
     assert_eq!(v["policy_sha256"].as_str().map(str::len), Some(64));
 }
+
+#[test]
+fn check_warns_of_ceremonies_without_a_roster_and_names_what_a_file_weakens() {
+    let policy = default_policy().display().to_string();
+    let out = hkms(&["policy", "check", &policy]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "warning: the policy puts operations under dual control but names no officer roster"
+        ),
+        "{}",
+        stdout(&out)
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(default_policy()).expect("read");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    // With a roster: no warning, the persons named.
+    let with_roster = write(
+        "roster.toml",
+        &format!(
+            "{text}\n[officers.alice]\ncertificates = [\"{}\"]\n",
+            "a".repeat(64)
+        ),
+    );
+    let out = hkms(&["policy", "check", &with_roster]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("officers: 1 (alice)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains("warning:"), "{}", stdout(&out));
+
+    // Against the policy in force: a lowered quorum is named, and what it takes.
+    let weaker = write(
+        "weaker.toml",
+        &text.replacen("quorum = 2\nofficers = 3", "quorum = 1\nofficers = 3", 1),
+    );
+    let out = hkms(&["policy", "check", &weaker, "--against", &policy]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(
+        said.contains("weakens it; only a reload-policy ceremony"),
+        "{said}"
+    );
+    assert!(
+        said.contains("  - the quorum of generate card-master,")
+            && said.contains("would drop from 2 of 3 to 1 of 3"),
+        "{said}"
+    );
+    let out = hkms(&["policy", "check", &policy, "--against", &weaker, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(v["against"]["weakens"], serde_json::json!([]), "{v}");
+    // The roster added to a policy in force weakens nothing; dropped again, it does.
+    let out = hkms(&["policy", "check", &policy, "--against", &with_roster]);
+    assert!(
+        stdout(&out).contains("the officer roster would be removed"),
+        "{}",
+        stdout(&out)
+    );
+    // An --against file that does not load: the question cannot be answered (2).
+    let out = hkms(&["policy", "check", &policy, "--against", "/nonexistent.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+}

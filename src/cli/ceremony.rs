@@ -214,7 +214,9 @@ fn ceremony_json(c: &proto::CeremonyInfo) -> serde_json::Value {
     let approvals: Vec<_> = c
         .approvals
         .iter()
-        .map(|a| serde_json::json!({"approver": a.approver, "approved_at": a.approved_at}))
+        .map(|a| {
+            serde_json::json!({"approver": a.approver, "approved_at": a.approved_at, "person": a.person})
+        })
         .collect();
     serde_json::json!({
         "id": c.id, "operation": word::<proto::Operation>(c.operation), "params": c.params,
@@ -247,7 +249,11 @@ fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
         None => println!("  approvals {} of {}", c.approvals.len(), c.quorum),
     }
     for a in &c.approvals {
-        println!("    {} at {}", a.approver, a.approved_at);
+        if a.person.is_empty() {
+            println!("    {} at {}", a.approver, a.approved_at);
+        } else {
+            println!("    {} ({}) at {}", a.person, a.approver, a.approved_at);
+        }
     }
     if !c.result.is_empty() {
         println!("  result    {}", c.result);

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::pki::{DevCa, Validity, write_dev_pki, write_issued};
-use crate::policy::Identity;
+use crate::policy::{CertificateKey, Identity};
 
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
@@ -38,6 +38,16 @@ pub enum PkiCommand {
         /// Days of validity.
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the SHA-256 of each certificate's public key: how the policy's officer roster
+    /// names a certificate (`[officers.NAME] certificates`). Works on any certificate.
+    KeySha256 {
+        /// A certificate (PEM); repeat for several.
+        #[arg(long = "cert", required = true)]
+        certs: Vec<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -123,6 +133,26 @@ impl PkiCommand {
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            PkiCommand::KeySha256 { certs, json } => {
+                let mut rows = Vec::new();
+                for path in &certs {
+                    let (key, identity) = certificate_key(path)?;
+                    rows.push(serde_json::json!({
+                        "cert": path, "key_sha256": key.as_str(), "identity": identity,
+                    }));
+                    if !json {
+                        println!(
+                            "{key}  {}  {}",
+                            path.display(),
+                            identity.as_deref().unwrap_or("(no hkms identity)")
+                        );
+                    }
+                }
+                if json {
+                    println!("{}", serde_json::Value::from(rows));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             PkiCommand::Revoke {
                 dir,
                 certs,
@@ -160,6 +190,29 @@ impl PkiCommand {
     }
 }
 
+/// The roster's name for the certificate in the PEM file `path` (the SHA-256 of its public key),
+/// and the hkms identity it carries, if one.
+fn certificate_key(path: &std::path::Path) -> anyhow::Result<(CertificateKey, Option<String>)> {
+    let pem =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{} is not a PEM certificate: {e}", path.display()))?;
+    let key = CertificateKey::of_certificate(&block.contents)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let identity = block.parse_x509().ok().and_then(|cert| {
+        let san = cert.subject_alternative_name().ok().flatten()?;
+        san.value.general_names.iter().find_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u)
+                if u.starts_with(crate::policy::IDENTITY_SCHEME) =>
+            {
+                Some(crate::untrusted_text::escape(u).into_owned())
+            }
+            _ => None,
+        })
+    });
+    Ok((key, identity))
+}
+
 /// The dev CA in `dir`.
 fn load_ca(dir: &std::path::Path) -> anyhow::Result<DevCa> {
     let read = |name: &str| {
@@ -181,15 +234,19 @@ struct Issued {
     identity: String,
     cert: PathBuf,
     key: PathBuf,
+    /// The roster's name for the certificate (`pki key-sha256`).
+    key_sha256: String,
 }
 
 fn issue(dir: &std::path::Path, id: &Identity, stem: &str, days: u32) -> anyhow::Result<Issued> {
     let ca = load_ca(dir)?;
     let cert = ca.issue_client(Some(id), Validity::days(days))?;
-    let (cert, key) = write_issued(dir, stem, &cert)?;
+    let (written, key) = write_issued(dir, stem, &cert)?;
+    let (key_sha256, _) = certificate_key(&written)?;
     Ok(Issued {
         identity: id.to_string(),
-        cert,
+        cert: written,
         key,
+        key_sha256: key_sha256.to_string(),
     })
 }

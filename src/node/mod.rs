@@ -41,7 +41,7 @@ pub use keys::Keys;
 pub use limits::{CardLimit, CardLimiter, LimitRefusal, MAX_TRACKED_CALLERS, MAX_TRACKED_CARDS};
 pub use orphans::{MissingTransport, OrphanReport, reconcile};
 pub use policies::Policies;
-pub use request::Request;
+pub use request::{Caller, Request};
 pub use transport::{CardAccess, Transport};
 pub use witness::{MAX_WITNESS_LINES, Witness, Witnessed, witnesses};
 

@@ -7,7 +7,7 @@
 use crate::audit::{AuditDraft, DecisionEntry, KcvEntry, Outcome};
 use crate::hierarchy::Kcv;
 use crate::hierarchy::KeyRecord;
-use crate::policy::{Decision, Identity, Operation};
+use crate::policy::{CertificateKey, Decision, Identity, Operation};
 
 use super::{ErrorClass, NodeError};
 
@@ -32,11 +32,38 @@ fn with_outcome(mut draft: AuditDraft, error: Option<&NodeError>) -> AuditDraft 
     draft
 }
 
+/// Who asks: the identity their certificate carries, and the certificate's key, by which the
+/// policy's officer roster knows the person behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The identity (role, tier, region, name).
+    pub identity: Identity,
+    /// The SHA-256 of the certificate's public key; `None` for the node's own requests.
+    pub certificate_key: Option<CertificateKey>,
+}
+
+impl From<Identity> for Caller {
+    fn from(identity: Identity) -> Caller {
+        Caller {
+            identity,
+            certificate_key: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.identity.fmt(f)
+    }
+}
+
 /// The request context threaded through the node's use cases.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The authenticated caller.
     pub caller: Identity,
+    /// The SHA-256 of the caller's certificate key, when the request came with a certificate.
+    certificate_key: Option<CertificateKey>,
     /// The record being built; only this type's methods change it.
     audit: AuditDraft,
     recorded: bool,
@@ -44,18 +71,28 @@ pub struct Request {
 
 impl Request {
     /// A request of `caller` to `rpc` on node `node`, with the pipeline's request id.
-    pub fn new(caller: Identity, node: &str, rpc: &str, request_id: &str) -> Request {
+    pub fn new(caller: impl Into<Caller>, node: &str, rpc: &str, request_id: &str) -> Request {
+        let Caller {
+            identity,
+            certificate_key,
+        } = caller.into();
         Request {
             audit: AuditDraft {
                 request_id: request_id.to_string(),
                 node: node.to_string(),
-                actor: caller.to_uri(),
+                actor: identity.to_uri(),
                 rpc: rpc.to_string(),
                 ..AuditDraft::default()
             },
-            caller,
+            caller: identity,
+            certificate_key,
             recorded: false,
         }
+    }
+
+    /// The SHA-256 of the caller's certificate key, if the request came with a certificate.
+    pub fn certificate_key(&self) -> Option<&CertificateKey> {
+        self.certificate_key.as_ref()
     }
 
     /// The id every record of this request carries.

@@ -3,10 +3,12 @@
 //! but loading the file.
 
 pub mod engine;
+pub mod floor;
 mod identity;
 mod limits;
 mod operation;
 mod revoked;
+mod roster;
 mod rules;
 mod scope;
 
@@ -15,10 +17,12 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 pub use engine::Decision;
+pub use floor::{Weakening, weakenings};
 pub use identity::{IDENTITY_SCHEME, Identity, Role};
 pub use limits::CardLimits;
 pub use operation::Operation;
 pub use revoked::RevokedCerts;
+pub use roster::{CertificateKey, Roster};
 pub use rules::{ANY_KEY_TYPE, KeyTypes, NO_KEY_TYPE, PinRules, Quorum, Rule, TRANSPORT_KEY_TYPE};
 pub use scope::RegionScope;
 
@@ -80,6 +84,9 @@ pub struct Policy {
     pub pins: PinRules,
     /// Velocity limits on card commands (the defaults when the file has no `[card_limits]`).
     pub card_limits: CardLimits,
+    /// The officers who approve ceremonies, as persons (`[officers.NAME]`); `None` when the
+    /// file names none, and approvals then count certificate identities.
+    pub roster: Option<Roster>,
     /// SHA-256 of the file's bytes, hex: tells auditors which policy decided.
     pub sha256: String,
     /// Where it was loaded from.
@@ -95,12 +102,14 @@ impl Policy {
         let (rules, quorums) = rules::parse(text, origin, &catalogue)?;
         let pins = rules::parse_pins(text, origin)?;
         let card_limits = limits::parse_card_limits(text, origin)?;
+        let roster = roster::parse_roster(text, origin)?;
         Ok(Policy {
             catalogue,
             rules,
             quorums,
             pins,
             card_limits,
+            roster,
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
             origin: origin.to_string(),
             text: text.to_string(),

@@ -108,6 +108,9 @@ struct RawPolicy {
     /// Read by [`super::limits::parse_card_limits`].
     #[allow(dead_code)]
     card_limits: Option<toml::Value>,
+    /// Read by [`super::roster::parse_roster`].
+    #[allow(dead_code)]
+    officers: Option<toml::Value>,
 }
 
 /// Card PIN rules of the policy (`[card_pins]`).

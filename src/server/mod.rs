@@ -153,9 +153,16 @@ pub async fn serve(
         }
         None => None,
     };
+    // Listening before the port is announced: a SIGHUP that comes before the reloader first
+    // runs waits for it, instead of ending the process (the signal's default action).
+    let hangups = listen_for_hangups();
     announce(format_args!("listening on {addr}"));
 
-    let reloader = tokio::spawn(reload_on_sighup(Arc::clone(&node), Arc::clone(&tls)));
+    let reloader = tokio::spawn(reload_on_sighup(
+        Arc::clone(&node),
+        Arc::clone(&tls),
+        hangups,
+    ));
     let sealer = tokio::spawn(seal_periodically(Arc::clone(&node)));
     // Graceful shutdown waits for open connections; a client that never lets go gets
     // SHUTDOWN_GRACE, then the node stops anyway (its requests end in an error, none half-done).
@@ -269,13 +276,32 @@ fn announce(what: std::fmt::Arguments<'_>) {
     let _ = writeln!(out, "hkms: {what}").and_then(|_| out.flush());
 }
 
-/// SIGHUP reloads the policy; a file that does not load leaves the old policy in force.
-async fn reload_on_sighup(node: Arc<Node>, tls: Arc<tls::Tls>) {
+/// SIGHUPs to come, once the server listens for them (`None`: it cannot).
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+/// No SIGHUP off Unix.
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// Starts listening for SIGHUP (inside the runtime).
+fn listen_for_hangups() -> Hangups {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; use the ReloadPolicy RPC");
+        signal(SignalKind::hangup())
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; use the ReloadPolicy RPC")
+            })
+            .ok()
+    }
+}
+
+/// SIGHUP reloads the policy; a file that does not load, or that weakens the policy in force,
+/// leaves the old policy in force.
+async fn reload_on_sighup(node: Arc<Node>, tls: Arc<tls::Tls>, hangups: Hangups) {
+    #[cfg(unix)]
+    {
+        let Some(mut hup) = hangups else {
             return;
         };
         while hup.recv().await.is_some() {
@@ -283,8 +309,10 @@ async fn reload_on_sighup(node: Arc<Node>, tls: Arc<tls::Tls>) {
             match tokio::task::spawn_blocking(move || n.policies().reload_policy_on_signal()).await
             {
                 Ok(Ok(_)) => {}
+                // A file refused is the host's to fix, not the server's fault: a warning
+                // (the error says what is wrong; the ceremony log has it too).
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "SIGHUP: policy reload refused; the old policy stays in force")
+                    tracing::warn!(error = %e, "SIGHUP: policy reload refused; the old policy stays in force")
                 }
                 Err(e) => tracing::error!(error = %e, "SIGHUP: policy reload did not finish"),
             }
@@ -302,7 +330,10 @@ async fn reload_on_sighup(node: Arc<Node>, tls: Arc<tls::Tls>) {
         }
     }
     #[cfg(not(unix))]
-    std::future::pending::<()>().await;
+    {
+        let () = hangups;
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Reads the TLS files again and, once the reload is recorded, puts them in force: new

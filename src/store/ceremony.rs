@@ -29,16 +29,52 @@ pub struct CeremonyRow {
     pub state: String,
     /// What came of it.
     pub result: String,
-    /// (approver URI, time), in order.
-    pub approvals: Vec<(String, String)>,
+    /// The approvals, in order.
+    pub approvals: Vec<ApprovalRow>,
 }
 
-fn approvals_in(tx: &rusqlite::Connection, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+/// One approval of a ceremony, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRow {
+    /// The approver's identity URI.
+    pub approver: String,
+    /// RFC 3339.
+    pub approved_at: String,
+    /// The person of the officer roster who approved (`None` when the policy had no roster):
+    /// a ceremony holds one approval per person.
+    pub person: Option<String>,
+    /// The SHA-256 of the approver's certificate key, when known.
+    pub certificate_key: Option<String>,
+}
+
+impl ApprovalRow {
+    /// An approval by an identity, counted without a roster.
+    pub fn by(approver: &str, approved_at: &str) -> ApprovalRow {
+        ApprovalRow {
+            approver: approver.to_string(),
+            approved_at: approved_at.to_string(),
+            person: None,
+            certificate_key: None,
+        }
+    }
+}
+
+fn approvals_in(tx: &rusqlite::Connection, id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
     let mut stmt = tx
-        .prepare_cached("SELECT approver, approved_at FROM ceremony_approvals WHERE ceremony_id = ?1 ORDER BY approved_at, approver")
+        .prepare_cached(
+            "SELECT approver, approved_at, person, certificate_key FROM ceremony_approvals \
+             WHERE ceremony_id = ?1 ORDER BY approved_at, approver",
+        )
         .map_err(StoreError::sqlite("reading approvals"))?;
     let rows = stmt
-        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_map([id], |r| {
+            Ok(ApprovalRow {
+                approver: r.get(0)?,
+                approved_at: r.get(1)?,
+                person: r.get(2)?,
+                certificate_key: r.get(3)?,
+            })
+        })
         .map_err(StoreError::sqlite("reading approvals"))?;
     rows.map(|r| r.map_err(StoreError::sqlite("reading approvals")))
         .collect()
@@ -76,11 +112,14 @@ fn get_in(conn: &rusqlite::Connection, id: &str) -> Result<Option<CeremonyRow>, 
     }
 }
 
-fn approve_in(tx: &Connection, id: &str, approver: &str, at: &str) -> Result<bool, StoreError> {
+/// Adds an approval; `false` when this approver, or this person, approved already.
+fn approve_in(tx: &Connection, id: &str, a: &ApprovalRow) -> Result<bool, StoreError> {
     let n = tx
         .execute_cached(
-            "INSERT OR IGNORE INTO ceremony_approvals (ceremony_id, approver, approved_at) VALUES (?1, ?2, ?3)",
-            params![id, approver, at],
+            "INSERT OR IGNORE INTO ceremony_approvals \
+             (ceremony_id, approver, approved_at, person, certificate_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, a.approver, a.approved_at, a.person, a.certificate_key],
         )
         .map_err(StoreError::sqlite("recording an approval"))?;
     Ok(n == 1)
@@ -125,8 +164,8 @@ impl CeremonyStore for SqliteStore {
                 ],
             )
             .map_err(StoreError::sqlite("opening a ceremony"))?;
-            for (approver, at) in &c.approvals {
-                approve_in(tx, &c.id, approver, at)?;
+            for a in &c.approvals {
+                approve_in(tx, &c.id, a)?;
             }
             append_in(tx, draft)
         })
@@ -161,12 +200,11 @@ impl CeremonyStore for SqliteStore {
     fn approve_ceremony_audited(
         &self,
         id: &str,
-        approver: &str,
-        at: &str,
+        approval: &ApprovalRow,
         draft: &AuditDraft,
     ) -> Result<(bool, AuditRecord), StoreError> {
         self.write("recording an approval", |tx| {
-            let added = approve_in(tx, id, approver, at)?;
+            let added = approve_in(tx, id, approval)?;
             Ok((added, append_in(tx, draft)?))
         })
     }
@@ -217,7 +255,7 @@ mod tests {
             expires_at: 10,
             state: "open".into(),
             result: String::new(),
-            approvals: vec![("hkms://officer/national/000000/a".into(), "t1".into())],
+            approvals: vec![ApprovalRow::by("hkms://officer/national/000000/a", "t1")],
         }
     }
 
@@ -230,8 +268,7 @@ mod tests {
         let (added, _) = store
             .approve_ceremony_audited(
                 "c-1",
-                "hkms://officer/national/000000/a",
-                "t2",
+                &ApprovalRow::by("hkms://officer/national/000000/a", "t2"),
                 &AuditDraft::default(),
             )
             .unwrap();
@@ -239,8 +276,7 @@ mod tests {
         let (added, _) = store
             .approve_ceremony_audited(
                 "c-1",
-                "hkms://officer/national/000000/b",
-                "t3",
+                &ApprovalRow::by("hkms://officer/national/000000/b", "t3"),
                 &AuditDraft::default(),
             )
             .unwrap();
@@ -261,6 +297,37 @@ mod tests {
         );
         assert_eq!(store.list_ceremonies(Some("running")).unwrap().len(), 1);
         assert_eq!(store.audit_head().unwrap().unwrap().0, 3);
+    }
+
+    #[test]
+    fn a_person_approves_once_and_is_read_back_with_the_approval() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        store
+            .insert_ceremony_audited(&row("c-1"), &AuditDraft::default())
+            .unwrap();
+        let by = |who: &str, person: &str, key: char| ApprovalRow {
+            approver: who.into(),
+            approved_at: "t2".into(),
+            person: Some(person.into()),
+            certificate_key: Some(key.to_string().repeat(64)),
+        };
+        let alice = by("hkms://officer/national/000000/alice-1", "alice", 'a');
+        let (added, _) = store
+            .approve_ceremony_audited("c-1", &alice, &AuditDraft::default())
+            .unwrap();
+        assert!(added);
+        // The same person through another certificate: not a second approval.
+        let (added, _) = store
+            .approve_ceremony_audited(
+                "c-1",
+                &by("hkms://officer/national/000000/alice-2", "alice", 'b'),
+                &AuditDraft::default(),
+            )
+            .unwrap();
+        assert!(!added);
+        let approvals = store.get_ceremony("c-1").unwrap().unwrap().approvals;
+        assert_eq!(approvals.len(), 2);
+        assert_eq!(approvals[1], alice);
     }
 
     #[test]

@@ -85,7 +85,23 @@ const MIGRATIONS: &[&str] = &[
     // keys_by_type_region, which it replaces.
     "CREATE INDEX keys_newest_by_state ON keys (key_type, region, state, version);
     DROP INDEX keys_by_type_region;",
-    // 5: what this node, as a witness, verified of other nodes' logs.
+    // 5: the dual-control floor. The policy in force is kept here, so that a restart with a
+    // weaker file keeps it (one row); each approval keeps the person of the officer roster
+    // and the certificate key it was made with, so that approvals count persons across
+    // restarts, and one person approves a ceremony once.
+    "CREATE TABLE policy_in_force (
+        id          INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+        sha256      TEXT    NOT NULL CHECK (length(sha256) = 64),
+        text        TEXT    NOT NULL,
+        origin      TEXT    NOT NULL,
+        since       TEXT    NOT NULL
+    ) STRICT;
+    ALTER TABLE ceremony_approvals ADD COLUMN person TEXT NULL;
+    ALTER TABLE ceremony_approvals ADD COLUMN certificate_key TEXT NULL
+        CHECK (certificate_key IS NULL OR length(certificate_key) = 64);
+    CREATE UNIQUE INDEX ceremony_approvals_one_per_person
+        ON ceremony_approvals (ceremony_id, person) WHERE person IS NOT NULL;",
+    // 6: what this node, as a witness, verified of other nodes' logs.
     "CREATE TABLE witnessed_logs (
         node            TEXT    NOT NULL PRIMARY KEY,
         node_key_sha256 TEXT    NOT NULL CHECK (length(node_key_sha256) = 64),
@@ -93,7 +109,7 @@ const MIGRATIONS: &[&str] = &[
         verified_head   TEXT    NOT NULL CHECK (length(verified_head) = 64),
         updated_at      TEXT    NOT NULL
     ) STRICT;",
-    // 6: the cosignatures witnesses gave this node for its checkpoints, one per witness key
+    // 7: the cosignatures witnesses gave this node for its checkpoints, one per witness key
     // and checkpoint. No foreign key to audit_checkpoints: a cosignature is the witness's word
     // and stays when the log is cut back under it, which is how the cut shows.
     "CREATE TABLE audit_cosignatures (
@@ -204,6 +220,49 @@ mod tests {
             )
             .unwrap();
         assert_eq!(newest, "k-1");
+    }
+
+    #[test]
+    fn a_version_4_registry_keeps_its_approvals_and_gains_the_floor() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for (version, sql) in (1_i64..).zip(&MIGRATIONS[..4]) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", version).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO ceremonies VALUES ('c-1', 'generate', '{}', 'a', 2, 't', 9, 'open', '');
+             INSERT INTO ceremony_approvals VALUES ('c-1', 'a', 't');",
+        )
+        .unwrap();
+        apply(&mut conn).unwrap();
+        assert_eq!(user_version(&conn).unwrap(), LATEST);
+        let (person, key): (Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT person, certificate_key FROM ceremony_approvals WHERE approver = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((person, key), (None, None));
+        // One person approves a ceremony once, whatever the certificate.
+        let approve = |who: &str, person: &str| {
+            conn.execute(
+                "INSERT INTO ceremony_approvals VALUES ('c-1', ?1, 't', ?2, NULL)",
+                [who, person],
+            )
+        };
+        approve("b", "alice").unwrap();
+        assert!(approve("c", "alice").is_err());
+        approve("c", "bob").unwrap();
+        // One policy in force.
+        let put = |id: i64| {
+            conn.execute(
+                "INSERT INTO policy_in_force VALUES (?1, ?2, 'x', 'p.toml', 't')",
+                rusqlite::params![id, "a".repeat(64)],
+            )
+        };
+        put(1).unwrap();
+        assert!(put(2).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! The store keeps key **metadata only** — never key bytes (docs/design.md §6, §9). What the rest of
 //! hkms asks of it is the [`Store`] trait and its parts ([`KeyRegistry`], [`CeremonyStore`],
-//! [`TransportStore`], [`AuditLog`], [`StoreHealth`]; `traits.rs` says why five and what every
+//! [`TransportStore`], [`AuditLog`], [`PolicyStore`], [`StoreHealth`]; `traits.rs` says why six and what every
 //! implementation must guarantee). [`SqliteStore`] is the implementation: one SQLite file in
 //! the node's data folder, opened in WAL mode with `synchronous=FULL`, so a committed record
 //! survives a crash. One connection writes, with group commit (`group_commit.rs`); a second
@@ -16,6 +16,7 @@ mod error;
 mod group_commit;
 mod keys;
 mod migrations;
+mod policy;
 mod record;
 mod schema;
 #[cfg(test)]
@@ -35,12 +36,14 @@ use rusqlite::config::DbConfig;
 
 // The key's record is a domain value; the store's modules take it from here.
 use crate::hierarchy::{KeyFilter, KeyRecord};
-pub use ceremony::CeremonyRow;
+pub use ceremony::{ApprovalRow, CeremonyRow};
 pub use error::StoreError;
 pub use group_commit::CommitStats;
 use group_commit::GroupCommit;
+pub use policy::StoredPolicy;
 pub use traits::{
-    AuditLog, CeremonyStore, KeyRegistry, Store, StoreHealth, TransportStore, WitnessStore,
+    AuditLog, CeremonyStore, KeyRegistry, PolicyStore, Store, StoreHealth, TransportStore,
+    WitnessStore,
 };
 pub use transport::KeyOrigin;
 

@@ -8,17 +8,19 @@
 //! [`AuditDraft`] in and [`AuditRecord`] out, errors as [`StoreError`], whose database errors
 //! are boxed.
 //!
-//! # Why five traits
+//! # Why seven traits
 //!
 //! The node uses about thirty operations; one trait of thirty methods is a list nobody reads.
 //! They are grouped by what they read and change: [`KeyRegistry`] (the keys), [`CeremonyStore`]
 //! (ceremonies and their approvals), [`TransportStore`] (transport key cards and where imported
 //! keys came from), [`AuditLog`] (the ceremony log, its checkpoints and their witnesses'
-//! cosignatures) and [`StoreHealth`] (the health probe and the commit counters). [`Store`] is
-//! all five, and every type that implements the five is a `Store`, so code holds one
+//! cosignatures), [`WitnessStore`] (what this node verified of other nodes' logs),
+//! [`PolicyStore`] (the policy in force) and [`StoreHealth`] (the health probe and the commit
+//! counters). [`Store`] is all seven, and every type that implements the seven is a `Store`, so
+//! code holds one
 //! `dyn Store` and calls any of them on it.
 //!
-//! The split is by concern, not a menu: a backend implements all five over **one** database,
+//! The split is by concern, not a menu: a backend implements all seven over **one** database,
 //! because the `*_audited` calls of the first three write their change and the change's
 //! ceremony-log record in one transaction, which only one database can give.
 //!
@@ -66,7 +68,10 @@
 
 use crate::transport::TransportKey;
 
-use super::{CeremonyRow, CommitStats, KeyFilter, KeyOrigin, KeyRecord, StoreError};
+use super::{
+    ApprovalRow, CeremonyRow, CommitStats, KeyFilter, KeyOrigin, KeyRecord, StoreError,
+    StoredPolicy,
+};
 use crate::audit::consistency::Verified;
 use crate::audit::witness::Cosignature;
 use crate::audit::{AuditDraft, AuditRecord, Checkpoint};
@@ -166,15 +171,14 @@ pub trait CeremonyStore: Send + Sync {
     /// approvals.
     fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError>;
 
-    /// Adds `approver`'s approval at time `at` and appends `draft`'s record, in one durable
-    /// transaction. Returns whether the approval is new (`false` when this approver had
-    /// approved already: an approver counts once, and the record is still written) and the
+    /// Adds `approval` and appends `draft`'s record, in one durable transaction. Returns
+    /// whether the approval is new (`false` when this approver, or this person of the roster,
+    /// had approved already: each counts once, and the record is still written) and the
     /// record.
     fn approve_ceremony_audited(
         &self,
         id: &str,
-        approver: &str,
-        at: &str,
+        approval: &ApprovalRow,
         draft: &AuditDraft,
     ) -> Result<(bool, AuditRecord), StoreError>;
 
@@ -318,6 +322,26 @@ pub trait WitnessStore: Send + Sync {
     ) -> Result<AuditRecord, StoreError>;
 }
 
+/// The policy in force, kept so that a restart decides by it and compares the file with it
+/// (the dual-control floor): one policy at a time.
+pub trait PolicyStore: Send + Sync {
+    /// The policy in force, if one was stored.
+    fn policy_in_force(&self) -> Result<Option<StoredPolicy>, StoreError>;
+
+    /// Stores `policy` as the one in force, in one durable transaction, without a record: for
+    /// the first policy a registry keeps, and for a policy whose record is durable already (a
+    /// `reload-policy` ceremony's).
+    fn put_policy(&self, policy: &StoredPolicy) -> Result<(), StoreError>;
+
+    /// Stores `policy` as the one in force and appends `draft`'s record (the reload that puts
+    /// it in force), in one durable transaction; returns the record as chained.
+    fn put_policy_audited(
+        &self,
+        policy: &StoredPolicy,
+        draft: &AuditDraft,
+    ) -> Result<AuditRecord, StoreError>;
+}
+
 /// What the health service and the metrics read about the store itself.
 pub trait StoreHealth: Send + Sync {
     /// Checks that the database answers a trivial query, for health probes.
@@ -328,16 +352,30 @@ pub trait StoreHealth: Send + Sync {
     fn commit_stats(&self) -> &CommitStats;
 }
 
-/// The whole registry: keys, ceremonies, transport keys, the ceremony log and health, over one
-/// database. Implemented for every type that implements the five parts; hold it as
-/// `Arc<dyn Store>`.
+/// The whole registry: keys, ceremonies, transport keys, the ceremony log, the policy in force
+/// and health, over one database. Implemented for every type that implements the six parts;
+/// hold it as `Arc<dyn Store>`.
 pub trait Store:
-    Send + Sync + KeyRegistry + CeremonyStore + TransportStore + AuditLog + WitnessStore + StoreHealth
+    Send
+    + Sync
+    + KeyRegistry
+    + CeremonyStore
+    + TransportStore
+    + AuditLog
+    + WitnessStore
+    + PolicyStore
+    + StoreHealth
 {
 }
 
 impl<T> Store for T where
-    T: KeyRegistry + CeremonyStore + TransportStore + AuditLog + WitnessStore + StoreHealth
+    T: KeyRegistry
+        + CeremonyStore
+        + TransportStore
+        + AuditLog
+        + WitnessStore
+        + PolicyStore
+        + StoreHealth
 {
 }
 
@@ -346,7 +384,7 @@ mod tests {
     use std::sync::Arc;
 
     // Only the trait object's own name: the methods below resolve through `dyn Store`, without
-    // the five parts in scope, as they will in the node.
+    // the six parts in scope, as they will in the node.
     use super::Store;
     use crate::audit::AuditDraft;
     use crate::audit::record::{GENESIS, line_hash};

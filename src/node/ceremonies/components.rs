@@ -55,6 +55,9 @@ impl Ceremonies<'_> {
             ));
         }
         let me = req.caller.to_uri();
+        // Under a roster, a custodian is a person: one not on it, or one who entered a
+        // component with another certificate, is refused before the component is looked at.
+        let approval = super::approval_of(req, &c.approvals, &self.core.policy(), id)?;
         let entered = self.components_entered(id);
         if entered.contains(&me) {
             return Err(NodeError::AlreadyExists(format!(
@@ -98,7 +101,7 @@ impl Ceremonies<'_> {
             }
             held.push((me.clone(), component));
         }
-        self.record_approval(req, id, &me).inspect_err(|_| {
+        self.record_approval(req, id, approval).inspect_err(|_| {
             // Not recorded as an approval: not held either, so the custodian can enter it again.
             if !req.is_recorded()
                 && let Ok(mut all) = self.components.0.lock()

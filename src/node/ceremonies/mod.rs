@@ -4,13 +4,13 @@
 //! custodians each enter one clear component (checked by its own KCV); the components live only
 //! in memory, zeroized, until the key is made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::hierarchy::KeyRecord;
 use crate::hierarchy::KeyTypeSpec;
-use crate::policy::{Identity, Operation, Policy};
-use crate::store::{CeremonyRow, now_rfc3339};
+use crate::policy::{CertificateKey, Identity, Operation, Policy, Roster};
+use crate::store::{ApprovalRow, CeremonyRow, now_rfc3339};
 
 mod action;
 mod components;
@@ -88,16 +88,25 @@ impl Ceremonies<'_> {
         let opener = req.caller.to_uri();
         let components = action.components().is_some();
         let mut approvals = Vec::new();
-        // The opener counts once if they may approve; custodians count by entering components.
+        // The opener counts once if they may approve (and, under a roster, if their certificate
+        // names a person of it); custodians count by entering components.
         if !components
             && policy
                 .decide(&req.caller, Operation::Approve, None, &self.core.region())
                 .allowed
         {
-            approvals.push((opener.clone(), now.clone()));
+            match approval_of(req, &[], &policy, &id) {
+                Ok(a) => approvals.push(a),
+                Err(e) => {
+                    tracing::info!(caller = %req.caller, reason = %e, "the opener's approval does not count")
+                }
+            }
         }
         // The report counts the opener's approval from this, as the node did.
         req.param("opener_approved", (!approvals.is_empty()).to_string());
+        if let Some(person) = approvals.first().and_then(|a| a.person.clone()) {
+            req.param("opener_person", person);
+        }
         let row = CeremonyRow {
             id: id.clone(),
             operation: op.as_str().to_string(),
@@ -193,28 +202,35 @@ impl Ceremonies<'_> {
                 "custodians approve a component ceremony by entering their component".into(),
             ));
         }
-        if c.approvals.iter().any(|(who, _)| *who == me) {
+        if c.approvals.iter().any(|a| a.approver == me) {
             return Err(NodeError::AlreadyExists(format!(
                 "{me} has already approved ceremony {id}; it still needs {} more approval(s) from \
                  other officers",
                 c.quorum.saturating_sub(c.approvals.len() as u32)
             )));
         }
-        self.record_approval(req, id, &me)
+        let approval = approval_of(req, &c.approvals, &self.core.policy(), id)?;
+        self.record_approval(req, id, approval)
     }
 
-    /// Records `me`'s approval with the request's record, then runs the ceremony if that
-    /// completed it.
+    /// Records `approval` with the request's record, then runs the ceremony if that completed
+    /// it.
     fn record_approval(
         &self,
         req: &mut Request,
         id: &str,
-        me: &str,
+        approval: ApprovalRow,
     ) -> Result<Ceremony, NodeError> {
+        if let Some(person) = &approval.person {
+            req.param("approver_person", person.clone());
+        }
+        if let Some(key) = &approval.certificate_key {
+            req.param("certificate_key_sha256", key.clone());
+        }
         self.core.commit(req, None, |d| {
             self.core
                 .store
-                .approve_ceremony_audited(id, me, &now_rfc3339(), d)
+                .approve_ceremony_audited(id, &approval, d)
                 .map(|(_, logged)| ((), Some(logged.seq)))
         })?;
         self.run_if_ready(req, id)
@@ -386,18 +402,23 @@ impl Ceremonies<'_> {
         let needed = policy
             .quorum(c.action.operation(), key_type.as_deref())
             .map_or(c.quorum, |q| q.approvals.max(c.quorum));
-        let valid = c
-            .approvals
-            .iter()
-            .filter(|(who, _)| {
-                Identity::from_uri(who).is_ok_and(|id| {
-                    policy
-                        .decide(&id, Operation::Approve, None, &self.core.region())
-                        .allowed
-                })
+        let allowed = c.approvals.iter().filter(|a| {
+            Identity::from_uri(&a.approver).is_ok_and(|id| {
+                policy
+                    .decide(&id, Operation::Approve, None, &self.core.region())
+                    .allowed
             })
-            .count() as u32;
-        Ok((valid, needed))
+        });
+        // Under a roster, persons count, by the roster in force: one person's certificates
+        // count once, and a certificate the roster no longer names not at all.
+        let valid = match &policy.roster {
+            None => allowed.count(),
+            Some(roster) => allowed
+                .filter_map(|a| person_now(roster, a))
+                .collect::<BTreeSet<_>>()
+                .len(),
+        };
+        Ok((u32::try_from(valid).unwrap_or(u32::MAX), needed))
     }
 
     /// Runs the ceremony's operation once it has its approvals (and components).
@@ -441,8 +462,11 @@ impl Ceremonies<'_> {
         }
         exec.param("opener", c.opener.clone());
         // One parameter per approver: a joined list would be cut at the parameter limit.
-        for (n, (approver, _)) in c.approvals.iter().enumerate() {
-            exec.param(&format!("approver_{}", n + 1), approver.clone());
+        for (n, a) in c.approvals.iter().enumerate() {
+            exec.param(&format!("approver_{}", n + 1), a.approver.clone());
+            if let Some(person) = &a.person {
+                exec.param(&format!("person_{}", n + 1), person.clone());
+            }
         }
         let outcome = self.execute(&mut exec, &c);
         // Whatever happens from here, the components were for this one run.
@@ -464,12 +488,14 @@ impl Ceremonies<'_> {
                     .map(|record| ((), record.map(|r| r.seq)))
             })?;
         }
-        // A policy a ceremony reloaded is in force once its record is durable.
+        // A policy a ceremony reloaded is in force once its record is durable, and kept for
+        // restarts: the ceremony is the one path that may weaken the policy in force.
         if let Ok(Executed {
             new_policy: Some((p, _reloading)),
             ..
         }) = &outcome
         {
+            self.core.keep_policy(p);
             self.core.policy.swap(p);
         }
         self.ceremony(id)
@@ -522,6 +548,57 @@ impl Ceremonies<'_> {
             }
         }
     }
+}
+
+/// The approval `req`'s caller makes of ceremony `id`, which has `approvals`, under `policy`.
+/// Without a roster, an identity approves. With one, a person does: the one the caller's
+/// certificate key names (a key on no one's list is refused), and only once, whichever of
+/// their certificates they use.
+fn approval_of(
+    req: &Request,
+    approvals: &[ApprovalRow],
+    policy: &Policy,
+    id: &str,
+) -> Result<ApprovalRow, NodeError> {
+    let mut approval = ApprovalRow::by(&req.caller.to_uri(), &now_rfc3339());
+    approval.certificate_key = req.certificate_key().map(|k| k.to_string());
+    let Some(roster) = &policy.roster else {
+        return Ok(approval);
+    };
+    let Some(key) = req.certificate_key() else {
+        return Err(NodeError::PermissionDenied(format!(
+            "{} has no certificate key the officer roster could name; only the persons of the \
+             roster approve ceremonies",
+            req.caller
+        )));
+    };
+    let person = roster.person_of(key).ok_or_else(|| {
+        NodeError::PermissionDenied(format!(
+            "the certificate of {} has key SHA-256 {key}, which is on no officer's list in the \
+             policy's roster: only the persons it names approve ceremonies; to approve, have the \
+             key added to your [officers.NAME] certificates by a reload-policy ceremony",
+            req.caller
+        ))
+    })?;
+    if let Some(earlier) = approvals
+        .iter()
+        .find(|a| person_now(roster, a) == Some(person))
+    {
+        return Err(NodeError::FailedPrecondition(format!(
+            "already approved as {person}: {person} approved ceremony {id} with the certificate \
+             of {}; a person approves once, whichever certificate they hold, so it needs \
+             approvals from other persons of the roster",
+            earlier.approver
+        )));
+    }
+    approval.person = Some(person.to_string());
+    Ok(approval)
+}
+
+/// The person of the roster in force who made approval `a`, by its certificate key.
+fn person_now<'r>(roster: &'r Roster, a: &ApprovalRow) -> Option<&'r str> {
+    let key = CertificateKey::parse(a.certificate_key.as_deref()?).ok()?;
+    roster.person_of(&key)
 }
 
 /// A made or changed key as a ceremony's result text.

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::super::NodeError;
 use super::CeremonyAction;
+use crate::store::ApprovalRow;
 
 /// Where a ceremony stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +69,8 @@ pub struct Ceremony {
     pub opener: String,
     /// Approvals needed.
     pub quorum: u32,
-    /// Distinct approvers so far, with times.
-    pub approvals: Vec<(String, String)>,
+    /// Distinct approvers so far, with times and, under an officer roster, their persons.
+    pub approvals: Vec<ApprovalRow>,
     /// When it was opened.
     pub created_at: String,
     /// Unix seconds after which it cannot run.

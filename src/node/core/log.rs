@@ -105,14 +105,6 @@ impl Core {
         Ok(made)
     }
 
-    /// Writes `req`'s record alone, as a success, before the change it allows happens outside
-    /// the registry (a policy put in force): what the log cannot show does not happen.
-    pub(crate) fn record_before(&self, req: &mut Request) -> Result<(), NodeError> {
-        self.commit(req, None, |d| {
-            self.store.append_audit(d).map(|r| ((), Some(r.seq)))
-        })
-    }
-
     /// Appends the records of several requests in one commit (all or none); a checkpoint
     /// follows when due.
     pub fn record_all(&self, drafts: &[AuditDraft]) -> Result<(), NodeError> {
@@ -128,7 +120,7 @@ impl Core {
 
     /// Signs a checkpoint when `checkpoint_every` records have passed since the last one. A
     /// failure is logged, not returned: the record itself is already durable.
-    fn after_append(&self, seq: u64) {
+    pub(crate) fn after_append(&self, seq: u64) {
         if self.log_changed.get().is_some() {
             return; // said once, when found; nothing is sealed until a restart
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 pub use log::{SIGNING_LABEL, Signing};
-pub(crate) use policy::PolicyCell;
+pub(crate) use policy::{PolicyCell, host_draft, refusal_params, weaker_refused};
 
 use crate::card::IdNumber;
 use crate::config::NodeConfig;
@@ -84,8 +84,11 @@ impl Core {
     /// signing key exists. Any failure here means the node must not serve; the error says what
     /// to fix.
     pub(crate) fn open(config: &NodeConfig) -> Result<Core, NodeError> {
-        let policy = PolicyCell::load(&config.policy)?;
+        let file = policy::load_policy(&config.policy)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path())?);
+        // The registry's policy decides unless the file is as strong (the dual-control floor).
+        let start = policy::AtStart::decide(&config.policy, store.as_ref(), file)?;
+        let policy = PolicyCell::new(&config.policy, start.in_force());
         let token: Arc<dyn Token> = Arc::new(Pkcs11Token::open(&config.hsm)?);
         // Before anything is served: a modifiable public transport key is open to any session.
         let issued: Vec<String> = store
@@ -101,7 +104,7 @@ impl Core {
             audit_key::AuditKey::open(config, &token, last_checkpoint.as_ref())?;
         ensure_id_mac_key(token.as_ref())?;
         let sealed = last_checkpoint.map_or(0, |c| c.seq);
-        Ok(Core {
+        let core = Core {
             name: config.name.clone(),
             tier: config.tier,
             region: config.region,
@@ -115,7 +118,9 @@ impl Core {
             checkpoint_interval: config.checkpoint_interval,
             log_changed: OnceLock::new(),
             probe,
-        })
+        };
+        core.settle_policy(start)?;
+        Ok(core)
     }
 
     /// What the token probe found at start.

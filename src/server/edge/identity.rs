@@ -1,12 +1,13 @@
 //! The caller's identity, read from the client certificate that mTLS verified: exactly one SAN
 //! URI `hkms://ROLE/TIER/REGION/NAME` (see [`crate::policy::Identity`]). A certificate without
-//! one, or with two, is refused as UNAUTHENTICATED.
+//! one, or with two, is refused as UNAUTHENTICATED. With it goes the SHA-256 of the
+//! certificate's public key, by which the policy's officer roster knows the person.
 
 use tonic::{Request, Status};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::node::Node;
-use crate::policy::{IDENTITY_SCHEME, Identity};
+use crate::node::{Caller, Node};
+use crate::policy::{CertificateKey, IDENTITY_SCHEME, Identity};
 
 /// Every SAN URI of a DER certificate whose scheme is `hkms://`, in certificate order. The
 /// scheme is matched without regard to case, so `HKMS://...` beside `hkms://...` makes the
@@ -96,9 +97,10 @@ pub fn require_client_certificate(request: Request<()>) -> Result<Request<()>, S
     }
 }
 
-/// The identity of a request's caller, unless a certificate of its chain is revoked on
-/// `node`: the handshake checked the lists in force then, and a list loaded since may name it.
-pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Identity, Refusal> {
+/// The identity of a request's caller and their certificate's key (by which an officer roster
+/// knows the person), unless a certificate of its chain is revoked on `node`: the handshake
+/// checked the lists in force then, and a list loaded since may name it.
+pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Caller, Refusal> {
     let certs = request
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated(NO_CLIENT_CERTIFICATE))?;
@@ -106,12 +108,16 @@ pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Identity, Refusal>
         .first()
         .ok_or_else(|| Status::unauthenticated("the client presented no certificate"))?;
     let who = identity_from_cert(leaf.as_ref()).map_err(Status::unauthenticated)?;
+    let key = CertificateKey::of_certificate(leaf.as_ref()).map_err(Status::unauthenticated)?;
     match node.revoked_in(&certs) {
         Some(serial) => Err(Refusal {
             status: Status::unauthenticated(REVOKED),
             revoked: Some((who, serial)),
         }),
-        None => Ok(who),
+        None => Ok(Caller {
+            identity: who,
+            certificate_key: Some(key),
+        }),
     }
 }
 

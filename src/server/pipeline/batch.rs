@@ -15,8 +15,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tonic::{Request, Status};
 
-use crate::node::{self, Node, NodeError};
-use crate::policy::Identity;
+use crate::node::{self, Caller, Node, NodeError};
 
 use super::super::edge::{identity::caller, metrics};
 use super::{Answer, Unrecorded, answer, authenticated};
@@ -29,7 +28,7 @@ type UseCase<T> = Box<dyn FnOnce(&Node, &mut node::Request) -> Result<T, NodeErr
 struct Job<T> {
     /// When the request joined the queue.
     queued: Instant,
-    who: Identity,
+    who: Caller,
     request_id: String,
     use_case: UseCase<T>,
     reply: oneshot::Sender<Result<T, NodeError>>,
@@ -160,7 +159,9 @@ mod tests {
 
     fn queued(queue: &Arc<Mutex<Queue<u32>>>) -> oneshot::Receiver<Result<u32, NodeError>> {
         let (reply, answered) = oneshot::channel();
-        let who = Identity::from_uri("hkms://window/municipal/440100/counter-1").unwrap();
+        let who = crate::policy::Identity::from_uri("hkms://window/municipal/440100/counter-1")
+            .unwrap()
+            .into();
         let mut q = queue.lock().unwrap();
         q.jobs.push_back(Job {
             queued: Instant::now(),

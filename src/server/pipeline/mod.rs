@@ -24,8 +24,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditDraft, Outcome};
-use crate::node::{self, ErrorClass, Node, NodeError};
-use crate::policy::Identity;
+use crate::node::{self, Caller, ErrorClass, Node, NodeError};
 
 use super::edge::identity::{Refusal, caller};
 use super::edge::metrics;
@@ -83,7 +82,7 @@ pub(crate) struct StreamStart {
     /// The stream's request id, shared by the records of its items.
     pub request_id: String,
     /// The caller.
-    pub who: Identity,
+    pub who: Caller,
 }
 
 impl StreamStart {
@@ -167,8 +166,8 @@ fn answer<T>(
 async fn authenticated(
     node: &Arc<Node>,
     rpc: &'static str,
-    caller: Result<Identity, Refusal>,
-) -> Result<(String, Identity), Status> {
+    caller: Result<Caller, Refusal>,
+) -> Result<(String, Caller), Status> {
     let request_id = format!("r-{}", uuid::Uuid::new_v4().simple());
     match caller {
         Ok(who) => Ok((request_id, who)),

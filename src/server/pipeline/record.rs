@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use crate::audit::AuditDraft;
-use crate::node::{self, Node, NodeError};
-use crate::policy::Identity;
+use crate::node::{self, Caller, Node, NodeError};
 
 use super::super::edge::metrics;
 
@@ -14,7 +13,7 @@ use super::super::edge::metrics;
 /// Blocking: call it on a blocking thread.
 pub(crate) fn execute<T>(
     node: &Node,
-    who: Identity,
+    who: Caller,
     rpc: &'static str,
     request_id: &str,
     f: impl FnOnce(&Node, &mut node::Request) -> Result<T, NodeError>,
@@ -30,7 +29,7 @@ pub(crate) fn execute<T>(
 /// stream). Blocking.
 pub(crate) fn run_all<I, T>(
     node: &Node,
-    who: &Identity,
+    who: &Caller,
     rpc: &'static str,
     request_id: &str,
     items: Vec<I>,
@@ -69,7 +68,7 @@ impl<T> Unrecorded<T> {
     pub(crate) fn run(
         &mut self,
         node: &Node,
-        who: Identity,
+        who: Caller,
         request_id: &str,
         f: impl FnOnce(&Node, &mut node::Request) -> Result<T, NodeError>,
     ) {

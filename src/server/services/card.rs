@@ -9,8 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{CardAnswer, CardPackages, CardRequest, Node, NodeError, input};
-use crate::policy::Identity;
+use crate::node::{Caller, CardAnswer, CardPackages, CardRequest, Node, NodeError, input};
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
@@ -208,7 +207,7 @@ impl CardService for CardApi {
 /// What a batch of a stream works with.
 struct Batch {
     node: Arc<Node>,
-    who: Identity,
+    who: Caller,
     request_id: String,
     hsm_turns: Arc<Semaphore>,
     /// The client's certificates (DER, leaf first), checked against the lists in force.

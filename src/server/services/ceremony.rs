@@ -55,9 +55,10 @@ pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
         approvals: c
             .approvals
             .iter()
-            .map(|(a, t)| proto::Approval {
-                approver: a.clone(),
-                approved_at: t.clone(),
+            .map(|a| proto::Approval {
+                approver: a.approver.clone(),
+                approved_at: a.approved_at.clone(),
+                person: a.person.clone().unwrap_or_default(),
             })
             .collect(),
         created_at: c.created_at.clone(),
