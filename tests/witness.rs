@@ -6,7 +6,6 @@
 mod support;
 
 use hkms::proto;
-use support::stderr;
 use support::witness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,18 +32,7 @@ async fn a_log_cut_back_is_refused_by_its_witness() {
     .await;
     assert!(!cosigned(&city).await);
 
-    let out = tempfile::tempdir().expect("tempdir");
-    let bundle = out.path().join("bundle");
-    let o = city.cli_as(
-        AUDITOR_CITY,
-        &["audit", "export", "--out", bundle.to_str().expect("utf-8")],
-    );
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let (ok, said) = verify(
-        &bundle,
-        &audit_key_sha256(&city),
-        &audit_key_sha256(&province),
-    );
+    let (ok, said) = export_and_verify(&city, AUDITOR_CITY, &province);
     assert!(!ok, "a cut-back log must not verify: {said}");
     assert!(said.contains("BROKEN"), "{said}");
 }

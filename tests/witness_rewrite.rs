@@ -8,7 +8,7 @@ mod support;
 use rusqlite::params;
 use sha2::{Digest, Sha256};
 use support::witness::*;
-use support::{TestNode, stderr};
+use support::TestNode;
 
 fn sha256_hex(line: &str) -> String {
     hex::encode(Sha256::digest(line.as_bytes()))
@@ -127,18 +127,7 @@ async fn a_province_cosigns_its_citys_log_and_refuses_it_rewritten() {
     );
 
     // The auditor who pins the province's key sees the rewrite.
-    let out = tempfile::tempdir().expect("tempdir");
-    let bundle = out.path().join("bundle");
-    let o = city.cli_as(
-        AUDITOR_CITY,
-        &["audit", "export", "--out", bundle.to_str().expect("utf-8")],
-    );
-    assert!(o.status.success(), "export: {}", stderr(&o));
-    let (ok, said) = verify(
-        &bundle,
-        &audit_key_sha256(&city),
-        &audit_key_sha256(&province),
-    );
+    let (ok, said) = export_and_verify(&city, AUDITOR_CITY, &province);
     assert!(!ok, "a rewritten log must not verify: {said}");
     assert!(said.contains("BROKEN"), "{said}");
 }

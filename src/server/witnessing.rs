@@ -95,9 +95,9 @@ pub async fn send_forever(node: Arc<Node>, witness: WitnessConfig, reporter: Hea
                 false
             }
         };
-        let backlog = backlog(&node, last.as_ref().map_or(0, |c| c.seq)).await;
+        let (backlog, unsealed) = backlog(&node, last.as_ref().map_or(0, |c| c.seq)).await;
         metrics::witness_backlog(&witness.name, backlog);
-        let status = if caught_up && backlog_is_sealed_part(&node, backlog).await {
+        let status = if caught_up && backlog <= unsealed {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
@@ -105,32 +105,6 @@ pub async fn send_forever(node: Arc<Node>, witness: WitnessConfig, reporter: Hea
         reporter.set_service_status(health.as_str(), status).await;
         tokio::time::sleep(witness.retry).await;
     }
-}
-
-/// Whether what is not cosigned is only the records after the newest checkpoint (which no
-/// witness can cosign before the next one).
-async fn backlog_is_sealed_part(node: &Arc<Node>, backlog: u64) -> bool {
-    let n = Arc::clone(node);
-    let unsealed = tokio::task::spawn_blocking(move || {
-        let head = n
-            .core()
-            .store
-            .audit_head()
-            .ok()
-            .flatten()
-            .map_or(0, |h| h.0);
-        let sealed = n
-            .core()
-            .store
-            .last_checkpoint()
-            .ok()
-            .flatten()
-            .map_or(0, |c| c.seq);
-        head.saturating_sub(sealed)
-    })
-    .await
-    .unwrap_or(u64::MAX);
-    backlog <= unsealed
 }
 
 /// The newest cosignature this node keeps from the witness named `name`.
@@ -144,21 +118,18 @@ fn last_cosigned(node: &Node, name: &str) -> Option<Cosignature> {
         .max_by_key(|c| c.seq)
 }
 
-/// Records of the log after `cosigned`, the last record a witness cosigned.
-async fn backlog(node: &Arc<Node>, cosigned: u64) -> u64 {
+/// The records of the log after `cosigned` (the last record a witness cosigned), and those
+/// after the newest checkpoint (which no witness can cosign before the next one).
+async fn backlog(node: &Arc<Node>, cosigned: u64) -> (u64, u64) {
     let n = Arc::clone(node);
     tokio::task::spawn_blocking(move || {
-        let head = n
-            .core()
-            .store
-            .audit_head()
-            .ok()
-            .flatten()
-            .map_or(0, |h| h.0);
-        head.saturating_sub(cosigned)
+        let store = &n.core().store;
+        let head = store.audit_head().ok().flatten().map_or(0, |h| h.0);
+        let sealed = store.last_checkpoint().ok().flatten().map_or(0, |c| c.seq);
+        (head.saturating_sub(cosigned), head.saturating_sub(sealed))
     })
     .await
-    .unwrap_or(0)
+    .unwrap_or((0, u64::MAX))
 }
 
 fn connect(witness: &WitnessConfig) -> Result<WitnessServiceClient<Channel>, SendError> {

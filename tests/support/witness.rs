@@ -236,3 +236,15 @@ pub fn verify(bundle: &Path, node_key: &str, witness_key: &str) -> (bool, String
         .expect("run verify");
     (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
 }
+
+/// An auditor of `node` exports its log and verifies it, pinning `node`'s key and `witness`'s.
+pub fn export_and_verify(node: &TestNode, auditor: &str, witness: &TestNode) -> (bool, String) {
+    let out = tempfile::tempdir().expect("tempdir");
+    let bundle = out.path().join("bundle");
+    let o = node.cli_as(
+        auditor,
+        &["audit", "export", "--out", bundle.to_str().expect("utf-8")],
+    );
+    assert!(o.status.success(), "export: {}", stderr(&o));
+    verify(&bundle, &audit_key_sha256(node), &audit_key_sha256(witness))
+}
