@@ -7,8 +7,8 @@ mod support;
 
 use rusqlite::params;
 use sha2::{Digest, Sha256};
-use support::witness::*;
 use support::TestNode;
+use support::witness::*;
 
 fn sha256_hex(line: &str) -> String {
     hex::encode(Sha256::digest(line.as_bytes()))
