@@ -1,10 +1,12 @@
-//! Errors of the node's use cases, classified so the gRPC layer can pick a status code.
+//! Errors of the node's use cases, classified so the gRPC layer can pick a status code, and
+//! each with a [`Reason`] and machine values so that a program can act on it without reading
+//! the English.
 
 use crate::hierarchy::HierarchyError;
 use crate::hsm::{HsmError, HsmErrorKind};
 use crate::store::StoreError;
 
-use super::LimitRefusal;
+use super::{LimitRefusal, Reason};
 
 /// Why a key operation did not happen. Messages never contain key material or PINs.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,57 @@ pub enum NodeError {
     /// A fault that is not the caller's.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A failure of a named kind, with the values a program needs to act on it (the key, the
+    /// ceremony, the field). Its class is its reason's.
+    #[error("{0}")]
+    Failure(Box<Failure>),
+}
+
+/// A failure with its reason: the message for people, the reason, metadata and field for
+/// programs. Made with [`NodeError::because`] or [`NodeError::invalid_field`].
+#[derive(Debug)]
+pub struct Failure {
+    reason: Reason,
+    message: String,
+    metadata: Vec<(&'static str, String)>,
+    field: Option<String>,
+}
+
+impl Failure {
+    /// Adds a machine value (`key_id`, `ceremony_id`, `state`, ...): never a secret, and at
+    /// most 128 characters of what the caller sent.
+    pub fn with(mut self, key: &'static str, value: impl ToString) -> Failure {
+        let value = crate::audit::record::cut(&value.to_string(), super::request::MAX_PARAM);
+        self.metadata.retain(|(k, _)| *k != key);
+        self.metadata.push((key, value));
+        self
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<Failure> for NodeError {
+    fn from(f: Failure) -> Self {
+        NodeError::Failure(Box::new(f))
+    }
+}
+
+/// The request field a wrong value came in, as the proto names it (`region`, `parent_id`,
+/// `params.key_type`), for the input readers that do not know it themselves.
+pub trait InField<T> {
+    /// Names `field` as the one that is wrong when `self` is a refusal of the caller's input
+    /// that names no field yet.
+    fn field(self, field: &str) -> Result<T, NodeError>;
+}
+
+impl<T> InField<T> for Result<T, NodeError> {
+    fn field(self, field: &str) -> Result<T, NodeError> {
+        self.map_err(|e| e.in_field(field))
+    }
 }
 
 /// How a failed request is reported: to its caller (a gRPC status code) and in its record
@@ -62,16 +115,19 @@ pub enum ErrorClass {
     Unavailable,
     /// The service's fault.
     Internal,
+    /// No such method (never recorded: no service is reached).
+    Unimplemented,
 }
 
 /// Every class with its gRPC code number and canonical name (google.rpc.Code).
-const CLASSES: [(ErrorClass, i32, &str); 9] = [
+const CLASSES: [(ErrorClass, i32, &str); 10] = [
     (ErrorClass::InvalidArgument, 3, "INVALID_ARGUMENT"),
     (ErrorClass::NotFound, 5, "NOT_FOUND"),
     (ErrorClass::AlreadyExists, 6, "ALREADY_EXISTS"),
     (ErrorClass::PermissionDenied, 7, "PERMISSION_DENIED"),
     (ErrorClass::ResourceExhausted, 8, "RESOURCE_EXHAUSTED"),
     (ErrorClass::FailedPrecondition, 9, "FAILED_PRECONDITION"),
+    (ErrorClass::Unimplemented, 12, "UNIMPLEMENTED"),
     (ErrorClass::Internal, 13, "INTERNAL"),
     (ErrorClass::Unavailable, 14, "UNAVAILABLE"),
     (ErrorClass::Unauthenticated, 16, "UNAUTHENTICATED"),
@@ -112,33 +168,135 @@ impl ErrorClass {
 }
 
 impl NodeError {
-    /// The class of this error.
-    pub fn class(&self) -> ErrorClass {
+    /// A failure of kind `reason`, with `message` for people; add machine values with
+    /// [`Failure::with`].
+    pub fn because(reason: Reason, message: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            message: message.into(),
+            metadata: Vec::new(),
+            field: None,
+        }
+    }
+
+    /// The caller's field `field` (as the proto names it) is wrong: INVALID_ARGUMENT, with the
+    /// field named for programs (`BadRequest`) as well as in `message`.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> NodeError {
+        let mut f = NodeError::because(Reason::InvalidField, message).with("field", field);
+        f.field = Some(f.metadata[0].1.clone());
+        f.into()
+    }
+
+    /// This error, with `field` named as the wrong one if it is a refusal of the caller's input
+    /// that names no field yet; any other error as it is.
+    pub fn in_field(self, field: &str) -> NodeError {
         match self {
-            NodeError::InvalidArgument(_) => ErrorClass::InvalidArgument,
-            NodeError::NotFound(_) => ErrorClass::NotFound,
-            NodeError::AlreadyExists(_) => ErrorClass::AlreadyExists,
-            NodeError::FailedPrecondition(_) => ErrorClass::FailedPrecondition,
-            NodeError::PermissionDenied(_) => ErrorClass::PermissionDenied,
-            NodeError::ResourceExhausted(_) => ErrorClass::ResourceExhausted,
+            NodeError::InvalidArgument(message) => NodeError::invalid_field(field, message),
+            NodeError::Failure(f)
+                if matches!(f.reason, Reason::InvalidField | Reason::InvalidRequest)
+                    && f.field.is_none() =>
+            {
+                let Failure {
+                    message, metadata, ..
+                } = *f;
+                let mut e = NodeError::invalid_field(field, message);
+                if let NodeError::Failure(g) = &mut e {
+                    for (k, v) in metadata {
+                        if k != "field" {
+                            g.metadata.push((k, v));
+                        }
+                    }
+                }
+                e
+            }
+            other => other,
+        }
+    }
+
+    /// The class of this error: its reason's.
+    pub fn class(&self) -> ErrorClass {
+        self.reason().class()
+    }
+
+    /// The kind of failure, for programs. Errors made without one get the reason of their
+    /// variant (for the registry's and the token's, of their kind).
+    pub fn reason(&self) -> Reason {
+        match self {
+            NodeError::Failure(f) => f.reason,
+            NodeError::InvalidArgument(_) => Reason::InvalidRequest,
+            NodeError::NotFound(_) => Reason::ResourceNotFound,
+            NodeError::AlreadyExists(_) => Reason::ResourceExists,
+            NodeError::FailedPrecondition(_) => Reason::PreconditionFailed,
+            NodeError::PermissionDenied(_) => Reason::PolicyDenied,
+            NodeError::ResourceExhausted(_) => Reason::CardLimitReached,
             NodeError::Hsm(e) => match e.kind() {
-                HsmErrorKind::Unavailable => ErrorClass::Unavailable,
-                HsmErrorKind::FailedPrecondition => ErrorClass::FailedPrecondition,
+                HsmErrorKind::Unavailable => Reason::TokenUnavailable,
+                HsmErrorKind::FailedPrecondition => Reason::TokenRefused,
                 HsmErrorKind::NotFound | HsmErrorKind::Configuration | HsmErrorKind::Internal => {
-                    ErrorClass::Internal
+                    Reason::TokenFault
                 }
             },
             NodeError::Store(e) => match e {
-                StoreError::AlreadyExists { .. } | StoreError::PackageImported { .. } => {
-                    ErrorClass::AlreadyExists
-                }
-                StoreError::NotFound { .. } => ErrorClass::NotFound,
-                StoreError::Conflict { .. } | StoreError::Transition(_) => {
-                    ErrorClass::FailedPrecondition
-                }
-                _ => ErrorClass::Internal,
+                StoreError::AlreadyExists { .. } => Reason::KeyAlreadyDerived,
+                StoreError::PackageImported { .. } => Reason::PackageAlreadyImported,
+                StoreError::NotFound { .. } => Reason::KeyNotFound,
+                StoreError::Conflict { .. } | StoreError::Transition(_) => Reason::WrongKeyState,
+                _ => Reason::RegistryFault,
             },
-            NodeError::Internal(_) => ErrorClass::Internal,
+            NodeError::Internal(_) => Reason::InternalError,
+        }
+    }
+
+    /// The machine values that go with the reason (`ErrorInfo.metadata`): ids, states, limits;
+    /// never a secret.
+    pub fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            NodeError::Failure(f) => f.metadata.clone(),
+            NodeError::ResourceExhausted(r) => {
+                let mut m = vec![
+                    ("limit", r.limit.as_str().to_string()),
+                    ("value", r.value.to_string()),
+                ];
+                if let Some(at) = r.frees_at {
+                    m.push(("frees_at", at.to_string()));
+                }
+                if let Some(wait) = r.wait_secs {
+                    m.push(("retry_after_secs", wait.to_string()));
+                }
+                m
+            }
+            NodeError::Store(e) => match e {
+                StoreError::AlreadyExists { parent, region } => vec![
+                    ("parent_id", parent.to_string()),
+                    ("region", region.to_string()),
+                ],
+                StoreError::PackageImported { package_id } => {
+                    vec![("package_id", package_id.clone())]
+                }
+                StoreError::NotFound { id } => vec![("key_id", id.to_string())],
+                StoreError::Conflict {
+                    id,
+                    expected,
+                    actual,
+                } => vec![
+                    ("key_id", id.to_string()),
+                    ("state", actual.to_string()),
+                    ("expected_state", expected.to_string()),
+                ],
+                StoreError::Transition(HierarchyError::IllegalTransition { from, to, .. }) => {
+                    vec![("state", from.clone()), ("requested_state", to.clone())]
+                }
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// The request field that is wrong, as the proto names it, when the error names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            NodeError::Failure(f) => f.field.as_deref(),
+            _ => None,
         }
     }
 }

@@ -9,11 +9,11 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{Caller, CardAnswer, CardPackages, CardRequest, Node, NodeError, input};
+use crate::node::{Caller, CardAnswer, CardPackages, CardRequest, Node, NodeError, Reason, input};
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
-use super::super::edge::{identity::REVOKED, metrics};
+use super::super::edge::{details::refusal, identity::REVOKED, metrics};
 use super::super::pipeline::{Batcher, execute, open_stream, run_all, to_status};
 
 /// Most cards of one `PersonaliseCards` stream that one blocking thread works through in a
@@ -145,8 +145,13 @@ impl CardService for CardApi {
                     let status = match end {
                         Ended::Broken(e) => e,
                         Ended::Revoked(serial) => {
+                            let status = refusal(
+                                Reason::CertificateRevoked,
+                                REVOKED,
+                                vec![("serial", serial.clone())],
+                            );
                             revoked = Some(serial);
-                            Status::unauthenticated(REVOKED)
+                            status
                         }
                     };
                     let _ = tx.send(Err(status)).await;
@@ -178,8 +183,10 @@ impl CardService for CardApi {
                 // The revocation, recorded and already answered.
                 Ok(Err(NodeError::PermissionDenied(_))) if revoked.is_some() => None,
                 Ok(Err(e)) => Some(to_status(&e)),
-                Err(_) => Some(Status::internal(
+                Err(_) => Some(refusal(
+                    Reason::AuditLogUnavailable,
                     "the stream's record could not be written; it is refused",
+                    Vec::new(),
                 )),
             };
             if let Some(status) = unrecorded {
