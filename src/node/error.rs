@@ -213,6 +213,22 @@ impl NodeError {
         }
     }
 
+    /// This error with `value` as its `key` metadata when it has none (the key id of a
+    /// registry refusal that does not know it): the same reason, class and message.
+    pub fn about(self, key: &'static str, value: impl ToString) -> NodeError {
+        let metadata = self.metadata();
+        // A limit's refusal keeps its own variant: the pipeline counts it apart.
+        if matches!(self, NodeError::ResourceExhausted(_))
+            || metadata.iter().any(|(k, _)| *k == key)
+        {
+            return self;
+        }
+        let mut f = NodeError::because(self.reason(), self.to_string());
+        f.metadata = metadata;
+        f.field = self.field().map(str::to_string);
+        f.with(key, value).into()
+    }
+
     /// The class of this error: its reason's.
     pub fn class(&self) -> ErrorClass {
         self.reason().class()

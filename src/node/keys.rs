@@ -266,12 +266,15 @@ impl Keys<'_> {
         expected: Option<KeyState>,
     ) -> Result<KeyRecord, NodeError> {
         let expected = expected.unwrap_or(record.state);
-        let updated = self.core.commit(req, None, |d| {
-            self.core
-                .store
-                .set_state_audited(&record.id, expected, next, d)
-                .map(|(updated, logged)| (updated, Some(logged.seq)))
-        })?;
+        let updated = self
+            .core
+            .commit(req, None, |d| {
+                self.core
+                    .store
+                    .set_state_audited(&record.id, expected, next, d)
+                    .map(|(updated, logged)| (updated, Some(logged.seq)))
+            })
+            .map_err(|e| e.about("key_id", &record.id))?;
         if next == KeyState::Destroyed
             && let Err(e) = self.core.token.destroy_key(&record.ck_label)
         {
