@@ -87,6 +87,9 @@ pub enum Reason {
     PolicyNotReloadable,
     /// The token misses a key the node needs, or refuses the request as it is.
     TokenRefused,
+    /// A witness refuses a checkpoint that does not extend the log it saw (a fork or a
+    /// rollback): an alert, not a retry.
+    CheckpointRefused,
     /// The node is not in a state that allows the request (the message says which).
     PreconditionFailed,
 
@@ -115,7 +118,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of docs/api.md's table.
-    pub const ALL: [Reason; 40] = [
+    pub const ALL: [Reason; 41] = [
         Reason::ClientCertificateMissing,
         Reason::IdentityInvalid,
         Reason::CertificateRevoked,
@@ -148,6 +151,7 @@ impl Reason {
         Reason::PackageStale,
         Reason::PolicyNotReloadable,
         Reason::TokenRefused,
+        Reason::CheckpointRefused,
         Reason::PreconditionFailed,
         Reason::CardLimitReached,
         Reason::UnknownMethod,
@@ -193,6 +197,7 @@ impl Reason {
             Reason::PackageStale => "PACKAGE_STALE",
             Reason::PolicyNotReloadable => "POLICY_NOT_RELOADABLE",
             Reason::TokenRefused => "TOKEN_REFUSED",
+            Reason::CheckpointRefused => "CHECKPOINT_REFUSED",
             Reason::PreconditionFailed => "PRECONDITION_FAILED",
             Reason::CardLimitReached => "CARD_LIMIT_REACHED",
             Reason::UnknownMethod => "UNKNOWN_METHOD",
@@ -239,6 +244,7 @@ impl Reason {
             | Reason::PackageStale
             | Reason::PolicyNotReloadable
             | Reason::TokenRefused
+            | Reason::CheckpointRefused
             | Reason::PreconditionFailed => ErrorClass::FailedPrecondition,
             Reason::CardLimitReached => ErrorClass::ResourceExhausted,
             Reason::UnknownMethod => ErrorClass::Unimplemented,
@@ -303,6 +309,7 @@ mod tests {
                 | Reason::PackageStale
                 | Reason::PolicyNotReloadable
                 | Reason::TokenRefused
+                | Reason::CheckpointRefused
                 | Reason::PreconditionFailed
                 | Reason::CardLimitReached
                 | Reason::UnknownMethod
@@ -370,6 +377,7 @@ mod tests {
             (Reason::PackageStale, "PACKAGE_STALE"),
             (Reason::PolicyNotReloadable, "POLICY_NOT_RELOADABLE"),
             (Reason::TokenRefused, "TOKEN_REFUSED"),
+            (Reason::CheckpointRefused, "CHECKPOINT_REFUSED"),
             (Reason::PreconditionFailed, "PRECONDITION_FAILED"),
             (Reason::CardLimitReached, "CARD_LIMIT_REACHED"),
             (Reason::UnknownMethod, "UNKNOWN_METHOD"),

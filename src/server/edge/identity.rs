@@ -1,8 +1,9 @@
 //! The caller's identity, read from the client certificate that mTLS verified: exactly one SAN
 //! URI `hkms://ROLE/TIER/REGION/NAME` (see [`crate::policy::Identity`]). A certificate without
 //! one, or with two, is refused as UNAUTHENTICATED, with a reason a program can act on
-//! (`CLIENT_CERTIFICATE_MISSING`, `IDENTITY_INVALID`, `CERTIFICATE_REVOKED`). With it goes the SHA-256 of the
-//! certificate's public key, by which the policy's officer roster knows the person.
+//! (`CLIENT_CERTIFICATE_MISSING`, `IDENTITY_INVALID`, `CERTIFICATE_REVOKED`). With it goes the
+//! SHA-256 of the certificate's public key, by which the policy's officer roster knows the
+//! person.
 
 use tonic::{Request, Status};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};

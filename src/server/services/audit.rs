@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::audit::AuditRecord;
 use crate::audit::witness::{Cosignature, ExportStatement};
 use crate::card::IdNumber;
-use crate::node::{Node, NodeError, Reason, input};
+use crate::node::{InField, Node, NodeError, Reason, input};
 use crate::proto;
 use crate::proto::audit_service_server::AuditService;
 
@@ -97,6 +97,7 @@ impl AuditService for AuditApi {
                 (!sent.is_empty())
                     .then(|| req.read(name, sent, input::instant))
                     .transpose()
+                    .field(name)
             };
             let filter = RecordFilter {
                 since: when(req, "since", &f.since)?,
@@ -191,7 +192,7 @@ impl AuditService for AuditApi {
             // record gets its MAC, never the number.
             let given = Zeroizing::new(std::mem::take(&mut r.id_number));
             let id = IdNumber::parse(&given, "looked-up")
-                .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+                .map_err(|e| NodeError::invalid_field("id_number", e.to_string()))?;
             n.audit().find_id_number(req, &id, r.from_seq)
         })
         .await?;

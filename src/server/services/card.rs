@@ -9,7 +9,9 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{Caller, CardAnswer, CardPackages, CardRequest, Node, NodeError, Reason, input};
+use crate::node::{
+    Caller, CardAnswer, CardPackages, CardRequest, InField, Node, NodeError, Reason, input,
+};
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
@@ -71,7 +73,7 @@ impl CardApi {
                 req.param("card_serial", &r.card_serial);
                 req.param("served_by", &r.served_by);
                 req.param("agent", agent_id.is_some().to_string());
-                let serial = input::card_serial(&r.card_serial)?;
+                let serial = input::card_serial(&r.card_serial).field("card_serial")?;
                 n.cards().card_command(
                     req,
                     CardRequest {
@@ -279,7 +281,7 @@ async fn personalise_batch(
                 |n, req, m| {
                     req.param("card_serial", &m.card_serial);
                     req.param("bureau_card_id", &m.bureau_card_id);
-                    let serial = input::card_serial(&m.card_serial)?;
+                    let serial = input::card_serial(&m.card_serial).field("card_serial")?;
                     n.cards().personalise_card(req, &m.bureau_card_id, &serial)
                 },
             );
