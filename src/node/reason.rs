@@ -393,6 +393,54 @@ mod tests {
         }
     }
 
+    /// The rows of docs/api.md's table of reasons: (reason, code), as written.
+    fn documented() -> Vec<(String, String)> {
+        let doc = include_str!("../../docs/api.md");
+        let errors = doc
+            .split("\n## ")
+            .find(|s| s.starts_with("Errors"))
+            .expect("docs/api.md has a section \"## Errors\"");
+        errors
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let word = |c: &str| {
+                    c.strip_prefix('`')
+                        .and_then(|c| c.strip_suffix('`'))
+                        .map(str::to_string)
+                };
+                Some((word(cells.get(1)?)?, word(cells.get(2)?)?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_api_md_lists_every_reason_with_its_code() {
+        let rows = documented();
+        for r in Reason::ALL {
+            let code = r.class().code_name();
+            let found: Vec<_> = rows.iter().filter(|(w, _)| w == r.as_str()).collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "docs/api.md lists {} once in its table of reasons",
+                r.as_str()
+            );
+            assert_eq!(
+                found[0].1,
+                code,
+                "docs/api.md gives {} its code",
+                r.as_str()
+            );
+        }
+        for (word, _) in &rows {
+            assert!(
+                Reason::ALL.iter().any(|r| r.as_str() == word),
+                "docs/api.md lists `{word}`, which is no reason"
+            );
+        }
+    }
+
     #[test]
     fn the_two_failed_preconditions_programs_must_tell_apart_have_two_reasons() {
         assert_eq!(
