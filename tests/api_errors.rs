@@ -88,6 +88,13 @@ async fn a_direct_request_for_a_guarded_operation_is_ceremony_required() {
         Some("card-master")
     );
     assert_eq!(meta.get("approvals").map(String::as_str), Some("2"));
+    // The node's log line of the refusal names the reason too.
+    let log = node.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused") && l.contains("CEREMONY_REQUIRED")),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -357,6 +364,13 @@ async fn an_unknown_method_is_unimplemented_and_named() {
         err.message().contains("hkms.v1.KeyService"),
         "{}",
         err.message()
+    );
+
+    let log = node.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("unknown method") && l.contains("/hkms.v1.KeyService/Nope")),
+        "{log}"
     );
 
     // Served methods still are.

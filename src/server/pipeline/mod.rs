@@ -159,9 +159,9 @@ fn answer<T>(
             if matches!(e, NodeError::ResourceExhausted(_)) {
                 // A flood over a limit must not flood the log: the limiter logs one alert per
                 // caller and limit period; each refusal is in the ceremony log and the metrics.
-                tracing::debug!(%request_id, rpc, %caller, code = e.class().code_name(), error, "refused");
+                tracing::debug!(%request_id, rpc, %caller, code = e.class().code_name(), reason = %e.reason(), error, "refused");
             } else {
-                tracing::warn!(%request_id, rpc, %caller, code = e.class().code_name(), error, "refused");
+                tracing::warn!(%request_id, rpc, %caller, code = e.class().code_name(), reason = %e.reason(), error, "refused");
             }
             Err(status)
         }
