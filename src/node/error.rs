@@ -182,8 +182,10 @@ impl NodeError {
     /// The caller's field `field` (as the proto names it) is wrong: INVALID_ARGUMENT, with the
     /// field named for programs (`BadRequest`) as well as in `message`.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> NodeError {
-        let mut f = NodeError::because(Reason::InvalidField, message).with("field", field);
-        f.field = Some(f.metadata[0].1.clone());
+        // Fields are named by the services, from the proto; cut all the same, as metadata is.
+        let field = crate::audit::record::cut(field, super::request::MAX_PARAM);
+        let mut f = NodeError::because(Reason::InvalidField, message).with("field", &field);
+        f.field = Some(field);
         f.into()
     }
 
@@ -334,5 +336,112 @@ impl From<StoreError> for NodeError {
 impl From<HierarchyError> for NodeError {
     fn from(e: HierarchyError) -> Self {
         NodeError::InvalidArgument(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hierarchy::{KeyId, KeyState};
+
+    fn key() -> KeyId {
+        KeyId::parse("k-0123456789abcdef0123456789abcdef").expect("key id")
+    }
+
+    #[test]
+    fn a_failure_takes_its_reasons_class_and_keeps_its_message() {
+        let e: NodeError = NodeError::because(Reason::WrongKeyState, "key k-1 is suspended")
+            .with("key_id", "k-1")
+            .into();
+        assert_eq!(e.class(), ErrorClass::FailedPrecondition);
+        assert_eq!(e.to_string(), "key k-1 is suspended");
+        assert_eq!(e.metadata(), vec![("key_id", "k-1".to_string())]);
+        assert_eq!(e.field(), None);
+    }
+
+    #[test]
+    fn naming_the_field_turns_an_input_refusal_into_invalid_field() {
+        let e = Err::<(), _>(NodeError::InvalidArgument("bad region".into()))
+            .field("region")
+            .unwrap_err();
+        assert_eq!(e.reason(), Reason::InvalidField);
+        assert_eq!(e.field(), Some("region"));
+        assert_eq!(e.to_string(), "bad region");
+        // The first field named stays: a reader nested in another names the inner one.
+        let e = Err::<(), _>(e).field("params").unwrap_err();
+        assert_eq!(e.field(), Some("region"));
+        // Other errors are left as they are.
+        let e = Err::<(), _>(NodeError::NotFound("no key".into()))
+            .field("id")
+            .unwrap_err();
+        assert_eq!(e.reason(), Reason::ResourceNotFound);
+        assert_eq!(e.field(), None);
+    }
+
+    #[test]
+    fn about_adds_a_missing_value_and_changes_nothing_else() {
+        let conflict =
+            NodeError::Store(StoreError::Transition(HierarchyError::IllegalTransition {
+                from: "suspended".into(),
+                to: "suspended".into(),
+                allowed: "active".into(),
+            }));
+        let message = conflict.to_string();
+        let e = conflict.about("key_id", "k-1");
+        assert_eq!(e.reason(), Reason::WrongKeyState);
+        assert_eq!(e.class(), ErrorClass::FailedPrecondition);
+        assert_eq!(e.to_string(), message);
+        let meta = e.metadata();
+        assert!(meta.contains(&("key_id", "k-1".to_string())), "{meta:?}");
+        assert!(
+            meta.contains(&("state", "suspended".to_string())),
+            "{meta:?}"
+        );
+        // A value it has is kept.
+        let e = e.about("key_id", "k-2");
+        assert!(e.metadata().contains(&("key_id", "k-1".to_string())));
+    }
+
+    #[test]
+    fn registry_and_token_errors_keep_the_codes_records_had() {
+        // Records name a failure by its class: deriving it from the reason changed none.
+        for (e, class) in [
+            (
+                NodeError::Store(StoreError::NotFound { id: key() }),
+                ErrorClass::NotFound,
+            ),
+            (
+                NodeError::Store(StoreError::Conflict {
+                    id: key(),
+                    expected: KeyState::Active,
+                    actual: KeyState::Suspended,
+                }),
+                ErrorClass::FailedPrecondition,
+            ),
+            (
+                NodeError::Store(StoreError::PackageImported {
+                    package_id: "p".into(),
+                }),
+                ErrorClass::AlreadyExists,
+            ),
+            (NodeError::Store(StoreError::Poisoned), ErrorClass::Internal),
+            (
+                NodeError::Hsm(HsmError::SessionLost {
+                    function: "f".into(),
+                    rv: "r".into(),
+                }),
+                ErrorClass::Unavailable,
+            ),
+            (
+                NodeError::PermissionDenied("no".into()),
+                ErrorClass::PermissionDenied,
+            ),
+            (
+                NodeError::InvalidArgument("no".into()),
+                ErrorClass::InvalidArgument,
+            ),
+        ] {
+            assert_eq!(e.class(), class, "{e}");
+        }
     }
 }
