@@ -6,7 +6,7 @@ use crate::hierarchy::HierarchyError;
 use crate::hsm::{HsmError, HsmErrorKind};
 use crate::store::StoreError;
 
-use super::{LimitRefusal, Reason};
+use super::{ErrorClass, LimitRefusal, Reason};
 
 /// Why a key operation did not happen. Messages never contain key material or PINs.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,10 @@ pub enum NodeError {
     Failure(Box<Failure>),
 }
 
+/// Longest metadata value (or field name) an error carries, in characters: as long as a record's
+/// parameters, so what a caller sent cannot grow an answer's trailers.
+const MAX_VALUE: usize = 128;
+
 /// A failure with its reason: the message for people, the reason, metadata and field for
 /// programs. Made with [`NodeError::because`] or [`NodeError::invalid_field`].
 #[derive(Debug)]
@@ -59,7 +63,7 @@ impl Failure {
     /// Adds a machine value (`key_id`, `ceremony_id`, `state`, ...): never a secret, and at
     /// most 128 characters of what the caller sent.
     pub fn with(mut self, key: &'static str, value: impl ToString) -> Failure {
-        let value = crate::audit::record::cut(&value.to_string(), super::request::MAX_PARAM);
+        let value = crate::audit::record::cut(&value.to_string(), MAX_VALUE);
         self.metadata.retain(|(k, _)| *k != key);
         self.metadata.push((key, value));
         self
@@ -92,81 +96,6 @@ impl<T> InField<T> for Result<T, NodeError> {
     }
 }
 
-/// How a failed request is reported: to its caller (a gRPC status code) and in its record
-/// (the code's canonical name). This is hkms's one table of status codes: the pipeline maps
-/// a class to its gRPC code by number, and records name it by [`ErrorClass::code_name`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The caller carried no usable identity (no certificate, a bad one, a revoked one).
-    Unauthenticated,
-    /// The caller's input is wrong.
-    InvalidArgument,
-    /// Not there.
-    NotFound,
-    /// Already there.
-    AlreadyExists,
-    /// Not allowed in the current state.
-    FailedPrecondition,
-    /// The policy says no.
-    PermissionDenied,
-    /// A velocity limit says not now.
-    ResourceExhausted,
-    /// Try again later.
-    Unavailable,
-    /// The service's fault.
-    Internal,
-    /// No such method (never recorded: no service is reached).
-    Unimplemented,
-}
-
-/// Every class with its gRPC code number and canonical name (google.rpc.Code).
-const CLASSES: [(ErrorClass, i32, &str); 10] = [
-    (ErrorClass::InvalidArgument, 3, "INVALID_ARGUMENT"),
-    (ErrorClass::NotFound, 5, "NOT_FOUND"),
-    (ErrorClass::AlreadyExists, 6, "ALREADY_EXISTS"),
-    (ErrorClass::PermissionDenied, 7, "PERMISSION_DENIED"),
-    (ErrorClass::ResourceExhausted, 8, "RESOURCE_EXHAUSTED"),
-    (ErrorClass::FailedPrecondition, 9, "FAILED_PRECONDITION"),
-    (ErrorClass::Unimplemented, 12, "UNIMPLEMENTED"),
-    (ErrorClass::Internal, 13, "INTERNAL"),
-    (ErrorClass::Unavailable, 14, "UNAVAILABLE"),
-    (ErrorClass::Unauthenticated, 16, "UNAUTHENTICATED"),
-];
-
-impl ErrorClass {
-    fn entry(self) -> (ErrorClass, i32, &'static str) {
-        // Every class is in the table (a unit test walks them all).
-        CLASSES.into_iter().find(|(c, _, _)| *c == self).unwrap_or((
-            ErrorClass::Internal,
-            13,
-            "INTERNAL",
-        ))
-    }
-
-    /// The canonical gRPC code name of the class, as records name it.
-    pub fn code_name(self) -> &'static str {
-        self.entry().2
-    }
-
-    /// The gRPC status code number the caller is answered with.
-    pub fn grpc_code(self) -> i32 {
-        self.entry().1
-    }
-
-    /// Every class, in the table's order.
-    pub fn all() -> impl Iterator<Item = ErrorClass> {
-        CLASSES.into_iter().map(|(c, _, _)| c)
-    }
-
-    /// The class answered with gRPC code number `code`, if hkms answers with it.
-    pub fn from_grpc_code(code: i32) -> Option<ErrorClass> {
-        CLASSES
-            .into_iter()
-            .find(|(_, n, _)| *n == code)
-            .map(|(c, _, _)| c)
-    }
-}
-
 impl NodeError {
     /// A failure of kind `reason`, with `message` for people; add machine values with
     /// [`Failure::with`].
@@ -183,7 +112,7 @@ impl NodeError {
     /// field named for programs (`BadRequest`) as well as in `message`.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> NodeError {
         // Fields are named by the services, from the proto; cut all the same, as metadata is.
-        let field = crate::audit::record::cut(field, super::request::MAX_PARAM);
+        let field = crate::audit::record::cut(field, MAX_VALUE);
         let mut f = NodeError::because(Reason::InvalidField, message).with("field", &field);
         f.field = Some(field);
         f.into()

@@ -16,6 +16,7 @@
 mod audit;
 mod cards;
 mod ceremonies;
+mod class;
 mod core;
 mod error;
 mod exclusive;
@@ -35,8 +36,9 @@ use std::time::Duration;
 pub use audit::{Audit, IdNumberRecords, SealedLog};
 pub use cards::{CardAnswer, CardPackages, CardRequest, Cards};
 pub use ceremonies::{Ceremonies, Ceremony, CeremonyAction, CeremonyId, CeremonyState};
+pub use class::ErrorClass;
 pub use core::{Core, SIGNING_LABEL, Signing};
-pub use error::{ErrorClass, Failure, InField, NodeError};
+pub use error::{Failure, InField, NodeError};
 pub use exclusive::ExclusiveUse;
 pub use keys::Keys;
 pub use limits::{CardLimit, CardLimiter, LimitRefusal, MAX_TRACKED_CALLERS, MAX_TRACKED_CARDS};

@@ -7,7 +7,7 @@
 //! A reason's word never changes once released: programs compare it. Each reason belongs to
 //! one class, so a reason also fixes the gRPC code it comes with.
 
-use super::ErrorClass;
+use super::class::ErrorClass;
 
 /// One kind of failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
