@@ -29,6 +29,10 @@ pub mod proto {
 
     pub mod codec;
 
+    /// The `domain` of every `google.rpc.ErrorInfo` hkms answers with: the API's package, the
+    /// same on every node, so that a program reads one set of reasons (docs/api.md, "Errors").
+    pub const ERROR_DOMAIN: &str = "hkms.v1";
+
     /// Encoded descriptors of the API, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/hkms_descriptor.bin"));

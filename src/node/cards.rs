@@ -14,7 +14,7 @@ use crate::policy::Operation;
 use crate::transport::TransportRole;
 
 use super::limits::{CardLimiter, unix_now};
-use super::{Core, NodeError, Request};
+use super::{Core, NodeError, Reason, Request};
 
 /// The card service use cases, over the node's core.
 pub struct Cards<'n> {
@@ -94,29 +94,29 @@ impl Cards<'_> {
     pub fn card_command(&self, req: &mut Request, c: CardRequest) -> Result<CardAnswer, NodeError> {
         let serial = c.serial.factor();
         let challenge = card::parse_challenge(&c.challenge)
-            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| NodeError::invalid_field("challenge", e.to_string()))?;
         let served_by = c.served_by.trim();
         // Recorded and shown in reports: nothing invisible, nothing that reorders the text.
         if served_by.is_empty()
             || served_by.len() > 64
             || crate::untrusted_text::has_invisible(served_by)
         {
-            return Err(NodeError::InvalidArgument(
+            return Err(NodeError::invalid_field(
+                "served_by",
                 "served_by must name the window operator: 1-64 bytes of visible characters (no \
-                 control, bidi or zero-width characters)"
-                    .into(),
+                 control, bidi or zero-width characters)",
             ));
         }
         // Both checked before either is MACed; recorded before the decision, so that a refused
         // request still shows whose card was asked for.
         let cardholder = IdNumber::parse(&c.cardholder_id, "cardholder's")
-            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| NodeError::invalid_field("cardholder_id", e.to_string()))?;
         let agent = c
             .agent_id
             .as_ref()
             .map(|a| IdNumber::parse(a, "agent's"))
             .transpose()
-            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| NodeError::invalid_field("agent_id", e.to_string()))?;
         req.param(CARDHOLDER_ID_MAC, self.core.id_mac(&cardholder)?);
         if let Some(agent) = &agent {
             req.param(AGENT_ID_MAC, self.core.id_mac(agent)?);
@@ -126,7 +126,7 @@ impl Cards<'_> {
             .authorize(req, Operation::Use, Some(key_type), &self.core.region())?;
         let pins = self.core.policy().pins;
         card::check_pin(&c.pin, pins.min_length, pins.max_length)
-            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+            .map_err(|e| NodeError::invalid_field("pin", e.to_string()))?;
         let master = self.card_master(key_type)?;
         // Last of the checks: only a command the node would make counts against its limits,
         // and a refused one (here or above) counts nowhere. Limits of the policy in force now,
@@ -210,10 +210,16 @@ impl Cards<'_> {
             .transport_key(bureau_card_id)?
             .filter(|t| t.role == TransportRole::Issued && t.region == self.core.region())
             .ok_or_else(|| {
-                NodeError::FailedPrecondition(format!(
-                    "no bureau card {bureau_card_id} was issued by this node for {}",
-                    self.core.region()
-                ))
+                NodeError::from(
+                    NodeError::because(
+                        Reason::CardNotReady,
+                        format!(
+                            "no bureau card {bureau_card_id} was issued by this node for {}",
+                            self.core.region()
+                        ),
+                    )
+                    .with("bureau_card_id", bureau_card_id),
+                )
             })?;
         let mut out = Vec::new();
         for command in [CardCommand::Unblock, CardCommand::Reload] {

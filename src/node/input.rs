@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::hierarchy::{CardSerial, KeyFilter, KeyId, KeyState, KeyTypeName, Region, Tier};
 use crate::policy::Operation;
 
-use super::{CeremonyAction, CeremonyId, CeremonyState, NodeError, Request};
+use super::{CeremonyAction, CeremonyId, CeremonyState, InField, NodeError, Request};
 
 /// A key id (`k-` and 32 hex digits).
 pub fn key_id(text: &str) -> Result<KeyId, NodeError> {
@@ -79,16 +79,21 @@ pub fn key_filter(
         tier: some(tier)
             .map(|t| t.parse::<Tier>())
             .transpose()
-            .map_err(|e| NodeError::InvalidArgument(format!("tier filter: {e}")))?,
-        region: some(region).as_deref().map(Region::parse).transpose()?,
+            .map_err(|e| NodeError::invalid_field("tier", format!("tier filter: {e}")))?,
+        region: some(region)
+            .as_deref()
+            .map(|r| Region::parse(r).map_err(NodeError::from))
+            .transpose()
+            .field("region")?,
         key_type: some(key_type)
             .as_deref()
-            .map(KeyTypeName::parse)
-            .transpose()?,
+            .map(|k| KeyTypeName::parse(k).map_err(NodeError::from))
+            .transpose()
+            .field("key_type")?,
         state: some(state)
             .map(|s| s.parse::<KeyState>())
             .transpose()
-            .map_err(|e| NodeError::InvalidArgument(format!("state filter: {e}")))?,
+            .map_err(|e| NodeError::invalid_field("state", format!("state filter: {e}")))?,
     })
 }
 
@@ -102,15 +107,20 @@ pub fn ceremony_action(
     req.param("operation", operation);
     const MAX_PARAMS: usize = 8;
     if params.len() > MAX_PARAMS {
-        return Err(NodeError::InvalidArgument(format!(
-            "{} ceremony parameters; a ceremony takes at most {MAX_PARAMS}",
-            params.len()
-        )));
+        return Err(NodeError::invalid_field(
+            "params",
+            format!(
+                "{} ceremony parameters; a ceremony takes at most {MAX_PARAMS}",
+                params.len()
+            ),
+        ));
     }
     for (k, v) in params {
         req.param(k, v.clone());
     }
-    let op: Operation = operation.parse().map_err(NodeError::InvalidArgument)?;
+    let op: Operation = operation
+        .parse()
+        .map_err(|e: String| NodeError::invalid_field("operation", e))?;
     CeremonyAction::parse_new(op, params)
 }
 
@@ -130,7 +140,19 @@ mod tests {
             ceremony_state("finished").unwrap_err(),
             key_filter("county", "", "", "").unwrap_err(),
         ] {
-            assert!(matches!(e, NodeError::InvalidArgument(_)), "{e:?}");
+            assert_eq!(
+                e.class(),
+                super::super::ErrorClass::InvalidArgument,
+                "{e:?}"
+            );
+        }
+        for (filter, field) in [
+            (key_filter("county", "", "", ""), "tier"),
+            (key_filter("", "4401", "", ""), "region"),
+            (key_filter("", "", "Card Master", ""), "key_type"),
+            (key_filter("", "", "", "gone"), "state"),
+        ] {
+            assert_eq!(filter.unwrap_err().field(), Some(field));
         }
         assert_eq!(key_filter("", "", "", "").unwrap(), KeyFilter::default());
         assert_eq!(ceremony_state("").unwrap(), None);

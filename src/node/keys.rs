@@ -16,7 +16,7 @@ use crate::store::now_rfc3339;
 
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Core, ErrorClass, NodeError, Request};
+use super::{Core, ErrorClass, NodeError, Reason, Request};
 
 /// The key use cases, over the node's core.
 pub struct Keys<'n> {
@@ -59,13 +59,19 @@ impl Keys<'_> {
         spec: &KeyTypeSpec,
     ) -> Result<KeyRecord, NodeError> {
         if !spec.may_generate_at(self.core.tier()) {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key type `{}` is not generated at the {} tier (the policy allows: {}); \
-                 it is derived from its parent instead",
-                spec.name.as_str(),
-                self.core.tier(),
-                tiers(&spec.generate_at)
-            )));
+            return Err(NodeError::because(
+                Reason::KeyTypeNotAllowedHere,
+                format!(
+                    "key type `{}` is not generated at the {} tier (the policy allows: {}); \
+                     it is derived from its parent instead",
+                    spec.name.as_str(),
+                    self.core.tier(),
+                    tiers(&spec.generate_at)
+                ),
+            )
+            .with("key_type", spec.name.as_str())
+            .with("tier", self.core.tier())
+            .into());
         }
         let _one_at_a_time = self.generating()?;
         let id = KeyId::new_random();
@@ -99,41 +105,67 @@ impl Keys<'_> {
             self.core
                 .authorize_on_key(req, Operation::Derive, parent_id, Some(&region))?;
         if !parent.state.may_derive() {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {parent_id} is {}; only an active key can be diversified",
-                parent.state
-            )));
+            return Err(NodeError::because(
+                Reason::WrongKeyState,
+                format!(
+                    "key {parent_id} is {}; only an active key can be diversified",
+                    parent.state
+                ),
+            )
+            .with("key_id", parent_id)
+            .with("state", parent.state)
+            .into());
         }
         if !region.is_child_of(&parent.region) {
             let belongs = match region.parent() {
                 Some(p) => format!("it belongs to {p}"),
                 None => "it is the national code".to_string(),
             };
-            return Err(NodeError::InvalidArgument(format!(
-                "region {region} is not a direct child of the parent key's region {} ({belongs}); \
-                 derive from that region's key instead",
-                parent.region
-            )));
+            return Err(NodeError::invalid_field(
+                "region",
+                format!(
+                    "region {region} is not a direct child of the parent key's region {} \
+                     ({belongs}); derive from that region's key instead",
+                    parent.region
+                ),
+            ));
         }
         let spec = Core::key_type(&self.core.policy(), parent.key_type.as_str()).map_err(|_| {
-            NodeError::FailedPrecondition(format!(
-                "key {parent_id} has type `{}`, which the policy no longer declares",
-                parent.key_type.as_str()
-            ))
+            NodeError::because(
+                Reason::KeyTypeNotAllowedHere,
+                format!(
+                    "key {parent_id} has type `{}`, which the policy no longer declares",
+                    parent.key_type.as_str()
+                ),
+            )
+            .with("key_type", parent.key_type.as_str())
         })?;
         if spec.usage != Usage::Derive || !spec.may_derive_to(region.tier()) {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key type `{}` is not diversified to the {} tier (the policy allows: {})",
-                spec.name.as_str(),
-                region.tier(),
-                tiers(&spec.derive_to)
-            )));
+            return Err(NodeError::because(
+                Reason::KeyTypeNotAllowedHere,
+                format!(
+                    "key type `{}` is not diversified to the {} tier (the policy allows: {})",
+                    spec.name.as_str(),
+                    region.tier(),
+                    tiers(&spec.derive_to)
+                ),
+            )
+            .with("key_type", spec.name.as_str())
+            .with("tier", region.tier())
+            .into());
         }
         if let Some(existing) = self.core.store.find_child(parent_id, &region)? {
-            return Err(NodeError::AlreadyExists(format!(
-                "key {parent_id} was already diversified for {region} as {} (state {})",
-                existing.id, existing.state
-            )));
+            return Err(NodeError::because(
+                Reason::KeyAlreadyDerived,
+                format!(
+                    "key {parent_id} was already diversified for {region} as {} (state {})",
+                    existing.id, existing.state
+                ),
+            )
+            .with("parent_id", parent_id)
+            .with("region", region)
+            .with("key_id", &existing.id)
+            .into());
         }
         let id = KeyId::new_random();
         let factor = Factor::from_region(&region);
@@ -234,12 +266,15 @@ impl Keys<'_> {
         expected: Option<KeyState>,
     ) -> Result<KeyRecord, NodeError> {
         let expected = expected.unwrap_or(record.state);
-        let updated = self.core.commit(req, None, |d| {
-            self.core
-                .store
-                .set_state_audited(&record.id, expected, next, d)
-                .map(|(updated, logged)| (updated, Some(logged.seq)))
-        })?;
+        let updated = self
+            .core
+            .commit(req, None, |d| {
+                self.core
+                    .store
+                    .set_state_audited(&record.id, expected, next, d)
+                    .map(|(updated, logged)| (updated, Some(logged.seq)))
+            })
+            .map_err(|e| e.about("key_id", &record.id))?;
         if next == KeyState::Destroyed
             && let Err(e) = self.core.token.destroy_key(&record.ck_label)
         {

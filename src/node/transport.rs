@@ -17,7 +17,7 @@ use crate::transport::{TransportKey, TransportRole};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::{Ceremonies, CeremonyAction, CeremonyState, Core, NodeError, Request};
+use super::{Ceremonies, CeremonyAction, CeremonyState, Core, InField, NodeError, Reason, Request};
 
 /// The key type name the policy uses for transport keys.
 const TRANSPORT: &str = crate::policy::TRANSPORT_KEY_TYPE;
@@ -117,8 +117,8 @@ impl Transport<'_> {
     /// caller's to mend (the card, its PIN), not the node's configuration.
     fn open_card(&self, label: &str, pin: &SecretString) -> Result<CardToken, NodeError> {
         use crate::hsm::HsmError;
-        check_card_label(label)?;
-        check_card_pin(label, "PIN", pin)?;
+        check_card_label(label).field("card_label")?;
+        check_card_pin(label, "PIN", pin).field("card_pin")?;
         let locator = TokenLocator::by_label(label);
         let opened = match CardToken::open(&self.cards.module, &locator, pin) {
             // A card inserted since the module was initialised may be unseen yet (SoftHSM2
@@ -129,20 +129,28 @@ impl Transport<'_> {
             }
             other => other,
         };
+        let not_ready = |why: String| -> NodeError {
+            NodeError::because(Reason::CardNotReady, why)
+                .with("card_label", label)
+                .into()
+        };
         opened.map_err(|e| match e {
-            HsmError::TokenNotFound { .. } => NodeError::FailedPrecondition(format!(
+            HsmError::TokenNotFound { .. } => not_ready(format!(
                 "no card labelled `{label}` is present; insert it, or check its label"
             )),
-            HsmError::AmbiguousToken { count, .. } => NodeError::FailedPrecondition(format!(
+            HsmError::AmbiguousToken { count, .. } => not_ready(format!(
                 "{count} cards labelled `{label}` are present; leave only the one to use"
             )),
-            HsmError::PinIncorrect => NodeError::InvalidArgument(format!(
-                "card `{label}` refused its PIN (CKR_PIN_INCORRECT); check the PIN: each \
+            HsmError::PinIncorrect => NodeError::invalid_field(
+                "card_pin",
+                format!(
+                    "card `{label}` refused its PIN (CKR_PIN_INCORRECT); check the PIN: each \
                      wrong try counts towards locking the card"
-            )),
-            HsmError::PinLocked => NodeError::FailedPrecondition(format!(
+                ),
+            ),
+            HsmError::PinLocked => not_ready(format!(
                 "the PIN of card `{label}` is locked (CKR_PIN_LOCKED); its security officer \
-                     must reset it"
+                 must reset it"
             )),
             other => NodeError::from(other),
         })
@@ -173,35 +181,42 @@ impl Transport<'_> {
         let mut approval: Option<(&str, String)> = None;
         if self.core.policy().quorum(Operation::Manage, None).is_some() {
             let id = ceremony_id.ok_or_else(|| {
-                NodeError::FailedPrecondition(
-                    "issuing a transport key card is under dual control: open `hkms ceremony open \
-                     --op manage --action issue-card --region R`, have it approved, then issue \
-                     with --ceremony ID"
-                        .into(),
+                NodeError::because(
+                    Reason::CeremonyRequired,
+                    "issuing a transport key card is under dual control: open `hkms ceremony \
+                     open --op manage --action issue-card --region R`, have it approved, then \
+                     issue with --ceremony ID",
                 )
+                .with("operation", "manage")
+                .with("action", "issue-card")
             })?;
             req.param("ceremony", id);
-            super::ceremonies::check_ceremony_id(id)?;
+            super::ceremonies::check_ceremony_id(id).field("ceremony_id")?;
             req.ceremony(id);
             let c = self.ceremonies.ceremony(id)?;
             let approved = c.state == CeremonyState::Done
                 && c.action == (CeremonyAction::IssueCard { region });
             if !approved {
-                return Err(NodeError::FailedPrecondition(format!(
+                return Err(NodeError::because(Reason::WrongCeremony, format!(
                     "ceremony {id} did not approve issuing a card for {region} (it is {}, {:?}); \
                      one ceremony approves one card",
                     c.state.as_str(),
                     c.action.params()
-                )));
+                )).with("ceremony_id", id).with("state", c.state.as_str()).into());
             }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(u64::MAX);
             if now >= c.expires_at {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "the approval of ceremony {id} has expired; open a new issue-card ceremony"
-                )));
+                return Err(NodeError::because(
+                    Reason::CeremonyExpired,
+                    format!(
+                        "the approval of ceremony {id} has expired; open a new issue-card ceremony"
+                    ),
+                )
+                .with("ceremony_id", id)
+                .into());
             }
             approval = Some((id, c.result));
         }
@@ -229,9 +244,15 @@ impl Transport<'_> {
                 CeremonyState::Used.as_str(),
                 &format!("{result}; spent on a card by {}", req.caller),
             )? {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "ceremony {id} was used for a card already; one ceremony approves one card"
-                )));
+                return Err(NodeError::because(
+                    Reason::CeremonyNotOpen,
+                    format!(
+                        "ceremony {id} was used for a card already; one ceremony approves one card"
+                    ),
+                )
+                .with("ceremony_id", id)
+                .with("state", "used")
+                .into());
             }
         }
         let card_id = format!(
@@ -276,51 +297,68 @@ impl Transport<'_> {
             .strip_prefix("card-")
             .and_then(|r| r.get(..6))
             .and_then(|r| Region::parse(r).ok())
-            .ok_or_else(|| NodeError::InvalidArgument(format!("`{card_id}` is not a card id")))?;
+            .ok_or_else(|| {
+                NodeError::invalid_field("card_id", format!("`{card_id}` is not a card id"))
+            })?;
         if for_region != self.core.region() {
-            return Err(NodeError::FailedPrecondition(format!(
-                "card {card_id} was issued for {for_region}, not for this node's {}",
-                self.core.region()
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::CardNotReady,
+                    format!(
+                        "card {card_id} was issued for {for_region}, not for this node's {}",
+                        self.core.region()
+                    ),
+                )
+                .with("card_id", card_id),
+            ));
         }
         if self.core.store.transport_key(card_id)?.is_some() {
-            return Err(NodeError::AlreadyExists(format!(
-                "the transport key of card {card_id} is registered here already"
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::CardAlreadyLoaded,
+                    format!("the transport key of card {card_id} is registered here already"),
+                )
+                .with("card_id", card_id),
+            ));
         }
         let expected = expected_kcv.trim().to_ascii_uppercase();
         if expected.len() != 6 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(NodeError::InvalidArgument(
-                "give the KCV the issuer printed with the card (6 hex digits)".into(),
+            return Err(NodeError::invalid_field(
+                "expected_kcv",
+                "give the KCV the issuer printed with the card (6 hex digits)",
             ));
         }
-        check_card_label(card.label)?;
-        check_card_pin(card.label, "security officer PIN", card.so_pin)?;
+        check_card_label(card.label).field("card_label")?;
+        check_card_pin(card.label, "security officer PIN", card.so_pin).field("card_so_pin")?;
         // One card job at a time: a second load of this card must find the first one's row.
         let _card_work = self.card_work();
         if self.core.store.transport_key(card_id)?.is_some() {
-            return Err(NodeError::AlreadyExists(format!(
-                "the transport key of card {card_id} is registered here already"
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::CardAlreadyLoaded,
+                    format!("the transport key of card {card_id} is registered here already"),
+                )
+                .with("card_id", card_id),
+            ));
         }
         let token = self.open_card(card.label, card.pin)?;
         let on_card = match self.core.token.card_transport_kcv(&token, card_id) {
             Ok(kcv) => kcv.to_hex(),
             Err(crate::hsm::HsmError::KeyNotFound { .. }) => {
-                return Err(NodeError::FailedPrecondition(format!(
+                return Err(NodeError::because(Reason::CardNotReady, format!(
                     "card `{}` holds no transport key for {card_id} (loaded already, or another \
                      card)",
                     card.label
-                )));
+                )).with("card_id", card_id).into());
             }
             Err(e) => return Err(e.into()),
         };
         if !on_card.eq_ignore_ascii_case(&expected) {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::because(Reason::CardNotReady, format!(
                 "the transport key of {card_id} on card `{}` has KCV {on_card}, not {expected} as \
                  issued: this is not the card that was issued; do not load it",
                 card.label
-            )));
+            )).with("card_id", card_id).into());
         }
         let (kcv, _) = self
             .core
@@ -401,10 +439,13 @@ impl Transport<'_> {
             .core
             .authorize_on_key(req, Operation::Export, key_id, Some(&recipient))?;
         if key.region != recipient {
-            return Err(NodeError::InvalidArgument(format!(
-                "key {} was made for {}; a package for {recipient} cannot carry it",
-                key.id, key.region
-            )));
+            return Err(NodeError::invalid_field(
+                "recipient_region",
+                format!(
+                    "key {} was made for {}; a package for {recipient} cannot carry it",
+                    key.id, key.region
+                ),
+            ));
         }
         if !key.region.is_descendant_of(&self.core.region()) {
             return Err(NodeError::FailedPrecondition(format!(
@@ -414,17 +455,27 @@ impl Transport<'_> {
             )));
         }
         if key.state != KeyState::Active {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key {} is {}; only an active key is exported",
-                key.id, key.state
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::WrongKeyState,
+                    format!(
+                        "key {} is {}; only an active key is exported",
+                        key.id, key.state
+                    ),
+                )
+                .with("key_id", &key.id)
+                .with("state", key.state),
+            ));
         }
         let spec = Core::key_type(&self.core.policy(), key.key_type.as_str())?;
         if !spec.exportable {
-            return Err(NodeError::FailedPrecondition(format!(
-                "key type `{}` is not exportable",
-                spec.name.as_str()
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::KeyTypeNotAllowedHere,
+                    format!("key type `{}` is not exportable", spec.name.as_str()),
+                )
+                .with("key_type", spec.name.as_str()),
+            ));
         }
         let card = self
             .core
@@ -437,11 +488,15 @@ impl Transport<'_> {
                     && card_id.is_none_or(|c| c == t.card_id)
             })
             .ok_or_else(|| {
-                NodeError::FailedPrecondition(format!(
-                    "no transport key card {}was issued here for {recipient}; issue one first \
-                     (`hkms transport issue-card`)",
-                    card_id.map(|c| format!("{c} ")).unwrap_or_default()
-                ))
+                NodeError::because(
+                    Reason::CardNotReady,
+                    format!(
+                        "no transport key card {}was issued here for {recipient}; issue one \
+                         first (`hkms transport issue-card`)",
+                        card_id.map(|c| format!("{c} ")).unwrap_or_default()
+                    ),
+                )
+                .with("region", recipient)
             })?;
         let parent_kcv = match &key.parent_id {
             Some(p) => self.core.key_record(p)?.kcv.to_hex(),
@@ -489,18 +544,25 @@ impl Transport<'_> {
 
     /// Checks and imports a key package made for this node.
     pub fn import_key(&self, req: &mut Request, bytes: &[u8]) -> Result<KeyRecord, NodeError> {
-        let pkg = Package::decode(bytes).map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let pkg = Package::decode(bytes)
+            .map_err(|e| NodeError::because(Reason::PackageInvalid, e.to_string()))?;
         let h = &pkg.header;
         req.param("package_id", h.package_id.clone());
         req.param("issuer_node", h.issuer_node.clone());
         req.param("card_id", h.card_id.clone());
         req.param("key_type", h.key_type.clone());
         if h.recipient_region != self.core.region().as_str() {
-            return Err(NodeError::InvalidArgument(format!(
-                "the package is for region {}, and this node is {}",
-                h.recipient_region,
-                self.core.region()
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::PackageInvalid,
+                    format!(
+                        "the package is for region {}, and this node is {}",
+                        h.recipient_region,
+                        self.core.region()
+                    ),
+                )
+                .with("package_id", &h.package_id),
+            ));
         }
         self.core.authorize(
             req,
@@ -514,69 +576,109 @@ impl Transport<'_> {
             .transport_key(&h.card_id)?
             .filter(|t| t.role == TransportRole::Loaded)
             .ok_or_else(|| {
-                NodeError::FailedPrecondition(format!(
-                    "no transport key of card {} is loaded here: the package was wrapped for \
-                     another card, or load the card first",
-                    h.card_id
-                ))
+                NodeError::because(
+                    Reason::CardNotReady,
+                    format!(
+                        "no transport key of card {} is loaded here: the package was wrapped \
+                         for another card, or load the card first",
+                        h.card_id
+                    ),
+                )
+                .with("card_id", &h.card_id)
             })?;
-        let signed = Package::signed_bytes(&pkg.header_bytes, &pkg.wrapped)
-            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let signed = Package::signed_bytes(&pkg.header_bytes, &pkg.wrapped).map_err(|e| {
+            NodeError::because(Reason::PackageInvalid, e.to_string())
+                .with("package_id", &h.package_id)
+        })?;
         let mac = self.core.token.package_mac(&card.card_id, &signed)?;
         if !same(&mac, &pkg.mac) {
-            return Err(NodeError::InvalidArgument(
+            return Err(NodeError::because(
+                Reason::PackageInvalid,
                 "the package's MAC does not verify: its header, key or MAC was changed, or it was \
-                 made for another card; nothing was imported"
-                    .into(),
-            ));
+                 made for another card; nothing was imported",
+            )
+            .with("package_id", &h.package_id)
+            .into());
         }
         let not_after = humantime::parse_rfc3339(&h.not_after).map_err(|_| {
-            NodeError::InvalidArgument("the package's not_after is malformed".into())
+            NodeError::from(
+                NodeError::because(
+                    Reason::PackageInvalid,
+                    "the package's not_after is malformed",
+                )
+                .with("package_id", &h.package_id),
+            )
         })?;
         if SystemTime::now() > not_after {
-            return Err(NodeError::FailedPrecondition(format!(
-                "the package expired at {}; ask the issuer for a new one",
-                h.not_after
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::PackageStale,
+                    format!(
+                        "the package expired at {}; ask the issuer for a new one",
+                        h.not_after
+                    ),
+                )
+                .with("package_id", &h.package_id),
+            ));
         }
         let spec = Core::key_type(&self.core.policy(), &h.key_type)?;
         let algorithm: Algorithm = h.algorithm.parse().map_err(|_| {
-            NodeError::InvalidArgument(format!("unknown algorithm `{}`", h.algorithm))
+            NodeError::from(
+                NodeError::because(
+                    Reason::PackageInvalid,
+                    format!("unknown algorithm `{}`", h.algorithm),
+                )
+                .with("package_id", &h.package_id),
+            )
         })?;
         if algorithm != crate::hsm::derived_algorithm(spec.algorithm) && algorithm != spec.algorithm
         {
-            return Err(NodeError::InvalidArgument(format!(
-                "the package says {} but key type `{}` is {}",
-                h.algorithm,
-                h.key_type,
-                spec.algorithm.as_str()
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::PackageInvalid,
+                    format!(
+                        "the package says {} but key type `{}` is {}",
+                        h.algorithm,
+                        h.key_type,
+                        spec.algorithm.as_str()
+                    ),
+                )
+                .with("package_id", &h.package_id),
+            ));
         }
         // A package carries a diversified sub-key: a derive key, which the loaded transport
         // key's unwrap template insists on.
         if spec.usage != Usage::Derive || h.usage != Usage::Derive.as_str() {
-            return Err(NodeError::InvalidArgument(format!(
-                "the package carries a `{}` key of usage {}; packages carry only diversified \
-                 sub-keys, whose usage is derive",
-                h.key_type, h.usage
-            )));
+            return Err(NodeError::because(
+                Reason::PackageInvalid,
+                format!(
+                    "the package carries a `{}` key of usage {}; packages carry only diversified \
+                     sub-keys, whose usage is derive",
+                    h.key_type, h.usage
+                ),
+            )
+            .with("package_id", &h.package_id)
+            .into());
         }
         // The wrapped length gives the key's length away: a longer key under the header's
         // algorithm would be unwrapped as it is.
         let expected = crate::transport::wrapped_len(algorithm.key_len());
         if pkg.wrapped.len() != expected {
-            return Err(NodeError::InvalidArgument(format!(
+            return Err(NodeError::because(Reason::PackageInvalid, format!(
                 "the package's wrapped key is {} bytes, and a wrapped {} key is {expected}: the \
                  key is not the length its header says; nothing was imported",
                 pkg.wrapped.len(),
                 algorithm.as_str()
-            )));
+            )).with("package_id", &h.package_id).into());
         }
         if self.core.store.package_imported(&h.package_id)? {
-            return Err(NodeError::AlreadyExists(format!(
-                "package {} was imported already",
-                h.package_id
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::PackageAlreadyImported,
+                    format!("package {} was imported already", h.package_id),
+                )
+                .with("package_id", &h.package_id),
+            ));
         }
         let newest = self
             .core
@@ -593,11 +695,16 @@ impl Transport<'_> {
         if let Some(v) = newest
             && v >= h.version
         {
-            return Err(NodeError::FailedPrecondition(format!(
-                "a `{}` key of version {v} is registered here; a package of version {} cannot \
-                 replace it (replay of an older package)",
-                h.key_type, h.version
-            )));
+            return Err(NodeError::because(
+                Reason::PackageStale,
+                format!(
+                    "a `{}` key of version {v} is registered here; a package of version {} cannot \
+                     replace it (replay of an older package)",
+                    h.key_type, h.version
+                ),
+            )
+            .with("package_id", &h.package_id)
+            .into());
         }
         let id = KeyId::new_random();
         let kcv = self.core.token.unwrap_from_transport(
@@ -614,11 +721,17 @@ impl Transport<'_> {
         )?;
         if !kcv.to_hex().eq_ignore_ascii_case(&h.kcv) {
             let _ = self.core.token.destroy_key(&id.ck_label());
-            return Err(NodeError::InvalidArgument(format!(
-                "the unwrapped key's KCV {} is not the package's {}; nothing was imported",
-                kcv.to_hex(),
-                h.kcv
-            )));
+            return Err(NodeError::from(
+                NodeError::because(
+                    Reason::PackageInvalid,
+                    format!(
+                        "the unwrapped key's KCV {} is not the package's {}; nothing was imported",
+                        kcv.to_hex(),
+                        h.kcv
+                    ),
+                )
+                .with("package_id", &h.package_id),
+            ));
         }
         let record = self.core.own_key_record(
             id,
@@ -665,12 +778,18 @@ fn card_objects_gone(e: crate::hsm::HsmError, card: &TransportKey) -> NodeError 
         }
         _ => return NodeError::Hsm(e),
     };
-    NodeError::FailedPrecondition(format!(
-        "the {what} of card {} for {} is no longer on this node's token (destroyed outside \
-         hkms; `hkms keys orphans` lists what is missing); issue a new card for {} (`hkms \
-         transport issue-card`)",
-        card.card_id, card.region, card.region
-    ))
+    NodeError::from(
+        NodeError::because(
+            Reason::CardNotReady,
+            format!(
+                "the {what} of card {} for {} is no longer on this node's token (destroyed outside \
+                 hkms; `hkms keys orphans` lists what is missing); issue a new card for {} (`hkms \
+                 transport issue-card`)",
+                card.card_id, card.region, card.region
+            ),
+        )
+        .with("card_id", &card.card_id),
+    )
 }
 
 /// The longest card label: PKCS#11 token labels are 32 bytes.

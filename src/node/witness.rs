@@ -13,7 +13,7 @@ use crate::audit::witness::{Cosignature, WITNESS_FORMAT_VERSION};
 use crate::hierarchy::Region;
 use crate::policy::Operation;
 
-use super::{Core, NodeError, Request};
+use super::{Core, NodeError, Reason, Request};
 
 /// The most record lines one call may carry.
 pub const MAX_WITNESS_LINES: usize = 1000;
@@ -56,14 +56,22 @@ impl Witness<'_> {
         self.core
             .authorize(req, Operation::Witness, None, &caller_region)?;
         if !witnesses(&self.core.region(), &caller_region) {
-            return Err(NodeError::PermissionDenied(format!(
-                "this node ({}) does not witness the logs of region {caller_region}: a node is \
-                 witnessed by its parent, the ministry by provinces",
-                self.core.region()
-            )));
+            return Err(NodeError::because(
+                Reason::NotWitnessedHere,
+                format!(
+                    "this node ({}) does not witness the logs of region {caller_region}: a node is \
+                     witnessed by its parent, the ministry by provinces",
+                    self.core.region()
+                ),
+            )
+            .with("region", caller_region)
+            .into());
         }
         let checkpoint: Checkpoint = serde_json::from_str(checkpoint_line).map_err(|e| {
-            NodeError::InvalidArgument(format!("checkpoint: not a checkpoint line: {e}"))
+            NodeError::invalid_field(
+                "checkpoint",
+                format!("checkpoint: not a checkpoint line: {e}"),
+            )
         })?;
         req.param("node", checkpoint.node.clone());
         req.param("seq", checkpoint.seq.to_string());
@@ -71,18 +79,22 @@ impl Witness<'_> {
         req.param("from_seq", from_seq.to_string());
         req.param("lines", lines.len().to_string());
         if lines.len() > MAX_WITNESS_LINES {
-            return Err(NodeError::InvalidArgument(format!(
-                "lines: {} lines in one call; send at most {MAX_WITNESS_LINES}",
-                lines.len()
-            )));
+            return Err(NodeError::invalid_field(
+                "lines",
+                format!(
+                    "lines: {} lines in one call; send at most {MAX_WITNESS_LINES}",
+                    lines.len()
+                ),
+            ));
         }
         let (der, _) = public_key_point(node_key_pem)
-            .map_err(|e| NodeError::InvalidArgument(format!("node_key_pem: {e}")))?;
+            .map_err(|e| NodeError::invalid_field("node_key_pem", format!("node_key_pem: {e}")))?;
         let key_sha256 = spki_sha256(&der);
         req.param("node_key_sha256", key_sha256.clone());
         if !checkpoint_verifies(&checkpoint, node_key_pem) {
-            return Err(NodeError::InvalidArgument(
-                "checkpoint: its signature does not verify with node_key_pem".into(),
+            return Err(NodeError::invalid_field(
+                "checkpoint",
+                "checkpoint: its signature does not verify with node_key_pem",
             ));
         }
         let _one_at_a_time = self
@@ -118,7 +130,7 @@ impl Witness<'_> {
                 ));
             }
             Err(Inconsistency::Malformed(why)) => {
-                return Err(NodeError::InvalidArgument(format!("lines: {why}")));
+                return Err(NodeError::invalid_field("lines", format!("lines: {why}")));
             }
         };
         req.param("verified_seq", verified.seq.to_string());
@@ -177,7 +189,12 @@ impl Witness<'_> {
 /// a refusal that the pipeline records and the metrics count.
 fn alert(node: &str, why: String) -> NodeError {
     tracing::error!(witnessed_node = %node, %why, "ALERT: witness refused a checkpoint");
-    NodeError::FailedPrecondition(format!("witness refused the checkpoint: {why}"))
+    NodeError::because(
+        Reason::CheckpointRefused,
+        format!("witness refused the checkpoint: {why}"),
+    )
+    .with("node", node)
+    .into()
 }
 
 #[cfg(test)]

@@ -45,7 +45,8 @@ pub enum ServeError {
     /// The TLS files could not be used.
     #[error("cannot start node: {0}")]
     Tls(#[from] tls::TlsError),
-    /// Reflection could not be built from the compiled descriptors.
+    /// Reflection (or the list of served methods) could not be built from the compiled
+    /// descriptors.
     #[error("cannot build gRPC reflection: {0}")]
     Reflection(String),
     /// The metrics endpoint could not be set up.
@@ -124,6 +125,15 @@ pub async fn serve(
     let reflection = reflection()
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    // Every method served, from the descriptors reflection serves: anything else is answered
+    // UNIMPLEMENTED with a message that names it.
+    let served = edge::methods::Methods::from_descriptor_sets(&[
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])
+    .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -188,6 +198,8 @@ pub async fn serve(
         .layer(tonic::service::InterceptorLayer::new(
             edge::identity::require_client_certificate,
         ))
+        // Inside the certificate check: unknown methods, named (tonic's answer is empty).
+        .layer(edge::methods::KnownMethodsLayer::new(served))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 use crate::policy::Operation;
 
-use super::super::NodeError;
+use super::super::{InField, NodeError};
 
 /// A guarded operation with its parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,9 +44,10 @@ fn known(op: Operation) -> Result<&'static [&'static str], NodeError> {
     match op {
         Operation::Generate => Ok(&["key_type", "components"]),
         Operation::Manage => Ok(&["key_id", "state", "action", "region", "policy_sha256"]),
-        other => Err(NodeError::InvalidArgument(format!(
-            "`{other}` is not run by ceremony; ceremonies run generate and manage"
-        ))),
+        other => Err(NodeError::invalid_field(
+            "operation",
+            format!("`{other}` is not run by ceremony; ceremonies run generate and manage"),
+        )),
     }
 }
 
@@ -57,28 +58,34 @@ impl CeremonyAction {
     pub fn parse(op: Operation, params: &BTreeMap<String, String>) -> Result<Self, NodeError> {
         let allowed = known(op)?;
         if let Some(k) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(NodeError::InvalidArgument(format!(
-                "unknown ceremony parameter `{k}` for {op} (known: {})",
-                allowed.join(", ")
-            )));
+            return Err(NodeError::invalid_field(
+                "params",
+                format!(
+                    "unknown ceremony parameter `{k}` for {op} (known: {})",
+                    allowed.join(", ")
+                ),
+            ));
         }
         let get = |k: &str| params.get(k).map(String::as_str);
         if op == Operation::Generate {
             let key_type = get("key_type").ok_or_else(|| {
-                NodeError::InvalidArgument("a generate ceremony needs key_type".into())
+                NodeError::invalid_field("params.key_type", "a generate ceremony needs key_type")
             })?;
             let components = match get("components") {
                 None => None,
                 Some("2") => Some(2),
                 Some("3") => Some(3),
                 Some(n) => {
-                    return Err(NodeError::InvalidArgument(format!(
-                        "components must be 2 or 3, not `{n}`"
-                    )));
+                    return Err(NodeError::invalid_field(
+                        "params.components",
+                        format!("components must be 2 or 3, not `{n}`"),
+                    ));
                 }
             };
             return Ok(CeremonyAction::Generate {
-                key_type: KeyTypeName::parse(key_type)?,
+                key_type: KeyTypeName::parse(key_type)
+                    .map_err(NodeError::from)
+                    .field("params.key_type")?,
                 components,
             });
         }
@@ -87,19 +94,23 @@ impl CeremonyAction {
                 sha256: get("policy_sha256").map(str::to_string),
             }),
             (Some("issue-card"), None) => Ok(CeremonyAction::IssueCard {
-                region: Region::parse(get("region").unwrap_or_default())?,
+                region: Region::parse(get("region").unwrap_or_default())
+                    .map_err(NodeError::from)
+                    .field("params.region")?,
             }),
             (None, Some(key_id)) => Ok(CeremonyAction::ChangeKeyState {
-                key_id: KeyId::parse(key_id)?,
+                key_id: KeyId::parse(key_id)
+                    .map_err(NodeError::from)
+                    .field("params.key_id")?,
                 state: get("state")
                     .unwrap_or_default()
                     .parse()
-                    .map_err(|e| NodeError::InvalidArgument(format!("state: {e}")))?,
+                    .map_err(|e| NodeError::invalid_field("params.state", format!("state: {e}")))?,
             }),
-            _ => Err(NodeError::InvalidArgument(
+            _ => Err(NodeError::invalid_field(
+                "params",
                 "a manage ceremony needs key_id and state, action = reload-policy, or action = \
-                 issue-card with region"
-                    .into(),
+                 issue-card with region",
             )),
         }
     }
@@ -111,13 +122,16 @@ impl CeremonyAction {
         let action = Self::parse(op, params)?;
         let used = action.params();
         if let Some(k) = params.keys().find(|k| !used.contains_key(*k)) {
-            return Err(NodeError::InvalidArgument(format!(
-                "ceremony parameter `{k}` is not used by this {op} ceremony (it takes: {})",
-                used.keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(NodeError::invalid_field(
+                "params",
+                format!(
+                    "ceremony parameter `{k}` is not used by this {op} ceremony (it takes: {})",
+                    used.keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
         Ok(action)
     }

@@ -12,7 +12,7 @@ use crate::hierarchy::KeyRecord;
 use crate::hierarchy::{KeyId, KeyTypeSpec};
 use crate::hsm::{Lifetime, SecretKeySpec};
 
-use super::super::{NodeError, Request};
+use super::super::{NodeError, Reason, Request};
 use super::state::now_secs;
 use super::{Ceremonies, Ceremony, CeremonyId, CeremonyState};
 
@@ -36,22 +36,29 @@ impl Ceremonies<'_> {
         let id = id.as_str();
         let c = self.ceremony_for_action(req, id)?;
         let parts: usize = c.action.components().ok_or_else(|| {
-            NodeError::FailedPrecondition(format!("ceremony {id} takes no components"))
+            NodeError::because(
+                Reason::WrongCeremony,
+                format!("ceremony {id} takes no components"),
+            )
+            .with("ceremony_id", id)
         })?;
         let spec = self.ceremony_key_type(&c)?;
         if component.len() != spec.algorithm.key_len() {
-            return Err(NodeError::InvalidArgument(format!(
-                "a component of a {} key is {} bytes, not {}",
-                spec.algorithm.as_str(),
-                spec.algorithm.key_len(),
-                component.len()
-            )));
+            return Err(NodeError::invalid_field(
+                "component",
+                format!(
+                    "a component of a {} key is {} bytes, not {}",
+                    spec.algorithm.as_str(),
+                    spec.algorithm.key_len(),
+                    component.len()
+                ),
+            ));
         }
         // Split knowledge: a zero component gives the others the whole key.
         if component.iter().all(|b| *b == 0) {
-            return Err(NodeError::InvalidArgument(
-                "a component of all zeros is refused: each custodian's component must be random"
-                    .into(),
+            return Err(NodeError::invalid_field(
+                "component",
+                "a component of all zeros is refused: each custodian's component must be random",
             ));
         }
         let me = req.caller.to_uri();
@@ -60,23 +67,35 @@ impl Ceremonies<'_> {
         let approval = super::approval_of(req, &c.approvals, &self.core.policy(), id)?;
         let entered = self.components_entered(id);
         if entered.contains(&me) {
-            return Err(NodeError::AlreadyExists(format!(
-                "{me} has already entered a component of ceremony {id}; another custodian enters the next"
-            )));
+            return Err(NodeError::because(
+                Reason::ComponentAlreadyEntered,
+                format!(
+                    "{me} has already entered a component of ceremony {id}; another custodian \
+                     enters the next"
+                ),
+            )
+            .with("ceremony_id", id)
+            .into());
         }
         if entered.len() >= parts {
-            return Err(NodeError::FailedPrecondition(format!(
-                "ceremony {id} has all {parts} components"
-            )));
+            return Err(NodeError::because(
+                Reason::CeremonyNotOpen,
+                format!("ceremony {id} has all {parts} components"),
+            )
+            .with("ceremony_id", id)
+            .into());
         }
         let got = self.core.token.component_kcv(spec.algorithm, &component)?;
         req.kcv(&format!("component-{}", entered.len() + 1), &got);
         if !got.to_hex().eq_ignore_ascii_case(kcv.trim()) {
-            return Err(NodeError::InvalidArgument(format!(
-                "the component's KCV is {}, not {}: re-check the component with its custodian",
-                got.to_hex(),
-                kcv.trim()
-            )));
+            return Err(NodeError::invalid_field(
+                "kcv",
+                format!(
+                    "the component's KCV is {}, not {}: re-check the component with its custodian",
+                    got.to_hex(),
+                    kcv.trim()
+                ),
+            ));
         }
         {
             // Checked again under the lock: two entries racing for one place cannot both land.
@@ -87,16 +106,19 @@ impl Ceremonies<'_> {
                 .map_err(|_| NodeError::Internal("component store poisoned".into()))?;
             let held = all.entry(id.to_string()).or_default();
             if held.iter().any(|(who, _)| *who == me) || held.len() >= parts {
-                return Err(NodeError::AlreadyExists(format!(
-                    "ceremony {id} already has this custodian's component, or all {parts}"
-                )));
+                return Err(NodeError::because(
+                    Reason::ComponentAlreadyEntered,
+                    format!("ceremony {id} already has this custodian's component, or all {parts}"),
+                )
+                .with("ceremony_id", id)
+                .into());
             }
             // Two equal components cancel out, leaving the key to the third custodian alone.
             if held.iter().any(|(_, other)| same_secret(other, &component)) {
-                return Err(NodeError::InvalidArgument(
+                return Err(NodeError::invalid_field(
+                    "component",
                     "this component equals one already entered; each custodian's component \
-                     must be their own random value"
-                        .into(),
+                     must be their own random value",
                 ));
             }
             held.push((me.clone(), component));

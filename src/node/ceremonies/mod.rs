@@ -23,7 +23,7 @@ use state::now_secs;
 pub use state::{Ceremony, CeremonyId, CeremonyState};
 
 use super::keys::needs_quorum_state;
-use super::{Core, Keys, NodeError, Request};
+use super::{Core, Keys, NodeError, Reason, Request};
 
 /// The ceremony use cases, over the node's core.
 pub struct Ceremonies<'n> {
@@ -64,23 +64,30 @@ impl Ceremonies<'_> {
         let key_type = self.check_ceremony_request(req, &action)?;
         let policy = self.core.policy();
         let quorum = policy.quorum(op, key_type.as_deref()).ok_or_else(|| {
-            NodeError::FailedPrecondition(format!(
-                "{op} {} needs no ceremony under the current policy; call it directly",
-                key_type.as_deref().unwrap_or("(node)")
-            ))
+            NodeError::because(
+                Reason::CeremonyNotRequired,
+                format!(
+                    "{op} {} needs no ceremony under the current policy; call it directly",
+                    key_type.as_deref().unwrap_or("(node)")
+                ),
+            )
+            .with("operation", op)
         })?;
         // Custodians approve by entering components, so fewer components than approvals
         // needed would make a ceremony that can never run.
         if let Some(n) = action.components().map(|n| n as u32)
             && n < quorum.approvals
         {
-            return Err(NodeError::InvalidArgument(format!(
-                "{n} components cannot make the {} approvals the policy asks for {op} {}; ask for \
-                 at least {} components",
-                quorum.approvals,
-                key_type.as_deref().unwrap_or("(node)"),
-                quorum.approvals
-            )));
+            return Err(NodeError::invalid_field(
+                "params.components",
+                format!(
+                    "{n} components cannot make the {} approvals the policy asks for {op} {}; \
+                     ask for at least {} components",
+                    quorum.approvals,
+                    key_type.as_deref().unwrap_or("(node)"),
+                    quorum.approvals
+                ),
+            ));
         }
         let id = format!("c-{}", uuid::Uuid::new_v4().simple());
         req.ceremony(&id);
@@ -151,18 +158,21 @@ impl Ceremonies<'_> {
                 // holds when the last of them approves.
                 let wanted = sha256.as_deref().unwrap_or_default();
                 if wanted.len() != 64 || !wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(NodeError::InvalidArgument(
+                    return Err(NodeError::invalid_field(
+                        "params.policy_sha256",
                         "a reload-policy ceremony needs policy_sha256: the SHA-256 (64 hex \
-                         digits) of the policy file to put in force"
-                            .into(),
+                         digits) of the policy file to put in force",
                     ));
                 }
                 let actual = self.core.policy.file_sha256()?;
                 if !actual.eq_ignore_ascii_case(wanted) {
-                    return Err(NodeError::InvalidArgument(format!(
-                        "the policy file on this node has SHA-256 {actual}, not {wanted}; \
-                         open the ceremony for the file that is there"
-                    )));
+                    return Err(NodeError::invalid_field(
+                        "params.policy_sha256",
+                        format!(
+                            "the policy file on this node has SHA-256 {actual}, not {wanted}; \
+                             open the ceremony for the file that is there"
+                        ),
+                    ));
                 }
                 Ok(None)
             }
@@ -174,15 +184,22 @@ impl Ceremonies<'_> {
             }
             CeremonyAction::ChangeKeyState { key_id, state } => {
                 if !needs_quorum_state(*state) {
-                    return Err(NodeError::InvalidArgument(format!(
-                        "a manage ceremony retires or destroys a key; `{state}` is done directly"
-                    )));
+                    return Err(NodeError::invalid_field(
+                        "params.state",
+                        format!(
+                            "a manage ceremony retires or destroys a key; `{state}` is done \
+                             directly"
+                        ),
+                    ));
                 }
                 // Allowed first: the key's state is no answer for a caller who may not see it.
                 let record = self
                     .core
                     .authorize_on_key(req, Operation::Manage, key_id, None)?;
-                record.state.transition(*state)?;
+                record
+                    .state
+                    .transition(*state)
+                    .map_err(|e| NodeError::invalid_field("params.state", e.to_string()))?;
                 Ok(Some(record.key_type.as_str().to_string()))
             }
         }
@@ -198,16 +215,24 @@ impl Ceremonies<'_> {
         let c = self.ceremony_for_action(req, id)?;
         let me = req.caller.to_uri();
         if c.action.components().is_some() {
-            return Err(NodeError::FailedPrecondition(
-                "custodians approve a component ceremony by entering their component".into(),
-            ));
+            return Err(NodeError::because(
+                Reason::WrongCeremony,
+                "custodians approve a component ceremony by entering their component",
+            )
+            .with("ceremony_id", id)
+            .into());
         }
         if c.approvals.iter().any(|a| a.approver == me) {
-            return Err(NodeError::AlreadyExists(format!(
-                "{me} has already approved ceremony {id}; it still needs {} more approval(s) from \
-                 other officers",
-                c.quorum.saturating_sub(c.approvals.len() as u32)
-            )));
+            return Err(NodeError::because(
+                Reason::AlreadyApproved,
+                format!(
+                    "{me} has already approved ceremony {id}; it still needs {} more \
+                     approval(s) from other officers",
+                    c.quorum.saturating_sub(c.approvals.len() as u32)
+                ),
+            )
+            .with("ceremony_id", id)
+            .into());
         }
         let approval = approval_of(req, &c.approvals, &self.core.policy(), id)?;
         self.record_approval(req, id, approval)
@@ -260,9 +285,12 @@ impl Ceremonies<'_> {
                 .map(|record| (record.is_some(), record.map(|r| r.seq)))
         })?;
         if !cancelled {
-            return Err(NodeError::FailedPrecondition(format!(
-                "ceremony {id} is no longer open"
-            )));
+            return Err(NodeError::because(
+                Reason::CeremonyNotOpen,
+                format!("ceremony {id} is no longer open"),
+            )
+            .with("ceremony_id", id)
+            .into());
         }
         self.forget_components(id);
         self.ceremony(id)
@@ -313,15 +341,24 @@ impl Ceremonies<'_> {
             .authorize(req, Operation::Approve, None, &self.core.region())?;
         let c = self.ceremony(id)?;
         if c.state != CeremonyState::Open {
-            return Err(NodeError::FailedPrecondition(format!(
-                "ceremony {id} is {}; only an open ceremony can be approved or cancelled",
-                c.state.as_str()
-            )));
+            return Err(NodeError::because(
+                Reason::CeremonyNotOpen,
+                format!(
+                    "ceremony {id} is {}; only an open ceremony can be approved or cancelled",
+                    c.state.as_str()
+                ),
+            )
+            .with("ceremony_id", id)
+            .with("state", c.state.as_str())
+            .into());
         }
         if now_secs() >= c.expires_at {
-            let expired = NodeError::FailedPrecondition(format!(
-                "ceremony {id} expired before it had its approvals; open a new one"
-            ));
+            let expired: NodeError = NodeError::because(
+                Reason::CeremonyExpired,
+                format!("ceremony {id} expired before it had its approvals; open a new one"),
+            )
+            .with("ceremony_id", id)
+            .into();
             // The request fails, but it moves the ceremony: both go in one commit.
             let moved = self.core.commit(req, Some(&expired), |d| {
                 self.core
@@ -345,11 +382,13 @@ impl Ceremonies<'_> {
 
     pub(crate) fn ceremony(&self, id: &str) -> Result<Ceremony, NodeError> {
         check_ceremony_id(id)?;
-        let row = self
-            .core
-            .store
-            .get_ceremony(id)?
-            .ok_or_else(|| NodeError::NotFound(format!("no ceremony {id} on this node")))?;
+        let row = self.core.store.get_ceremony(id)?.ok_or_else(|| {
+            NodeError::because(
+                Reason::CeremonyNotFound,
+                format!("no ceremony {id} on this node"),
+            )
+            .with("ceremony_id", id)
+        })?;
         self.to_ceremony(row)
     }
 
@@ -515,19 +554,25 @@ impl Ceremonies<'_> {
                 let reloading = self.core.policy.reloading();
                 let p = self.core.policy.load_new()?;
                 let Some(approved) = sha256 else {
-                    return Err(NodeError::FailedPrecondition(
+                    return Err(NodeError::because(
+                        Reason::PolicyNotReloadable,
                         "this reload ceremony was opened without policy_sha256 (by an \
-                         earlier hkms); open a new one for the file's SHA-256"
-                            .into(),
-                    ));
+                         earlier hkms); open a new one for the file's SHA-256",
+                    )
+                    .into());
                 };
                 if !p.sha256.eq_ignore_ascii_case(approved) {
-                    return Err(NodeError::FailedPrecondition(format!(
-                        "the policy file changed after the ceremony was opened: it has \
-                         SHA-256 {}, the officers approved {approved}; the policy in force \
-                         stays",
-                        p.sha256
-                    )));
+                    return Err(NodeError::because(
+                        Reason::PolicyNotReloadable,
+                        format!(
+                            "the policy file changed after the ceremony was opened: it has \
+                             SHA-256 {}, the officers approved {approved}; the policy in force \
+                             stays",
+                            p.sha256
+                        ),
+                    )
+                    .with("policy_sha256", &p.sha256)
+                    .into());
                 }
                 Ok(Executed {
                     text: format!("policy reloaded, sha256 {}", p.sha256),
@@ -566,30 +611,45 @@ fn approval_of(
         return Ok(approval);
     };
     let Some(key) = req.certificate_key() else {
-        return Err(NodeError::PermissionDenied(format!(
-            "{} has no certificate key the officer roster could name; only the persons of the \
-             roster approve ceremonies",
-            req.caller
-        )));
+        return Err(NodeError::because(
+            Reason::NotOnRoster,
+            format!(
+                "{} has no certificate key the officer roster could name; only the persons of \
+                 the roster approve ceremonies",
+                req.caller
+            ),
+        )
+        .into());
     };
     let person = roster.person_of(key).ok_or_else(|| {
-        NodeError::PermissionDenied(format!(
-            "the certificate of {} has key SHA-256 {key}, which is on no officer's list in the \
-             policy's roster: only the persons it names approve ceremonies; to approve, have the \
-             key added to your [officers.NAME] certificates by a reload-policy ceremony",
-            req.caller
-        ))
+        NodeError::because(
+            Reason::NotOnRoster,
+            format!(
+                "the certificate of {} has key SHA-256 {key}, which is on no officer's list in \
+                 the policy's roster: only the persons it names approve ceremonies; to approve, \
+                 have the key added to your [officers.NAME] certificates by a reload-policy \
+                 ceremony",
+                req.caller
+            ),
+        )
+        .with("certificate_key_sha256", key)
     })?;
     if let Some(earlier) = approvals
         .iter()
         .find(|a| person_now(roster, a) == Some(person))
     {
-        return Err(NodeError::FailedPrecondition(format!(
-            "already approved as {person}: {person} approved ceremony {id} with the certificate \
-             of {}; a person approves once, whichever certificate they hold, so it needs \
-             approvals from other persons of the roster",
-            earlier.approver
-        )));
+        return Err(NodeError::because(
+            Reason::PersonAlreadyApproved,
+            format!(
+                "already approved as {person}: {person} approved ceremony {id} with the \
+                 certificate of {}; a person approves once, whichever certificate they hold, so \
+                 it needs approvals from other persons of the roster",
+                earlier.approver
+            ),
+        )
+        .with("ceremony_id", id)
+        .with("person", person)
+        .into());
     }
     approval.person = Some(person.to_string());
     Ok(approval)

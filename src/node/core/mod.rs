@@ -22,7 +22,7 @@ use crate::hsm::{HsmError, ID_MAC_LABEL, IdMacKey, Pkcs11Token, ProbeReport, Tok
 use crate::policy::{Decision, Operation, Policy};
 use crate::store::{SqliteStore, Store};
 
-use super::{NodeError, Request};
+use super::{NodeError, Reason, Request};
 
 /// The node's shared state.
 pub struct Core {
@@ -183,7 +183,7 @@ impl Core {
     }
 
     /// Asks the policy and records the decision in the request's audit record; a denial
-    /// becomes [`NodeError::PermissionDenied`] with its reason.
+    /// becomes PERMISSION_DENIED ([`Reason::PolicyDenied`]) with its reason.
     pub fn authorize(
         &self,
         req: &mut Request,
@@ -199,7 +199,9 @@ impl Core {
             Ok(decision)
         } else {
             tracing::warn!(caller = %req.caller, reason = %decision.reason, "policy");
-            Err(NodeError::PermissionDenied(decision.reason))
+            Err(NodeError::because(Reason::PolicyDenied, decision.reason)
+                .with("operation", op)
+                .into())
         }
     }
 
@@ -228,15 +230,25 @@ impl Core {
         let hidden = |req: &Request| {
             if self.policy().may_ever(&req.caller, op) {
                 let target = target.map(|t| format!(" for {t}")).unwrap_or_default();
-                NodeError::NotFound(format!(
-                    "no key {id} that {} may {op}{target} on this node",
-                    req.caller
-                ))
+                NodeError::because(
+                    Reason::KeyNotFound,
+                    format!(
+                        "no key {id} that {} may {op}{target} on this node",
+                        req.caller
+                    ),
+                )
+                .with("key_id", id)
+                .into()
             } else {
-                NodeError::PermissionDenied(format!(
-                    "denied: no rule of the policy lets {} {op} any key on this node",
-                    req.caller
-                ))
+                NodeError::because(
+                    Reason::PolicyDenied,
+                    format!(
+                        "denied: no rule of the policy lets {} {op} any key on this node",
+                        req.caller
+                    ),
+                )
+                .with("operation", op)
+                .into()
             }
         };
         let Some(record) = self.store.get_key(id)? else {
@@ -246,7 +258,7 @@ impl Core {
         let region = target.unwrap_or(&record.region);
         match self.authorize(req, op, Some(record.key_type.as_str()), region) {
             Ok(_) => Ok(record),
-            Err(NodeError::PermissionDenied(_)) => Err(hidden(req)),
+            Err(e) if e.reason() == Reason::PolicyDenied => Err(hidden(req)),
             Err(e) => Err(e),
         }
     }
@@ -259,15 +271,27 @@ impl Core {
     ) -> Result<(), NodeError> {
         match self.policy().quorum(op, key_type) {
             None => Ok(()),
-            Some(q) => Err(NodeError::FailedPrecondition(format!(
-                "{op} {} is under dual control: it needs a ceremony with {} approvals \
-                 (`hkms ceremony open --op {op}{}`)",
-                key_type.unwrap_or("(node)"),
-                q.approvals,
-                key_type
-                    .map(|k| format!(" --key-type {k}"))
-                    .unwrap_or_default()
-            ))),
+            Some(q) => {
+                let needed = NodeError::because(
+                    Reason::CeremonyRequired,
+                    format!(
+                        "{op} {} is under dual control: it needs a ceremony with {} approvals \
+                         (`hkms ceremony open --op {op}{}`)",
+                        key_type.unwrap_or("(node)"),
+                        q.approvals,
+                        key_type
+                            .map(|k| format!(" --key-type {k}"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with("operation", op)
+                .with("approvals", q.approvals);
+                Err(match key_type {
+                    Some(k) => needed.with("key_type", k),
+                    None => needed,
+                }
+                .into())
+            }
         }
     }
 
@@ -276,11 +300,15 @@ impl Core {
     pub(crate) fn id_mac(&self, id: &IdNumber) -> Result<String, NodeError> {
         match self.token.id_mac(&id.mac_input()) {
             Ok(mac) => Ok(hex::encode(mac)),
-            Err(HsmError::KeyNotFound { .. }) => Err(NodeError::FailedPrecondition(format!(
-                "the token has lost the ID MAC key {ID_MAC_LABEL} since the node started; \
-                 restore the token (a restart would make a new key, and ID numbers recorded \
-                 so far would no longer match new records)"
-            ))),
+            Err(HsmError::KeyNotFound { .. }) => Err(NodeError::because(
+                Reason::TokenRefused,
+                format!(
+                    "the token has lost the ID MAC key {ID_MAC_LABEL} since the node started; \
+                     restore the token (a restart would make a new key, and ID numbers \
+                     recorded so far would no longer match new records)"
+                ),
+            )
+            .into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -288,10 +316,15 @@ impl Core {
     /// The key type `name` as the policy in force declares it.
     pub(crate) fn key_type(policy: &Policy, name: &str) -> Result<KeyTypeSpec, NodeError> {
         policy.catalogue.get(name).cloned().ok_or_else(|| {
-            NodeError::InvalidArgument(format!(
-                "unknown key type `{name}`; the policy declares: {}",
-                policy.catalogue.names().collect::<Vec<_>>().join(", ")
-            ))
+            NodeError::because(
+                Reason::UnknownKeyType,
+                format!(
+                    "unknown key type `{name}`; the policy declares: {}",
+                    policy.catalogue.names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .with("key_type", name)
+            .into()
         })
     }
 }

@@ -11,7 +11,7 @@ use crate::audit::{AuditDraft, AuditRecord, Outcome};
 use crate::policy::{Policy, Weakening};
 use crate::store::{Store, StoredPolicy};
 
-use super::super::{ErrorClass, NodeError, Request};
+use super::super::{ErrorClass, NodeError, Reason, Request};
 use super::Core;
 
 /// The policy file and the policy loaded from it.
@@ -46,10 +46,10 @@ impl PolicyCell {
     pub(crate) fn file_sha256(&self) -> Result<String, NodeError> {
         use sha2::Digest;
         let bytes = std::fs::read(&self.path).map_err(|e| {
-            NodeError::FailedPrecondition(format!(
-                "cannot read the policy file {}: {e}",
-                self.path.display()
-            ))
+            NodeError::because(
+                Reason::PolicyNotReloadable,
+                format!("cannot read the policy file {}: {e}", self.path.display()),
+            )
         })?;
         Ok(hex::encode(sha2::Sha256::digest(&bytes)))
     }
@@ -80,7 +80,9 @@ impl PolicyCell {
 
 /// Reads and checks the policy file.
 pub fn load_policy(path: &Path) -> Result<Policy, NodeError> {
-    Policy::load(path).map_err(|e| NodeError::FailedPrecondition(format!("policy refused: {e}")))
+    Policy::load(path).map_err(|e| {
+        NodeError::because(Reason::PolicyNotReloadable, format!("policy refused: {e}")).into()
+    })
 }
 
 /// The registry's row for `p`.
@@ -101,16 +103,23 @@ pub(crate) fn weaker_refused(
     weakened: &[Weakening],
 ) -> NodeError {
     let what: Vec<String> = weakened.iter().map(ToString::to_string).collect();
-    NodeError::FailedPrecondition(format!(
-        "a reload-policy ceremony is needed: the policy file {} (sha256 {}) weakens the policy \
-         in force (sha256 {}): {}; the policy in force stays (open the ceremony with `hkms \
-         ceremony open --op manage --action reload-policy --policy-sha256 {}`)",
-        file.origin,
-        file.sha256,
-        in_force.sha256,
-        what.join("; "),
-        file.sha256
-    ))
+    NodeError::because(
+        Reason::CeremonyRequired,
+        format!(
+            "a reload-policy ceremony is needed: the policy file {} (sha256 {}) weakens the \
+             policy in force (sha256 {}): {}; the policy in force stays (open the ceremony with \
+             `hkms ceremony open --op manage --action reload-policy --policy-sha256 {}`)",
+            file.origin,
+            file.sha256,
+            in_force.sha256,
+            what.join("; "),
+            file.sha256
+        ),
+    )
+    .with("operation", "manage")
+    .with("action", "reload-policy")
+    .with("policy_sha256", &file.sha256)
+    .into()
 }
 
 /// Adds to a refusal's record the SHA-256 of the policy in force and of the refused file.

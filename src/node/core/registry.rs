@@ -7,15 +7,20 @@ use crate::hierarchy::{KeyId, KeyState, KeyTypeName};
 use crate::store::now_rfc3339;
 use crate::transport::{Package, PackageHeader};
 
-use super::super::{NodeError, Request};
+use super::super::{NodeError, Reason, Request};
 use super::Core;
 
 impl Core {
     /// The registry row of key `id`.
     pub(crate) fn key_record(&self, id: &KeyId) -> Result<KeyRecord, NodeError> {
-        self.store
-            .get_key(id)?
-            .ok_or_else(|| NodeError::NotFound(format!("no key {id} in this node's registry")))
+        self.store.get_key(id)?.ok_or_else(|| {
+            NodeError::because(
+                Reason::KeyNotFound,
+                format!("no key {id} in this node's registry"),
+            )
+            .with("key_id", id)
+            .into()
+        })
     }
 
     /// The record of a key this node holds at its own tier and region with no local parent

@@ -1,12 +1,15 @@
 //! The caller's identity, read from the client certificate that mTLS verified: exactly one SAN
 //! URI `hkms://ROLE/TIER/REGION/NAME` (see [`crate::policy::Identity`]). A certificate without
-//! one, or with two, is refused as UNAUTHENTICATED. With it goes the SHA-256 of the
-//! certificate's public key, by which the policy's officer roster knows the person.
+//! one, or with two, is refused as UNAUTHENTICATED, with a reason a program can act on
+//! (`CLIENT_CERTIFICATE_MISSING`, `IDENTITY_INVALID`, `CERTIFICATE_REVOKED`). With it goes the
+//! SHA-256 of the certificate's public key, by which the policy's officer roster knows the
+//! person.
 
 use tonic::{Request, Status};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::node::{Caller, Node};
+use super::details::refusal;
+use crate::node::{Caller, Node, Reason};
 use crate::policy::{CertificateKey, IDENTITY_SCHEME, Identity};
 
 /// Every SAN URI of a DER certificate whose scheme is `hkms://`, in certificate order. The
@@ -93,7 +96,7 @@ pub const NO_CLIENT_CERTIFICATE: &str = "no client certificate: hkms serves only
 pub fn require_client_certificate(request: Request<()>) -> Result<Request<()>, Status> {
     match request.peer_certs() {
         Some(certs) if !certs.is_empty() => Ok(request),
-        _ => Err(Status::unauthenticated(NO_CLIENT_CERTIFICATE)),
+        _ => Err(no_certificate(NO_CLIENT_CERTIFICATE)),
     }
 }
 
@@ -103,15 +106,20 @@ pub fn require_client_certificate(request: Request<()>) -> Result<Request<()>, S
 pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Caller, Refusal> {
     let certs = request
         .peer_certs()
-        .ok_or_else(|| Status::unauthenticated(NO_CLIENT_CERTIFICATE))?;
+        .ok_or_else(|| no_certificate(NO_CLIENT_CERTIFICATE))?;
     let leaf = certs
         .first()
-        .ok_or_else(|| Status::unauthenticated("the client presented no certificate"))?;
-    let who = identity_from_cert(leaf.as_ref()).map_err(Status::unauthenticated)?;
-    let key = CertificateKey::of_certificate(leaf.as_ref()).map_err(Status::unauthenticated)?;
+        .ok_or_else(|| no_certificate("the client presented no certificate"))?;
+    let invalid = |why: String| refusal(Reason::IdentityInvalid, why, Vec::new());
+    let who = identity_from_cert(leaf.as_ref()).map_err(invalid)?;
+    let key = CertificateKey::of_certificate(leaf.as_ref()).map_err(invalid)?;
     match node.revoked_in(&certs) {
         Some(serial) => Err(Refusal {
-            status: Status::unauthenticated(REVOKED),
+            status: refusal(
+                Reason::CertificateRevoked,
+                REVOKED,
+                vec![("serial", serial.clone())],
+            ),
             revoked: Some((who, serial)),
         }),
         None => Ok(Caller {
@@ -119,6 +127,11 @@ pub fn caller<T>(node: &Node, request: &Request<T>) -> Result<Caller, Refusal> {
             certificate_key: Some(key),
         }),
     }
+}
+
+/// UNAUTHENTICATED for a connection without a client certificate.
+fn no_certificate(message: &str) -> Status {
+    refusal(Reason::ClientCertificateMissing, message, Vec::new())
 }
 
 #[cfg(test)]

@@ -24,8 +24,9 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::audit::{AuditDraft, Outcome};
-use crate::node::{self, Caller, ErrorClass, Node, NodeError};
+use crate::node::{self, Caller, ErrorClass, Node, NodeError, Reason};
 
+use super::edge::details;
 use super::edge::identity::{Refusal, caller};
 use super::edge::metrics;
 
@@ -116,7 +117,13 @@ where
         execute(&node, who, rpc, &rid, |n, req| f(n, req, body))
     })
     .await
-    .map_err(|e| Status::internal(format!("{rpc} did not finish: {e}")))?;
+    .map_err(|e| {
+        details::refusal(
+            Reason::InternalError,
+            format!("{rpc} did not finish: {e}"),
+            Vec::new(),
+        )
+    })?;
     answer(rpc, &request_id, &name, outcome)
 }
 
@@ -152,9 +159,9 @@ fn answer<T>(
             if matches!(e, NodeError::ResourceExhausted(_)) {
                 // A flood over a limit must not flood the log: the limiter logs one alert per
                 // caller and limit period; each refusal is in the ceremony log and the metrics.
-                tracing::debug!(%request_id, rpc, %caller, code = e.class().code_name(), error, "refused");
+                tracing::debug!(%request_id, rpc, %caller, code = e.class().code_name(), reason = %e.reason(), error, "refused");
             } else {
-                tracing::warn!(%request_id, rpc, %caller, code = e.class().code_name(), error, "refused");
+                tracing::warn!(%request_id, rpc, %caller, code = e.class().code_name(), reason = %e.reason(), error, "refused");
             }
             Err(status)
         }
@@ -208,7 +215,11 @@ async fn refuse_unauthenticated(
     let (answer, class) = match tokio::task::spawn_blocking(move || n.core().record(&draft)).await {
         Ok(Ok(_)) => (status, ErrorClass::Unauthenticated),
         _ => (
-            Status::internal("the ceremony log cannot be written; request refused"),
+            details::refusal(
+                Reason::AuditLogUnavailable,
+                "the ceremony log cannot be written; request refused",
+                Vec::new(),
+            ),
             ErrorClass::Internal,
         ),
     };

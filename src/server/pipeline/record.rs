@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::audit::AuditDraft;
-use crate::node::{self, Caller, Node, NodeError};
+use crate::node::{self, Caller, Node, NodeError, Reason};
 
 use super::super::edge::metrics;
 
@@ -123,7 +123,9 @@ fn count<T>(rpc: &'static str, result: &Result<T, NodeError>, start: Instant) {
 
 /// The error of a request whose record could not be written.
 fn unrecorded(e: impl std::fmt::Display) -> NodeError {
-    NodeError::Internal(format!(
-        "the request could not be written to the ceremony log ({e}); it is refused"
-    ))
+    NodeError::because(
+        Reason::AuditLogUnavailable,
+        format!("the request could not be written to the ceremony log ({e}); it is refused"),
+    )
+    .into()
 }

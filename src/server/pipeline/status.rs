@@ -1,8 +1,14 @@
 //! Node errors as gRPC statuses. The codes come from the one table, [`ErrorClass`]; the
-//! message is the error's own text, which says what to do and never carries a secret.
+//! message is the error's own text, which says what to do and never carries a secret. Every
+//! status carries, in `grpc-status-details-bin`, a `google.rpc.ErrorInfo` with the error's
+//! `Reason` (domain `hkms.v1`) and its machine values, and a `google.rpc.BadRequest`
+//! naming the field when one field of the request is wrong: programs branch on those, never
+//! on the English (docs/api.md, "Errors").
 
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
+use super::super::edge::details::error_info;
 use crate::audit::record::{MAX_MESSAGE, cut};
 use crate::node::{ErrorClass, NodeError};
 
@@ -20,15 +26,105 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// The gRPC status for a node error.
+/// The gRPC status for a node error, with its reason, metadata and wrong field.
 pub fn to_status(e: &NodeError) -> Status {
     // The message may quote the caller's input; cut as in the record, it stays a header's size.
-    Status::new(code_of(e.class()), cut(&e.to_string(), MAX_MESSAGE))
+    let message = cut(&e.to_string(), MAX_MESSAGE);
+    let mut details = error_info(e.reason(), e.metadata());
+    if let Some(field) = e.field() {
+        details.add_bad_request_violation(field, message.clone());
+    }
+    Status::with_error_details(code_of(e.class()), message, details)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Reason;
+
+    fn info(s: &Status) -> tonic_types::ErrorInfo {
+        s.get_details_error_info()
+            .expect("every status carries an ErrorInfo")
+    }
+
+    #[test]
+    fn a_status_carries_its_reason_domain_and_metadata() {
+        let e: NodeError = NodeError::because(Reason::CeremonyRequired, "needs a ceremony")
+            .with("operation", "generate")
+            .into();
+        let s = to_status(&e);
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(s.message(), "needs a ceremony");
+        let i = info(&s);
+        assert_eq!(i.reason, "CEREMONY_REQUIRED");
+        assert_eq!(i.domain, "hkms.v1");
+        assert_eq!(
+            i.metadata.get("operation").map(String::as_str),
+            Some("generate")
+        );
+        assert!(s.get_details_bad_request().is_none());
+    }
+
+    #[test]
+    fn a_wrong_field_is_named_in_a_bad_request() {
+        let s = to_status(&NodeError::invalid_field("region", "bad region"));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(info(&s).reason, "INVALID_FIELD");
+        assert_eq!(
+            info(&s).metadata.get("field").map(String::as_str),
+            Some("region")
+        );
+        let bad = s.get_details_bad_request().expect("a BadRequest");
+        assert_eq!(bad.field_violations.len(), 1);
+        assert_eq!(bad.field_violations[0].field, "region");
+        assert_eq!(bad.field_violations[0].description, "bad region");
+    }
+
+    #[test]
+    fn errors_without_a_reason_of_their_own_get_their_variants() {
+        for (e, reason) in [
+            (NodeError::InvalidArgument("x".into()), "INVALID_REQUEST"),
+            (
+                NodeError::FailedPrecondition("x".into()),
+                "PRECONDITION_FAILED",
+            ),
+            (NodeError::Internal("x".into()), "INTERNAL_ERROR"),
+            (
+                NodeError::Hsm(crate::hsm::HsmError::SessionLost {
+                    function: "f".into(),
+                    rv: "r".into(),
+                }),
+                "TOKEN_UNAVAILABLE",
+            ),
+        ] {
+            assert_eq!(info(&to_status(&e)).reason, reason, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_card_limit_says_when_it_frees_up() {
+        let s = to_status(&NodeError::ResourceExhausted(crate::node::LimitRefusal {
+            limit: crate::node::CardLimit::PerCardPerDay,
+            value: 10,
+            frees_at: Some(1_000),
+            wait_secs: Some(60),
+        }));
+        let i = info(&s);
+        assert_eq!(i.reason, "CARD_LIMIT_REACHED");
+        assert_eq!(
+            i.metadata.get("retry_after_secs").map(String::as_str),
+            Some("60")
+        );
+        assert_eq!(i.metadata.get("value").map(String::as_str), Some("10"));
+    }
+
+    #[test]
+    fn the_codec_names_an_undecodable_body_with_the_nodes_reason() {
+        assert_eq!(
+            crate::proto::codec::MALFORMED_BODY,
+            Reason::MalformedBody.as_str()
+        );
+    }
 
     #[test]
     fn every_class_names_the_code_it_maps_to() {
@@ -72,13 +168,14 @@ mod tests {
                 | ErrorClass::PermissionDenied
                 | ErrorClass::ResourceExhausted
                 | ErrorClass::Unavailable
-                | ErrorClass::Internal => true,
+                | ErrorClass::Internal
+                | ErrorClass::Unimplemented => true,
             };
             assert!(listed);
         }
         assert_eq!(
             ErrorClass::all().count(),
-            9,
+            10,
             "every class is in the table once"
         );
         for class in ErrorClass::all() {

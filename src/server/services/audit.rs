@@ -9,10 +9,11 @@ use zeroize::Zeroizing;
 use crate::audit::AuditRecord;
 use crate::audit::witness::{Cosignature, ExportStatement};
 use crate::card::IdNumber;
-use crate::node::{Node, NodeError, input};
+use crate::node::{InField, Node, NodeError, Reason, input};
 use crate::proto;
 use crate::proto::audit_service_server::AuditService;
 
+use super::super::edge::details::refusal;
 use super::super::pipeline::unary;
 
 /// Records read from the registry per page while streaming.
@@ -96,6 +97,7 @@ impl AuditService for AuditApi {
                 (!sent.is_empty())
                     .then(|| req.read(name, sent, input::instant))
                     .transpose()
+                    .field(name)
             };
             let filter = RecordFilter {
                 since: when(req, "since", &f.since)?,
@@ -142,7 +144,13 @@ impl AuditService for AuditApi {
                 .iter()
                 .map(serde_json::to_string)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Status::internal(format!("checkpoint encoding: {e}")))?;
+                .map_err(|e| {
+                    refusal(
+                        Reason::InternalError,
+                        format!("checkpoint encoding: {e}"),
+                        Vec::new(),
+                    )
+                })?;
             Ok(proto::GetCheckpointsResponse {
                 checkpoints,
                 statement: log
@@ -184,7 +192,7 @@ impl AuditService for AuditApi {
             // record gets its MAC, never the number.
             let given = Zeroizing::new(std::mem::take(&mut r.id_number));
             let id = IdNumber::parse(&given, "looked-up")
-                .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+                .map_err(|e| NodeError::invalid_field("id_number", e.to_string()))?;
             n.audit().find_id_number(req, &id, r.from_seq)
         })
         .await?;
@@ -237,7 +245,12 @@ async fn stream_pages(
             Ok(Ok(p)) => p,
             _ => {
                 let _ = tx
-                    .send(Err(Status::internal("reading the ceremony log failed")))
+                    .send(Err(refusal(
+                        Reason::RegistryFault,
+                        "reading the ceremony log failed; read again from the last record \
+                         received",
+                        Vec::new(),
+                    )))
                     .await;
                 return;
             }

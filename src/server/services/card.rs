@@ -9,11 +9,13 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{Caller, CardAnswer, CardPackages, CardRequest, Node, NodeError, input};
+use crate::node::{
+    Caller, CardAnswer, CardPackages, CardRequest, InField, Node, NodeError, Reason, input,
+};
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
-use super::super::edge::{identity::REVOKED, metrics};
+use super::super::edge::{details::refusal, identity::REVOKED, metrics};
 use super::super::pipeline::{Batcher, execute, open_stream, run_all, to_status};
 
 /// Most cards of one `PersonaliseCards` stream that one blocking thread works through in a
@@ -71,7 +73,7 @@ impl CardApi {
                 req.param("card_serial", &r.card_serial);
                 req.param("served_by", &r.served_by);
                 req.param("agent", agent_id.is_some().to_string());
-                let serial = input::card_serial(&r.card_serial)?;
+                let serial = input::card_serial(&r.card_serial).field("card_serial")?;
                 n.cards().card_command(
                     req,
                     CardRequest {
@@ -145,8 +147,13 @@ impl CardService for CardApi {
                     let status = match end {
                         Ended::Broken(e) => e,
                         Ended::Revoked(serial) => {
+                            let status = refusal(
+                                Reason::CertificateRevoked,
+                                REVOKED,
+                                vec![("serial", serial.clone())],
+                            );
                             revoked = Some(serial);
-                            Status::unauthenticated(REVOKED)
+                            status
                         }
                     };
                     let _ = tx.send(Err(status)).await;
@@ -178,8 +185,10 @@ impl CardService for CardApi {
                 // The revocation, recorded and already answered.
                 Ok(Err(NodeError::PermissionDenied(_))) if revoked.is_some() => None,
                 Ok(Err(e)) => Some(to_status(&e)),
-                Err(_) => Some(Status::internal(
+                Err(_) => Some(refusal(
+                    Reason::AuditLogUnavailable,
                     "the stream's record could not be written; it is refused",
+                    Vec::new(),
                 )),
             };
             if let Some(status) = unrecorded {
@@ -272,7 +281,7 @@ async fn personalise_batch(
                 |n, req, m| {
                     req.param("card_serial", &m.card_serial);
                     req.param("bureau_card_id", &m.bureau_card_id);
-                    let serial = input::card_serial(&m.card_serial)?;
+                    let serial = input::card_serial(&m.card_serial).field("card_serial")?;
                     n.cards().personalise_card(req, &m.bureau_card_id, &serial)
                 },
             );

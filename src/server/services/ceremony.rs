@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::node::{Ceremony, Node, input};
+use crate::node::{Ceremony, InField, Node, input};
 use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
@@ -76,7 +76,7 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::OpenCeremonyRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "OpenCeremony", request, |n, req, r| {
-            let operation = as_node_str::<proto::Operation>(r.operation)?;
+            let operation = as_node_str::<proto::Operation>(r.operation).field("operation")?;
             let params = r.params.into_iter().collect();
             let action = input::ceremony_action(req, operation, &params)?;
             n.ceremonies().open_ceremony(req, action)
@@ -90,7 +90,9 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "ApproveCeremony", request, |n, req, r| {
-            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
+                .field("id")?;
             n.ceremonies().approve_ceremony(req, &id)
         })
         .await?;
@@ -103,7 +105,9 @@ impl CeremonyService for CeremonyApi {
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "EnterComponent", request, |n, req, mut r| {
             let component = Zeroizing::new(std::mem::take(&mut r.component));
-            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
+                .field("id")?;
             n.ceremonies().enter_component(req, &id, component, &r.kcv)
         })
         .await?;
@@ -115,7 +119,9 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "CancelCeremony", request, |n, req, r| {
-            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
+                .field("id")?;
             n.ceremonies().cancel_ceremony(req, &id)
         })
         .await?;
@@ -127,7 +133,9 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "GetCeremony", request, |n, req, r| {
-            let id = req.read("ceremony", &r.id, input::ceremony_id)?;
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
+                .field("id")?;
             n.ceremonies().get_ceremony(req, &id)
         })
         .await?;
@@ -139,11 +147,11 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::ListCeremoniesRequest>,
     ) -> Result<Response<proto::ListCeremoniesResponse>, Status> {
         let list = unary(&self.node, "ListCeremonies", request, |n, req, r| {
-            let state = as_node_str::<proto::CeremonyState>(r.state)?;
+            let state = as_node_str::<proto::CeremonyState>(r.state).field("state")?;
             if !state.is_empty() {
                 req.param("state", state);
             }
-            let state = input::ceremony_state(state)?;
+            let state = input::ceremony_state(state).field("state")?;
             n.ceremonies().list_ceremonies(req, state)
         })
         .await?;

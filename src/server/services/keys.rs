@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::hierarchy::KeyRecord;
-use crate::node::{Node, input};
+use crate::node::{InField, Node, input};
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
 
@@ -59,7 +59,9 @@ impl KeyService for KeyApi {
         request: Request<proto::GenerateKeyRequest>,
     ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
         let key = unary(&self.node, "GenerateKey", request, |n, req, r| {
-            let key_type = req.read("key_type", &r.key_type, input::key_type)?;
+            let key_type = req
+                .read("key_type", &r.key_type, input::key_type)
+                .field("key_type")?;
             n.keys().generate_key(req, &key_type)
         })
         .await?;
@@ -77,8 +79,8 @@ impl KeyService for KeyApi {
         let key = unary(&self.node, "DeriveSubKey", request, |n, req, r| {
             req.param("parent_id", &r.parent_id);
             req.param("region", &r.region);
-            let parent = input::key_id(&r.parent_id)?;
-            let region = input::region(&r.region)?;
+            let parent = input::key_id(&r.parent_id).field("parent_id")?;
+            let region = input::region(&r.region).field("region")?;
             n.keys().derive_sub_key(req, &parent, region)
         })
         .await?;
@@ -96,7 +98,7 @@ impl KeyService for KeyApi {
         let key = self
             .gets
             .run(request, |n, req, r| {
-                let id = req.read("id", &r.id, input::key_id)?;
+                let id = req.read("id", &r.id, input::key_id).field("id")?;
                 n.keys().get_key(req, &id)
             })
             .await?;
@@ -123,8 +125,8 @@ impl KeyService for KeyApi {
         let keys = unary(&self.node, "ListKeys", request, |n, req, r| {
             // Enum fields arrive as numbers: an unknown one is refused here; UNSPECIFIED is
             // the empty word, no filter.
-            let tier = as_node_str::<proto::Tier>(r.tier)?;
-            let state = as_node_str::<proto::KeyState>(r.state)?;
+            let tier = as_node_str::<proto::Tier>(r.tier).field("tier")?;
+            let state = as_node_str::<proto::KeyState>(r.state).field("state")?;
             for (name, sent) in [
                 ("tier", tier),
                 ("region", r.region.as_str()),
@@ -151,18 +153,20 @@ impl KeyService for KeyApi {
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
         let key = unary(&self.node, "ChangeKeyState", request, |n, req, r| {
-            let state = as_node_str::<proto::KeyState>(r.state)?;
-            let expected = as_node_str::<proto::KeyState>(r.expected_state)?;
+            let state = as_node_str::<proto::KeyState>(r.state).field("state")?;
+            let expected =
+                as_node_str::<proto::KeyState>(r.expected_state).field("expected_state")?;
             req.param("id", &r.id);
             req.param("state", state);
             if !expected.is_empty() {
                 req.param("expected_state", expected);
             }
-            let id = input::key_id(&r.id)?;
-            let next = input::key_state("state", state)?;
+            let id = input::key_id(&r.id).field("id")?;
+            let next = input::key_state("state", state).field("state")?;
             let expected = (!expected.is_empty())
                 .then(|| input::key_state("expected state", expected))
-                .transpose()?;
+                .transpose()
+                .field("expected_state")?;
             n.keys().change_key_state(req, &id, next, expected)
         })
         .await?;

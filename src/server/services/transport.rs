@@ -5,7 +5,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
-use crate::node::{Node, input};
+use crate::node::{InField, Node, input};
 use crate::proto;
 use crate::proto::transport_service_server::TransportService;
 use crate::transport::TransportKey;
@@ -51,7 +51,7 @@ impl TransportService for TransportApi {
             let ceremony = (!r.ceremony_id.is_empty()).then_some(r.ceremony_id.as_str());
             req.param("region", &r.region);
             req.param("card", &r.card_label);
-            let region = input::region(&r.region)?;
+            let region = input::region(&r.region).field("region")?;
             n.transport()
                 .issue_card(req, region, &r.card_label, &pin, ceremony)
         })
@@ -103,8 +103,8 @@ impl TransportService for TransportApi {
                 let card = (!r.card_id.is_empty()).then_some(r.card_id.as_str());
                 req.param("key_id", &r.key_id);
                 req.param("recipient_region", &r.recipient_region);
-                let key_id = input::key_id(&r.key_id)?;
-                let recipient = input::region(&r.recipient_region)?;
+                let key_id = input::key_id(&r.key_id).field("key_id")?;
+                let recipient = input::region(&r.recipient_region).field("recipient_region")?;
                 n.transport().export_key(req, &key_id, recipient, card)
             })
             .await?;
