@@ -672,6 +672,17 @@ client_ca = "pki/ca.pem"
     }
 
     #[test]
+    fn list_answers_are_capped_at_one_mib_unless_lowered() {
+        assert_eq!(parse(GOOD).unwrap().max_answer_bytes, MAX_ANSWER_BYTES);
+        let with = |n: usize| parse(&format!("{GOOD}\n[api]\nmax_answer_bytes = {n}\n"));
+        assert_eq!(with(16384).unwrap().max_answer_bytes, 16384);
+        for bad in [MIN_ANSWER_BYTES - 1, MAX_ANSWER_BYTES + 1] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("[api] max_answer_bytes"), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_field_names_the_line() {
         let err = parse(&GOOD.replace("name = \"ministry\"", "nmae = \"ministry\"")).unwrap_err();
         assert!(err.to_string().contains("line"), "{err}");

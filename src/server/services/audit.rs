@@ -50,8 +50,8 @@ struct RecordFilter {
 
 impl RecordFilter {
     /// Whether a record passes. Record times are RFC 3339 UTC to the millisecond; they are
-    /// compared with the filter's instants as instants (an offset, a shorter or longer
-    /// fraction all mean what they say).
+    /// compared with the filter's Timestamps as instants, to the nanosecond (a filter at a
+    /// whole second takes a record later in that second).
     fn matches(&self, line: &str) -> bool {
         let plain = self.since.is_none()
             && self.until.is_none()
