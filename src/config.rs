@@ -58,6 +58,31 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     witnesses: Vec<RawWitness>,
+    #[serde(default)]
+    api: RawApi,
+}
+
+/// The most bytes of encoded message a list answer of the API holds (`[api]
+/// max_answer_bytes`): its default, and the most it may be.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// The least `[api] max_answer_bytes` may be: room for the largest single item of any list,
+/// with its page token and an export statement.
+pub const MIN_ANSWER_BYTES: usize = 16 * 1024;
+
+/// `[api]`: how the gRPC API answers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    max_answer_bytes: usize,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            max_answer_bytes: MAX_ANSWER_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +305,8 @@ pub struct NodeConfig {
     pub require_sealed: bool,
     /// The nodes that witness this node's log.
     pub witnesses: Vec<WitnessConfig>,
+    /// The most bytes of encoded message one page of a list answer holds.
+    pub max_answer_bytes: usize,
 }
 
 impl NodeConfig {
@@ -337,6 +364,13 @@ impl NodeConfig {
             return Err(invalid(
                 "[audit] checkpoint_every and checkpoint_interval_secs must be at least 1".into(),
             ));
+        }
+        if !(MIN_ANSWER_BYTES..=MAX_ANSWER_BYTES).contains(&raw.api.max_answer_bytes) {
+            return Err(invalid(format!(
+                "[api] max_answer_bytes {} is outside {MIN_ANSWER_BYTES}..={MAX_ANSWER_BYTES} \
+                 (16 KiB to 1 MiB)",
+                raw.api.max_answer_bytes
+            )));
         }
         if raw.ceremonies.ttl_secs == 0 {
             return Err(invalid("[ceremonies] ttl_secs must be at least 1".into()));
@@ -461,6 +495,7 @@ impl NodeConfig {
             log_json: raw.log.json,
             require_sealed: t_require_sealed,
             witnesses,
+            max_answer_bytes: raw.api.max_answer_bytes,
         })
     }
 
@@ -634,6 +669,17 @@ client_ca = "pki/ca.pem"
             "pin_file = \"a\"\npin_env = \"B\"",
         );
         assert!(parse(&both).is_err());
+    }
+
+    #[test]
+    fn list_answers_are_capped_at_one_mib_unless_lowered() {
+        assert_eq!(parse(GOOD).unwrap().max_answer_bytes, MAX_ANSWER_BYTES);
+        let with = |n: usize| parse(&format!("{GOOD}\n[api]\nmax_answer_bytes = {n}\n"));
+        assert_eq!(with(16384).unwrap().max_answer_bytes, 16384);
+        for bad in [MIN_ANSWER_BYTES - 1, MAX_ANSWER_BYTES + 1] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("[api] max_answer_bytes"), "{err}");
+        }
     }
 
     #[test]

@@ -509,7 +509,10 @@ async fn sigkill_while_logging_loses_no_acknowledged_request() {
 
 async fn checkpoints(node: &TestNode) -> Vec<hkms::audit::Checkpoint> {
     hkms::proto::audit_service_client::AuditServiceClient::new(node.channel_as(AUDITOR).await)
-        .get_checkpoints(proto::GetCheckpointsRequest { seal: false })
+        .get_checkpoints(proto::GetCheckpointsRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
         .await
         .expect("checkpoints")
         .into_inner()
@@ -611,7 +614,11 @@ async fn a_node_does_not_seal_a_log_changed_under_it() {
     // still gets the log as it is, and the verifier names where it breaks.
     let checkpoints =
         hkms::proto::audit_service_client::AuditServiceClient::new(node.channel_as(AUDITOR).await)
-            .get_checkpoints(proto::GetCheckpointsRequest { seal: true })
+            .get_checkpoints(proto::GetCheckpointsRequest {
+                seal: true,
+                page_size: 1000,
+                ..Default::default()
+            })
             .await
             .expect("the checkpoints there are")
             .into_inner()
@@ -634,15 +641,16 @@ async fn a_node_does_not_seal_a_log_changed_under_it() {
 
 #[tokio::test]
 async fn time_filters_compare_instants_and_refuse_what_is_not_a_time() {
+    use prost_types::Timestamp;
     use time::format_description::well_known::Rfc3339;
     let (node, _) = busy_node().await;
     let a =
         hkms::proto::audit_service_client::AuditServiceClient::new(node.channel_as(AUDITOR).await);
     // Each stream is itself recorded: the range is fixed to the records there at the start.
-    let lines = |since: &str, until: &str, to_seq: u64| {
+    let lines = |since: Option<Timestamp>, until: Option<Timestamp>, to_seq: u64| {
         let req = proto::StreamRecordsRequest {
-            since: since.into(),
-            until: until.into(),
+            since,
+            until,
             to_seq,
             ..Default::default()
         };
@@ -656,37 +664,63 @@ async fn time_filters_compare_instants_and_refuse_what_is_not_a_time() {
             Ok::<_, tonic::Status>(got)
         }
     };
-    let all = lines("", "", 0).await.expect("all");
+    let stamp = |t: time::OffsetDateTime| {
+        Some(Timestamp {
+            seconds: t.unix_timestamp(),
+            nanos: t.nanosecond() as i32,
+        })
+    };
+    let all = lines(None, None, 0).await.expect("all");
     assert!(all.len() >= 5, "{all:?}");
     let last = all.len() as u64;
     // The third record's time, as the log writes it (UTC, milliseconds).
     let third: serde_json::Value = serde_json::from_str(&all[2]).expect("record");
     let at = third["time"].as_str().expect("time").to_string();
     let instant = time::OffsetDateTime::parse(&at, &Rfc3339).expect("RFC 3339");
-    let from_third = lines(&at, "", last).await.expect("since");
+    let from_third = lines(stamp(instant), None, last).await.expect("since");
     assert!(from_third.len() <= all.len() - 2 && !from_third.is_empty());
     assert_eq!(from_third[0], all[all.len() - from_third.len()]);
-    // The same instant at +08:00 selects the same records.
+    assert!(from_third.contains(&all[2]), "since is inclusive");
+    // The same instant written at +08:00, as a client reads it into a Timestamp, selects the
+    // same records.
     let offset = instant
         .to_offset(time::UtcOffset::from_hms(8, 0, 0).expect("offset"))
         .format(&Rfc3339)
         .expect("format");
     assert!(offset.ends_with("+08:00"), "{offset}");
-    assert_eq!(lines(&offset, "", last).await.expect("offset"), from_third);
-    // The second it falls in, written without a fraction, is at or before it.
-    let second = instant
-        .replace_nanosecond(0)
-        .expect("second")
-        .format(&Rfc3339)
-        .expect("format");
-    assert!(lines(&second, "", last).await.expect("second").len() >= from_third.len());
+    let from_offset: Timestamp = offset.parse().expect("a Timestamp from RFC 3339");
+    assert_eq!(Some(from_offset), stamp(instant));
+    assert_eq!(
+        lines(Some(from_offset), None, last).await.expect("offset"),
+        from_third
+    );
+    // Sub-second precision is kept: the whole second the record falls in (…:03Z) is at or
+    // before it, so the record at …:03.789 is in.
+    let second = lines(
+        stamp(instant.replace_nanosecond(0).expect("second")),
+        None,
+        last,
+    )
+    .await
+    .expect("second");
+    assert!(second.len() >= from_third.len() && second.contains(&all[2]));
     // `until` is exclusive: before and since split the range.
-    let before = lines("", &at, last).await.expect("until");
+    let before = lines(None, stamp(instant), last).await.expect("until");
     assert_eq!(before.len() + from_third.len(), all.len());
+    assert!(!before.contains(&all[2]));
     // Not a time: refused, not an empty answer.
-    for bad in ["yesterday", "2026-13-01T00:00:00Z", "1700000000"] {
-        let err = lines(bad, "", last).await.expect_err(bad);
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}: {err:?}");
-        assert!(err.message().contains("RFC 3339"), "{}", err.message());
+    for (seconds, nanos) in [
+        (0, -1),
+        (0, 1_000_000_000),
+        (-1, 0),
+        (253_402_300_800, 0),
+        (i64::MIN, 0),
+    ] {
+        let bad = Timestamp { seconds, nanos };
+        for (since, until) in [(Some(bad), None), (None, Some(bad))] {
+            let err = lines(since, until, last).await.expect_err("not a time");
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad:?}: {err:?}");
+            assert!(err.message().contains("is not a time"), "{}", err.message());
+        }
     }
 }

@@ -178,7 +178,11 @@ fn the_worked_examples_check_with_openssl_alone() {
 /// returns with it states that checkpoint, signed with the node's key.
 async fn seal(audit: &mut AuditServiceClient<Channel>, key_pem: &str) -> Checkpoint {
     let answer = audit
-        .get_checkpoints(proto::GetCheckpointsRequest { seal: true })
+        .get_checkpoints(proto::GetCheckpointsRequest {
+            seal: true,
+            page_size: 1000,
+            ..Default::default()
+        })
         .await
         .expect("checkpoints")
         .into_inner();

@@ -517,6 +517,9 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
         ask(MessageRequest::FileContainingSymbol(
             "hkms.v1.KeyState".into(),
         )),
+        ask(MessageRequest::FileContainingSymbol(
+            "google.protobuf.Timestamp".into(),
+        )),
     ];
     let mut stream = reflection
         .server_reflection_info(tokio_stream::iter(requests))
@@ -572,8 +575,8 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
         Some("gzip")
     );
 
-    // A client without the .proto files (grpcurl) finds the service's file, the file it
-    // imports for the enums, and the enums in it.
+    // A client without the .proto files (grpcurl) finds the service's file, the files it
+    // imports for the enums and the times, and what they declare.
     /// The name and imports of a `google.protobuf.FileDescriptorProto`.
     #[derive(Clone, PartialEq, prost::Message)]
     struct FileHead {
@@ -594,9 +597,17 @@ async fn health_reports_token_and_store_and_reflection_lists_the_api() {
     };
     let keys = file().await;
     assert_eq!(keys.name.as_deref(), Some("hkms/v1/keys.proto"));
-    assert_eq!(keys.dependency, ["hkms/v1/types.proto"]);
+    assert_eq!(
+        keys.dependency,
+        ["google/protobuf/timestamp.proto", "hkms/v1/types.proto"]
+    );
     let types = file().await;
     assert_eq!(types.name.as_deref(), Some("hkms/v1/types.proto"));
+    let timestamp = file().await;
+    assert_eq!(
+        timestamp.name.as_deref(),
+        Some("google/protobuf/timestamp.proto")
+    );
 }
 
 #[tokio::test]

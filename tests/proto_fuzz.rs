@@ -207,7 +207,10 @@ async fn state(node: &TestNode) -> (Vec<(String, i32)>, String, String, usize, u
         .to_string();
     let orphans = stdout(&node.cli(&["keys", "orphans"]));
     let cards = proto::transport_service_client::TransportServiceClient::new(channel.clone())
-        .list_transport_keys(proto::ListTransportKeysRequest {})
+        .list_transport_keys(proto::ListTransportKeysRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
         .await
         .expect("transport keys")
         .into_inner()
@@ -216,6 +219,8 @@ async fn state(node: &TestNode) -> (Vec<(String, i32)>, String, String, usize, u
     let done = proto::ceremony_service_client::CeremonyServiceClient::new(channel)
         .list_ceremonies(proto::ListCeremoniesRequest {
             state: proto::CeremonyState::Done.into(),
+            page_size: 1000,
+            ..Default::default()
         })
         .await
         .expect("ceremonies")
@@ -294,6 +299,8 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             region: "440000".into(),
             key_type: "card-master".into(),
             state: proto::KeyState::Active.into(),
+            page_size: 10,
+            page_token: String::new(),
         }
         .encode_to_vec(),
         proto::ChangeKeyStateRequest {
@@ -333,6 +340,8 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
         .encode_to_vec(),
         proto::ListCeremoniesRequest {
             state: proto::CeremonyState::Open.into(),
+            page_size: 10,
+            page_token: String::new(),
         }
         .encode_to_vec(),
         proto::StreamRecordsRequest {
@@ -342,7 +351,12 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             ..Default::default()
         }
         .encode_to_vec(),
-        proto::GetCheckpointsRequest { seal: false }.encode_to_vec(),
+        proto::GetCheckpointsRequest {
+            seal: false,
+            page_size: 10,
+            page_token: String::new(),
+        }
+        .encode_to_vec(),
         proto::GetPublicKeyRequest {}.encode_to_vec(),
         // The fuzzing officer may not look ID numbers up.
         proto::FindIdNumberRequest {
@@ -372,7 +386,11 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             expected_kcv: "ABCDEF".into(),
         }
         .encode_to_vec(),
-        proto::ListTransportKeysRequest {}.encode_to_vec(),
+        proto::ListTransportKeysRequest {
+            page_size: 10,
+            page_token: String::new(),
+        }
+        .encode_to_vec(),
         proto::ExportKeyRequest {
             key_id: gd.id.clone(),
             recipient_region: "440000".into(),
@@ -531,6 +549,18 @@ fn text() -> impl Strategy<Value = String> {
     prop_oneof![".{0,48}", "[0-9]{0,8}", "k-[0-9a-f]{0,34}", "[a-z-]{0,20}"]
 }
 
+/// A time field: unset, a time near now, or any seconds and nanos at all (before 1970, past
+/// 9999, nanos out of range).
+fn timestamp() -> impl Strategy<Value = Option<prost_types::Timestamp>> {
+    prop_oneof![
+        Just(None),
+        (1_700_000_000..1_900_000_000i64, 0..1_000_000_000i32)
+            .prop_map(|(seconds, nanos)| Some(prost_types::Timestamp { seconds, nanos })),
+        (any::<i64>(), any::<i32>())
+            .prop_map(|(seconds, nanos)| Some(prost_types::Timestamp { seconds, nanos })),
+    ]
+}
+
 /// An enum field's number: UNSPECIFIED, every value of the enums, the numbers just past them,
 /// or any number at all (a newer client's value, or garbage).
 fn number() -> impl Strategy<Value = i32> {
@@ -561,13 +591,15 @@ fn random_structured_requests_get_clear_errors() {
 
     runner(64)
         .run(
-            &(number(), text(), text(), number()),
-            |(tier, region, key_type, state)| {
+            &(number(), text(), text(), number(), any::<i32>(), text()),
+            |(tier, region, key_type, state, page_size, page_token)| {
                 let r = rt.block_on(keys().list_keys(proto::ListKeysRequest {
                     tier,
                     region,
                     key_type,
                     state,
+                    page_size,
+                    page_token,
                 }));
                 match r {
                     Ok(_) => Ok(()),
@@ -682,8 +714,8 @@ fn random_structured_requests_get_clear_errors() {
             &(
                 any::<u64>(),
                 any::<u64>(),
-                text(),
-                text(),
+                timestamp(),
+                timestamp(),
                 text(),
                 text(),
                 text(),

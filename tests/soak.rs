@@ -275,7 +275,11 @@ async fn auditor(node: Chans, me: String, until: Instant) -> Tally {
             }
         }
         let r = audit
-            .get_checkpoints(proto::GetCheckpointsRequest { seal: false })
+            .get_checkpoints(proto::GetCheckpointsRequest {
+                seal: false,
+                page_size: 1000,
+                ..Default::default()
+            })
             .await;
         t.ok(&me, "GetCheckpoints", r);
         let r = audit.get_public_key(proto::GetPublicKeyRequest {}).await;

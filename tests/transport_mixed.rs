@@ -121,7 +121,10 @@ async fn a_softhsm2_ministry_sends_a_sub_key_to_a_kryoptic_province() {
         refused.message()
     );
     let cards = TransportServiceClient::new(guangdong.channel().await)
-        .list_transport_keys(proto::ListTransportKeysRequest {})
+        .list_transport_keys(proto::ListTransportKeysRequest {
+            page_size: 1000,
+            ..Default::default()
+        })
         .await
         .expect("list cards")
         .into_inner()

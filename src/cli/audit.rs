@@ -16,6 +16,7 @@ use crate::proto;
 use crate::proto::audit_service_client::AuditServiceClient;
 
 use super::client::{ClientArgs, status};
+use super::pages::{PAGE_SIZE, all_pages};
 use super::secret::{read_secret, read_secret_file};
 
 #[derive(Debug, Subcommand)]
@@ -375,25 +376,49 @@ async fn export(out: PathBuf, client: ClientArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status)?
         .into_inner();
-    let sealed_log = c
-        .get_checkpoints(proto::GetCheckpointsRequest { seal: true })
-        .await
-        .map_err(status)?
-        .into_inner();
-    let checkpoints = sealed_log
-        .checkpoints
+    // The first page seals the head and carries the statement; the pages after it list the
+    // checkpoints and cosignatures the first one fixed.
+    let pages = all_pages(|page_token| {
+        let mut c = c.clone();
+        let request = proto::GetCheckpointsRequest {
+            seal: true,
+            page_size: PAGE_SIZE,
+            page_token,
+        };
+        async move {
+            let page = c
+                .get_checkpoints(request)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let next = page.next_page_token;
+            Ok((
+                vec![(page.checkpoints, page.cosignatures, page.statement)],
+                next,
+            ))
+        }
+    })
+    .await?;
+    let stated = pages
+        .first()
+        .map(|(_, _, statement)| statement.clone())
+        .unwrap_or_default();
+    let (checkpoint_lines, cosignature_lines): (Vec<_>, Vec<_>) =
+        pages.into_iter().map(|(cp, cos, _)| (cp, cos)).unzip();
+    let checkpoints = checkpoint_lines
         .iter()
+        .flatten()
         .map(|l| serde_json::from_str(l))
         .collect::<Result<Vec<crate::audit::Checkpoint>, _>>()
         .context("the node sent a malformed checkpoint")?;
-    let cosignatures = sealed_log
-        .cosignatures
+    let cosignatures = cosignature_lines
         .iter()
+        .flatten()
         .map(|l| Cosignature::from_line(l))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("the node sent a malformed cosignature: {e}"))?;
-    let statement = (!sealed_log.statement.is_empty())
-        .then(|| ExportStatement::from_line(&sealed_log.statement))
+    let statement = (!stated.is_empty())
+        .then(|| ExportStatement::from_line(&stated))
         .transpose()
         .map_err(|e| anyhow::anyhow!("the node sent a malformed export statement: {e}"))?;
     let Some(sealed) = checkpoints.last().map(|c| c.seq) else {

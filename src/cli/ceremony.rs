@@ -11,6 +11,7 @@ use crate::proto::ceremony_service_client::CeremonyServiceClient;
 use crate::server::services::convert::word;
 
 use super::client::{ClientArgs, enum_arg, status};
+use super::pages::{PAGE_SIZE, all_pages, time_text};
 use super::secret::read_secret;
 
 #[derive(Debug, Subcommand)]
@@ -178,19 +179,31 @@ impl CeremonyCommand {
             }
             CeremonyCommand::List { state, client } => {
                 let state = enum_arg::<proto::CeremonyState>("--state", &state)?;
-                let mut c = CeremonyServiceClient::new(client.channel().await?);
-                let list = c
-                    .list_ceremonies(proto::ListCeremoniesRequest { state })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let c = CeremonyServiceClient::new(client.channel().await?);
+                let ceremonies = all_pages(|page_token| {
+                    let mut c = c.clone();
+                    let request = proto::ListCeremoniesRequest {
+                        state,
+                        page_size: PAGE_SIZE,
+                        page_token,
+                    };
+                    async move {
+                        let page = c
+                            .list_ceremonies(request)
+                            .await
+                            .map_err(status)?
+                            .into_inner();
+                        Ok((page.ceremonies, page.next_page_token))
+                    }
+                })
+                .await?;
                 if client.json {
                     // One array, `[]` when there is none, as `keys list --json` prints.
-                    let all: Vec<_> = list.ceremonies.iter().map(ceremony_json).collect();
+                    let all: Vec<_> = ceremonies.iter().map(ceremony_json).collect();
                     println!("{}", serde_json::Value::Array(all));
                     return Ok(ExitCode::SUCCESS);
                 }
-                for info in &list.ceremonies {
+                for info in &ceremonies {
                     show(info, false)?;
                 }
                 Ok(ExitCode::SUCCESS)
@@ -215,13 +228,17 @@ fn ceremony_json(c: &proto::CeremonyInfo) -> serde_json::Value {
         .approvals
         .iter()
         .map(|a| {
-            serde_json::json!({"approver": a.approver, "approved_at": a.approved_at, "person": a.person})
+            serde_json::json!({
+                "approver": a.approver, "approved_at": time_text(a.approved_at.as_ref()),
+                "person": a.person,
+            })
         })
         .collect();
     serde_json::json!({
         "id": c.id, "operation": word::<proto::Operation>(c.operation), "params": c.params,
         "opener": c.opener, "quorum": c.quorum, "approvals": approvals,
-        "created_at": c.created_at, "expires_at": c.expires_at,
+        "created_at": time_text(c.created_at.as_ref()),
+        "expires_at": time_text(c.expires_at.as_ref()),
         "state": word::<proto::CeremonyState>(c.state), "result": c.result,
         "components_entered": c.components_entered,
     })
@@ -238,7 +255,11 @@ fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
     params.sort();
     println!("ceremony {}  {} {}", c.id, operation, params.join(" "));
     println!("  state     {}", state);
-    println!("  opened by {} at {}", c.opener, c.created_at);
+    println!(
+        "  opened by {} at {}",
+        c.opener,
+        time_text(c.created_at.as_ref())
+    );
     match c.params.get("components") {
         // Custodians approve by entering their component: the components are what it waits for.
         Some(parts) => println!(
@@ -250,9 +271,18 @@ fn show(c: &proto::CeremonyInfo, json: bool) -> anyhow::Result<ExitCode> {
     }
     for a in &c.approvals {
         if a.person.is_empty() {
-            println!("    {} at {}", a.approver, a.approved_at);
+            println!(
+                "    {} at {}",
+                a.approver,
+                time_text(a.approved_at.as_ref())
+            );
         } else {
-            println!("    {} ({}) at {}", a.person, a.approver, a.approved_at);
+            println!(
+                "    {} ({}) at {}",
+                a.person,
+                a.approver,
+                time_text(a.approved_at.as_ref())
+            );
         }
     }
     if !c.result.is_empty() {

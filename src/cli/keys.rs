@@ -11,6 +11,7 @@ use crate::proto::key_service_client::KeyServiceClient;
 
 use super::client::{ClientArgs, enum_arg, status};
 use super::output::{print_key, print_keys};
+use super::pages::{PAGE_SIZE, all_pages};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -139,17 +140,23 @@ impl KeysCommand {
             } => {
                 let tier = enum_arg::<proto::Tier>("--tier", &tier)?;
                 let state = enum_arg::<proto::KeyState>("--state", &state)?;
-                let mut c = connect(&client).await?;
-                let r = c
-                    .list_keys(proto::ListKeysRequest {
+                let c = connect(&client).await?;
+                let keys = all_pages(|page_token| {
+                    let mut c = c.clone();
+                    let request = proto::ListKeysRequest {
                         tier,
-                        region,
-                        key_type,
+                        region: region.clone(),
+                        key_type: key_type.clone(),
                         state,
-                    })
-                    .await
-                    .map_err(status)?;
-                let keys = r.into_inner().keys;
+                        page_size: PAGE_SIZE,
+                        page_token,
+                    };
+                    async move {
+                        let page = c.list_keys(request).await.map_err(status)?.into_inner();
+                        Ok((page.keys, page.next_page_token))
+                    }
+                })
+                .await?;
                 if quiet {
                     for k in &keys {
                         println!("{}", k.id);

@@ -10,6 +10,7 @@ mod keys;
 mod logging;
 mod node_init;
 mod output;
+mod pages;
 mod pki;
 mod policy;
 mod secret;

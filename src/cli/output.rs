@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
+use super::pages::time_text;
 use crate::proto::{self, Key};
 use crate::server::services::convert::word;
 
@@ -25,8 +26,8 @@ struct KeyJson<'a> {
     kcv_method: Cow<'static, str>,
     version: u32,
     state: Cow<'static, str>,
-    created_at: &'a str,
-    updated_at: &'a str,
+    created_at: String,
+    updated_at: String,
     /// An imported key's issuer, package and card.
     #[serde(skip_serializing_if = "Option::is_none")]
     origin: Option<serde_json::Value>,
@@ -46,8 +47,8 @@ impl<'a> From<&'a Key> for KeyJson<'a> {
             kcv_method: word::<proto::KcvMethod>(k.kcv_method),
             version: k.version,
             state: word::<proto::KeyState>(k.state),
-            created_at: &k.created_at,
-            updated_at: &k.updated_at,
+            created_at: time_text(k.created_at.as_ref()),
+            updated_at: time_text(k.updated_at.as_ref()),
             origin: k.origin.as_ref().map(|o| {
                 serde_json::json!({
                     "issuer_node": o.issuer_node, "issuer_key_id": o.issuer_key_id,

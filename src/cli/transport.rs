@@ -13,6 +13,7 @@ use crate::transport::Package;
 
 use super::client::{ClientArgs, status};
 use super::output::print_key;
+use super::pages::{PAGE_SIZE, all_pages, time_text};
 use super::secret::read_secret;
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +112,7 @@ fn read_package(file: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 fn transport_json(t: &proto::TransportKeyInfo) -> serde_json::Value {
     serde_json::json!({"card_id": t.card_id, "region": t.region,
         "role": word::<proto::TransportKeyRole>(t.role), "kcv": t.kcv,
-        "ceremony_id": t.ceremony_id, "created_at": t.created_at})
+        "ceremony_id": t.ceremony_id, "created_at": time_text(t.created_at.as_ref())})
 }
 
 fn show(t: &proto::TransportKeyInfo, json: bool) {
@@ -124,7 +125,7 @@ fn show(t: &proto::TransportKeyInfo, json: bool) {
             t.region,
             word::<proto::TransportKeyRole>(t.role),
             t.kcv,
-            t.created_at
+            time_text(t.created_at.as_ref())
         );
     }
 }
@@ -186,22 +187,33 @@ impl TransportCommand {
                 }
             }
             TransportCommand::List { quiet, client } => {
-                let mut c = TransportServiceClient::new(client.channel().await?);
-                let list = c
-                    .list_transport_keys(proto::ListTransportKeysRequest {})
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let c = TransportServiceClient::new(client.channel().await?);
+                let transport_keys = all_pages(|page_token| {
+                    let mut c = c.clone();
+                    let request = proto::ListTransportKeysRequest {
+                        page_size: PAGE_SIZE,
+                        page_token,
+                    };
+                    async move {
+                        let page = c
+                            .list_transport_keys(request)
+                            .await
+                            .map_err(status)?
+                            .into_inner();
+                        Ok((page.transport_keys, page.next_page_token))
+                    }
+                })
+                .await?;
                 if quiet {
-                    for t in &list.transport_keys {
+                    for t in &transport_keys {
                         println!("{}", t.card_id);
                     }
                 } else if client.json {
                     // One array, `[]` when there is none, as `keys list --json` prints.
-                    let all: Vec<_> = list.transport_keys.iter().map(transport_json).collect();
+                    let all: Vec<_> = transport_keys.iter().map(transport_json).collect();
                     println!("{}", serde_json::Value::Array(all));
                 } else {
-                    for t in &list.transport_keys {
+                    for t in &transport_keys {
                         show(t, false);
                     }
                 }

@@ -8,7 +8,10 @@ use crate::card::{
     AGENT_ID_HASH, AGENT_ID_MAC, CARDHOLDER_ID_HASH, CARDHOLDER_ID_MAC, IdNumber, LEGACY_SALT_LEN,
 };
 use crate::policy::Operation;
+use crate::store::{CosignatureMark, CosignaturesAfter};
+use serde::{Deserialize, Serialize};
 
+use super::paging::{self, Page, PageAsk};
 use super::{Core, NodeError, Request, Signing};
 
 /// The most sequence numbers one lookup returns; past it, the answer says there are more.
@@ -39,17 +42,54 @@ pub struct IdNumberRecords {
     pub legacy_searched: bool,
 }
 
-/// The log's checkpoints for an auditor, and what else an export carries.
+/// One page of the log's checkpoints and their cosignatures for an auditor, and what else an
+/// export carries.
 #[derive(Debug, Clone)]
 pub struct SealedLog {
-    /// Every checkpoint, by sequence number.
-    pub checkpoints: Vec<Checkpoint>,
-    /// With `seal`, the node's signed statement that the last checkpoint's record is its head;
-    /// `None` without `seal`, for an empty log, or when the log was changed under the node.
+    /// The checkpoints by sequence number, then the cosignatures by seq, then witness: as
+    /// many as the page holds.
+    pub page: Page<LogItem, CheckpointsAfter>,
+    /// On the first page with `seal`, the node's signed statement that the last checkpoint's
+    /// record is its head; `None` on later pages, without `seal`, for an empty log, or when
+    /// the log was changed under the node.
     pub statement: Option<ExportStatement>,
-    /// Every cosignature the node holds, by seq then witness, read before the seal: none is
-    /// past the last checkpoint unless the log was cut back under its witnesses.
-    pub cosignatures: Vec<Cosignature>,
+}
+
+/// An item of the checkpoint listing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogItem {
+    /// A signed checkpoint.
+    Checkpoint(Checkpoint),
+    /// A witness's cosignature of one, with its place among the cosignatures.
+    Cosignature {
+        /// Its place in the order (seq, witness, witness key).
+        at: CosignaturesAfter,
+        /// The cosignature.
+        cosignature: Cosignature,
+    },
+}
+
+/// Where the next page of the checkpoint listing starts, and what the listing covers: the
+/// first page fixes it, so that the pages of one export agree with its statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointsAfter {
+    /// The last checkpoint there was when the first page was read (after its seal): the pages
+    /// list none past it.
+    pub upto_seq: u64,
+    /// The cosignatures stored before the first page's seal: the pages list only those, so
+    /// that none is past `upto_seq` unless the log was cut back under its witnesses.
+    pub cosignatures_upto: CosignatureMark,
+    /// The last item of the page before.
+    pub at: LogPlace,
+}
+
+/// The place of an item of the checkpoint listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogPlace {
+    /// The checkpoint of this sequence number.
+    Checkpoint(u64),
+    /// This cosignature (all checkpoints come before it).
+    Cosignature(CosignaturesAfter),
 }
 
 impl Audit<'_> {
@@ -82,16 +122,78 @@ impl Audit<'_> {
         Ok(self.core.signing().clone())
     }
 
-    /// Every checkpoint, for an auditor, with the witnesses' cosignatures of them. With `seal`,
-    /// the current head is sealed first, so that an export ends on a checkpoint, and the node
-    /// states, signed, that this checkpoint's record is its head: the export statement that
-    /// ends the bundle (docs/audit-format.md §8).
-    pub fn audit_checkpoints(&self, req: &mut Request, seal: bool) -> Result<SealedLog, NodeError> {
+    /// One page of the checkpoints, for an auditor, then of the witnesses' cosignatures of
+    /// them. On the first page (no `ask.after`), with `seal`, the current head is sealed first,
+    /// so that an export ends on a checkpoint, and the node states, signed, that this
+    /// checkpoint's record is its head: the export statement that ends the bundle
+    /// (docs/audit-format.md §8). Later pages seal nothing and list what the first one fixed.
+    pub fn audit_checkpoints(
+        &self,
+        req: &mut Request,
+        seal: bool,
+        ask: PageAsk<'_, LogItem, CheckpointsAfter>,
+    ) -> Result<SealedLog, NodeError> {
         self.core.authorize_here(req, Operation::ReadAudit, None)?;
-        // Read before the seal, so that each covers a checkpoint already sealed, at or before
-        // the one this export ends on; one past it means the log was cut back under the
-        // witness, and stays for the auditor's verifier to name.
-        let cosignatures = self.core.store.cosignatures()?;
+        let (upto_seq, cosignatures_upto, statement) = match &ask.after {
+            Some(after) => (after.upto_seq, after.cosignatures_upto, None),
+            None => self.seal_for_listing(req, seal)?,
+        };
+        let store = &self.core.store;
+        let page = paging::fill(
+            ask,
+            |after, n| {
+                let (checkpoints_after, cosignatures_after) = match after.map(|a| &a.at) {
+                    None => (Some(0), None),
+                    Some(LogPlace::Checkpoint(seq)) => (Some(*seq), None),
+                    Some(LogPlace::Cosignature(at)) => (None, Some(at)),
+                };
+                let mut items: Vec<LogItem> = match checkpoints_after {
+                    Some(from) => store
+                        .checkpoints_page(from, upto_seq, n)?
+                        .into_iter()
+                        .map(LogItem::Checkpoint)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                if items.len() < n {
+                    let cosignatures = store.cosignatures_page(
+                        cosignatures_after,
+                        cosignatures_upto,
+                        n - items.len(),
+                    )?;
+                    items.extend(
+                        cosignatures
+                            .into_iter()
+                            .map(|(at, cosignature)| LogItem::Cosignature { at, cosignature }),
+                    );
+                }
+                Ok(items)
+            },
+            |item| CheckpointsAfter {
+                upto_seq,
+                cosignatures_upto,
+                at: match item {
+                    LogItem::Checkpoint(cp) => LogPlace::Checkpoint(cp.seq),
+                    LogItem::Cosignature { at, .. } => LogPlace::Cosignature(at.clone()),
+                },
+            },
+            |_| true,
+        )?;
+        Ok(SealedLog { page, statement })
+    }
+
+    /// What the first page of a checkpoint listing fixes: the last checkpoint (after sealing
+    /// the head, with `seal`), the cosignatures stored before the seal, and with `seal` the
+    /// node's statement of its head.
+    fn seal_for_listing(
+        &self,
+        req: &mut Request,
+        seal: bool,
+    ) -> Result<(u64, CosignatureMark, Option<ExportStatement>), NodeError> {
+        // Before the seal, so that each cosignature listed covers a checkpoint already sealed,
+        // at or before the one this export ends on; one past it means the log was cut back
+        // under the witness, and stays for the auditor's verifier to name.
+        let cosignatures_upto = self.core.store.cosignature_mark()?;
         // A log changed under the node is exported as it is, without a new seal or a
         // statement: the auditor's verifier names where it breaks.
         if seal
@@ -100,19 +202,15 @@ impl Audit<'_> {
         {
             return Err(e);
         }
-        let checkpoints = self.core.store.checkpoints()?;
-        let statement = match checkpoints.last() {
+        let last = self.core.store.last_checkpoint()?;
+        let statement = match &last {
             Some(cp) if seal && !self.core.log_is_changed() => {
                 req.param("stated_seq", cp.seq.to_string());
                 Some(self.core.export_statement(cp.seq, &cp.head)?)
             }
             _ => None,
         };
-        Ok(SealedLog {
-            checkpoints,
-            statement,
-            cosignatures,
-        })
+        Ok((last.map_or(0, |cp| cp.seq), cosignatures_upto, statement))
     }
 
     /// Has the token compute `id`'s MAC and finds the records from `from_seq` on whose

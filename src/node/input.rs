@@ -44,6 +44,32 @@ pub fn instant(text: &str) -> Result<time::OffsetDateTime, NodeError> {
         })
 }
 
+/// The last second a time field may name: 9999-12-31T23:59:59Z, as google.protobuf.Timestamp
+/// allows.
+pub const LATEST_SECOND: i64 = 253_402_300_799;
+
+/// An instant sent as a `google.protobuf.Timestamp` (`seconds` since 1970 in UTC, `nanos`
+/// into that second), for the field `what`. Before 1970, after 9999, or with nanos outside
+/// 0..=999999999 is refused: such a value is a client's slip, never a time it means.
+pub fn timestamp(what: &str, seconds: i64, nanos: i32) -> Result<time::OffsetDateTime, NodeError> {
+    let refused = |why: &str| {
+        NodeError::InvalidArgument(format!(
+            "{what} (seconds {seconds}, nanos {nanos}) is not a time: {why}; give seconds from \
+             0 (1970-01-01T00:00:00Z) to {LATEST_SECOND} (9999-12-31T23:59:59Z) and nanos from \
+             0 to 999999999"
+        ))
+    };
+    if !(0..=999_999_999).contains(&nanos) {
+        return Err(refused("nanos is outside 0..999999999"));
+    }
+    if !(0..=LATEST_SECOND).contains(&seconds) {
+        return Err(refused("it is before 1970 or after 9999"));
+    }
+    time::OffsetDateTime::from_unix_timestamp(seconds)
+        .map(|t| t + time::Duration::nanoseconds(i64::from(nanos)))
+        .map_err(|_| refused("it is out of range"))
+}
+
 /// A card's application serial number (16 hex digits).
 pub fn card_serial(text: &str) -> Result<CardSerial, NodeError> {
     CardSerial::parse(text)
@@ -154,7 +180,20 @@ mod tests {
         ] {
             assert_eq!(filter.unwrap_err().field(), Some(field));
         }
+        for (seconds, nanos) in [(0, -1), (0, 1_000_000_000), (-1, 0), (LATEST_SECOND + 1, 0)] {
+            let e = timestamp("since", seconds, nanos).unwrap_err();
+            assert!(matches!(e, NodeError::InvalidArgument(_)), "{e:?}");
+        }
         assert_eq!(key_filter("", "", "", "").unwrap(), KeyFilter::default());
         assert_eq!(ceremony_state("").unwrap(), None);
+    }
+
+    #[test]
+    fn a_timestamp_is_the_instant_it_names_to_the_nanosecond() {
+        let t = timestamp("since", 1_772_356_563, 789_000_000).unwrap();
+        assert_eq!(t, instant("2026-03-01T09:16:03.789Z").unwrap());
+        assert_eq!(t, instant("2026-03-01T17:16:03.789+08:00").unwrap());
+        assert!(timestamp("until", 0, 0).is_ok());
+        assert!(timestamp("until", LATEST_SECOND, 999_999_999).is_ok());
     }
 }

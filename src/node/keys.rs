@@ -12,10 +12,11 @@ use crate::hierarchy::{Factor, KeyId, KeyState, KeyTypeName, KeyTypeSpec, Region
 use crate::hierarchy::{KeyFilter, KeyRecord};
 use crate::hsm::{Lifetime, SecretKeySpec, derived_algorithm};
 use crate::policy::Operation;
-use crate::store::now_rfc3339;
+use crate::store::{KeysAfter, now_rfc3339};
 
 use std::sync::{Mutex, MutexGuard};
 
+use super::paging::{self, Page, PageAsk};
 use super::{Core, ErrorClass, NodeError, Reason, Request};
 
 /// The key use cases, over the node's core.
@@ -215,27 +216,34 @@ impl Keys<'_> {
         Ok((record, origin))
     }
 
-    /// Keys matching `filter` that the caller may read (others are left out).
+    /// One page of the keys matching `filter` that the caller may read (others are left out,
+    /// and do not count towards the page), oldest first by `created_at`, then id.
     pub fn list_keys(
         &self,
         req: &mut Request,
         filter: &KeyFilter,
-    ) -> Result<Vec<KeyRecord>, NodeError> {
+        ask: PageAsk<'_, KeyRecord, KeysAfter>,
+    ) -> Result<Page<KeyRecord, KeysAfter>, NodeError> {
         let policy = self.core.policy();
         req.decided_per_item(Operation::Read, &policy.sha256);
-        let mut keys = self.core.store.list_keys(filter)?;
-        keys.retain(|k| {
-            policy
-                .decide(
-                    &req.caller,
-                    Operation::Read,
-                    Some(k.key_type.as_str()),
-                    &k.region,
-                )
-                .allowed
-        });
-        req.param("returned", keys.len().to_string());
-        Ok(keys)
+        let caller = &req.caller;
+        let page = paging::fill(
+            ask,
+            |after, n| Ok(self.core.store.list_keys_page(filter, after, n)?),
+            KeysAfter::of,
+            |k| {
+                policy
+                    .decide(
+                        caller,
+                        Operation::Read,
+                        Some(k.key_type.as_str()),
+                        &k.region,
+                    )
+                    .allowed
+            },
+        )?;
+        req.param("returned", page.items.len().to_string());
+        Ok(page)
     }
 
     /// Moves a key to `state`. With `expected`, refuses unless the key is in that state now.

@@ -24,6 +24,7 @@ pub mod input;
 mod keys;
 mod limits;
 mod orphans;
+mod paging;
 mod policies;
 mod reason;
 mod request;
@@ -33,7 +34,7 @@ mod witness;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-pub use audit::{Audit, IdNumberRecords, SealedLog};
+pub use audit::{Audit, CheckpointsAfter, IdNumberRecords, LogItem, LogPlace, SealedLog};
 pub use cards::{CardAnswer, CardPackages, CardRequest, Cards};
 pub use ceremonies::{Ceremonies, Ceremony, CeremonyAction, CeremonyId, CeremonyState};
 pub use class::ErrorClass;
@@ -43,6 +44,7 @@ pub use exclusive::ExclusiveUse;
 pub use keys::Keys;
 pub use limits::{CardLimit, CardLimiter, LimitRefusal, MAX_TRACKED_CALLERS, MAX_TRACKED_CARDS};
 pub use orphans::{MissingTransport, OrphanReport, reconcile};
+pub use paging::{Page, PageAsk};
 pub use policies::Policies;
 pub use reason::Reason;
 pub use request::{Caller, Request};
@@ -75,6 +77,8 @@ pub struct Node {
     revoked: RwLock<Arc<RevokedCerts>>,
     /// One witnessing request at a time.
     witnessing: Mutex<()>,
+    /// The most bytes of encoded message one page of a list answer holds (`[api]`).
+    max_answer_bytes: usize,
 }
 
 impl Node {
@@ -98,7 +102,13 @@ impl Node {
             legacy_salt,
             card_limiter: CardLimiter::default(),
             revoked: RwLock::default(),
+            max_answer_bytes: config.max_answer_bytes,
         })
+    }
+
+    /// The most bytes of encoded message one page of a list answer holds.
+    pub fn max_answer_bytes(&self) -> usize {
+        self.max_answer_bytes
     }
 
     /// The core every use case shares.

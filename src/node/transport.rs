@@ -10,13 +10,14 @@ use crate::hierarchy::{KeyFilter, KeyRecord};
 use crate::hsm::transport::CardToken;
 use crate::hsm::{Lifetime, SecretKeySpec, TokenLocator};
 use crate::policy::Operation;
-use crate::store::{KeyOrigin, now_rfc3339};
+use crate::store::{KeyOrigin, TransportKeysAfter, now_rfc3339};
 use crate::transport::{Package, PackageHeader};
 use crate::transport::{TransportKey, TransportRole};
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use super::paging::{self, Page, PageAsk};
 use super::{Ceremonies, CeremonyAction, CeremonyState, Core, InField, NodeError, Reason, Request};
 
 /// The key type name the policy uses for transport keys.
@@ -419,11 +420,27 @@ impl Transport<'_> {
         Ok(row)
     }
 
-    /// Transport keys this node issued or loaded.
-    pub fn list_transport_keys(&self, req: &mut Request) -> Result<Vec<TransportKey>, NodeError> {
+    /// One page of the transport keys this node issued or loaded, newest (last recorded)
+    /// first.
+    pub fn list_transport_keys(
+        &self,
+        req: &mut Request,
+        ask: PageAsk<'_, TransportKey, TransportKeysAfter>,
+    ) -> Result<Page<TransportKey, TransportKeysAfter>, NodeError> {
         self.core
             .authorize(req, Operation::Read, None, &self.core.region())?;
-        Ok(self.core.store.transport_keys()?)
+        let fits = ask.fits;
+        let page = paging::fill(
+            PageAsk {
+                size: ask.size,
+                after: ask.after,
+                fits: &mut |(_, key): &(TransportKeysAfter, TransportKey)| fits(key),
+            },
+            |after, n| Ok(self.core.store.transport_keys_page(after.copied(), n)?),
+            |(place, _)| *place,
+            |_| true,
+        )?;
+        Ok(page.map(|(_, key)| key))
     }
 
     /// Wraps `key_id` (a sub-key made for `recipient`) as a key package for that region, under

@@ -95,9 +95,23 @@ pub struct Policy {
     pub text: String,
 }
 
+/// The longest policy file hkms takes, in bytes. `GetPolicy` answers with the file's text, and
+/// no answer of the API is bigger than 1 MiB (docs/api.md); real policies are a few KiB.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+
 impl Policy {
     /// Parses and checks a policy text.
     pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError {
+                origin: origin.to_string(),
+                line: None,
+                message: format!(
+                    "the file is {} bytes; a policy is at most {MAX_POLICY_BYTES} bytes (256 KiB)",
+                    text.len()
+                ),
+            });
+        }
         let catalogue = KeyTypeCatalogue::from_toml_str(text, origin)?;
         let (rules, quorums) = rules::parse(text, origin, &catalogue)?;
         let pins = rules::parse_pins(text, origin)?;
@@ -175,5 +189,23 @@ mod tests {
         assert!(p.quorum(Operation::Derive, Some("card-master")).is_none());
         let manage = p.quorum(Operation::Manage, None).unwrap();
         assert_eq!(manage.operation, Operation::Manage);
+    }
+
+    #[test]
+    fn a_policy_file_past_its_size_is_refused_with_the_size() {
+        // Comment lines keep the policy what it was: only the size differs.
+        let mut big = DEFAULT.to_string();
+        while big.len() <= MAX_POLICY_BYTES {
+            big.push_str("# padding to pass the size a policy may have\n");
+        }
+        let err = Policy::parse(&big, "big.toml").unwrap_err();
+        assert!(
+            err.message.contains("at most 262144 bytes"),
+            "{}",
+            err.message
+        );
+        big.truncate(MAX_POLICY_BYTES - 64);
+        big.truncate(big.rfind('\n').unwrap() + 1);
+        assert!(Policy::parse(&big, "big.toml").is_ok());
     }
 }

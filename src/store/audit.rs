@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
-use super::{AuditLog, SqliteStore, StoreError};
+use super::{AuditLog, CosignatureMark, CosignaturesAfter, SqliteStore, StoreError};
 use crate::audit::record::{AuditDraft, AuditRecord, Checkpoint, GENESIS, line_hash, now_millis};
 use crate::audit::witness::Cosignature;
 
@@ -208,12 +208,57 @@ impl AuditLog for SqliteStore {
         Ok(out)
     }
 
+    fn checkpoints_page(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, line FROM audit_checkpoints WHERE seq > ?1 AND seq <= ?2 \
+                 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(StoreError::sqlite("reading checkpoints"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    as_i64(after),
+                    as_i64(upto),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)),
+            )
+            .map_err(StoreError::sqlite("reading checkpoints"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, line) = row.map_err(StoreError::sqlite("reading checkpoints"))?;
+            out.push(parse_checkpoint(seq, &line)?);
+        }
+        Ok(out)
+    }
+
     fn insert_cosignature(&self, cosignature: &Cosignature) -> Result<bool, StoreError> {
         self.store_cosignature(cosignature)
     }
 
     fn cosignatures(&self) -> Result<Vec<Cosignature>, StoreError> {
         self.read_cosignatures()
+    }
+
+    fn cosignature_mark(&self) -> Result<CosignatureMark, StoreError> {
+        self.read_cosignature_mark()
+    }
+
+    fn cosignatures_page(
+        &self,
+        after: Option<&CosignaturesAfter>,
+        upto: CosignatureMark,
+        limit: usize,
+    ) -> Result<Vec<(CosignaturesAfter, Cosignature)>, StoreError> {
+        self.read_cosignatures_page(after, upto, limit)
     }
 
     fn last_cosigned_seq(&self, witness_key_sha256: &str) -> Result<Option<u64>, StoreError> {
@@ -241,6 +286,39 @@ mod tests {
             rpc: rpc.into(),
             ..AuditDraft::default()
         }
+    }
+
+    #[test]
+    fn pages_of_checkpoints_go_by_seq_up_to_a_bound() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        for _ in 0..6 {
+            store.append_audit(&draft("A")).unwrap();
+        }
+        for seq in [2, 4, 6] {
+            store
+                .insert_checkpoint(&Checkpoint {
+                    v: 1,
+                    seq,
+                    head: "00".repeat(32),
+                    time: "2026-03-01T09:00:00.000Z".into(),
+                    node: "n".into(),
+                    key_fingerprint: "ABCDEF".into(),
+                    signature: "30".into(),
+                })
+                .unwrap();
+        }
+        let seqs = |after, upto, limit| -> Vec<u64> {
+            store
+                .checkpoints_page(after, upto, limit)
+                .unwrap()
+                .iter()
+                .map(|c| c.seq)
+                .collect()
+        };
+        assert_eq!(seqs(0, u64::MAX, 2), [2, 4]);
+        assert_eq!(seqs(4, u64::MAX, 2), [6]);
+        assert_eq!(seqs(0, 4, 10), [2, 4]);
+        assert!(seqs(6, u64::MAX, 10).is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::CachedSql;
 use super::audit::append_in;
-use super::{CeremonyStore, SqliteStore, StoreError};
+use super::{CeremoniesAfter, CeremonyStore, SqliteStore, StoreError};
 use crate::audit::{AuditDraft, AuditRecord};
 
 /// A ceremony row with its approvals, as stored (the node gives it meaning).
@@ -176,14 +176,28 @@ impl CeremonyStore for SqliteStore {
         self.read_snapshot("reading a ceremony", |conn| get_in(conn, id))
     }
 
-    fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError> {
+    fn list_ceremonies_page(
+        &self,
+        state: Option<&str>,
+        after: Option<&CeremoniesAfter>,
+        limit: usize,
+    ) -> Result<Vec<CeremonyRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (after_time, after_id) = match after {
+            Some(a) => (Some(a.created_at.as_str()), a.id.as_str()),
+            None => (None, ""),
+        };
         let ids: Vec<String> = {
             let conn = self.lock()?;
             let mut stmt = conn
-                .prepare_cached("SELECT id FROM ceremonies WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id")
+                .prepare_cached(
+                    "SELECT id FROM ceremonies WHERE (?1 IS NULL OR state = ?1) \
+                     AND (?2 IS NULL OR created_at < ?2 OR (created_at = ?2 AND id > ?3)) \
+                     ORDER BY created_at DESC, id LIMIT ?4",
+                )
                 .map_err(StoreError::sqlite("listing ceremonies"))?;
             let rows = stmt
-                .query_map([state], |r| r.get(0))
+                .query_map(params![state, after_time, after_id, limit], |r| r.get(0))
                 .map_err(StoreError::sqlite("listing ceremonies"))?;
             rows.collect::<Result<_, _>>()
                 .map_err(StoreError::sqlite("listing ceremonies"))?
@@ -260,6 +274,35 @@ mod tests {
     }
 
     #[test]
+    fn pages_of_ceremonies_go_newest_first_then_by_id() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        for (id, at) in [
+            ("c-b", "2026-01-01T00:00:00Z"),
+            ("c-a", "2026-01-01T00:00:00Z"),
+            ("c-c", "2026-01-02T00:00:00Z"),
+            ("c-d", "2025-12-31T00:00:00Z"),
+        ] {
+            let mut r = row(id);
+            r.created_at = at.into();
+            store
+                .insert_ceremony_audited(&r, &AuditDraft::default())
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list_ceremonies_page(None, after.as_ref(), 1).unwrap();
+            let Some(c) = page.into_iter().next() else {
+                break;
+            };
+            after = Some(CeremoniesAfter::of(&c));
+            got.push(c.id);
+        }
+        assert_eq!(got, ["c-c", "c-a", "c-b", "c-d"]);
+        assert_eq!(store.list_ceremonies_page(None, None, 3).unwrap().len(), 3);
+    }
+
+    #[test]
     fn approvals_count_each_approver_once_and_states_move_by_compare_and_set() {
         let store = SqliteStore::open_in_memory().unwrap();
         store
@@ -295,7 +338,19 @@ mod tests {
                 .set_ceremony_state("c-1", "open", "running", "")
                 .unwrap()
         );
-        assert_eq!(store.list_ceremonies(Some("running")).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .list_ceremonies_page(Some("running"), None, 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .list_ceremonies_page(Some("done"), None, 10)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.audit_head().unwrap().unwrap().0, 3);
     }
 

@@ -8,7 +8,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::CachedSql;
-use super::{SqliteStore, StoreError};
+use super::{CosignatureMark, CosignaturesAfter, SqliteStore, StoreError};
 use crate::audit::witness::Cosignature;
 
 impl SqliteStore {
@@ -59,6 +59,78 @@ impl SqliteStore {
                     what,
                 })?,
             );
+        }
+        Ok(out)
+    }
+
+    /// [`AuditLog::cosignature_mark`](super::AuditLog::cosignature_mark): the place of the
+    /// last cosignature stored (rows are never deleted, so places only grow), 0 for none.
+    pub(super) fn read_cosignature_mark(&self) -> Result<CosignatureMark, StoreError> {
+        let conn = self.lock()?;
+        let mark: Option<i64> = conn
+            .query_row_cached("SELECT max(rowid) FROM audit_cosignatures", [], |row| {
+                row.get(0)
+            })
+            .map_err(StoreError::sqlite("reading cosignatures"))?;
+        Ok(CosignatureMark(mark.unwrap_or(0)))
+    }
+
+    /// [`AuditLog::cosignatures_page`](super::AuditLog::cosignatures_page).
+    pub(super) fn read_cosignatures_page(
+        &self,
+        after: Option<&CosignaturesAfter>,
+        upto: CosignatureMark,
+        limit: usize,
+    ) -> Result<Vec<(CosignaturesAfter, Cosignature)>, StoreError> {
+        let (seq, witness, key) = match after {
+            Some(a) => (
+                Some(i64::try_from(a.seq).unwrap_or(i64::MAX)),
+                a.witness.as_str(),
+                a.witness_key_sha256.as_str(),
+            ),
+            None => (None, "", ""),
+        };
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, witness, witness_key_sha256, line FROM audit_cosignatures \
+                 WHERE rowid <= ?1 AND (?2 IS NULL OR (seq, witness, witness_key_sha256) > (?2, ?3, ?4)) \
+                 ORDER BY seq, witness, witness_key_sha256 LIMIT ?5",
+            )
+            .map_err(StoreError::sqlite("reading cosignatures"))?;
+        let rows = stmt
+            .query_map(
+                params![
+                    upto.0,
+                    seq,
+                    witness,
+                    key,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .map_err(StoreError::sqlite("reading cosignatures"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, witness, witness_key_sha256, line) =
+                row.map_err(StoreError::sqlite("reading cosignatures"))?;
+            let c = Cosignature::from_line(&line).map_err(|what| StoreError::Corrupt {
+                id: format!("cosignature of checkpoint {seq}"),
+                what,
+            })?;
+            let at = CosignaturesAfter {
+                seq: u64::try_from(seq).unwrap_or(0),
+                witness,
+                witness_key_sha256,
+            };
+            out.push((at, c));
         }
         Ok(out)
     }
@@ -136,6 +208,45 @@ mod tests {
                 (20, "shenzhen".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn pages_of_cosignatures_keep_the_order_and_stop_at_their_mark() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        assert_eq!(store.cosignature_mark().unwrap(), CosignatureMark(0));
+        let (a, b) = ("aa".repeat(91), "bb".repeat(91));
+        for c in [
+            cosig("shenzhen", &b, 20),
+            cosig("guangdong", &a, 20),
+            cosig("guangdong", &a, 10),
+        ] {
+            store.insert_cosignature(&c).unwrap();
+        }
+        let mark = store.cosignature_mark().unwrap();
+        // Stored after the mark: not in pages read up to it.
+        store
+            .insert_cosignature(&cosig("guangdong", &a, 5))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut after: Option<CosignaturesAfter> = None;
+        loop {
+            let page = store.cosignatures_page(after.as_ref(), mark, 1).unwrap();
+            let Some((at, c)) = page.into_iter().next() else {
+                break;
+            };
+            got.push((c.seq, c.witness));
+            after = Some(at);
+        }
+        assert_eq!(
+            got,
+            [
+                (10, "guangdong".to_string()),
+                (20, "guangdong".to_string()),
+                (20, "shenzhen".to_string())
+            ]
+        );
+        let now = store.cosignature_mark().unwrap();
+        assert_eq!(store.cosignatures_page(None, now, 10).unwrap().len(), 4);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, ffi, params, params_fro
 use super::CachedSql;
 use super::audit::append_in;
 use super::record::{COLUMNS, from_row};
-use super::{KeyFilter, KeyRecord, KeyRegistry, SqliteStore, StoreError, now_rfc3339};
+use super::{KeyFilter, KeyRecord, KeyRegistry, KeysAfter, SqliteStore, StoreError, now_rfc3339};
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::hierarchy::{KeyId, KeyState, KeyTypeName, Region};
 
@@ -45,25 +45,16 @@ impl KeyRegistry for SqliteStore {
     }
 
     fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut sql = format!("SELECT {COLUMNS} FROM keys WHERE 1 = 1");
-        let mut args: Vec<&str> = Vec::new();
-        let conditions = [
-            ("tier", filter.tier.map(|t| t.as_str())),
-            ("region", filter.region.as_ref().map(Region::as_str)),
-            (
-                "key_type",
-                filter.key_type.as_ref().map(KeyTypeName::as_str),
-            ),
-            ("state", filter.state.map(|s| s.as_str())),
-        ];
-        for (column, value) in conditions {
-            if let Some(value) = value {
-                sql.push_str(&format!(" AND {column} = ?"));
-                args.push(value);
-            }
-        }
-        sql.push_str(" ORDER BY created_at, id");
-        self.query_records(&sql, params_from_iter(args))
+        self.select_keys(filter, None, None)
+    }
+
+    fn list_keys_page(
+        &self,
+        filter: &KeyFilter,
+        after: Option<&KeysAfter>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        self.select_keys(filter, after, Some(limit))
     }
 
     fn newest_active_key(
@@ -162,6 +153,47 @@ impl SqliteStore {
         self.write("changing a key's state", |tx| {
             set_state_in(tx, id, expected, next)
         })
+    }
+
+    /// The keys `filter` selects, in the order (created_at, id), after `after` and at most
+    /// `limit` of them when given. Migration 8's index answers the order and the bound without
+    /// a sort.
+    fn select_keys(
+        &self,
+        filter: &KeyFilter,
+        after: Option<&KeysAfter>,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM keys WHERE 1 = 1");
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+        let tier = filter.tier.map(|t| t.as_str());
+        let region = filter.region.as_ref().map(Region::as_str);
+        let key_type = filter.key_type.as_ref().map(KeyTypeName::as_str);
+        let state = filter.state.map(|s| s.as_str());
+        let conditions = [
+            ("tier", &tier),
+            ("region", &region),
+            ("key_type", &key_type),
+            ("state", &state),
+        ];
+        for (column, value) in conditions {
+            if let Some(value) = value {
+                sql.push_str(&format!(" AND {column} = ?"));
+                args.push(value);
+            }
+        }
+        if let Some(after) = after {
+            sql.push_str(" AND (created_at, id) > (?, ?)");
+            args.push(&after.created_at);
+            args.push(&after.id);
+        }
+        sql.push_str(" ORDER BY created_at, id");
+        let limit = limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+        if let Some(limit) = &limit {
+            sql.push_str(" LIMIT ?");
+            args.push(limit);
+        }
+        self.query_records(&sql, params_from_iter(args))
     }
 
     fn query_records(
@@ -437,6 +469,55 @@ mod tests {
             })
             .is_empty()
         );
+    }
+
+    #[test]
+    fn pages_of_keys_follow_the_listing_order_with_the_limit_in_the_query() {
+        let s = store();
+        // Several keys per second, as a busy node makes them: ties go by id.
+        let mut all = Vec::new();
+        for i in 0..12 {
+            let mut k = root_record(if i % 3 == 0 {
+                "pin-unblock"
+            } else {
+                "card-master"
+            });
+            k.created_at = format!("2025-01-01T00:00:0{}Z", i / 4);
+            s.insert_key(&k).unwrap();
+            all.push(k);
+        }
+        all.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        let ids = |v: Vec<KeyRecord>| v.into_iter().map(|k| k.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.list_keys(&KeyFilter::default()).unwrap()),
+            ids(all.clone())
+        );
+        let mut paged = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .list_keys_page(&KeyFilter::default(), after.as_ref(), 5)
+                .unwrap();
+            assert!(page.len() <= 5);
+            after = page.last().map(KeysAfter::of);
+            let done = page.len() < 5;
+            paged.extend(page);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(ids(paged), ids(all.clone()));
+        // A filter holds across pages.
+        let pins = KeyFilter {
+            key_type: Some(name("pin-unblock")),
+            ..Default::default()
+        };
+        let first = s.list_keys_page(&pins, None, 2).unwrap();
+        let rest = s
+            .list_keys_page(&pins, first.last().map(KeysAfter::of).as_ref(), 10)
+            .unwrap();
+        assert_eq!((first.len(), rest.len()), (2, 2));
+        assert!(rest.iter().all(|k| k.key_type.as_str() == "pin-unblock"));
     }
 
     #[test]

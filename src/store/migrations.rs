@@ -120,6 +120,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (witness_key_sha256, seq)
     ) STRICT;
     CREATE INDEX audit_cosignatures_by_seq ON audit_cosignatures (seq, witness);",
+    // 8: `ListKeys` pages through the keys in the order (created_at, id), each page after the
+    // last key of the one before; this index reads a page without sorting the registry.
+    "CREATE INDEX keys_by_creation ON keys (created_at, id);",
 ];
 
 /// The schema version this build writes.

@@ -16,6 +16,7 @@ mod error;
 mod group_commit;
 mod keys;
 mod migrations;
+mod page;
 mod policy;
 mod record;
 mod schema;
@@ -40,6 +41,9 @@ pub use ceremony::{ApprovalRow, CeremonyRow};
 pub use error::StoreError;
 pub use group_commit::CommitStats;
 use group_commit::GroupCommit;
+pub use page::{
+    CeremoniesAfter, CosignatureMark, CosignaturesAfter, KeysAfter, TransportKeysAfter,
+};
 pub use policy::StoredPolicy;
 pub use traits::{
     AuditLog, CeremonyStore, KeyRegistry, PolicyStore, Store, StoreHealth, TransportStore,

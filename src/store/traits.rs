@@ -69,8 +69,8 @@
 use crate::transport::TransportKey;
 
 use super::{
-    ApprovalRow, CeremonyRow, CommitStats, KeyFilter, KeyOrigin, KeyRecord, StoreError,
-    StoredPolicy,
+    ApprovalRow, CeremoniesAfter, CeremonyRow, CommitStats, CosignatureMark, CosignaturesAfter,
+    KeyFilter, KeyOrigin, KeyRecord, KeysAfter, StoreError, StoredPolicy, TransportKeysAfter,
 };
 use crate::audit::consistency::Verified;
 use crate::audit::witness::Cosignature;
@@ -105,6 +105,16 @@ pub trait KeyRegistry: Send + Sync {
     /// The keys matching `filter` (its `None` fields match all), oldest first by `created_at`,
     /// ties by id.
     fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// One page of [`list_keys`](Self::list_keys): at most `limit` keys, those after `after`
+    /// (from the first without it), in the same order. A backend reads only the page, not the
+    /// whole list.
+    fn list_keys_page(
+        &self,
+        filter: &KeyFilter,
+        after: Option<&KeysAfter>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
 
     /// The newest active key of `key_type` in `region`: the highest version, and among equal
     /// versions the one registered last (in registration order, not by `created_at`, which
@@ -167,9 +177,14 @@ pub trait CeremonyStore: Send + Sync {
     /// snapshot; `None` if there is no such ceremony.
     fn get_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StoreError>;
 
-    /// Every ceremony, newest first (ties by id), or only those in `state`; each with its
-    /// approvals.
-    fn list_ceremonies(&self, state: Option<&str>) -> Result<Vec<CeremonyRow>, StoreError>;
+    /// At most `limit` ceremonies, or only those in `state`, after `after` (from the first
+    /// without it), newest first by `created_at` (ties by id); each with its approvals.
+    fn list_ceremonies_page(
+        &self,
+        state: Option<&str>,
+        after: Option<&CeremoniesAfter>,
+        limit: usize,
+    ) -> Result<Vec<CeremonyRow>, StoreError>;
 
     /// Adds `approval` and appends `draft`'s record, in one durable transaction. Returns
     /// whether the approval is new (`false` when this approver, or this person of the roster,
@@ -220,6 +235,14 @@ pub trait TransportStore: Send + Sync {
 
     /// Every transport key, newest (last recorded) first.
     fn transport_keys(&self) -> Result<Vec<TransportKey>, StoreError>;
+
+    /// One page of [`transport_keys`](Self::transport_keys): at most `limit`, those after
+    /// `after` (from the newest without it), each with its place in the order.
+    fn transport_keys_page(
+        &self,
+        after: Option<TransportKeysAfter>,
+        limit: usize,
+    ) -> Result<Vec<(TransportKeysAfter, TransportKey)>, StoreError>;
 
     /// The transport key of one card, by exact id (no pattern), if recorded.
     fn transport_key(&self, card_id: &str) -> Result<Option<TransportKey>, StoreError>;
@@ -288,6 +311,14 @@ pub trait AuditLog: Send + Sync {
     /// Every checkpoint, by sequence number.
     fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError>;
 
+    /// At most `limit` checkpoints with `after < seq <= upto`, by sequence number.
+    fn checkpoints_page(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Checkpoint>, StoreError>;
+
     /// Stores a witness's cosignature of one of this node's checkpoints, in one durable
     /// transaction, for exports to carry. One per witness key and sequence number: a retry, or
     /// a second cosignature of the same checkpoint by the same key, is not stored and returns
@@ -300,6 +331,20 @@ pub trait AuditLog: Send + Sync {
 
     /// Every stored cosignature, by sequence number, then witness name.
     fn cosignatures(&self) -> Result<Vec<Cosignature>, StoreError>;
+
+    /// A mark of the cosignatures stored so far, for
+    /// [`cosignatures_page`](Self::cosignatures_page) to list only those.
+    fn cosignature_mark(&self) -> Result<CosignatureMark, StoreError>;
+
+    /// At most `limit` of the cosignatures stored up to `upto`, after `after` (from the first
+    /// without it), by sequence number, then witness name, then witness key; each with its
+    /// place in that order.
+    fn cosignatures_page(
+        &self,
+        after: Option<&CosignaturesAfter>,
+        upto: CosignatureMark,
+        limit: usize,
+    ) -> Result<Vec<(CosignaturesAfter, Cosignature)>, StoreError>;
 
     /// The highest sequence number cosigned by the witness whose key has this SHA-256 (of its
     /// SPKI DER, 64 hex digits, either case); `None` when it cosigned none.

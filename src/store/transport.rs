@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use super::CachedSql;
 use super::audit::append_in;
 use super::keys::insert_in;
-use super::{KeyRecord, SqliteStore, StoreError, TransportStore};
+use super::{KeyRecord, SqliteStore, StoreError, TransportKeysAfter, TransportStore};
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::hierarchy::Region;
 use crate::transport::{TransportKey, TransportRole};
@@ -69,6 +69,43 @@ impl TransportStore for SqliteStore {
 
     fn transport_keys(&self) -> Result<Vec<TransportKey>, StoreError> {
         self.select_transport_keys(select_transport_keys!(""), [])
+    }
+
+    fn transport_keys_page(
+        &self,
+        after: Option<TransportKeysAfter>,
+        limit: usize,
+    ) -> Result<Vec<(TransportKeysAfter, TransportKey)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = after.map(|a| a.recorded);
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT rowid, card_id, region, role, kcv, ceremony_id, created_at \
+                 FROM transport_keys WHERE (?1 IS NULL OR rowid < ?1) \
+                 ORDER BY rowid DESC LIMIT ?2",
+            )
+            .map_err(StoreError::sqlite("listing transport keys"))?;
+        let rows = stmt
+            .query_map(params![after, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    (
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ),
+                ))
+            })
+            .map_err(StoreError::sqlite("listing transport keys"))?;
+        rows.map(|r| {
+            let (recorded, row) = r.map_err(StoreError::sqlite("listing transport keys"))?;
+            Ok((TransportKeysAfter { recorded }, transport_key_of(row)?))
+        })
+        .collect()
     }
 
     fn transport_key(&self, card_id: &str) -> Result<Option<TransportKey>, StoreError> {
@@ -169,25 +206,31 @@ impl SqliteStore {
                 ))
             })
             .map_err(StoreError::sqlite("listing transport keys"))?;
-        rows.map(|r| {
-            let (card_id, region, role, kcv, ceremony_id, created_at) =
-                r.map_err(StoreError::sqlite("listing transport keys"))?;
-            let corrupt = |what: String| StoreError::Corrupt {
-                id: card_id.clone(),
-                what,
-            };
-            Ok(TransportKey {
-                region: Region::parse(&region).map_err(|e| corrupt(e.to_string()))?,
-                role: TransportRole::parse(&role)
-                    .ok_or_else(|| corrupt(format!("transport key role `{role}`")))?,
-                card_id,
-                kcv,
-                ceremony_id,
-                created_at,
-            })
-        })
-        .collect()
+        rows.map(|r| transport_key_of(r.map_err(StoreError::sqlite("listing transport keys"))?))
+            .collect()
     }
+}
+
+/// A transport key row's columns: card id, region, role, KCV, ceremony id, created at.
+type TransportKeyColumns = (String, String, String, String, Option<String>, String);
+
+/// The transport key a row holds; a row hkms did not write is [`StoreError::Corrupt`].
+fn transport_key_of(
+    (card_id, region, role, kcv, ceremony_id, created_at): TransportKeyColumns,
+) -> Result<TransportKey, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt {
+        id: card_id.clone(),
+        what,
+    };
+    Ok(TransportKey {
+        region: Region::parse(&region).map_err(|e| corrupt(e.to_string()))?,
+        role: TransportRole::parse(&role)
+            .ok_or_else(|| corrupt(format!("transport key role `{role}`")))?,
+        card_id,
+        kcv,
+        ceremony_id,
+        created_at,
+    })
 }
 
 #[cfg(test)]
@@ -220,7 +263,14 @@ mod tests {
         assert_eq!(store.transport_key("card-c").unwrap(), None);
         // Not a pattern: SQL wildcards in an id match nothing.
         assert_eq!(store.transport_key("card-%").unwrap(), None);
-        assert_eq!(store.transport_keys().unwrap(), vec![b, a]);
+        assert_eq!(store.transport_keys().unwrap(), vec![b.clone(), a.clone()]);
+        // Pages: newest first too, each after the place of the last one.
+        let first = store.transport_keys_page(None, 1).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].1, b);
+        let rest = store.transport_keys_page(Some(first[0].0), 10).unwrap();
+        assert_eq!(rest.into_iter().map(|(_, t)| t).collect::<Vec<_>>(), [a]);
+        assert!(store.transport_keys_page(None, 0).unwrap().is_empty());
     }
 
     #[test]

@@ -905,16 +905,61 @@ pub async fn derive(node: &TestNode, parent: &str, region: &str) -> hkms::proto:
     derive_as(node, &node.officer.clone(), parent, region).await
 }
 
+/// Every key `request` lists (its filters), page after page, the most a page holds each time.
+pub async fn all_keys(
+    client: &mut KeyServiceClient<Channel>,
+    request: hkms::proto::ListKeysRequest,
+) -> Result<Vec<hkms::proto::Key>, tonic::Status> {
+    let mut keys = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_keys(hkms::proto::ListKeysRequest {
+                page_size: 1000,
+                page_token,
+                ..request.clone()
+            })
+            .await?
+            .into_inner();
+        keys.extend(page.keys);
+        if page.next_page_token.is_empty() {
+            return Ok(keys);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Every transport key the node lists to `channel`'s caller, page after page.
+pub async fn all_transport_keys(channel: Channel) -> Vec<hkms::proto::TransportKeyInfo> {
+    let mut c = hkms::proto::transport_service_client::TransportServiceClient::new(channel);
+    let mut cards = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .list_transport_keys(hkms::proto::ListTransportKeysRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await
+            .expect("list transport keys")
+            .into_inner();
+        cards.extend(page.transport_keys);
+        if page.next_page_token.is_empty() {
+            return cards;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// How many keys the node's officer sees.
 pub async fn key_count(node: &TestNode) -> usize {
-    node.client()
-        .await
-        .list_keys(hkms::proto::ListKeysRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .keys
-        .len()
+    all_keys(
+        &mut node.client().await,
+        hkms::proto::ListKeysRequest::default(),
+    )
+    .await
+    .expect("list")
+    .len()
 }
 
 /// A node config text with the token's SO PIN file added (nodes that issue transport cards).
@@ -1092,18 +1137,13 @@ pub async fn registered_labels(
     reader: &str,
 ) -> std::collections::BTreeSet<String> {
     let channel = node.channel_as(reader).await;
-    let keys = KeyServiceClient::new(channel.clone())
-        .list_keys(hkms::proto::ListKeysRequest::default())
-        .await
-        .expect("list keys")
-        .into_inner()
-        .keys;
-    let cards = hkms::proto::transport_service_client::TransportServiceClient::new(channel)
-        .list_transport_keys(hkms::proto::ListTransportKeysRequest {})
-        .await
-        .expect("list transport keys")
-        .into_inner()
-        .transport_keys;
+    let keys = all_keys(
+        &mut KeyServiceClient::new(channel.clone()),
+        hkms::proto::ListKeysRequest::default(),
+    )
+    .await
+    .expect("list keys");
+    let cards = all_transport_keys(channel).await;
     keys.iter()
         .filter(|k| k.state() != hkms::proto::KeyState::Destroyed)
         .map(|k| format!("hkms/{}", k.id))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::hierarchy::KeyRecord;
 use crate::hierarchy::KeyTypeSpec;
 use crate::policy::{CertificateKey, Identity, Operation, Policy, Roster};
-use crate::store::{ApprovalRow, CeremonyRow, now_rfc3339};
+use crate::store::{ApprovalRow, CeremoniesAfter, CeremonyRow, now_rfc3339};
 
 mod action;
 mod components;
@@ -23,6 +23,7 @@ use state::now_secs;
 pub use state::{Ceremony, CeremonyId, CeremonyState};
 
 use super::keys::needs_quorum_state;
+use super::paging::{self, Page, PageAsk};
 use super::{Core, Keys, NodeError, Reason, Request};
 
 /// The ceremony use cases, over the node's core.
@@ -302,19 +303,32 @@ impl Ceremonies<'_> {
         self.ceremony(id.as_str())
     }
 
-    /// Ceremonies, newest first, optionally in one state.
+    /// One page of the ceremonies, optionally in one state, newest first by `created_at`, then
+    /// id.
     pub fn list_ceremonies(
         &self,
         req: &mut Request,
         state: Option<CeremonyState>,
-    ) -> Result<Vec<Ceremony>, NodeError> {
+        ask: PageAsk<'_, Ceremony, CeremoniesAfter>,
+    ) -> Result<Page<Ceremony, CeremoniesAfter>, NodeError> {
         self.authorize_ceremony_read(req)?;
-        self.core
-            .store
-            .list_ceremonies(state.map(CeremonyState::as_str))?
-            .into_iter()
-            .map(|r| self.to_ceremony(r))
-            .collect()
+        let state = state.map(CeremonyState::as_str);
+        paging::fill(
+            ask,
+            |after, n| {
+                self.core
+                    .store
+                    .list_ceremonies_page(state, after, n)?
+                    .into_iter()
+                    .map(|r| self.to_ceremony(r))
+                    .collect()
+            },
+            |c| CeremoniesAfter {
+                created_at: c.created_at.clone(),
+                id: c.id.clone(),
+            },
+            |_| true,
+        )
     }
 
     fn authorize_ceremony_read(&self, req: &mut Request) -> Result<(), NodeError> {

@@ -7,17 +7,24 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::audit::AuditRecord;
-use crate::audit::witness::{Cosignature, ExportStatement};
+use crate::audit::witness::ExportStatement;
 use crate::card::IdNumber;
-use crate::node::{InField, Node, NodeError, Reason, input};
+use crate::node::{LogItem, Node, NodeError, PageAsk, Reason, input};
 use crate::proto;
 use crate::proto::audit_service_server::AuditService;
 
 use super::super::edge::details::refusal;
 use super::super::pipeline::unary;
+use super::paging::{Budget, Pager};
+use super::times;
 
 /// Records read from the registry per page while streaming.
 const PAGE: usize = 512;
+
+/// Room kept in the first page of a sealing `GetCheckpoints` for the export statement: a
+/// statement is a few hundred bytes (a node name of at most 64 characters, a head, a time, a
+/// signature and a key hash).
+const STATEMENT_ROOM: usize = 2048;
 
 /// The audit service over one node.
 pub struct AuditApi {
@@ -44,8 +51,8 @@ struct RecordFilter {
 
 impl RecordFilter {
     /// Whether a record passes. Record times are RFC 3339 UTC to the millisecond; they are
-    /// compared with the filter's instants as instants (an offset, a shorter or longer
-    /// fraction all mean what they say).
+    /// compared with the filter's Timestamps as instants, to the nanosecond (a filter at a
+    /// whole second takes a record later in that second).
     fn matches(&self, line: &str) -> bool {
         let plain = self.since.is_none()
             && self.until.is_none()
@@ -93,15 +100,9 @@ impl AuditService for AuditApi {
                     req.param(k, v.clone());
                 }
             }
-            let when = |req: &mut crate::node::Request, name: &str, sent: &str| {
-                (!sent.is_empty())
-                    .then(|| req.read(name, sent, input::instant))
-                    .transpose()
-                    .field(name)
-            };
             let filter = RecordFilter {
-                since: when(req, "since", &f.since)?,
-                until: when(req, "until", &f.until)?,
+                since: times::sent(req, "since", f.since.as_ref())?,
+                until: times::sent(req, "until", f.until.as_ref())?,
                 from_seq: f.from_seq,
                 to_seq: f.to_seq,
                 key_id: f.key_id,
@@ -133,34 +134,43 @@ impl AuditService for AuditApi {
         &self,
         request: Request<proto::GetCheckpointsRequest>,
     ) -> Result<Response<proto::GetCheckpointsResponse>, Status> {
-        let list = unary(&self.node, "GetCheckpoints", request, |n, req, r| {
+        let answer = unary(&self.node, "GetCheckpoints", request, |n, req, r| {
             req.param("seal", r.seal.to_string());
-            n.audit().audit_checkpoints(req, r.seal)
+            let pager = Pager::new("GetCheckpoints", &[("seal", &r.seal.to_string())]);
+            let asked = pager.ask(req, r.page_size, &r.page_token)?;
+            let mut budget = Budget::new(n.max_answer_bytes());
+            if r.seal && asked.after.is_none() {
+                // The first page of a seal carries the statement too.
+                budget.take(STATEMENT_ROOM);
+            }
+            let log = n.audit().audit_checkpoints(
+                req,
+                r.seal,
+                PageAsk {
+                    size: asked.size,
+                    after: asked.after,
+                    fits: &mut |item| log_line(item).map_or(true, |l| budget.take(l.len())),
+                },
+            )?;
+            let statement = log
+                .statement
+                .as_ref()
+                .map(ExportStatement::to_line)
+                .unwrap_or_default();
+            let mut answer = proto::GetCheckpointsResponse {
+                statement,
+                next_page_token: pager.token(log.page.next.as_ref())?,
+                ..Default::default()
+            };
+            for item in &log.page.items {
+                match (item, log_line(item)?) {
+                    (LogItem::Checkpoint(_), line) => answer.checkpoints.push(line),
+                    (LogItem::Cosignature { .. }, line) => answer.cosignatures.push(line),
+                }
+            }
+            Ok(answer)
         })
         .await?;
-        let answer = list.try_map(|log| {
-            let checkpoints = log
-                .checkpoints
-                .iter()
-                .map(serde_json::to_string)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    refusal(
-                        Reason::InternalError,
-                        format!("checkpoint encoding: {e}"),
-                        Vec::new(),
-                    )
-                })?;
-            Ok(proto::GetCheckpointsResponse {
-                checkpoints,
-                statement: log
-                    .statement
-                    .as_ref()
-                    .map(ExportStatement::to_line)
-                    .unwrap_or_default(),
-                cosignatures: log.cosignatures.iter().map(Cosignature::to_line).collect(),
-            })
-        })?;
         Ok(answer.into_response())
     }
 
@@ -204,6 +214,16 @@ impl AuditService for AuditApi {
                 legacy_searched: f.legacy_searched,
             })
             .into_response())
+    }
+}
+
+/// The JSON line of an item of the checkpoint listing, as `checkpoints.jsonl` or
+/// `cosignatures.jsonl` holds it.
+fn log_line(item: &LogItem) -> Result<String, NodeError> {
+    match item {
+        LogItem::Checkpoint(cp) => serde_json::to_string(cp)
+            .map_err(|e| NodeError::Internal(format!("checkpoint encoding: {e}"))),
+        LogItem::Cosignature { cosignature, .. } => Ok(cosignature.to_line()),
     }
 }
 

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::node::{Ceremony, InField, Node, input};
+use crate::node::{Ceremony, InField, Node, NodeError, PageAsk, input};
 use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
 use super::super::pipeline::unary;
 use super::convert::as_node_str;
+use super::paging::{Budget, Pager};
+use super::times;
 
 /// The ceremony service over one node.
 pub struct CeremonyApi {
@@ -45,8 +47,8 @@ pub async fn sweep_components(node: Arc<Node>) {
 }
 
 /// The wire form of a ceremony.
-pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
-    proto::CeremonyInfo {
+pub fn ceremony_to_proto(c: &Ceremony) -> Result<proto::CeremonyInfo, NodeError> {
+    Ok(proto::CeremonyInfo {
         id: c.id.clone(),
         operation: proto::Operation::from(c.action.operation()).into(),
         params: c.action.params().into_iter().collect(),
@@ -55,18 +57,20 @@ pub fn ceremony_to_proto(c: &Ceremony) -> proto::CeremonyInfo {
         approvals: c
             .approvals
             .iter()
-            .map(|a| proto::Approval {
-                approver: a.approver.clone(),
-                approved_at: a.approved_at.clone(),
-                person: a.person.clone().unwrap_or_default(),
+            .map(|a| {
+                Ok(proto::Approval {
+                    approver: a.approver.clone(),
+                    approved_at: Some(times::stored("an approval's time", &a.approved_at)?),
+                    person: a.person.clone().unwrap_or_default(),
+                })
             })
-            .collect(),
-        created_at: c.created_at.clone(),
-        expires_at: c.expires_at,
+            .collect::<Result<_, NodeError>>()?,
+        created_at: Some(times::stored("a ceremony's created_at", &c.created_at)?),
+        expires_at: Some(times::of_unix_seconds(c.expires_at)),
         state: proto::CeremonyState::from(c.state).into(),
         result: c.result.clone(),
         components_entered: u32::try_from(c.components_entered).unwrap_or(u32::MAX),
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -79,10 +83,10 @@ impl CeremonyService for CeremonyApi {
             let operation = as_node_str::<proto::Operation>(r.operation).field("operation")?;
             let params = r.params.into_iter().collect();
             let action = input::ceremony_action(req, operation, &params)?;
-            n.ceremonies().open_ceremony(req, action)
+            ceremony_to_proto(&n.ceremonies().open_ceremony(req, action)?)
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn approve_ceremony(
@@ -90,13 +94,12 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "ApproveCeremony", request, |n, req, r| {
-            let id = req
-                .read("ceremony", &r.id, input::ceremony_id)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
-            n.ceremonies().approve_ceremony(req, &id)
+            ceremony_to_proto(&n.ceremonies().approve_ceremony(req, &id)?)
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn enter_component(
@@ -105,13 +108,15 @@ impl CeremonyService for CeremonyApi {
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "EnterComponent", request, |n, req, mut r| {
             let component = Zeroizing::new(std::mem::take(&mut r.component));
-            let id = req
-                .read("ceremony", &r.id, input::ceremony_id)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
-            n.ceremonies().enter_component(req, &id, component, &r.kcv)
+            ceremony_to_proto(
+                &n.ceremonies()
+                    .enter_component(req, &id, component, &r.kcv)?,
+            )
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn cancel_ceremony(
@@ -119,13 +124,12 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "CancelCeremony", request, |n, req, r| {
-            let id = req
-                .read("ceremony", &r.id, input::ceremony_id)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
-            n.ceremonies().cancel_ceremony(req, &id)
+            ceremony_to_proto(&n.ceremonies().cancel_ceremony(req, &id)?)
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn get_ceremony(
@@ -133,32 +137,46 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "GetCeremony", request, |n, req, r| {
-            let id = req
-                .read("ceremony", &r.id, input::ceremony_id)
+            let id = req.read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
-            n.ceremonies().get_ceremony(req, &id)
+            ceremony_to_proto(&n.ceremonies().get_ceremony(req, &id)?)
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn list_ceremonies(
         &self,
         request: Request<proto::ListCeremoniesRequest>,
     ) -> Result<Response<proto::ListCeremoniesResponse>, Status> {
-        let list = unary(&self.node, "ListCeremonies", request, |n, req, r| {
+        let page = unary(&self.node, "ListCeremonies", request, |n, req, r| {
             let state = as_node_str::<proto::CeremonyState>(r.state).field("state")?;
             if !state.is_empty() {
                 req.param("state", state);
             }
+            let pager = Pager::new("ListCeremonies", &[("state", state)]);
             let state = input::ceremony_state(state).field("state")?;
-            n.ceremonies().list_ceremonies(req, state)
+            let asked = pager.ask(req, r.page_size, &r.page_token)?;
+            let mut budget = Budget::new(n.max_answer_bytes());
+            let page = n.ceremonies().list_ceremonies(
+                req,
+                state,
+                PageAsk {
+                    size: asked.size,
+                    after: asked.after,
+                    fits: &mut |c| ceremony_to_proto(c).map_or(true, |c| budget.fits(&c)),
+                },
+            )?;
+            Ok(proto::ListCeremoniesResponse {
+                ceremonies: page
+                    .items
+                    .iter()
+                    .map(ceremony_to_proto)
+                    .collect::<Result<_, _>>()?,
+                next_page_token: pager.token(page.next.as_ref())?,
+            })
         })
         .await?;
-        Ok(list
-            .map(|list| proto::ListCeremoniesResponse {
-                ceremonies: list.iter().map(ceremony_to_proto).collect(),
-            })
-            .into_response())
+        Ok(page.into_response())
     }
 }

@@ -5,17 +5,19 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::hierarchy::KeyRecord;
-use crate::node::{InField, Node, input};
+use crate::node::{InField, Node, NodeError, PageAsk, input};
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
 
 use super::super::pipeline::{Batcher, unary};
 use super::convert::as_node_str;
+use super::paging::{Budget, Pager};
+use super::times;
 
 /// The key service over one node.
 pub struct KeyApi {
     node: Arc<Node>,
-    gets: Batcher<(KeyRecord, Option<crate::store::KeyOrigin>)>,
+    gets: Batcher<proto::Key>,
 }
 
 impl KeyApi {
@@ -29,8 +31,8 @@ impl KeyApi {
 }
 
 /// The wire form of a registry record.
-pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
-    proto::Key {
+pub fn key_to_proto(r: &KeyRecord) -> Result<proto::Key, NodeError> {
+    Ok(proto::Key {
         id: r.id.to_string(),
         key_type: r.key_type.as_str().to_string(),
         algorithm: proto::Algorithm::from(r.algorithm).into(),
@@ -46,10 +48,10 @@ pub fn key_to_proto(r: &KeyRecord) -> proto::Key {
         kcv_method: proto::KcvMethod::from(r.kcv.method).into(),
         version: r.version,
         state: proto::KeyState::from(r.state).into(),
-        created_at: r.created_at.clone(),
-        updated_at: r.updated_at.clone(),
+        created_at: Some(times::stored("a key's created_at", &r.created_at)?),
+        updated_at: Some(times::stored("a key's updated_at", &r.updated_at)?),
         origin: None,
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -59,16 +61,13 @@ impl KeyService for KeyApi {
         request: Request<proto::GenerateKeyRequest>,
     ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
         let key = unary(&self.node, "GenerateKey", request, |n, req, r| {
-            let key_type = req
-                .read("key_type", &r.key_type, input::key_type)
+            let key_type = req.read("key_type", &r.key_type, input::key_type)
                 .field("key_type")?;
-            n.keys().generate_key(req, &key_type)
+            key_to_proto(&n.keys().generate_key(req, &key_type)?)
         })
         .await?;
         Ok(key
-            .map(|k| proto::GenerateKeyResponse {
-                key: Some(key_to_proto(&k)),
-            })
+            .map(|k| proto::GenerateKeyResponse { key: Some(k) })
             .into_response())
     }
 
@@ -81,13 +80,11 @@ impl KeyService for KeyApi {
             req.param("region", &r.region);
             let parent = input::key_id(&r.parent_id).field("parent_id")?;
             let region = input::region(&r.region).field("region")?;
-            n.keys().derive_sub_key(req, &parent, region)
+            key_to_proto(&n.keys().derive_sub_key(req, &parent, region)?)
         })
         .await?;
         Ok(key
-            .map(|k| proto::DeriveSubKeyResponse {
-                key: Some(key_to_proto(&k)),
-            })
+            .map(|k| proto::DeriveSubKeyResponse { key: Some(k) })
             .into_response())
     }
 
@@ -98,13 +95,10 @@ impl KeyService for KeyApi {
         let key = self
             .gets
             .run(request, |n, req, r| {
-                let id = req.read("id", &r.id, input::key_id).field("id")?;
-                n.keys().get_key(req, &id)
-            })
-            .await?;
-        Ok(key
-            .map(|(k, origin)| proto::GetKeyResponse {
-                key: Some(proto::Key {
+                let id = req.read("id", &r.id, input::key_id)
+                .field("id")?;
+                let (k, origin) = n.keys().get_key(req, &id)?;
+                Ok(proto::Key {
                     origin: origin.map(|o| proto::KeyOrigin {
                         issuer_node: o.origin_node,
                         issuer_key_id: o.origin_key_id,
@@ -112,9 +106,12 @@ impl KeyService for KeyApi {
                         parent_kcv: o.parent_kcv,
                         card_id: o.card_id,
                     }),
-                    ..key_to_proto(&k)
-                }),
+                    ..key_to_proto(&k)?
+                })
             })
+            .await?;
+        Ok(key
+            .map(|k| proto::GetKeyResponse { key: Some(k) })
             .into_response())
     }
 
@@ -122,30 +119,46 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::ListKeysRequest>,
     ) -> Result<Response<proto::ListKeysResponse>, Status> {
-        let keys = unary(&self.node, "ListKeys", request, |n, req, r| {
+        let page = unary(&self.node, "ListKeys", request, |n, req, r| {
             // Enum fields arrive as numbers: an unknown one is refused here; UNSPECIFIED is
             // the empty word, no filter.
             let tier = as_node_str::<proto::Tier>(r.tier).field("tier")?;
             let state = as_node_str::<proto::KeyState>(r.state).field("state")?;
-            for (name, sent) in [
+            let filters = [
                 ("tier", tier),
                 ("region", r.region.as_str()),
                 ("key_type", r.key_type.as_str()),
                 ("state", state),
-            ] {
+            ];
+            for (name, sent) in filters {
                 if !sent.is_empty() {
                     req.param(name, sent);
                 }
             }
             let filter = input::key_filter(tier, &r.region, &r.key_type, state)?;
-            n.keys().list_keys(req, &filter)
+            let pager = Pager::new("ListKeys", &filters);
+            let asked = pager.ask(req, r.page_size, &r.page_token)?;
+            let mut budget = Budget::new(n.max_answer_bytes());
+            let page = n.keys().list_keys(
+                req,
+                &filter,
+                PageAsk {
+                    size: asked.size,
+                    after: asked.after,
+                    fits: &mut |k| key_to_proto(k).map_or(true, |k| budget.fits(&k)),
+                },
+            )?;
+            Ok(proto::ListKeysResponse {
+                keys: page
+                    .items
+                    .iter()
+                    .map(key_to_proto)
+                    .collect::<Result<_, _>>()?,
+                next_page_token: pager.token(page.next.as_ref())?,
+            })
         })
         .await?;
-        Ok(keys
-            .map(|keys| proto::ListKeysResponse {
-                keys: keys.iter().map(key_to_proto).collect(),
-            })
-            .into_response())
+        Ok(page.into_response())
     }
 
     async fn change_key_state(
@@ -167,13 +180,11 @@ impl KeyService for KeyApi {
                 .then(|| input::key_state("expected state", expected))
                 .transpose()
                 .field("expected_state")?;
-            n.keys().change_key_state(req, &id, next, expected)
+            key_to_proto(&n.keys().change_key_state(req, &id, next, expected)?)
         })
         .await?;
         Ok(key
-            .map(|k| proto::ChangeKeyStateResponse {
-                key: Some(key_to_proto(&k)),
-            })
+            .map(|k| proto::ChangeKeyStateResponse { key: Some(k) })
             .into_response())
     }
 }

@@ -13,6 +13,8 @@ pub mod card;
 pub mod ceremony;
 pub mod convert;
 pub mod keys;
+pub mod paging;
 pub mod policy;
+pub mod times;
 pub mod transport;
 pub mod witness;

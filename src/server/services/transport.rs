@@ -5,13 +5,15 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tonic::{Request, Response, Status};
 
-use crate::node::{InField, Node, input};
+use crate::node::{InField, Node, NodeError, PageAsk, input};
 use crate::proto;
 use crate::proto::transport_service_server::TransportService;
 use crate::transport::TransportKey;
 
 use super::super::pipeline::{Batcher, unary};
 use super::keys::key_to_proto;
+use super::paging::{Budget, Pager};
+use super::times;
 
 /// The transport service over one node.
 pub struct TransportApi {
@@ -29,15 +31,18 @@ impl TransportApi {
     }
 }
 
-fn info(t: &TransportKey) -> proto::TransportKeyInfo {
-    proto::TransportKeyInfo {
+fn info(t: &TransportKey) -> Result<proto::TransportKeyInfo, NodeError> {
+    Ok(proto::TransportKeyInfo {
         card_id: t.card_id.clone(),
         region: t.region.to_string(),
         role: proto::TransportKeyRole::from(t.role).into(),
         kcv: t.kcv.clone(),
         ceremony_id: t.ceremony_id.clone().unwrap_or_default(),
-        created_at: t.created_at.clone(),
-    }
+        created_at: Some(times::stored(
+            "a transport key's created_at",
+            &t.created_at,
+        )?),
+    })
 }
 
 #[tonic::async_trait]
@@ -52,11 +57,13 @@ impl TransportService for TransportApi {
             req.param("region", &r.region);
             req.param("card", &r.card_label);
             let region = input::region(&r.region).field("region")?;
-            n.transport()
-                .issue_card(req, region, &r.card_label, &pin, ceremony)
+            info(
+                &n.transport()
+                    .issue_card(req, region, &r.card_label, &pin, ceremony)?,
+            )
         })
         .await?;
-        Ok(row.map(|row| info(&row)).into_response())
+        Ok(row.into_response())
     }
 
     async fn load_card(
@@ -71,26 +78,38 @@ impl TransportService for TransportApi {
                 pin: &pin,
                 so_pin: &so_pin,
             };
-            n.transport()
-                .load_card(req, &card, &r.card_id, &r.expected_kcv)
+            info(
+                &n.transport()
+                    .load_card(req, &card, &r.card_id, &r.expected_kcv)?,
+            )
         })
         .await?;
-        Ok(row.map(|row| info(&row)).into_response())
+        Ok(row.into_response())
     }
 
     async fn list_transport_keys(
         &self,
         request: Request<proto::ListTransportKeysRequest>,
     ) -> Result<Response<proto::ListTransportKeysResponse>, Status> {
-        let rows = unary(&self.node, "ListTransportKeys", request, |n, req, _| {
-            n.transport().list_transport_keys(req)
+        let page = unary(&self.node, "ListTransportKeys", request, |n, req, r| {
+            let pager = Pager::new("ListTransportKeys", &[]);
+            let asked = pager.ask(req, r.page_size, &r.page_token)?;
+            let mut budget = Budget::new(n.max_answer_bytes());
+            let page = n.transport().list_transport_keys(
+                req,
+                PageAsk {
+                    size: asked.size,
+                    after: asked.after,
+                    fits: &mut |t| info(t).map_or(true, |t| budget.fits(&t)),
+                },
+            )?;
+            Ok(proto::ListTransportKeysResponse {
+                transport_keys: page.items.iter().map(info).collect::<Result<_, _>>()?,
+                next_page_token: pager.token(page.next.as_ref())?,
+            })
         })
         .await?;
-        Ok(rows
-            .map(|rows| proto::ListTransportKeysResponse {
-                transport_keys: rows.iter().map(info).collect(),
-            })
-            .into_response())
+        Ok(page.into_response())
     }
 
     async fn export_key(
@@ -118,13 +137,11 @@ impl TransportService for TransportApi {
         request: Request<proto::ImportKeyRequest>,
     ) -> Result<Response<proto::ImportKeyResponse>, Status> {
         let key = unary(&self.node, "ImportKey", request, |n, req, r| {
-            n.transport().import_key(req, &r.package)
+            key_to_proto(&n.transport().import_key(req, &r.package)?)
         })
         .await?;
         Ok(key
-            .map(|key| proto::ImportKeyResponse {
-                key: Some(key_to_proto(&key)),
-            })
+            .map(|key| proto::ImportKeyResponse { key: Some(key) })
             .into_response())
     }
 }
