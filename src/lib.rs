@@ -28,6 +28,7 @@ pub mod proto {
     tonic::include_proto!("hkms.v1");
 
     pub mod codec;
+    pub mod request_id;
 
     /// Encoded descriptors of the API, for server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

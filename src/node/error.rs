@@ -37,6 +37,17 @@ pub enum NodeError {
     /// A fault that is not the caller's.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The failure a request with the same client request id answered first, answered again
+    /// to its retry (docs/api.md): its class and message as they were.
+    #[error("{message}")]
+    Replayed {
+        /// The first answer's class.
+        class: ErrorClass,
+        /// Its message, as sent then.
+        message: String,
+        /// Its status details, encoded, as sent then (empty for none).
+        details: Vec<u8>,
+    },
 }
 
 /// How a failed request is reported: to its caller (a gRPC status code) and in its record
@@ -129,9 +140,9 @@ impl NodeError {
                 }
             },
             NodeError::Store(e) => match e {
-                StoreError::AlreadyExists { .. } | StoreError::PackageImported { .. } => {
-                    ErrorClass::AlreadyExists
-                }
+                StoreError::AlreadyExists { .. }
+                | StoreError::PackageImported { .. }
+                | StoreError::RequestIdTaken { .. } => ErrorClass::AlreadyExists,
                 StoreError::NotFound { .. } => ErrorClass::NotFound,
                 StoreError::Conflict { .. } | StoreError::Transition(_) => {
                     ErrorClass::FailedPrecondition
@@ -139,6 +150,7 @@ impl NodeError {
                 _ => ErrorClass::Internal,
             },
             NodeError::Internal(_) => ErrorClass::Internal,
+            NodeError::Replayed { class, .. } => *class,
         }
     }
 }

@@ -10,6 +10,7 @@
 //!      ├─ cards()       → Cards        PIN commands at the window, card personalisation
 //!      ├─ audit()       → Audit        the log for auditors
 //!      ├─ policies()    → Policies     the policy in force, reloads, TLS reload records
+//!      ├─ retries()     → Retries      clients' request ids: retries answered, not acted twice
 //!      └─ witness()     → Witness      checks and cosigns other nodes' checkpoints
 //! ```
 
@@ -25,6 +26,7 @@ mod limits;
 mod orphans;
 mod policies;
 mod request;
+mod retries;
 mod transport;
 mod witness;
 
@@ -42,6 +44,9 @@ pub use limits::{CardLimit, CardLimiter, LimitRefusal, MAX_TRACKED_CALLERS, MAX_
 pub use orphans::{MissingTransport, OrphanReport, reconcile};
 pub use policies::Policies;
 pub use request::{Caller, Request};
+pub use retries::{
+    CLIENT_REQUEST_ID, ClientRequestId, REPLAY_OF, Retries, Retry, RetryTurn, TAKEN_BY,
+};
 pub use transport::{CardAccess, Transport};
 pub use witness::{MAX_WITNESS_LINES, Witness, Witnessed, witnesses};
 
@@ -71,6 +76,10 @@ pub struct Node {
     revoked: RwLock<Arc<RevokedCerts>>,
     /// One witnessing request at a time.
     witnessing: Mutex<()>,
+    /// Clients' request ids held by the requests running now.
+    retry_locks: retries::RetryLocks,
+    /// How long a client's request id answers its retries.
+    retry_window: Duration,
 }
 
 impl Node {
@@ -94,6 +103,8 @@ impl Node {
             legacy_salt,
             card_limiter: CardLimiter::default(),
             revoked: RwLock::default(),
+            retry_locks: retries::RetryLocks::default(),
+            retry_window: config.retry_window,
         })
     }
 
@@ -163,6 +174,15 @@ impl Node {
     /// The policy in force and its reloads.
     pub fn policies(&self) -> Policies<'_> {
         Policies { core: &self.core }
+    }
+
+    /// Clients' request ids: what a retry gets instead of a second action.
+    pub fn retries(&self) -> Retries<'_> {
+        Retries {
+            core: &self.core,
+            locks: &self.retry_locks,
+            window: self.retry_window,
+        }
     }
 
     /// Puts a new set of revoked client certificates in force.

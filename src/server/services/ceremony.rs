@@ -9,7 +9,7 @@ use crate::node::{Ceremony, Node, input};
 use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
-use super::super::pipeline::unary;
+use super::super::pipeline::{unary, unary_once};
 use super::convert::as_node_str;
 
 /// The ceremony service over one node.
@@ -75,51 +75,60 @@ impl CeremonyService for CeremonyApi {
         &self,
         request: Request<proto::OpenCeremonyRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "OpenCeremony", request, |n, req, r| {
+        let c = unary_once(&self.node, "OpenCeremony", request, |n, req, r| {
             let operation = as_node_str::<proto::Operation>(r.operation)?;
             let params = r.params.into_iter().collect();
             let action = input::ceremony_action(req, operation, &params)?;
-            n.ceremonies().open_ceremony(req, action)
+            Ok(ceremony_to_proto(
+                &n.ceremonies().open_ceremony(req, action)?,
+            ))
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn approve_ceremony(
         &self,
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "ApproveCeremony", request, |n, req, r| {
+        let c = unary_once(&self.node, "ApproveCeremony", request, |n, req, r| {
             let id = req.read("ceremony", &r.id, input::ceremony_id)?;
-            n.ceremonies().approve_ceremony(req, &id)
+            Ok(ceremony_to_proto(
+                &n.ceremonies().approve_ceremony(req, &id)?,
+            ))
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn enter_component(
         &self,
         request: Request<proto::EnterComponentRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "EnterComponent", request, |n, req, mut r| {
+        let c = unary_once(&self.node, "EnterComponent", request, |n, req, mut r| {
             let component = Zeroizing::new(std::mem::take(&mut r.component));
             let id = req.read("ceremony", &r.id, input::ceremony_id)?;
-            n.ceremonies().enter_component(req, &id, component, &r.kcv)
+            let c = n
+                .ceremonies()
+                .enter_component(req, &id, component, &r.kcv)?;
+            Ok(ceremony_to_proto(&c))
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn cancel_ceremony(
         &self,
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "CancelCeremony", request, |n, req, r| {
+        let c = unary_once(&self.node, "CancelCeremony", request, |n, req, r| {
             let id = req.read("ceremony", &r.id, input::ceremony_id)?;
-            n.ceremonies().cancel_ceremony(req, &id)
+            Ok(ceremony_to_proto(
+                &n.ceremonies().cancel_ceremony(req, &id)?,
+            ))
         })
         .await?;
-        Ok(c.map(|c| ceremony_to_proto(&c)).into_response())
+        Ok(c.into_response())
     }
 
     async fn get_ceremony(

@@ -9,7 +9,7 @@ use crate::node::{Node, input};
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
 
-use super::super::pipeline::{Batcher, unary};
+use super::super::pipeline::{Batcher, unary, unary_once};
 use super::convert::as_node_str;
 
 /// The key service over one node.
@@ -58,35 +58,33 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::GenerateKeyRequest>,
     ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
-        let key = unary(&self.node, "GenerateKey", request, |n, req, r| {
+        let key = unary_once(&self.node, "GenerateKey", request, |n, req, r| {
             let key_type = req.read("key_type", &r.key_type, input::key_type)?;
-            n.keys().generate_key(req, &key_type)
-        })
-        .await?;
-        Ok(key
-            .map(|k| proto::GenerateKeyResponse {
+            let k = n.keys().generate_key(req, &key_type)?;
+            Ok(proto::GenerateKeyResponse {
                 key: Some(key_to_proto(&k)),
             })
-            .into_response())
+        })
+        .await?;
+        Ok(key.into_response())
     }
 
     async fn derive_sub_key(
         &self,
         request: Request<proto::DeriveSubKeyRequest>,
     ) -> Result<Response<proto::DeriveSubKeyResponse>, Status> {
-        let key = unary(&self.node, "DeriveSubKey", request, |n, req, r| {
+        let key = unary_once(&self.node, "DeriveSubKey", request, |n, req, r| {
             req.param("parent_id", &r.parent_id);
             req.param("region", &r.region);
             let parent = input::key_id(&r.parent_id)?;
             let region = input::region(&r.region)?;
-            n.keys().derive_sub_key(req, &parent, region)
-        })
-        .await?;
-        Ok(key
-            .map(|k| proto::DeriveSubKeyResponse {
+            let k = n.keys().derive_sub_key(req, &parent, region)?;
+            Ok(proto::DeriveSubKeyResponse {
                 key: Some(key_to_proto(&k)),
             })
-            .into_response())
+        })
+        .await?;
+        Ok(key.into_response())
     }
 
     async fn get_key(
@@ -150,7 +148,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
-        let key = unary(&self.node, "ChangeKeyState", request, |n, req, r| {
+        let key = unary_once(&self.node, "ChangeKeyState", request, |n, req, r| {
             let state = as_node_str::<proto::KeyState>(r.state)?;
             let expected = as_node_str::<proto::KeyState>(r.expected_state)?;
             req.param("id", &r.id);
@@ -163,13 +161,12 @@ impl KeyService for KeyApi {
             let expected = (!expected.is_empty())
                 .then(|| input::key_state("expected state", expected))
                 .transpose()?;
-            n.keys().change_key_state(req, &id, next, expected)
-        })
-        .await?;
-        Ok(key
-            .map(|k| proto::ChangeKeyStateResponse {
+            let k = n.keys().change_key_state(req, &id, next, expected)?;
+            Ok(proto::ChangeKeyStateResponse {
                 key: Some(key_to_proto(&k)),
             })
-            .into_response())
+        })
+        .await?;
+        Ok(key.into_response())
     }
 }
