@@ -51,6 +51,8 @@ struct RawConfig {
     #[serde(default)]
     ceremonies: RawCeremonies,
     #[serde(default)]
+    retries: RawRetries,
+    #[serde(default)]
     transport: RawTransport,
     #[serde(default)]
     metrics: RawMetrics,
@@ -201,6 +203,21 @@ impl Default for RawCeremonies {
     }
 }
 
+/// `[retries]`: how long a client's request id is remembered (docs/api.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetries {
+    window_secs: u64,
+}
+
+impl Default for RawRetries {
+    fn default() -> Self {
+        RawRetries {
+            window_secs: 86_400,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
@@ -290,6 +307,9 @@ pub struct NodeConfig {
     pub checkpoint_interval: Duration,
     /// How long a ceremony stays open for approvals.
     pub ceremony_ttl: Duration,
+    /// How long a client's request id is remembered: a retry with it within this window gets
+    /// the first answer (`[retries] window_secs`, default 24 hours).
+    pub retry_window: Duration,
     /// Where the security officer PIN comes from (nodes that issue transport key cards).
     pub so_pin: Option<PinSource>,
     /// The PKCS#11 module of the transport key cards (default: the token's module).
@@ -374,6 +394,13 @@ impl NodeConfig {
         }
         if raw.ceremonies.ttl_secs == 0 {
             return Err(invalid("[ceremonies] ttl_secs must be at least 1".into()));
+        }
+        if raw.retries.window_secs == 0 {
+            return Err(invalid(
+                "[retries] window_secs must be at least 1 (a client's request id is remembered \
+                 that long)"
+                    .into(),
+            ));
         }
         let so_pin = match (t.so_pin_env, t.so_pin_file) {
             (None, None) => None,
@@ -488,6 +515,7 @@ impl NodeConfig {
             checkpoint_every: raw.audit.checkpoint_every,
             checkpoint_interval: Duration::from_secs(raw.audit.checkpoint_interval_secs),
             ceremony_ttl: Duration::from_secs(raw.ceremonies.ttl_secs),
+            retry_window: Duration::from_secs(raw.retries.window_secs),
             so_pin,
             card_module,
             package_ttl: Duration::from_secs(raw.transport.package_ttl_days.saturating_mul(86_400)),
@@ -617,6 +645,25 @@ client_ca = "pki/ca.pem"
         assert_eq!(c.data_dir, Path::new("/etc/hkms/data"));
         assert_eq!(c.hsm.pin, PinSource::File("/etc/hkms/user.pin".into()));
         assert_eq!(c.hsm.sessions, 4);
+    }
+
+    #[test]
+    fn request_ids_are_remembered_a_day_unless_configured() {
+        assert_eq!(
+            parse(GOOD).unwrap().retry_window,
+            Duration::from_secs(86_400)
+        );
+        let hour = format!("{GOOD}\n[retries]\nwindow_secs = 3600\n");
+        assert_eq!(
+            parse(&hour).unwrap().retry_window,
+            Duration::from_secs(3600)
+        );
+        let none = format!("{GOOD}\n[retries]\nwindow_secs = 0\n");
+        let err = parse(&none).unwrap_err().to_string();
+        assert!(
+            err.contains("[retries] window_secs must be at least 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod proto {
     tonic::include_proto!("hkms.v1");
 
     pub mod codec;
+    pub mod request_id;
 
     /// The `domain` of every `google.rpc.ErrorInfo` hkms answers with: the API's package, the
     /// same on every node, so that a program reads one set of reasons (docs/api.md, "Errors").

@@ -63,6 +63,7 @@ async fn a_policy_denial_is_policy_denied() {
         .await
         .generate_key(proto::GenerateKeyRequest {
             key_type: "card-master".into(),
+            ..Default::default()
         })
         .await
         .expect_err("an auditor generates nothing");
@@ -78,6 +79,7 @@ async fn a_direct_request_for_a_guarded_operation_is_ceremony_required() {
         .await
         .generate_key(proto::GenerateKeyRequest {
             key_type: "card-master".into(),
+            ..Default::default()
         })
         .await
         .expect_err("national keys are made by ceremony");
@@ -124,6 +126,7 @@ async fn a_key_in_the_wrong_state_is_wrong_key_state_not_ceremony_required() {
             id: root.id.clone(),
             state: proto::KeyState::Suspended.into(),
             expected_state: proto::KeyState::Active.into(),
+            ..Default::default()
         })
         .await
         .expect_err("the key is not active");
@@ -195,6 +198,7 @@ async fn a_wrong_field_is_named_in_a_bad_request() {
         .open_ceremony(proto::OpenCeremonyRequest {
             operation: proto::Operation::Generate.into(),
             params: [("components".to_string(), "2".to_string())].into(),
+            ..Default::default()
         })
         .await
         .expect_err("a generate ceremony needs key_type");
@@ -205,6 +209,7 @@ async fn a_wrong_field_is_named_in_a_bad_request() {
     let err = c
         .generate_key(proto::GenerateKeyRequest {
             key_type: "no-such-type".into(),
+            ..Default::default()
         })
         .await
         .expect_err("unknown key type");
@@ -223,12 +228,14 @@ async fn ceremony_refusals_have_their_reasons() {
         .open_ceremony(proto::OpenCeremonyRequest {
             operation: proto::Operation::Generate.into(),
             params: [("key_type".to_string(), "card-master".to_string())].into(),
+            ..Default::default()
         })
         .await
         .expect("open")
         .into_inner();
     let id = proto::CeremonyId {
         id: opened.id.clone(),
+        ..Default::default()
     };
 
     // The opener's approval counts already.
@@ -255,6 +262,7 @@ async fn ceremony_refusals_have_their_reasons() {
     let err = second
         .get_ceremony(proto::CeremonyId {
             id: NO_SUCH_CEREMONY.into(),
+            ..Default::default()
         })
         .await
         .expect_err("no such ceremony");
@@ -269,6 +277,7 @@ async fn ceremony_refusals_have_their_reasons() {
                 ("state".to_string(), "suspended".to_string()),
             ]
             .into(),
+            ..Default::default()
         })
         .await
         .expect_err("suspending is done directly");

@@ -27,6 +27,7 @@ async fn province_with_keys(n: usize) -> (TestNode, Vec<String>) {
         let key = c
             .generate_key(proto::GenerateKeyRequest {
                 key_type: "local-special".into(),
+                ..Default::default()
             })
             .await
             .expect("generate")
@@ -38,6 +39,7 @@ async fn province_with_keys(n: usize) -> (TestNode, Vec<String>) {
     for _ in 0..2 {
         c.generate_key(proto::GenerateKeyRequest {
             key_type: "local-file-key".into(),
+            ..Default::default()
         })
         .await
         .expect("generate");
@@ -360,6 +362,7 @@ async fn times_are_timestamps_that_round_trip_through_every_answer() {
     let key = c
         .generate_key(proto::GenerateKeyRequest {
             key_type: "local-special".into(),
+            ..Default::default()
         })
         .await
         .expect("generate")

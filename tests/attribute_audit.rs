@@ -12,6 +12,7 @@ async fn generate(node: &TestNode, key_type: &str) -> proto::Key {
         .await
         .generate_key(proto::GenerateKeyRequest {
             key_type: key_type.into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("generate {key_type}: {e}"))

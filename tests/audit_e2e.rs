@@ -78,6 +78,7 @@ async fn busy_node() -> (TestNode, proto::Key) {
         c.derive_sub_key(proto::DeriveSubKeyRequest {
             parent_id: root.id.clone(),
             region: region.into(),
+            ..Default::default()
         })
         .await
         .expect("derive");
@@ -86,6 +87,7 @@ async fn busy_node() -> (TestNode, proto::Key) {
     let _ = window
         .generate_key(proto::GenerateKeyRequest {
             key_type: "card-master".into(),
+            ..Default::default()
         })
         .await;
     (node, root)
@@ -403,6 +405,7 @@ async fn derive_until_killed(
             .derive_sub_key(proto::DeriveSubKeyRequest {
                 parent_id: parent.clone(),
                 region: region.into(),
+                ..Default::default()
             })
             .await
         {

@@ -44,6 +44,7 @@ fn request(serial: &str, pin: &str) -> proto::CardCommandRequest {
         served_by: "Li Wei".into(),
         cardholder_id: CARDHOLDER.into(),
         agent_id: String::new(),
+        ..Default::default()
     }
 }
 

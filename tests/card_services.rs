@@ -165,6 +165,7 @@ fn request(serial: &str, challenge: &str, pin: &str) -> proto::CardCommandReques
         served_by: "Li Wei".into(),
         cardholder_id: "44010619900101123X".into(),
         agent_id: String::new(),
+        ..Default::default()
     }
 }
 

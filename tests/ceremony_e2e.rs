@@ -21,6 +21,7 @@ async fn open(node: &TestNode, params: &[(&str, &str)]) -> proto::CeremonyInfo {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         })
         .await
         .expect("open")
@@ -34,7 +35,10 @@ async fn approve(
 ) -> Result<proto::CeremonyInfo, tonic::Status> {
     ceremonies(node, who)
         .await
-        .approve_ceremony(proto::CeremonyId { id: id.into() })
+        .approve_ceremony(proto::CeremonyId {
+            id: id.into(),
+            ..Default::default()
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -139,6 +143,7 @@ async fn approvals_survive_a_restart() {
         .await
         .get_ceremony(proto::CeremonyId {
             id: opened.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("status")
@@ -173,6 +178,7 @@ async fn an_expired_ceremony_cannot_run_and_a_cancelled_one_neither() {
         .await
         .get_ceremony(proto::CeremonyId {
             id: opened.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("status")
@@ -197,6 +203,7 @@ async fn an_expired_ceremony_cannot_run_and_a_cancelled_one_neither() {
         .await
         .cancel_ceremony(proto::CeremonyId {
             id: opened.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("cancel")
@@ -257,6 +264,7 @@ async fn a_key_entered_by_two_custodians_has_the_kcv_of_their_combined_component
                     id,
                     component: part,
                     kcv,
+                    ..Default::default()
                 })
                 .await
                 .map(|r| r.into_inner())
@@ -371,6 +379,7 @@ async fn components_of_a_ceremony_that_lapsed_are_not_kept_and_too_few_are_refus
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ..Default::default()
         })
         .await
         .expect_err("2 components for 3 approvals");
@@ -390,6 +399,7 @@ async fn components_of_a_ceremony_that_lapsed_are_not_kept_and_too_few_are_refus
             id: opened.id.clone(),
             component: part.clone(),
             kcv: aes_kcv(&part),
+            ..Default::default()
         })
         .await
         .expect("a component")
@@ -403,6 +413,7 @@ async fn components_of_a_ceremony_that_lapsed_are_not_kept_and_too_few_are_refus
             .await
             .get_ceremony(proto::CeremonyId {
                 id: opened.id.clone(),
+                ..Default::default()
             })
             .await
             .expect("status")

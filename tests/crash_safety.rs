@@ -124,6 +124,7 @@ async fn ceremony_client(node_chan: (Channel, Channel), n: usize, done: Arc<Atom
             .open_ceremony(proto::OpenCeremonyRequest {
                 operation: hkms::proto::Operation::Generate.into(),
                 params: [("key_type".to_string(), "card-master".to_string())].into(),
+                ..Default::default()
             })
             .await
         {
@@ -139,6 +140,7 @@ async fn ceremony_client(node_chan: (Channel, Channel), n: usize, done: Arc<Atom
         match approver
             .approve_ceremony(proto::CeremonyId {
                 id: opened.id.clone(),
+                ..Default::default()
             })
             .await
         {
@@ -196,6 +198,7 @@ async fn export_client(ch: Channel, work: Queue<(String, u32)>, done: Arc<Atomic
                 key_id,
                 recipient_region: "440000".into(),
                 card_id: String::new(),
+                ..Default::default()
             })
             .await
         {
@@ -222,7 +225,13 @@ async fn import_client(ch: Channel, work: Queue<Vec<u8>>, done: Arc<AtomicUsize>
     let mut c = TransportServiceClient::new(ch);
     let mut got = Got::default();
     while let Some(package) = pop(&work) {
-        match c.import_key(proto::ImportKeyRequest { package }).await {
+        match c
+            .import_key(proto::ImportKeyRequest {
+                package,
+                ..Default::default()
+            })
+            .await
+        {
             Ok(r) => {
                 let k = r.into_inner().key.expect("key");
                 got.acks.push(Ack::Key("ImportKey", k.id.clone()));
@@ -431,6 +440,7 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
             card_label: "card-gd".into(),
             card_pin: USER_PIN.into(),
             ceremony_id: approved.id,
+            ..Default::default()
         })
         .await
         .expect("issue card")
@@ -442,6 +452,7 @@ async fn sigkill_during_derive_export_import_and_ceremonies_loses_nothing_acknow
             card_id: card.card_id.clone(),
             card_so_pin: support::SO_PIN.into(),
             expected_kcv: card.kcv.clone(),
+            ..Default::default()
         })
         .await
         .expect("load card");

@@ -107,6 +107,7 @@ async fn open_generate(
             params: [("key_type".to_string(), key_type.to_string())]
                 .into_iter()
                 .collect(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -114,7 +115,10 @@ async fn open_generate(
 
 async fn approve(channel: Channel, id: &str) -> Result<proto::CeremonyInfo, tonic::Status> {
     CeremonyServiceClient::new(channel)
-        .approve_ceremony(proto::CeremonyId { id: id.into() })
+        .approve_ceremony(proto::CeremonyId {
+            id: id.into(),
+            ..Default::default()
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -125,6 +129,7 @@ async fn one_officer_cannot_make_a_card_master(node: &TestNode, quorum: u32) {
     let err = KeyServiceClient::new(node.channel().await)
         .generate_key(proto::GenerateKeyRequest {
             key_type: "card-master".into(),
+            ..Default::default()
         })
         .await
         .expect_err("a card master made by one officer");
@@ -292,7 +297,9 @@ async fn a_reload_policy_ceremony_puts_the_weaker_policy_in_force() {
     assert_eq!(sha_in_force(&node).await, sha256_hex(original.as_bytes()));
     let err = policy_client(&node)
         .await
-        .reload_policy(proto::ReloadPolicyRequest {})
+        .reload_policy(proto::ReloadPolicyRequest {
+            ..Default::default()
+        })
         .await
         .expect_err("an admin alone reloads");
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
@@ -304,7 +311,10 @@ async fn a_reload_policy_ceremony_puts_the_weaker_policy_in_force() {
             .expect("approve");
     }
     let done = CeremonyServiceClient::new(node.channel_as(ADMIN).await)
-        .get_ceremony(proto::CeremonyId { id: opened.id })
+        .get_ceremony(proto::CeremonyId {
+            id: opened.id,
+            ..Default::default()
+        })
         .await
         .expect("ceremony")
         .into_inner();
@@ -350,7 +360,9 @@ async fn a_direct_reload_cannot_weaken_the_policy_either() {
     std::fs::write(&policy, &stronger).expect("write");
     let info = policy_client(&node)
         .await
-        .reload_policy(proto::ReloadPolicyRequest {})
+        .reload_policy(proto::ReloadPolicyRequest {
+            ..Default::default()
+        })
         .await
         .expect("a stronger policy reloads")
         .into_inner();
@@ -360,7 +372,9 @@ async fn a_direct_reload_cannot_weaken_the_policy_either() {
     std::fs::write(&policy, &original).expect("write");
     let err = policy_client(&node)
         .await
-        .reload_policy(proto::ReloadPolicyRequest {})
+        .reload_policy(proto::ReloadPolicyRequest {
+            ..Default::default()
+        })
         .await
         .expect_err("a weaker policy reloads");
     assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
@@ -386,6 +400,7 @@ async fn open_reload(node: &TestNode, sha256: &str) -> proto::CeremonyInfo {
             ]
             .into_iter()
             .collect(),
+            ..Default::default()
         })
         .await
         .expect("admin opens")
@@ -536,6 +551,7 @@ async fn with_a_roster_one_person_with_two_certificates_counts_once() {
     let waiting = CeremonyServiceClient::new(node.channel().await)
         .get_ceremony(proto::CeremonyId {
             id: opened.id.clone(),
+            ..Default::default()
         })
         .await
         .expect("ceremony")

@@ -236,6 +236,7 @@ async fn a_user_pin_holder_cannot_get_keys_out_or_change_them() {
         key_id: gd_key.id.clone(),
         recipient_region: "440000".into(),
         card_id: String::new(),
+        ..Default::default()
     })
     .await
     .expect_err("export under a card whose MAC key is gone");

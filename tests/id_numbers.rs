@@ -38,6 +38,7 @@ fn unblock(cardholder: &str, agent: &str) -> proto::CardCommandRequest {
         served_by: "Li Wei".into(),
         cardholder_id: cardholder.into(),
         agent_id: agent.into(),
+        ..Default::default()
     }
 }
 

@@ -26,6 +26,7 @@ async fn generate(
 ) -> Result<proto::Key, tonic::Status> {
     c.generate_key(proto::GenerateKeyRequest {
         key_type: key_type.into(),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().key.expect("key"))
@@ -188,6 +189,7 @@ async fn auditor_lists_everything_and_changes_nothing() {
             id: root.id.clone(),
             state: proto::KeyState::Retired.into(),
             expected_state: proto::KeyState::Unspecified.into(),
+            ..Default::default()
         })
         .await
         .expect_err("auditor retires");
@@ -300,12 +302,16 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
     // officers. A good change decides at once, without a restart.
     let mut officer_policy = PolicyServiceClient::new(node.channel().await);
     let err = officer_policy
-        .reload_policy(proto::ReloadPolicyRequest {})
+        .reload_policy(proto::ReloadPolicyRequest {
+            ..Default::default()
+        })
         .await
         .expect_err("officer reloads");
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = admin
-        .reload_policy(proto::ReloadPolicyRequest {})
+        .reload_policy(proto::ReloadPolicyRequest {
+            ..Default::default()
+        })
         .await
         .expect_err("admin reloads alone");
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -403,6 +409,7 @@ async fn policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
             ]
             .into_iter()
             .collect(),
+            ..Default::default()
         })
         .await
         .expect_err("the file on the node is another");
@@ -449,6 +456,7 @@ async fn a_ceremony_open_when_the_quorum_rose_needs_the_new_quorum() {
             params: [("key_type".to_string(), "card-master".to_string())]
                 .into_iter()
                 .collect(),
+            ..Default::default()
         })
         .await
         .expect("open")
@@ -471,7 +479,10 @@ async fn a_ceremony_open_when_the_quorum_rose_needs_the_new_quorum() {
         let id = opened.id.clone();
         async move {
             CeremonyServiceClient::new(node.channel_as(&who).await)
-                .approve_ceremony(proto::CeremonyId { id })
+                .approve_ceremony(proto::CeremonyId {
+                    id,
+                    ..Default::default()
+                })
                 .await
                 .expect("approve")
                 .into_inner()
@@ -533,6 +544,7 @@ async fn reload_approved(
             ]
             .into_iter()
             .collect(),
+            ..Default::default()
         })
         .await
         .expect("admin opens")
@@ -543,12 +555,16 @@ async fn reload_approved(
         CeremonyServiceClient::new(node.channel_as(&officer).await)
             .approve_ceremony(proto::CeremonyId {
                 id: opened.id.clone(),
+                ..Default::default()
             })
             .await
             .expect("approve");
     }
     admin
-        .get_ceremony(proto::CeremonyId { id: opened.id })
+        .get_ceremony(proto::CeremonyId {
+            id: opened.id,
+            ..Default::default()
+        })
         .await
         .expect("status")
         .into_inner()

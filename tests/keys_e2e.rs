@@ -208,6 +208,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let err = c
         .generate_key(proto::GenerateKeyRequest {
             key_type: "no-such-type".into(),
+            ..Default::default()
         })
         .await
         .expect_err("unknown key type");
@@ -217,6 +218,7 @@ async fn bad_input_gets_a_clear_status_and_changes_nothing() {
     let err = c
         .generate_key(proto::GenerateKeyRequest {
             key_type: "local-special".into(),
+            ..Default::default()
         })
         .await
         .expect_err("local key at the ministry");
@@ -281,6 +283,7 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
                 id,
                 state: to.into(),
                 expected_state: expect.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().key.expect("key"))
@@ -321,6 +324,7 @@ async fn lifecycle_follows_sp800_57_and_destroy_removes_the_hsm_key() {
                 .iter()
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
+            ..Default::default()
         })
         .await
         .expect_err("active cannot be destroyed");
@@ -382,6 +386,7 @@ async fn provincial_node_generates_only_what_its_tier_may() {
     let err = c
         .generate_key(proto::GenerateKeyRequest {
             key_type: "card-master".into(),
+            ..Default::default()
         })
         .await
         .expect_err("national key at a province");
@@ -395,6 +400,7 @@ async fn provincial_node_generates_only_what_its_tier_may() {
     let local = c
         .generate_key(proto::GenerateKeyRequest {
             key_type: "local-special".into(),
+            ..Default::default()
         })
         .await
         .expect("local key")
@@ -633,6 +639,7 @@ async fn oversized_input_is_refused_with_a_short_status_and_a_short_record() {
             .open_ceremony(proto::OpenCeremonyRequest {
                 operation: proto::Operation::Generate.into(),
                 params,
+                ..Default::default()
             })
             .await
             .expect_err("10,000 parameters");

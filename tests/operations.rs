@@ -78,6 +78,7 @@ async fn metrics_count_requests_denials_latency_sessions_and_the_audit_queue() {
     let denied = window
         .generate_key(proto::GenerateKeyRequest {
             key_type: "card-master".into(),
+            ..Default::default()
         })
         .await
         .expect_err("a window may not generate national keys");

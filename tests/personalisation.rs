@@ -83,6 +83,7 @@ async fn cards_are_personalised_for_the_bureau_and_a_run_resumes_without_duplica
             card_label: "bureau-card".into(),
             card_pin: USER_PIN.into(),
             ceremony_id: approved.id,
+            ..Default::default()
         })
         .await
         .expect("bureau card")

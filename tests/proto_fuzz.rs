@@ -260,6 +260,7 @@ async fn fuzz_node() -> (TestNode, proto::Key, proto::Key, proto::Key) {
             id: suspended.id.clone(),
             state: proto::KeyState::Suspended.into(),
             expected_state: proto::KeyState::Unspecified.into(),
+            ..Default::default()
         })
         .await
         .expect("suspend");
@@ -278,16 +279,19 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
         served_by: "fuzz".into(),
         cardholder_id: "44010619900101123X".into(),
         agent_id: String::new(),
+        ..Default::default()
     };
     let package = sample_package(root, gd);
     vec![
         proto::GenerateKeyRequest {
             key_type: "card-master".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::DeriveSubKeyRequest {
             parent_id: suspended.id.clone(),
             region: "440000".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::GetKeyRequest {
@@ -307,10 +311,14 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             id: missing_key.clone(),
             state: proto::KeyState::Suspended.into(),
             expected_state: proto::KeyState::Active.into(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::GetPolicyRequest {}.encode_to_vec(),
-        proto::ReloadPolicyRequest {}.encode_to_vec(),
+        proto::ReloadPolicyRequest {
+            ..Default::default()
+        }
+        .encode_to_vec(),
         proto::OpenCeremonyRequest {
             operation: proto::Operation::Manage.into(),
             params: [
@@ -318,24 +326,29 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
                 ("state".to_string(), "retired".to_string()),
             ]
             .into(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::CeremonyId {
             id: missing_ceremony.clone(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::EnterComponentRequest {
             id: missing_ceremony.clone(),
             component: vec![0x11; 16],
             kcv: "ABCDEF".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::CeremonyId {
             id: missing_ceremony.clone(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::CeremonyId {
             id: missing_ceremony,
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::ListCeremoniesRequest {
@@ -376,6 +389,7 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             card_label: "no-such-card".into(),
             card_pin: support::USER_PIN.into(),
             ceremony_id: "c-0123456789abcdef0123456789abcdef".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::LoadCardRequest {
@@ -384,6 +398,7 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             card_id: "card-000000-0123456789ab".into(),
             card_so_pin: support::SO_PIN.into(),
             expected_kcv: "ABCDEF".into(),
+            ..Default::default()
         }
         .encode_to_vec(),
         proto::ListTransportKeysRequest {
@@ -395,9 +410,14 @@ fn valid_bodies(root: &proto::Key, gd: &proto::Key, suspended: &proto::Key) -> V
             key_id: gd.id.clone(),
             recipient_region: "440000".into(),
             card_id: String::new(),
+            ..Default::default()
         }
         .encode_to_vec(),
-        proto::ImportKeyRequest { package }.encode_to_vec(),
+        proto::ImportKeyRequest {
+            package,
+            ..Default::default()
+        }
+        .encode_to_vec(),
     ]
 }
 
@@ -625,6 +645,7 @@ fn random_structured_requests_get_clear_errors() {
                     id,
                     state,
                     expected_state,
+                    ..Default::default()
                 }));
                 clear_error(&r.expect_err("a random state change"))
             },
@@ -647,6 +668,7 @@ fn random_structured_requests_get_clear_errors() {
                         .open_ceremony(proto::OpenCeremonyRequest {
                             operation,
                             params: params.into_iter().collect(),
+                            ..Default::default()
                         }),
                 );
                 match r {
@@ -669,6 +691,7 @@ fn random_structured_requests_get_clear_errors() {
                     key_id,
                     recipient_region,
                     card_id,
+                    ..Default::default()
                 }));
                 clear_error(&r.expect_err("a random export"))
             },
@@ -683,7 +706,10 @@ fn random_structured_requests_get_clear_errors() {
                     .prop_map(move |m| mutate(package.clone(), &m)),
             ],
             |package| {
-                let r = rt.block_on(transport().import_key(proto::ImportKeyRequest { package }));
+                let r = rt.block_on(transport().import_key(proto::ImportKeyRequest {
+                    package,
+                    ..Default::default()
+                }));
                 clear_error(&r.expect_err("a random package"))
             },
         )
@@ -702,6 +728,7 @@ fn random_structured_requests_get_clear_errors() {
                             served_by: "fuzz".into(),
                             cardholder_id,
                             agent_id: String::new(),
+                            ..Default::default()
                         }),
                 );
                 clear_error(&r.expect_err("a random card command"))

@@ -118,6 +118,7 @@ fn card_request(pin: &str) -> proto::CardCommandRequest {
         served_by: "Li Wei".into(),
         cardholder_id: CARDHOLDER_ID.into(),
         agent_id: AGENT_ID.into(),
+        ..Default::default()
     }
 }
 
@@ -206,6 +207,7 @@ fn key_components_are_gone_from_memory_once_the_custodians_disconnect() {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                ..Default::default()
             })
             .await
             .expect("open")
@@ -217,6 +219,7 @@ fn key_components_are_gone_from_memory_once_the_custodians_disconnect() {
                     id: opened.id.clone(),
                     component: part.clone(),
                     kcv: aes_kcv(part),
+                    ..Default::default()
                 })
                 .await
                 .expect("component");

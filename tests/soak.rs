@@ -152,6 +152,7 @@ async fn officers(node: Chans, team: usize, until: Instant, shared: SharedRef) -
             open.open_ceremony(proto::OpenCeremonyRequest {
                 operation: hkms::proto::Operation::Generate.into(),
                 params: [("key_type".to_string(), "card-master".to_string())].into(),
+                ..Default::default()
             })
             .await,
         ) else {
@@ -161,7 +162,10 @@ async fn officers(node: Chans, team: usize, until: Instant, shared: SharedRef) -
             &approver,
             "ApproveCeremony",
             approve
-                .approve_ceremony(proto::CeremonyId { id: c.id.clone() })
+                .approve_ceremony(proto::CeremonyId {
+                    id: c.id.clone(),
+                    ..Default::default()
+                })
                 .await,
         ) else {
             break;
@@ -185,6 +189,7 @@ async fn officers(node: Chans, team: usize, until: Instant, shared: SharedRef) -
                 .derive_sub_key(proto::DeriveSubKeyRequest {
                     parent_id: root.clone(),
                     region: region.into(),
+                    ..Default::default()
                 })
                 .await;
             if let Some(k) = t.ok(&opener, "DeriveSubKey", r)
@@ -223,6 +228,7 @@ async fn system(node: Chans, n: usize, until: Instant, shared: SharedRef) -> Tal
                     .derive_sub_key(proto::DeriveSubKeyRequest {
                         parent_id: gd.clone(),
                         region: city.into(),
+                        ..Default::default()
                     })
                     .await;
                 t.ok(&me, "DeriveSubKey", r);
@@ -235,6 +241,7 @@ async fn system(node: Chans, n: usize, until: Instant, shared: SharedRef) -> Tal
                         key_id,
                         recipient_region: "440000".into(),
                         card_id: String::new(),
+                        ..Default::default()
                     })
                     .await;
                 t.ok(&me, "ExportKey", r);
@@ -308,6 +315,7 @@ async fn window(node: Chans, n: usize, until: Instant, seed: u64) -> Tally {
             served_by: format!("counter {n}"),
             cardholder_id: format!("{:018}", rng.next() % 1_000_000_000_000_000_000),
             agent_id: String::new(),
+            ..Default::default()
         };
         if i % 2 == 0 {
             let r = cards.unblock_pin(req).await;
@@ -340,6 +348,7 @@ async fn denied_at_ministry(node: Chans, until: Instant, shared: SharedRef) -> T
         let r = as_window
             .generate_key(proto::GenerateKeyRequest {
                 key_type: "card-master".into(),
+                ..Default::default()
             })
             .await;
         t.denied(&window, "GenerateKey", r);
@@ -348,6 +357,7 @@ async fn denied_at_ministry(node: Chans, until: Instant, shared: SharedRef) -> T
             .derive_sub_key(proto::DeriveSubKeyRequest {
                 parent_id: root.clone(),
                 region: "440000".into(),
+                ..Default::default()
             })
             .await;
         t.hidden(&guangxi, "DeriveSubKey", r);
@@ -355,6 +365,7 @@ async fn denied_at_ministry(node: Chans, until: Instant, shared: SharedRef) -> T
             .derive_sub_key(proto::DeriveSubKeyRequest {
                 parent_id: root,
                 region: "320000".into(),
+                ..Default::default()
             })
             .await;
         t.denied(&auditor, "DeriveSubKey", r);
@@ -380,6 +391,7 @@ async fn denied_at_city(node: Chans, until: Instant) -> Tally {
                 served_by: "counter sz".into(),
                 cardholder_id: "44030619900101123X".into(),
                 agent_id: String::new(),
+                ..Default::default()
             })
             .await;
         t.denied(&me, "UnblockPin", r);
@@ -474,6 +486,7 @@ async fn a_bounded_soak_of_every_role_ends_with_registry_log_and_token_in_agreem
             card_label: "card-gd".into(),
             card_pin: USER_PIN.into(),
             ceremony_id: approved.id,
+            ..Default::default()
         })
         .await
         .expect("issue card");

@@ -301,6 +301,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
                 card_label: label.into(),
                 card_pin: pin.into(),
                 ceremony_id: used.clone(),
+                ..Default::default()
             })
             .await
             .expect_err(label);
@@ -314,6 +315,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
             card_label: "card-gd".into(),
             card_pin: USER_PIN.into(),
             ceremony_id: used.clone(),
+            ..Default::default()
         })
         .await;
     assert!(first.is_ok(), "{first:?}");
@@ -323,6 +325,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
             card_label: "card-gd".into(),
             card_pin: USER_PIN.into(),
             ceremony_id: used,
+            ..Default::default()
         })
         .await
         .expect_err("the same ceremony twice");
@@ -335,6 +338,7 @@ async fn a_sub_key_travels_ministry_to_province_to_city_and_tampering_is_refused
             card_id: gz_card.card_id.clone(),
             card_so_pin: SO_PIN.into(),
             expected_kcv: gz_card.kcv.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("loaded twice");

@@ -108,6 +108,7 @@ async fn a_softhsm2_ministry_sends_a_sub_key_to_a_kryoptic_province() {
             card_label: "card-gz".into(),
             card_pin: USER_PIN.into(),
             ceremony_id: ceremony,
+            ..Default::default()
         })
         .await
         .expect_err("a Kryoptic node cannot issue a card");

@@ -373,6 +373,7 @@ fn export_key(b: &mut Bench, sweep: &Sweep) -> Option<Best> {
                 key_id: keys[i % keys.len()].clone(),
                 recipient_region: "440000".into(),
                 card_id: card.clone(),
+                ..Default::default()
             };
             async move {
                 let outcome = match client.export_key(request).await {
@@ -471,7 +472,11 @@ fn derive_sub_key(b: &mut Bench, sweep: &Sweep) -> Option<Best> {
         let service_op = move |mut client: KeyServiceClient<Channel>, i: usize| {
             let (parent_id, region) = service_items[i].clone();
             async move {
-                let request = proto::DeriveSubKeyRequest { parent_id, region };
+                let request = proto::DeriveSubKeyRequest {
+                    parent_id,
+                    region,
+                    ..Default::default()
+                };
                 let outcome = match client.derive_sub_key(request).await {
                     Ok(r) => match &r.get_ref().key {
                         Some(k) if k.tier() == proto::Tier::Municipal => Ok(()),

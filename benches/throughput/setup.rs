@@ -254,6 +254,7 @@ impl Bench {
                     key_id: self.gd_keys[0].clone(),
                     recipient_region: "440000".into(),
                     card_id: self.gd_card_id.clone(),
+                    ..Default::default()
                 })
                 .await
                 .expect("ExportKey")
@@ -542,6 +543,7 @@ pub fn issue_card(
                 card_label: card.label.clone(),
                 card_pin: support::USER_PIN.into(),
                 ceremony_id: done.id,
+                ..Default::default()
             })
             .await
             .expect("issue card")
@@ -560,5 +562,6 @@ pub fn card_request(i: usize) -> proto::CardCommandRequest {
         served_by: "Li Wei".into(),
         cardholder_id: "44010619900101123X".into(),
         agent_id: String::new(),
+        ..Default::default()
     }
 }

@@ -8,4 +8,6 @@ pub mod report;
 pub mod verify;
 pub mod witness;
 
-pub use record::{AuditDraft, AuditRecord, Checkpoint, DecisionEntry, KcvEntry, Outcome};
+pub use record::{
+    AuditDraft, AuditRecord, Checkpoint, DecisionEntry, KcvEntry, Outcome, RetryClaim,
+};

@@ -74,6 +74,25 @@ pub struct AuditDraft {
     pub ceremony: Option<String>,
     /// How it ended (set before writing).
     pub outcome: Option<Outcome>,
+    /// Not part of the record: the client's request id this request claims, which the
+    /// registry keeps in the same transaction as the record (docs/api.md).
+    pub retry: Option<RetryClaim>,
+}
+
+/// A client's `request_id` claimed by a request that acted: the registry keeps it beside the
+/// request's record, written in the same transaction, so that a retry with the same id finds
+/// what the first request did instead of acting again, even after a crash. The request's
+/// caller (`actor`) and id (`request_id`) are the draft's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetryClaim {
+    /// The id the client chose (1-64 of `[A-Za-z0-9._-]`, checked before it gets here).
+    pub client_request_id: String,
+    /// The RPC it came with: the same id at another RPC is another request.
+    pub rpc: String,
+    /// SHA-256 of the body, 64 hex digits (`proto::request_id::Mutating::body_sha256`).
+    pub body_sha256: String,
+    /// Unix seconds after which the id is free again (the retention window).
+    pub expires_at: u64,
 }
 
 /// One record of the log.

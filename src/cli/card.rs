@@ -198,15 +198,19 @@ impl CardCommand {
             served_by: a.served_by,
             cardholder_id: std::mem::take(&mut *cardholder_id),
             agent_id: std::mem::take(&mut *agent_id),
+            ..Default::default()
         };
-        let mut c = CardServiceClient::new(a.client.channel().await?);
-        let answer = if unblock {
-            c.unblock_pin(request).await
-        } else {
-            c.reload_pin(request).await
-        }
-        .map_err(status)?
-        .into_inner();
+        let answer = a
+            .client
+            .send_once(request, |ch, r| async move {
+                let mut c = CardServiceClient::new(ch);
+                if unblock {
+                    c.unblock_pin(r).await
+                } else {
+                    c.reload_pin(r).await
+                }
+            })
+            .await?;
         if a.client.json {
             println!(
                 "{}",

@@ -124,12 +124,16 @@ impl CeremonyCommand {
                     }
                 }
                 let operation = enum_arg::<proto::Operation>("--op", &op)?;
-                let mut c = CeremonyServiceClient::new(client.channel().await?);
-                let info = c
-                    .open_ceremony(proto::OpenCeremonyRequest { operation, params })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let request = proto::OpenCeremonyRequest {
+                    operation,
+                    params,
+                    ..Default::default()
+                };
+                let info = client
+                    .send_once(request, |ch, r| async move {
+                        CeremonyServiceClient::new(ch).open_ceremony(r).await
+                    })
+                    .await?;
                 if quiet {
                     println!("{}", info.id);
                     return Ok(ExitCode::SUCCESS);
@@ -137,44 +141,54 @@ impl CeremonyCommand {
                 show(&info, client.json)
             }
             CeremonyCommand::Approve { id, client } => {
-                let mut c = CeremonyServiceClient::new(client.channel().await?);
-                let info = c
-                    .approve_ceremony(proto::CeremonyId { id })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let request = proto::CeremonyId {
+                    id,
+                    ..Default::default()
+                };
+                let info = client
+                    .send_once(request, |ch, r| async move {
+                        CeremonyServiceClient::new(ch).approve_ceremony(r).await
+                    })
+                    .await?;
                 show(&info, client.json)
             }
             CeremonyCommand::EnterComponent { id, kcv, client } => {
                 let component = read_component()?;
+                let request = proto::EnterComponentRequest {
+                    id,
+                    component: component.to_vec(),
+                    kcv,
+                    ..Default::default()
+                };
+                let info = client
+                    .send_once(request, |ch, r| async move {
+                        CeremonyServiceClient::new(ch).enter_component(r).await
+                    })
+                    .await?;
+                show(&info, client.json)
+            }
+            CeremonyCommand::Status { id, client } => {
                 let mut c = CeremonyServiceClient::new(client.channel().await?);
                 let info = c
-                    .enter_component(proto::EnterComponentRequest {
+                    .get_ceremony(proto::CeremonyId {
                         id,
-                        component: component.to_vec(),
-                        kcv,
+                        ..Default::default()
                     })
                     .await
                     .map_err(status)?
                     .into_inner();
                 show(&info, client.json)
             }
-            CeremonyCommand::Status { id, client } => {
-                let mut c = CeremonyServiceClient::new(client.channel().await?);
-                let info = c
-                    .get_ceremony(proto::CeremonyId { id })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
-                show(&info, client.json)
-            }
             CeremonyCommand::Cancel { id, client } => {
-                let mut c = CeremonyServiceClient::new(client.channel().await?);
-                let info = c
-                    .cancel_ceremony(proto::CeremonyId { id })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let request = proto::CeremonyId {
+                    id,
+                    ..Default::default()
+                };
+                let info = client
+                    .send_once(request, |ch, r| async move {
+                        CeremonyServiceClient::new(ch).cancel_ceremony(r).await
+                    })
+                    .await?;
                 show(&info, client.json)
             }
             CeremonyCommand::List { state, client } => {

@@ -1,14 +1,24 @@
 //! How the CLI reaches a node: gRPC over mutual TLS with the caller's certificate. In a dev
 //! checkout (`scripts/dev-up`), the dev officer's certificate under `.hkms/pki/` is the default.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use zeroize::Zeroizing;
 
+use crate::proto::request_id::Mutating;
 use crate::server::services::convert::{WireEnum, from_word};
+
+/// Tries of a call that changes something: the first and two retries, all with one request
+/// id, so that the node acts at most once.
+const TRIES: u32 = 3;
+
+/// The wait before the first retry; each later one waits as much more.
+const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// Where the dev PKI of `scripts/dev-up` lives, relative to the working directory.
 pub const DEV_PKI: &str = ".hkms/pki";
@@ -90,6 +100,38 @@ impl ClientArgs {
 
     /// A connected channel.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
+        let (endpoint, url) = self.endpoint()?;
+        connect(&endpoint, &url).await
+    }
+
+    /// Sends a request that changes something, with a fresh request id (a UUID). A try that
+    /// could not reach the node, or that ended UNAVAILABLE or DEADLINE_EXCEEDED, is sent
+    /// again with the same id, up to [`TRIES`] tries: the node answers a retry of a request
+    /// that acted with that request's answer (docs/api.md), so a retry never acts twice.
+    pub async fn send_once<Req, Resp, F, Fut>(
+        &self,
+        mut request: Req,
+        call: F,
+    ) -> anyhow::Result<Resp>
+    where
+        Req: Mutating,
+        F: FnMut(Channel, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        request.set_request_id(uuid::Uuid::new_v4().to_string());
+        let (endpoint, url) = self.endpoint()?;
+        retrying(
+            request,
+            TRIES,
+            RETRY_PAUSE,
+            || connect(&endpoint, &url),
+            call,
+        )
+        .await
+    }
+
+    /// The node's endpoint with the caller's TLS settings, and its URL.
+    fn endpoint(&self) -> anyhow::Result<(Endpoint, String)> {
         let (cert, key, ca) = self.credentials()?;
         let read =
             |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
@@ -105,9 +147,69 @@ impl ClientArgs {
             .with_context(|| format!("`{url}` is not a valid address"))?
             .tls_config(tls)
             .map_err(|e| anyhow::anyhow!("TLS settings refused: {e}"))?;
-        endpoint.connect().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach hkms at {url}: {e} (is `hkms serve` running?)")
-        })
+        Ok((endpoint, url))
+    }
+}
+
+async fn connect(endpoint: &Endpoint, url: &str) -> anyhow::Result<Channel> {
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach hkms at {url}: {e} (is `hkms serve` running?)"))
+}
+
+/// Whether a call that ended with `code` may have been cut short before the node answered,
+/// and is worth sending again with the same request id.
+fn worth_retrying(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// Sends `request` over a channel from `connect` with `call`, up to `tries` times while the
+/// connection fails or the answer is worth retrying, the same request (and request id) each
+/// time, waiting `pause`, then twice that, ... between tries.
+/// The copy of a request kept for its retries, whose secrets are wiped when it is dropped.
+struct Kept<Req: Mutating>(Req);
+
+impl<Req: Mutating> Drop for Kept<Req> {
+    fn drop(&mut self) {
+        self.0.wipe_secrets();
+    }
+}
+
+async fn retrying<Req, Resp, Ch, C, CF, F, Fut>(
+    request: Req,
+    tries: u32,
+    pause: Duration,
+    mut connect: C,
+    mut call: F,
+) -> anyhow::Result<Resp>
+where
+    Req: Mutating,
+    C: FnMut() -> CF,
+    CF: Future<Output = anyhow::Result<Ch>>,
+    F: FnMut(Ch, Req) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let request = Kept(request);
+    let mut attempt = 1;
+    loop {
+        let why = match connect().await {
+            Ok(channel) => match call(channel, request.0.clone()).await {
+                Ok(answer) => return Ok(answer.into_inner()),
+                Err(s) if worth_retrying(s.code()) && attempt < tries => {
+                    format!("{}: {}", canonical_code(s.code()), s.message())
+                }
+                Err(s) => return Err(status(s)),
+            },
+            Err(e) if attempt < tries => e.to_string(),
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        eprintln!("{why}; sending it again with the same request id (try {attempt} of {tries})");
+        tokio::time::sleep(pause * (attempt - 1)).await;
     }
 }
 
@@ -225,6 +327,105 @@ mod tests {
             err.contains("the key me.key is not the key of the certificate me.pem"),
             "{err}"
         );
+    }
+
+    /// The request ids a scripted call saw, one per try.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+    /// What a scripted call answers.
+    type Answered = std::future::Ready<Result<tonic::Response<u32>, tonic::Status>>;
+
+    /// A call that answers from `script`, one item per try, counting the tries and the ids.
+    fn scripted(
+        script: Vec<Result<u32, tonic::Code>>,
+    ) -> (
+        Seen,
+        impl FnMut((), crate::proto::GenerateKeyRequest) -> Answered,
+    ) {
+        let seen = Seen::default();
+        let log = std::sync::Arc::clone(&seen);
+        let mut script = script.into_iter();
+        let call = move |(), r: crate::proto::GenerateKeyRequest| {
+            log.lock().unwrap().push(r.request_id.clone());
+            #[allow(clippy::disallowed_methods)] // a client's view of an answer
+            let answer = match script.next().expect("a scripted answer") {
+                Ok(v) => Ok(tonic::Response::new(v)),
+                Err(code) => Err(tonic::Status::new(code, "scripted")),
+            };
+            std::future::ready(answer)
+        };
+        (seen, call)
+    }
+
+    fn request() -> crate::proto::GenerateKeyRequest {
+        let mut r = crate::proto::GenerateKeyRequest::default();
+        r.set_request_id("id-1".into());
+        r
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_node_is_asked_again_with_the_same_request_id() {
+        use tonic::Code;
+        let (seen, call) = scripted(vec![
+            Err(Code::Unavailable),
+            Err(Code::DeadlineExceeded),
+            Ok(7),
+        ]);
+        let connect = || std::future::ready(Ok(()));
+        let got = retrying(request(), 3, Duration::ZERO, connect, call).await;
+        assert_eq!(got.unwrap(), 7);
+        assert_eq!(*seen.lock().unwrap(), ["id-1", "id-1", "id-1"]);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_other_errors_are_not_retried() {
+        use tonic::Code;
+        let (seen, call) = scripted(vec![Err(Code::Unavailable); 3]);
+        let connect = || std::future::ready(Ok(()));
+        let err = retrying(request(), 3, Duration::ZERO, connect, call)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("UNAVAILABLE: scripted"),
+            "{err}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 3);
+
+        let (seen, call) = scripted(vec![Err(Code::FailedPrecondition), Ok(1)]);
+        let connect = || std::future::ready(Ok(()));
+        let err = retrying(request(), 3, Duration::ZERO, connect, call)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("FAILED_PRECONDITION"), "{err}");
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "an answer of the node stands"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_fails_is_tried_again() {
+        let (seen, call) = scripted(vec![Ok(5)]);
+        let mut refusals = 2;
+        let connect = move || {
+            std::future::ready(if refusals > 0 {
+                refusals -= 1;
+                Err(anyhow::anyhow!("cannot reach hkms"))
+            } else {
+                Ok(())
+            })
+        };
+        let got = retrying(request(), 3, Duration::ZERO, connect, call).await;
+        assert_eq!(got.unwrap(), 5);
+        assert_eq!(seen.lock().unwrap().len(), 1, "sent once it connected");
+
+        let (seen, call) = scripted(vec![]);
+        let connect = || std::future::ready(Err::<(), _>(anyhow::anyhow!("cannot reach hkms")));
+        let err = retrying(request(), 3, Duration::ZERO, connect, call)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot reach hkms"), "{err}");
+        assert!(seen.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -106,12 +106,16 @@ impl KeysCommand {
                 quiet,
                 client,
             } => {
-                let mut c = connect(&client).await?;
-                let r = c
-                    .generate_key(proto::GenerateKeyRequest { key_type })
-                    .await
-                    .map_err(status)?;
-                show_new(r.into_inner().key, client.json, quiet)
+                let request = proto::GenerateKeyRequest {
+                    key_type,
+                    ..Default::default()
+                };
+                let r = client
+                    .send_once(request, |ch, r| async move {
+                        KeyServiceClient::new(ch).generate_key(r).await
+                    })
+                    .await?;
+                show_new(r.key, client.json, quiet)
             }
             KeysCommand::Derive {
                 parent,
@@ -119,15 +123,17 @@ impl KeysCommand {
                 quiet,
                 client,
             } => {
-                let mut c = connect(&client).await?;
-                let r = c
-                    .derive_sub_key(proto::DeriveSubKeyRequest {
-                        parent_id: parent,
-                        region,
+                let request = proto::DeriveSubKeyRequest {
+                    parent_id: parent,
+                    region,
+                    ..Default::default()
+                };
+                let r = client
+                    .send_once(request, |ch, r| async move {
+                        KeyServiceClient::new(ch).derive_sub_key(r).await
                     })
-                    .await
-                    .map_err(status)?;
-                show_new(r.into_inner().key, client.json, quiet)
+                    .await?;
+                show_new(r.key, client.json, quiet)
             }
             KeysCommand::List {
                 tier,
@@ -185,16 +191,18 @@ impl KeysCommand {
                 let state = enum_arg::<proto::KeyState>("state", &state)?;
                 let expected_state =
                     enum_arg::<proto::KeyState>("--expect", &expect.unwrap_or_default())?;
-                let mut c = connect(&client).await?;
-                let r = c
-                    .change_key_state(proto::ChangeKeyStateRequest {
-                        id,
-                        state,
-                        expected_state,
+                let request = proto::ChangeKeyStateRequest {
+                    id,
+                    state,
+                    expected_state,
+                    ..Default::default()
+                };
+                let r = client
+                    .send_once(request, |ch, r| async move {
+                        KeyServiceClient::new(ch).change_key_state(r).await
                     })
-                    .await
-                    .map_err(status)?;
-                show(r.into_inner().key, client.json)
+                    .await?;
+                show(r.key, client.json)
             }
             KeysCommand::Orphans {
                 config,

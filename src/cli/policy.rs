@@ -130,12 +130,11 @@ impl PolicyCommand {
                 print_info(&p, client.json)
             }
             PolicyCommand::Reload { client } => {
-                let mut c = PolicyServiceClient::new(client.channel().await?);
-                let p = c
-                    .reload_policy(proto::ReloadPolicyRequest {})
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                let p = client
+                    .send_once(proto::ReloadPolicyRequest::default(), |ch, r| async move {
+                        PolicyServiceClient::new(ch).reload_policy(r).await
+                    })
+                    .await?;
                 print_info(&p, client.json)
             }
         }

@@ -142,17 +142,18 @@ impl TransportCommand {
                 client,
             } => {
                 let mut pin = read_secret("card PIN")?;
-                let mut c = TransportServiceClient::new(client.channel().await?);
-                let t = c
-                    .issue_card(proto::IssueCardRequest {
-                        region,
-                        card_label: card,
-                        card_pin: std::mem::take(&mut *pin),
-                        ceremony_id: ceremony.unwrap_or_default(),
+                let request = proto::IssueCardRequest {
+                    region,
+                    card_label: card,
+                    card_pin: std::mem::take(&mut *pin),
+                    ceremony_id: ceremony.unwrap_or_default(),
+                    ..Default::default()
+                };
+                let t = client
+                    .send_once(request, |ch, r| async move {
+                        TransportServiceClient::new(ch).issue_card(r).await
                     })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                    .await?;
                 if quiet {
                     println!("{} {}", t.card_id, t.kcv);
                 } else {
@@ -168,18 +169,19 @@ impl TransportCommand {
             } => {
                 let mut pin = read_secret("card PIN")?;
                 let mut so_pin = read_secret("card security officer PIN")?;
-                let mut c = TransportServiceClient::new(client.channel().await?);
-                let t = c
-                    .load_card(proto::LoadCardRequest {
-                        card_label: card,
-                        card_pin: std::mem::take(&mut *pin),
-                        card_id,
-                        card_so_pin: std::mem::take(&mut *so_pin),
-                        expected_kcv: kcv,
+                let request = proto::LoadCardRequest {
+                    card_label: card,
+                    card_pin: std::mem::take(&mut *pin),
+                    card_id,
+                    card_so_pin: std::mem::take(&mut *so_pin),
+                    expected_kcv: kcv,
+                    ..Default::default()
+                };
+                let t = client
+                    .send_once(request, |ch, r| async move {
+                        TransportServiceClient::new(ch).load_card(r).await
                     })
-                    .await
-                    .map_err(status)?
-                    .into_inner();
+                    .await?;
                 if quiet {
                     println!("{}", t.card_id);
                 } else {
@@ -234,16 +236,17 @@ impl PackageCommand {
                 out,
                 client,
             } => {
-                let mut c = TransportServiceClient::new(client.channel().await?);
-                let p = c
-                    .export_key(proto::ExportKeyRequest {
-                        key_id,
-                        recipient_region: region,
-                        card_id: card_id.unwrap_or_default(),
+                let request = proto::ExportKeyRequest {
+                    key_id,
+                    recipient_region: region,
+                    card_id: card_id.unwrap_or_default(),
+                    ..Default::default()
+                };
+                let p = client
+                    .send_once(request, |ch, r| async move {
+                        TransportServiceClient::new(ch).export_key(r).await
                     })
-                    .await
-                    .map_err(status)?
-                    .into_inner()
+                    .await?
                     .package;
                 // Whole or not at all, and never over an earlier package.
                 crate::durable::write_new_file(&out, &p, 0o644)
@@ -265,12 +268,15 @@ impl PackageCommand {
                 client,
             } => {
                 let bytes = read_package(&file)?;
-                let mut c = TransportServiceClient::new(client.channel().await?);
-                let key = c
-                    .import_key(proto::ImportKeyRequest { package: bytes })
-                    .await
-                    .map_err(status)?
-                    .into_inner()
+                let request = proto::ImportKeyRequest {
+                    package: bytes,
+                    ..Default::default()
+                };
+                let key = client
+                    .send_once(request, |ch, r| async move {
+                        TransportServiceClient::new(ch).import_key(r).await
+                    })
+                    .await?
                     .key
                     .ok_or_else(|| anyhow::anyhow!("the server answered without a key"))?;
                 if quiet {

@@ -43,6 +43,17 @@ pub enum NodeError {
     /// ceremony, the field). Its class is its reason's.
     #[error("{0}")]
     Failure(Box<Failure>),
+    /// The failure a request with the same client request id answered first, answered again
+    /// to its retry (docs/api.md): its class and message as they were.
+    #[error("{message}")]
+    Replayed {
+        /// The first answer's class.
+        class: ErrorClass,
+        /// Its message, as sent then.
+        message: String,
+        /// Its status details, encoded, as sent then (empty for none).
+        details: Vec<u8>,
+    },
 }
 
 /// Longest metadata value (or field name) an error carries, in characters: as long as a record's
@@ -162,7 +173,10 @@ impl NodeError {
 
     /// The class of this error: its reason's.
     pub fn class(&self) -> ErrorClass {
-        self.reason().class()
+        match self {
+            NodeError::Replayed { class, .. } => *class,
+            _ => self.reason().class(),
+        }
     }
 
     /// The kind of failure, for programs. Errors made without one get the reason of their
@@ -186,11 +200,22 @@ impl NodeError {
             NodeError::Store(e) => match e {
                 StoreError::AlreadyExists { .. } => Reason::KeyAlreadyDerived,
                 StoreError::PackageImported { .. } => Reason::PackageAlreadyImported,
+                StoreError::RequestIdTaken { .. } => Reason::RequestIdTaken,
                 StoreError::NotFound { .. } => Reason::KeyNotFound,
                 StoreError::Conflict { .. } | StoreError::Transition(_) => Reason::WrongKeyState,
                 _ => Reason::RegistryFault,
             },
             NodeError::Internal(_) => Reason::InternalError,
+            // Its first answer's reason travels in its kept details; this one is for logs.
+            NodeError::Replayed { class, .. } => match class {
+                ErrorClass::InvalidArgument => Reason::InvalidRequest,
+                ErrorClass::NotFound => Reason::ResourceNotFound,
+                ErrorClass::AlreadyExists => Reason::ResourceExists,
+                ErrorClass::PermissionDenied => Reason::PolicyDenied,
+                ErrorClass::ResourceExhausted => Reason::CardLimitReached,
+                ErrorClass::Unavailable => Reason::TokenUnavailable,
+                _ => Reason::PreconditionFailed,
+            },
         }
     }
 

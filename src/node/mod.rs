@@ -10,6 +10,7 @@
 //!      ├─ cards()       → Cards        PIN commands at the window, card personalisation
 //!      ├─ audit()       → Audit        the log for auditors
 //!      ├─ policies()    → Policies     the policy in force, reloads, TLS reload records
+//!      ├─ retries()     → Retries      clients' request ids: retries answered, not acted twice
 //!      └─ witness()     → Witness      checks and cosigns other nodes' checkpoints
 //! ```
 
@@ -28,6 +29,7 @@ mod paging;
 mod policies;
 mod reason;
 mod request;
+mod retries;
 mod transport;
 mod witness;
 
@@ -48,6 +50,9 @@ pub use paging::{Page, PageAsk};
 pub use policies::Policies;
 pub use reason::Reason;
 pub use request::{Caller, Request};
+pub use retries::{
+    CLIENT_REQUEST_ID, ClientRequestId, REPLAY_OF, Retries, Retry, RetryTurn, TAKEN_BY,
+};
 pub use transport::{CardAccess, Transport};
 pub use witness::{MAX_WITNESS_LINES, Witness, Witnessed, witnesses};
 
@@ -79,6 +84,10 @@ pub struct Node {
     witnessing: Mutex<()>,
     /// The most bytes of encoded message one page of a list answer holds (`[api]`).
     max_answer_bytes: usize,
+    /// Clients' request ids held by the requests running now.
+    retry_locks: retries::RetryLocks,
+    /// How long a client's request id answers its retries.
+    retry_window: Duration,
 }
 
 impl Node {
@@ -103,6 +112,8 @@ impl Node {
             card_limiter: CardLimiter::default(),
             revoked: RwLock::default(),
             max_answer_bytes: config.max_answer_bytes,
+            retry_locks: retries::RetryLocks::default(),
+            retry_window: config.retry_window,
         })
     }
 
@@ -177,6 +188,15 @@ impl Node {
     /// The policy in force and its reloads.
     pub fn policies(&self) -> Policies<'_> {
         Policies { core: &self.core }
+    }
+
+    /// Clients' request ids: what a retry gets instead of a second action.
+    pub fn retries(&self) -> Retries<'_> {
+        Retries {
+            core: &self.core,
+            locks: &self.retry_locks,
+            window: self.retry_window,
+        }
     }
 
     /// Puts a new set of revoked client certificates in force.

@@ -51,6 +51,8 @@ pub enum Reason {
     PackageAlreadyImported,
     /// This card's transport key is registered already.
     CardAlreadyLoaded,
+    /// The client's request id came, within the retry window, with another request.
+    RequestIdTaken,
     /// Already there (something else).
     ResourceExists,
 
@@ -118,7 +120,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order of docs/api.md's table.
-    pub const ALL: [Reason; 41] = [
+    pub const ALL: [Reason; 42] = [
         Reason::ClientCertificateMissing,
         Reason::IdentityInvalid,
         Reason::CertificateRevoked,
@@ -135,6 +137,7 @@ impl Reason {
         Reason::KeyAlreadyDerived,
         Reason::PackageAlreadyImported,
         Reason::CardAlreadyLoaded,
+        Reason::RequestIdTaken,
         Reason::ResourceExists,
         Reason::PolicyDenied,
         Reason::NotOnRoster,
@@ -181,6 +184,7 @@ impl Reason {
             Reason::KeyAlreadyDerived => "KEY_ALREADY_DERIVED",
             Reason::PackageAlreadyImported => "PACKAGE_ALREADY_IMPORTED",
             Reason::CardAlreadyLoaded => "CARD_ALREADY_LOADED",
+            Reason::RequestIdTaken => "REQUEST_ID_TAKEN",
             Reason::ResourceExists => "RESOURCE_EXISTS",
             Reason::PolicyDenied => "POLICY_DENIED",
             Reason::NotOnRoster => "NOT_ON_ROSTER",
@@ -228,6 +232,7 @@ impl Reason {
             | Reason::KeyAlreadyDerived
             | Reason::PackageAlreadyImported
             | Reason::CardAlreadyLoaded
+            | Reason::RequestIdTaken
             | Reason::ResourceExists => ErrorClass::AlreadyExists,
             Reason::PolicyDenied | Reason::NotOnRoster | Reason::NotWitnessedHere => {
                 ErrorClass::PermissionDenied
@@ -293,6 +298,7 @@ mod tests {
                 | Reason::KeyAlreadyDerived
                 | Reason::PackageAlreadyImported
                 | Reason::CardAlreadyLoaded
+                | Reason::RequestIdTaken
                 | Reason::ResourceExists
                 | Reason::PolicyDenied
                 | Reason::NotOnRoster
@@ -386,6 +392,7 @@ mod tests {
             (Reason::TokenFault, "TOKEN_FAULT"),
             (Reason::RegistryFault, "REGISTRY_FAULT"),
             (Reason::InternalError, "INTERNAL_ERROR"),
+            (Reason::RequestIdTaken, "REQUEST_ID_TAKEN"),
         ];
         assert_eq!(released.len(), Reason::ALL.len());
         for (r, word) in released {

@@ -142,6 +142,13 @@ impl Request {
         self.audit.policy_sha256 = policy_sha256.to_string();
     }
 
+    /// Claims the client's request id with the request's record: whichever write records this
+    /// request (with its change, or alone once it succeeded) keeps the claim in the same
+    /// transaction (`super::retries`).
+    pub(super) fn claim_retry(&mut self, claim: crate::audit::RetryClaim) {
+        self.audit.retry = Some(claim);
+    }
+
     /// Records the ceremony the request acts on.
     pub fn ceremony(&mut self, id: &str) {
         self.audit.ceremony = Some(id.to_string());
@@ -191,6 +198,8 @@ impl Request {
     pub(super) fn side_draft(&self, rpc: &str, class: ErrorClass, message: &str) -> AuditDraft {
         let mut d = self.audit.clone();
         d.rpc = rpc.to_string();
+        // The request's own record claims its request id, not this one.
+        d.retry = None;
         d.outcome = Some(Outcome {
             ok: false,
             code: class.code_name().into(),
@@ -210,8 +219,12 @@ impl Request {
     }
 
     /// The record of the ended request, a success or `error`, for the pipeline to write.
-    /// `None` when the record is durable already.
-    pub fn into_unwritten_record(self, error: Option<&NodeError>) -> Option<AuditDraft> {
+    /// `None` when the record is durable already. A failed request whose record was not
+    /// written with a change did not act: it claims no request id, so its retry acts.
+    pub fn into_unwritten_record(mut self, error: Option<&NodeError>) -> Option<AuditDraft> {
+        if error.is_some() {
+            self.audit.retry = None;
+        }
         (!self.recorded).then(|| with_outcome(self.audit, error))
     }
 }
@@ -219,6 +232,37 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_request_that_acted_claims_its_request_id() {
+        let caller = Identity::from_uri("hkms://officer/national/000000/a").unwrap();
+        let claimed = || {
+            let mut req = Request::new(caller.clone(), "n", "GenerateKey", "r-1");
+            req.claim_retry(crate::audit::RetryClaim {
+                client_request_id: "x".into(),
+                ..Default::default()
+            });
+            req
+        };
+        // A success written alone (nothing else recorded it) claims the id with its record.
+        let ok = claimed().into_unwritten_record(None).unwrap();
+        assert!(ok.retry.is_some());
+        // A failure written alone changed nothing: its retry must act.
+        let failed = claimed()
+            .into_unwritten_record(Some(&NodeError::InvalidArgument("x".into())))
+            .unwrap();
+        assert_eq!(failed.retry, None);
+        // A failure written with a change (`Core::commit`) keeps it: that request acted.
+        let req = claimed();
+        assert!(
+            req.draft(Some(&NodeError::FailedPrecondition("expired".into())))
+                .retry
+                .is_some()
+        );
+        // A side record is not the request's own.
+        let side = req.side_draft("DestroyKeyObject", ErrorClass::Internal, "m");
+        assert_eq!(side.retry, None);
+    }
 
     #[test]
     fn what_the_caller_sent_is_recorded_escaped() {

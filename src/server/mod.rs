@@ -66,6 +66,10 @@ impl From<NodeError> for ServeError {
 /// How long a graceful shutdown waits for clients to close their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// How often clients' request ids past their window are removed from the registry (a lookup
+/// ignores them already; this bounds the table).
+const FORGET_REQUEST_IDS_EVERY: Duration = Duration::from_secs(600);
+
 /// Opens the node and serves until `shutdown` completes. Prints `hkms: listening on ADDR` on
 /// standard output once the port is bound (port 0 picks a free one; tests read this line).
 pub async fn serve(
@@ -174,6 +178,7 @@ pub async fn serve(
         hangups,
     ));
     let sealer = tokio::spawn(seal_periodically(Arc::clone(&node)));
+    let forgetter = tokio::spawn(forget_request_ids_periodically(Arc::clone(&node)));
     // Graceful shutdown waits for open connections; a client that never lets go gets
     // SHUTDOWN_GRACE, then the node stops anyway (its requests end in an error, none half-done).
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -267,6 +272,7 @@ pub async fn serve(
     }
     reloader.abort();
     sealer.abort();
+    forgetter.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
     }
@@ -368,6 +374,22 @@ fn reload_tls(node: &Node, tls: &tls::Tls) -> Result<usize, String> {
     tls.put_in_force(loaded.config);
     node.set_revoked(loaded.revoked);
     Ok(revoked)
+}
+
+/// Removes clients' request ids whose window has passed, now and every
+/// [`FORGET_REQUEST_IDS_EVERY`]. Runs until aborted.
+async fn forget_request_ids_periodically(node: Arc<Node>) {
+    let mut every = tokio::time::interval(FORGET_REQUEST_IDS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let n = Arc::clone(&node);
+        match tokio::task::spawn_blocking(move || n.retries().forget_expired()).await {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(forgotten)) => tracing::debug!(forgotten, "expired request ids forgotten"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot forget expired request ids"),
+        }
+    }
 }
 
 /// Signs a checkpoint every `checkpoint_interval` when records came in meanwhile.

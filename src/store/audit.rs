@@ -11,8 +11,13 @@ use crate::audit::witness::Cosignature;
 /// The longest record line the log takes, in bytes.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Appends the record of `draft` inside `tx`, chained to the last one.
+/// Appends the record of `draft` inside `tx`, chained to the last one, with the client
+/// request id the draft claims, if any (`retry::claim_in`): every write of a record, alone or
+/// with its change, passes here.
 pub(super) fn append_in(tx: &Connection, draft: &AuditDraft) -> Result<AuditRecord, StoreError> {
+    if let Some(claim) = &draft.retry {
+        super::retry::claim_in(tx, &draft.actor, &draft.request_id, claim)?;
+    }
     let last: Option<(i64, String)> = tx
         .query_row_cached(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",

@@ -121,6 +121,19 @@ pub enum StoreError {
         package_id: String,
     },
 
+    /// A client's request id is claimed by another request of the same caller, within the
+    /// retention window: the change that came with it is not made.
+    #[error(
+        "request_id `{client_request_id}` is taken by request {request_id} of the same caller; \
+         retry that request with it, or send a new request_id"
+    )]
+    RequestIdTaken {
+        /// The client's request id.
+        client_request_id: String,
+        /// The node's id of the request that claimed it.
+        request_id: String,
+    },
+
     /// The id or the PKCS#11 label of a new record is already registered.
     #[error(
         "a key with id {id} or label \"{label}\" is already registered; create the key with a fresh id"

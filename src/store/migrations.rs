@@ -123,6 +123,25 @@ const MIGRATIONS: &[&str] = &[
     // 8: `ListKeys` pages through the keys in the order (created_at, id), each page after the
     // last key of the one before; this index reads a page without sorting the registry.
     "CREATE INDEX keys_by_creation ON keys (created_at, id);",
+    // 9: client request ids (docs/api.md, "Retries and request ids"). A request that acted
+    // claims its caller's id here in the transaction of its record; its answer (an encoded
+    // reply, or a status) follows. Rows past expires_at are free again and swept.
+    "CREATE TABLE client_requests (
+        actor             TEXT    NOT NULL,
+        client_request_id TEXT    NOT NULL
+                          CHECK (length(client_request_id) BETWEEN 1 AND 64),
+        rpc               TEXT    NOT NULL,
+        body_sha256       TEXT    NOT NULL CHECK (length(body_sha256) = 64),
+        request_id        TEXT    NOT NULL,
+        expires_at        INTEGER NOT NULL,
+        answer            BLOB    NULL,
+        code              INTEGER NULL,
+        message           TEXT    NULL,
+        details           BLOB    NULL,
+        PRIMARY KEY (actor, client_request_id),
+        CHECK (answer IS NULL OR code IS NULL)
+    ) STRICT;
+    CREATE INDEX client_requests_by_expiry ON client_requests (expires_at);",
 ];
 
 /// The schema version this build writes.

@@ -3,8 +3,8 @@
 //!
 //! The store keeps key **metadata only** — never key bytes (docs/design.md §6, §9). What the rest of
 //! hkms asks of it is the [`Store`] trait and its parts ([`KeyRegistry`], [`CeremonyStore`],
-//! [`TransportStore`], [`AuditLog`], [`PolicyStore`], [`StoreHealth`]; `traits.rs` says why six and what every
-//! implementation must guarantee). [`SqliteStore`] is the implementation: one SQLite file in
+//! [`TransportStore`], [`AuditLog`], [`PolicyStore`], [`RetryStore`], [`StoreHealth`]; `traits.rs` says why
+//! eight and what every implementation must guarantee). [`SqliteStore`] is the implementation: one SQLite file in
 //! the node's data folder, opened in WAL mode with `synchronous=FULL`, so a committed record
 //! survives a crash. One connection writes, with group commit (`group_commit.rs`); a second
 //! one reads what is committed. SQLite's busy timeout (5 s) covers other processes.
@@ -19,6 +19,7 @@ mod migrations;
 mod page;
 mod policy;
 mod record;
+mod retry;
 mod schema;
 #[cfg(test)]
 mod test_support;
@@ -45,9 +46,10 @@ pub use page::{
     CeremoniesAfter, CosignatureMark, CosignaturesAfter, KeysAfter, TransportKeysAfter,
 };
 pub use policy::StoredPolicy;
+pub use retry::{ClientRequest, KeptAnswer, RetryAnswer};
 pub use traits::{
-    AuditLog, CeremonyStore, KeyRegistry, PolicyStore, Store, StoreHealth, TransportStore,
-    WitnessStore,
+    AuditLog, CeremonyStore, KeyRegistry, PolicyStore, RetryStore, Store, StoreHealth,
+    TransportStore, WitnessStore,
 };
 pub use transport::KeyOrigin;
 

@@ -8,19 +8,19 @@
 //! [`AuditDraft`] in and [`AuditRecord`] out, errors as [`StoreError`], whose database errors
 //! are boxed.
 //!
-//! # Why seven traits
+//! # Why eight traits
 //!
 //! The node uses about thirty operations; one trait of thirty methods is a list nobody reads.
 //! They are grouped by what they read and change: [`KeyRegistry`] (the keys), [`CeremonyStore`]
 //! (ceremonies and their approvals), [`TransportStore`] (transport key cards and where imported
 //! keys came from), [`AuditLog`] (the ceremony log, its checkpoints and their witnesses'
 //! cosignatures), [`WitnessStore`] (what this node verified of other nodes' logs),
-//! [`PolicyStore`] (the policy in force) and [`StoreHealth`] (the health probe and the commit
-//! counters). [`Store`] is all seven, and every type that implements the seven is a `Store`, so
-//! code holds one
-//! `dyn Store` and calls any of them on it.
+//! [`PolicyStore`] (the policy in force), [`RetryStore`] (clients' request ids and the answers
+//! kept for their retries) and [`StoreHealth`] (the health probe and the commit counters).
+//! [`Store`] is all eight, and every type that implements the eight is a `Store`, so code holds
+//! one `dyn Store` and calls any of them on it.
 //!
-//! The split is by concern, not a menu: a backend implements all seven over **one** database,
+//! The split is by concern, not a menu: a backend implements all eight over **one** database,
 //! because the `*_audited` calls of the first three write their change and the change's
 //! ceremony-log record in one transaction, which only one database can give.
 //!
@@ -61,7 +61,12 @@
 //! 7. **Errors by meaning.** Each method returns the [`StoreError`] variants its documentation
 //!    names for the cases it names, whichever database answered, because the node turns them
 //!    into gRPC statuses. Anything else from the database is [`StoreError::Database`].
-//! 8. **Schema.** Opening a store brings its schema up to date, forward only, and refuses a
+//! 8. **A client's request id with the record.** A draft that carries a
+//!    [`RetryClaim`](crate::audit::RetryClaim) claims its caller's request id in the
+//!    transaction that appends its record (alone or with a change); while another request of
+//!    the same caller holds that id unexpired, the write fails whole
+//!    ([`StoreError::RequestIdTaken`]), change included.
+//! 9. **Schema.** Opening a store brings its schema up to date, forward only, and refuses a
 //!    database written by a newer hkms ([`StoreError::SchemaTooNew`]); see `schema.rs`.
 //!
 //! Calls block the calling thread; the server runs them on blocking threads.
@@ -69,8 +74,9 @@
 use crate::transport::TransportKey;
 
 use super::{
-    ApprovalRow, CeremoniesAfter, CeremonyRow, CommitStats, CosignatureMark, CosignaturesAfter,
-    KeyFilter, KeyOrigin, KeyRecord, KeysAfter, StoreError, StoredPolicy, TransportKeysAfter,
+    ApprovalRow, CeremoniesAfter, CeremonyRow, ClientRequest, CommitStats, CosignatureMark,
+    CosignaturesAfter, KeyFilter, KeyOrigin, KeyRecord, KeysAfter, RetryAnswer, StoreError,
+    StoredPolicy, TransportKeysAfter,
 };
 use crate::audit::consistency::Verified;
 use crate::audit::witness::Cosignature;
@@ -387,6 +393,27 @@ pub trait PolicyStore: Send + Sync {
     ) -> Result<AuditRecord, StoreError>;
 }
 
+/// Clients' request ids (docs/api.md, "Retries and request ids"). A request claims one with
+/// its record (contract point 8); these read what it did and keep its answer.
+pub trait RetryStore: Send + Sync {
+    /// The claim of `actor`'s `client_request_id`, unless it expired by `now` (unix seconds).
+    fn client_request(
+        &self,
+        actor: &str,
+        client_request_id: &str,
+        now: u64,
+    ) -> Result<Option<ClientRequest>, StoreError>;
+
+    /// Keeps each answer whose request claimed its caller's request id and has no answer
+    /// kept yet (the others are left: those requests did not act, so their retries act), all
+    /// in one durable transaction; returns how many were kept.
+    fn keep_answers(&self, answers: &[RetryAnswer]) -> Result<usize, StoreError>;
+
+    /// Removes the claims expired by `now` (unix seconds), in one durable transaction;
+    /// returns how many.
+    fn forget_client_requests(&self, now: u64) -> Result<usize, StoreError>;
+}
+
 /// What the health service and the metrics read about the store itself.
 pub trait StoreHealth: Send + Sync {
     /// Checks that the database answers a trivial query, for health probes.
@@ -397,9 +424,9 @@ pub trait StoreHealth: Send + Sync {
     fn commit_stats(&self) -> &CommitStats;
 }
 
-/// The whole registry: keys, ceremonies, transport keys, the ceremony log, the policy in force
-/// and health, over one database. Implemented for every type that implements the six parts;
-/// hold it as `Arc<dyn Store>`.
+/// The whole registry: keys, ceremonies, transport keys, the ceremony log, the policy in
+/// force, clients' request ids and health, over one database. Implemented for every type that
+/// implements the eight parts; hold it as `Arc<dyn Store>`.
 pub trait Store:
     Send
     + Sync
@@ -409,6 +436,7 @@ pub trait Store:
     + AuditLog
     + WitnessStore
     + PolicyStore
+    + RetryStore
     + StoreHealth
 {
 }
@@ -420,6 +448,7 @@ impl<T> Store for T where
         + AuditLog
         + WitnessStore
         + PolicyStore
+        + RetryStore
         + StoreHealth
 {
 }

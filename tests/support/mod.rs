@@ -426,13 +426,17 @@ impl TestNode {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                ..Default::default()
             })
             .await
             .expect("open ceremony")
             .into_inner();
         let mut second = CeremonyServiceClient::new(self.channel_as(&self.second_officer()).await);
         second
-            .approve_ceremony(hkms::proto::CeremonyId { id: opened.id })
+            .approve_ceremony(hkms::proto::CeremonyId {
+                id: opened.id,
+                ..Default::default()
+            })
             .await
             .expect("approve ceremony")
             .into_inner()
@@ -888,6 +892,7 @@ pub async fn try_derive(
     c.derive_sub_key(hkms::proto::DeriveSubKeyRequest {
         parent_id: parent.into(),
         region: region.into(),
+        ..Default::default()
     })
     .await
     .map(|r| r.into_inner().key.expect("key"))

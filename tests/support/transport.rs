@@ -31,6 +31,7 @@ pub async fn issue(node: &TestNode, region: &str, card: &str) -> proto::Transpor
             card_label: card.into(),
             card_pin: USER_PIN.into(),
             ceremony_id: ceremony,
+            ..Default::default()
         })
         .await
         .expect("issue card")
@@ -53,6 +54,7 @@ pub async fn try_load(
             card_id: issued.card_id.clone(),
             card_so_pin: so_pin.into(),
             expected_kcv: kcv.into(),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)
@@ -77,6 +79,7 @@ pub async fn export_for(node: &TestNode, key_id: &str, region: &str, card: &str)
             key_id: key_id.into(),
             recipient_region: region.into(),
             card_id: card.into(),
+            ..Default::default()
         })
         .await
         .expect("export")
@@ -96,7 +99,10 @@ pub async fn import(
     package: Vec<u8>,
 ) -> Result<proto::Key, tonic::Status> {
     TransportServiceClient::new(node.channel_as(who).await)
-        .import_key(proto::ImportKeyRequest { package })
+        .import_key(proto::ImportKeyRequest {
+            package,
+            ..Default::default()
+        })
         .await
         .map(|r| r.into_inner().key.expect("key"))
 }

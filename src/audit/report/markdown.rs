@@ -464,6 +464,7 @@ mod tests {
                 policy_sha256: r.policy_sha256.clone(),
                 ceremony: r.ceremony.clone(),
                 outcome: Some(r.result.clone()),
+                retry: None,
             });
         }
         let report = ceremony_report(&chain(again.clone()));

@@ -16,14 +16,21 @@ use tokio::sync::oneshot;
 use tonic::{Request, Status};
 
 use crate::node::{self, Caller, Node, NodeError};
+use crate::proto::request_id::Mutating;
+use crate::store::RetryAnswer;
 
 use super::super::edge::{identity::caller, metrics};
+use super::once::Once;
 use super::{Answer, Unrecorded, answer, authenticated};
 
 /// Most requests run before their records are committed; later ones wait for the next batch.
 const MOST_PER_BATCH: usize = 32;
 
 type UseCase<T> = Box<dyn FnOnce(&Node, &mut node::Request) -> Result<T, NodeError> + Send>;
+
+/// What a request with a client request id keeps for its retries once it is recorded (given
+/// its request id and result); it holds the caller's id until it is dropped.
+type Keep<T> = Box<dyn Fn(&str, &Result<T, NodeError>) -> Option<RetryAnswer> + Send>;
 
 struct Job<T> {
     /// When the request joined the queue.
@@ -32,6 +39,8 @@ struct Job<T> {
     request_id: String,
     use_case: UseCase<T>,
     reply: oneshot::Sender<Result<T, NodeError>>,
+    /// For a mutating request: its answer for its retries (`once.rs`).
+    keep: Option<Keep<T>>,
 }
 
 struct Queue<T> {
@@ -69,15 +78,53 @@ impl<T: Send + 'static> Batcher<T> {
     {
         let (request_id, who) =
             authenticated(&self.node, self.rpc, caller(&self.node, &request)).await?;
-        let name = who.to_string();
         let body = request.into_inner();
+        let use_case: UseCase<T> = Box::new(move |n, req| f(n, req, body));
+        self.serve(request_id, who, use_case, None).await
+    }
+
+    /// [`Batcher::run`] for a mutating RPC whose message carries a `request_id`, as
+    /// [`super::unary_once`] does it: the use case answers with the reply message, which is
+    /// kept for the request's retries, all of a batch's in one commit after their records.
+    pub(crate) async fn run_once<R, F>(
+        &self,
+        request: Request<R>,
+        f: F,
+    ) -> Result<Answer<T>, Status>
+    where
+        F: FnOnce(&Node, &mut node::Request, R) -> Result<T, NodeError> + Send + 'static,
+        R: Mutating + Send + 'static,
+        T: prost::Message + Default,
+    {
+        let (request_id, who) =
+            authenticated(&self.node, self.rpc, caller(&self.node, &request)).await?;
+        let body = request.into_inner();
+        // Waits here, holding no thread and no place in a batch, for the caller's id.
+        let once = Arc::new(Once::read(&self.node, self.rpc, &who, &body).await);
+        let running = Arc::clone(&once);
+        let use_case: UseCase<T> =
+            Box::new(move |n, req| running.run(n, req, |n, req| f(n, req, body)));
+        let keep: Keep<T> = Box::new(move |rid, result| once.answer_to_keep(rid, result));
+        self.serve(request_id, who, use_case, Some(keep)).await
+    }
+
+    /// Queues one authenticated request, leads a batch if none runs, and waits for its answer.
+    async fn serve(
+        &self,
+        request_id: String,
+        who: Caller,
+        use_case: UseCase<T>,
+        keep: Option<Keep<T>>,
+    ) -> Result<Answer<T>, Status> {
+        let name = who.to_string();
         let (reply, answered) = oneshot::channel();
         let job = Job {
             queued: Instant::now(),
             who,
             request_id: request_id.clone(),
-            use_case: Box::new(move |n, req| f(n, req, body)),
+            use_case,
             reply,
+            keep,
         };
         let lead = {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -90,7 +137,7 @@ impl<T: Send + 'static> Batcher<T> {
                 queue: Arc::clone(&self.queue),
                 done: false,
             };
-            tokio::task::spawn_blocking(move || serve(&node, rpc, lead));
+            tokio::task::spawn_blocking(move || serve_batches(&node, rpc, lead));
         }
         // A sender dropped without an answer: its batch's thread was lost (see `Lead`).
         let outcome = answered
@@ -101,7 +148,7 @@ impl<T: Send + 'static> Batcher<T> {
 }
 
 /// Serves batches until the queue is empty. Blocking.
-fn serve<T>(node: &Node, rpc: &'static str, mut lead: Lead<T>) {
+fn serve_batches<T>(node: &Node, rpc: &'static str, mut lead: Lead<T>) {
     loop {
         let batch: Vec<Job<T>> = {
             let mut q = lead.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -120,13 +167,23 @@ fn serve<T>(node: &Node, rpc: &'static str, mut lead: Lead<T>) {
         for job in batch {
             metrics::batch_wait(rpc, job.queued.elapsed());
             ran.run(node, job.who, &job.request_id, job.use_case);
-            replies.push(job.reply);
+            replies.push((job.reply, job.request_id, job.keep));
         }
         // Requests that arrive during this commit form the next batch.
         let recording = Instant::now();
         let results = ran.record(node);
         metrics::batch_time(rpc, recording - started, recording.elapsed());
-        for (reply, result) in replies.into_iter().zip(results) {
+        let kept: Vec<RetryAnswer> = replies
+            .iter()
+            .zip(&results)
+            .filter_map(|((_, rid, keep), result)| keep.as_ref().and_then(|k| k(rid, result)))
+            .collect();
+        if !kept.is_empty() {
+            node.retries().keep(&kept);
+        }
+        for ((reply, _, keep), result) in replies.into_iter().zip(results) {
+            // The caller's request id is free again once its answer is kept.
+            drop(keep);
             // A client that went away still had its record written.
             let _ = reply.send(result);
         }
@@ -169,6 +226,7 @@ mod tests {
             request_id: "r-1".into(),
             use_case: Box::new(|_, _| Ok(1)),
             reply,
+            keep: None,
         });
         q.leading = true;
         answered

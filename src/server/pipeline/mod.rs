@@ -12,9 +12,13 @@
 //!   request whose record cannot be written is refused.
 //!
 //! Unary RPCs go through [`unary`], or through a [`Batcher`] for those served in batches;
-//! streams start with [`open_stream`] and record each item as it is served.
+//! mutating ones through [`unary_once`] or [`Batcher::run_once`], which take the client's
+//! `request_id` (`once.rs`); streams start with [`open_stream`] and record each item as it is
+//! served. Every answer, a status included, carries the node's request id in the
+//! [`REQUEST_ID_HEADER`] metadata: the id the request's records carry.
 
 mod batch;
+mod once;
 mod record;
 pub mod status;
 
@@ -31,8 +35,29 @@ use super::edge::identity::{Refusal, caller};
 use super::edge::metrics;
 
 pub(crate) use batch::Batcher;
+pub(crate) use once::unary_once;
 pub(crate) use record::{Unrecorded, execute, run_all};
 pub use status::to_status;
+
+/// The response metadata (a header, or a trailer of a status) that carries the node's id of
+/// the request: the `request_id` of its records, for an operator or auditor to find them.
+pub const REQUEST_ID_HEADER: &str = "x-hkms-request-id";
+
+/// `status` with the node's request id in its metadata.
+pub(crate) fn with_request_id(mut status: Status, request_id: &str) -> Status {
+    if let Ok(value) = request_id.parse() {
+        status.metadata_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    status
+}
+
+/// `response` with the node's request id in its headers.
+fn tagged<T>(mut response: Response<T>, request_id: &str) -> Response<T> {
+    if let Ok(value) = request_id.parse() {
+        response.metadata_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
 
 /// What a request answers with, made only once its record is durable. A service turns it into
 /// its reply with [`Answer::map`] and [`Answer::into_response`]; it has no other way to answer.
@@ -49,31 +74,41 @@ pub use status::to_status;
 #[must_use = "an answer is only given by turning it into the response"]
 pub struct Answer<T> {
     value: T,
+    /// The node's id of the request, which its reply carries ([`REQUEST_ID_HEADER`]).
+    request_id: String,
 }
 
 impl<T> Answer<T> {
     /// Only the pipeline says a request is recorded.
-    fn recorded(value: T) -> Answer<T> {
-        Answer { value }
+    fn recorded(value: T, request_id: &str) -> Answer<T> {
+        Answer {
+            value,
+            request_id: request_id.to_string(),
+        }
     }
 
     /// The answer in another form (a use case's value in its proto message).
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Answer<U> {
         Answer {
             value: f(self.value),
+            request_id: self.request_id,
         }
     }
 
     /// [`Answer::map`] with a conversion that can fail (the request is recorded already; the
     /// caller gets the error).
     pub fn try_map<U>(self, f: impl FnOnce(T) -> Result<U, Status>) -> Result<Answer<U>, Status> {
-        f(self.value).map(|value| Answer { value })
+        let request_id = self.request_id;
+        match f(self.value) {
+            Ok(value) => Ok(Answer { value, request_id }),
+            Err(status) => Err(with_request_id(status, &request_id)),
+        }
     }
 
-    /// The gRPC reply.
+    /// The gRPC reply, with the node's request id in its headers.
     #[allow(clippy::disallowed_methods)] // the one place a reply is made
     pub fn into_response(self) -> Response<T> {
-        Response::new(self.value)
+        tagged(Response::new(self.value), &self.request_id)
     }
 }
 
@@ -87,10 +122,11 @@ pub(crate) struct StreamStart {
 }
 
 impl StreamStart {
-    /// The reply of a stream: the channel its items are sent on, each after its record.
+    /// The reply of a stream: the channel its items are sent on, each after its record, with
+    /// the stream's request id in its headers.
     #[allow(clippy::disallowed_methods)] // a stream's reply carries no result of its own
     pub fn respond<S: futures_util::Stream>(&self, stream: S) -> Response<S> {
-        Response::new(stream)
+        tagged(Response::new(stream), &self.request_id)
     }
 }
 
@@ -117,14 +153,20 @@ where
         execute(&node, who, rpc, &rid, |n, req| f(n, req, body))
     })
     .await
-    .map_err(|e| {
+    .map_err(|e| unfinished(rpc, &request_id, e))?;
+    answer(rpc, &request_id, &name, outcome)
+}
+
+/// The status of a request whose blocking thread was lost.
+fn unfinished(rpc: &str, request_id: &str, e: impl std::fmt::Display) -> Status {
+    with_request_id(
         details::refusal(
             Reason::InternalError,
             format!("{rpc} did not finish: {e}"),
             Vec::new(),
-        )
-    })?;
-    answer(rpc, &request_id, &name, outcome)
+        ),
+        request_id,
+    )
 }
 
 /// Authenticates the caller of a stream (recording and refusing one without a usable
@@ -150,7 +192,7 @@ fn answer<T>(
     match outcome {
         Ok(v) => {
             tracing::info!(%request_id, rpc, %caller, "ok");
-            Ok(Answer::recorded(v))
+            Ok(Answer::recorded(v, request_id))
         }
         Err(e) => {
             let status = to_status(&e);
@@ -163,7 +205,7 @@ fn answer<T>(
             } else {
                 tracing::warn!(%request_id, rpc, %caller, code = e.class().code_name(), reason = %e.reason(), error, "refused");
             }
-            Err(status)
+            Err(with_request_id(status, request_id))
         }
     }
 }
@@ -224,5 +266,5 @@ async fn refuse_unauthenticated(
         ),
     };
     metrics::request(rpc, class.code_name(), start.elapsed());
-    answer
+    with_request_id(answer, request_id)
 }

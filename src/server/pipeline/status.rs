@@ -28,6 +28,15 @@ pub fn code_name(code: Code) -> &'static str {
 
 /// The gRPC status for a node error, with its reason, metadata and wrong field.
 pub fn to_status(e: &NodeError) -> Status {
+    if let NodeError::Replayed {
+        class,
+        message,
+        details,
+    } = e
+    {
+        // As it was first sent: cut then, details and all.
+        return Status::with_details(code_of(*class), message.clone(), details.clone().into());
+    }
     // The message may quote the caller's input; cut as in the record, it stays a header's size.
     let message = cut(&e.to_string(), MAX_MESSAGE);
     let mut details = error_info(e.reason(), e.metadata());
@@ -191,6 +200,23 @@ mod tests {
             assert_eq!(class.code_name(), tonic_name, "{class:?}");
             assert_eq!(ErrorClass::from_grpc_code(code as i32), Some(class));
         }
+    }
+
+    #[test]
+    fn a_replayed_failure_is_answered_as_it_was_first() {
+        let first = Status::with_details(
+            Code::FailedPrecondition,
+            "ceremony c-1 expired",
+            vec![1, 2, 3].into(),
+        );
+        let again = to_status(&NodeError::Replayed {
+            class: ErrorClass::FailedPrecondition,
+            message: first.message().to_string(),
+            details: first.details().to_vec(),
+        });
+        assert_eq!(again.code(), first.code());
+        assert_eq!(again.message(), first.message());
+        assert_eq!(again.details(), first.details());
     }
 
     #[test]

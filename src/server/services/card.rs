@@ -9,9 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use zeroize::Zeroizing;
 
 use crate::card::CardCommand;
-use crate::node::{
-    Caller, CardAnswer, CardPackages, CardRequest, InField, Node, NodeError, Reason, input,
-};
+use crate::node::{Caller, CardPackages, CardRequest, InField, Node, NodeError, Reason, input};
 use crate::proto;
 use crate::proto::card_service_server::CardService;
 
@@ -37,8 +35,8 @@ pub struct CardApi {
     /// contention cost more CPU than the concurrency gains. A batch gives its turn back
     /// before its durable wait; a stream waits for a turn without holding a thread.
     hsm_turns: Arc<Semaphore>,
-    unblock: Batcher<CardAnswer>,
-    reload: Batcher<CardAnswer>,
+    unblock: Batcher<proto::CardCommandResponse>,
+    reload: Batcher<proto::CardCommandResponse>,
 }
 
 impl CardApi {
@@ -63,7 +61,7 @@ impl CardApi {
             CardCommand::Reload => &self.reload,
         };
         let answer = batcher
-            .run(request, move |n, req, mut r| {
+            .run_once(request, move |n, req, mut r| {
                 // Secrets leave the message at once, into memory that is wiped on drop.
                 let pin = Zeroizing::new(std::mem::take(&mut r.pin));
                 let cardholder_id = Zeroizing::new(std::mem::take(&mut r.cardholder_id));
@@ -74,7 +72,7 @@ impl CardApi {
                 req.param("served_by", &r.served_by);
                 req.param("agent", agent_id.is_some().to_string());
                 let serial = input::card_serial(&r.card_serial).field("card_serial")?;
-                n.cards().card_command(
+                let answer = n.cards().card_command(
                     req,
                     CardRequest {
                         command,
@@ -85,16 +83,15 @@ impl CardApi {
                         cardholder_id,
                         agent_id,
                     },
-                )
+                )?;
+                Ok(proto::CardCommandResponse {
+                    apdu: answer.apdu,
+                    master_key_id: answer.master_key_id,
+                    master_version: answer.master_version,
+                })
             })
             .await?;
-        Ok(answer
-            .map(|answer| proto::CardCommandResponse {
-                apdu: answer.apdu,
-                master_key_id: answer.master_key_id,
-                master_version: answer.master_version,
-            })
-            .into_response())
+        Ok(answer.into_response())
     }
 }
 

@@ -9,7 +9,7 @@ use crate::node::{Ceremony, InField, Node, NodeError, PageAsk, input};
 use crate::proto;
 use crate::proto::ceremony_service_server::CeremonyService;
 
-use super::super::pipeline::unary;
+use super::super::pipeline::{unary, unary_once};
 use super::convert::as_node_str;
 use super::paging::{Budget, Pager};
 use super::times;
@@ -79,7 +79,7 @@ impl CeremonyService for CeremonyApi {
         &self,
         request: Request<proto::OpenCeremonyRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "OpenCeremony", request, |n, req, r| {
+        let c = unary_once(&self.node, "OpenCeremony", request, |n, req, r| {
             let operation = as_node_str::<proto::Operation>(r.operation).field("operation")?;
             let params = r.params.into_iter().collect();
             let action = input::ceremony_action(req, operation, &params)?;
@@ -93,8 +93,9 @@ impl CeremonyService for CeremonyApi {
         &self,
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "ApproveCeremony", request, |n, req, r| {
-            let id = req.read("ceremony", &r.id, input::ceremony_id)
+        let c = unary_once(&self.node, "ApproveCeremony", request, |n, req, r| {
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
             ceremony_to_proto(&n.ceremonies().approve_ceremony(req, &id)?)
         })
@@ -106,14 +107,15 @@ impl CeremonyService for CeremonyApi {
         &self,
         request: Request<proto::EnterComponentRequest>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "EnterComponent", request, |n, req, mut r| {
+        let c = unary_once(&self.node, "EnterComponent", request, |n, req, mut r| {
             let component = Zeroizing::new(std::mem::take(&mut r.component));
-            let id = req.read("ceremony", &r.id, input::ceremony_id)
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
-            ceremony_to_proto(
-                &n.ceremonies()
-                    .enter_component(req, &id, component, &r.kcv)?,
-            )
+            let c = n
+                .ceremonies()
+                .enter_component(req, &id, component, &r.kcv)?;
+            ceremony_to_proto(&c)
         })
         .await?;
         Ok(c.into_response())
@@ -123,8 +125,9 @@ impl CeremonyService for CeremonyApi {
         &self,
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
-        let c = unary(&self.node, "CancelCeremony", request, |n, req, r| {
-            let id = req.read("ceremony", &r.id, input::ceremony_id)
+        let c = unary_once(&self.node, "CancelCeremony", request, |n, req, r| {
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
             ceremony_to_proto(&n.ceremonies().cancel_ceremony(req, &id)?)
         })
@@ -137,7 +140,8 @@ impl CeremonyService for CeremonyApi {
         request: Request<proto::CeremonyId>,
     ) -> Result<Response<proto::CeremonyInfo>, Status> {
         let c = unary(&self.node, "GetCeremony", request, |n, req, r| {
-            let id = req.read("ceremony", &r.id, input::ceremony_id)
+            let id = req
+                .read("ceremony", &r.id, input::ceremony_id)
                 .field("id")?;
             ceremony_to_proto(&n.ceremonies().get_ceremony(req, &id)?)
         })

@@ -9,7 +9,7 @@ use crate::node::{InField, Node, NodeError, PageAsk, input};
 use crate::proto;
 use crate::proto::key_service_server::KeyService;
 
-use super::super::pipeline::{Batcher, unary};
+use super::super::pipeline::{Batcher, unary, unary_once};
 use super::convert::as_node_str;
 use super::paging::{Budget, Pager};
 use super::times;
@@ -60,32 +60,35 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::GenerateKeyRequest>,
     ) -> Result<Response<proto::GenerateKeyResponse>, Status> {
-        let key = unary(&self.node, "GenerateKey", request, |n, req, r| {
-            let key_type = req.read("key_type", &r.key_type, input::key_type)
+        let key = unary_once(&self.node, "GenerateKey", request, |n, req, r| {
+            let key_type = req
+                .read("key_type", &r.key_type, input::key_type)
                 .field("key_type")?;
-            key_to_proto(&n.keys().generate_key(req, &key_type)?)
+            let k = n.keys().generate_key(req, &key_type)?;
+            Ok(proto::GenerateKeyResponse {
+                key: Some(key_to_proto(&k)?),
+            })
         })
         .await?;
-        Ok(key
-            .map(|k| proto::GenerateKeyResponse { key: Some(k) })
-            .into_response())
+        Ok(key.into_response())
     }
 
     async fn derive_sub_key(
         &self,
         request: Request<proto::DeriveSubKeyRequest>,
     ) -> Result<Response<proto::DeriveSubKeyResponse>, Status> {
-        let key = unary(&self.node, "DeriveSubKey", request, |n, req, r| {
+        let key = unary_once(&self.node, "DeriveSubKey", request, |n, req, r| {
             req.param("parent_id", &r.parent_id);
             req.param("region", &r.region);
             let parent = input::key_id(&r.parent_id).field("parent_id")?;
             let region = input::region(&r.region).field("region")?;
-            key_to_proto(&n.keys().derive_sub_key(req, &parent, region)?)
+            let k = n.keys().derive_sub_key(req, &parent, region)?;
+            Ok(proto::DeriveSubKeyResponse {
+                key: Some(key_to_proto(&k)?),
+            })
         })
         .await?;
-        Ok(key
-            .map(|k| proto::DeriveSubKeyResponse { key: Some(k) })
-            .into_response())
+        Ok(key.into_response())
     }
 
     async fn get_key(
@@ -95,8 +98,7 @@ impl KeyService for KeyApi {
         let key = self
             .gets
             .run(request, |n, req, r| {
-                let id = req.read("id", &r.id, input::key_id)
-                .field("id")?;
+                let id = req.read("id", &r.id, input::key_id).field("id")?;
                 let (k, origin) = n.keys().get_key(req, &id)?;
                 Ok(proto::Key {
                     origin: origin.map(|o| proto::KeyOrigin {
@@ -165,7 +167,7 @@ impl KeyService for KeyApi {
         &self,
         request: Request<proto::ChangeKeyStateRequest>,
     ) -> Result<Response<proto::ChangeKeyStateResponse>, Status> {
-        let key = unary(&self.node, "ChangeKeyState", request, |n, req, r| {
+        let key = unary_once(&self.node, "ChangeKeyState", request, |n, req, r| {
             let state = as_node_str::<proto::KeyState>(r.state).field("state")?;
             let expected =
                 as_node_str::<proto::KeyState>(r.expected_state).field("expected_state")?;
@@ -180,11 +182,12 @@ impl KeyService for KeyApi {
                 .then(|| input::key_state("expected state", expected))
                 .transpose()
                 .field("expected_state")?;
-            key_to_proto(&n.keys().change_key_state(req, &id, next, expected)?)
+            let k = n.keys().change_key_state(req, &id, next, expected)?;
+            Ok(proto::ChangeKeyStateResponse {
+                key: Some(key_to_proto(&k)?),
+            })
         })
         .await?;
-        Ok(key
-            .map(|k| proto::ChangeKeyStateResponse { key: Some(k) })
-            .into_response())
+        Ok(key.into_response())
     }
 }

@@ -9,7 +9,7 @@ use crate::policy::Policy;
 use crate::proto;
 use crate::proto::policy_service_server::PolicyService;
 
-use super::super::pipeline::unary;
+use super::super::pipeline::{unary, unary_once};
 
 /// The policy service over one node.
 pub struct PolicyApi {
@@ -50,10 +50,11 @@ impl PolicyService for PolicyApi {
         &self,
         request: Request<proto::ReloadPolicyRequest>,
     ) -> Result<Response<proto::PolicyInfo>, Status> {
-        let p = unary(&self.node, "ReloadPolicy", request, |n, req, _| {
-            n.policies().reload_policy_by(req)
+        let p = unary_once(&self.node, "ReloadPolicy", request, |n, req, _| {
+            let p = n.policies().reload_policy_by(req)?;
+            Ok(info(&p))
         })
         .await?;
-        Ok(p.map(|p| info(&p)).into_response())
+        Ok(p.into_response())
     }
 }

@@ -10,7 +10,7 @@ use crate::proto;
 use crate::proto::transport_service_server::TransportService;
 use crate::transport::TransportKey;
 
-use super::super::pipeline::{Batcher, unary};
+use super::super::pipeline::{Batcher, unary, unary_once};
 use super::keys::key_to_proto;
 use super::paging::{Budget, Pager};
 use super::times;
@@ -18,7 +18,7 @@ use super::times;
 /// The transport service over one node.
 pub struct TransportApi {
     node: Arc<Node>,
-    exports: Batcher<Vec<u8>>,
+    exports: Batcher<proto::ExportKeyResponse>,
 }
 
 impl TransportApi {
@@ -51,16 +51,16 @@ impl TransportService for TransportApi {
         &self,
         request: Request<proto::IssueCardRequest>,
     ) -> Result<Response<proto::TransportKeyInfo>, Status> {
-        let row = unary(&self.node, "IssueCard", request, |n, req, mut r| {
+        let row = unary_once(&self.node, "IssueCard", request, |n, req, mut r| {
             let pin = SecretString::from(std::mem::take(&mut r.card_pin));
             let ceremony = (!r.ceremony_id.is_empty()).then_some(r.ceremony_id.as_str());
             req.param("region", &r.region);
             req.param("card", &r.card_label);
             let region = input::region(&r.region).field("region")?;
-            info(
-                &n.transport()
-                    .issue_card(req, region, &r.card_label, &pin, ceremony)?,
-            )
+            let row = n
+                .transport()
+                .issue_card(req, region, &r.card_label, &pin, ceremony)?;
+            info(&row)
         })
         .await?;
         Ok(row.into_response())
@@ -70,7 +70,7 @@ impl TransportService for TransportApi {
         &self,
         request: Request<proto::LoadCardRequest>,
     ) -> Result<Response<proto::TransportKeyInfo>, Status> {
-        let row = unary(&self.node, "LoadCard", request, |n, req, mut r| {
+        let row = unary_once(&self.node, "LoadCard", request, |n, req, mut r| {
             let pin = SecretString::from(std::mem::take(&mut r.card_pin));
             let so_pin = SecretString::from(std::mem::take(&mut r.card_so_pin));
             let card = crate::node::CardAccess {
@@ -78,10 +78,10 @@ impl TransportService for TransportApi {
                 pin: &pin,
                 so_pin: &so_pin,
             };
-            info(
-                &n.transport()
-                    .load_card(req, &card, &r.card_id, &r.expected_kcv)?,
-            )
+            let row = n
+                .transport()
+                .load_card(req, &card, &r.card_id, &r.expected_kcv)?;
+            info(&row)
         })
         .await?;
         Ok(row.into_response())
@@ -118,30 +118,30 @@ impl TransportService for TransportApi {
     ) -> Result<Response<proto::ExportKeyResponse>, Status> {
         let package = self
             .exports
-            .run(request, |n, req, r| {
+            .run_once(request, |n, req, r| {
                 let card = (!r.card_id.is_empty()).then_some(r.card_id.as_str());
                 req.param("key_id", &r.key_id);
                 req.param("recipient_region", &r.recipient_region);
                 let key_id = input::key_id(&r.key_id).field("key_id")?;
                 let recipient = input::region(&r.recipient_region).field("recipient_region")?;
-                n.transport().export_key(req, &key_id, recipient, card)
+                let package = n.transport().export_key(req, &key_id, recipient, card)?;
+                Ok(proto::ExportKeyResponse { package })
             })
             .await?;
-        Ok(package
-            .map(|package| proto::ExportKeyResponse { package })
-            .into_response())
+        Ok(package.into_response())
     }
 
     async fn import_key(
         &self,
         request: Request<proto::ImportKeyRequest>,
     ) -> Result<Response<proto::ImportKeyResponse>, Status> {
-        let key = unary(&self.node, "ImportKey", request, |n, req, r| {
-            key_to_proto(&n.transport().import_key(req, &r.package)?)
+        let key = unary_once(&self.node, "ImportKey", request, |n, req, r| {
+            let key = n.transport().import_key(req, &r.package)?;
+            Ok(proto::ImportKeyResponse {
+                key: Some(key_to_proto(&key)?),
+            })
         })
         .await?;
-        Ok(key
-            .map(|key| proto::ImportKeyResponse { key: Some(key) })
-            .into_response())
+        Ok(key.into_response())
     }
 }
