@@ -7,7 +7,9 @@ approves it), a sub-key derived for a province, the keys listed page by page. Ev
 call is sent twice with the same request id, as a client does after a lost answer: the node
 acts once and answers the retry with the first answer. Then it checks that each error it
 provokes carries its machine-readable reason (google.rpc.ErrorInfo) and, for a bad field,
-which field (google.rpc.BadRequest).
+which field (google.rpc.BadRequest): a policy refusal, a missing ceremony, a wrong key state,
+an unknown key, a bad field, a reused request id, an undecodable body, an unknown method and
+a call without a client certificate.
 
 Run by tests/python_client.rs against a real node; see docs/api.md. Exits 0 when every check
 holds, 1 otherwise.
@@ -154,8 +156,10 @@ def main():
     master = found.group(0)
 
     # Sub-keys for two provinces, each derive sent twice.
-    for region in ["440000", "450000", "320000"]:
-        twice(officer, "KeyService", "DeriveSubKey", parent_id=master, region=region)
+    subkeys = [
+        twice(officer, "KeyService", "DeriveSubKey", parent_id=master, region=region).key.id
+        for region in ["440000", "450000", "320000"]
+    ]
 
     # Every key, one per page: none twice, none missing.
     seen, token, pages = [], "", 0
@@ -199,11 +203,67 @@ def main():
     officer.call("KeyService", "DeriveSubKey", parent_id=master, region="330000", request_id=rid)
     expect_error(
         "a request id reused with another body",
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "REQUEST_ID_REUSED",
+        grpc.StatusCode.ALREADY_EXISTS,
+        "REQUEST_ID_TAKEN",
         lambda: officer.call(
             "KeyService", "DeriveSubKey", parent_id=master, region="340000", request_id=rid
         ),
+    )
+
+    retired = officer.enum("hkms.v1.KeyState", "KEY_STATE_RETIRED")
+    suspended = officer.enum("hkms.v1.KeyState", "KEY_STATE_SUSPENDED")
+    expect_error(
+        "a state change from a state the key is not in",
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "WRONG_KEY_STATE",
+        lambda: officer.call(
+            "KeyService",
+            "ChangeKeyState",
+            id=subkeys[0],
+            state=suspended,
+            expected_state=retired,
+            request_id=uuid.uuid4().hex,
+        ),
+    )
+    raw = officer.channel.unary_unary(
+        "/hkms.v1.KeyService/GenerateKey",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    expect_error(
+        "a body that is not the method's message",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MALFORMED_BODY",
+        lambda: raw(b"\xff\xff\xff", timeout=30),
+    )
+    nope = officer.channel.unary_unary(
+        "/hkms.v1.KeyService/Nope",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    expect_error(
+        "an unknown method",
+        grpc.StatusCode.UNIMPLEMENTED,
+        "UNKNOWN_METHOD",
+        lambda: nope(b"", timeout=30),
+    )
+    try:
+        nope(b"", timeout=30)
+    except grpc.RpcError as err:
+        check("an unknown method's message names it", "Nope" in (err.details() or ""), err.details())
+    anonymous = grpc.secure_channel(
+        a.target, grpc.ssl_channel_credentials(root_certificates=open(a.ca, "rb").read())
+    )
+    list_keys = Api(officer.channel).method("KeyService", "ListKeys")
+    expect_error(
+        "a call without a client certificate",
+        grpc.StatusCode.UNAUTHENTICATED,
+        "CLIENT_CERTIFICATE_MISSING",
+        lambda: anonymous.unary_unary(
+            "/hkms.v1.KeyService/ListKeys",
+            request_serializer=list_keys[0].SerializeToString,
+            response_deserializer=list_keys[0].FromString,
+        )(list_keys[0](), timeout=30),
     )
 
     print(f"{len(failures)} check(s) failed" if failures else "every check held")
