@@ -10,9 +10,8 @@ use hkms::pki::Validity;
 use hkms::proto::{
     self, ceremony_service_client::CeremonyServiceClient, key_service_client::KeyServiceClient,
 };
-use prost::bytes::{Buf, BufMut};
+use support::raw_codec::RawCodec;
 use support::{TestNode, client_tls};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -283,45 +282,6 @@ async fn ceremony_refusals_have_their_reasons() {
         .expect_err("suspending is done directly");
     assert_reason(&err, Code::InvalidArgument, "INVALID_FIELD");
     assert_eq!(bad_field(&err), "params.state");
-}
-
-/// A codec that sends message bodies as they are.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        let n = src.remaining();
-        Ok(Some(src.copy_to_bytes(n).to_vec()))
-    }
 }
 
 /// Sends `body` to `path` as a unary call; the status the node answered with.

@@ -2,6 +2,7 @@
 //! `hkms serve` processes on 127.0.0.1, and clients that use the public gRPC API or the CLI.
 #![allow(dead_code)]
 
+pub mod raw_codec;
 pub mod shell;
 
 use std::io::{BufRead, BufReader};
