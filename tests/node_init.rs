@@ -4,7 +4,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use support::{Token, hkms_bin, stderr, stdout, try_spawn_server};
@@ -115,15 +115,7 @@ fn a_node_made_by_node_init_serves_and_a_second_run_keeps_everything() {
     );
 
     // It serves, and a caller of its region reaches it.
-    let conf = node.join("softhsm/softhsm2.conf");
-    let token = Token {
-        kind: support::TokenKind::SoftHsm2,
-        env: vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
-        conf,
-        module: "/unused".into(),
-        label: "hkms-node-440000".into(),
-        pin_file: pins[0].clone(),
-    };
+    let token = made_token(&node, "hkms-node-440000", pins[0].clone());
     let (mut child, addr) = try_spawn_server(&token, &node.join("node.toml"), &node)
         .unwrap_or_else(|o| panic!("serve: {}", stderr(&o)));
     let pki = tmp.path().join("pki");
@@ -294,15 +286,7 @@ fn audit_token_puts_the_audit_key_on_a_second_token_with_its_own_pin() {
     );
 
     // The node starts with its audit key on the audit token.
-    let conf = node.join("softhsm/softhsm2.conf");
-    let token = Token {
-        kind: support::TokenKind::SoftHsm2,
-        env: vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
-        conf,
-        module: "/unused".into(),
-        label: "hkms-ministry".into(),
-        pin_file: node.join("softhsm/user.pin"),
-    };
+    let token = made_token(&node, "hkms-ministry", node.join("softhsm/user.pin"));
     let (mut child, _addr) = try_spawn_server(&token, &node.join("node.toml"), &node)
         .unwrap_or_else(|o| panic!("serve: {}", stderr(&o)));
     let _ = Command::new("kill")
@@ -343,4 +327,18 @@ fn audit_token_puts_the_audit_key_on_a_second_token_with_its_own_pin() {
         stderr(&out)
     );
     assert_eq!(read(&plain.join("node.toml")), before);
+}
+
+/// The SoftHSM2 token `label` that `node init` made in the node folder `node`, for the test
+/// helpers that reach a token (its module is the one the node's config names).
+fn made_token(node: &Path, label: &str, pin_file: PathBuf) -> Token {
+    let conf = node.join("softhsm/softhsm2.conf");
+    Token {
+        kind: support::TokenKind::SoftHsm2,
+        env: vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
+        conf,
+        module: "/unused".into(),
+        label: label.into(),
+        pin_file,
+    }
 }
